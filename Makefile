@@ -1,0 +1,61 @@
+# maglica.cloud: `make demo` sets up a one-host cloud and clones a VM; `make test` runs every test.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+BUILD := $(CURDIR)/build
+# ansible-playbook and pytest find the collection through this link.
+COLLECTIONS := $(BUILD)/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/maglica/cloud
+# ansible-test needs a real directory ending in ansible_collections/maglica/cloud.
+SANITY_COPY := $(BUILD)/sanity/ansible_collections/maglica/cloud
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PYTHONPATH := $(COLLECTIONS):$(CURDIR)/plugins/module_utils
+export ANSIBLE_PYTHON_INTERPRETER := $(PY)
+export ANSIBLE_LOCALHOST_WARNING := false
+export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
+
+.PHONY: all deps collection-link test sanity units integration lint demo demo-clean testbed-stop \
+        bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz clean
+
+all: test
+
+deps:
+	VENV=$(VENV) bash scripts/install-deps.sh
+
+collection-link:
+	mkdir -p $(dir $(COLLECTION_LINK))
+	ln -sfn $(CURDIR) $(COLLECTION_LINK)
+
+test: deps collection-link sanity lint units integration
+
+units: deps collection-link
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+integration: deps collection-link
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+sanity: deps
+	rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
+	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -C $(SANITY_COPY) -xf -
+	cd $(SANITY_COPY) && git init -q && git add -A && \
+	  $(VENV)/bin/ansible-test sanity --requirements --venv --python 3.11 --color no
+
+lint: deps collection-link
+	$(VENV)/bin/ansible-lint --profile production --offline roles playbooks
+
+demo: deps collection-link
+	bash scripts/demo.sh
+
+demo-clean:
+	bash scripts/demo.sh clean
+
+testbed-stop:
+	bash tests/testbed/testbed.sh stop
+
+bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz: deps collection-link
+	$(PY) benchmarks/$(subst bench-,,$@).py
+
+clean:
+	rm -rf $(BUILD)

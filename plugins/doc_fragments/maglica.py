@@ -1,0 +1,84 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment(object):
+
+    # How every Maglica module finds the cloud: a configuration file, settings given inline, or both.
+    DOCUMENTATION = r'''
+options:
+  config:
+    description:
+      - Path of the Maglica configuration file (the seed's C(maglica.conf) YAML).
+      - When neither O(config) nor O(hosts) is given, C(/etc/maglica.conf) is read (or the file named by
+        the E(MAGLICA_CONFIG) environment variable).
+      - Settings given inline with O(hosts), O(client), O(libvirt) and O(security) win over the file's.
+    type: path
+  hosts:
+    description:
+      - The hypervisors, replacing the configuration file's list.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Host name; also the topic its host worker subscribes to.
+        type: str
+        required: true
+      weight:
+        description: Placement weight; a host of weight 20 takes twice the VMs of one of weight 10.
+        type: int
+        default: 10
+      address:
+        description: Address of its libvirtd, when it differs from O(hosts[].name).
+        type: str
+      uri:
+        description: Full libvirt URI of the host, overriding O(libvirt).
+        type: str
+  client:
+    description: Where the client worker listens.
+    type: dict
+    suboptions:
+      host:
+        description: Host name or address of the client worker.
+        type: str
+      pub_port:
+        description: Port of its PUB socket.
+        type: int
+      rep_port:
+        description: Port of its REP socket.
+        type: int
+  libvirt:
+    description: How the hosts' libvirt URIs are built (C(DRIVER+TRANSPORT://HOST[:PORT]/PATH)).
+    type: dict
+    suboptions:
+      driver:
+        description: Hypervisor driver.
+        type: str
+      transport:
+        description: Transport, for example C(tcp), C(tls) or C(ssh).
+        type: str
+      path:
+        description: Path part of the URI.
+        type: str
+      port:
+        description: Port, when not the transport's default.
+        type: int
+  security:
+    description: CURVE authentication towards the client worker.
+    type: dict
+    suboptions:
+      curve:
+        description: Use CURVE encryption and authentication. Turn off only on a trusted network.
+        type: bool
+      key_dir:
+        description: Directory holding C(library.key_secret) and the client worker's C(server.key).
+        type: path
+requirements:
+  - python >= 3.8
+  - libvirt-python (Debian and RHEL package C(python3-libvirt))
+  - pyzmq
+  - PyYAML
+'''

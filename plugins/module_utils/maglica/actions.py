@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The fixed table of job actions a host worker runs. An action name from the network is only ever a key here.
+
+Each action takes (context, reconcile). With reconcile=True the job was found
+running after a restart: the action first checks what an earlier run left
+(done: report it; half done: roll it back) and never repeats a side effect.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import clone, virt
+from .errors import MaglicaError, NotFoundError
+
+
+class Context(object):
+    def __init__(self, config, host, job):
+        self.config = config
+        self.host = host
+        self.job = job
+        self.args = job['args']
+        self.uri = config.uri(host)
+
+    def effects_path(self):
+        return os.path.join(self.config.host_worker['state_dir'], '%s.effects' % self.host.name)
+
+
+def noop(context, reconcile):
+    """Does nothing but, with a marker, append one line to the host's effects file: a countable side effect."""
+    marker = context.args.get('marker')
+    if marker is None:
+        return {}
+    path = context.effects_path()
+    line = '%s %s\n' % (context.job['id'], marker)
+    if reconcile and os.path.exists(path):
+        with open(path) as handle:
+            if any(l.split(' ', 1)[0] == context.job['id'] for l in handle):
+                return {'reconciled': True}
+    with open(path, 'a') as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return {}
+
+
+def vm_clone(context, reconcile):
+    with virt.Connection(context.config, context.host) as conn:
+        return clone.make_clone(conn, context.uri, context.job['id'], context.args, reconcile)
+
+
+def vm_remove(context, reconcile):
+    name = context.args['name']
+    with virt.Connection(context.config, context.host) as conn:
+        if clone.lookup(conn, name) is None:
+            if reconcile:
+                return {'name': name, 'deleted_disks': [], 'reconciled': True}
+            raise NotFoundError('no VM named %s on %s' % (name, context.host.name))
+        return {'name': name, 'deleted_disks': clone.remove_domain(conn, name)}
+
+
+ACTIONS = {
+    'noop': noop,
+    'vm.clone': vm_clone,
+    'vm.remove': vm_remove,
+}
+
+
+def run(context, reconcile=False):
+    """Run the job's action; returns {status, message, data}. Library errors end the job failed, with their message."""
+    action = ACTIONS[context.job['action']]
+    try:
+        data = action(context, reconcile)
+    except MaglicaError as e:
+        return {'status': 'failed', 'message': str(e)}
+    return {'status': 'succeeded', 'message': '', 'data': data or {}}

@@ -1,0 +1,79 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The library's side of job dispatch: submit a job to the client worker, ask for its state, wait for it."""
+
+from __future__ import annotations
+
+import time
+
+from . import keys, messages
+from .errors import DispatchError, JobFailed, NotFoundError
+from .transport import Requester
+
+# Why a job that did not finish in time is still in its state, in words for the user.
+WAITING_REASONS = {
+    'queued': 'it was not yet published to the host',
+    'dispatched': 'no host worker for %(host)s has acknowledged it: is the host worker running?',
+    'running': 'the host worker for %(host)s is still running it',
+}
+
+
+class Client(object):
+    def __init__(self, config, timeout=None):
+        self.config = config
+        self.timeout = timeout or config.jobs['request_timeout']
+        self.requester = Requester(config, keys.LIBRARY)
+
+    def close(self):
+        self.requester.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def call(self, kind, timeout=None, **fields):
+        reply = self.requester.request(dict(fields, type=kind), min(timeout or self.timeout, self.timeout))
+        if not reply.get('ok'):
+            if reply.get('code') == 'not_found':
+                raise NotFoundError(reply.get('error') or 'not found')
+            raise DispatchError('the client worker refused the %s request: %s' % (kind, reply.get('error')))
+        return reply
+
+    def submit(self, job, timeout=None):
+        """Hand a validated job to the client worker; returns the job as logged. The id makes a resend harmless."""
+        return self.call('submit', timeout=timeout, job=job)['job']
+
+    def status(self, job_id):
+        return self.call('status', id=job_id)['job']
+
+    def recent(self, limit=20, host=None):
+        return self.call('list', limit=limit, host=host)['jobs']
+
+    def hosts(self):
+        return self.call('hosts')['hosts']
+
+    def wait(self, job_id, timeout, progress=None):
+        """Poll a job until it ends or `timeout` seconds pass. Returns the finished job.
+
+        Raises JobFailed when it ends failed or expired, or does not end in time.
+        """
+        deadline = time.monotonic() + timeout
+        interval = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            job = self.call('status', id=job_id, timeout=max(0.5, remaining))['job']
+            if progress:
+                progress(job)
+            if job['state'] in messages.FINAL_STATES:
+                if job['state'] != 'succeeded':
+                    raise JobFailed('job %s (%s on %s) %s: %s' % (job_id, job['action'], job['host'], job['state'], job['message']), job)
+                return job
+            if remaining <= 0:
+                reason = WAITING_REASONS.get(job['state'], '') % {'host': job['host']}
+                raise JobFailed('job %s (%s on %s) did not finish within %gs; it is %s: %s'
+                                % (job_id, job['action'], job['host'], timeout, job['state'], reason), job)
+            time.sleep(min(interval, max(0.0, remaining)))
+            interval = min(interval * 2, 0.5)

@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The client worker: takes requests on REP, publishes jobs on PUB, keeps the durable job log.
+
+    python3 -m maglica.client_worker --config /etc/maglica.conf
+
+A job is written to the log before its submitter is answered, published to
+its host's topic, and published again until that host's worker acknowledges
+it or its TTL runs out (PUB drops messages for absent subscribers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+
+from . import config as config_mod
+from . import keys, messages, transport
+from .errors import MaglicaError, MessageError
+from .joblog import JobLog
+
+LOG = logging.getLogger('maglica.client_worker')
+# Requests only the library's key may make; a host's key may only report on its own jobs.
+LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts')
+SWEEP_INTERVAL = 0.25
+
+
+class ClientWorker(object):
+    def __init__(self, config):
+        self.config = config
+        self.allowed = None
+        self.auth = None
+        zmq = transport.zmq()
+        self.context = zmq.Context()
+        self.pub = self.context.socket(zmq.PUB)
+        self.rep = self.context.socket(zmq.REP)
+        for sock in (self.pub, self.rep):
+            sock.linger = 0
+        # A host worker that is down must not make the PUB socket block or grow without bound.
+        self.pub.sndhwm = 100000
+        if transport.curve_enabled(config):
+            self._secure(zmq)
+        else:
+            LOG.warning('CURVE is off (security.curve: false): anyone who reaches ports %d and %d can submit jobs',
+                        config.client['pub_port'], config.client['rep_port'])
+        self.log = JobLog(config.jobs['database'])
+        self.pub.bind(config.bind_endpoint('pub'))
+        self.rep.bind(config.bind_endpoint('rep'))
+        self.host_names = set(h.name for h in config.hosts)
+        self.seen = {}
+        self.stopping = False
+        self.last_sweep = 0.0
+
+    def _secure(self, zmq):
+        key_dir = self.config.security['key_dir']
+        self.allowed = keys.load_allowed(key_dir)
+        public, secret = keys.load_pair(key_dir, keys.SERVER)
+        thread_auth = importlib.import_module('zmq.auth.thread')
+        self.auth = thread_auth.ThreadAuthenticator(self.context, log=logging.getLogger('maglica.zap'))
+        self.auth.start()
+        self.auth.configure_curve_callback(transport.ZAP_DOMAIN_PUB, transport.AllowList(self.allowed, hosts_only=True))
+        self.auth.configure_curve_callback(transport.ZAP_DOMAIN_REP, transport.AllowList(self.allowed))
+        for sock, domain in ((self.pub, transport.ZAP_DOMAIN_PUB), (self.rep, transport.ZAP_DOMAIN_REP)):
+            sock.curve_server = True
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
+            sock.zap_domain = domain.encode()
+        LOG.info('CURVE on, %d key(s) allowed: %s', len(self.allowed), ', '.join(sorted(self.allowed.values())))
+
+    def close(self):
+        self.log.close()
+        if self.auth is not None:
+            self.auth.stop()
+        self.pub.close()
+        self.rep.close()
+        self.context.term()
+
+    # -- requests ---------------------------------------------------------
+
+    def identity(self, frame):
+        """Who sent a frame: an allow-list identity under CURVE, None in plain mode."""
+        if self.allowed is None:
+            return None
+        return self.allowed.get(frame.get('User-Id').encode('ascii'))
+
+    def handle(self, frame):
+        """Answer one request frame. Never raises on bad input: the error goes back as the reply."""
+        try:
+            kind, data = messages.decode_request(frame.bytes)
+        except MessageError as e:
+            LOG.warning('refused a malformed request: %s', e)
+            return {'ok': False, 'error': str(e)}
+        who = self.identity(frame)
+        if who is not None:
+            if kind in LIBRARY_REQUESTS and who != keys.LIBRARY:
+                LOG.warning('refused %s from %s: only the library key may make it', kind, who)
+                return {'ok': False, 'error': '%s may not make %s requests' % (who, kind)}
+            if kind == 'report' and who != data['host']:
+                LOG.warning('refused a report for %s from the key of %s', data['host'], who)
+                return {'ok': False, 'error': 'the key of %s may not report for %s' % (who, data['host'])}
+        handlers = {'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
+                    'hosts': self.request_hosts, 'report': self.request_report}
+        return handlers[kind](data)
+
+    def request_submit(self, data):
+        job = data['job']
+        if job['host'] not in self.host_names:
+            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
+        row, created = self.log.add(job, self.config.jobs['ttl'])
+        if created:
+            LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
+            self.publish([row])
+        return {'ok': True, 'job': row}
+
+    def request_status(self, data):
+        row = self.log.get(data['id'])
+        if row is None:
+            return {'ok': False, 'code': 'not_found', 'error': 'no job with id %s' % data['id']}
+        return {'ok': True, 'job': row}
+
+    def request_list(self, data):
+        return {'ok': True, 'jobs': self.log.recent(data.get('limit') or 20, data.get('host'))}
+
+    def request_hosts(self, data):
+        now = time.time()
+        hosts = []
+        for host in self.config.hosts:
+            seen = self.seen.get(host.name)
+            age = now - seen['time'] if seen else None
+            hosts.append({'host': host.name, 'alive': age is not None and age < 3 * self.config.host_worker['heartbeat_interval'],
+                          'last_seen_s': age, 'pid': seen['pid'] if seen else None,
+                          'running': seen['running'] if seen else []})
+        return {'ok': True, 'hosts': hosts}
+
+    def request_report(self, data):
+        host = data['host']
+        if host not in self.host_names:
+            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
+        self.seen[host] = {'time': time.time(), 'pid': data.get('pid'), 'running': data.get('running') or []}
+        if data.get('acks'):
+            self.log.acknowledge(host, data['acks'])
+        taken, refused = [], []
+        for result in data.get('results') or []:
+            if self.log.finish(host, result):
+                LOG.info('job %s on %s %s', result['id'], host, result['status'])
+                taken.append(result['id'])
+            else:
+                LOG.warning('refused a result from %s for job %s: not a job of that host', host, result['id'])
+                refused.append(result['id'])
+        return {'ok': True, 'taken': taken, 'refused': refused}
+
+    # -- publishing -------------------------------------------------------
+
+    def publish(self, rows):
+        for row in rows:
+            job = {'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
+                   'ttl': max(1, int(row['expires'] - row['created']))}
+            self.pub.send_multipart([messages.topic(row['host']), messages.encode(job)])
+        self.log.mark_published([row['id'] for row in rows])
+
+    def sweep(self):
+        """Expire jobs past their TTL and publish again those no host worker has acknowledged."""
+        expired = self.log.expire()
+        if expired:
+            LOG.warning('%d job(s) expired: no host worker acknowledged them', expired)
+        due = self.log.due_for_publish(self.config.jobs['republish_interval'])
+        if due:
+            self.publish(due)
+
+    def run(self):
+        zmq = transport.zmq()
+        LOG.info('client worker pid %d: PUB %s, REP %s', os.getpid(), self.config.bind_endpoint('pub'), self.config.bind_endpoint('rep'))
+        while not self.stopping:
+            if self.rep.poll(int(SWEEP_INTERVAL * 1000)):
+                frame = self.rep.recv(copy=False)
+                if self.rep.getsockopt(zmq.RCVMORE):
+                    # A multi-frame request is malformed: drain it, answer once.
+                    while self.rep.getsockopt(zmq.RCVMORE):
+                        self.rep.recv()
+                    reply = {'ok': False, 'error': 'a request must be one frame'}
+                else:
+                    try:
+                        reply = self.handle(frame)
+                    except Exception as e:  # a bug or a full disk must not take the worker down
+                        LOG.exception('request failed')
+                        reply = {'ok': False, 'error': 'internal error: %s' % e}
+                self.rep.send(messages.encode(reply))
+            now = time.monotonic()
+            if now - self.last_sweep >= SWEEP_INTERVAL:
+                self.last_sweep = now
+                self.sweep()
+
+
+def setup_logging(verbose=False):
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format='%(asctime)s %(name)s %(levelname)s %(message)s')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python3 -m maglica.client_worker', description='Maglica client worker.')
+    parser.add_argument('--config', default=None, help='configuration file (default /etc/maglica.conf)')
+    parser.add_argument('--verbose', action='store_true')
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        worker = ClientWorker(config_mod.load(args.config))
+    except MaglicaError as e:
+        LOG.error('%s', e)
+        return 2
+    except transport.zmq().ZMQError as e:
+        LOG.error('cannot open the client worker sockets: %s', e)
+        return 2
+
+    def stop(signum, frame):
+        worker.stopping = True
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,223 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Making and removing clones on the host the worker runs on.
+
+full:   virt-clone, as the seed did (a copy of each disk).
+linked: a qcow2 overlay on each of the image's disks, made through libvirt's storage API.
+A clone that fails midway is removed with every disk it created.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import xml.etree.ElementTree as ET
+
+from . import customize, virt
+from .errors import ConflictError, HostError, MaglicaError, NotFoundError
+
+VIRT_CLONE = os.environ.get('MAGLICA_VIRT_CLONE', 'virt-clone')
+VIRT_CLONE_TIMEOUT = 3600
+
+
+def lookup(conn, name):
+    lv = virt.libvirt()
+    try:
+        return conn.lookupByName(name)
+    except lv.libvirtError as e:
+        if e.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+            return None
+        raise HostError('cannot look up domain %s: %s' % (name, virt.error_text(e)))
+
+
+def clone_disk_paths(image_info, hostname):
+    """Where each disk of the clone goes: beside the image's disk, named after the clone."""
+    paths = []
+    for index, disk in enumerate(d for d in image_info['disks'] if d['device'] == 'disk' and d['path']):
+        directory = os.path.dirname(disk['path'])
+        extension = os.path.splitext(disk['path'])[1] or '.img'
+        suffix = '' if index == 0 else '-%d' % index
+        paths.append((disk, os.path.join(directory, '%s%s%s' % (hostname, suffix, extension))))
+    return paths
+
+
+def delete_disk(conn, path):
+    """Delete a disk file through libvirt's storage API when a pool holds it, else directly."""
+    lv = virt.libvirt()
+    try:
+        vol = conn.storageVolLookupByPath(path)
+        vol.delete(0)
+        return
+    except lv.libvirtError:
+        pass
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def remove_domain(conn, name, disk_paths=None):
+    """Destroy (if running) and undefine a domain and delete its disks. Returns the disks deleted."""
+    lv = virt.libvirt()
+    dom = lookup(conn, name)
+    paths = list(disk_paths or [])
+    if dom is not None:
+        info = virt.describe(dom, with_sizes=False)
+        paths.extend(d['path'] for d in info['disks'] if d['device'] == 'disk' and d['path'] and d['path'] not in paths)
+        try:
+            if dom.isActive():
+                dom.destroy()
+            flags = getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0) | getattr(lv, 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 0)
+            dom.undefineFlags(flags)
+        except lv.libvirtError as e:
+            raise HostError('cannot remove domain %s: %s' % (name, virt.error_text(e)))
+    deleted = []
+    for path in paths:
+        if os.path.lexists(path) or _in_pool(conn, path):
+            delete_disk(conn, path)
+            deleted.append(path)
+    return deleted
+
+
+def _in_pool(conn, path):
+    lv = virt.libvirt()
+    try:
+        conn.storageVolLookupByPath(path)
+        return True
+    except lv.libvirtError:
+        return False
+
+
+def full_clone(uri, image, hostname, targets):
+    command = [VIRT_CLONE, '--connect', uri, '--original', image, '--name', hostname]
+    for _disk, path in targets:
+        command += ['--file', path]
+    try:
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=VIRT_CLONE_TIMEOUT)
+    except OSError as e:
+        raise HostError('cannot run %s: %s' % (VIRT_CLONE, e.strerror or e))
+    except subprocess.TimeoutExpired:
+        raise HostError('virt-clone did not finish within %ds' % VIRT_CLONE_TIMEOUT)
+    if proc.returncode != 0:
+        output = proc.stdout.decode('utf-8', 'replace').strip().splitlines()
+        raise HostError('virt-clone failed (exit %d): %s' % (proc.returncode, ' / '.join(output[-3:])))
+
+
+def linked_clone(conn, image_dom, hostname, targets):
+    """Overlay volumes backed by the image's disks, and a domain definition that uses them."""
+    lv = virt.libvirt()
+    root = ET.fromstring(image_dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+    new_paths = {}
+    for disk, path in targets:
+        try:
+            base_vol = conn.storageVolLookupByPath(disk['path'])
+            pool = base_vol.storagePoolLookupByVolume()
+        except lv.libvirtError as e:
+            raise HostError('linked clone needs the image disk %s in a libvirt storage pool: %s' % (disk['path'], virt.error_text(e)))
+        capacity = base_vol.info()[1]
+        vol_xml = ('<volume><name>%s</name><capacity>%d</capacity><target><format type="qcow2"/></target>'
+                   '<backingStore><path>%s</path><format type="%s"/></backingStore></volume>'
+                   % (_xml_text(os.path.basename(path)), capacity, _xml_text(disk['path']), _xml_text(disk['format'] or 'raw')))
+        try:
+            pool.createXML(vol_xml, 0)
+        except lv.libvirtError as e:
+            raise HostError('cannot create the overlay %s: %s' % (path, virt.error_text(e)))
+        new_paths[disk['path']] = path
+    root.find('name').text = hostname
+    for tag in ('uuid',):
+        for element in root.findall(tag):
+            root.remove(element)
+    for disk in root.findall('./devices/disk'):
+        source = disk.find('source')
+        if source is not None and source.get('file') in new_paths:
+            source.set('file', new_paths[source.get('file')])
+            disk.find('driver').set('type', 'qcow2')
+            backing = disk.find('backingStore')
+            if backing is not None:
+                disk.remove(backing)
+    for iface in root.findall('./devices/interface'):
+        mac = iface.find('mac')
+        if mac is not None:
+            iface.remove(mac)  # libvirt makes a fresh one
+    metadata = root.find('metadata')
+    if metadata is not None:
+        root.remove(metadata)
+    try:
+        conn.defineXML(ET.tostring(root, encoding='unicode'))
+    except lv.libvirtError as e:
+        raise HostError('cannot define the linked clone %s: %s' % (hostname, virt.error_text(e)))
+
+
+def _xml_text(value):
+    return value.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace('"', '&quot;')
+
+
+def set_metadata(dom, **attributes):
+    lv = virt.libvirt()
+    element = ET.Element('clone', {k: str(v) for k, v in attributes.items()})
+    dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, encoding='unicode'),
+                    virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
+
+
+def make_clone(conn, uri, job_id, args, reconcile=False):
+    """Clone args['image'] to args['hostname'] on this host, customise it, start it. Returns result data.
+
+    With `reconcile`, a clone left by an earlier run of the same job is either
+    recognised as complete or removed before the job runs again.
+    """
+    lv = virt.libvirt()
+    image_name, hostname = args['image'], args['hostname']
+    existing = lookup(conn, hostname)
+    if existing is not None:
+        meta = virt.clone_metadata(existing)
+        if meta.get('job') == job_id and meta.get('complete') == 'yes':
+            if args['start'] and not existing.isActive():
+                existing.create()
+            return {'hostname': hostname, 'reconciled': True, 'domain': virt.describe(existing, with_sizes=False)}
+        if not (reconcile and meta.get('job') == job_id):
+            raise ConflictError('a domain named %s already exists on this host' % hostname)
+        remove_domain(conn, hostname)
+    image = lookup(conn, image_name)
+    if image is None:
+        raise NotFoundError('image %s is not on this host' % image_name)
+    image_info = virt.describe(image, with_sizes=False)
+    if image_info['active']:
+        raise ConflictError('image %s is running; an original image must be an inactive domain' % image_name)
+    targets = clone_disk_paths(image_info, hostname)
+    for _disk, path in targets:
+        if os.path.lexists(path) or _in_pool(conn, path):
+            if not reconcile:
+                raise ConflictError('the clone disk %s already exists on this host' % path)
+            delete_disk(conn, path)  # left by this very job before the worker restarted
+    try:
+        if args['clone_mode'] == 'linked':
+            linked_clone(conn, image, hostname, targets)
+        else:
+            full_clone(uri, image_name, hostname, targets)
+        dom = lookup(conn, hostname)
+        if dom is None:
+            raise HostError('the clone %s was not defined' % hostname)
+        set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='no')
+        disks = [(d['path'], d['format']) for d in virt.describe(dom, with_sizes=False)['disks']
+                 if d['device'] == 'disk' and d['path']]
+        settings = customize.GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
+                                           args.get('ssh_authorized_keys'))
+        changes = customize.customize(disks, settings)
+        set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='yes')
+        if args['start']:
+            try:
+                dom.create()
+            except lv.libvirtError as e:
+                raise HostError('the clone %s could not be started: %s' % (hostname, virt.error_text(e)))
+        return {'hostname': hostname, 'image': image_name, 'clone_mode': args['clone_mode'],
+                'customization': changes, 'domain': virt.describe(dom, with_sizes=False)}
+    except BaseException as failure:
+        try:
+            remove_domain(conn, hostname, [path for _disk, path in targets])
+        except Exception as e:  # report the rollback failure with the original one
+            raise MaglicaError('%s; removing the half-made clone also failed: %s' % (_text(failure), e))
+        raise
+
+
+def _text(error):
+    return str(error) if isinstance(error, MaglicaError) else '%s: %s' % (type(error).__name__, error)
+

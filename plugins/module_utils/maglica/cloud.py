@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What Maglica does, as functions: the one place that modules and the `maglica` command call."""
+
+from __future__ import annotations
+
+from . import messages, placement, virt
+from .client import Client
+from .errors import ConflictError, NotFoundError
+
+CLONE_MODES = ('full', 'linked')
+
+
+def image_list(config, patterns=None, hosts=None):
+    """Original images (inactive domains that are not clones) on every host, asked in parallel.
+
+    Returns {images: [...], hosts: [{host, reachable, error, images}]}; a host that
+    cannot be reached is reported in `hosts` and does not stop the others.
+    """
+    if hosts:
+        for name in hosts:
+            config.host(name)
+    answers = virt.survey(config, hosts=hosts, with_sizes=True)
+    images, report = [], []
+    for answer in answers:
+        found = []
+        for domain in answer['result'] or []:
+            if virt.is_image(domain) and virt.matches(domain['name'], patterns):
+                found.append(dict(domain, host=answer['host']))
+        images.extend(found)
+        report.append({'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], 'images': len(found)})
+    images.sort(key=lambda i: (i['name'], i['host']))
+    return {'images': images, 'hosts': report}
+
+
+def locate(answers, name):
+    """[(host, domain info)] of every domain called `name` in a survey."""
+    return [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == name]
+
+
+def plan_clone(config, image, hostname, host=None):
+    """Decide where a clone goes, without changing anything.
+
+    Returns {exists, host, candidates, unreachable}: `exists` when a domain called
+    `hostname` is already defined (then `host` is where it is).
+    """
+    if host is not None:
+        config.host(host)
+    answers = virt.survey(config)
+    unreachable = [a['error'] for a in answers if not a['reachable']]
+    existing = locate(answers, hostname)
+    if len(existing) > 1:
+        raise ConflictError('%s is defined on several hosts (%s): remove all but one' % (hostname, ', '.join(h for h, _ in existing)))
+    if existing:
+        where, domain = existing[0]
+        if virt.is_image(domain):
+            raise ConflictError('the hostname %s is already used by an image on %s' % (hostname, where))
+        return {'exists': True, 'host': where, 'domain': domain, 'candidates': [], 'unreachable': unreachable}
+    holders = []
+    for answer in answers:
+        for domain in answer['result'] or []:
+            if domain['name'] == image:
+                if domain['active']:
+                    raise ConflictError('image %s is running on %s; an original image must be an inactive domain' % (image, answer['host']))
+                if not virt.is_image(domain):
+                    raise ConflictError('%s on %s is a clone, not an original image' % (image, answer['host']))
+                active = sum(1 for d in answer['result'] if d['active'])
+                holders.append({'host': answer['host'], 'weight': answer['weight'], 'active': active})
+    if not holders:
+        asked = ', '.join(a['host'] for a in answers if a['reachable']) or 'none reachable'
+        extra = '; unreachable: %s' % '; '.join(unreachable) if unreachable else ''
+        raise NotFoundError('image %s is not on any host (asked: %s%s)' % (image, asked, extra))
+    candidates = placement.rank(holders)
+    if host is not None:
+        if host not in [c['host'] for c in candidates]:
+            raise ConflictError('host %s does not hold image %s; hosts that do: %s' % (host, image, ', '.join(c['host'] for c in candidates)))
+        chosen = host
+    else:
+        chosen = candidates[0]['host']
+    return {'exists': False, 'host': chosen, 'candidates': candidates, 'unreachable': unreachable}
+
+
+def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None):
+    args = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
+    if network:
+        args['network'] = {k: v for k, v in network.items() if v is not None}
+    if root_password_hash:
+        args['root_password_hash'] = root_password_hash
+    if ssh_authorized_keys:
+        args['ssh_authorized_keys'] = list(ssh_authorized_keys)
+    return args
+
+
+def validate_network(network):
+    """Static addressing needs an address; report that before anything is submitted."""
+    if network and network.get('mode') == 'static' and not network.get('address'):
+        raise ConflictError('network mode static needs an address')
+
+
+def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
+          ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None):
+    """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`.
+
+    Returns {changed, host, candidates, job_id, job, result}.
+    """
+    validate_network(network)
+    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys)
+    plan = plan_clone(config, image, hostname, host)
+    result = {'changed': False, 'host': plan['host'], 'candidates': plan['candidates'], 'unreachable': plan['unreachable'],
+              'job_id': None, 'job': None, 'result': {}}
+    if plan['exists']:
+        result['domain'] = plan['domain']
+        return result
+    job = messages.new_job(plan['host'], 'vm.clone', args, ttl=max(1, int(timeout)))
+    result['changed'] = True
+    if check_mode:
+        return result
+    with Client(config) as client:
+        result['job'] = client.submit(job)
+        result['job_id'] = job['id']
+        if wait:
+            result['job'] = client.wait(job['id'], timeout, progress=progress)
+            result['result'] = result['job']['data']
+    return result
+
+
+def job_info(config, job_id=None, limit=20, host=None):
+    """One job by id, or the most recent ones."""
+    with Client(config) as client:
+        if job_id:
+            return [client.status(job_id)]
+        return client.recent(limit, host)
+
+
+def find_vm(config, name):
+    """(host, domain info) of the VM called `name`, or NotFoundError / ConflictError."""
+    answers = virt.survey(config)
+    found = locate(answers, name)
+    if not found:
+        raise NotFoundError('no VM named %s on any reachable host' % name)
+    if len(found) > 1:
+        raise ConflictError('%s is defined on several hosts: %s' % (name, ', '.join(h for h, _ in found)))
+    return found[0]

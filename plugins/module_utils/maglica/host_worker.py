@@ -1,0 +1,241 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host worker: one per hypervisor, runs the jobs published to its host's topic.
+
+    python3 -m maglica.host_worker --config /etc/maglica.conf --name host0.example.com
+
+Every job is recorded before it is acknowledged and is never run twice: a job
+delivered again is answered from the record. Results wait in the outbox
+(the same record) until the client worker has taken them. A job found
+running after a restart is reconciled against libvirt before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import actions, messages, transport
+from . import config as config_mod
+from .client_worker import setup_logging
+from .errors import DispatchError, MaglicaError, MessageError
+from .joblog import open_database
+
+LOG = logging.getLogger('maglica.host_worker')
+RECORD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    state TEXT NOT NULL,
+    result TEXT,
+    reported INTEGER NOT NULL DEFAULT 0,
+    received REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (reported) WHERE reported = 0;
+"""
+REPORT_BATCH = 64
+REPORT_TIMEOUT = 2.0
+# Keep finished jobs this long so a late re-delivery is still answered from the record.
+RECORD_KEEP_S = 7 * 86400
+
+
+class Record(object):
+    """The host worker's own SQLite: jobs it has taken, their results, and which results are not yet taken."""
+
+    def __init__(self, path):
+        self.db = open_database(path)
+        self.db.executescript(RECORD_SCHEMA)
+
+    def get(self, job_id):
+        row = self.db.execute('SELECT state, reported FROM jobs WHERE id = ?', (job_id,)).fetchone()
+        return row
+
+    def take(self, job):
+        self.db.execute("INSERT INTO jobs (id, job, state, received) VALUES (?, ?, 'running', ?)",
+                        (job['id'], json.dumps(job), time.time()))
+
+    def finish(self, job_id, result):
+        self.db.execute("UPDATE jobs SET state = 'done', result = ?, reported = 0, finished = ? WHERE id = ?",
+                        (json.dumps(result), time.time(), job_id))
+
+    def report_again(self, job_id):
+        self.db.execute("UPDATE jobs SET reported = 0 WHERE id = ? AND state = 'done'", (job_id,))
+
+    def running(self):
+        return [json.loads(r[0]) for r in self.db.execute("SELECT job FROM jobs WHERE state = 'running' ORDER BY received")]
+
+    def outbox(self, limit):
+        return [json.loads(r[0]) for r in self.db.execute("SELECT result FROM jobs WHERE state = 'done' AND reported = 0 "
+                                                          'ORDER BY finished LIMIT ?', (limit,))]
+
+    def mark_reported(self, job_ids):
+        with self.db:
+            self.db.executemany('UPDATE jobs SET reported = 1 WHERE id = ?', [(i,) for i in job_ids])
+
+    def prune(self):
+        self.db.execute("DELETE FROM jobs WHERE state = 'done' AND reported = 1 AND finished < ?", (time.time() - RECORD_KEEP_S,))
+
+
+class HostWorker(object):
+    def __init__(self, config, name):
+        self.config = config
+        self.host = config.host(name)
+        self.name = self.host.name
+        zmq = transport.zmq()
+        self.context = zmq.Context()
+        state_dir = config.host_worker['state_dir']
+        self.record = Record(os.path.join(state_dir, '%s.sqlite' % self.name))
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.linger = 0
+        transport.secure_client(self.sub, config, self.name)
+        self.sub.setsockopt(zmq.SUBSCRIBE, messages.topic(self.name))
+        self.sub.connect(config.endpoint('pub'))
+        self.requester = transport.Requester(config, self.name, context=self.context)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, config.host_worker['concurrency']))
+        self.finished = queue.Queue()
+        self.acks = set()
+        self.running = set()
+        self.stopping = False
+        self.last_report = 0.0
+        self.backoff_until = 0.0
+
+    def close(self):
+        # Let running jobs end and keep their results in the outbox for the next start.
+        self.pool.shutdown(wait=True)
+        self.collect()
+        self.requester.close()
+        self.sub.close()
+        self.context.term()
+
+    # -- jobs -------------------------------------------------------------
+
+    def receive(self, frames):
+        """Take one PUB message: check it is a valid job for this host, record it, start it once."""
+        try:
+            if len(frames) != 2 or frames[0] != messages.topic(self.name):
+                raise MessageError('not a [topic, job] message for %s' % self.name)
+            job = messages.validate_job(messages.decode(frames[1]))
+            if job['host'] != self.name:
+                raise MessageError('job %s is for host %s, not %s' % (job['id'], job['host'], self.name))
+        except MessageError as e:
+            LOG.warning('dropped a message: %s', e)
+            return
+        known = self.record.get(job['id'])
+        self.acks.add(job['id'])
+        if known is None:
+            self.record.take(job)
+            self.start(job)
+        elif known[0] == 'done':
+            # Delivered again: the client worker has not stored our result yet. Send it again, never re-run.
+            self.record.report_again(job['id'])
+
+    def start(self, job, reconcile=False):
+        LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
+        self.running.add(job['id'])
+        self.pool.submit(self.execute, job, reconcile)
+
+    def execute(self, job, reconcile):
+        context = actions.Context(self.config, self.host, job)
+        try:
+            result = actions.run(context, reconcile)
+        except Exception as e:  # an action's bug must end the job failed, not kill the worker
+            LOG.exception('job %s raised', job['id'])
+            result = {'status': 'failed', 'message': 'internal error: %s' % e}
+        result['id'] = job['id']
+        self.finished.put(result)
+
+    def collect(self):
+        while True:
+            try:
+                result = self.finished.get_nowait()
+            except queue.Empty:
+                return
+            self.record.finish(result['id'], result)
+            self.running.discard(result['id'])
+            LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
+
+    def resume(self):
+        """After a restart: jobs recorded as running are reconciled against what exists."""
+        for job in self.record.running():
+            self.acks.add(job['id'])
+            self.start(job, reconcile=True)
+
+    # -- reporting --------------------------------------------------------
+
+    def report(self):
+        """Send acks, results and a heartbeat in one request. On no answer, keep everything for the next try."""
+        outbox = self.record.outbox(REPORT_BATCH)
+        acks = sorted(self.acks)[:1024]
+        message = {'type': 'report', 'host': self.name, 'acks': acks, 'results': outbox,
+                   'running': sorted(self.running)[:1024], 'pid': os.getpid()}
+        try:
+            reply = self.requester.request(message, REPORT_TIMEOUT)
+        except DispatchError as e:
+            LOG.warning('report not delivered, kept for the next try: %s', e)
+            self.backoff_until = time.monotonic() + 1.0
+            return
+        if not reply.get('ok'):
+            LOG.error('the client worker refused our report: %s', reply.get('error'))
+            self.backoff_until = time.monotonic() + 5.0
+            return
+        self.acks.difference_update(acks)
+        self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
+        self.last_report = time.monotonic()
+
+    def report_due(self):
+        now = time.monotonic()
+        if now < self.backoff_until:
+            return False
+        return bool(self.acks) or now - self.last_report >= self.config.host_worker['heartbeat_interval'] or \
+            bool(self.record.outbox(1))
+
+    def run(self):
+        LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), self.config.endpoint('pub'))
+        self.resume()
+        while not self.stopping:
+            if self.sub.poll(50):
+                while self.sub.poll(0):
+                    self.receive(self.sub.recv_multipart())
+                    if len(self.acks) >= REPORT_BATCH:
+                        break
+            self.collect()
+            if self.report_due():
+                self.report()
+        self.record.prune()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python3 -m maglica.host_worker', description='Maglica host worker.')
+    parser.add_argument('--config', default=None, help='configuration file (default /etc/maglica.conf)')
+    parser.add_argument('--name', required=True, help='this host name, as in the configuration')
+    parser.add_argument('--verbose', action='store_true')
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        worker = HostWorker(config_mod.load(args.config), args.name)
+    except MaglicaError as e:
+        LOG.error('%s', e)
+        return 2
+
+    def stop(signum, frame):
+        worker.stopping = True
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,138 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The client worker's durable job log: SQLite in WAL mode.
+
+A job is written here before its submitter is told its id. States move
+queued -> dispatched -> running -> succeeded | failed | expired.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    action TEXT NOT NULL,
+    args TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    data TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    expires REAL NOT NULL,
+    published REAL,
+    acked REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'dispatched', 'running');
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+"""
+COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
+           'created', 'updated', 'expires', 'published', 'acked', 'finished')
+
+
+def open_database(path):
+    """Open (creating) an SQLite database in WAL mode with durable commits."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o750)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute('PRAGMA journal_mode=WAL')
+    # FULL: a commit survives a power cut, not only a process kill.
+    db.execute('PRAGMA synchronous=FULL')
+    db.execute('PRAGMA busy_timeout=5000')
+    return db
+
+
+def _row(row):
+    if row is None:
+        return None
+    job = dict(zip(COLUMNS, row))
+    job['args'] = json.loads(job['args'])
+    job['data'] = json.loads(job['data']) if job['data'] else {}
+    return job
+
+
+class JobLog(object):
+    def __init__(self, path):
+        self.db = open_database(path)
+        self.db.executescript(SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    def add(self, job, default_ttl, now=None):
+        """Record a validated job as queued. Returns (job row, created) - a resubmitted id is not added twice."""
+        now = now or time.time()
+        ttl = job.get('ttl') or default_ttl
+        cursor = self.db.execute(
+            'INSERT OR IGNORE INTO jobs (id, host, action, args, state, created, updated, expires) '
+            "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+            (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
+        return self.get(job['id']), cursor.rowcount == 1
+
+    def get(self, job_id):
+        return _row(self.db.execute('SELECT %s FROM jobs WHERE id = ?' % ', '.join(COLUMNS), (job_id,)).fetchone())
+
+    def recent(self, limit=20, host=None):
+        query = 'SELECT %s FROM jobs' % ', '.join(COLUMNS)
+        params = []
+        if host:
+            query += ' WHERE host = ?'
+            params.append(host)
+        query += ' ORDER BY created DESC, rowid DESC LIMIT ?'
+        params.append(limit)
+        return [_row(r) for r in self.db.execute(query, params)]
+
+    def due_for_publish(self, interval, now=None):
+        """Jobs no worker has acknowledged yet, not published within `interval` seconds."""
+        now = now or time.time()
+        rows = self.db.execute(
+            "SELECT %s FROM jobs WHERE state IN ('queued', 'dispatched') AND expires > ? "
+            'AND (published IS NULL OR published <= ?) ORDER BY created' % ', '.join(COLUMNS),
+            (now, now - interval))
+        return [_row(r) for r in rows]
+
+    def mark_published(self, job_ids, now=None):
+        now = now or time.time()
+        with self.db:
+            self.db.executemany(
+                "UPDATE jobs SET state = CASE state WHEN 'queued' THEN 'dispatched' ELSE state END, "
+                'attempts = attempts + 1, published = ?, updated = ? WHERE id = ?',
+                [(now, now, i) for i in job_ids])
+
+    def acknowledge(self, host, job_ids, now=None):
+        """The host's worker has the jobs: they are running. Only jobs of that host count."""
+        now = now or time.time()
+        with self.db:
+            self.db.executemany(
+                "UPDATE jobs SET state = 'running', acked = ?, updated = ? "
+                "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched', 'expired')",
+                [(now, now, i, host) for i in job_ids])
+
+    def finish(self, host, result, now=None):
+        """Store a host's result. Returns False when the job is not that host's (or unknown)."""
+        now = now or time.time()
+        cursor = self.db.execute(
+            'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
+            'acked = COALESCE(acked, ?) WHERE id = ? AND host = ?',
+            (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
+             now, now, now, result['id'], host))
+        return cursor.rowcount == 1
+
+    def expire(self, now=None):
+        """Jobs whose host worker never acknowledged them within their TTL end expired."""
+        now = now or time.time()
+        cursor = self.db.execute(
+            "UPDATE jobs SET state = 'expired', updated = ?, finished = ?, message = "
+            "'no host worker for ' || host || ' acknowledged the job within its TTL (' || "
+            "CAST(attempts AS TEXT) || ' publications)' "
+            "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
+        return cursor.rowcount

@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Wire messages: one JSON object per frame, versioned, validated field by field.
+
+Nothing that arrives over the network is turned into code: an action is a key
+into a fixed table, every field is checked for type and size.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from .errors import MessageError
+
+VERSION = 1
+MAX_FRAME_BYTES = 256 * 1024
+MAX_STRING = 4096
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}$')
+JOB_ID_RE = re.compile(r'^[0-9a-f]{32}$')
+STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
+FINAL_STATES = ('succeeded', 'failed', 'expired')
+
+
+class Field(object):
+    """A field of a message: its type, whether it must be there, and its bounds."""
+
+    def __init__(self, kind, required=True, max_len=MAX_STRING, pattern=None, choices=None, items=None, minimum=None, maximum=None):
+        self.kind = kind
+        self.required = required
+        self.max_len = max_len
+        self.pattern = pattern
+        self.choices = choices
+        self.items = items
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def check(self, where, value):
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise MessageError('%s must be %s' % (where, ' or '.join(k.__name__ for k in kinds)))
+        if isinstance(value, (str, list, dict)) and len(value) > self.max_len:
+            raise MessageError('%s is longer than %d' % (where, self.max_len))
+        if self.pattern is not None and not self.pattern.match(value):
+            raise MessageError('%s %r is not a valid name' % (where, value[:80]))
+        if self.choices is not None and value not in self.choices:
+            raise MessageError('%s must be one of %s' % (where, ', '.join(self.choices)))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+                raise MessageError('%s must be between %s and %s' % (where, self.minimum, self.maximum))
+        if self.items is not None:
+            for index, item in enumerate(value):
+                if isinstance(self.items, dict):
+                    check_fields('%s[%d]' % (where, index), item, self.items)
+                else:
+                    self.items.check('%s[%d]' % (where, index), item)
+
+
+def check_fields(where, data, fields):
+    """Validate a dict against {name: Field}; unknown fields are refused."""
+    if not isinstance(data, dict):
+        raise MessageError('%s must be an object' % where)
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise MessageError('%s has unknown field(s) %s' % (where, ', '.join(sorted(str(u)[:40] for u in unknown))))
+    for name, field in fields.items():
+        if name not in data or data[name] is None:
+            if field.required:
+                raise MessageError('%s needs the field %r' % (where, name))
+            continue
+        field.check('%s.%s' % (where, name), data[name])
+    return data
+
+
+NAME = Field(str, pattern=NAME_RE, max_len=253)
+OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
+STRINGS = Field(list, required=False, max_len=64, items=Field(str))
+
+NETWORK = {
+    'mode': Field(str, choices=('dhcp', 'static')),
+    'device': Field(str, required=False, pattern=NAME_RE, max_len=15),
+    'address': Field(str, required=False, max_len=64),
+    'prefix': Field(int, required=False, minimum=0, maximum=128),
+    'gateway': Field(str, required=False, max_len=64),
+    'dns': STRINGS,
+    'domain': Field(str, required=False, max_len=253),
+}
+
+# The fixed table of job actions and their arguments. Workers look actions up here.
+ACTIONS = {
+    'vm.clone': {
+        'image': NAME,
+        'hostname': NAME,
+        'clone_mode': Field(str, choices=('full', 'linked')),
+        'start': Field(bool),
+        'network': Field(dict, required=False),
+        'root_password_hash': Field(str, required=False, max_len=512),
+        'ssh_authorized_keys': STRINGS,
+    },
+    'vm.remove': {'name': NAME},
+    'noop': {'marker': Field(str, required=False, max_len=512)},
+}
+
+JOB = {
+    'id': Field(str, pattern=JOB_ID_RE),
+    'host': NAME,
+    'action': Field(str, choices=tuple(sorted(ACTIONS))),
+    'args': Field(dict),
+    'ttl': Field((int, float), required=False, minimum=1, maximum=86400 * 7),
+    'created': Field((int, float), required=False),
+}
+
+RESULT = {
+    'id': Field(str, pattern=JOB_ID_RE),
+    'status': Field(str, choices=('succeeded', 'failed')),
+    'message': Field(str, required=False, max_len=16384),
+    'data': Field(dict, required=False, max_len=1024),
+}
+
+# Requests on the client worker's REP socket, by their `type`.
+REQUESTS = {
+    'submit': {'job': Field(dict)},
+    'status': {'id': Field(str, pattern=JOB_ID_RE)},
+    'list': {'limit': Field(int, required=False, minimum=1, maximum=10000), 'host': OPT_NAME},
+    'hosts': {},
+    # A host worker's report: acknowledgements, results and its heartbeat in one message.
+    'report': {
+        'host': NAME,
+        'acks': Field(list, required=False, max_len=1024, items=Field(str, pattern=JOB_ID_RE)),
+        'results': Field(list, required=False, max_len=256, items=RESULT),
+        'running': Field(list, required=False, max_len=1024, items=Field(str, pattern=JOB_ID_RE)),
+        'pid': Field(int, required=False),
+    },
+}
+
+
+def new_job_id():
+    return uuid.uuid4().hex
+
+
+def new_job(host, action, args, ttl=None):
+    """Build and validate a job for `host`."""
+    job = {'id': new_job_id(), 'host': host, 'action': action, 'args': args}
+    if ttl is not None:
+        job['ttl'] = ttl
+    return validate_job(job)
+
+
+def validate_job(job):
+    check_fields('job', job, JOB)
+    check_fields('job.args', job['args'], ACTIONS[job['action']])
+    if job['action'] == 'vm.clone' and job['args'].get('network'):
+        check_fields('job.args.network', job['args']['network'], NETWORK)
+    return job
+
+
+def encode(message):
+    """Serialise a message (adds the version) to one frame of bytes."""
+    data = dict(message, version=VERSION)
+    frame = json.dumps(data, separators=(',', ':'), sort_keys=True).encode('utf-8')
+    if len(frame) > MAX_FRAME_BYTES:
+        raise MessageError('message of %d bytes is over the limit of %d' % (len(frame), MAX_FRAME_BYTES))
+    return frame
+
+
+def decode(frame):
+    """Parse one frame into a dict, checking size, JSON, version and that it is an object."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise MessageError('frame of %d bytes is over the limit of %d' % (len(frame), MAX_FRAME_BYTES))
+    try:
+        data = json.loads(bytes(frame).decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise MessageError('frame is not JSON: %s' % str(e)[:200])
+    if not isinstance(data, dict):
+        raise MessageError('message must be a JSON object')
+    if data.pop('version', None) != VERSION:
+        raise MessageError('message version must be %d' % VERSION)
+    return data
+
+
+def decode_request(frame):
+    """Decode and validate a request for the client worker's REP socket."""
+    data = decode(frame)
+    kind = data.pop('type', None)
+    if kind not in REQUESTS:
+        raise MessageError('unknown request type %r' % (str(kind)[:40],))
+    check_fields(kind, data, REQUESTS[kind])
+    if kind == 'submit':
+        validate_job(data['job'])
+    return kind, data
+
+
+def topic(host):
+    """The PUB topic frame of a host: its name and a NUL, so that `kvm1` never matches `kvm10`."""
+    return host.encode('utf-8') + b'\0'

@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ZeroMQ sockets as Maglica uses them: CURVE keys applied, REQ that never wedges."""
+
+from __future__ import annotations
+
+import logging
+
+from . import deps, keys, messages
+from .errors import DispatchError, MessageError
+
+LOG = logging.getLogger('maglica.transport')
+ZAP_DOMAIN_PUB = 'maglica-pub'
+ZAP_DOMAIN_REP = 'maglica-rep'
+
+
+def zmq():
+    return deps.load('zmq')
+
+
+def curve_enabled(config):
+    return bool(config.security['curve'])
+
+
+def secure_client(sock, config, name):
+    """Make `sock` a CURVE client with NAME's key pair, trusting the client worker's server key."""
+    if not curve_enabled(config):
+        return sock
+    public, secret = keys.load_pair(config.security['key_dir'], name)
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+    sock.curve_serverkey = keys.load_public(config.security['key_dir'], keys.SERVER)
+    return sock
+
+
+class AllowList(object):
+    """ZAP credentials provider: a key is let in when it is in the allow-list and its role fits the socket."""
+
+    def __init__(self, allowed, hosts_only=False):
+        self.allowed = allowed
+        self.hosts_only = hosts_only
+
+    def callback(self, domain, key):
+        identity = self.allowed.get(key)
+        if identity is None or self.hosts_only and identity == keys.LIBRARY:
+            LOG.warning('refused CURVE key %s on %s', key.decode('ascii', 'replace'), domain)
+            return False
+        return True
+
+
+class Requester(object):
+    """A REQ socket that times out instead of wedging: after a timeout it is closed and reopened."""
+
+    def __init__(self, config, name, endpoint=None, context=None):
+        self.config = config
+        self.name = name
+        self.endpoint = endpoint or config.endpoint('rep')
+        self.context = context or zmq().Context.instance()
+        self.sock = None
+
+    def _open(self):
+        z = zmq()
+        sock = self.context.socket(z.REQ)
+        sock.linger = 0
+        secure_client(sock, self.config, self.name)
+        sock.connect(self.endpoint)
+        self.sock = sock
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+    def request(self, message, timeout):
+        """Send one request and return the decoded reply, or raise DispatchError after `timeout` seconds."""
+        if self.sock is None:
+            self._open()
+        self.sock.send(messages.encode(message))
+        if not self.sock.poll(int(timeout * 1000)):
+            self.close()
+            hint = ' and accepts the key %r' % self.name if curve_enabled(self.config) else ''
+            raise DispatchError('no answer from the client worker at %s within %gs: check that it is running%s'
+                                % (self.endpoint, timeout, hint))
+        frame = self.sock.recv()
+        try:
+            return messages.decode(frame)
+        except MessageError as e:
+            self.close()
+            raise DispatchError('the client worker answered with a malformed message: %s' % e)

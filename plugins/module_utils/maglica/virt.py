@@ -1,0 +1,174 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Talking to each host's libvirtd: connections, domain descriptions, asking every host at once."""
+
+from __future__ import annotations
+
+import fnmatch
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+
+from . import deps
+from .errors import HostError
+
+# Clones carry this element in their libvirt metadata, so a stopped clone is never taken for an image.
+METADATA_NS = 'https://maglica.cloud/xmlns/clone/1'
+METADATA_PREFIX = 'maglica'
+MAX_PARALLEL = 64
+
+STATE_NAMES = {0: 'nostate', 1: 'running', 2: 'blocked', 3: 'paused', 4: 'shutdown', 5: 'shutoff', 6: 'crashed', 7: 'pmsuspended'}
+
+
+def libvirt():
+    module = deps.load('libvirt')
+    if not getattr(module, '_maglica_quiet', False):
+        # libvirt prints every error to stderr by default; we raise them as exceptions instead.
+        module.registerErrorHandler(lambda context, error: None, None)
+        module._maglica_quiet = True
+    return module
+
+
+def error_text(error):
+    message = error.get_error_message() if hasattr(error, 'get_error_message') else None
+    return message or str(error)
+
+
+def connect(uri, readonly=False):
+    lv = libvirt()
+    try:
+        return lv.openReadOnly(uri) if readonly else lv.open(uri)
+    except lv.libvirtError as e:
+        raise HostError('cannot connect to libvirtd at %s: %s' % (uri, error_text(e)))
+
+
+class Connection(object):
+    """Context manager: a libvirt connection to one configured host, closed on exit."""
+
+    def __init__(self, config, host, readonly=False):
+        self.uri = config.uri(host)
+        self.readonly = readonly
+        self.conn = None
+
+    def __enter__(self):
+        self.conn = connect(self.uri, self.readonly)
+        return self.conn
+
+    def __exit__(self, *exc):
+        try:
+            self.conn.close()
+        except Exception:  # closing a connection whose daemon died must not hide the real error
+            pass
+
+
+def describe(dom, with_sizes=True):
+    """A domain as a plain dict: name, state, vcpus, memory, disks (with sizes), MACs, VNC port, clone metadata."""
+    lv = libvirt()
+    root = ET.fromstring(dom.XMLDesc(0))
+    state = dom.state()[0]
+    info = {
+        'name': dom.name(),
+        'uuid': dom.UUIDString(),
+        'active': bool(dom.isActive()),
+        'state': STATE_NAMES.get(state, 'unknown'),
+        'vcpus': int(root.findtext('vcpu') or 1),
+        'disks': [],
+        'interfaces': [],
+        'vnc_port': None,
+        'clone_of': None,
+    }
+    memory = root.find('memory')
+    info['memory_mb'] = _to_mib(int(memory.text), memory.get('unit') or 'KiB') if memory is not None else 0
+    for disk in root.findall('./devices/disk'):
+        source = disk.find('source')
+        target = disk.find('target')
+        driver = disk.find('driver')
+        path = None
+        if source is not None:
+            path = source.get('file') or source.get('dev') or source.get('volume')
+        entry = {
+            'device': disk.get('device', 'disk'),
+            'target': target.get('dev') if target is not None else None,
+            'path': path,
+            'format': driver.get('type') if driver is not None else None,
+            'capacity': None,
+            'allocation': None,
+        }
+        if with_sizes and path and entry['device'] == 'disk':
+            try:
+                entry['capacity'], entry['allocation'], _physical = dom.blockInfo(entry['target'] or path)
+            except lv.libvirtError:
+                pass
+        info['disks'].append(entry)
+    for iface in root.findall('./devices/interface'):
+        mac = iface.find('mac')
+        info['interfaces'].append({'type': iface.get('type'), 'mac': mac.get('address') if mac is not None else None})
+    graphics = root.find("./devices/graphics[@type='vnc']")
+    if graphics is not None and graphics.get('port') not in (None, '-1'):
+        info['vnc_port'] = int(graphics.get('port'))
+    info['clone_of'] = clone_metadata(dom).get('image')
+    return info
+
+
+def _to_mib(value, unit):
+    factors = {'b': 1.0 / 1048576, 'bytes': 1.0 / 1048576, 'kib': 1.0 / 1024, 'k': 1.0 / 1024, 'kb': 1000.0 / 1048576,
+               'mib': 1, 'm': 1, 'mb': 1e6 / 1048576, 'gib': 1024, 'g': 1024, 'gb': 1e9 / 1048576}
+    return int(value * factors.get(unit.lower(), 1.0 / 1024))
+
+
+def clone_metadata(dom):
+    """The attributes of Maglica's clone metadata on a domain ({} when it is not a clone)."""
+    lv = libvirt()
+    try:
+        text = dom.metadata(lv.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
+    except lv.libvirtError:
+        return {}
+    return dict(ET.fromstring(text).attrib)
+
+
+def is_image(info):
+    """An original image: an inactive domain that is not a Maglica clone."""
+    return not info['active'] and not info['clone_of']
+
+
+def list_domains(conn, with_sizes=False):
+    lv = libvirt()
+    try:
+        domains = conn.listAllDomains(0)
+        return [describe(dom, with_sizes=with_sizes) for dom in domains]
+    except lv.libvirtError as e:
+        raise HostError('cannot list domains: %s' % error_text(e))
+
+
+def ask_hosts(config, query, hosts=None):
+    """Run query(conn, host) on every host at once, each on its own connection.
+
+    Returns one dict per host, in configuration order: {host, weight, reachable, error, result}.
+    A host whose libvirtd cannot be reached is reported, never fatal.
+    """
+    selected = [h for h in config.hosts if hosts is None or h.name in hosts]
+
+    def one(host):
+        entry = {'host': host.name, 'weight': host.weight, 'uri': config.uri(host), 'reachable': True, 'error': None, 'result': None}
+        try:
+            with Connection(config, host, readonly=True) as conn:
+                entry['result'] = query(conn, host)
+        except HostError as e:
+            entry.update(reachable=False, error='%s: %s' % (host.name, e))
+        except Exception as e:  # a libvirt error mid-query: report this host, keep the others
+            entry.update(reachable=False, error='%s: %s' % (host.name, error_text(e)))
+        return entry
+
+    if not selected:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(selected))) as pool:
+        return list(pool.map(one, selected))
+
+
+def survey(config, hosts=None, with_sizes=False):
+    """Every host's domains, asked in parallel."""
+    return ask_hosts(config, lambda conn, host: list_domains(conn, with_sizes=with_sizes), hosts)
+
+
+def matches(name, patterns):
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
