@@ -84,7 +84,7 @@ hosts:
   type: list
   elements: dict
   sample: [{host: kvm1.example.com, reachable: true, error: null, images: 2}]
-unreachable:
+unreachable_hosts:
   description: Errors of the hosts that could not be asked.
   returned: always
   type: list
@@ -109,7 +109,7 @@ def main():
     unreachable = [h['error'] for h in listing['hosts'] if not h['reachable']]
     for error in unreachable:
         module.warn('host not reachable: %s' % error)
-    module.exit_json(changed=False, images=listing['images'], hosts=listing['hosts'], unreachable=unreachable)
+    module.exit_json(changed=False, images=listing['images'], hosts=listing['hosts'], unreachable_hosts=unreachable)
 
 
 if __name__ == '__main__':

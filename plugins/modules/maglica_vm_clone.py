@@ -170,7 +170,7 @@ domain:
   description: The existing VM, when O(hostname) was already defined.
   returned: when nothing changed
   type: dict
-unreachable:
+unreachable_hosts:
   description: Hosts that could not be asked. The name check and placement only cover the hosts that answered.
   returned: always
   type: list
@@ -216,7 +216,8 @@ def main():
                            check_mode=module.check_mode)
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
-    for error in outcome.pop('unreachable'):
+    outcome['unreachable_hosts'] = outcome.pop('unreachable')
+    for error in outcome['unreachable_hosts']:
         module.warn('host not reachable, not considered: %s' % error)
     customization = outcome['result'].get('customization') or {}
     diff = customization.pop('diff', None)

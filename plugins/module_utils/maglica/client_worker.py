@@ -116,16 +116,16 @@ class ClientWorker(object):
         if created:
             LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
             self.publish([row])
-        return {'ok': True, 'job': row}
+        return {'ok': True, 'job': messages.redact(row)}
 
     def request_status(self, data):
         row = self.log.get(data['id'])
         if row is None:
             return {'ok': False, 'code': 'not_found', 'error': 'no job with id %s' % data['id']}
-        return {'ok': True, 'job': row}
+        return {'ok': True, 'job': messages.redact(row)}
 
     def request_list(self, data):
-        return {'ok': True, 'jobs': self.log.recent(data.get('limit') or 20, data.get('host'))}
+        return {'ok': True, 'jobs': [messages.redact(r) for r in self.log.recent(data.get('limit') or 20, data.get('host'))]}
 
     def request_hosts(self, data):
         now = time.time()

@@ -62,8 +62,8 @@ class Guest(object):
         self.changed.append(path)
         secret = path in SECRET_FILES
         self.diff.append({'before_header': path, 'after_header': path,
-                          'before': '(secret)\n' if secret and before is not None else before or '',
-                          'after': '(secret)\n' if secret else content})
+                          'before': '(secret content)\n' if secret and before is not None else before or '',
+                          'after': '(secret content, changed)\n' if secret else content})
         return True
 
     def remove(self, path):

@@ -136,6 +136,19 @@ REQUESTS = {
 }
 
 
+# Job arguments never sent back in job listings.
+SECRET_ARGS = ('root_password_hash',)
+
+
+def redact(job):
+    """A copy of a logged job with secret arguments masked, for status and list replies."""
+    args = dict(job['args'])
+    for key in SECRET_ARGS:
+        if key in args:
+            args[key] = '(secret)'
+    return dict(job, args=args)
+
+
 def new_job_id():
     return uuid.uuid4().hex
 

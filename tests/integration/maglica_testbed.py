@@ -1,0 +1,303 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The integration testbed in Python: simulated hypervisors (tests/testbed/testbed.sh),
+a Maglica configuration with CURVE keys, the workers, and ansible-playbook runs.
+
+Several testbeds can run at once on one machine: each takes its loopback
+addresses from MAGLICA_TEST_ADDRESS_BASE, its ports from MAGLICA_TEST_PORT_BASE
+and its state from MAGLICA_TESTBED_DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TESTBED = os.path.join(ROOT, 'tests', 'testbed')
+MODULE_UTILS = os.path.join(ROOT, 'plugins', 'module_utils')
+PYTHON = sys.executable
+sys.path.insert(0, MODULE_UTILS)
+
+from maglica import client, config as maglica_config, keys, virt  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def wait_until(condition, timeout, what, interval=0.05):
+    """Poll condition() until it returns something true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %gs waiting for %s' % (timeout, what))
+        time.sleep(interval)
+
+
+def testbed_env():
+    env = dict(os.environ)
+    out = subprocess.run(['bash', '-c', '. %s/env.sh && env -0' % TESTBED], stdout=subprocess.PIPE, check=True, env=env).stdout
+    for item in out.split(b'\0'):
+        if b'=' in item:
+            key, value = item.decode().split('=', 1)
+            env[key] = value
+    env['PYTHONPATH'] = MODULE_UTILS
+    return env
+
+
+class Testbed(object):
+    """Hypervisors host0..hostN-1, each a libvirtd in its own namespace at its own loopback address."""
+
+    def __init__(self, count=3):
+        self.env = testbed_env()
+        self.dir = self.env['MAGLICA_TESTBED_DIR']
+        base = int(os.environ.get('MAGLICA_TEST_ADDRESS_BASE', '11'))
+        self.hosts = {'host%d' % i: '127.0.0.%d' % (base + i) for i in range(count)}
+
+    def script(self, name, *args, **kwargs):
+        return subprocess.run(['bash', os.path.join(TESTBED, name)] + list(args), env=self.env, check=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, **kwargs).stdout
+
+    def start(self):
+        """Start every host from scratch: no domain or disk of an earlier session is left."""
+        self.script('testbed.sh', 'clean')
+        for name, address in self.hosts.items():
+            self.script('testbed.sh', 'start-one', name, address)
+
+    def stop(self):
+        self.script('testbed.sh', 'stop')
+
+    def uri(self, host):
+        return 'qemu+tcp://%s/system' % self.hosts[host]
+
+    def virsh(self, host, *args, check=True):
+        return subprocess.run(['virsh', '-q', '-c', self.uri(host)] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, check=check).stdout
+
+    def image(self, family):
+        """Path of a built (cached) guest disk of `family`: debian or rhel."""
+        cache = self.env['MAGLICA_IMAGE_CACHE']
+        out = os.path.join(cache, 'build-%s.qcow2' % family)
+        self.script('build_image.sh', family, out)
+        return out
+
+    def define_image(self, host, name, image, memory=256):
+        self.script('define_image.sh', host, name, image, str(memory))
+
+    def domains(self, host):
+        return set(self.virsh(host, 'list', '--all', '--name').split())
+
+    def outside_path(self, host, path):
+        """A host's disk path, as seen from outside its namespace."""
+        prefix = '/var/lib/libvirt/'
+        assert path.startswith(prefix), path
+        return os.path.join(self.dir, 'hosts', host, 'lib', path[len(prefix):])
+
+    def host_files(self, host):
+        return set(os.listdir(os.path.join(self.dir, 'hosts', host, 'lib', 'images')))
+
+    def popen_in(self, host, command, log):
+        """Start a process inside a host's namespace (nsenter execs it: the pid is the process's)."""
+        return subprocess.Popen(['bash', os.path.join(TESTBED, 'testbed.sh'), 'exec', host] + command, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class Cloud(object):
+    """A Maglica configuration for a testbed, its keys, and its workers."""
+
+    def __init__(self, testbed, workdir, curve=True):
+        self.testbed = testbed
+        self.workdir = workdir
+        port = int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555'))
+        self.key_dir = os.path.join(workdir, 'keys')
+        self.data = {
+            'hosts': [{'name': name, 'address': address, 'weight': 10} for name, address in testbed.hosts.items()],
+            'client': {'host': '127.0.0.1', 'pub_port': port, 'rep_port': port + 1, 'bind': '127.0.0.1'},
+            'security': {'curve': curve, 'key_dir': self.key_dir},
+            'jobs': {'database': os.path.join(workdir, 'jobs.sqlite'), 'republish_interval': 0.5, 'request_timeout': 5},
+            'host_worker': {'state_dir': os.path.join(workdir, 'state'), 'heartbeat_interval': 1},
+        }
+        self.path = self.write_config('maglica.conf', self.data)
+        self.config = maglica_config.load(self.path)
+        self.client_worker = None
+        self.host_workers = {}
+        if curve:
+            for name in [keys.SERVER, keys.LIBRARY] + list(testbed.hosts):
+                keys.create(self.key_dir, name)
+                if name != keys.SERVER:
+                    keys.allow(self.key_dir, name, keys.public_path(self.key_dir, name))
+
+    def write_config(self, name, data):
+        path = os.path.join(self.workdir, name)
+        with open(path, 'w') as handle:
+            yaml.safe_dump(data, handle)
+        return path
+
+    def log(self, name):
+        return open(os.path.join(self.workdir, '%s.log' % name), 'ab')
+
+    def start_client_worker(self):
+        self.client_worker = subprocess.Popen([PYTHON, '-m', 'maglica.client_worker', '--config', self.path],
+                                              env=self.testbed.env, stdout=self.log('client_worker'), stderr=subprocess.STDOUT)
+        wait_until(lambda: self._answers(), 20, 'the client worker to answer')
+
+    def _answers(self):
+        try:
+            with client.Client(self.config, timeout=1) as c:
+                return c.hosts() is not None
+        except Exception:
+            return self.client_worker.poll() is not None and self._dead('client_worker')
+
+    def _dead(self, name):
+        with open(os.path.join(self.workdir, '%s.log' % name)) as handle:
+            raise AssertionError('%s exited:\n%s' % (name, handle.read()[-3000:]))
+
+    def start_host_worker(self, host, wait=True):
+        command = ['env', 'PYTHONPATH=%s' % MODULE_UTILS, PYTHON, '-m', 'maglica.host_worker', '--config', self.path, '--name', host]
+        self.host_workers[host] = self.testbed.popen_in(host, command, self.log('host_worker-%s' % host))
+        if wait:
+            self.wait_alive(host)
+        return self.host_workers[host]
+
+    def wait_alive(self, host, timeout=30):
+        pid = self.host_workers[host].pid
+
+        def alive():
+            if self.host_workers[host].poll() is not None:
+                self._dead('host_worker-%s' % host)
+            return any(h['host'] == host and h['alive'] and h['pid'] == pid for h in self.hosts_status())
+        wait_until(alive, timeout, 'host worker %s to send a heartbeat' % host)
+
+    def hosts_status(self):
+        with client.Client(self.config, timeout=2) as c:
+            return c.hosts()
+
+    def stop_host_worker(self, host, sig=signal.SIGTERM):
+        proc = self.host_workers.pop(host, None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+
+    def start(self):
+        self.start_client_worker()
+        for host in self.testbed.hosts:
+            self.start_host_worker(host, wait=False)
+        for host in self.testbed.hosts:
+            self.wait_alive(host)
+
+    def stop(self):
+        for host in list(self.host_workers):
+            self.stop_host_worker(host)
+        if self.client_worker is not None and self.client_worker.poll() is None:
+            self.client_worker.terminate()
+            self.client_worker.wait(timeout=30)
+
+    def job(self, job_id):
+        with client.Client(self.config) as c:
+            return c.status(job_id)
+
+    def jobs(self, limit=1000):
+        with client.Client(self.config) as c:
+            return c.recent(limit)
+
+
+class PlaybookRun(object):
+    """An ansible-playbook run with the minimal callback: every task result parsed from its JSON."""
+
+    RESULT_RE = re.compile(r'^(\S+) \| (SUCCESS|CHANGED|FAILED!|UNREACHABLE!|SKIPPED)[^\n]*=> \{', re.M)
+
+    def __init__(self, proc):
+        self.rc = proc.returncode
+        self.output = proc.stdout
+        self.results = []
+        decoder = json.JSONDecoder()
+        for match in self.RESULT_RE.finditer(self.output):
+            data, _end = decoder.raw_decode(self.output, match.end() - 1)
+            data['_status'] = match.group(2).rstrip('!').lower()
+            self.results.append(data)
+
+    @property
+    def changed(self):
+        return sum(1 for r in self.results if r.get('changed'))
+
+    @property
+    def failed(self):
+        return [r for r in self.results if r['_status'] == 'failed']
+
+    @property
+    def last(self):
+        return self.results[-1]
+
+    def __repr__(self):
+        return 'rc=%s\n%s' % (self.rc, self.output[-6000:])
+
+
+def ansible_env(extra=None):
+    env = testbed_env()
+    collections = os.path.join(ROOT, 'build', 'collections')
+    env.update({
+        'ANSIBLE_COLLECTIONS_PATH': collections,
+        'ANSIBLE_PYTHON_INTERPRETER': PYTHON,
+        'ANSIBLE_LOCALHOST_WARNING': 'false',
+        'ANSIBLE_INVENTORY_UNPARSED_WARNING': 'false',
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_FORCE_COLOR': '0',
+        'ANSIBLE_RETRY_FILES_ENABLED': 'false',
+        'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.minimal',
+        'PYTHONPATH': '',
+    })
+    env.update(extra or {})
+    return env
+
+
+def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory='localhost,', args=(), env=None):
+    """Run ansible-playbook from the repository root; each task's result is parsed (see PlaybookRun)."""
+    command = [os.path.join(os.path.dirname(PYTHON), 'ansible-playbook'), '-i', inventory, '-c', 'local', playbook]
+    if extra_vars:
+        command += ['-e', json.dumps(extra_vars)]
+    if check:
+        command.append('--check')
+    if diff:
+        command.append('--diff')
+    command += list(args)
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          env=ansible_env(env), cwd=ROOT)
+    return PlaybookRun(proc)
+
+
+def read_guest_files(testbed, host, disk, paths):
+    """Read files from a guest disk (a path inside `host`) with libguestfs, read-only: {path: content or None}.
+
+    It runs inside the host's namespace: a linked clone's backing file exists only there.
+    """
+    script = r'''
+import json, sys, guestfs
+g = guestfs.GuestFS(python_return_dict=True)
+g.add_drive_opts(sys.argv[1], readonly=True, format='qcow2' if sys.argv[1].endswith('.qcow2') else 'raw')
+g.launch()
+root = g.inspect_os()[0]
+mps = g.inspect_get_mountpoints(root)
+for mp in sorted(mps, key=len):
+    g.mount_ro(mps[mp], mp)
+out = {}
+for p in sys.argv[2:]:
+    out[p] = g.read_file(p).decode() if g.is_file(p) else None
+out['__ssh_host_keys__'] = g.glob_expand('/etc/ssh/ssh_host_*')
+out['__hostname__'] = g.inspect_get_hostname(root)
+g.close()
+print(json.dumps(out))
+'''
+    out = subprocess.run(['bash', os.path.join(TESTBED, 'testbed.sh'), 'exec', host, '/usr/bin/python3', '-c', script, disk] + list(paths),
+                         stdout=subprocess.PIPE, check=True, env=testbed.env, universal_newlines=True).stdout
+    return json.loads(out)
+
+
+__all__ = ['Testbed', 'Cloud', 'run_playbook', 'read_guest_files', 'wait_until', 'virt', 'client']
