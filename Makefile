@@ -40,7 +40,7 @@ sanity: deps
 	rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
 	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -C $(SANITY_COPY) -xf -
 	cd $(SANITY_COPY) && git init -q && git add -A && \
-	  $(VENV)/bin/ansible-test sanity --requirements --venv --python 3.11 --color no
+	  $(VENV)/bin/ansible-test sanity --requirements --venv --python 3.11 --color no $(SANITY_ARGS)
 
 lint: deps collection-link
 	$(VENV)/bin/ansible-lint --profile production --offline roles playbooks

@@ -14,7 +14,7 @@ description:
     asking every configured host's libvirtd at once.
   - A host whose libvirtd cannot be reached is reported in RV(hosts) and does not stop the listing of the others.
   - Stopped clones made by Maglica are not images and are not listed.
-author: Maglica contributors
+author: Maglica contributors (@maglica)
 options:
   name:
     description: Only images whose name matches one of these shell patterns.

@@ -13,7 +13,7 @@ description:
   - Returns one job by O(id), or the O(limit) most recent jobs, with their state and message.
   - With M(maglica.cloud.maglica_vm_clone) and O(maglica.cloud.maglica_vm_clone#module:wait=false) this gives
     Ansible's asynchronous pattern - submit, then poll with C(until).
-author: Maglica contributors
+author: Maglica contributors (@maglica)
 options:
   id:
     description: Id of the job.

@@ -17,7 +17,7 @@ description:
   - The clone runs as a job of the host's worker, submitted through the client worker. With O(wait=false) the module
     returns the job id at once; follow it with M(maglica.cloud.maglica_job_info).
   - A clone that fails midway is removed with its disks.
-author: Maglica contributors
+author: Maglica contributors (@maglica)
 options:
   image:
     description: Name of the original image (an inactive libvirt domain).
@@ -88,7 +88,6 @@ options:
     description: Public keys added to root's C(authorized_keys) in the guest.
     type: list
     elements: str
-    no_log: false
 extends_documentation_fragment:
   - maglica.cloud.maglica
 attributes:

@@ -147,7 +147,7 @@ class Cloud(object):
     def start_client_worker(self):
         self.client_worker = subprocess.Popen([PYTHON, '-m', 'maglica.client_worker', '--config', self.path],
                                               env=self.testbed.env, stdout=self.log('client_worker'), stderr=subprocess.STDOUT)
-        wait_until(lambda: self._answers(), 20, 'the client worker to answer')
+        wait_until(self._answers, 20, 'the client worker to answer')
 
     def _answers(self):
         try:
@@ -269,7 +269,7 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory='
         command.append('--diff')
     command += list(args)
     proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          env=ansible_env(env), cwd=ROOT)
+                          env=ansible_env(env), cwd=ROOT, check=False)
     return PlaybookRun(proc)
 
 

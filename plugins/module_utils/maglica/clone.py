@@ -92,7 +92,7 @@ def full_clone(uri, image, hostname, targets):
     for _disk, path in targets:
         command += ['--file', path]
     try:
-        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=VIRT_CLONE_TIMEOUT)
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=VIRT_CLONE_TIMEOUT, check=False)
     except OSError as e:
         raise HostError('cannot run %s: %s' % (VIRT_CLONE, e.strerror or e))
     except subprocess.TimeoutExpired:
@@ -220,4 +220,3 @@ def make_clone(conn, uri, job_id, args, reconcile=False):
 
 def _text(error):
     return str(error) if isinstance(error, MaglicaError) else '%s: %s' % (type(error).__name__, error)
-

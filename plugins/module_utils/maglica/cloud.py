@@ -51,7 +51,7 @@ def plan_clone(config, image, hostname, host=None):
     unreachable = [a['error'] for a in answers if not a['reachable']]
     existing = locate(answers, hostname)
     if len(existing) > 1:
-        raise ConflictError('%s is defined on several hosts (%s): remove all but one' % (hostname, ', '.join(h for h, _ in existing)))
+        raise ConflictError('%s is defined on several hosts (%s): remove all but one' % (hostname, ', '.join(where for where, _domain in existing)))
     if existing:
         where, domain = existing[0]
         if virt.is_image(domain):
@@ -140,5 +140,5 @@ def find_vm(config, name):
     if not found:
         raise NotFoundError('no VM named %s on any reachable host' % name)
     if len(found) > 1:
-        raise ConflictError('%s is defined on several hosts: %s' % (name, ', '.join(h for h, _ in found)))
+        raise ConflictError('%s is defined on several hosts: %s' % (name, ', '.join(where for where, _domain in found)))
     return found[0]

@@ -323,7 +323,7 @@ def open_guest(disks):
         g.launch()
         roots = g.inspect_os()
         if not roots:
-            raise MaglicaError('libguestfs found no operating system on %s' % ', '.join(p for p, _ in disks))
+            raise MaglicaError('libguestfs found no operating system on %s' % ', '.join(path for path, _format in disks))
         root = roots[0]
         mountpoints = g.inspect_get_mountpoints(root)
         for mountpoint in sorted(mountpoints, key=len):
@@ -370,4 +370,3 @@ def customize(disks, settings):
         'diff': guest.diff,
         'notes': notes,
     }
-

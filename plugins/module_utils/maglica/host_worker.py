@@ -19,7 +19,6 @@ import logging
 import os
 import queue
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -238,4 +237,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())
