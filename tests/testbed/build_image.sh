@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# build_image.sh FAMILY OUT.qcow2   (FAMILY: debian | rhel)
+# A small bootless guest disk that libguestfs inspection takes for Debian 12 /
+# RHEL 9 with hostname "original": nothing is downloaded, the tree is made here.
+# Cached as $MAGLICA_IMAGE_CACHE/FAMILY-HASH.qcow2 (HASH of this script).
+set -euo pipefail
+
+self=$(readlink -f "${BASH_SOURCE[0]}")
+. "$(dirname "$self")/env.sh"
+(($# == 2)) || { echo "usage: $0 debian|rhel OUT.qcow2" >&2; exit 2; }
+family=$1 out=$2
+[[ $family == debian || $family == rhel ]] || { echo "unknown family: $family" >&2; exit 2; }
+
+hash=$(sha256sum "$self" | cut -c1-12)
+cached=$MAGLICA_IMAGE_CACHE/$family-$hash.qcow2
+mkdir -p "$MAGLICA_IMAGE_CACHE" "$LIBGUESTFS_CACHEDIR"
+exec 9>"$cached.lock"
+flock 9  # parallel callers wait for one build instead of racing
+
+if [[ ! -s $cached ]]; then
+  tree=$(mktemp -d) && trap 'rm -rf "$tree"' EXIT
+  cd "$tree"
+  # Merged /usr with the machine's real bash and ls and their libraries:
+  # inspection reads the architecture from these binaries.
+  mkdir -p usr/bin usr/sbin usr/lib usr/lib64 etc root tmp var/log dev proc sys run boot home
+  for d in bin sbin lib lib64; do ln -s "usr/$d" "$d"; done
+  for b in /usr/bin/bash /usr/bin/ls; do
+    cp "$b" usr/bin/
+    for lib in $(ldd "$b" | grep -o '/[^ ]*'); do  # e.g. /lib/x86_64-linux-gnu/libc.so.6
+      dest=usr${lib#/usr}
+      mkdir -p "$(dirname "$dest")" && cp -L "$lib" "$dest"
+    done
+  done
+  ln -s bash usr/bin/sh
+
+  echo original >etc/hostname
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\toriginal\n' >etc/hosts
+  echo 'LABEL=root / ext4 defaults 0 1' >etc/fstab  # virt-make-fs --label=root below
+  printf 'root:x:0:0:root:/root:/bin/bash\n' >etc/passwd
+  printf 'root:x:0:\n' >etc/group
+  printf 'root:*:19000:0:99999:7:::\n' >etc/shadow && chmod 600 etc/shadow
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >etc/machine-id && echo >>etc/machine-id
+  mkdir -p etc/ssh
+  for t in rsa ecdsa ed25519; do  # dummies: only their presence matters (sysprep removes them)
+    echo "dummy $t host key" >etc/ssh/ssh_host_${t}_key && chmod 600 etc/ssh/ssh_host_${t}_key
+    echo "ssh-$t AAAAdummy root@original" >etc/ssh/ssh_host_${t}_key.pub
+  done
+
+  if [[ $family == debian ]]; then
+    echo 12.7 >etc/debian_version
+    cat >etc/os-release <<'EOF'
+PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+EOF
+    mkdir -p etc/network etc/dhcp etc/udev/rules.d
+    printf 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n' >etc/network/interfaces
+    echo 'send host-name = gethostname();' >etc/dhcp/dhclient.conf
+    echo 'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="52:54:00:12:34:56", NAME="eth0"' \
+      >etc/udev/rules.d/70-persistent-net.rules
+  else
+    echo 'Red Hat Enterprise Linux release 9.2 (Plow)' >etc/redhat-release
+    cat >etc/os-release <<'EOF'
+NAME="Red Hat Enterprise Linux"
+VERSION="9.2 (Plow)"
+ID="rhel"
+ID_LIKE="fedora"
+VERSION_ID="9.2"
+PLATFORM_ID="platform:el9"
+PRETTY_NAME="Red Hat Enterprise Linux 9.2 (Plow)"
+EOF
+    mkdir -p etc/sysconfig/network-scripts etc/NetworkManager/system-connections
+    printf 'DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\nHWADDR=52:54:00:12:34:56\n' \
+      >etc/sysconfig/network-scripts/ifcfg-eth0
+    printf 'NETWORKING=yes\nHOSTNAME=original\n' >etc/sysconfig/network
+    printf '[connection]\nid=eth0\ntype=ethernet\ninterface-name=eth0\n\n[ipv4]\nmethod=auto\n' \
+      >etc/NetworkManager/system-connections/eth0.nmconnection
+    chmod 600 etc/NetworkManager/system-connections/eth0.nmconnection
+  fi
+
+  cd /
+  virt-make-fs --partition --type=ext4 --label=root --format=qcow2 --size=+200M "$tree" "$cached.tmp"
+  mv "$cached.tmp" "$cached"
+fi
+cp --sparse=always "$cached" "$out"

@@ -1,0 +1,11 @@
+# shellcheck shell=bash
+# Shared defaults for the testbed scripts; source it (". tests/testbed/env.sh").
+# libguestfs: no KVM here (QEMU aborts under it), so direct backend + TCG.
+export LIBGUESTFS_BACKEND=${LIBGUESTFS_BACKEND:-direct}
+export LIBGUESTFS_BACKEND_SETTINGS=${LIBGUESTFS_BACKEND_SETTINGS:-force_tcg}
+# The supermin appliance takes minutes to build the first time: keep it.
+export LIBGUESTFS_CACHEDIR=${LIBGUESTFS_CACHEDIR:-/var/cache/maglica-test/guestfs}
+export MAGLICA_TESTBED_DIR=${MAGLICA_TESTBED_DIR:-/var/tmp/maglica-testbed}
+export MAGLICA_IMAGE_CACHE=${MAGLICA_IMAGE_CACHE:-/var/cache/maglica-test/images}
+# libvirtd probes QEMU (~7 s) on first use; the result is valid for every host.
+export MAGLICA_QEMU_CAPS_CACHE=${MAGLICA_QEMU_CAPS_CACHE:-/var/cache/maglica-test/qemu-capabilities}

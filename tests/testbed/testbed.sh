@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Simulated hypervisors: one real libvirtd (qemu driver, TCG only) per host,
+# each in its own mount+UTS namespace with its own /etc/libvirt, /var/lib/libvirt,
+# /run/libvirt, /var/log/libvirt and /var/cache/libvirt, listening on its own
+# loopback address (qemu+tcp://ADDR/system, no auth).
+#
+#   testbed.sh start [N]            host0..host{N-1} at 127.0.0.11.. (default N=3)
+#   testbed.sh start-one NAME ADDR  one host with any name/address
+#   testbed.sh stop | clean | status
+#   testbed.sh exec NAME CMD...     run CMD inside NAME's namespaces (env kept)
+# State: $MAGLICA_TESTBED_DIR/hosts/NAME/ (ns.pid = pid to nsenter -t PID -m -u).
+set -euo pipefail
+
+self=$(readlink -f "${BASH_SOURCE[0]}")
+. "$(dirname "$self")/env.sh"
+HOSTS=$MAGLICA_TESTBED_DIR/hosts
+LIBVIRT_DIRS=(etc:/etc/libvirt lib:/var/lib/libvirt run:/run/libvirt
+  log:/var/log/libvirt cache:/var/cache/libvirt)
+
+die() { echo "testbed: $*" >&2; exit 1; }
+alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+pidof_file() { cat "$1" 2>/dev/null || true; }
+
+# wait_for MAX CMD...: poll CMD until it succeeds, for at most MAX seconds.
+wait_for() {
+  local max=$1; shift
+  local end=$((SECONDS + max))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < end)) || return 1
+    sleep 0.1
+  done
+}
+
+# The holder pid, only if it is still our holder (guards against pid reuse).
+holder_pid() {
+  local pid; pid=$(pidof_file "$HOSTS/$1/ns.pid")
+  alive "$pid" && [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == "maglica-testbed-$1 "* ]] &&
+    echo "$pid"
+}
+
+# Wait until the host's libvirtd answers; give up at once if it died.
+wait_libvirtd() {
+  local end=$((SECONDS + 60))
+  until answers "$1" >/dev/null 2>&1; do
+    alive "$(pidof_file "$HOSTS/$1/run/libvirtd.pid")" && ((SECONDS < end)) || return 1
+    sleep 0.1
+  done
+}
+
+uri() { echo "qemu+tcp://$(cat "$HOSTS/$1/address")/system"; }
+answers() { timeout 10 virsh -q -c "$(uri "$1")" list --all; }
+
+# ---- runs inside the new namespaces (via unshare) ---------------------------
+ns_init() {
+  local name=$1 dir=$HOSTS/$1 d
+  hostname "$name"
+  mount --make-rprivate /  # nothing we mount here may leak to the real host
+  for d in "${LIBVIRT_DIRS[@]}"; do
+    mkdir -p "${d#*:}"  # mount point (an empty dir on the real host)
+    mount --bind "$dir/${d%%:*}" "${d#*:}"
+  done
+  ns_daemons
+  echo $$ >"$dir/ns.pid"
+  # Stable, recognisable pid for nsenter: holds the namespaces open.
+  exec -a "maglica-testbed-$name" sleep infinity
+}
+
+# Start virtlogd (needed before any domain starts) and libvirtd if not running.
+ns_daemons() {
+  mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/images
+  alive "$(pidof_file /run/libvirt/virtlogd.pid)" || virtlogd -d -p /run/libvirt/virtlogd.pid
+  alive "$(pidof_file /run/libvirt/libvirtd.pid)" ||
+    libvirtd -d --listen --config /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid
+}
+
+# ---- host lifecycle ---------------------------------------------------------
+write_config() {
+  local name=$1 addr=$2 dir=$HOSTS/$1 d
+  for d in "${LIBVIRT_DIRS[@]}"; do mkdir -p "$dir/${d%%:*}"; done
+  mkdir -p "$dir/lib/images"
+  echo "$addr" >"$dir/address"
+  # Seed the QEMU capabilities cache (libvirt re-probes if it is stale).
+  if [[ -d $MAGLICA_QEMU_CAPS_CACHE && ! -d $dir/cache/qemu/capabilities ]]; then
+    mkdir -p "$dir/cache/qemu" && cp -r "$MAGLICA_QEMU_CAPS_CACHE" "$dir/cache/qemu/capabilities"
+  fi
+  [[ -s $dir/host_uuid ]] || cat /proc/sys/kernel/random/uuid >"$dir/host_uuid"
+  cat >"$dir/etc/libvirtd.conf" <<EOF
+listen_tcp = 1
+listen_tls = 0
+listen_addr = "$addr"
+tcp_port = "16509"
+auth_tcp = "none"
+host_uuid = "$(cat "$dir/host_uuid")"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+  # root + no dynamic ownership/security driver: no permission games in a sandbox;
+  # no cgroups: all hosts share /sys/fs/cgroup. All hosts share one network
+  # namespace, so each gets its own VNC port range (from its address's last octet).
+  local vnc_min=$((5900 + ${addr##*.} * 20))
+  cat >"$dir/etc/qemu.conf" <<EOF
+user = "root"
+group = "root"
+dynamic_ownership = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+vnc_listen = "127.0.0.1"
+remote_display_port_min = $vnc_min
+remote_display_port_max = $((vnc_min + 19))
+EOF
+}
+
+start_one() {
+  local name=$1 addr=$2 dir=$HOSTS/$1 pid
+  [[ $name =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad host name: $name"
+  if [[ -e $dir/address && $(cat "$dir/address") != "$addr" ]]; then
+    die "$name already exists with address $(cat "$dir/address")"
+  fi
+  write_config "$name" "$addr"
+  if pid=$(holder_pid "$name"); then
+    # Namespace alive: just make sure its daemons run (no-op if they do).
+    nsenter -t "$pid" -m -u -- "$self" _ns-daemons
+  else
+    stop_one "$name"  # reap leftovers of a half-dead host
+    rm -f "$dir/ns.pid"
+    setsid unshare --mount --uts --propagation private -- "$self" _ns-init "$name" \
+      </dev/null >>"$dir/log/ns.log" 2>&1 &
+    wait_for 30 holder_pid "$name" ||
+      { tail -n 20 "$dir/log/ns.log" >&2; die "$name: namespace did not come up"; }
+  fi
+  wait_libvirtd "$name" ||
+    { tail -n 20 "$dir/log/libvirtd.log" >&2; die "$name: libvirtd does not answer at $(uri "$name")"; }
+  ensure_pool "$name"
+  # Probe QEMU now rather than in the middle of the first define, and keep it.
+  virsh -q -c "$(uri "$name")" capabilities >/dev/null
+  if [[ ! -d $MAGLICA_QEMU_CAPS_CACHE ]]; then
+    local tmp=$MAGLICA_QEMU_CAPS_CACHE.$$
+    mkdir -p "$(dirname "$tmp")" && cp -r "$dir/cache/qemu/capabilities" "$tmp"
+    mv -T "$tmp" "$MAGLICA_QEMU_CAPS_CACHE" 2>/dev/null || rm -rf "$tmp"  # lost a race: fine
+  fi
+  echo "$name $addr $(holder_pid "$name") up"
+}
+
+# Each host has its own 'default' dir pool at /var/lib/libvirt/images (inside).
+ensure_pool() {
+  local v=(virsh -q -c "$(uri "$1")")
+  if ! "${v[@]}" pool-info default >/dev/null 2>&1; then
+    "${v[@]}" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
+  fi
+  "${v[@]}" pool-autostart default >/dev/null
+  [[ $("${v[@]}" pool-info default) =~ State:\ *running ]] || "${v[@]}" pool-start default >/dev/null
+}
+
+# Pid of every process living in the same mount namespace as $1 (never ours:
+# a recycled pid in a stale pid file must not make us kill the real host).
+ns_members() {
+  local ns p; ns=$(readlink "/proc/$1/ns/mnt" 2>/dev/null) || return 0
+  [[ $ns != "$(readlink /proc/self/ns/mnt)" ]] || return 0
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+
+stop_one() {
+  local name=$1 dir=$HOSTS/$1 holder ld lg dom pids p
+  holder=$(holder_pid "$name" || true)
+  ld=$(pidof_file "$dir/run/libvirtd.pid"); alive "$ld" || ld=
+  lg=$(pidof_file "$dir/run/virtlogd.pid"); alive "$lg" || lg=
+  [[ -n $holder$ld$lg ]] || return 0
+  if [[ -n $ld ]] && answers "$name" >/dev/null 2>&1; then
+    for dom in $(virsh -q -c "$(uri "$name")" list --name); do
+      virsh -q -c "$(uri "$name")" destroy "$dom" >/dev/null || true
+    done
+  fi
+  # Everything in the host's mount namespace: daemons, qemus, workers, holder.
+  mapfile -t pids < <(for p in $holder $ld $lg; do ns_members "$p"; done | sort -un)
+  if ((${#pids[@]})); then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    if ! wait_for 15 none_alive "${pids[@]}"; then
+      kill -KILL "${pids[@]}" 2>/dev/null || true
+      wait_for 5 none_alive "${pids[@]}" || die "$name: processes survive SIGKILL: ${pids[*]}"
+    fi
+  fi
+  rm -f "$dir/ns.pid" "$dir/run/libvirtd.pid" "$dir/run/virtlogd.pid"
+}
+none_alive() { local p; for p; do ! alive "$p" || return 1; done; }
+
+# libvirtd takes seconds to exit: stop the hosts in parallel.
+stop_all() {
+  local h pids=() rc=0
+  for h in $(host_names); do stop_one "$h" & pids+=($!); done
+  for h in "${pids[@]}"; do wait "$h" || rc=1; done
+  return $rc
+}
+
+host_names() { [[ -d $HOSTS ]] && find "$HOSTS" -mindepth 2 -maxdepth 2 -name address -printf '%h\n' | xargs -rn1 basename | sort; }
+
+cmd=${1:-}; shift || true
+case $cmd in
+  start)
+    n=${1:-3}
+    for ((i = 0; i < n; i++)); do start_one "host$i" "127.0.0.$((11 + i))"; done ;;
+  start-one) (($# == 2)) || die "usage: start-one NAME ADDRESS"; start_one "$1" "$2" ;;
+  stop) stop_all ;;
+  clean) stop_all && rm -rf "$MAGLICA_TESTBED_DIR" ;;
+  status)
+    for h in $(host_names); do
+      pid=$(holder_pid "$h" || true); state=down
+      [[ -n $pid ]] && answers "$h" >/dev/null 2>&1 && state=up
+      echo "$h $(cat "$HOSTS/$h/address") ${pid:--} $state"
+    done ;;
+  exec)
+    (($# >= 2)) || die "usage: exec NAME CMD..."
+    pid=$(holder_pid "$1") || die "$1 is not running"; shift
+    exec nsenter -t "$pid" -m -u --wd="$PWD" -- "$@" ;;
+  _ns-init) ns_init "$1" ;;
+  _ns-daemons) ns_daemons ;;
+  *) sed -n '2,11s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
+esac
