@@ -27,7 +27,7 @@ MODULE_UTILS = os.path.join(ROOT, 'plugins', 'module_utils')
 PYTHON = sys.executable
 sys.path.insert(0, MODULE_UTILS)
 
-from maglica import client, config as maglica_config, keys, virt  # noqa: E402  pylint: disable=wrong-import-position
+from maglica import client, config as maglica_config, keys, messages, virt  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def wait_until(condition, timeout, what, interval=0.05):
@@ -111,15 +111,18 @@ class Testbed(object):
 
 
 class Cloud(object):
-    """A Maglica configuration for a testbed, its keys, and its workers."""
+    """A Maglica configuration, its keys, and its workers: for a testbed's hosts, or for `hosts`
+    {name: address} without libvirt (enough for noop jobs), whose host workers run outside any namespace."""
 
-    def __init__(self, testbed, workdir, curve=True):
+    def __init__(self, testbed, workdir, curve=True, hosts=None, port=None):
         self.testbed = testbed
+        self.hosts = hosts or testbed.hosts
+        self.env = testbed.env if testbed else testbed_env()
         self.workdir = workdir
-        port = int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555'))
+        port = port or int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555'))
         self.key_dir = os.path.join(workdir, 'keys')
         self.data = {
-            'hosts': [{'name': name, 'address': address, 'weight': 10} for name, address in testbed.hosts.items()],
+            'hosts': [{'name': name, 'address': address, 'weight': 10} for name, address in self.hosts.items()],
             'client': {'host': '127.0.0.1', 'pub_port': port, 'rep_port': port + 1, 'bind': '127.0.0.1'},
             'security': {'curve': curve, 'key_dir': self.key_dir},
             'jobs': {'database': os.path.join(workdir, 'jobs.sqlite'), 'republish_interval': 0.5, 'request_timeout': 5},
@@ -130,7 +133,7 @@ class Cloud(object):
         self.client_worker = None
         self.host_workers = {}
         if curve:
-            for name in [keys.SERVER, keys.LIBRARY] + list(testbed.hosts):
+            for name in [keys.SERVER, keys.LIBRARY] + list(self.hosts):
                 keys.create(self.key_dir, name)
                 if name != keys.SERVER:
                     keys.allow(self.key_dir, name, keys.public_path(self.key_dir, name))
@@ -146,7 +149,7 @@ class Cloud(object):
 
     def start_client_worker(self):
         self.client_worker = subprocess.Popen([PYTHON, '-m', 'maglica.client_worker', '--config', self.path],
-                                              env=self.testbed.env, stdout=self.log('client_worker'), stderr=subprocess.STDOUT)
+                                              env=self.env, stdout=self.log('client_worker'), stderr=subprocess.STDOUT)
         wait_until(self._answers, 20, 'the client worker to answer')
 
     def _answers(self):
@@ -161,8 +164,13 @@ class Cloud(object):
             raise AssertionError('%s exited:\n%s' % (name, handle.read()[-3000:]))
 
     def start_host_worker(self, host, wait=True):
-        command = ['env', 'PYTHONPATH=%s' % MODULE_UTILS, PYTHON, '-m', 'maglica.host_worker', '--config', self.path, '--name', host]
-        self.host_workers[host] = self.testbed.popen_in(host, command, self.log('host_worker-%s' % host))
+        command = [PYTHON, '-m', 'maglica.host_worker', '--config', self.path, '--name', host]
+        if self.testbed:
+            self.host_workers[host] = self.testbed.popen_in(host, ['env', 'PYTHONPATH=%s' % MODULE_UTILS] + command,
+                                                            self.log('host_worker-%s' % host))
+        else:
+            self.host_workers[host] = subprocess.Popen(command, env=self.env, stdout=self.log('host_worker-%s' % host),
+                                                       stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
             self.wait_alive(host)
         return self.host_workers[host]
@@ -186,12 +194,36 @@ class Cloud(object):
             proc.send_signal(sig)
             proc.wait(timeout=60)
 
-    def start(self):
+    def kill_client_worker(self):
+        self.client_worker.kill()
+        self.client_worker.wait(timeout=30)
+
+    def submit(self, host, action, args, ttl=None):
+        with client.Client(self.config) as c:
+            return c.submit(messages.new_job(host, action, args, ttl=ttl))
+
+    def wait_job(self, job_id, state, timeout=60):
+        return wait_until(lambda: self._job_in(job_id, state), timeout, 'job %s to be %s' % (job_id, state))
+
+    def _job_in(self, job_id, state):
+        job = self.job(job_id)
+        return job if job['state'] == state else None
+
+    def effects(self, host):
+        """Lines `JOB_ID MARKER` that noop jobs left on `host`."""
+        path = os.path.join(self.data['host_worker']['state_dir'], '%s.effects' % host)
+        if not os.path.exists(path):
+            return []
+        with open(path) as handle:
+            return handle.read().splitlines()
+
+    def start(self, host_workers=True):
         self.start_client_worker()
-        for host in self.testbed.hosts:
-            self.start_host_worker(host, wait=False)
-        for host in self.testbed.hosts:
-            self.wait_alive(host)
+        if host_workers:
+            for host in self.hosts:
+                self.start_host_worker(host, wait=False)
+            for host in self.hosts:
+                self.wait_alive(host)
 
     def stop(self):
         for host in list(self.host_workers):

@@ -11,6 +11,7 @@ running after a restart: the action first checks what an earlier run left
 from __future__ import annotations
 
 import os
+import time
 
 from . import clone, virt
 from .errors import MaglicaError, NotFoundError
@@ -29,7 +30,9 @@ class Context(object):
 
 
 def noop(context, reconcile):
-    """Does nothing but, with a marker, append one line to the host's effects file: a countable side effect."""
+    """Waits `delay` seconds and, with a marker, appends one line to the host's effects file: a countable side effect."""
+    if context.args.get('delay'):
+        time.sleep(context.args['delay'])
     marker = context.args.get('marker')
     if marker is None:
         return {}

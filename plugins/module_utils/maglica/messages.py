@@ -100,7 +100,8 @@ ACTIONS = {
         'ssh_authorized_keys': STRINGS,
     },
     'vm.remove': {'name': NAME},
-    'noop': {'marker': Field(str, required=False, max_len=512)},
+    # For tests and benchmarks: waits `delay` seconds, then leaves a countable effect when given a marker.
+    'noop': {'marker': Field(str, required=False, max_len=512), 'delay': Field((int, float), required=False, minimum=0, maximum=60)},
 }
 
 JOB = {
