@@ -187,6 +187,8 @@ def decode(frame):
         data = json.loads(bytes(frame).decode('utf-8'))
     except (UnicodeDecodeError, ValueError) as e:
         raise MessageError('frame is not JSON: %s' % str(e)[:200])
+    except RecursionError:
+        raise MessageError('frame is nested too deeply')
     if not isinstance(data, dict):
         raise MessageError('message must be a JSON object')
     if data.pop('version', None) != VERSION:

@@ -1,0 +1,157 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Mutated messages from an authenticated peer against the client worker's REP socket.
+
+    make bench-fuzz          (python benchmarks/fuzz.py --messages 20000)
+
+Mutations: byte flips, truncations, structure-aware changes to valid requests
+(fields dropped, retyped, oversized, unknown), deep nesting, huge frames,
+multi-frame messages. Every message must get an answer; the worker must keep
+its pid and its memory, and still run a valid job afterwards.
+Prints one JSON line last: {"messages", "worker_restarts", "rss_growth_mb", "valid_job_after"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+
+from maglica_testbed import Cloud  # noqa: E402  pylint: disable=wrong-import-position
+from maglica import keys, messages, transport  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
+
+HOSTS = {'fz0': '127.0.0.1'}
+ODD_VALUES = [None, True, -1, 2 ** 70, 1e308, '', 'x' * 5000, [], {}, [1, [2, [3]]], {'a': {'b': {}}}, '\u0000\ud7ff', 'kvm1\x00']
+
+
+def valid_requests():
+    job = messages.new_job('fz0', 'noop', {'marker': 'fuzz'})
+    clone = messages.new_job('fz0', 'vm.clone', {'image': 'a', 'hostname': 'b', 'clone_mode': 'full', 'start': True,
+                                                 'network': {'mode': 'static', 'address': '192.0.2.1'}})
+    return [
+        {'type': 'submit', 'job': job},
+        {'type': 'submit', 'job': clone},
+        {'type': 'status', 'id': job['id']},
+        {'type': 'list', 'limit': 5},
+        {'type': 'hosts'},
+        {'type': 'report', 'host': 'fz0', 'acks': [job['id']], 'results': [{'id': job['id'], 'status': 'failed'}]},
+    ]
+
+
+def mutate_structure(rng, request):
+    """Change one field somewhere in the request: drop it, retype it, or add an unknown one."""
+    data = json.loads(json.dumps(request))
+    target = data
+    while isinstance(target, dict) and target and rng.random() < 0.5:
+        key = rng.choice(list(target))
+        if isinstance(target[key], dict) and target[key]:
+            target = target[key]
+        else:
+            break
+    if not isinstance(target, dict) or not target:
+        return data
+    choice = rng.random()
+    key = rng.choice(list(target))
+    if choice < 0.3:
+        del target[key]
+    elif choice < 0.8:
+        target[key] = rng.choice(ODD_VALUES)
+    else:
+        target['unknown_%d' % rng.randrange(100)] = rng.choice(ODD_VALUES)
+    return data
+
+
+def frames_for(rng, requests, index):
+    base = rng.choice(requests)
+    kind = index % 10
+    if kind < 4:
+        return [messages.encode(mutate_structure(rng, base))]
+    raw = bytearray(messages.encode(base))
+    if kind < 7:
+        for _flip in range(rng.randint(1, 10)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        return [bytes(raw)]
+    if kind == 7:
+        return [bytes(raw[:rng.randrange(len(raw))])]
+    if kind == 8:
+        special = rng.randrange(4)
+        if special == 0:
+            return [b'[' * 100000 + b']' * 100000]
+        if special == 1:
+            return [b'x' * (messages.MAX_FRAME_BYTES + rng.randrange(1, 1000))]
+        if special == 2:
+            return [json.dumps({'version': 1, 'type': 'list', 'limit': rng.choice(ODD_VALUES)}).encode()]
+        return [json.dumps({'version': rng.choice(ODD_VALUES), 'type': 'hosts'}).encode()]
+    return [bytes(raw), bytes(raw)]  # multi-frame
+
+
+def rss_mb(pid):
+    with open('/proc/%d/status' % pid) as handle:
+        for line in handle:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--messages', type=int, default=20000)
+    parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 30)
+    parser.add_argument('--seed', type=int, default=3)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    cloud = Cloud(None, tempfile.mkdtemp(prefix='maglica-fuzz-'), hosts=HOSTS, port=args.port)
+    cloud.start()
+    pid = cloud.client_worker.pid
+    zmq = transport.zmq()
+    context = zmq.Context()
+    requests = valid_requests()
+    unanswered = 0
+    try:
+        # Warm up before measuring memory, so that caches and the SQLite page cache count as baseline.
+        sock = None
+        rss_before = None
+        for index in range(args.messages):
+            if index == min(500, args.messages // 10):
+                rss_before = rss_mb(pid)
+            if sock is None:
+                sock = context.socket(zmq.REQ)
+                sock.linger = 0
+                transport.secure_client(sock, cloud.config, keys.LIBRARY)
+                sock.connect(cloud.config.endpoint('rep'))
+            sock.send_multipart(frames_for(rng, requests, index))
+            if sock.poll(5000):
+                sock.recv()
+            else:
+                unanswered += 1
+                sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+        rss_after = rss_mb(pid)
+        restarts = 0 if cloud.client_worker.poll() is None and cloud.client_worker.pid == pid else 1
+        try:
+            job = cloud.submit('fz0', 'noop', {'marker': 'after'})
+            valid_after = cloud.wait_job(job['id'], 'succeeded', 30)['state'] == 'succeeded'
+        except (AssertionError, DispatchError):
+            valid_after = False
+    finally:
+        context.destroy(linger=0)
+        cloud.stop()
+    result = {'messages': args.messages, 'worker_restarts': restarts, 'rss_growth_mb': round(rss_after - (rss_before or rss_after), 1),
+              'valid_job_after': valid_after}
+    if unanswered:
+        result['unanswered'] = unanswered
+    print(json.dumps(result))
+    return 0 if restarts == 0 and valid_after and not unanswered else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
