@@ -138,6 +138,13 @@ class Cloud(object):
                 if name != keys.SERVER:
                     keys.allow(self.key_dir, name, keys.public_path(self.key_dir, name))
 
+    def reconfigure(self, **sections):
+        """Change configuration sections (merged key by key); workers started afterwards use them."""
+        for section, values in sections.items():
+            self.data[section] = dict(self.data.get(section) or {}, **values)
+        self.path = self.write_config('maglica.conf', self.data)
+        self.config = maglica_config.load(self.path)
+
     def write_config(self, name, data):
         path = os.path.join(self.workdir, name)
         with open(path, 'w') as handle:

@@ -90,7 +90,9 @@ def test_host_worker_killed_after_the_effect_does_not_repeat_it(dispatch):
 
 def test_client_worker_restarted_with_jobs_in_flight_loses_nothing(dispatch):
     dispatch.start()
-    jobs = [dispatch.submit(host, 'noop', {'marker': 'inflight', 'delay': 1}) for host in ('kvm1', 'kvm2') for _i in range(5)]
+    jobs = [dispatch.submit(host, 'noop', {'marker': 'inflight', 'delay': 2}) for host in ('kvm1', 'kvm2') for _i in range(5)]
+    # Killed once the host workers have taken (recorded and acknowledged) every job.
+    wait_until(lambda: all(dispatch.job(j['id'])['state'] in ('running', 'succeeded') for j in jobs), 20, 'the jobs to be taken')
     dispatch.kill_client_worker()
     # While it is down, the host workers finish and keep their results in the outbox.
     wait_until(lambda: len(dispatch.effects('kvm1')) == 5 and len(dispatch.effects('kvm2')) == 5, 30, 'the jobs to run')

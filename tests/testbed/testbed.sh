@@ -178,7 +178,7 @@ stop_one() {
     kill -TERM "${pids[@]}" 2>/dev/null || true
     if ! wait_for 15 none_alive "${pids[@]}"; then
       kill -KILL "${pids[@]}" 2>/dev/null || true
-      wait_for 5 none_alive "${pids[@]}" || die "$name: processes survive SIGKILL: ${pids[*]}"
+      wait_for 30 none_alive "${pids[@]}" || die "$name: processes survive SIGKILL: ${pids[*]}"
     fi
   fi
   rm -f "$dir/ns.pid" "$dir/run/libvirtd.pid" "$dir/run/virtlogd.pid"

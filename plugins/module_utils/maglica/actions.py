@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import time
 
-from . import clone, virt
+from . import batching, clone, images, virt, vm
 from .errors import MaglicaError, NotFoundError
 
 
 class Context(object):
-    def __init__(self, config, host, job):
+    def __init__(self, config, host, job, customizer=batching.customize_alone):
         self.config = config
+        self.customizer = customizer
         self.host = host
         self.job = job
         self.args = job['args']
@@ -51,7 +52,7 @@ def noop(context, reconcile):
 
 def vm_clone(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
-        return clone.make_clone(conn, context.uri, context.job['id'], context.args, reconcile)
+        return clone.make_clone(conn, context.uri, context.job['id'], context.args, reconcile, context.customizer)
 
 
 def vm_remove(context, reconcile):
@@ -64,10 +65,21 @@ def vm_remove(context, reconcile):
         return {'name': name, 'deleted_disks': clone.remove_domain(conn, name)}
 
 
+def vm_attach_disk(context, reconcile):
+    with virt.Connection(context.config, context.host) as conn:
+        return vm.attach_disk(conn, context.host.name, context.args, reconcile)
+
+
+def image_copy(context, reconcile):
+    return images.copy_image(context.config, context.host, context.args, reconcile)
+
+
 ACTIONS = {
     'noop': noop,
     'vm.clone': vm_clone,
     'vm.remove': vm_remove,
+    'vm.attach_disk': vm_attach_disk,
+    'image.copy': image_copy,
 }
 
 

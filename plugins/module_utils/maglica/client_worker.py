@@ -1,13 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The client worker: takes requests on REP, publishes jobs on PUB, keeps the durable job log.
+"""The client worker: takes requests on REP, publishes job notices on PUB, keeps the durable job log.
 
     python3 -m maglica.client_worker --config /etc/maglica.conf
 
-A job is written to the log before its submitter is answered, published to
-its host's topic, and published again until that host's worker acknowledges
-it or its TTL runs out (PUB drops messages for absent subscribers).
+A job is written to the log before its submitter is answered. A notice of it
+(id, host, action: never its arguments) is published to its host's topic, and
+published again until that host's worker acknowledges it or its TTL runs out
+(PUB drops messages for absent subscribers). The host worker fetches the job
+itself over REP, where its key is checked against the job's host.
 """
 
 from __future__ import annotations
@@ -101,11 +103,11 @@ class ClientWorker(object):
             if kind in LIBRARY_REQUESTS and who != keys.LIBRARY:
                 LOG.warning('refused %s from %s: only the library key may make it', kind, who)
                 return {'ok': False, 'error': '%s may not make %s requests' % (who, kind)}
-            if kind == 'report' and who != data['host']:
+            if kind in ('report', 'fetch') and who != data['host']:
                 LOG.warning('refused a report for %s from the key of %s', data['host'], who)
                 return {'ok': False, 'error': 'the key of %s may not report for %s' % (who, data['host'])}
         handlers = {'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
-                    'hosts': self.request_hosts, 'report': self.request_report}
+                    'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch}
         return handlers[kind](data)
 
     def request_submit(self, data):
@@ -138,6 +140,18 @@ class ClientWorker(object):
                           'running': seen['running'] if seen else []})
         return {'ok': True, 'hosts': hosts}
 
+    def request_fetch(self, data):
+        """The jobs of this host that are still to run; the others are `gone` (finished, expired, unknown)."""
+        jobs, gone = [], []
+        for job_id in data['ids']:
+            row = self.log.get(job_id)
+            if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES:
+                gone.append(job_id)
+            else:
+                jobs.append({'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
+                             'ttl': max(1, int(row['expires'] - row['created']))})
+        return {'ok': True, 'jobs': jobs, 'gone': gone}
+
     def request_report(self, data):
         host = data['host']
         if host not in self.host_names:
@@ -159,9 +173,8 @@ class ClientWorker(object):
 
     def publish(self, rows):
         for row in rows:
-            job = {'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
-                   'ttl': max(1, int(row['expires'] - row['created']))}
-            self.pub.send_multipart([messages.topic(row['host']), messages.encode(job)])
+            notice = {'id': row['id'], 'host': row['host'], 'action': row['action']}
+            self.pub.send_multipart([messages.topic(row['host']), messages.encode(notice)])
         self.log.mark_published([row['id'] for row in rows])
 
     def sweep(self):

@@ -14,7 +14,7 @@ import os
 import subprocess
 import xml.etree.ElementTree as ET
 
-from . import customize, virt
+from . import batching, customize, virt
 from .errors import ConflictError, HostError, MaglicaError, NotFoundError
 
 VIRT_CLONE = os.environ.get('MAGLICA_VIRT_CLONE', 'virt-clone')
@@ -158,11 +158,12 @@ def set_metadata(dom, **attributes):
                     virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
-def make_clone(conn, uri, job_id, args, reconcile=False):
+def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.customize_alone):
     """Clone args['image'] to args['hostname'] on this host, customise it, start it. Returns result data.
 
     With `reconcile`, a clone left by an earlier run of the same job is either
-    recognised as complete or removed before the job runs again.
+    recognised as complete or removed before the job runs again. `customizer(image key,
+    disks, settings)` does the guest customisation (batching.CustomizeBatcher in the host worker).
     """
     lv = virt.libvirt()
     image_name, hostname = args['image'], args['hostname']
@@ -201,7 +202,8 @@ def make_clone(conn, uri, job_id, args, reconcile=False):
                  if d['device'] == 'disk' and d['path']]
         settings = customize.GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
                                            args.get('ssh_authorized_keys'))
-        changes = customize.customize(disks, settings)
+        key = batching.image_key(image_name, [d['path'] for d, _path in targets])
+        changes = customizer(key, disks, settings)
         set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='yes')
         if args['start']:
             try:

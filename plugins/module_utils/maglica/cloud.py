@@ -92,20 +92,15 @@ def clone_args(image, hostname, clone_mode='full', start=True, network=None, roo
     return args
 
 
-def validate_network(network):
-    """Static addressing needs an address; report that before anything is submitted."""
-    if network and network.get('mode') == 'static' and not network.get('address'):
-        raise ConflictError('network mode static needs an address')
-
-
 def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
           ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None):
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`.
 
     Returns {changed, host, candidates, job_id, job, result}.
     """
-    validate_network(network)
     args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys)
+    # Every argument is checked before anything is asked or submitted (the host name is a placeholder here).
+    messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'vm.clone', 'args': args})
     plan = plan_clone(config, image, hostname, host)
     result = {'changed': False, 'host': plan['host'], 'candidates': plan['candidates'], 'unreachable': plan['unreachable'],
               'job_id': None, 'job': None, 'result': {}}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 from . import deps
 from .errors import ConfigError
@@ -53,10 +54,13 @@ SCHEMA = {
     'host_worker': {
         'state_dir': ('/var/lib/maglica/host', str),
         'heartbeat_interval': (5.0, float),
-        'concurrency': (2, int),
+        # Independent jobs run at once; clone customisations within batch_window seconds share one appliance.
+        'concurrency': (4, int),
+        'batch_window': (1.0, float),
     },
 }
 HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str}
+HOST_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}$')
 TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'unix', '')
 
 
@@ -145,9 +149,12 @@ def validate(data, source=None):
             if value is not None:
                 value = _check_type('%s: %s.%s' % (where, section, key), value, kind)
             result[section][key] = value
-    for key in ('pub_port', 'rep_port'):
-        if not 0 < result['client'][key] < 65536:
-            raise ConfigError('%s: client.%s must be a TCP port (1-65535), got %d' % (where, key, result['client'][key]))
+    for section, key in (('client', 'pub_port'), ('client', 'rep_port'), ('libvirt', 'port')):
+        value = result[section][key]
+        if value is not None and not 0 < value < 65536:
+            raise ConfigError('%s: %s.%s must be a TCP port (1-65535), got %d' % (where, section, key, value))
+    if result['client']['pub_port'] == result['client']['rep_port']:
+        raise ConfigError('%s: client.pub_port and client.rep_port must differ' % where)
     if result['libvirt']['transport'] not in TRANSPORTS:
         raise ConfigError('%s: libvirt.transport must be one of %s' % (where, ', '.join(t or "''" for t in TRANSPORTS)))
     if result['jobs']['ttl'] <= 0:
@@ -174,6 +181,8 @@ def _validate_hosts(hosts, where):
         for key, kind in HOST_KEYS.items():
             if entry.get(key) is not None:
                 host[key] = _check_type('%s: hosts[%d].%s' % (where, index, key), entry[key], kind)
+        if not HOST_NAME_RE.match(host['name']):
+            raise ConfigError('%s: host name %r may only hold letters, digits and _.+- (it is also a job topic)' % (where, host['name']))
         if host['weight'] <= 0:
             raise ConfigError('%s: host %s: weight must be a positive integer' % (where, host['name']))
         if host['name'] in seen:
@@ -190,7 +199,7 @@ def load(path=None, inline=None):
     """
     data = {}
     source = None
-    if path or not inline:
+    if path or not inline or 'hosts' not in inline:
         path = path or os.environ.get('MAGLICA_CONFIG') or DEFAULT_PATH
         source = path
         yaml = deps.load('yaml')

@@ -313,37 +313,72 @@ def customize_common(guest, settings, old_hostname):
             guest.write('/root/.ssh/authorized_keys', text, mode=0o600)
 
 
-def open_guest(disks):
-    """Launch one appliance on the given [(path, format)] and mount the guest's filesystems."""
+DEVICE_RE = re.compile(r'^(/dev/[sv]d[a-z]+)(\d*)$')
+
+
+def launch(drives):
+    """One appliance with every drive [(path, format)] attached, read-write."""
     guestfs = deps.load('guestfs')
     g = guestfs.GuestFS(python_return_dict=True)
     try:
-        for path, fmt in disks:
+        for path, fmt in drives:
             g.add_drive_opts(path, format=fmt or 'raw', readonly=False)
         g.launch()
-        roots = g.inspect_os()
-        if not roots:
-            raise MaglicaError('libguestfs found no operating system on %s' % ', '.join(path for path, _format in disks))
-        root = roots[0]
-        mountpoints = g.inspect_get_mountpoints(root)
-        for mountpoint in sorted(mountpoints, key=len):
-            g.mount(mountpoints[mountpoint], mountpoint)
+    except RuntimeError as e:
+        g.close()
+        raise MaglicaError('libguestfs could not open %s: %s' % (', '.join(path for path, _format in drives), e))
     except BaseException:
         g.close()
         raise
-    return g, root
+    return g
 
 
-def customize(disks, settings):
-    """Customise the guest on `disks` [(path, format)] per `settings`. Returns what changed."""
+def relative(devices, device, first):
+    """A device as [disk index counted from the guest's first drive, partition suffix], or None (LVM, mapper)."""
+    match = DEVICE_RE.match(device)
+    if not match or match.group(1) not in devices:
+        return None
+    return [devices.index(match.group(1)) - first, match.group(2)]
+
+
+def inspect(g, first=0, count=None):
+    """Inspect the guest on drives first..first+count-1 of `g`.
+
+    Returns its layout: distro, version, hostname and mountpoints as relative devices, so
+    that it can be reused for any clone of the same image (inspection is the slow part).
+    `batchable` is False when a device cannot be named relative to the guest's drives.
+    """
+    devices = g.list_devices()
+    count = len(devices) - first if count is None else count
+    roots = [r for r in g.inspect_os() if (relative(devices, r, first) or [-1])[0] in range(count)]
+    if not roots and count == len(devices):
+        roots = g.inspect_os()
+    if not roots:
+        raise MaglicaError('libguestfs found no operating system on the clone disks')
+    root = roots[0]
+    mountpoints = g.inspect_get_mountpoints(root)
+    layout = {
+        'distro': g.inspect_get_distro(root),
+        'major_version': g.inspect_get_major_version(root),
+        'hostname': g.inspect_get_hostname(root),
+        'mountpoints': {mp: relative(devices, dev, first) for mp, dev in mountpoints.items()},
+    }
+    layout['batchable'] = all(rel is not None and 0 <= rel[0] < count for rel in layout['mountpoints'].values())
+    return layout, mountpoints
+
+
+def absolute(g, layout, first):
+    devices = g.list_devices()
+    return {mp: devices[first + rel[0]] + rel[1] for mp, rel in layout['mountpoints'].items()}
+
+
+def customize_mounted(g, mountpoints, layout, settings):
+    """Mount one guest's filesystems, customise it, unmount. Returns what changed."""
+    for mountpoint in sorted(mountpoints, key=len):
+        g.mount(mountpoints[mountpoint], mountpoint)
     try:
-        g, root = open_guest(disks)
-    except RuntimeError as e:
-        raise MaglicaError('libguestfs could not open the clone disks: %s' % e)
-    try:
-        distro = g.inspect_get_distro(root)
-        major = g.inspect_get_major_version(root)
-        old_hostname = g.inspect_get_hostname(root)
+        distro = layout['distro']
+        old_hostname = layout['hostname']
         guest = Guest(g)
         notes = []
         customize_common(guest, settings, old_hostname if old_hostname != 'unknown' else None)
@@ -357,16 +392,58 @@ def customize(disks, settings):
             family = 'unknown'
             notes.append('distribution %s is not supported for network settings: only the hostname was set' % distro)
         g.sync()
-        g.umount_all()
-        g.shutdown()
-    except RuntimeError as e:
-        raise MaglicaError('customising the guest failed: %s' % e)
     finally:
-        g.close()
+        g.umount_all()
     return {
-        'os': {'distro': distro, 'family': family, 'major_version': major, 'previous_hostname': old_hostname},
+        'os': {'distro': distro, 'family': family, 'major_version': layout['major_version'], 'previous_hostname': old_hostname},
         'changed_files': guest.changed,
         'removed_files': guest.removed,
         'diff': guest.diff,
         'notes': notes,
     }
+
+
+def customize(disks, settings, layout=None):
+    """Customise the guest on `disks` [(path, format)] per `settings`, in one appliance launch.
+
+    With a `layout` from an earlier inspection of the same image, inspection is skipped.
+    The result carries the layout (`layout` key) for reuse.
+    """
+    g = launch(disks)
+    try:
+        if layout is None:
+            layout, mountpoints = inspect(g)
+        else:
+            mountpoints = absolute(g, layout, 0)
+        result = customize_mounted(g, mountpoints, layout, settings)
+        g.shutdown()
+    except RuntimeError as e:
+        raise MaglicaError('customising the guest failed: %s' % e)
+    finally:
+        g.close()
+    result['layout'] = layout
+    return result
+
+
+def customize_batch(guests):
+    """Customise several guests [(disks, settings, layout)] in ONE appliance launch.
+
+    Every layout must be batchable (plain partitions: identical LVM names of clones
+    of one image would clash in one appliance). Returns, per guest, its result or
+    the MaglicaError it failed with; one guest's failure does not fail the others.
+    """
+    drives = [disk for disks, _settings, _layout in guests for disk in disks]
+    g = launch(drives)
+    results = []
+    try:
+        first = 0
+        for disks, settings, layout in guests:
+            try:
+                results.append(customize_mounted(g, absolute(g, layout, first), layout, settings))
+            except (RuntimeError, MaglicaError) as e:
+                results.append(MaglicaError('customising the guest failed: %s' % e))
+            first += len(disks)
+        g.shutdown()
+    finally:
+        g.close()
+    return results

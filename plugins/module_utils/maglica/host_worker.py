@@ -22,7 +22,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import actions, messages, transport
+from . import actions, batching, messages, transport
 from . import config as config_mod
 from .client_worker import setup_logging
 from .errors import DispatchError, MaglicaError, MessageError
@@ -100,8 +100,12 @@ class HostWorker(object):
         self.sub.connect(config.endpoint('pub'))
         self.requester = transport.Requester(config, self.name, context=self.context)
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.host_worker['concurrency']))
+        window = config.host_worker['batch_window']
+        # batch_window 0: one launch and one inspection per clone, as the seed did.
+        self.customizer = batching.CustomizeBatcher(window=window) if window > 0 else batching.customize_alone
         self.finished = queue.Queue()
         self.acks = set()
+        self.to_fetch = set()
         self.running = set()
         self.stopping = False
         self.last_report = 0.0
@@ -118,24 +122,51 @@ class HostWorker(object):
     # -- jobs -------------------------------------------------------------
 
     def receive(self, frames):
-        """Take one PUB message: check it is a valid job for this host, record it, start it once."""
+        """Take one PUB notice: a job we know is acknowledged again, a new one is fetched."""
         try:
             if len(frames) != 2 or frames[0] != messages.topic(self.name):
-                raise MessageError('not a [topic, job] message for %s' % self.name)
-            job = messages.validate_job(messages.decode(frames[1]))
-            if job['host'] != self.name:
-                raise MessageError('job %s is for host %s, not %s' % (job['id'], job['host'], self.name))
+                raise MessageError('not a [topic, notice] message for %s' % self.name)
+            notice = messages.validate_notice(messages.decode(frames[1]))
+            if notice['host'] != self.name:
+                raise MessageError('job %s is for host %s, not %s' % (notice['id'], notice['host'], self.name))
         except MessageError as e:
             LOG.warning('dropped a message: %s', e)
             return
-        known = self.record.get(job['id'])
-        self.acks.add(job['id'])
+        known = self.record.get(notice['id'])
         if known is None:
-            self.record.take(job)
-            self.start(job)
-        elif known[0] == 'done':
+            self.to_fetch.add(notice['id'])
+            return
+        self.acks.add(notice['id'])
+        if known[0] == 'done':
             # Delivered again: the client worker has not stored our result yet. Send it again, never re-run.
-            self.record.report_again(job['id'])
+            self.record.report_again(notice['id'])
+
+    def fetch(self):
+        """Get the jobs we have notices of; record each before it is acknowledged, and start it once."""
+        ids = sorted(self.to_fetch)[:256]
+        try:
+            reply = self.requester.request({'type': 'fetch', 'host': self.name, 'ids': ids}, REPORT_TIMEOUT)
+        except DispatchError as e:
+            LOG.warning('fetch failed, will retry: %s', e)
+            self.backoff_until = time.monotonic() + 1.0
+            return
+        if not reply.get('ok'):
+            LOG.error('the client worker refused our fetch: %s', reply.get('error'))
+            self.backoff_until = time.monotonic() + 5.0
+            return
+        self.to_fetch.difference_update(ids)
+        for job in reply.get('jobs') or []:
+            try:
+                job = messages.validate_job(job)
+                if job['host'] != self.name or job['id'] not in ids:
+                    raise MessageError('job %s is not one we asked for' % job['id'])
+            except MessageError as e:
+                LOG.warning('dropped a fetched job: %s', e)
+                continue
+            if self.record.get(job['id']) is None:
+                self.record.take(job)
+                self.start(job)
+            self.acks.add(job['id'])
 
     def start(self, job, reconcile=False):
         LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
@@ -143,7 +174,7 @@ class HostWorker(object):
         self.pool.submit(self.execute, job, reconcile)
 
     def execute(self, job, reconcile):
-        context = actions.Context(self.config, self.host, job)
+        context = actions.Context(self.config, self.host, job, self.customizer)
         try:
             result = actions.run(context, reconcile)
         except Exception as e:  # an action's bug must end the job failed, not kill the worker
@@ -207,6 +238,8 @@ class HostWorker(object):
                     if len(self.acks) >= REPORT_BATCH:
                         break
             self.collect()
+            if self.to_fetch and time.monotonic() >= self.backoff_until:
+                self.fetch()
             if self.report_due():
                 self.report()
         self.record.prune()

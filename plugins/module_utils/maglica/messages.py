@@ -9,6 +9,7 @@ into a fixed table, every field is checked for type and size.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
@@ -27,8 +28,10 @@ FINAL_STATES = ('succeeded', 'failed', 'expired')
 class Field(object):
     """A field of a message: its type, whether it must be there, and its bounds."""
 
-    def __init__(self, kind, required=True, max_len=MAX_STRING, pattern=None, choices=None, items=None, minimum=None, maximum=None):
+    def __init__(self, kind, required=True, max_len=MAX_STRING, pattern=None, choices=None, items=None, minimum=None, maximum=None,
+                 check=None):
         self.kind = kind
+        self.extra_check = check
         self.required = required
         self.max_len = max_len
         self.pattern = pattern
@@ -50,6 +53,8 @@ class Field(object):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
                 raise MessageError('%s must be between %s and %s' % (where, self.minimum, self.maximum))
+        if self.extra_check is not None:
+            self.extra_check(where, value)
         if self.items is not None:
             for index, item in enumerate(value):
                 if isinstance(self.items, dict):
@@ -74,6 +79,19 @@ def check_fields(where, data, fields):
     return data
 
 
+def ip_address(where, value):
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise MessageError('%s %r is not an IP address' % (where, value[:80]))
+
+
+# A crypt(3) hash (or a locked `!`/`*`): no `:` or newline that could rewrite other /etc/shadow fields.
+PASSWORD_HASH_RE = re.compile(r'^[A-Za-z0-9./$=*!-]+$')
+# One authorized_keys line: no line breaks that would smuggle in more.
+ONE_LINE_RE = re.compile(r'^[^\r\n\0]+$')
+DOMAIN_RE = re.compile(r'^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$')
+
 NAME = Field(str, pattern=NAME_RE, max_len=253)
 OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
 STRINGS = Field(list, required=False, max_len=64, items=Field(str))
@@ -81,11 +99,11 @@ STRINGS = Field(list, required=False, max_len=64, items=Field(str))
 NETWORK = {
     'mode': Field(str, choices=('dhcp', 'static')),
     'device': Field(str, required=False, pattern=NAME_RE, max_len=15),
-    'address': Field(str, required=False, max_len=64),
+    'address': Field(str, required=False, max_len=64, check=ip_address),
     'prefix': Field(int, required=False, minimum=0, maximum=128),
-    'gateway': Field(str, required=False, max_len=64),
-    'dns': STRINGS,
-    'domain': Field(str, required=False, max_len=253),
+    'gateway': Field(str, required=False, max_len=64, check=ip_address),
+    'dns': Field(list, required=False, max_len=8, items=Field(str, max_len=64, check=ip_address)),
+    'domain': Field(str, required=False, pattern=DOMAIN_RE, max_len=253),
 }
 
 # The fixed table of job actions and their arguments. Workers look actions up here.
@@ -96,10 +114,14 @@ ACTIONS = {
         'clone_mode': Field(str, choices=('full', 'linked')),
         'start': Field(bool),
         'network': Field(dict, required=False),
-        'root_password_hash': Field(str, required=False, max_len=512),
-        'ssh_authorized_keys': STRINGS,
+        'root_password_hash': Field(str, required=False, max_len=512, pattern=PASSWORD_HASH_RE),
+        'ssh_authorized_keys': Field(list, required=False, max_len=64, items=Field(str, max_len=16384, pattern=ONE_LINE_RE)),
     },
     'vm.remove': {'name': NAME},
+    # A new qcow2 volume of `size` bytes, named `volume`, in the pool of the VM's disks, attached to its persistent config.
+    'vm.attach_disk': {'name': NAME, 'volume': NAME, 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
+    # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
+    'image.copy': {'image': NAME, 'source': NAME},
     # For tests and benchmarks: waits `delay` seconds, then leaves a countable effect when given a marker.
     'noop': {'marker': Field(str, required=False, max_len=512), 'delay': Field((int, float), required=False, minimum=0, maximum=60)},
 }
@@ -126,6 +148,8 @@ REQUESTS = {
     'status': {'id': Field(str, pattern=JOB_ID_RE)},
     'list': {'limit': Field(int, required=False, minimum=1, maximum=10000), 'host': OPT_NAME},
     'hosts': {},
+    # A host worker asks for the jobs whose notices it got (only its own are given out).
+    'fetch': {'host': NAME, 'ids': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
     # A host worker's report: acknowledgements, results and its heartbeat in one message.
     'report': {
         'host': NAME,
@@ -166,8 +190,19 @@ def validate_job(job):
     check_fields('job', job, JOB)
     check_fields('job.args', job['args'], ACTIONS[job['action']])
     if job['action'] == 'vm.clone' and job['args'].get('network'):
-        check_fields('job.args.network', job['args']['network'], NETWORK)
+        check_network('job.args.network', job['args']['network'])
     return job
+
+
+def check_network(where, network):
+    """Guest network settings: every value checked, since they are written into guest files."""
+    check_fields(where, network, NETWORK)
+    if network['mode'] == 'static':
+        if not network.get('address'):
+            raise MessageError('%s: mode static needs an address' % where)
+        limit = 32 if ipaddress.ip_address(network['address']).version == 4 else 128
+        if network.get('prefix') is not None and network['prefix'] > limit:
+            raise MessageError('%s: prefix %d is too long for %s' % (where, network['prefix'], network['address']))
 
 
 def encode(message):
@@ -191,7 +226,8 @@ def decode(frame):
         raise MessageError('frame is nested too deeply')
     if not isinstance(data, dict):
         raise MessageError('message must be a JSON object')
-    if data.pop('version', None) != VERSION:
+    version = data.pop('version', None)
+    if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
         raise MessageError('message version must be %d' % VERSION)
     return data
 
@@ -200,12 +236,20 @@ def decode_request(frame):
     """Decode and validate a request for the client worker's REP socket."""
     data = decode(frame)
     kind = data.pop('type', None)
-    if kind not in REQUESTS:
+    if not isinstance(kind, str) or kind not in REQUESTS:
         raise MessageError('unknown request type %r' % (str(kind)[:40],))
     check_fields(kind, data, REQUESTS[kind])
     if kind == 'submit':
         validate_job(data['job'])
     return kind, data
+
+
+# What PUB carries: a notice that a job waits, never its arguments (any host key can subscribe to any topic).
+NOTICE = {'id': Field(str, pattern=JOB_ID_RE), 'host': NAME, 'action': Field(str, choices=tuple(sorted(ACTIONS)))}
+
+
+def validate_notice(notice):
+    return check_fields('notice', notice, NOTICE)
 
 
 def topic(host):

@@ -1,0 +1,76 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""10 clones of one image onto one host: batched customisation against one clone after the other.
+
+    make bench-batch         (python benchmarks/batch.py --clones 10 --serial 3)
+
+Serial: the seed's way, one job at a time, each with its own libguestfs launch and
+inspection (host_worker.batch_window: 0, concurrency: 1); `serial_per_clone_s` is
+the mean of --serial such clones. Batched: all clones submitted at once to a host
+worker that runs them concurrently and customises them through one appliance.
+Prints one JSON line last: {"clones", "total_s", "per_clone_s", "serial_per_clone_s", "ratio"}.
+Target: per_clone_s at most 1/3 of serial_per_clone_s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('MAGLICA_TESTBED_DIR', '/var/tmp/maglica-bench-batch')
+os.environ.setdefault('MAGLICA_TEST_ADDRESS_BASE', '81')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+
+from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-import-position
+
+HOST = 'host0'
+
+
+def clone_args(name, mode):
+    return {'image': 'bench.original', 'hostname': name, 'clone_mode': mode, 'start': False}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--clones', type=int, default=10)
+    parser.add_argument('--serial', type=int, default=3, help='serial clones to average')
+    parser.add_argument('--mode', choices=('full', 'linked'), default='full')
+    parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 40)
+    args = parser.parse_args()
+    testbed = Testbed(1)
+    testbed.start()
+    cloud = Cloud(testbed, tempfile.mkdtemp(prefix='maglica-batch-'), port=args.port)
+    try:
+        testbed.define_image(HOST, 'bench.original', testbed.image('debian'))
+        cloud.reconfigure(host_worker={'batch_window': 0, 'concurrency': 1})
+        cloud.start()
+        started = time.monotonic()
+        for index in range(args.serial):
+            job = cloud.submit(HOST, 'vm.clone', clone_args('serial%d.bench' % index, args.mode))
+            cloud.wait_job(job['id'], 'succeeded', 600)
+        serial = (time.monotonic() - started) / args.serial
+
+        cloud.stop_host_worker(HOST)
+        cloud.reconfigure(host_worker={'batch_window': 1.0, 'concurrency': args.clones})
+        cloud.start_host_worker(HOST)
+        started = time.monotonic()
+        jobs = [cloud.submit(HOST, 'vm.clone', clone_args('batch%d.bench' % index, args.mode)) for index in range(args.clones)]
+        for job in jobs:
+            cloud.wait_job(job['id'], 'succeeded', 900)
+        total = time.monotonic() - started
+    finally:
+        cloud.stop()
+        testbed.stop()
+    per_clone = total / args.clones
+    print(json.dumps({'clones': args.clones, 'mode': args.mode, 'total_s': round(total, 1), 'per_clone_s': round(per_clone, 2),
+                      'serial_per_clone_s': round(serial, 2), 'ratio': round(per_clone / serial, 3)}))
+    return 0 if per_clone <= serial / 3 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

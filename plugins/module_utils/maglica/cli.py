@@ -1,0 +1,366 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The `maglica` command: the seed's command line on top of the library.
+
+    maglica [--config FILE] [--json] image list | image copy --name=IMAGE --dest=HOST
+    maglica vm list | clone --image=IMAGE --hostname=NAME [--on=HOST] [--start=false]
+    maglica vm start|stop|destroy|remove|info|console --name=NAME
+    maglica vm attach-iso|set-boot-device|attach-disk|set-vcpus|set-memory --name=NAME ...
+    maglica log status --id=JOB | log tail [--limit=N]
+    maglica host list
+
+Exit codes: 0 done, 1 the operation failed, 2 usage error, 3 not found, 4 conflict
+(the thing exists already, runs, or is ambiguous).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import cloud, hosts, images, messages, vm
+from . import config as config_mod
+from .client import Client
+from .errors import ConflictError, MaglicaError, NotFoundError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
+
+
+class Output(object):
+    """Tables and messages for people, or one JSON document for scripts."""
+
+    def __init__(self, as_json, stream=None):
+        self.as_json = as_json
+        self.stream = stream or sys.stdout
+
+    def table(self, rows, columns, data=None):
+        """rows: dicts; columns: [(header, key or function)]. With --json, `data` (default rows) is printed instead."""
+        if self.as_json:
+            return self.json(rows if data is None else data)
+        cells = [[h for h, _k in columns]]
+        for row in rows:
+            cells.append([_cell(k(row) if callable(k) else row.get(k)) for _h, k in columns])
+        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+        for line in cells:
+            self.stream.write('  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + '\n')
+
+    def fields(self, pairs, data):
+        """Key: value lines, aligned; with --json, `data`."""
+        if self.as_json:
+            return self.json(data)
+        width = max(len(k) for k, _v in pairs)
+        for key, value in pairs:
+            self.stream.write('%s  %s\n' % ((key + ':').ljust(width + 1), _cell(value)))
+
+    def message(self, text, data):
+        if self.as_json:
+            return self.json(data)
+        self.stream.write(text + '\n')
+
+    def json(self, data):
+        self.stream.write(json.dumps(data, indent=2, sort_keys=True, default=str) + '\n')
+
+
+def _cell(value):
+    if value is None:
+        return '-'
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, float):
+        return '%.1f' % value
+    if isinstance(value, (list, tuple)):
+        return ','.join(_cell(v) for v in value) or '-'
+    return str(value)
+
+
+def _size(value):
+    """A human size of a byte count, in powers of 1024."""
+    if value is None:
+        return None
+    for unit in ('B', 'K', 'M', 'G', 'T'):
+        if value < 1024 or unit == 'T':
+            return ('%d%s' if unit == 'B' or value == int(value) else '%.1f%s') % (value, unit)
+        value /= 1024.0
+    return None
+
+
+def _disk_total(entry):
+    return _size(sum(d['capacity'] or 0 for d in entry['disks'] if d['device'] == 'disk')) if entry['disks'] else None
+
+
+def _size_arg(text):
+    """argparse type: a size with a unit, checked at parse time so a bad unit is a usage error."""
+    try:
+        vm.parse_size(text)
+    except MaglicaError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
+
+
+def _bool_arg(text):
+    words = {'true': True, 'yes': True, 'on': True, '1': True, 'false': False, 'no': False, 'off': False, '0': False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError('expected true or false, got %r' % text)
+    return words[text.lower()]
+
+
+def _job_id_arg(text):
+    if not messages.JOB_ID_RE.match(text):
+        raise argparse.ArgumentTypeError('%r is not a job id (32 hexadecimal digits)' % text)
+    return text
+
+
+def _stderr(text):
+    sys.stderr.write('maglica: %s\n' % text)
+    sys.stderr.flush()
+
+
+# -- commands ------------------------------------------------------------------------------
+
+def image_list(config, args, out):
+    listing = cloud.image_list(config, args.name, args.host)
+    for entry in listing['hosts']:
+        if not entry['reachable']:
+            _stderr('host not reachable: %s' % entry['error'])
+    out.table(listing['images'], [('NAME', 'name'), ('HOST', 'host'), ('VCPUS', 'vcpus'), ('MEMORY', lambda i: '%dM' % i['memory_mb']),
+                                  ('DISK', _disk_total)], listing)
+
+
+def image_copy(config, args, out):
+    def progress(job):
+        _progress(job, state)
+    state = {}
+    result = images.copy(config, args.name, args.dest, args.source, args.timeout, progress=progress)
+    if result['changed']:
+        out.message('copied %s from %s to %s' % (args.name, result['source'], args.dest), result)
+    else:
+        out.message('%s already has %s' % (args.dest, args.name), result)
+
+
+def _progress(job, seen):
+    """Print a job's state when it changes, on stderr, so that --json output stays clean."""
+    if seen.get('state') != job['state']:
+        seen['state'] = job['state']
+        _stderr('job %s (%s on %s): %s' % (job['id'], job['action'], job['host'], job['state']))
+
+
+def vm_list(config, args, out):
+    listing = vm.vm_list(config, args.name, args.host, args.state)
+    for entry in listing['hosts']:
+        if not entry['reachable']:
+            _stderr('host not reachable: %s' % entry['error'])
+    out.table(listing['vms'], [('NAME', 'name'), ('HOST', 'host'), ('STATE', 'state'), ('VCPUS', 'vcpus'),
+                               ('MEMORY', lambda v: '%dM' % v['memory_mb']), ('VNC', 'vnc_port'),
+                               ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of'])], listing)
+
+
+def vm_clone(config, args, out):
+    seen = {}
+    result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
+                         timeout=args.timeout, progress=lambda job: _progress(job, seen))
+    if not result['changed']:
+        raise ConflictError('%s already exists on %s' % (args.hostname, result['host']))
+    domain = result['result'].get('domain') or {}
+    out.message('cloned %s to %s on %s%s' % (args.image, args.hostname, result['host'],
+                                             ' (VNC port %s)' % domain['vnc_port'] if domain.get('vnc_port') else ''), result)
+
+
+def _ensure(config, args, out, done, **settings):
+    result = vm.ensure(config, args.name, **settings)
+    if result['host'] is None:
+        raise NotFoundError('no VM named %s on any reachable host' % args.name)
+    text = ('%s on %s: %s' % (args.name, result['host'], '; '.join(result['changes']))) if result['changed'] else \
+        '%s on %s: %s' % (args.name, result['host'], done)
+    if result.get('message'):
+        text += '\n' + result['message']
+    out.message(text, result)
+
+
+def vm_state(state):
+    def command(config, args, out):
+        if state == 'absent':
+            cloud.find_vm(config, args.name)  # removing what is not there is "not found" for a command
+        _ensure(config, args, out, 'already %s' % {'running': 'running', 'stopped': 'stopped', 'destroyed': 'stopped'}.get(state, state),
+                state=state, force=getattr(args, 'force', False), timeout=getattr(args, 'timeout', 120))
+    return command
+
+
+def vm_attach_iso(config, args, out):
+    _ensure(config, args, out, 'the CD-ROM holds %s already' % args.iso, iso=args.iso)
+
+
+def vm_set_boot_device(config, args, out):
+    _ensure(config, args, out, 'boots from %s already' % ','.join(args.device), boot_device=args.device)
+
+
+def vm_set_vcpus(config, args, out):
+    _ensure(config, args, out, 'has %d vCPUs already' % args.vcpus, vcpus=args.vcpus)
+
+
+def vm_set_memory(config, args, out):
+    _ensure(config, args, out, 'has %s of memory already' % args.size, memory=args.size)
+
+
+def vm_attach_disk(config, args, out):
+    """Imperative: every call adds one more disk, named dataN after the ones there."""
+    name = vm.next_disk_name(config, args.name)
+    _ensure(config, args, out, 'nothing to do', disks=[{'name': name, 'size': args.size}])
+
+
+def vm_info(config, args, out):
+    host, entry = vm.vm_info(config, args.name)
+    disks = ['%s %s (%s)' % (d['target'], d['path'], _size(d['capacity']) or d['device']) for d in entry['disks']]
+    out.fields([('name', entry['name']), ('host', host), ('state', entry['state']), ('vcpus', entry['vcpus']),
+                ('memory', '%dM' % entry['memory_mb']), ('vnc port', entry['vnc_port']), ('vnc display', entry['vnc_display']),
+                ('cd-rom', entry['iso']), ('clone of', entry['clone_of']), ('image', entry['image']),
+                ('disks', '; '.join(disks) or None)], entry)
+
+
+def vm_console(config, args, out):
+    host, _entry = vm.vm_info(config, args.name)
+    uri = config.uri(config.host(host))
+    command = ['virsh', '-c', uri, 'console', args.name]
+    if args.json:
+        return out.json({'host': host, 'command': command})
+    sys.stdout.flush()
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:
+        raise MaglicaError('cannot run %s: %s' % (command[0], e.strerror or e))
+
+
+def log_status(config, args, out):
+    with Client(config) as client:
+        job = client.status(args.id)
+    out.fields([(k, job.get(k)) for k in ('id', 'host', 'action', 'state', 'message', 'attempts')] +
+               [('args', json.dumps(job.get('args'), sort_keys=True)), ('data', json.dumps(job.get('data'), sort_keys=True))], job)
+
+
+def log_tail(config, args, out):
+    with Client(config) as client:
+        jobs = client.recent(args.limit, args.host)
+    jobs.sort(key=lambda j: j.get('created') or 0)  # oldest first, the latest at the bottom, like tail
+    out.table(jobs, [('ID', 'id'), ('HOST', 'host'), ('ACTION', 'action'), ('STATE', 'state'),
+                     ('MESSAGE', lambda j: (j.get('message') or '')[:60] or None)], jobs)
+
+
+def host_list(config, args, out):
+    report = hosts.host_info(config)
+    for warning in report['warnings']:
+        _stderr(warning)
+    out.table(report['hosts'], [('NAME', 'name'), ('WEIGHT', 'weight'), ('LIBVIRT', lambda h: 'up' if h['reachable'] else 'down'),
+                                ('RUNNING', 'active_domains'), ('DEFINED', 'inactive_domains'), ('CPUS', 'cpus'),
+                                ('FREE', lambda h: None if h['free_memory_mb'] is None else '%dM' % h['free_memory_mb']),
+                                ('WORKER', lambda h: {True: 'alive', False: 'dead', None: 'unknown'}[h['worker_alive']])], report)
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--config', default=argparse.SUPPRESS, help='configuration file (default /etc/maglica.conf or $MAGLICA_CONFIG)')
+    common.add_argument('--json', action='store_true', default=argparse.SUPPRESS, help='print JSON for scripts')
+    parser = argparse.ArgumentParser(prog='maglica', description='Maglica: a small cloud on libvirt.',
+                                     epilog='Exit codes: 0 done, 1 failed, 2 usage error, 3 not found, 4 conflict.')
+    parser.add_argument('--config', default=None, help='configuration file (default /etc/maglica.conf or $MAGLICA_CONFIG)')
+    parser.add_argument('--json', action='store_true', default=False, help='print JSON for scripts')
+    groups = parser.add_subparsers(dest='group', metavar='{image,vm,log,host}')
+    groups.required = True
+
+    def group(name, help_text):
+        sub = groups.add_parser(name, help=help_text, description=help_text)
+        commands = sub.add_subparsers(dest='command', metavar='COMMAND')
+        commands.required = True
+        return commands
+
+    def command(commands, name, function, help_text):
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(function=function)
+        return sub
+
+    def with_name(sub):
+        sub.add_argument('--name', required=True, help='the VM name')
+        return sub
+
+    image = group('image', 'original images')
+    sub = command(image, 'list', image_list, 'list the images of every host')
+    sub.add_argument('--name', action='append', help='only names matching this shell pattern (repeatable)')
+    sub.add_argument('--host', action='append', help='only this host (repeatable)')
+    sub = command(image, 'copy', image_copy, 'copy an image to another host')
+    sub.add_argument('--name', required=True, help='the image')
+    sub.add_argument('--dest', required=True, help='the host to copy it to')
+    sub.add_argument('--source', help='the host to copy it from (default: any that holds it)')
+    sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the copy (default 3600)')
+
+    vms = group('vm', 'virtual machines')
+    sub = command(vms, 'list', vm_list, 'list the VMs of every host')
+    sub.add_argument('--name', action='append', help='only names matching this shell pattern (repeatable)')
+    sub.add_argument('--host', action='append', help='only this host (repeatable)')
+    sub.add_argument('--state', action='append', help='only VMs in this state: running, stopped... (repeatable)')
+    sub = command(vms, 'clone', vm_clone, 'clone an image to a new VM on the best host')
+    sub.add_argument('--image', required=True, help='the image to clone')
+    sub.add_argument('--hostname', required=True, help='name of the new VM')
+    sub.add_argument('--on', help='put it on this host')
+    sub.add_argument('--start', type=_bool_arg, default=True, help='start it (default true)')
+    sub.add_argument('--mode', choices=cloud.CLONE_MODES, default='full', help='full copy or linked overlay (default full)')
+    sub.add_argument('--timeout', type=int, default=600, help='seconds to wait for the clone (default 600)')
+    with_name(command(vms, 'start', vm_state('running'), 'start a VM'))
+    sub = with_name(command(vms, 'stop', vm_state('stopped'), 'shut a VM down and wait until it is off'))
+    sub.add_argument('--timeout', type=int, default=120, help='seconds to wait for the shutdown (default 120)')
+    sub.add_argument('--force', action='store_true', help='destroy it if it is not off in time')
+    with_name(command(vms, 'destroy', vm_state('destroyed'), 'power a VM off at once'))
+    sub = with_name(command(vms, 'remove', vm_state('absent'), 'undefine a VM and delete its disks'))
+    sub.add_argument('--force', action='store_true', help='even when it runs or is an original image')
+    sub.add_argument('--timeout', type=int, default=120, help='seconds to wait for the removal job (default 120)')
+    sub = with_name(command(vms, 'attach-iso', vm_attach_iso, 'put an ISO of its host in the CD-ROM drive'))
+    sub.add_argument('--iso', required=True, help='absolute path of the ISO on the VM\'s host, in one of its storage pools')
+    sub = with_name(command(vms, 'set-boot-device', vm_set_boot_device, 'boot from this device'))
+    sub.add_argument('--device', required=True, type=lambda t: t.split(','), help='hd, cdrom, network or fd; several comma-separated')
+    sub = with_name(command(vms, 'attach-disk', vm_attach_disk, 'add a new disk'))
+    sub.add_argument('--size', required=True, type=_size_arg, help='size with a unit, for example 10G')
+    sub = with_name(command(vms, 'set-vcpus', vm_set_vcpus, 'set the number of virtual CPUs'))
+    sub.add_argument('--vcpus', required=True, type=int, help='number of virtual CPUs')
+    sub = with_name(command(vms, 'set-memory', vm_set_memory, 'set the memory'))
+    sub.add_argument('--size', required=True, type=_size_arg, help='memory with a unit, for example 2G or 512M')
+    with_name(command(vms, 'info', vm_info, 'show a VM: its host, state and VNC port'))
+    with_name(command(vms, 'console', vm_console, 'attach to its serial console (virsh console)'))
+
+    log = group('log', 'the job log of the client worker')
+    sub = command(log, 'status', log_status, 'show one job')
+    sub.add_argument('--id', required=True, type=_job_id_arg, help='the job id')
+    sub = command(log, 'tail', log_tail, 'show the latest jobs')
+    sub.add_argument('--limit', type=int, default=20, help='how many (default 20)')
+    sub.add_argument('--host', help='only jobs for this host')
+
+    host = group('host', 'hypervisors')
+    command(host, 'list', host_list, 'show every host, its libvirtd and its worker')
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(args.json)
+    try:
+        config = config_mod.load(args.config)
+        args.function(config, args, out)
+    except NotFoundError as e:
+        _stderr(str(e))
+        return EXIT_NOT_FOUND
+    except ConflictError as e:
+        _stderr(str(e))
+        return EXIT_CONFLICT
+    except MaglicaError as e:
+        _stderr(str(e))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _stderr('interrupted')
+        return 130
+    return EXIT_OK
+
+
+if __name__ == '__main__':
+    sys.exit(main())

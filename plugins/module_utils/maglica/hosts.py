@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The state of the cloud's hosts: their libvirtd (domains, memory, CPUs) and whether their host worker is alive."""
+
+from __future__ import annotations
+
+import time
+
+from . import virt
+from .client import Client
+from .errors import DispatchError, MaglicaError
+
+WORKER_POLL_S = 0.5
+
+
+def _libvirt_facts(conn, host):
+    lv = virt.libvirt()
+    info = conn.getInfo()
+    active = conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    inactive = conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_INACTIVE)
+    return {
+        'hostname': conn.getHostname(),
+        'active_domains': len(active),
+        'inactive_domains': len(inactive),
+        'cpus': info[2],
+        'cpu_model': info[0],
+        'memory_mb': info[1],
+        'free_memory_mb': conn.getFreeMemory() // 1048576,
+        'vcpus_in_use': sum(dom.info()[3] for dom in active),
+    }
+
+
+def worker_status(config):
+    """{host: status from the client worker} or a DispatchError when the client worker does not answer."""
+    with Client(config, timeout=min(config.jobs['request_timeout'], 5.0)) as client:
+        return {entry['host']: entry for entry in client.hosts()}
+
+
+def wait_for_workers(config, timeout):
+    """Poll the client worker until every host worker is alive or `timeout` passes; returns the last status.
+
+    A client worker that does not answer is asked again until the deadline, then its error is raised.
+    """
+    deadline = time.monotonic() + max(0, timeout)
+    while True:
+        try:
+            status = worker_status(config)
+            if all(s['alive'] for s in status.values()) or time.monotonic() >= deadline:
+                return status
+        except DispatchError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(WORKER_POLL_S)
+
+
+def host_info(config, require_workers=False, wait_timeout=0, hosts=None):
+    """Every host (or those named in `hosts`): weight, libvirtd reachability and load, and its worker's liveness.
+
+    Returns {hosts: [...], warnings: [...]}. A host whose libvirtd does not answer is
+    reported, not fatal; a client worker that does not answer makes `worker_alive` null
+    and adds a warning. With `require_workers`, a host whose worker is not alive (after
+    waiting up to `wait_timeout` seconds) raises MaglicaError naming it.
+    """
+    if hosts:
+        for name in hosts:
+            config.host(name)
+    warnings = []
+    try:
+        workers = wait_for_workers(config, wait_timeout if require_workers or wait_timeout else 0)
+    except DispatchError as e:
+        workers = None
+        warnings.append('worker liveness unknown: %s' % e)
+    answers = virt.ask_hosts(config, _libvirt_facts, hosts)
+    result = []
+    for answer in answers:
+        entry = {'name': answer['host'], 'weight': answer['weight'], 'uri': answer['uri'],
+                 'reachable': answer['reachable'], 'error': answer['error'],
+                 'worker_alive': None, 'worker_last_seen_s': None, 'worker_pid': None}
+        entry.update(answer['result'] or {'hostname': None, 'active_domains': None, 'inactive_domains': None, 'cpus': None,
+                                          'cpu_model': None, 'memory_mb': None, 'free_memory_mb': None, 'vcpus_in_use': None})
+        if workers is not None:
+            status = workers.get(answer['host']) or {}
+            entry.update(worker_alive=bool(status.get('alive')), worker_last_seen_s=status.get('last_seen_s'),
+                         worker_pid=status.get('pid'))
+        result.append(entry)
+    if require_workers:
+        if workers is None:
+            raise MaglicaError('cannot tell whether the host workers are alive: %s' % warnings[-1])
+        dead = [h['name'] for h in result if not h['worker_alive']]
+        if dead:
+            raise MaglicaError('the host worker of %s is not alive%s' % (
+                ', '.join(dead), ' after waiting %gs' % wait_timeout if wait_timeout else ''))
+    return {'hosts': result, 'warnings': warnings}

@@ -1,0 +1,201 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Copying an original image to another host, through libvirt storage streams.
+
+The copy runs as an `image.copy` job in the destination's host worker: it reads each
+disk volume from the source host's libvirtd (virStorageVolDownload) and writes it to
+its own (virStorageVolUpload), so the data goes from host to host and not through
+the machine that asked, and the job log records it like any other change. Holes
+in the source files are sent as holes (sparse streams), so a thin image stays thin.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+
+from . import cloud, messages, virt
+from .client import Client
+from .errors import ConflictError, HostError, NotFoundError
+
+CHUNK = 1024 * 1024
+
+
+def plan_copy(config, name, dest, source=None):
+    """Where the image comes from, or that the destination has it already. Changes nothing.
+
+    Returns {exists, source, dest}.
+    """
+    config.host(dest)
+    if source is not None:
+        config.host(source)
+        if source == dest:
+            raise ConflictError('the source and the destination are both %s' % dest)
+    answers = virt.survey(config)
+    found = cloud.locate(answers, name)
+    at_dest = [d for host, d in found if host == dest]
+    if at_dest:
+        if not virt.is_image(at_dest[0]):
+            raise ConflictError('%s on %s is a VM, not an original image: it cannot be replaced by a copy' % (name, dest))
+        return {'exists': True, 'source': None, 'dest': dest}
+    holders = [(host, d) for host, d in found if host != dest]
+    if source is not None:
+        holders = [(host, d) for host, d in holders if host == source]
+    if not holders:
+        unreachable = [a['error'] for a in answers if not a['reachable']]
+        extra = '; unreachable: %s' % '; '.join(unreachable) if unreachable else ''
+        raise NotFoundError('image %s is not on %s%s' % (name, source or 'any host', extra))
+    images = [(host, d) for host, d in holders if virt.is_image(d)]
+    if not images:
+        host, domain = holders[0]
+        why = 'it runs' if domain['active'] else 'it is a clone'
+        raise ConflictError('%s on %s is not an original image (%s): only inactive images are copied' % (name, host, why))
+    return {'exists': False, 'source': images[0][0], 'dest': dest}
+
+
+def copy(config, name, dest, source=None, timeout=3600, check_mode=False, progress=None):
+    """Copy the image `name` to host `dest` (from `source` or any host holding it). Idempotent on the destination.
+
+    Returns {changed, source, dest, job_id, job, result}.
+    """
+    plan = plan_copy(config, name, dest, source)
+    result = {'changed': False, 'name': name, 'source': plan['source'], 'dest': dest, 'job_id': None, 'job': None, 'result': {}}
+    if plan['exists']:
+        return result
+    result['changed'] = True
+    if check_mode:
+        return result
+    job = messages.new_job(dest, 'image.copy', {'image': name, 'source': plan['source']}, ttl=max(1, int(timeout)))
+    with Client(config) as client:
+        client.submit(job)
+        result['job_id'] = job['id']
+        result['job'] = client.wait(job['id'], timeout, progress=progress)
+    result['result'] = result['job']['data']
+    return result
+
+
+# -- the destination host worker's side ---------------------------------------------------
+
+def _pool_for(conn, directory):
+    """The active pool of `conn` whose target directory is `directory`, else its `default` pool."""
+    lv = virt.libvirt()
+    for pool in conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        target = ET.fromstring(pool.XMLDesc(0)).findtext('./target/path')
+        if target and os.path.normpath(target) == os.path.normpath(directory):
+            return pool
+    try:
+        return conn.storagePoolLookupByName('default')
+    except lv.libvirtError:
+        raise HostError('no storage pool for %s and no pool called default' % directory)
+
+
+def _stream_volume(src_conn, src_vol, dst_conn, dst_vol):
+    """Pump one volume from a source libvirtd to a destination libvirtd, holes as holes. Returns bytes of data sent."""
+    lv = virt.libvirt()
+    src = src_conn.newStream(0)
+    dst = dst_conn.newStream(0)
+    sent = 0
+    try:
+        src_vol.download(src, 0, 0, lv.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+        dst_vol.upload(dst, 0, 0, lv.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+        while True:
+            data = src.recvFlags(CHUNK, lv.VIR_STREAM_RECV_STOP_AT_HOLE)
+            if data == -3:  # at a hole: pass its length on instead of zeros
+                dst.sendHole(src.recvHole(0), 0)
+                continue
+            if isinstance(data, int):
+                raise HostError('reading the source stream failed (%d)' % data)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                written = dst.send(view.tobytes())
+                if written < 0:
+                    raise HostError('writing the destination stream failed (%d)' % written)
+                view = view[written:]
+            sent += len(data)
+        src.finish()
+        dst.finish()
+    except BaseException:
+        for stream in (src, dst):
+            try:
+                stream.abort()
+            except Exception:  # the stream may be finished or broken already
+                pass
+        raise
+    return sent
+
+
+def copy_image(config, host, args, reconcile=False):
+    """Runs in the destination's host worker: copy the image's volumes from args['source'] and define it here."""
+    lv = virt.libvirt()
+    name, source = args['image'], args['source']
+    dest = host.name
+    with virt.Connection(config, config.host(source)) as src_conn, virt.Connection(config, host) as dst_conn:
+        try:
+            dst_conn.lookupByName(name)
+            if reconcile:
+                return {'image': name, 'source': source, 'reconciled': True}
+            raise ConflictError('%s is already defined on %s' % (name, dest))
+        except lv.libvirtError:
+            pass
+        try:
+            src_dom = src_conn.lookupByName(name)
+        except lv.libvirtError:
+            raise NotFoundError('image %s is not on %s' % (name, source))
+        if src_dom.isActive():
+            raise ConflictError('image %s is running on %s; only an inactive image is copied' % (name, source))
+        root = ET.fromstring(src_dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+        created, copied = [], []
+        try:
+            for disk in root.findall("./devices/disk[@device='disk']"):
+                source_element = disk.find('source')
+                path = source_element.get('file') if source_element is not None else None
+                if not path:
+                    raise ConflictError('image %s has a disk that is not a file: it cannot be copied' % name)
+                try:
+                    src_vol = src_conn.storageVolLookupByPath(path)
+                except lv.libvirtError:
+                    raise HostError('the disk %s of %s is not in a storage pool on %s' % (path, name, source))
+                if ET.fromstring(src_vol.XMLDesc(0)).find('./backingStore/path') is not None:
+                    raise ConflictError('the disk %s of %s has a backing file: only self-contained images are copied' % (path, name))
+                pool = _pool_for(dst_conn, os.path.dirname(path))
+                volume = os.path.basename(path)
+                try:
+                    old = pool.storageVolLookupByName(volume)
+                    if not reconcile:
+                        raise ConflictError('the volume %s already exists on %s' % (old.path(), dest))
+                    old.delete(0)  # left by this very job before the worker restarted
+                except lv.libvirtError:
+                    pass
+                # An empty raw file: the stream writes the source file as it is, header and all.
+                vol_xml = '<volume><name>%s</name><capacity>0</capacity><target><format type="raw"/></target></volume>' % (
+                    volume.replace('&', '&amp;').replace('<', '&lt;'))
+                try:
+                    dst_vol = pool.createXML(vol_xml, 0)
+                except lv.libvirtError as e:
+                    raise HostError('cannot create the volume %s on %s: %s' % (volume, dest, virt.error_text(e)))
+                created.append(dst_vol)
+                sent = _stream_volume(src_conn, src_vol, dst_conn, dst_vol)
+                source_element.set('file', dst_vol.path())
+                copied.append({'source': path, 'path': dst_vol.path(), 'bytes': sent, 'capacity': src_vol.info()[1]})
+            for pool_name in set(v.storagePoolLookupByVolume().name() for v in created):
+                dst_conn.storagePoolLookupByName(pool_name).refresh(0)
+            for element in root.findall('uuid'):
+                root.remove(element)
+            try:
+                dst_conn.defineXML(ET.tostring(root, encoding='unicode'))
+            except lv.libvirtError as e:
+                raise HostError('cannot define %s on %s: %s' % (name, dest, virt.error_text(e)))
+        except BaseException as failure:
+            for vol in created:
+                try:
+                    vol.delete(0)
+                except lv.libvirtError:
+                    pass
+            if isinstance(failure, lv.libvirtError):
+                raise HostError('copying %s from %s failed: %s' % (name, source, virt.error_text(failure)))
+            raise
+    return {'image': name, 'source': source, 'disks': copied}
+

@@ -1,0 +1,488 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The life of one VM, wherever it runs: listing, state changes and settings.
+
+State changes and settings (vcpus, memory, CD-ROM, boot device) go straight to
+the host's libvirtd. What touches the host's disks goes through its host worker:
+removal (`vm.remove`) and adding a disk (`vm.attach_disk`).
+
+Settings are written to the persistent definition; on a running VM they take
+effect at its next start, which the result reports as `restart_required`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import xml.etree.ElementTree as ET
+
+from . import cloud, messages, virt
+from .client import Client
+from .errors import ConflictError, HostError, MaglicaError, NotFoundError
+
+STATES = ('running', 'stopped', 'destroyed', 'absent')
+BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
+SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B)?\s*$', re.I)
+UNIT_POWERS = {'': 2, 'K': 1, 'M': 2, 'G': 3, 'T': 4, 'P': 5}
+MIB = 1048576
+VOLUME_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$')
+POLL_S = 0.2
+
+
+def parse_size(text, default_unit='M'):
+    """Bytes in a size such as "2G", "512M", "10GiB" or "1024" (in `default_unit`). Units are powers of 1024."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    match = SIZE_RE.match(str(text)) if text is not None else None
+    if not match:
+        raise MaglicaError('bad size %r: give a number with a unit K, M, G or T, for example 512M or 2G' % (text,))
+    unit = (match.group(2) or default_unit).upper()
+    size = int(float(match.group(1)) * 1024 ** UNIT_POWERS[unit])
+    if size <= 0:
+        raise MaglicaError('bad size %r: it must be more than zero' % (text,))
+    return size
+
+
+def vm_list(config, patterns=None, hosts=None, states=None):
+    """Every domain on every host (or those in `hosts`), asked in parallel, filtered by name pattern and state.
+
+    Returns {vms: [...], hosts: [{host, reachable, error, vms}]}.
+    """
+    if hosts:
+        for name in hosts:
+            config.host(name)
+    answers = virt.survey(config, hosts=hosts, with_sizes=True)
+    vms, report = [], []
+    for answer in answers:
+        found = [summary(domain, answer['host']) for domain in answer['result'] or [] if virt.matches(domain['name'], patterns)]
+        found = [v for v in found if not states or v['state'] in states or state_word(v) in states]
+        vms.extend(found)
+        report.append({'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], 'vms': len(found)})
+    vms.sort(key=lambda v: (v['name'], v['host']))
+    return {'vms': vms, 'hosts': report}
+
+
+def guest_addresses(dom):
+    """The guest's IP addresses where libvirt knows them: the DHCP leases of its network, else the guest agent."""
+    lv = virt.libvirt()
+    sources = [getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE', 0), getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT', 1)]
+    for source in sources:
+        try:
+            interfaces = dom.interfaceAddresses(source, 0) or {}
+        except lv.libvirtError:  # no lease (not on a libvirt network) or no agent: try the next way
+            continue
+        found = []
+        for iface_name, iface in sorted(interfaces.items()):
+            for addr in iface.get('addrs') or []:
+                if iface_name != 'lo' and not addr['addr'].startswith(('127.', '::1', 'fe80:')):
+                    found.append({'interface': iface_name, 'mac': iface.get('hwaddr'), 'address': addr['addr'],
+                                  'prefix': addr.get('prefix'), 'family': 'ipv4' if addr['type'] == 0 else 'ipv6'})
+        if found:
+            return sorted(found, key=lambda a: a['family'] != 'ipv4')
+    return []
+
+
+def inventory(config, include_images=False):
+    """Every VM of every host, with the guest addresses libvirt knows, for the inventory plugin.
+
+    Returns {vms: [...], hosts: [{host, reachable, error, vms}]}.
+    """
+    def query(conn, host):
+        result = []
+        for dom in conn.listAllDomains(0):
+            info = virt.describe(dom, with_sizes=False)
+            info['addresses'] = guest_addresses(dom) if info['active'] else []
+            result.append(info)
+        return result
+
+    vms, report = [], []
+    for answer in virt.ask_hosts(config, query):
+        found = [summary(d, answer['host']) for d in answer['result'] or [] if include_images or not virt.is_image(d)]
+        vms.extend(found)
+        report.append({'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], 'vms': len(found)})
+    vms.sort(key=lambda v: (v['name'], v['host']))
+    return {'vms': vms, 'hosts': report}
+
+
+def summary(domain, host):
+    """A surveyed domain as a VM entry: its description plus host, image flag and VNC display."""
+    entry = dict(domain, host=host, image=virt.is_image(domain))
+    entry['vnc_display'] = domain['vnc_port'] - 5900 if domain.get('vnc_port') else None
+    entry['iso'] = cdrom_source(domain)
+    return entry
+
+
+def state_word(info):
+    """The module's word for a domain's state: running, stopped (any inactive state) or libvirt's own."""
+    if info['active']:
+        return 'running' if info['state'] == 'running' else info['state']
+    return 'stopped'
+
+
+def cdrom_source(info):
+    sources = [d['path'] for d in info['disks'] if d['device'] == 'cdrom' and d['path']]
+    return sources[0] if sources else None
+
+
+def vm_info(config, name):
+    """(host, VM entry) of the VM called `name`, wherever it is."""
+    host, domain = cloud.find_vm(config, name)
+    return host, summary(domain, host)
+
+
+# -- settings in the domain XML ---------------------------------------------------
+
+def read_settings(root):
+    """The settings Maglica manages, from a domain's persistent XML."""
+    memory = root.find('memory')
+    cdrom = root.find("./devices/disk[@device='cdrom']")
+    source = cdrom.find('source') if cdrom is not None else None
+    present = set()
+    for disk in root.findall("./devices/disk[@device='disk']"):
+        src = disk.find('source')
+        path = src.get('file') if src is not None else None
+        if path:
+            present.add(os.path.basename(path))
+    return {
+        'vcpus': int(root.findtext('vcpu') or 1),
+        'memory_mb': virt._to_mib(int(memory.text), memory.get('unit') or 'KiB') if memory is not None else 0,
+        'iso': source.get('file') if source is not None else None,
+        'boot_devices': [b.get('dev') for b in root.findall('./os/boot')],
+        'disks': sorted(present),
+    }
+
+
+def _set_vcpus(root, vcpus):
+    element = root.find('vcpu')
+    if element is None:
+        element = ET.SubElement(root, 'vcpu')
+    element.text = str(vcpus)
+    element.attrib.pop('current', None)
+
+
+def _set_memory(root, memory_mb):
+    for tag in ('memory', 'currentMemory'):
+        element = root.find(tag)
+        if element is None:
+            element = ET.SubElement(root, tag)
+        element.text = str(memory_mb * 1024)
+        element.set('unit', 'KiB')
+
+
+def _set_boot(root, devices):
+    os_element = root.find('os')
+    for boot in os_element.findall('boot'):
+        os_element.remove(boot)
+    for dev in devices:
+        ET.SubElement(os_element, 'boot', {'dev': dev})
+
+
+def _set_iso(root, path):
+    devices = root.find('devices')
+    cdrom = devices.find("./disk[@device='cdrom']")
+    if cdrom is None:
+        machine = (root.find('./os/type').get('machine') or '') if root.find('./os/type') is not None else ''
+        bus, prefix = ('sata', 'sd') if 'q35' in machine else ('ide', 'hd')
+        used = set(t.get('dev') for t in root.findall('./devices/disk/target'))
+        target = next(prefix + c for c in 'cdefghijklmnopqrstuvwxyzab' if prefix + c not in used)
+        cdrom = ET.SubElement(devices, 'disk', {'type': 'file', 'device': 'cdrom'})
+        ET.SubElement(cdrom, 'driver', {'name': 'qemu', 'type': 'raw'})
+        ET.SubElement(cdrom, 'target', {'dev': target, 'bus': bus})
+        ET.SubElement(cdrom, 'readonly')
+    source = cdrom.find('source')
+    if not path:
+        if source is not None:
+            cdrom.remove(source)
+        return
+    if source is None:
+        source = ET.Element('source')
+        cdrom.insert(1, source)
+    source.attrib.clear()
+    source.set('file', path)
+
+
+def disk_volume_name(vm_name, disk_name):
+    return '%s-%s.qcow2' % (vm_name, disk_name)
+
+
+def normalize_disks(vm_name, disks):
+    """[(volume name, bytes)] of the disks asked for: each {size, name}; names default to data1, data2..."""
+    result = []
+    for index, disk in enumerate(disks or []):
+        if not isinstance(disk, dict) or not disk.get('size'):
+            raise MaglicaError('disks[%d] needs a size, for example {size: 10G}' % index)
+        name = disk.get('name') or 'data%d' % (index + 1)
+        volume = disk_volume_name(vm_name, name)
+        if not VOLUME_NAME_RE.match(volume):
+            raise MaglicaError('disks[%d]: the volume name %r is not a valid file name' % (index, volume))
+        result.append((volume, parse_size(disk['size'], 'G')))
+    if len(set(v for v, _s in result)) != len(result):
+        raise MaglicaError('disks: two disks have the same name')
+    return result
+
+
+def next_disk_name(config, name):
+    """The first free data disk name (data1, data2...) of a VM, from its persistent definition."""
+    host, _domain = cloud.find_vm(config, name)
+    with virt.Connection(config, config.host(host), readonly=True) as conn:
+        dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+        present = read_settings(ET.fromstring(dom.XMLDesc(virt.libvirt().VIR_DOMAIN_XML_INACTIVE)))['disks']
+    number = 1
+    while disk_volume_name(name, 'data%d' % number) in present:
+        number += 1
+    return 'data%d' % number
+
+
+def check_iso(conn, host, path):
+    """The ISO must exist on the host itself (the path is in the host's file system): ask its storage pools."""
+    lv = virt.libvirt()
+    if not path.startswith('/'):
+        raise MaglicaError('the ISO path %s must be absolute' % path)
+    directory = os.path.dirname(path)
+    for pool in conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        target = ET.fromstring(pool.XMLDesc(0)).findtext('./target/path')
+        if target and os.path.normpath(target) == os.path.normpath(directory):
+            try:
+                pool.refresh(0)  # a file copied in since the last refresh
+            except lv.libvirtError:
+                pass
+    try:
+        conn.storageVolLookupByPath(path)
+    except lv.libvirtError:
+        raise NotFoundError('the ISO %s does not exist on %s (or is not in one of its libvirt storage pools)' % (path, host))
+
+
+# -- state changes --------------------------------------------------------------------
+
+def _wait_inactive(dom, timeout):
+    deadline = time.monotonic() + timeout
+    while dom.isActive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
+def _call(what, function, *args):
+    lv = virt.libvirt()
+    try:
+        return function(*args)
+    except lv.libvirtError as e:
+        raise HostError('%s: %s' % (what, virt.error_text(e)))
+
+
+def stop(dom, name, host, timeout, force):
+    """Graceful shutdown, waiting until the VM is off; with `force`, destroy it if it is not off in time.
+
+    Returns how it ended: 'shutdown' or 'destroyed'.
+    """
+    lv = virt.libvirt()
+    try:
+        dom.shutdown()
+    except lv.libvirtError as e:
+        if not dom.isActive():
+            return 'shutdown'
+        if not force:
+            raise HostError('cannot shut %s down on %s: %s' % (name, host, virt.error_text(e)))
+    if _wait_inactive(dom, timeout):
+        return 'shutdown'
+    if not force:
+        raise HostError('%s on %s did not shut down within %gs (does its guest handle ACPI shutdown?); '
+                        'it is still running: use force to destroy it after the timeout' % (name, host, timeout))
+    if dom.isActive():
+        _call('cannot destroy %s on %s' % (name, host), dom.destroy)
+    return 'destroyed'
+
+
+def _run_job(config, host, action, args, timeout):
+    job = messages.new_job(host, action, args, ttl=max(1, int(timeout)))
+    with Client(config) as client:
+        client.submit(job)
+        return client.wait(job['id'], timeout)
+
+
+def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_device=None, disks=None,
+           force=False, timeout=120, check_mode=False):
+    """Bring the VM called `name` to `state` with the given settings; only what differs is changed.
+
+    Returns {changed, name, host, state, restart_required, changes, jobs, before, after, vm}.
+    """
+    if state is not None and state not in STATES:
+        raise MaglicaError('state must be one of %s' % ', '.join(STATES))
+    if vcpus is not None and (not isinstance(vcpus, int) or vcpus < 1):
+        raise MaglicaError('vcpus must be a positive number, got %r' % (vcpus,))
+    memory_mb = None
+    if memory is not None:
+        memory_mb = parse_size(memory, 'M') // MIB
+        if memory_mb < 1:
+            raise MaglicaError('memory %r is less than 1 MiB' % (memory,))
+    if boot_device is not None:
+        boot_devices = [boot_device] if isinstance(boot_device, str) else list(boot_device)
+        bad = [d for d in boot_devices if d not in BOOT_DEVICES]
+        if bad or not boot_devices:
+            raise MaglicaError('boot device %s is not one of %s' % (', '.join(bad) or '(none)', ', '.join(BOOT_DEVICES)))
+    wanted_disks = normalize_disks(name, disks)
+    result = {'changed': False, 'name': name, 'host': None, 'state': None, 'restart_required': False,
+              'changes': [], 'jobs': [], 'before': {}, 'after': {}, 'vm': None}
+    try:
+        host, domain = cloud.find_vm(config, name)
+    except NotFoundError:
+        if state == 'absent':
+            result['state'] = 'absent'
+            return result
+        raise
+    result['host'] = host
+    before_state = state_word(domain)
+    result['state'] = before_state
+
+    if state == 'absent':
+        if domain['active'] and not force:
+            raise ConflictError('%s is running on %s: stop it first, or use force to remove it anyway' % (name, host))
+        if virt.is_image(domain) and not force:
+            raise ConflictError('%s on %s is an original image, not a clone: use force to remove it' % (name, host))
+        result.update(changed=True, state='absent', before={'state': before_state}, after={'state': 'absent'})
+        result['changes'].append('removed %s and its disks from %s' % (name, host))
+        if not check_mode:
+            job = _run_job(config, host, 'vm.remove', {'name': name}, timeout)
+            result['jobs'].append(job)
+            result['deleted_disks'] = job['data'].get('deleted_disks', [])
+        return result
+
+    with virt.Connection(config, config.host(host)) as conn:
+        lv = virt.libvirt()
+        dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+        root = ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+        before = read_settings(root)
+        if iso:
+            check_iso(conn, host, iso)
+
+        # Settings: change the persistent definition only where it differs.
+        if vcpus is not None and before['vcpus'] != vcpus:
+            _set_vcpus(root, vcpus)
+            result['changes'].append('vcpus %d -> %d' % (before['vcpus'], vcpus))
+        if memory_mb is not None and before['memory_mb'] != memory_mb:
+            _set_memory(root, memory_mb)
+            result['changes'].append('memory %d MiB -> %d MiB' % (before['memory_mb'], memory_mb))
+        if iso is not None and (before['iso'] or '') != iso:
+            _set_iso(root, iso)
+            result['changes'].append('CD-ROM %s -> %s' % (before['iso'] or '(empty)', iso or '(empty)'))
+        if boot_device is not None and before['boot_devices'] != boot_devices:
+            _set_boot(root, boot_devices)
+            result['changes'].append('boot devices %s -> %s' % (','.join(before['boot_devices']) or '(default)', ','.join(boot_devices)))
+        xml_changed = bool(result['changes'])
+        missing_disks = [(v, s) for v, s in wanted_disks if v not in before['disks']]
+        for volume, size in missing_disks:
+            result['changes'].append('new disk %s of %d MiB' % (volume, size // MIB))
+        after = dict(read_settings(root), disks=sorted(before['disks'] + [v for v, _s in missing_disks]))
+
+        active = bool(dom.isActive())
+        settings_changed = bool(result['changes'])
+        # Stop before changing what a stop should precede; start after the settings are in.
+        target_active = {'running': True, 'stopped': False, 'destroyed': False}.get(state, active)
+        if settings_changed and active and target_active:
+            result['restart_required'] = True
+        result['before'] = dict(before, state=before_state)
+        after_state = before_state
+        if state == 'running' and before_state != 'running':
+            after_state = 'running'
+        elif state in ('stopped', 'destroyed') and active:
+            after_state = 'stopped'
+        result['after'] = dict(after, state=after_state)
+        if after_state != before_state:
+            result['changes'].append('state %s -> %s' % (before_state, after_state))
+        result['changed'] = bool(result['changes'])
+        result['state'] = after_state
+        if check_mode or not result['changed']:
+            result['vm'] = summary(domain, host)
+            return result
+
+        if state in ('stopped', 'destroyed') and active:
+            if state == 'destroyed':
+                _call('cannot destroy %s on %s' % (name, host), dom.destroy)
+                result['stopped_by'] = 'destroy'
+            else:
+                result['stopped_by'] = stop(dom, name, host, timeout, force)
+        if xml_changed:
+            _call('cannot change the definition of %s on %s' % (name, host), conn.defineXML, ET.tostring(root, encoding='unicode'))
+        for volume, size in missing_disks:
+            job = _run_job(config, host, 'vm.attach_disk', {'name': name, 'volume': volume, 'size': size}, timeout)
+            result['jobs'].append(job)
+        if state == 'running' and before_state != 'running':
+            dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+            if dom.state()[0] == lv.VIR_DOMAIN_PAUSED:
+                _call('cannot resume %s on %s' % (name, host), dom.resume)
+            else:
+                _call('cannot start %s on %s' % (name, host), dom.create)
+        dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+        result['vm'] = summary(virt.describe(dom), host)
+        result['state'] = state_word(result['vm'])
+    if result['restart_required']:
+        result['message'] = '%s is running: the new settings take effect at its next start' % name
+    return result
+
+
+# -- the host worker's side ---------------------------------------------------------------
+
+def attach_disk(conn, host, args, reconcile=False):
+    """Create a qcow2 volume of args['size'] bytes beside the VM's first disk and attach it (persistent config).
+
+    Runs in the host worker. Idempotent: a volume already attached is reported, not made again;
+    a volume this job made but could not attach is deleted.
+    """
+    lv = virt.libvirt()
+    name, volume, size = args['name'], args['volume'], args['size']
+    try:
+        dom = conn.lookupByName(name)
+    except lv.libvirtError:
+        raise NotFoundError('no VM named %s on %s' % (name, host))
+    root = ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+    disks = root.findall("./devices/disk[@device='disk']")
+    for disk in disks:
+        source = disk.find('source')
+        if source is not None and os.path.basename(source.get('file') or '') == volume:
+            return {'name': name, 'volume': volume, 'path': source.get('file'), 'target': disk.find('target').get('dev'),
+                    'created': False}
+    pool = None
+    for disk in disks:
+        source = disk.find('source')
+        if source is not None and source.get('file'):
+            try:
+                pool = conn.storageVolLookupByPath(source.get('file')).storagePoolLookupByVolume()
+                break
+            except lv.libvirtError:
+                continue
+    if pool is None:
+        try:
+            pool = conn.storagePoolLookupByName('default')
+        except lv.libvirtError:
+            raise HostError('%s has no disk in a storage pool and %s has no pool called default' % (name, host))
+    created = False
+    try:
+        vol = pool.storageVolLookupByName(volume)
+        if not reconcile:
+            raise ConflictError('the volume %s already exists in pool %s on %s and is not attached to %s' % (volume, pool.name(), host, name))
+    except lv.libvirtError:
+        vol_xml = ('<volume><name>%s</name><capacity unit="bytes">%d</capacity><allocation>0</allocation>'
+                   '<target><format type="qcow2"/></target></volume>' % (volume, size))
+        try:
+            vol = pool.createXML(vol_xml, 0)
+        except lv.libvirtError as e:
+            raise HostError('cannot create the volume %s on %s: %s' % (volume, host, virt.error_text(e)))
+        created = True
+    used = set(t.get('dev') for t in root.findall('./devices/disk/target'))
+    target = next('vd' + c for c in 'bcdefghijklmnopqrstuvwxyz' if 'vd' + c not in used)
+    path = vol.path()
+    disk_xml = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>"
+                "<target dev='%s' bus='virtio'/></disk>" % (path.replace("'", '&apos;'), target))
+    try:
+        dom.attachDeviceFlags(disk_xml, lv.VIR_DOMAIN_AFFECT_CONFIG)
+    except lv.libvirtError as e:
+        if created:
+            try:
+                vol.delete(0)
+            except lv.libvirtError:
+                pass
+        raise HostError('cannot attach %s to %s on %s: %s' % (volume, name, host, virt.error_text(e)))
+    return {'name': name, 'volume': volume, 'path': path, 'target': target, 'created': created}

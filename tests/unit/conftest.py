@@ -1,0 +1,19 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests import the library as `maglica` (plugins/module_utils on sys.path), as the daemons do.
+
+build/collections (made by `make collection-link`) is added too, so that common.py's
+ansible_collections imports resolve without PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
+for path in (os.path.join(ROOT, 'build', 'collections'), os.path.join(ROOT, 'plugins', 'module_utils'), HERE):
+    if os.path.isdir(path) and path not in sys.path:
+        sys.path.insert(0, path)

@@ -1,0 +1,168 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""config.py: defaults, YAML files, inline settings, every validation message, libvirt URIs."""
+
+from __future__ import annotations
+
+import pytest
+
+from maglica import config
+from maglica.errors import ConfigError
+from unit_helpers import write_yaml
+
+
+def test_defaults_are_filled_in():
+    cfg = config.validate({'hosts': ['kvm1']})
+    for section, keys in config.SCHEMA.items():
+        assert getattr(cfg, section) == {key: default for key, (default, _kind) in keys.items()}, section
+    # The seed's ports and URI parts.
+    assert cfg.client == dict(cfg.client, host='localhost', pub_port=5555, rep_port=5556, bind='*')
+    assert cfg.libvirt == {'driver': 'qemu', 'transport': 'tcp', 'path': 'system', 'port': None}
+    assert cfg.security['curve'] is True, 'CURVE is on unless turned off'
+    assert [h.as_dict() for h in cfg.hosts] == [{'name': 'kvm1', 'weight': 10, 'address': 'kvm1', 'uri': None}]
+    assert cfg.source == 'inline configuration'
+
+
+def test_given_values_replace_defaults_key_by_key():
+    cfg = config.validate({'hosts': ['kvm1'], 'jobs': {'ttl': 42}, 'security': None})
+    assert cfg.jobs == dict(cfg.jobs, ttl=42) and cfg.jobs['database'] == config.SCHEMA['jobs']['database'][0]
+    assert cfg.security['key_dir'] == config.SCHEMA['security']['key_dir'][0], 'an empty section gets its defaults'
+
+
+def test_int_is_accepted_for_float_settings():
+    cfg = config.validate({'hosts': ['a'], 'jobs': {'republish_interval': 3}})
+    assert cfg.jobs['republish_interval'] == 3.0 and isinstance(cfg.jobs['republish_interval'], float)
+
+
+def test_yaml_file_is_loaded(tmp_path):
+    path = write_yaml(tmp_path / 'maglica.conf', {
+        'hosts': [{'name': 'host0.example.com', 'weight': 20, 'address': '127.0.0.11'}, 'host1'],
+        'client': {'host': 'client.example.com', 'rep_port': 7000},
+    })
+    cfg = config.load(path)
+    assert cfg.source == path
+    assert [(h.name, h.weight, h.address) for h in cfg.hosts] == [('host0.example.com', 20, '127.0.0.11'), ('host1', 10, 'host1')]
+    assert cfg.client['host'] == 'client.example.com'
+    assert cfg.client['rep_port'] == 7000 and cfg.client['pub_port'] == 5555
+
+
+def test_inline_settings_win_over_the_file(tmp_path):
+    path = write_yaml(tmp_path / 'maglica.conf', {
+        'hosts': ['from-file'],
+        'client': {'host': 'file-client', 'pub_port': 6000},
+        'libvirt': {'transport': 'ssh'},
+    })
+    cfg = config.load(path, {'client': {'host': 'inline-client', 'rep_port': None}, 'hosts': [{'name': 'inline-host'}]})
+    assert cfg.client['host'] == 'inline-client'
+    assert cfg.client['pub_port'] == 6000, 'keys the inline section does not set stay from the file'
+    assert cfg.client['rep_port'] == 5556, 'an inline None does not override'
+    assert cfg.libvirt['transport'] == 'ssh'
+    assert [h.name for h in cfg.hosts] == ['inline-host'], 'hosts are replaced, not merged'
+    assert cfg.source == '%s with inline settings' % path
+
+
+def test_inline_only_does_not_read_a_file(tmp_path, monkeypatch):
+    monkeypatch.setenv('MAGLICA_CONFIG', str(tmp_path / 'absent.conf'))
+    assert [h.name for h in config.load(None, {'hosts': ['x']}).hosts] == ['x']
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r'cannot read the configuration .*absent\.conf: No such file'):
+        config.load(str(tmp_path / 'absent.conf'))
+    bad = tmp_path / 'bad.conf'
+    bad.write_text('hosts: [a\n')
+    with pytest.raises(ConfigError, match=r'the configuration .*bad\.conf is not valid YAML'):
+        config.load(str(bad))
+
+
+def test_config_from_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv('MAGLICA_CONFIG', write_yaml(tmp_path / 'env.conf', {'hosts': ['from-env']}))
+    assert config.load().hosts[0].name == 'from-env'
+
+
+@pytest.mark.parametrize('data, message', [
+    ([], r'the configuration must be a mapping, got list'),
+    ({'hosts': ['a'], 'clients': {}}, r"unknown section\(s\) clients; known: hosts, client, host_worker, jobs, libvirt, security"),
+    ({'hosts': ['a'], 'client': {'hots': 'x'}}, r"unknown key\(s\) hots in section 'client'; known: bind, host, pub_port, rep_port"),
+    ({'hosts': ['a'], 'client': ['x']}, r"section 'client' must be a mapping"),
+    ({'hosts': ['a'], 'client': {'pub_port': '5555'}}, r"client\.pub_port must be of type int, got '5555'"),
+    ({'hosts': ['a'], 'client': {'pub_port': True}}, r'client\.pub_port must be of type int, got True'),
+    ({'hosts': ['a'], 'security': {'curve': 1}}, r'security\.curve must be of type bool, got 1'),
+    ({'hosts': ['a'], 'jobs': {'request_timeout': False}}, r'jobs\.request_timeout must be of type float, got False'),
+    ({'hosts': ['a'], 'jobs': {'ttl': 0}}, r'jobs\.ttl must be positive'),
+    ({'hosts': ['a'], 'client': {'pub_port': 0}}, r'client\.pub_port must be a TCP port \(1-65535\), got 0'),
+    ({'hosts': ['a'], 'client': {'rep_port': 65536}}, r'client\.rep_port must be a TCP port \(1-65535\), got 65536'),
+    ({'hosts': ['a'], 'libvirt': {'transport': 'http'}}, r"libvirt\.transport must be one of tcp, tls, ssh, libssh2, unix, ''"),
+    ({}, r'hosts must be a non-empty list'),
+    ({'hosts': []}, r'hosts must be a non-empty list'),
+    ({'hosts': 'kvm1'}, r'hosts must be a non-empty list'),
+    ({'hosts': [{'weight': 3}]}, r'hosts\[0\] needs a name'),
+    ({'hosts': ['a', 5]}, r'hosts\[1\] needs a name'),
+    ({'hosts': [{'name': 'a', 'wieght': 3}]}, r"hosts\[0\] has unknown key\(s\) wieght; known: address, name, uri, weight"),
+    ({'hosts': [{'name': 'a', 'weight': '10'}]}, r"hosts\[0\]\.weight must be of type int, got '10'"),
+    ({'hosts': [{'name': 'a', 'weight': True}]}, r'hosts\[0\]\.weight must be of type int, got True'),
+    ({'hosts': [{'name': 'a', 'weight': 0}]}, r'host a: weight must be a positive integer'),
+    ({'hosts': [{'name': 'a', 'weight': -5}]}, r'host a: weight must be a positive integer'),
+    ({'hosts': [{'name': 5}]}, r'hosts\[0\]\.name must be of type str, got 5'),
+    ({'hosts': ['a', {'name': 'b'}, {'name': 'a', 'weight': 3}]}, r'host a is listed twice'),
+])
+def test_validation_errors(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config.validate(data, 'test.conf')
+
+
+def test_validation_error_names_the_source(tmp_path):
+    path = write_yaml(tmp_path / 'named.conf', {'hosts': []})
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value).startswith(path + ': ')
+
+
+def test_libvirt_port_out_of_range_is_refused():
+    with pytest.raises(ConfigError, match='libvirt.port'):
+        config.validate({'hosts': ['a'], 'libvirt': {'port': 70000}})
+
+
+def test_host_lookup():
+    cfg = config.validate({'hosts': ['a', 'b']}, 'x.conf')
+    assert cfg.host('b').name == 'b'
+    with pytest.raises(ConfigError, match=r"host 'c' is not in the configuration \(x\.conf\); known hosts: a, b"):
+        cfg.host('c')
+
+
+def test_uri_tcp_port_unix_and_explicit():
+    hosts = [{'name': 'kvm1', 'address': '10.0.0.1'}, {'name': 'kvm2'}, {'name': 'kvm3', 'uri': 'test:///default'}]
+    cfg = config.validate({'hosts': hosts})
+    assert cfg.uri(cfg.host('kvm1')) == 'qemu+tcp://10.0.0.1/system'
+    assert cfg.uri(cfg.host('kvm2')) == 'qemu+tcp://kvm2/system', 'the address defaults to the name'
+    assert cfg.uri(cfg.host('kvm3')) == 'test:///default', 'an explicit uri wins'
+    cfg = config.validate({'hosts': hosts, 'libvirt': {'port': 16510, 'transport': 'tls', 'path': 'session'}})
+    assert cfg.uri(cfg.host('kvm1')) == 'qemu+tls://10.0.0.1:16510/session'
+    for transport in ('unix', ''):
+        cfg = config.validate({'hosts': hosts, 'libvirt': {'transport': transport}})
+        assert cfg.uri(cfg.host('kvm1')) == 'qemu:///system'
+    cfg = config.validate({'hosts': hosts, 'libvirt': {'driver': 'lxc', 'transport': 'ssh'}})
+    assert cfg.uri(cfg.host('kvm2')) == 'lxc+ssh://kvm2/system'
+
+
+def test_endpoints():
+    cfg = config.validate({'hosts': ['a'], 'client': {'host': 'cw.example', 'pub_port': 6001, 'rep_port': 6002, 'bind': '127.0.0.1'}})
+    assert cfg.endpoint('pub') == 'tcp://cw.example:6001'
+    assert cfg.endpoint('rep') == 'tcp://cw.example:6002'
+    assert cfg.bind_endpoint('pub') == 'tcp://127.0.0.1:6001'
+    assert config.validate({'hosts': ['a']}).bind_endpoint('rep') == 'tcp://*:5556'
+
+
+def test_merge_does_not_change_its_inputs():
+    base = {'client': {'host': 'a'}, 'hosts': ['x']}
+    override = {'client': {'pub_port': 1}}
+    merged = config.merge(base, override)
+    assert merged == {'client': {'host': 'a', 'pub_port': 1}, 'hosts': ['x']}
+    assert base == {'client': {'host': 'a'}, 'hosts': ['x']} and override == {'client': {'pub_port': 1}}
+
+
+def test_inline_settings_without_hosts_still_read_the_default_file(tmp_path, monkeypatch):
+    monkeypatch.setenv('MAGLICA_CONFIG', write_yaml(tmp_path / 'default.conf', {'hosts': ['from-default']}))
+    cfg = config.load(None, {'client': {'host': 'inline-client'}})
+    assert [h.name for h in cfg.hosts] == ['from-default'] and cfg.client['host'] == 'inline-client'

@@ -1,0 +1,164 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""joblog.py: the client worker's durable SQLite job log and its state machine."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from maglica import messages
+from maglica.joblog import JobLog
+
+T0 = 1700000000.0
+
+
+@pytest.fixture
+def log(tmp_path):
+    job_log = JobLog(str(tmp_path / 'sub' / 'jobs.sqlite'))
+    yield job_log
+    job_log.close()
+
+
+def job(host='kvm1', ttl=None, marker='m'):
+    return messages.new_job(host, 'noop', {'marker': marker}, ttl=ttl)
+
+
+def test_add_is_idempotent_on_the_id(log):
+    j = job()
+    row, created = log.add(j, 60, now=T0)
+    assert created
+    assert row['state'] == 'queued' and row['host'] == 'kvm1' and row['action'] == 'noop'
+    assert row['args'] == {'marker': 'm'} and row['data'] == {} and row['attempts'] == 0
+    assert row['expires'] == T0 + 60
+    again, created_again = log.add(dict(j, args={'marker': 'other'}), 60, now=T0 + 5)
+    assert not created_again
+    assert again == row, 'a resubmitted id changes nothing'
+    assert len(log.recent()) == 1
+
+
+def test_job_ttl_wins_over_the_default(log):
+    row, _created = log.add(job(ttl=7), 300, now=T0)
+    assert row['expires'] == T0 + 7
+
+
+def test_states_queued_dispatched_running_succeeded(log):
+    j = job()
+    log.add(j, 60, now=T0)
+    log.mark_published([j['id']], now=T0 + 1)
+    row = log.get(j['id'])
+    assert (row['state'], row['attempts'], row['published']) == ('dispatched', 1, T0 + 1)
+    log.mark_published([j['id']], now=T0 + 3)
+    assert (log.get(j['id'])['state'], log.get(j['id'])['attempts']) == ('dispatched', 2)
+    log.acknowledge('kvm1', [j['id']], now=T0 + 4)
+    row = log.get(j['id'])
+    assert (row['state'], row['acked']) == ('running', T0 + 4)
+    log.mark_published([j['id']], now=T0 + 5)
+    assert log.get(j['id'])['state'] == 'running', 'publishing again never moves a job back'
+    assert log.finish('kvm1', {'id': j['id'], 'status': 'succeeded', 'message': 'ok', 'data': {'disks': ['a']}}, now=T0 + 6)
+    row = log.get(j['id'])
+    assert (row['state'], row['message'], row['data'], row['finished']) == ('succeeded', 'ok', {'disks': ['a']}, T0 + 6)
+
+
+def test_failed_result(log):
+    j = job()
+    log.add(j, 60, now=T0)
+    assert log.finish('kvm1', {'id': j['id'], 'status': 'failed', 'message': 'boom'}, now=T0 + 1)
+    row = log.get(j['id'])
+    assert (row['state'], row['message'], row['acked']) == ('failed', 'boom', T0 + 1), 'a result implies the ack'
+
+
+def test_acknowledge_counts_only_for_the_jobs_host(log):
+    j = job(host='kvm1')
+    log.add(j, 60, now=T0)
+    log.mark_published([j['id']], now=T0)
+    log.acknowledge('kvm10', [j['id']], now=T0 + 1)
+    assert log.get(j['id'])['state'] == 'dispatched'
+    assert log.get(j['id'])['acked'] is None
+    log.acknowledge('kvm1', [j['id'], messages.new_job_id()], now=T0 + 1)
+    assert log.get(j['id'])['state'] == 'running'
+
+
+def test_finish_is_refused_for_another_hosts_job(log):
+    j = job(host='kvm1')
+    log.add(j, 60, now=T0)
+    assert not log.finish('kvm2', {'id': j['id'], 'status': 'succeeded'}, now=T0 + 1)
+    assert log.get(j['id'])['state'] == 'queued'
+    assert not log.finish('kvm1', {'id': messages.new_job_id(), 'status': 'succeeded'}), 'an unknown id is refused'
+
+
+def test_expire_after_the_ttl_with_a_message(log):
+    late, fresh, acked = job(ttl=10), job(ttl=100), job(ttl=10)
+    for j in (late, fresh, acked):
+        log.add(j, 60, now=T0)
+    log.mark_published([late['id'], fresh['id'], acked['id']], now=T0 + 1)
+    log.mark_published([late['id']], now=T0 + 5)
+    log.acknowledge('kvm1', [acked['id']], now=T0 + 2)
+    assert log.expire(now=T0 + 9.9) == 0
+    assert log.expire(now=T0 + 10) == 1
+    row = log.get(late['id'])
+    assert row['state'] == 'expired' and row['finished'] == T0 + 10
+    assert row['message'] == 'no host worker for kvm1 acknowledged the job within its TTL (2 publications)'
+    assert log.get(fresh['id'])['state'] == 'dispatched'
+    assert log.get(acked['id'])['state'] == 'running', 'an acknowledged job never expires'
+    assert log.expire(now=T0 + 11) == 0, 'expiring twice changes nothing'
+
+
+def test_due_for_publish_respects_the_interval(log):
+    first, second = job(), job()
+    log.add(first, 60, now=T0)
+    log.add(second, 60, now=T0 + 1)
+    assert [r['id'] for r in log.due_for_publish(2.0, now=T0 + 1)] == [first['id'], second['id']], 'never published: due, oldest first'
+    log.mark_published([first['id'], second['id']], now=T0 + 2)
+    assert log.due_for_publish(2.0, now=T0 + 3.9) == []
+    assert [r['id'] for r in log.due_for_publish(2.0, now=T0 + 4)] == [first['id'], second['id']]
+    log.acknowledge('kvm1', [first['id']], now=T0 + 4)
+    assert [r['id'] for r in log.due_for_publish(2.0, now=T0 + 5)] == [second['id']], 'acknowledged jobs are not published again'
+    assert log.due_for_publish(2.0, now=T0 + 61) == [], 'jobs past their TTL are not published again'
+
+
+def test_recent_is_newest_first_with_a_host_filter(log):
+    jobs = [job(host='kvm1'), job(host='kvm2'), job(host='kvm1'), job(host='kvm1')]
+    for index, j in enumerate(jobs[:3]):
+        log.add(j, 60, now=T0 + index)
+    log.add(jobs[3], 60, now=T0 + 2)  # same second as jobs[2]: insertion order breaks the tie
+    assert [r['id'] for r in log.recent()] == [jobs[3]['id'], jobs[2]['id'], jobs[1]['id'], jobs[0]['id']]
+    assert [r['id'] for r in log.recent(limit=2)] == [jobs[3]['id'], jobs[2]['id']]
+    assert [r['id'] for r in log.recent(host='kvm1')] == [jobs[3]['id'], jobs[2]['id'], jobs[0]['id']]
+    assert log.recent(host='nohost') == []
+    assert log.get(messages.new_job_id()) is None
+
+
+def test_a_second_log_on_the_same_file_sees_the_jobs(tmp_path):
+    path = str(tmp_path / 'jobs.sqlite')
+    writer = JobLog(path)
+    j = job()
+    writer.add(j, 60, now=T0)
+    writer.mark_published([j['id']], now=T0 + 1)
+    reader = JobLog(path)
+    try:
+        assert reader.get(j['id'])['state'] == 'dispatched'
+        writer.acknowledge('kvm1', [j['id']])
+        assert reader.get(j['id'])['state'] == 'running'
+    finally:
+        writer.close()
+        reader.close()
+    reopened = JobLog(path)
+    try:
+        assert reopened.get(j['id'])['state'] == 'running', 'the job survives closing every handle'
+    finally:
+        reopened.close()
+
+
+def test_wal_mode_is_on(tmp_path, log):
+    assert log.db.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+    assert log.db.execute('PRAGMA synchronous').fetchone()[0] == 2, 'FULL'
+    path = str(tmp_path / 'jobs.sqlite')
+    JobLog(path).close()
+    other = sqlite3.connect(path)
+    try:
+        assert other.execute('PRAGMA journal_mode').fetchone()[0] == 'wal', 'WAL is stored in the file'
+    finally:
+        other.close()

@@ -1,0 +1,275 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""virt.py, clone.py's libvirt helpers and cloud.py's listing and placement, on the libvirt test driver.
+
+Each simulated host is a `test:///PATH.xml` URI: every connection starts from
+that file's state, so hosts never share domains. test:///default is shared by
+the whole process: tests that change it undo their changes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from maglica import cloud, clone, config, virt
+from maglica.errors import ConfigError, ConflictError, HostError, MessageError, NotFoundError
+
+pytest.importorskip('libvirt')
+
+UNREACHABLE_URI = 'qemu+tcp://127.0.0.254/system'
+TEST_NS = "xmlns:test='http://libvirt.org/schemas/domain/test/1.0'"
+
+
+def domain_xml(name, running=False, clone_of=None, disk=None, vnc_port=None, memory_kib=262144, vcpus=1):
+    metadata = ''
+    if clone_of:
+        metadata = ("<metadata><maglica:clone xmlns:maglica='%s' image='%s' job='%s' complete='yes'/></metadata>"
+                    % (virt.METADATA_NS, clone_of, uuid.uuid4().hex))
+    devices = ''
+    if disk:
+        devices += ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>"
+                    "<target dev='vda' bus='virtio'/></disk>" % disk)
+    devices += "<interface type='network'><mac address='52:54:00:00:00:%02x'/><source network='default'/></interface>" % (len(name) % 256)
+    if vnc_port:
+        devices += "<graphics type='vnc' port='%d' autoport='no'/>" % vnc_port
+    return ("<domain type='test' %s><name>%s</name><memory>%d</memory><vcpu>%d</vcpu><os><type>hvm</type></os>%s%s"
+            "<devices>%s</devices></domain>"
+            % (TEST_NS, name, memory_kib, vcpus, metadata, '' if running else '<test:runstate>5</test:runstate>', devices))
+
+
+def node_file(tmp_path, name, domains):
+    path = tmp_path / ('%s.xml' % name)
+    path.write_text('<node>%s</node>' % ''.join(domains))
+    return 'test://%s' % path
+
+
+@pytest.fixture
+def cloud_config(tmp_path):
+    """Hosts a, b, c on the test driver and `down`, whose libvirtd cannot be reached.
+
+    a: debian.original, vm1 and vm2 running, web-old (a stopped clone), shared
+    b: debian.original, vm3 running, shared (a stopped clone)
+    c: rhel.original
+    """
+    hosts = [
+        {'name': 'a', 'uri': node_file(tmp_path, 'a', [
+            domain_xml('debian.original', disk='/images/debian.qcow2'), domain_xml('vm1', running=True, vnc_port=5901),
+            domain_xml('vm2', running=True), domain_xml('web-old', clone_of='debian.original'), domain_xml('shared', running=True)])},
+        {'name': 'b', 'uri': node_file(tmp_path, 'b', [
+            domain_xml('debian.original', disk='/images/debian.qcow2'), domain_xml('vm3', running=True),
+            domain_xml('shared', clone_of='debian.original')])},
+        {'name': 'c', 'uri': node_file(tmp_path, 'c', [domain_xml('rhel.original')])},
+        {'name': 'down', 'uri': UNREACHABLE_URI},
+    ]
+    return config.validate({'hosts': hosts})
+
+
+@pytest.fixture
+def default_conn():
+    conn = virt.connect('test:///default')
+    defined = []
+
+    def define(name, **kwargs):
+        dom = conn.defineXML(domain_xml(name, **kwargs))
+        defined.append(dom)
+        return dom
+    conn.define = define
+    yield conn
+    for dom in defined:
+        if dom.isActive():
+            dom.destroy()
+        try:
+            dom.undefine()
+        except virt.libvirt().libvirtError:
+            pass  # the test removed it itself
+    conn.close()
+
+
+# -- virt ---------------------------------------------------------------------
+
+def test_describe_the_default_running_domain(default_conn):
+    info = virt.describe(default_conn.lookupByName('test'))
+    assert info['name'] == 'test' and info['active'] and info['state'] == 'running'
+    assert info['vcpus'] == 2 and info['memory_mb'] == 8192
+    assert info['disks'][0]['path'] == '/guest/diskimage1' and info['disks'][0]['capacity'] > 0
+    assert info['interfaces'] == [{'type': 'network', 'mac': 'aa:bb:cc:dd:ee:ff'}]
+    assert info['clone_of'] is None and not virt.is_image(info)
+
+
+def test_describe_an_inactive_domain_and_sizes(default_conn):
+    dom = default_conn.define('unit-image-%s' % uuid.uuid4().hex[:8], disk='/images/x.qcow2', memory_kib=524288, vcpus=3)
+    info = virt.describe(dom, with_sizes=False)
+    assert (info['active'], info['state'], info['vcpus'], info['memory_mb']) == (False, 'shutoff', 3, 512)
+    assert info['disks'] == [{'device': 'disk', 'target': 'vda', 'path': '/images/x.qcow2', 'format': 'qcow2',
+                              'capacity': None, 'allocation': None}]
+    assert info['vnc_port'] is None
+    assert virt.is_image(info)
+
+
+def test_clone_metadata_makes_a_domain_not_an_image(default_conn):
+    dom = default_conn.define('unit-clone-%s' % uuid.uuid4().hex[:8])
+    assert virt.clone_metadata(dom) == {}
+    clone.set_metadata(dom, image='debian.original', job='j1', mode='linked', complete='no')
+    assert virt.clone_metadata(dom) == {'image': 'debian.original', 'job': 'j1', 'mode': 'linked', 'complete': 'no'}
+    info = virt.describe(dom)
+    assert info['clone_of'] == 'debian.original' and not info['active']
+    assert not virt.is_image(info), 'a stopped clone is never taken for an image'
+    clone.set_metadata(dom, image='debian.original', job='j1', mode='linked', complete='yes')
+    assert virt.clone_metadata(dom)['complete'] == 'yes', 'setting metadata again replaces it'
+
+
+def test_vnc_port_and_list_domains(cloud_config):
+    with virt.Connection(cloud_config, cloud_config.host('a'), readonly=True) as conn:
+        domains = {d['name']: d for d in virt.list_domains(conn)}
+    assert set(domains) == {'debian.original', 'vm1', 'vm2', 'web-old', 'shared'}
+    assert domains['vm1']['vnc_port'] == 5901
+    assert domains['web-old']['clone_of'] == 'debian.original'
+
+
+def test_connect_error_names_the_uri():
+    with pytest.raises(HostError, match='cannot connect to libvirtd at %s: .*Connection refused' % re.escape(UNREACHABLE_URI)):
+        virt.connect(UNREACHABLE_URI, readonly=True)
+
+
+def test_ask_hosts_reports_an_unreachable_host_and_keeps_order(cloud_config):
+    answers = virt.ask_hosts(cloud_config, lambda conn, host: sorted(conn.listDefinedDomains()))
+    assert [a['host'] for a in answers] == ['a', 'b', 'c', 'down']
+    assert answers[0]['result'] == ['debian.original', 'web-old'] and answers[0]['reachable'] and answers[0]['error'] is None
+    assert answers[2]['result'] == ['rhel.original']
+    down = answers[3]
+    assert not down['reachable'] and down['result'] is None and down['uri'] == UNREACHABLE_URI
+    assert down['error'].startswith('down: cannot connect to libvirtd at %s' % UNREACHABLE_URI)
+
+
+def test_ask_hosts_reports_a_failing_query_per_host(cloud_config):
+    answers = virt.ask_hosts(cloud_config, lambda conn, host: conn.lookupByName('rhel.original').name(), hosts=['a', 'c'])
+    assert [(a['host'], a['reachable'], a['result']) for a in answers] == [('a', False, None), ('c', True, 'rhel.original')]
+    assert answers[0]['error'] == 'a: Domain not found'
+    assert virt.ask_hosts(cloud_config, lambda conn, host: 1, hosts=['nohost']) == []
+
+
+def test_matches_and_units():
+    assert virt.matches('debian.original', None) and virt.matches('debian.original', ['*.original'])
+    assert not virt.matches('debian.original', ['rhel*', 'Debian*'])
+    assert virt._to_mib(1048576, 'KiB') == 1024 and virt._to_mib(2, 'GiB') == 2048 and virt._to_mib(1073741824, 'bytes') == 1024
+
+
+# -- clone.py helpers on the test driver --------------------------------------------
+
+def test_lookup(default_conn):
+    # remove_domain is not tested here: the test driver refuses its undefine flags (NVRAM, managed save).
+    name = 'unit-lookup-%s' % uuid.uuid4().hex[:8]
+    default_conn.define(name)
+    assert clone.lookup(default_conn, name).name() == name
+    assert clone.lookup(default_conn, 'no-such-domain') is None
+
+
+def test_clone_disk_paths():
+    info = {'disks': [{'device': 'cdrom', 'path': '/iso/x.iso'}, {'device': 'disk', 'path': '/var/lib/libvirt/images/img.qcow2'},
+                      {'device': 'disk', 'path': None}, {'device': 'disk', 'path': '/data/second'}]}
+    assert [p for _d, p in clone.clone_disk_paths(info, 'web1')] == ['/var/lib/libvirt/images/web1.qcow2', '/data/web1-1.img']
+
+
+# -- cloud: image list ------------------------------------------------------------
+
+def test_image_list(cloud_config):
+    listing = cloud.image_list(cloud_config)
+    expected = [('debian.original', 'a'), ('debian.original', 'b'), ('rhel.original', 'c')]
+    assert [(i['name'], i['host']) for i in listing['images']] == expected
+    assert listing['images'][0]['disks'][0]['path'] == '/images/debian.qcow2'
+    report = {h['host']: h for h in listing['hosts']}
+    assert [report[h]['images'] for h in ('a', 'b', 'c')] == [1, 1, 1]
+    assert not report['down']['reachable'] and 'cannot connect' in report['down']['error']
+    assert report['a']['reachable'] and report['a']['error'] is None
+
+
+def test_image_list_patterns_and_hosts(cloud_config):
+    assert [(i['name'], i['host']) for i in cloud.image_list(cloud_config, patterns=['rhel*'])['images']] == [('rhel.original', 'c')]
+    only_b = cloud.image_list(cloud_config, hosts=['b'])
+    assert [i['host'] for i in only_b['images']] == ['b'] and [h['host'] for h in only_b['hosts']] == ['b']
+    with pytest.raises(ConfigError, match="host 'zzz' is not in the configuration"):
+        cloud.image_list(cloud_config, hosts=['zzz'])
+
+
+# -- cloud: plan_clone ---------------------------------------------------------------
+
+def test_plan_clone_picks_the_least_loaded_holder(cloud_config):
+    plan = cloud.plan_clone(cloud_config, 'debian.original', 'web1')
+    assert not plan['exists'] and plan['host'] == 'b'
+    assert [(c['host'], c['active'], c['score']) for c in plan['candidates']] == [('b', 1, 1.0), ('a', 3, 3.0)]
+    assert len(plan['unreachable']) == 1 and plan['unreachable'][0].startswith('down: ')
+
+
+def test_plan_clone_weight_changes_the_choice(tmp_path, cloud_config):
+    hosts = [h.as_dict() for h in cloud_config.hosts]
+    hosts[0]['weight'] = 40  # a: 3 active x 10 / 40 = 0.75 beats b's 1.0
+    plan = cloud.plan_clone(config.validate({'hosts': hosts}), 'debian.original', 'web1')
+    assert plan['host'] == 'a' and plan['candidates'][0]['score'] == 0.75
+
+
+def test_plan_clone_host_override(cloud_config):
+    assert cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='a')['host'] == 'a'
+    with pytest.raises(ConflictError, match='host c does not hold image debian.original; hosts that do: b, a'):
+        cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='c')
+    with pytest.raises(ConfigError, match="host 'nowhere' is not in the configuration"):
+        cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='nowhere')
+
+
+def test_plan_clone_image_not_found(cloud_config):
+    with pytest.raises(NotFoundError) as caught:
+        cloud.plan_clone(cloud_config, 'centos.original', 'web1')
+    message = str(caught.value)
+    assert message.startswith('image centos.original is not on any host (asked: a, b, c; unreachable: down: cannot connect')
+
+
+def test_plan_clone_hostname_used_by_an_image(cloud_config):
+    with pytest.raises(ConflictError, match='the hostname rhel.original is already used by an image on c'):
+        cloud.plan_clone(cloud_config, 'debian.original', 'rhel.original')
+
+
+def test_plan_clone_existing_hostname_is_not_changed(cloud_config):
+    plan = cloud.plan_clone(cloud_config, 'debian.original', 'vm3')
+    assert plan['exists'] and plan['host'] == 'b' and plan['domain']['name'] == 'vm3' and plan['candidates'] == []
+    stopped_clone = cloud.plan_clone(cloud_config, 'debian.original', 'web-old')
+    assert stopped_clone['exists'] and stopped_clone['host'] == 'a'
+
+
+def test_plan_clone_same_name_on_two_hosts(cloud_config):
+    with pytest.raises(ConflictError, match=r'shared is defined on several hosts \(a, b\): remove all but one'):
+        cloud.plan_clone(cloud_config, 'debian.original', 'shared')
+
+
+def test_plan_clone_image_must_be_an_inactive_original(cloud_config):
+    with pytest.raises(ConflictError, match='image vm1 is running on a; an original image must be an inactive domain'):
+        cloud.plan_clone(cloud_config, 'vm1', 'web1')
+    with pytest.raises(ConflictError, match='web-old on a is a clone, not an original image'):
+        cloud.plan_clone(cloud_config, 'web-old', 'web1')
+
+
+def test_find_vm(cloud_config):
+    host, domain = cloud.find_vm(cloud_config, 'vm3')
+    assert host == 'b' and domain['active']
+    with pytest.raises(NotFoundError, match='no VM named ghost on any reachable host'):
+        cloud.find_vm(cloud_config, 'ghost')
+    with pytest.raises(ConflictError, match='shared is defined on several hosts: a, b'):
+        cloud.find_vm(cloud_config, 'shared')
+
+
+def test_clone_check_mode_submits_nothing(cloud_config):
+    result = cloud.clone(cloud_config, 'debian.original', 'web1', check_mode=True, network={'mode': 'dhcp', 'device': None})
+    assert result['changed'] and result['host'] == 'b' and result['job_id'] is None and result['job'] is None
+    existing = cloud.clone(cloud_config, 'debian.original', 'vm3', check_mode=True)
+    assert not existing['changed'] and existing['domain']['name'] == 'vm3'
+    with pytest.raises(MessageError, match='mode static needs an address'):
+        cloud.clone(cloud_config, 'debian.original', 'web1', network={'mode': 'static'}, check_mode=True)
+
+
+def test_clone_args_drop_empty_values():
+    args = cloud.clone_args('img', 'h', network={'mode': 'static', 'address': '192.0.2.1', 'gateway': None},
+                            root_password_hash='', ssh_authorized_keys=('k1',))
+    assert args == {'image': 'img', 'hostname': 'h', 'clone_mode': 'full', 'start': True,
+                    'network': {'mode': 'static', 'address': '192.0.2.1'}, 'ssh_authorized_keys': ['k1']}

@@ -1,0 +1,398 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""client_worker and host_worker as real daemons over real ZeroMQ, in plain and CURVE mode, running noop jobs.
+
+A noop job with a marker appends one line `ID MARKER` to {state_dir}/{host}.effects:
+counting those lines tells how often a job really ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from maglica import config, keys, messages, transport
+from maglica.client import Client
+from maglica.errors import DispatchError, JobFailed, NotFoundError
+from unit_helpers import Daemon, free_ports, wait_until, write_yaml
+
+zmq = pytest.importorskip('zmq')
+
+HOSTS = ('kvm1', 'kvm10', 'lonely')  # lonely never gets a host worker
+WORKER_HOSTS = ('kvm1', 'kvm10')
+START_TIMEOUT = 15
+JOB_TIMEOUT = 15
+
+
+class Cloud(object):
+    """A client worker, host workers and their configuration, all under one directory."""
+
+    def __init__(self, base, curve):
+        self.base = base
+        self.curve = curve
+        self.key_dir = os.path.join(base, 'keys')
+        self.state_dir = os.path.join(base, 'state')
+        self.client_worker = None
+        self.host_workers = {}
+        self.config = None
+        self.config_path = None
+        if curve:
+            for name in (keys.SERVER, keys.LIBRARY, 'stranger') + HOSTS:
+                keys.create(self.key_dir, name)
+            for name in (keys.LIBRARY,) + HOSTS:  # 'stranger' has a key pair but is not allowed
+                keys.allow(self.key_dir, name, keys.public_path(self.key_dir, name))
+
+    def write_config(self, pub_port, rep_port):
+        self.config_path = write_yaml(os.path.join(self.base, 'maglica.conf'), {
+            'hosts': list(HOSTS),
+            'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub_port, 'rep_port': rep_port},
+            'security': {'curve': self.curve, 'key_dir': self.key_dir},
+            'jobs': {'database': os.path.join(self.base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 0.2,
+                     'request_timeout': 5.0},
+            'host_worker': {'state_dir': self.state_dir, 'heartbeat_interval': 0.5, 'concurrency': 2},
+        })
+        self.config = config.load(self.config_path)
+
+    def start(self):
+        for _attempt in range(3):
+            self.write_config(*free_ports(2))
+            self.client_worker = Daemon('maglica.client_worker', ['--config', self.config_path],
+                                        os.path.join(self.base, 'client_worker.log'))
+            # REQ connects before the REP binds, so the first answer proves the worker is up.
+            answered = wait_until(lambda: not self.client_worker.alive() or self.answers(), START_TIMEOUT, 'the client worker')
+            if self.client_worker.alive() and answered:
+                break
+            output = self.client_worker.output()
+            self.client_worker.stop()
+            if 'Address already in use' not in output:
+                raise AssertionError('the client worker did not start:\n%s' % output)
+        for name in WORKER_HOSTS:
+            self.start_host_worker(name)
+
+    def answers(self):
+        try:
+            with Client(self.config, timeout=0.5) as client:
+                return client.hosts()
+        except DispatchError:
+            return None
+
+    def start_host_worker(self, name):
+        self.host_workers[name] = Daemon('maglica.host_worker', ['--config', self.config_path, '--name', name],
+                                         os.path.join(self.base, '%s.log' % name))
+        wait_until(lambda: self.alive_hosts().get(name), START_TIMEOUT, 'the host worker of %s to report' % name)
+
+    def alive_hosts(self):
+        with Client(self.config) as client:
+            return {h['host']: h['alive'] for h in client.hosts()}
+
+    def effects(self, host):
+        path = os.path.join(self.state_dir, '%s.effects' % host)
+        if not os.path.exists(path):
+            return []
+        with open(path) as handle:
+            return handle.read().splitlines()
+
+    def run_noop(self, host, marker):
+        job = messages.new_job(host, 'noop', {'marker': marker})
+        with Client(self.config) as client:
+            client.submit(job)
+            return client.wait(job['id'], JOB_TIMEOUT)
+
+    def stop(self):
+        codes = {name: worker.stop() for name, worker in self.host_workers.items()}
+        if self.client_worker is not None:
+            codes['client_worker'] = self.client_worker.stop()
+        return codes
+
+
+@pytest.fixture(scope='module')
+def plain_cloud(tmp_path_factory):
+    cloud = Cloud(str(tmp_path_factory.mktemp('plain')), curve=False)
+    try:
+        cloud.start()
+        yield cloud
+    finally:
+        cloud.stop()
+
+
+@pytest.fixture(scope='module')
+def curve_cloud(tmp_path_factory):
+    cloud = Cloud(str(tmp_path_factory.mktemp('curve')), curve=True)
+    try:
+        cloud.start()
+        yield cloud
+    finally:
+        cloud.stop()
+
+
+def raw_request(cloud, frames, timeout=5.0):
+    """Send frames as they are on a plain REQ socket and return the decoded reply."""
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.REQ)
+    sock.linger = 0
+    try:
+        sock.connect(cloud.config.endpoint('rep'))
+        sock.send_multipart(frames)
+        assert sock.poll(int(timeout * 1000)), 'the client worker did not answer %r' % (frames[0][:60],)
+        return messages.decode(sock.recv())
+    finally:
+        sock.close()
+
+
+# -- plain mode ----------------------------------------------------------------
+
+def test_noop_job_runs_once(plain_cloud):
+    job = messages.new_job('kvm1', 'noop', {'marker': 'once'})
+    with Client(plain_cloud.config) as client:
+        logged = client.submit(job)
+        assert logged['id'] == job['id'] and logged['state'] in ('queued', 'dispatched')
+        done = client.wait(job['id'], JOB_TIMEOUT)
+        assert done['state'] == 'succeeded' and done['acked'] is not None and done['attempts'] >= 1
+        resent = client.submit(job)
+        assert resent['state'] == 'succeeded', 'a resubmitted id is answered from the log, not queued again'
+    # A later job on the same host finishing shows the worker went past any redelivery of the first.
+    plain_cloud.run_noop('kvm1', 'after')
+    assert plain_cloud.effects('kvm1').count('%s once' % job['id']) == 1
+
+
+def test_topics_do_not_leak_between_prefix_hosts(plain_cloud):
+    for_kvm10 = plain_cloud.run_noop('kvm10', 'ten')
+    for_kvm1 = plain_cloud.run_noop('kvm1', 'one')
+    assert '%s ten' % for_kvm10['id'] in plain_cloud.effects('kvm10')
+    assert not any(line.startswith(for_kvm10['id']) for line in plain_cloud.effects('kvm1')), 'kvm1 never runs kvm10 jobs'
+    assert not any(line.startswith(for_kvm1['id']) for line in plain_cloud.effects('kvm10'))
+
+
+def test_job_for_an_unknown_host_is_refused(plain_cloud):
+    job = messages.new_job('kvm2', 'noop', {})
+    with Client(plain_cloud.config) as client:
+        with pytest.raises(DispatchError, match='refused the submit request: host kvm2 is not in the client worker configuration'):
+            client.submit(job)
+        with pytest.raises(NotFoundError, match='no job with id %s' % job['id']):
+            client.status(job['id'])
+
+
+def test_job_whose_host_has_no_worker_expires(plain_cloud):
+    job = messages.new_job('lonely', 'noop', {'marker': 'never'}, ttl=1)
+    with Client(plain_cloud.config) as client:
+        client.submit(job)
+        with pytest.raises(JobFailed) as caught:
+            client.wait(job['id'], 10)
+    assert caught.value.job['state'] == 'expired'
+    assert 'expired: no host worker for lonely acknowledged the job within its TTL' in str(caught.value)
+    assert caught.value.job['attempts'] >= 1
+    assert plain_cloud.effects('lonely') == []
+
+
+def test_wait_timeout_says_why(plain_cloud):
+    job = messages.new_job('lonely', 'noop', {}, ttl=60)
+    with Client(plain_cloud.config) as client:
+        client.submit(job)
+        with pytest.raises(JobFailed, match=r'did not finish within 0\.3s; it is dispatched: no host worker for lonely has acknowledged'):
+            wait_until(lambda: client.status(job['id'])['state'] == 'dispatched', 5, 'the job to be published')
+            client.wait(job['id'], 0.3)
+
+
+def test_status_list_hosts_and_redaction(plain_cloud):
+    args = {'image': 'debian.original', 'hostname': 'web9', 'clone_mode': 'full', 'start': False, 'root_password_hash': '$6$s$h'}
+    job = messages.new_job('lonely', 'vm.clone', args, ttl=60)
+    with Client(plain_cloud.config) as client:
+        assert client.submit(job)['args']['root_password_hash'] == '(secret)'
+        assert client.status(job['id'])['args']['root_password_hash'] == '(secret)'
+        listed = client.recent(limit=50, host='lonely')
+        assert job['id'] in [j['id'] for j in listed] and all(j['host'] == 'lonely' for j in listed)
+        assert all(j['args'].get('root_password_hash') in (None, '(secret)') for j in listed)
+        hosts = {h['host']: h for h in client.hosts()}
+    assert hosts['kvm1']['alive'] and hosts['kvm1']['pid'] == plain_cloud.host_workers['kvm1'].pid
+    assert not hosts['lonely']['alive'] and hosts['lonely']['last_seen_s'] is None
+
+
+@pytest.mark.parametrize('frames, error', [
+    ([b'not json'], 'frame is not JSON'),
+    ([b'x' * (messages.MAX_FRAME_BYTES + 1)], 'over the limit of 262144'),
+    ([messages.encode({'type': 'reboot'})], "unknown request type 'reboot'"),
+    ([b'[1, 2, 3]'], 'message must be a JSON object'),
+    ([json.dumps({'type': 'hosts', 'version': 99}).encode()], 'message version must be 1'),
+    ([messages.encode({'type': 'status', 'id': '../../etc/passwd'})], 'is not a valid name'),
+    ([messages.encode({'type': 'hosts'}), messages.encode({'type': 'hosts'})], 'a request must be one frame'),
+    ([messages.encode({'type': ['hosts']})], ''),  # see test_messages: answered as an internal error today
+])
+def test_malformed_requests_get_an_error_and_the_worker_stays(plain_cloud, frames, error):
+    pid = plain_cloud.client_worker.pid
+    reply = raw_request(plain_cloud, frames)
+    assert reply['ok'] is False and error in reply['error']
+    assert plain_cloud.client_worker.alive() and plain_cloud.client_worker.pid == pid
+    assert raw_request(plain_cloud, [messages.encode({'type': 'hosts'})])['ok'] is True
+
+
+def test_host_worker_that_starts_late_gets_the_job_once(plain_cloud):
+    assert plain_cloud.host_workers['kvm10'].stop() == 0, 'SIGTERM ends the host worker cleanly'
+    job = messages.new_job('kvm10', 'noop', {'marker': 'late'})
+    with Client(plain_cloud.config) as client:
+        client.submit(job)
+        wait_until(lambda: client.status(job['id'])['attempts'] >= 2, 10, 'the job to be published again')
+        assert client.status(job['id'])['state'] == 'dispatched'
+        plain_cloud.start_host_worker('kvm10')
+        assert client.wait(job['id'], JOB_TIMEOUT)['state'] == 'succeeded'
+    plain_cloud.run_noop('kvm10', 'sync')
+    assert plain_cloud.effects('kvm10').count('%s late' % job['id']) == 1
+
+
+def test_host_worker_with_an_unknown_name_exits(plain_cloud, tmp_path):
+    daemon = Daemon('maglica.host_worker', ['--config', plain_cloud.config_path, '--name', 'kvm2'], tmp_path / 'kvm2.log')
+    wait_until(lambda: not daemon.alive(), 10, 'the host worker to exit')
+    assert daemon.stop() == 2
+    assert "host 'kvm2' is not in the configuration" in daemon.output()
+
+
+# -- CURVE mode ------------------------------------------------------------------
+
+def test_curve_noop_job_runs_once(curve_cloud):
+    done = curve_cloud.run_noop('kvm1', 'curve')
+    assert done['state'] == 'succeeded'
+    assert curve_cloud.effects('kvm1') == ['%s curve' % done['id']]
+
+
+def test_curve_unknown_key_gets_no_answer(curve_cloud):
+    requester = transport.Requester(curve_cloud.config, 'stranger')
+    try:
+        with pytest.raises(DispatchError, match="no answer from the client worker at .* within 1s: check that it is running "
+                                                "and accepts the key 'stranger'"):
+            requester.request({'type': 'hosts'}, 1.0)
+    finally:
+        requester.close()
+    assert 'refused CURVE key' in curve_cloud.client_worker.output()
+
+
+def test_curve_plain_client_gets_no_answer(curve_cloud):
+    with pytest.raises(AssertionError, match='did not answer'):
+        raw_request(curve_cloud, [messages.encode({'type': 'hosts'})], timeout=1.0)
+
+
+def host_request(cloud, host, message):
+    requester = transport.Requester(cloud.config, host)
+    try:
+        return requester.request(message, 5.0)
+    finally:
+        requester.close()
+
+
+def test_curve_host_key_cannot_submit(curve_cloud):
+    job = messages.new_job('kvm1', 'noop', {'marker': 'forged'})
+    reply = host_request(curve_cloud, 'kvm1', {'type': 'submit', 'job': job})
+    assert reply == {'ok': False, 'error': 'kvm1 may not make submit requests'}
+    assert host_request(curve_cloud, 'kvm1', {'type': 'list'})['ok'] is False
+    with Client(curve_cloud.config) as client:
+        with pytest.raises(NotFoundError):
+            client.status(job['id'])
+
+
+def test_curve_host_key_cannot_report_for_another_host(curve_cloud):
+    job = messages.new_job('lonely', 'noop', {}, ttl=60)
+    with Client(curve_cloud.config) as client:
+        client.submit(job)
+        forged = {'id': job['id'], 'status': 'succeeded', 'message': 'forged'}
+        reply = host_request(curve_cloud, 'kvm1', {'type': 'report', 'host': 'lonely', 'results': [forged], 'acks': [job['id']]})
+        assert reply == {'ok': False, 'error': 'the key of kvm1 may not report for lonely'}
+        # Under its own name, kvm1 may report, but a job of another host is refused.
+        reply = host_request(curve_cloud, 'kvm1', {'type': 'report', 'host': 'kvm1', 'results': [forged], 'acks': [job['id']]})
+        assert reply['ok'] is True and reply['refused'] == [job['id']] and reply['taken'] == []
+        state = client.status(job['id'])
+        assert state['state'] in ('queued', 'dispatched') and state['message'] == '' and state['acked'] is None
+        # The real owner's key may report it.
+        reply = host_request(curve_cloud, 'lonely', {'type': 'report', 'host': 'lonely', 'results': [dict(forged, message='real')]})
+        assert reply['taken'] == [job['id']]
+        assert client.status(job['id'])['message'] == 'real'
+
+
+def test_curve_only_host_keys_may_subscribe(curve_cloud):
+    context = zmq.Context.instance()
+    subs = {}
+    try:
+        for name in ('lonely', keys.LIBRARY):
+            sock = context.socket(zmq.SUB)
+            sock.linger = 0
+            transport.secure_client(sock, curve_cloud.config, name)
+            sock.setsockopt(zmq.SUBSCRIBE, messages.topic('lonely'))
+            sock.connect(curve_cloud.config.endpoint('pub'))
+            subs[name] = sock
+        job = messages.new_job('lonely', 'noop', {}, ttl=30)
+        with Client(curve_cloud.config) as client:
+            client.submit(job)
+        received = []
+
+        def got_job_twice():
+            while subs['lonely'].poll(0):
+                topic, frame = subs['lonely'].recv_multipart()
+                if messages.decode(frame)['id'] == job['id']:
+                    received.append(topic)
+            return len(received) >= 2
+        # Two publications reached the host key; the library key was offered the same ones.
+        wait_until(got_job_twice, 10, 'the lonely key to receive the job twice')
+        assert received[0] == messages.topic('lonely')
+        assert not subs[keys.LIBRARY].poll(0), 'the library key must not read jobs on PUB'
+    finally:
+        for sock in subs.values():
+            sock.close()
+
+
+def test_curve_host_key_cannot_read_another_hosts_jobs(curve_cloud):
+    """PUB carries notices only (any key may subscribe to any topic); the job itself is fetched over REP,
+    where a host's key gets only its own host's jobs."""
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.SUB)
+    sock.linger = 0
+    try:
+        transport.secure_client(sock, curve_cloud.config, 'kvm1')
+        sock.setsockopt(zmq.SUBSCRIBE, messages.topic('lonely'))
+        sock.connect(curve_cloud.config.endpoint('pub'))
+        args = {'image': 'debian.original', 'hostname': 'web7', 'clone_mode': 'full', 'start': False, 'root_password_hash': '$6$s$h'}
+        job = messages.new_job('lonely', 'vm.clone', args, ttl=30)
+        with Client(curve_cloud.config) as client:
+            client.submit(job)
+            wait_until(lambda: client.status(job['id'])['attempts'] >= 3, 10, 'three publications of the job')
+        seen = []
+        while sock.poll(0):
+            seen.append(messages.decode(sock.recv_multipart()[1]))
+        assert seen and all(set(notice) == {'id', 'host', 'action'} for notice in seen), seen
+        stealer = transport.Requester(curve_cloud.config, 'kvm1')
+        for host in ('lonely', 'kvm1'):
+            reply = stealer.request({'type': 'fetch', 'host': host, 'ids': [job['id']]}, 5)
+            assert not reply.get('jobs'), 'kvm1 fetched the job of lonely: %r' % reply
+        stealer.close()
+    finally:
+        sock.close()
+
+
+def test_client_worker_refuses_an_empty_allow_list(tmp_path):
+    key_dir = str(tmp_path / 'keys')
+    keys.create(key_dir, keys.SERVER)
+    pub, rep = free_ports(2)
+    path = write_yaml(tmp_path / 'maglica.conf', {
+        'hosts': ['kvm1'], 'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub, 'rep_port': rep},
+        'security': {'curve': True, 'key_dir': key_dir}, 'jobs': {'database': str(tmp_path / 'jobs.sqlite')}})
+    daemon = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw.log')
+    wait_until(lambda: not daemon.alive(), 10, 'the client worker to exit')
+    assert daemon.stop() == 2
+    assert 'the CURVE allow-list %s/allowed is empty or missing' % key_dir in daemon.output()
+    os.makedirs(os.path.join(key_dir, 'allowed'))
+    daemon = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw2.log')
+    wait_until(lambda: not daemon.alive(), 10, 'the client worker to exit')
+    assert daemon.stop() == 2 and 'is empty or missing' in daemon.output(), 'an allowed/ directory without keys is empty too'
+
+
+def test_client_worker_without_its_server_key(tmp_path):
+    key_dir = str(tmp_path / 'keys')
+    keys.create(key_dir, keys.LIBRARY)
+    keys.allow(key_dir, keys.LIBRARY, keys.public_path(key_dir, keys.LIBRARY))
+    pub, rep = free_ports(2)
+    path = write_yaml(tmp_path / 'maglica.conf', {
+        'hosts': ['kvm1'], 'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub, 'rep_port': rep},
+        'security': {'curve': True, 'key_dir': key_dir}, 'jobs': {'database': str(tmp_path / 'jobs.sqlite')}})
+    daemon = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw.log')
+    wait_until(lambda: not daemon.alive(), 10, 'the client worker to exit')
+    assert daemon.stop() == 2
+    assert 'CURVE key %s is missing' % keys.secret_path(key_dir, keys.SERVER) in daemon.output()

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""common.py: the shared connection options match the doc fragment; configuration and errors reach the module."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+import yaml
+
+basic = pytest.importorskip('ansible.module_utils.basic')
+testing = pytest.importorskip('ansible.module_utils.testing')
+common = pytest.importorskip('ansible_collections.maglica.cloud.plugins.module_utils.common',
+                             reason='needs build/collections on PYTHONPATH (make collection-link)')
+fragment = pytest.importorskip('ansible_collections.maglica.cloud.plugins.doc_fragments.maglica')
+collection_errors = pytest.importorskip('ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors')
+
+
+def spec_shape(spec):
+    """{option: (type, required, default, elements, suboptions)} of an argument spec or a documented options block."""
+    shape = {}
+    for name, option in spec.items():
+        shape[name] = (option.get('type', 'str'), bool(option.get('required', False)), option.get('default'), option.get('elements'),
+                       spec_shape(option.get('options') or option.get('suboptions') or {}))
+    return shape
+
+
+def test_argument_spec_matches_the_doc_fragment():
+    documented = yaml.safe_load(fragment.ModuleDocFragment.DOCUMENTATION)['options']
+    assert spec_shape(common.CONNECTION_ARGUMENT_SPEC) == spec_shape(documented)
+
+
+def test_argument_spec_adds_module_options_without_changing_the_shared_one():
+    spec = common.argument_spec(image=dict(type='str', required=True))
+    assert spec['image'] == dict(type='str', required=True) and 'hosts' in spec
+    assert 'image' not in common.CONNECTION_ARGUMENT_SPEC
+
+
+@contextlib.contextmanager
+def module_with(args):
+    """A real AnsibleModule given `args`; it exits (fail_json) inside the context, where its output profile is set."""
+    with testing.patch_module_args(args):
+        yield basic.AnsibleModule(argument_spec=common.argument_spec(), supports_check_mode=True)
+
+
+def test_load_config_from_file_and_inline_options(tmp_path):
+    path = tmp_path / 'maglica.conf'
+    path.write_text(yaml.safe_dump({'hosts': ['from-file'], 'client': {'host': 'file-client', 'pub_port': 6000}}))
+    with module_with({'config': str(path), 'client': {'host': 'inline-client'}, 'libvirt': {'transport': 'ssh'}}) as module:
+        cfg = common.load_config(module)
+    assert [h.name for h in cfg.hosts] == ['from-file']
+    assert cfg.client['host'] == 'inline-client' and cfg.client['pub_port'] == 6000
+    assert cfg.libvirt['transport'] == 'ssh' and cfg.libvirt['driver'] == 'qemu'
+    with module_with({'config': str(path), 'hosts': [{'name': 'inline', 'weight': 3}]}) as module:
+        assert [(h.name, h.weight, h.uri) for h in common.load_config(module).hosts] == [('inline', 3, None)]
+
+
+def test_run_turns_library_errors_into_fail_json(capsys):
+    def operation(config):
+        raise collection_errors.NotFoundError('image x is not on any host (asked: %s)' % config.hosts[0].name)
+    with module_with({'hosts': [{'name': 'kvm1'}]}) as module, pytest.raises(SystemExit) as caught:
+        common.run(module, operation)
+    assert caught.value.code == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result['failed'] and result['msg'] == 'image x is not on any host (asked: kvm1)'
+
+
+def test_run_reports_the_job_of_a_failed_job(capsys):
+    def operation(config):
+        raise collection_errors.JobFailed('job 1 failed: boom', {'id': '1', 'state': 'failed'})
+    with module_with({'hosts': [{'name': 'kvm1'}]}) as module, pytest.raises(SystemExit):
+        common.run(module, operation)
+    result = json.loads(capsys.readouterr().out)
+    assert result['msg'] == 'job 1 failed: boom' and result['job'] == {'id': '1', 'state': 'failed'}
+
+
+def test_run_returns_the_operations_result():
+    with module_with({'hosts': [{'name': 'kvm1', 'uri': 'test:///default'}]}) as module:
+        assert common.run(module, lambda config: config.uri(config.hosts[0])) == 'test:///default'
+
+
+def test_invalid_configuration_fails_with_the_message(capsys):
+    with module_with({'hosts': [{'name': 'kvm1', 'weight': 0}]}) as module, pytest.raises(SystemExit):
+        common.run(module, lambda config: None)
+    assert json.loads(capsys.readouterr().out)['msg'] == 'inline configuration: host kvm1: weight must be a positive integer'

@@ -1,0 +1,88 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Helpers of the unit tests: polling with a deadline, free ports, worker daemons as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+MODULE_UTILS = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'plugins', 'module_utils'))
+
+
+def wait_until(condition, timeout, what, interval=0.02):
+    """Poll condition() until it returns something true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %gs waiting for %s' % (timeout, what))
+        time.sleep(interval)
+
+
+def free_ports(count):
+    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    socks, ports = [], []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(('127.0.0.1', 0))
+            socks.append(sock)
+            ports.append(sock.getsockname()[1])
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
+
+
+def write_yaml(path, data):
+    with open(str(path), 'w') as handle:
+        yaml.safe_dump(data, handle)
+    return str(path)
+
+
+def worker_env():
+    env = dict(os.environ)
+    env['PYTHONPATH'] = MODULE_UTILS
+    return env
+
+
+class Daemon(object):
+    """A worker daemon (`python -m maglica.X`) run as a subprocess, its stderr kept in a file."""
+
+    def __init__(self, module, args, log_path):
+        self.log_path = str(log_path)
+        self.log = open(self.log_path, 'wb')
+        self.proc = subprocess.Popen([sys.executable, '-m', module] + list(args), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=worker_env())
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def output(self):
+        with open(self.log_path, 'rb') as handle:
+            return handle.read().decode('utf-8', 'replace')
+
+    def stop(self, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
