@@ -4,16 +4,19 @@
 """Customisations of clones that a host worker makes at the same time share one libguestfs launch.
 
 A launch (and inspection) costs tens of seconds under software emulation; editing a
-few files costs well under one. So: the first clone of an image is customised alone
-and its layout is remembered; later clones skip inspection, and those that reach
-customisation within `window` seconds of each other go through one appliance.
+few files costs well under one. So the layout of each image (distribution, mounts)
+is learnt once, by customising its first clone alone, and kept in the host worker's
+state directory; later clones skip inspection, and every clone job running at the
+same time joins one appliance: the batch closes when each running clone job has
+reached customisation (or `max_wait` passes), plus `window` seconds for stragglers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
-import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -24,84 +27,126 @@ LOG = logging.getLogger('maglica.batching')
 
 
 def image_key(image_name, disk_paths):
-    """Identifies an image's content well enough to reuse its layout: name, and each disk's size and mtime."""
+    """Identifies an image's content well enough to reuse its layout: name, and each disk's path, size and mtime."""
     stats = []
     for path in disk_paths:
         try:
             info = os.stat(path)
         except OSError:
             return None
-        stats.append((path, info.st_size, int(info.st_mtime)))
-    return (image_name, tuple(stats))
+        stats.append([path, info.st_size, int(info.st_mtime)])
+    return json.dumps([image_name, stats])
 
 
 def customize_alone(key, disks, settings):
-    """The customizer without batching: one launch per clone, always inspecting."""
+    """The customizer without batching or layout cache: one launch and one inspection per clone (the seed's way)."""
     result = customize.customize(disks, settings)
     result.pop('layout', None)
     return result
 
 
+class LayoutCache(object):
+    """Image layouts by image key, in memory and in a JSON file that outlives the worker."""
+
+    def __init__(self, path=None):
+        self.path = path
+        self.layouts = {}
+        if path and os.path.exists(path):
+            try:
+                with open(path) as handle:
+                    self.layouts = json.load(handle)
+            except (OSError, ValueError) as e:
+                LOG.warning('ignoring the layout cache %s: %s', path, e)
+
+    def get(self, key):
+        return self.layouts.get(key) if key else None
+
+    def put(self, key, layout):
+        if not key:
+            return
+        self.layouts[key] = layout
+        if self.path:
+            temporary = self.path + '.tmp'
+            with open(temporary, 'w') as handle:
+                json.dump(self.layouts, handle)
+            os.rename(temporary, self.path)
+
+
 class CustomizeBatcher(object):
-    def __init__(self, window=1.0, max_batch=16, max_wait=5.0):
+    def __init__(self, window=1.0, max_batch=32, max_wait=60.0, cache_path=None):
         self.window = window
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.layouts = {}
+        self.layouts = LayoutCache(cache_path)
         self.first_locks = {}
-        self.lock = threading.Lock()
-        self.pending = queue.Queue()
+        self.cond = threading.Condition()
+        self.waiting = []
+        self.expected = 0
         self.thread = None
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Around a clone job: the batch waits for it to reach customisation (or to end without)."""
+        with self.cond:
+            self.expected += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.expected -= 1
+                self.cond.notify_all()
 
     def __call__(self, key, disks, settings):
         """Customise one clone; returns its result or raises its MaglicaError."""
-        layout = self.layouts.get(key) if key else None
+        layout = self.layouts.get(key)
         if layout is None:
             with self._first_lock(key):
-                layout = self.layouts.get(key) if key else None
+                layout = self.layouts.get(key)
                 if layout is None:
                     result = customize.customize(disks, settings)
-                    if key:
-                        self.layouts[key] = result['layout']
-                    result.pop('layout')
+                    self.layouts.put(key, result.pop('layout'))
                     return result
         if not layout['batchable']:
             result = customize.customize(disks, settings, layout)
             result.pop('layout')
             return result
         done = Future()
-        self.pending.put((disks, settings, layout, done))
-        self._start()
+        with self.cond:
+            self.waiting.append((disks, settings, layout, done))
+            self.cond.notify_all()
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name='customize-batcher', daemon=True)
+                self.thread.start()
         result = done.result()
         if isinstance(result, Exception):
             raise result
         return result
 
     def _first_lock(self, key):
-        with self.lock:
+        with self.cond:
             return self.first_locks.setdefault(key, threading.Lock())
 
-    def _start(self):
-        with self.lock:
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name='customize-batcher', daemon=True)
-                self.thread.start()
-
     def _gather(self):
-        """The next batch: the first waiting clone, and those that arrive within `window` of the last one."""
-        batch = [self.pending.get()]
-        started = time.monotonic()
-        deadline = started + self.window
-        while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self.pending.get(timeout=remaining))
-            except queue.Empty:
-                break
-            deadline = min(time.monotonic() + self.window, started + self.max_wait)
-        return batch
+        """Wait for the next batch: every running clone job arrived (then `window` more), or max_wait."""
+        with self.cond:
+            while not self.waiting:
+                self.cond.wait()
+            deadline = time.monotonic() + self.max_wait
+            quiet_since = None
+            while len(self.waiting) < self.max_batch:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if len(self.waiting) >= self.expected:
+                    quiet_since = quiet_since or now
+                    if now - quiet_since >= self.window:
+                        break
+                    self.cond.wait(min(deadline, quiet_since + self.window) - now)
+                else:
+                    quiet_since = None
+                    self.cond.wait(deadline - now)
+            batch, self.waiting = self.waiting[:self.max_batch], self.waiting[self.max_batch:]
+            return batch
 
     def _run(self):
         while True:

@@ -14,23 +14,21 @@ itself over REP, where its key is checked against the job's host.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import os
-import signal
-import sys
 import time
 
-from . import config as config_mod
-from . import keys, messages, transport
-from .errors import MaglicaError, MessageError
+from . import keys, messages, service, transport
+from .errors import MessageError
 from .joblog import JobLog
 
 LOG = logging.getLogger('maglica.client_worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts')
 SWEEP_INTERVAL = 0.25
+# Requests answered after one commit of the job log, at most.
+MAX_BATCH = 256
 
 
 class ClientWorker(object):
@@ -41,7 +39,9 @@ class ClientWorker(object):
         zmq = transport.zmq()
         self.context = zmq.Context()
         self.pub = self.context.socket(zmq.PUB)
-        self.rep = self.context.socket(zmq.REP)
+        # ROUTER, not REP: it can take every waiting request, commit them to the log at once, then answer
+        # each. Peers still use REQ; to them it is the REP socket of the seed.
+        self.rep = self.context.socket(zmq.ROUTER)
         for sock in (self.pub, self.rep):
             sock.linger = 0
         # A host worker that is down must not make the PUB socket block or grow without bound.
@@ -58,6 +58,7 @@ class ClientWorker(object):
         self.seen = {}
         self.stopping = False
         self.last_sweep = 0.0
+        self.notices = []
 
     def _secure(self, zmq):
         key_dir = self.config.security['key_dir']
@@ -172,73 +173,89 @@ class ClientWorker(object):
     # -- publishing -------------------------------------------------------
 
     def publish(self, rows):
-        for row in rows:
+        """Mark jobs published in the current transaction; their notices go out once it is committed."""
+        self.log.mark_published([row['id'] for row in rows])
+        self.notices.extend(rows)
+
+    def send_notices(self):
+        for row in self.notices:
             notice = {'id': row['id'], 'host': row['host'], 'action': row['action']}
             self.pub.send_multipart([messages.topic(row['host']), messages.encode(notice)])
-        self.log.mark_published([row['id'] for row in rows])
+        self.notices = []
 
     def sweep(self):
         """Expire jobs past their TTL and publish again those no host worker has acknowledged."""
-        expired = self.log.expire()
+        with self.log.transaction():
+            expired = self.log.expire()
+            due = self.log.due_for_publish(self.config.jobs['republish_interval'])
+            if due:
+                self.publish(due)
         if expired:
             LOG.warning('%d job(s) expired: no host worker acknowledged them', expired)
-        due = self.log.due_for_publish(self.config.jobs['republish_interval'])
-        if due:
-            self.publish(due)
+        self.send_notices()
+
+    # -- the loop ---------------------------------------------------------
+
+    def receive(self, zmq):
+        """Every request waiting on the socket (at most MAX_BATCH): [(envelope, frame or None when malformed)]."""
+        requests = []
+        while len(requests) < MAX_BATCH:
+            try:
+                frames = self.rep.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            # [peer identity, empty delimiter, request]: what a REQ socket sends through ROUTER.
+            delimiter = next((n for n, f in enumerate(frames) if not f.bytes), None)
+            if delimiter is None:
+                continue  # not from a REQ socket: REP would have dropped it too
+            envelope, body = [f.bytes for f in frames[:delimiter + 1]], frames[delimiter + 1:]
+            requests.append((envelope, body[0] if len(body) == 1 else None))
+        return requests
+
+    def answer(self, frame):
+        """The reply to one request. Its writes are undone when it fails; never raises."""
+        if frame is None:
+            return {'ok': False, 'error': 'a request must be one frame'}
+        try:
+            with self.log.transaction():
+                return self.handle(frame)
+        except Exception as e:  # a bug must not take the worker down
+            LOG.exception('request failed')
+            return {'ok': False, 'error': 'internal error: %s' % e}
+
+    def serve_waiting(self, zmq):
+        """Answer every waiting request after one commit of the job log: one fsync for all of them."""
+        requests = self.receive(zmq)
+        try:
+            with self.log.transaction():
+                replies = [self.answer(frame) for _envelope, frame in requests]
+        except Exception as e:  # the commit failed (a full disk): nothing of this batch is logged
+            LOG.exception('cannot commit the job log')
+            replies = [{'ok': False, 'error': 'internal error: the job log cannot be written: %s' % e}] * len(requests)
+            self.notices = []
+        for (envelope, _frame), reply in zip(requests, replies):
+            try:
+                data = messages.encode(reply)
+            except MessageError as e:  # e.g. a listing too long for one frame
+                data = messages.encode({'ok': False, 'error': 'the reply cannot be sent: %s' % e})
+            self.rep.send_multipart(envelope + [data])
+        self.send_notices()
 
     def run(self):
         zmq = transport.zmq()
         LOG.info('client worker pid %d: PUB %s, REP %s', os.getpid(), self.config.bind_endpoint('pub'), self.config.bind_endpoint('rep'))
         while not self.stopping:
             if self.rep.poll(int(SWEEP_INTERVAL * 1000)):
-                frame = self.rep.recv(copy=False)
-                if self.rep.getsockopt(zmq.RCVMORE):
-                    # A multi-frame request is malformed: drain it, answer once.
-                    while self.rep.getsockopt(zmq.RCVMORE):
-                        self.rep.recv()
-                    reply = {'ok': False, 'error': 'a request must be one frame'}
-                else:
-                    try:
-                        reply = self.handle(frame)
-                    except Exception as e:  # a bug or a full disk must not take the worker down
-                        LOG.exception('request failed')
-                        reply = {'ok': False, 'error': 'internal error: %s' % e}
-                self.rep.send(messages.encode(reply))
+                self.serve_waiting(zmq)
             now = time.monotonic()
             if now - self.last_sweep >= SWEEP_INTERVAL:
                 self.last_sweep = now
                 self.sweep()
 
 
-def setup_logging(verbose=False):
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format='%(asctime)s %(name)s %(levelname)s %(message)s')
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python3 -m maglica.client_worker', description='Maglica client worker.')
-    parser.add_argument('--config', default=None, help='configuration file (default /etc/maglica.conf)')
-    parser.add_argument('--verbose', action='store_true')
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        worker = ClientWorker(config_mod.load(args.config))
-    except MaglicaError as e:
-        LOG.error('%s', e)
-        return 2
-    except transport.zmq().ZMQError as e:
-        LOG.error('cannot open the client worker sockets: %s', e)
-        return 2
-
-    def stop(signum, frame):
-        worker.stopping = True
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        worker.run()
-    finally:
-        worker.close()
-    return 0
+    return service.serve('python3 -m maglica.client_worker', 'Maglica client worker.',
+                         lambda config, args: ClientWorker(config), argv)
 
 
 if __name__ == '__main__':

@@ -13,19 +13,16 @@ running after a restart is reconciled against libvirt before anything runs.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import logging
 import os
 import queue
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import actions, batching, messages, transport
-from . import config as config_mod
-from .client_worker import setup_logging
-from .errors import DispatchError, MaglicaError, MessageError
+from . import actions, batching, messages, service, transport
+from .errors import DispatchError, MessageError
 from .joblog import open_database
 
 LOG = logging.getLogger('maglica.host_worker')
@@ -102,7 +99,9 @@ class HostWorker(object):
         self.pool = ThreadPoolExecutor(max_workers=max(1, config.host_worker['concurrency']))
         window = config.host_worker['batch_window']
         # batch_window 0: one launch and one inspection per clone, as the seed did.
-        self.customizer = batching.CustomizeBatcher(window=window) if window > 0 else batching.customize_alone
+        self.batcher = None
+        if window > 0:
+            self.batcher = batching.CustomizeBatcher(window=window, cache_path=os.path.join(state_dir, '%s.layouts.json' % self.name))
         self.finished = queue.Queue()
         self.acks = set()
         self.to_fetch = set()
@@ -174,9 +173,11 @@ class HostWorker(object):
         self.pool.submit(self.execute, job, reconcile)
 
     def execute(self, job, reconcile):
-        context = actions.Context(self.config, self.host, job, self.customizer)
+        context = actions.Context(self.config, self.host, job, self.batcher or batching.customize_alone)
+        expecting = self.batcher.expecting() if self.batcher and job['action'] == 'vm.clone' else contextlib.nullcontext()
         try:
-            result = actions.run(context, reconcile)
+            with expecting:
+                result = actions.run(context, reconcile)
         except Exception as e:  # an action's bug must end the job failed, not kill the worker
             LOG.exception('job %s raised', job['id'])
             result = {'status': 'failed', 'message': 'internal error: %s' % e}
@@ -246,27 +247,9 @@ class HostWorker(object):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python3 -m maglica.host_worker', description='Maglica host worker.')
-    parser.add_argument('--config', default=None, help='configuration file (default /etc/maglica.conf)')
-    parser.add_argument('--name', required=True, help='this host name, as in the configuration')
-    parser.add_argument('--verbose', action='store_true')
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        worker = HostWorker(config_mod.load(args.config), args.name)
-    except MaglicaError as e:
-        LOG.error('%s', e)
-        return 2
-
-    def stop(signum, frame):
-        worker.stopping = True
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        worker.run()
-    finally:
-        worker.close()
-    return 0
+    return service.serve('python3 -m maglica.host_worker', 'Maglica host worker.',
+                         lambda config, args: HostWorker(config, args.name), argv,
+                         [(('--name',), {'required': True, 'help': 'this host name, as in the configuration'})])
 
 
 if __name__ == '__main__':
