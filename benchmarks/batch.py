@@ -28,7 +28,7 @@ os.environ.setdefault('MAGLICA_TESTBED_DIR', '/var/tmp/maglica-bench-batch')
 os.environ.setdefault('MAGLICA_TEST_ADDRESS_BASE', '81')
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
-from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-import-position
+from maglica_testbed import Cloud, Testbed, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 
 HOST = 'host0'
 
@@ -44,6 +44,7 @@ def main():
     parser.add_argument('--mode', choices=('full', 'linked'), default='full')
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 40)
     args = parser.parse_args()
+    exit_on_sigterm()
     testbed = Testbed(1)
     testbed.start()
     cloud = Cloud(testbed, tempfile.mkdtemp(prefix='maglica-batch-'), port=args.port)

@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
-from maglica_testbed import Cloud  # noqa: E402  pylint: disable=wrong-import-position
+from maglica_testbed import Cloud, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import client, messages  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -61,6 +61,7 @@ def main():
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 20)
     parser.add_argument('--seed', type=int, default=7)
     args = parser.parse_args()
+    exit_on_sigterm()
     rng = random.Random(args.seed)
     workdir = tempfile.mkdtemp(prefix='maglica-faults-')
     cloud = Cloud(None, workdir, hosts=HOSTS, port=args.port)

@@ -23,7 +23,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
-from maglica_testbed import Cloud  # noqa: E402  pylint: disable=wrong-import-position
+from maglica_testbed import Cloud, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import keys, messages, transport  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -106,6 +106,7 @@ def main():
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 30)
     parser.add_argument('--seed', type=int, default=3)
     args = parser.parse_args()
+    exit_on_sigterm()
     rng = random.Random(args.seed)
     cloud = Cloud(None, tempfile.mkdtemp(prefix='maglica-fuzz-'), hosts=HOSTS, port=args.port)
     cloud.start()

@@ -2,7 +2,7 @@
 # `make demo`: a one-host Maglica cloud on this machine, then playbooks/demo.yml.
 #   - a libvirtd on loopback TCP (a testbed host in its own namespace) unless ours already answers
 #   - a small Debian-like image built here (no download), defined as demo.original
-#   - CURVE keys, a client worker and a host worker
+#   - a client worker and a host worker with CURVE keys, deployed by playbooks/site.yml (the roles)
 # A second run reuses everything and the clone reports changed=0.
 #   scripts/demo.sh clean   stops it all and removes the demo's state
 set -euo pipefail
@@ -14,18 +14,16 @@ PY=$VENV/bin/python
 ADDRESS=${MAGLICA_DEMO_ADDRESS:-127.0.0.1}
 HOST=demo
 STATE=$MAGLICA_TESTBED_DIR/maglica
-CONF=$STATE/maglica.conf
+CONF=$STATE/client/etc/maglica.conf
 testbed=(bash "$here/tests/testbed/testbed.sh")
 export PYTHONPATH=$here/plugins/module_utils
 
 say() { printf 'demo: %s\n' "$*"; }
 
 stop_workers() {
-  local f
-  for f in "$STATE"/*.pid; do
-    [[ -e $f ]] || continue
-    kill "$(cat "$f")" 2>/dev/null || true
-    rm -f "$f"
+  local conf
+  for conf in "$STATE"/{client,host}/supervisor/supervisord.conf; do
+    [[ -e $conf ]] && supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || true
   done
 }
 
@@ -55,47 +53,58 @@ if ! virsh -q -c "qemu+tcp://$ADDRESS/system" dominfo demo.original >/dev/null 2
   rm -f "$STATE/demo.qcow2"
 fi
 
-# 3. Configuration and CURVE keys (made once, kept).
+# 3. The workers, deployed and supervised by the roles (playbooks/site.yml) on a local inventory:
+#    the host worker runs inside its host's namespace, where the disks are.
 mkdir -p "$STATE"
-cat >"$CONF" <<CONF
-hosts:
-  - name: $HOST
-    address: $ADDRESS
-    weight: 10
-client:
-  host: 127.0.0.1
-  bind: 127.0.0.1
-  pub_port: 5555
-  rep_port: 5556
-security:
-  curve: true
-  key_dir: $STATE/keys
-jobs:
-  database: $STATE/jobs.sqlite
-host_worker:
-  state_dir: $STATE/host
-CONF
-for name in server library "$HOST"; do "$PY" -m maglica.keys --key-dir "$STATE/keys" create "$name" >/dev/null; done
-for name in library "$HOST"; do "$PY" -m maglica.keys --key-dir "$STATE/keys" allow "$name" "$STATE/keys/$name.key" >/dev/null; done
-
-# 4. The workers: the host worker inside its host's namespace, where the disks are.
-running() { [[ -e $STATE/$1.pid ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
-if ! running client_worker; then
-  say "starting the client worker (PUB 5555, REP 5556; log $STATE/client_worker.log)"
-  setsid "$PY" -m maglica.client_worker --config "$CONF" >>"$STATE/client_worker.log" 2>&1 </dev/null &
-  echo $! >"$STATE/client_worker.pid"
+cat >"$STATE/inventory.yml" <<INVENTORY
+all:
+  vars:
+    ansible_connection: local
+    ansible_python_interpreter: $PY
+  children:
+    host_workers:
+      hosts:
+        $HOST:
+          maglica_libvirt_address: $ADDRESS
+          host_worker_install_packages: false
+          host_worker_python: $PY
+          host_worker_prefix: $STATE/host
+          host_worker_config_path: $STATE/host/etc/host_worker.conf
+          host_worker_key_dir: $STATE/host/keys
+          host_worker_state_dir: $STATE/host/state
+          host_worker_log_dir: $STATE/host/log
+          host_worker_command_prefix: [bash, $here/tests/testbed/testbed.sh, exec, $HOST]
+          host_worker_environment:
+            MAGLICA_TESTBED_DIR: $MAGLICA_TESTBED_DIR
+            LIBGUESTFS_BACKEND: $LIBGUESTFS_BACKEND
+            LIBGUESTFS_BACKEND_SETTINGS: $LIBGUESTFS_BACKEND_SETTINGS
+            LIBGUESTFS_CACHEDIR: $LIBGUESTFS_CACHEDIR
+    client_workers:
+      hosts:
+        client:
+          client_worker_install_packages: false
+          client_worker_python: $PY
+          client_worker_prefix: $STATE/client
+          client_worker_config_path: $CONF
+          client_worker_key_dir: $STATE/client/keys
+          client_worker_jobs_database: $STATE/client/state/jobs.sqlite
+          client_worker_log_dir: $STATE/client/log
+          client_worker_host: 127.0.0.1
+          client_worker_bind: 127.0.0.1
+INVENTORY
+cd "$here"
+export ANSIBLE_COLLECTIONS_PATH=$here/build/collections ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
+say "deploying the client worker (PUB 5555, REP 5556) and the host worker with playbooks/site.yml (logs in $STATE/*/log)"
+# Only what changes is shown: a second run shows just the recap, changed=0.
+if ! PYTHONPATH= ANSIBLE_DISPLAY_OK_HOSTS=false ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
+  "$VENV/bin/ansible-playbook" -i "$STATE/inventory.yml" playbooks/site.yml >"$STATE/site.log" 2>&1; then
+  cat "$STATE/site.log" >&2
+  say "deploying the workers failed (output above, also in $STATE/site.log)" >&2
+  exit 1
 fi
-if ! running host_worker; then
-  say "starting the host worker for '$HOST' (log $STATE/host_worker.log)"
-  setsid "${testbed[@]}" exec "$HOST" env PYTHONPATH="$PYTHONPATH" "$PY" -m maglica.host_worker --config "$CONF" --name "$HOST" \
-    >>"$STATE/host_worker.log" 2>&1 </dev/null &
-  echo $! >"$STATE/host_worker.pid"
-fi
+grep -v -e '^$' -e '^PLAY \[' -e '^TASK \[' "$STATE/site.log" || true
 
 # 5. The main job.
 say "running playbooks/demo.yml"
-cd "$here"
-ANSIBLE_COLLECTIONS_PATH=$here/build/collections ANSIBLE_PYTHON_INTERPRETER=$PY ANSIBLE_LOCALHOST_WARNING=false \
-  ANSIBLE_INVENTORY_UNPARSED_WARNING=false PYTHONPATH= \
-  "$VENV/bin/ansible-playbook" -i localhost, -c local playbooks/demo.yml -e "maglica_config=$CONF"
+ANSIBLE_PYTHON_INTERPRETER=$PY PYTHONPATH= "$VENV/bin/ansible-playbook" -i localhost, -c local playbooks/demo.yml -e "maglica_config=$CONF"
 say "done. Again: make demo (changes nothing). Stop and remove: make demo-clean"

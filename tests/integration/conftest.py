@@ -16,7 +16,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-import-position
+from maglica_testbed import Cloud, Testbed, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
+
+exit_on_sigterm()
 
 
 @pytest.fixture(scope='session')

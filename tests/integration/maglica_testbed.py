@@ -30,6 +30,11 @@ sys.path.insert(0, MODULE_UTILS)
 from maglica import client, config as maglica_config, keys, messages, virt  # noqa: E402  pylint: disable=wrong-import-position
 
 
+def exit_on_sigterm():
+    """A SIGTERM (timeout, CI cancel) becomes SystemExit, so that teardown stops every worker and libvirtd it started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def wait_until(condition, timeout, what, interval=0.05):
     """Poll condition() until it returns something true; fail naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
