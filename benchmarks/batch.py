@@ -38,7 +38,7 @@ def clone_args(name, mode):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--clones', type=int, default=10)
     parser.add_argument('--serial', type=int, default=3, help='serial clones to average')
     parser.add_argument('--mode', choices=('full', 'linked'), default='full')

@@ -54,7 +54,7 @@ def states(cloud, ids):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--jobs', type=int, default=300)
     parser.add_argument('--kills', type=int, default=20)
     parser.add_argument('--deadline', type=float, default=110.0, help='seconds until unfinished jobs are counted')

@@ -101,7 +101,7 @@ def rss_mb(pid):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--messages', type=int, default=20000)
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 30)
     parser.add_argument('--seed', type=int, default=3)

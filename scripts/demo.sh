@@ -23,7 +23,7 @@ say() { printf 'demo: %s\n' "$*"; }
 stop_workers() {
   local conf
   for conf in "$STATE"/{client,host}/supervisor/supervisord.conf; do
-    [[ -e $conf ]] && supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || true
+    if [[ -e $conf ]]; then supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || true; fi
   done
 }
 
@@ -96,7 +96,7 @@ cd "$here"
 export ANSIBLE_COLLECTIONS_PATH=$here/build/collections ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
 say "deploying the client worker (PUB 5555, REP 5556) and the host worker with playbooks/site.yml (logs in $STATE/*/log)"
 # Only what changes is shown: a second run shows just the recap, changed=0.
-if ! PYTHONPATH= ANSIBLE_DISPLAY_OK_HOSTS=false ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
+if ! PYTHONPATH='' ANSIBLE_DISPLAY_OK_HOSTS=false ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
   "$VENV/bin/ansible-playbook" -i "$STATE/inventory.yml" playbooks/site.yml >"$STATE/site.log" 2>&1; then
   cat "$STATE/site.log" >&2
   say "deploying the workers failed (output above, also in $STATE/site.log)" >&2
@@ -106,5 +106,5 @@ grep -v -e '^$' -e '^PLAY \[' -e '^TASK \[' "$STATE/site.log" || true
 
 # 5. The main job.
 say "running playbooks/demo.yml"
-ANSIBLE_PYTHON_INTERPRETER=$PY PYTHONPATH= "$VENV/bin/ansible-playbook" -i localhost, -c local playbooks/demo.yml -e "maglica_config=$CONF"
+ANSIBLE_PYTHON_INTERPRETER=$PY PYTHONPATH='' "$VENV/bin/ansible-playbook" -i localhost, -c local playbooks/demo.yml -e "maglica_config=$CONF"
 say "done. Again: make demo (changes nothing). Stop and remove: make demo-clean"
