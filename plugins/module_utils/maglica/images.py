@@ -198,4 +198,3 @@ def copy_image(config, host, args, reconcile=False):
                 raise HostError('copying %s from %s failed: %s' % (name, source, virt.error_text(failure)))
             raise
     return {'image': name, 'source': source, 'disks': copied}
-

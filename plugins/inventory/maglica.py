@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+name: maglica
+short_description: Every VM of a Maglica cloud as an inventory host
+version_added: 1.0.0
+description:
+  - Asks every host of a Maglica cloud's libvirtd at once for its domains and makes each VM an inventory host,
+    named after its domain.
+  - Groups each VM by hypervisor (C(maglica_host_<host>)) and by state (C(maglica_state_running),
+    C(maglica_state_stopped)...), and sets C(ansible_host) to the guest's address where libvirt knows it,
+    from the DHCP leases of its libvirt network or from the QEMU guest agent.
+  - Sets C(maglica_host), C(maglica_state), C(maglica_vcpus), C(maglica_memory_mb), C(maglica_disks),
+    C(maglica_vnc_port), C(maglica_clone_of), C(maglica_uuid) and C(maglica_addresses) on each VM.
+  - The inventory file's name must end in C(maglica.yml) or C(maglica.yaml).
+  - A host whose libvirtd cannot be reached is skipped with a warning.
+author: Maglica contributors (@maglica)
+extends_documentation_fragment:
+  - maglica.cloud.maglica
+  - constructed
+  - inventory_cache
+options:
+  plugin:
+    description: The name of this plugin; it marks a file as this plugin's.
+    required: true
+    type: str
+    choices: [maglica.cloud.maglica]
+  include_images:
+    description: Also list the original images (inactive domains that are not Maglica clones).
+    type: bool
+    default: false
+'''
+
+EXAMPLES = r'''
+# cloud.maglica.yml
+plugin: maglica.cloud.maglica
+config: /etc/maglica.conf
+keyed_groups:
+  - key: maglica_clone_of
+    prefix: image
+compose:
+  ansible_user: "'root'"
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: /var/cache/ansible/maglica
+'''
+
+import re
+
+from ansible.errors import AnsibleError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica import config as maglica_config
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica import vm
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
+
+CONNECTION_OPTIONS = ('client', 'libvirt', 'security')
+
+
+def group_name(prefix, value):
+    return '%s_%s' % (prefix, re.sub(r'[^A-Za-z0-9_]', '_', str(value)))
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+
+    NAME = 'maglica.cloud.maglica'
+
+    def verify_file(self, path):
+        return super(InventoryModule, self).verify_file(path) and path.endswith(('maglica.yml', 'maglica.yaml'))
+
+    def load_config(self):
+        inline = {}
+        if self.get_option('hosts'):
+            inline['hosts'] = [{k: v for k, v in h.items() if v is not None} for h in self.get_option('hosts')]
+        for section in CONNECTION_OPTIONS:
+            if self.get_option(section):
+                inline[section] = {k: v for k, v in self.get_option(section).items() if v is not None}
+        return maglica_config.load(self.get_option('config'), inline or None)
+
+    def fetch(self):
+        try:
+            listing = vm.inventory(self.load_config(), include_images=self.get_option('include_images'))
+        except MaglicaError as e:
+            raise AnsibleError('maglica inventory: %s' % e)
+        for entry in listing['hosts']:
+            if not entry['reachable']:
+                self.display.warning('maglica inventory: host not reachable: %s' % entry['error'])
+        return listing['vms']
+
+    def parse(self, inventory, loader, path, cache=True):
+        super(InventoryModule, self).parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option('cache') and cache
+        update_cache = self.get_option('cache') and not cache
+        vms = None
+        if use_cache:
+            try:
+                vms = self._cache[cache_key]
+            except KeyError:
+                update_cache = True
+        if vms is None:
+            vms = self.fetch()
+        if update_cache:
+            self._cache[cache_key] = vms
+        self.populate(vms)
+
+    def populate(self, vms):
+        strict = self.get_option('strict')
+        seen = {}
+        for entry in vms:
+            name = entry['name']
+            if name in seen:
+                self.display.warning('maglica inventory: %s is defined on %s and %s; the inventory keeps the one on %s'
+                                     % (name, seen[name], entry['host'], entry['host']))
+            seen[name] = entry['host']
+            self.inventory.add_host(name)
+            variables = {
+                'maglica_host': entry['host'],
+                'maglica_state': vm.state_word(entry),
+                'maglica_vcpus': entry['vcpus'],
+                'maglica_memory_mb': entry['memory_mb'],
+                'maglica_disks': entry['disks'],
+                'maglica_vnc_port': entry['vnc_port'],
+                'maglica_clone_of': entry['clone_of'],
+                'maglica_image': entry['image'],
+                'maglica_uuid': entry['uuid'],
+                'maglica_addresses': entry.get('addresses') or [],
+            }
+            if variables['maglica_addresses']:
+                variables['ansible_host'] = variables['maglica_addresses'][0]['address']
+            for key, value in variables.items():
+                self.inventory.set_variable(name, key, value)
+            for group in (group_name('maglica_host', entry['host']), group_name('maglica_state', variables['maglica_state'])):
+                self.inventory.add_group(group)
+                self.inventory.add_child(group, name)
+            self._set_composite_vars(self.get_option('compose'), variables, name, strict=strict)
+            self._add_host_to_composed_groups(self.get_option('groups'), variables, name, strict=strict)
+            self._add_host_to_keyed_groups(self.get_option('keyed_groups'), variables, name, strict=strict)
