@@ -151,6 +151,15 @@ def _xml_text(value):
     return value.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace('"', '&quot;')
 
 
+def is_leftover(dom, meta, job_id, targets):
+    """Whether a domain was left half made by this job: it carries the job's metadata, or - killed between
+    virt-clone defining it and our metadata being set - none at all, on exactly the disks this job creates."""
+    if meta:
+        return meta.get('job') == job_id
+    disks = sorted(d['path'] for d in virt.describe(dom, with_sizes=False)['disks'] if d['device'] == 'disk' and d['path'])
+    return disks == sorted(path for _disk, path in targets)
+
+
 def set_metadata(dom, **attributes):
     lv = virt.libvirt()
     element = ET.Element('clone', {k: str(v) for k, v in attributes.items()})
@@ -167,16 +176,6 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
     """
     lv = virt.libvirt()
     image_name, hostname = args['image'], args['hostname']
-    existing = lookup(conn, hostname)
-    if existing is not None:
-        meta = virt.clone_metadata(existing)
-        if meta.get('job') == job_id and meta.get('complete') == 'yes':
-            if args['start'] and not existing.isActive():
-                existing.create()
-            return {'hostname': hostname, 'reconciled': True, 'domain': virt.describe(existing, with_sizes=False)}
-        if not (reconcile and meta.get('job') == job_id):
-            raise ConflictError('a domain named %s already exists on this host' % hostname)
-        remove_domain(conn, hostname)
     image = lookup(conn, image_name)
     if image is None:
         raise NotFoundError('image %s is not on this host' % image_name)
@@ -184,6 +183,16 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
     if image_info['active']:
         raise ConflictError('image %s is running; an original image must be an inactive domain' % image_name)
     targets = clone_disk_paths(image_info, hostname)
+    existing = lookup(conn, hostname)
+    if existing is not None:
+        meta = virt.clone_metadata(existing)
+        if meta.get('job') == job_id and meta.get('complete') == 'yes':
+            if args['start'] and not existing.isActive():
+                existing.create()
+            return {'hostname': hostname, 'reconciled': True, 'domain': virt.describe(existing, with_sizes=False)}
+        if not (reconcile and is_leftover(existing, meta, job_id, targets)):
+            raise ConflictError('a domain named %s already exists on this host' % hostname)
+        remove_domain(conn, hostname)
     for _disk, path in targets:
         if os.path.lexists(path) or _in_pool(conn, path):
             if not reconcile:

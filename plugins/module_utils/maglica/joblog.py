@@ -5,10 +5,14 @@
 
 A job is written here before its submitter is told its id. States move
 queued -> dispatched -> running -> succeeded | failed | expired.
+
+Writes made inside transaction() share one commit (one fsync): the client worker
+answers every request waiting on its socket after a single commit of them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -40,9 +44,8 @@ COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts
 
 def open_database(path):
     """Open (creating) an SQLite database in WAL mode with durable commits."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o750)
+    # exist_ok: several workers sharing a state directory start at once.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), 0o750, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute('PRAGMA journal_mode=WAL')
     # FULL: a commit survives a power cut, not only a process kill.
@@ -60,22 +63,60 @@ def _row(row):
     return job
 
 
-class JobLog(object):
-    def __init__(self, path):
+class Store(object):
+    """An SQLite database from open_database, with `schema` applied, whose writes can share one commit."""
+
+    def __init__(self, path, schema):
         self.db = open_database(path)
-        self.db.executescript(SCHEMA)
+        self.db.executescript(schema)
+        self.depth = 0
 
     def close(self):
         self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """Everything inside is committed at once when the outermost block ends. A nested block is a
+        savepoint: when it raises, only its own writes are undone and the error goes on."""
+        savepoint = 's%d' % self.depth
+        self.db.execute('BEGIN IMMEDIATE' if self.depth == 0 else 'SAVEPOINT %s' % savepoint)
+        self.depth += 1
+        try:
+            yield
+        except BaseException:
+            self.depth -= 1
+            if self.depth == 0:
+                if self.db.in_transaction:
+                    self.db.execute('ROLLBACK')
+            else:
+                self.db.execute('ROLLBACK TO %s' % savepoint)
+                self.db.execute('RELEASE %s' % savepoint)
+            raise
+        self.depth -= 1
+        if self.depth:
+            self.db.execute('RELEASE %s' % savepoint)
+            return
+        try:
+            self.db.execute('COMMIT')
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute('ROLLBACK')
+            raise
+
+
+class JobLog(Store):
+    def __init__(self, path):
+        super(JobLog, self).__init__(path, SCHEMA)
 
     def add(self, job, default_ttl, now=None):
         """Record a validated job as queued. Returns (job row, created) - a resubmitted id is not added twice."""
         now = now or time.time()
         ttl = job.get('ttl') or default_ttl
-        cursor = self.db.execute(
-            'INSERT OR IGNORE INTO jobs (id, host, action, args, state, created, updated, expires) '
-            "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
-            (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
+        with self.transaction():
+            cursor = self.db.execute(
+                'INSERT OR IGNORE INTO jobs (id, host, action, args, state, created, updated, expires) '
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
         return self.get(job['id']), cursor.rowcount == 1
 
     def get(self, job_id):
@@ -102,7 +143,7 @@ class JobLog(object):
 
     def mark_published(self, job_ids, now=None):
         now = now or time.time()
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "UPDATE jobs SET state = CASE state WHEN 'queued' THEN 'dispatched' ELSE state END, "
                 'attempts = attempts + 1, published = ?, updated = ? WHERE id = ?',
@@ -111,7 +152,7 @@ class JobLog(object):
     def acknowledge(self, host, job_ids, now=None):
         """The host's worker has the jobs: they are running. Only jobs of that host count."""
         now = now or time.time()
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "UPDATE jobs SET state = 'running', acked = ?, updated = ? "
                 "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched', 'expired')",
@@ -120,19 +161,21 @@ class JobLog(object):
     def finish(self, host, result, now=None):
         """Store a host's result. Returns False when the job is not that host's (or unknown)."""
         now = now or time.time()
-        cursor = self.db.execute(
-            'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
-            'acked = COALESCE(acked, ?) WHERE id = ? AND host = ?',
-            (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
-             now, now, now, result['id'], host))
+        with self.transaction():
+            cursor = self.db.execute(
+                'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
+                'acked = COALESCE(acked, ?) WHERE id = ? AND host = ?',
+                (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
+                 now, now, now, result['id'], host))
         return cursor.rowcount == 1
 
     def expire(self, now=None):
         """Jobs whose host worker never acknowledged them within their TTL end expired."""
         now = now or time.time()
-        cursor = self.db.execute(
-            "UPDATE jobs SET state = 'expired', updated = ?, finished = ?, message = "
-            "'no host worker for ' || host || ' acknowledged the job within its TTL (' || "
-            "CAST(attempts AS TEXT) || ' publications)' "
-            "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE jobs SET state = 'expired', updated = ?, finished = ?, message = "
+                "'no host worker for ' || host || ' acknowledged the job within its TTL (' || "
+                "CAST(attempts AS TEXT) || ' publications)' "
+                "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
         return cursor.rowcount
