@@ -17,7 +17,7 @@ export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
 .PHONY: all deps collection-link test sanity units integration lint demo demo-clean testbed-stop \
-        bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz clean
+        bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead clean
 
 all: test
 
@@ -54,8 +54,8 @@ demo-clean:
 testbed-stop:
 	bash tests/testbed/testbed.sh stop
 
-bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz: deps collection-link
-	$(PY) benchmarks/$(subst bench-,,$@).py
+bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead: deps collection-link
+	$(PY) benchmarks/$(subst -,_,$(subst bench-,,$@)).py
 
 clean:
 	rm -rf $(BUILD)

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import actions, batching, messages, service, transport
 from .errors import DispatchError, MessageError
-from .joblog import open_database
+from .joblog import Store
 
 LOG = logging.getLogger('maglica.host_worker')
 RECORD_SCHEMA = """
@@ -44,12 +44,11 @@ REPORT_TIMEOUT = 2.0
 RECORD_KEEP_S = 7 * 86400
 
 
-class Record(object):
+class Record(Store):
     """The host worker's own SQLite: jobs it has taken, their results, and which results are not yet taken."""
 
     def __init__(self, path):
-        self.db = open_database(path)
-        self.db.executescript(RECORD_SCHEMA)
+        super(Record, self).__init__(path, RECORD_SCHEMA)
 
     def get(self, job_id):
         row = self.db.execute('SELECT state, reported FROM jobs WHERE id = ?', (job_id,)).fetchone()
@@ -74,7 +73,7 @@ class Record(object):
                                                           'ORDER BY finished LIMIT ?', (limit,))]
 
     def mark_reported(self, job_ids):
-        with self.db:
+        with self.transaction():
             self.db.executemany('UPDATE jobs SET reported = 1 WHERE id = ?', [(i,) for i in job_ids])
 
     def prune(self):
@@ -103,6 +102,13 @@ class HostWorker(object):
         if window > 0:
             self.batcher = batching.CustomizeBatcher(window=window, cache_path=os.path.join(state_dir, '%s.layouts.json' % self.name))
         self.finished = queue.Queue()
+        # A job thread that finishes writes a byte here, so the loop wakes at once to report its result.
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.wake_read, zmq.POLLIN)
         self.acks = set()
         self.to_fetch = set()
         self.running = set()
@@ -117,6 +123,8 @@ class HostWorker(object):
         self.requester.close()
         self.sub.close()
         self.context.term()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
 
     # -- jobs -------------------------------------------------------------
 
@@ -154,18 +162,27 @@ class HostWorker(object):
             self.backoff_until = time.monotonic() + 5.0
             return
         self.to_fetch.difference_update(ids)
-        for job in reply.get('jobs') or []:
-            try:
-                job = messages.validate_job(job)
-                if job['host'] != self.name or job['id'] not in ids:
-                    raise MessageError('job %s is not one we asked for' % job['id'])
-            except MessageError as e:
-                LOG.warning('dropped a fetched job: %s', e)
-                continue
-            if self.record.get(job['id']) is None:
-                self.record.take(job)
-                self.start(job)
-            self.acks.add(job['id'])
+        taken = []
+        with self.record.transaction():  # one commit for every job of the reply; none runs before it
+            for job in reply.get('jobs') or []:
+                taken.extend(self._take(job, ids))
+        for job in taken:
+            self.start(job)
+
+    def _take(self, job, ids):
+        """[job] when it is new and ours: recorded (in the caller's transaction) and acknowledged."""
+        try:
+            job = messages.validate_job(job)
+            if job['host'] != self.name or job['id'] not in ids:
+                raise MessageError('job %s is not one we asked for' % job['id'])
+        except MessageError as e:
+            LOG.warning('dropped a fetched job: %s', e)
+            return []
+        new = self.record.get(job['id']) is None
+        if new:
+            self.record.take(job)
+        self.acks.add(job['id'])
+        return [job] if new else []
 
     def start(self, job, reconcile=False):
         LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
@@ -183,14 +200,25 @@ class HostWorker(object):
             result = {'status': 'failed', 'message': 'internal error: %s' % e}
         result['id'] = job['id']
         self.finished.put(result)
+        try:
+            os.write(self.wake_write, b'.')
+        except BlockingIOError:  # the pipe is full: the loop is woken already
+            pass
 
     def collect(self):
+        """Record every finished job's result, in one commit."""
+        results = []
         while True:
             try:
-                result = self.finished.get_nowait()
+                results.append(self.finished.get_nowait())
             except queue.Empty:
-                return
-            self.record.finish(result['id'], result)
+                break
+        if not results:
+            return
+        with self.record.transaction():
+            for result in results:
+                self.record.finish(result['id'], result)
+        for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
 
@@ -233,7 +261,13 @@ class HostWorker(object):
         LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), self.config.endpoint('pub'))
         self.resume()
         while not self.stopping:
-            if self.sub.poll(50):
+            events = dict(self.poller.poll(50))
+            if self.wake_read in events:
+                try:
+                    os.read(self.wake_read, 4096)
+                except BlockingIOError:
+                    pass
+            if self.sub in events:
                 while self.sub.poll(0):
                     self.receive(self.sub.recv_multipart())
                     if len(self.acks) >= REPORT_BATCH:

@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One clone of a 2 GiB image holding ~300 MB of data, per mode, against `cp --sparse=always` of the same file.
+
+    make bench-clone         (python benchmarks/clone.py --data-mb 300)
+
+The image: the testbed's Debian guest disk grown to a 2 GiB virtual size, with
+--data-mb of random data written past its filesystem (qemu-io), so ~300 MB are
+allocated. It is defined on one testbed host; everything below runs inside that
+host's namespace, with the library's own functions, as its host worker would:
+`full_s` clone.full_clone (virt-clone) of the image, `copy_s` `cp --sparse=always`
+of the image's disk file, both timed until their output is on disk (fsync) after
+the source was read once into the page cache and earlier writes were flushed
+(sync), medians of --rounds; `volclone_s` the
+same copy made by libvirt alone (virStorageVolCreateXMLFrom), for comparison; `linked_s` clone.linked_clone (qcow2
+overlay); `customize_s` customize.customize of the linked clone (one libguestfs
+launch with inspection).
+Prints one JSON line last: {"full_s", "copy_s", "full_vs_copy", "linked_s", "customize_s", ...}.
+Targets: full_s within 1.2x of copy_s; linked_s under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+
+from maglica_testbed import MODULE_UTILS, PYTHON, TESTBED, Testbed  # noqa: E402  pylint: disable=wrong-import-position
+
+HOST = 'host0'
+IMAGE = 'bench.big'
+
+# Runs inside the host's namespace (the disk paths exist only there).
+INSIDE = r'''
+import json, os, statistics, subprocess, sys, time
+from maglica import clone, customize, virt
+
+uri, image_name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+VOLUME = "<volume><name>%s</name><target><format type='qcow2'/></target></volume>"
+
+
+def fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def timed(step):
+    os.sync()  # writes left by earlier steps (or by defining the image) must not land on this one's clock
+    began = time.monotonic()
+    step()
+    return time.monotonic() - began
+
+
+conn = virt.connect(uri)
+image = conn.lookupByName(image_name)
+info = virt.describe(image, with_sizes=True)
+source = info['disks'][0]['path']
+subprocess.run(['cat', source], stdout=subprocess.DEVNULL, check=True)  # both copies read it from the page cache
+result = {'virtual_bytes': info['disks'][0]['capacity'], 'allocated_bytes': info['disks'][0]['allocation']}
+
+copy = os.path.join(os.path.dirname(source), 'bench-copy.qcow2')
+full = clone.clone_disk_paths(info, 'bench-full')
+pool = conn.storageVolLookupByPath(source).storagePoolLookupByVolume()
+copies, fulls, volclones = [], [], []
+for _round in range(rounds):
+    copies.append(timed(lambda: (subprocess.run(['cp', '--sparse=always', source, copy], check=True), fsync(copy))))
+    os.unlink(copy)
+    fulls.append(timed(lambda: (clone.full_clone(uri, image_name, 'bench-full', full), fsync(full[0][1]))))
+    clone.remove_domain(conn, 'bench-full')
+    # libvirt's own volume copy, without virt-clone around it (what a full clone could use instead).
+    volclones.append(timed(lambda: (pool.createXMLFrom(VOLUME % full[0][1].rsplit('/', 1)[1], conn.storageVolLookupByPath(source), 0),
+                                    fsync(full[0][1]))))
+    clone.delete_disk(conn, full[0][1])
+result.update(copy_s=statistics.median(copies), full_s=statistics.median(fulls), volclone_s=statistics.median(volclones))
+
+linked = clone.clone_disk_paths(info, 'bench-linked')
+result['linked_s'] = timed(lambda: clone.linked_clone(conn, image, 'bench-linked', linked))
+
+disks = [(d['path'], d['format']) for d in virt.describe(conn.lookupByName('bench-linked'), with_sizes=False)['disks']
+         if d['device'] == 'disk' and d['path']]
+settings = customize.GuestSettings('bench-linked', None, None, None)
+changes = {}
+result['customize_s'] = timed(lambda: changes.update(customize.customize(disks, settings)))
+result['customized_files'] = sorted(changes.get('changed_files') or [])
+
+clone.remove_domain(conn, 'bench-linked')
+conn.close()
+print(json.dumps(result))
+'''
+
+
+def make_image(testbed, workdir, data_mb):
+    """The Debian test disk, grown to 2 GiB virtual, with `data_mb` MB of random data allocated past its filesystem."""
+    image = os.path.join(workdir, 'big.qcow2')
+    testbed.script('build_image.sh', 'debian', image)
+    subprocess.run(['qemu-img', 'resize', '-q', image, '2G'], check=True)
+    data = os.path.join(workdir, 'random.bin')
+    with open(data, 'wb') as handle:
+        for _mb in range(data_mb):
+            handle.write(os.urandom(1048576))
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -q -s %s 1G %dM' % (data, data_mb), image], check=True)
+    os.unlink(data)
+    return image
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--data-mb', type=int, default=300)
+    parser.add_argument('--rounds', type=int, default=3, help='copies and full clones to take the median of')
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix='maglica-clone-', dir='/var/tmp')
+    testbed = Testbed(1)
+    testbed.start()
+    try:
+        testbed.define_image(HOST, IMAGE, make_image(testbed, workdir, args.data_mb))
+        out = subprocess.run(['bash', os.path.join(TESTBED, 'testbed.sh'), 'exec', HOST, 'env', 'PYTHONPATH=%s' % MODULE_UTILS,
+                              PYTHON, '-c', INSIDE, testbed.uri(HOST), IMAGE, str(args.rounds)],
+                             env=testbed.env, stdout=subprocess.PIPE, check=True, universal_newlines=True).stdout
+    finally:
+        testbed.stop()
+        for name in os.listdir(workdir):
+            os.unlink(os.path.join(workdir, name))
+        os.rmdir(workdir)
+    measured = json.loads(out.strip().splitlines()[-1])
+    result = {'full_s': round(measured['full_s'], 2), 'copy_s': round(measured['copy_s'], 2),
+              'full_vs_copy': round(measured['full_s'] / measured['copy_s'], 2), 'linked_s': round(measured['linked_s'], 3),
+              'volclone_s': round(measured['volclone_s'], 2),
+              'customize_s': round(measured['customize_s'], 1), 'virtual_gib': round(measured['virtual_bytes'] / 2 ** 30, 2),
+              'allocated_mb': round(measured['allocated_bytes'] / 1e6), 'customized_files': measured['customized_files']}
+    print(json.dumps(result))
+    return 0 if result['full_vs_copy'] <= 1.2 and result['linked_s'] < 1 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

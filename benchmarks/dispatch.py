@@ -1,0 +1,119 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""No-op jobs through a client worker and 10 host workers, durable log and CURVE on, from concurrent submitters.
+
+    make bench-dispatch      (python benchmarks/dispatch.py --jobs 3000 --submitters 4)
+
+Each submitter is its own process with its own Client (REQ socket, library key).
+Two runs of --jobs each: flat out (each submitter sends its next job as soon as the
+last is accepted), which gives `jobs_per_s`: jobs over the time from the first
+submission to the last job finished; then paced at --rate jobs/s in all (an open
+load, as many users would make), which gives the latencies `p50_ms`/`p99_ms`: from
+when a job was due to be sent to its `finished` time in the client worker's job log
+(one machine, one clock). Flat out, the queue grows until the run ends, so its
+latencies (in `flat_out`) measure the queue, not the dispatch.
+Prints one JSON line last: {"jobs", "jobs_per_s", "p50_ms", "p99_ms", "paced", "flat_out", ...}.
+Target: jobs_per_s >= 1000 and, at 1000 jobs/s offered, p99_ms < 50, on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+
+from maglica_testbed import Cloud, wait_until  # noqa: E402  pylint: disable=wrong-import-position
+from maglica import client, config as maglica_config, messages  # noqa: E402  pylint: disable=wrong-import-position
+
+HOSTS = {'hw%d' % i: '127.0.0.1' for i in range(10)}
+
+
+def submitter(config_path, index, count, every, start, out):
+    """Submit `count` noop jobs round-robin over the hosts once `start` is set, one per `every` seconds (0: each as
+    soon as the last is accepted); put [(id, sent_at)] on `out`. With a pace, sent_at is when the job was due, so
+    a submitter held up by a slow answer does not hide the wait."""
+    config = maglica_config.load(config_path)
+    hosts = sorted(HOSTS)
+    jobs = [messages.new_job(hosts[(index + i) % len(hosts)], 'noop', {}) for i in range(count)]
+    sent = []
+    with client.Client(config, timeout=10) as library:
+        library.hosts()  # the CURVE handshake happens before the clock starts
+        start.wait()
+        began = time.time() + index * every / max(1, count)
+        for number, job in enumerate(jobs):
+            at = time.time()
+            if every:
+                due = began + number * every
+                if due > at:
+                    time.sleep(due - at)  # the pace of an open-loop load, not synchronisation
+                at = due
+            library.submit(job)
+            sent.append((job['id'], at))
+    out.put(sent)
+
+
+def run_load(cloud, jobs, submitters, rate):
+    """Submit `jobs` from `submitters` processes (at `rate` jobs/s in all, 0: flat out); {job id: sent_at}."""
+    start, out = multiprocessing.Event(), multiprocessing.Queue()
+    shares = [jobs // submitters + (1 if i < jobs % submitters else 0) for i in range(submitters)]
+    every = submitters / float(rate) if rate else 0
+    procs = [multiprocessing.Process(target=submitter, args=(cloud.path, i, n, every, start, out)) for i, n in enumerate(shares)]
+    for proc in procs:
+        proc.start()
+    start.set()
+    sent = dict(item for _proc in procs for item in out.get(timeout=600))
+    for proc in procs:
+        proc.join()
+    # Read the job log itself (a reader does not block the WAL writer): its `finished` times are the figures.
+    by_id = wait_until(lambda: finished_jobs(cloud.config.jobs['database'], sent), 120, 'every job to succeed', interval=0.2)
+    latencies = [(by_id[i]['finished'] - at) * 1000 for i, at in sent.items()]
+    elapsed = max(j['finished'] for j in by_id.values()) - min(sent.values())
+    return {'jobs': len(sent), 'jobs_per_s': round(len(sent) / elapsed), 'p50_ms': round(percentile(latencies, 0.5), 1),
+            'p99_ms': round(percentile(latencies, 0.99), 1), 'max_ms': round(max(latencies), 1)}
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--jobs', type=int, default=5000, help='jobs of each of the two runs')
+    parser.add_argument('--submitters', type=int, default=4)
+    parser.add_argument('--rate', type=float, default=1000.0, help='offered jobs/s of the paced run')
+    parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 60)
+    args = parser.parse_args()
+    cloud = Cloud(None, tempfile.mkdtemp(prefix='maglica-dispatch-'), hosts=HOSTS, port=args.port)
+    cloud.start()
+    try:
+        flat_out = run_load(cloud, args.jobs, args.submitters, 0)
+        paced = run_load(cloud, args.jobs, args.submitters, args.rate)
+    finally:
+        cloud.stop()
+    result = {'jobs': flat_out['jobs'], 'submitters': args.submitters, 'hosts': len(HOSTS), 'jobs_per_s': flat_out['jobs_per_s'],
+              'p50_ms': paced['p50_ms'], 'p99_ms': paced['p99_ms'], 'rate': args.rate, 'paced': paced, 'flat_out': flat_out}
+    print(json.dumps(result))
+    return 0 if result['jobs_per_s'] >= 1000 and paced['jobs_per_s'] >= 0.95 * args.rate and result['p99_ms'] < 50 else 1
+
+
+def finished_jobs(database, sent):
+    db = sqlite3.connect('file:%s?mode=ro' % database, uri=True)
+    try:
+        rows = db.execute("SELECT id, finished FROM jobs WHERE state = 'succeeded'").fetchall()
+    finally:
+        db.close()
+    jobs = {i: {'finished': finished} for i, finished in rows if i in sent}
+    return jobs if len(jobs) == len(sent) else None
+
+
+if __name__ == '__main__':
+    sys.exit(main())

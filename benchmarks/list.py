@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Image listing across 50 hosts, each 20 ms away: the library (every host at once) against the seed's way (one after the other).
+
+    make bench-list          (python benchmarks/list.py --hosts 50 --delay-ms 20)
+
+Hosts: 3 real testbed libvirtds (qemu driver, an image defined on each) and 47
+simulated ones, each its own libvirt test-driver XML (a few images and running
+domains) served by the first testbed libvirtd as test+tcp://.../PATH.xml. Every
+host's URI points at its own port of a delay proxy (a separate process) that holds
+each chunk `--delay-ms` in each direction before passing it on to the libvirtd, so
+each libvirt call costs one network round trip as it would between machines.
+
+Measured: `parallel_s`, cloud.image_list over all hosts (the library call behind
+maglica_image_info), median of --rounds; `sequential_s`, the seed's way: one host
+after the other, a new connection for each, one domain after the other;
+`slowest_host_s`, the longest cloud.image_list of one host alone.
+Prints one JSON line last: {"hosts", "parallel_s", "sequential_s", "speedup", "slowest_host_s", ...}.
+Targets: parallel_s within 1.5x of slowest_host_s; speedup >= 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+
+from maglica_testbed import Testbed  # noqa: E402  pylint: disable=wrong-import-position
+from maglica import cloud, config as maglica_config, virt  # noqa: E402  pylint: disable=wrong-import-position
+
+DOMAIN_XML = """  <domain type='test'>
+    <name>%(name)s</name>
+    <memory unit='MiB'>%(memory)d</memory>
+    <vcpu>1</vcpu>
+    <os><type arch='x86_64'>hvm</type></os>
+    <devices>
+      <disk type='file' device='disk'>
+        <source file='/var/lib/libvirt/images/%(name)s.qcow2'/>
+        <target dev='vda' bus='virtio'/>
+      </disk>
+      <interface type='user'><mac address='52:54:00:%(mac)s'/></interface>
+    </devices>
+    <test:runstate>%(runstate)d</test:runstate>
+  </domain>
+"""
+
+
+def simulated_host_xml(index, images, running):
+    """A test-driver node file: `images` inactive domains (images) and `running` running ones (clones)."""
+    domains = []
+    for n in range(images + running):
+        name = 'sim%d-%s%d' % (index, 'image' if n < images else 'vm', n)
+        mac = '%02x:%02x:%02x' % (index, n, 1)
+        domains.append(DOMAIN_XML % {'name': name, 'memory': 256, 'mac': mac, 'runstate': 5 if n < images else 1})
+    return "<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n%s</node>\n" % ''.join(domains)
+
+
+# -- the delay proxy: one listening port per host, in its own process ----------------------
+
+async def _pump(reader, writer, delay):
+    """Pass bytes on, each chunk `delay` seconds after it arrived (chunks still flow back to back)."""
+    queue = asyncio.Queue()
+
+    async def deliver():
+        while True:
+            due, data = await queue.get()
+            if data is None:
+                break
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    sender = asyncio.ensure_future(deliver())
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            queue.put_nowait((time.monotonic() + delay, data))
+    except ConnectionError:
+        pass
+    queue.put_nowait((0, None))
+    try:
+        await sender
+    except ConnectionError:
+        pass
+
+
+def _serve_proxy(routes, delay, ready):
+    async def main():
+        for listen_port, (target_host, target_port) in routes.items():
+            async def handle(reader, writer, target_host=target_host, target_port=target_port):
+                up_reader, up_writer = await asyncio.open_connection(target_host, target_port)
+                await asyncio.gather(_pump(reader, up_writer, delay), _pump(up_reader, writer, delay))
+            await asyncio.start_server(handle, '127.0.0.1', listen_port)
+        ready.set()
+        await asyncio.Event().wait()
+    asyncio.run(main())
+
+
+def start_proxy(routes, delay):
+    ready = multiprocessing.Event()
+    proc = multiprocessing.Process(target=_serve_proxy, args=(routes, delay, ready), daemon=True)
+    proc.start()
+    if not ready.wait(30):
+        proc.terminate()
+        raise RuntimeError('the delay proxy did not start')
+    return proc
+
+
+# -- the seed's way ----------------------------------------------------------------------
+
+def seed_listing(config, host):
+    """One host's images the way the seed asked: its own fresh connection, one domain after the other."""
+    with virt.Connection(config, host, readonly=True) as conn:
+        domains = [virt.describe(dom, with_sizes=True) for dom in conn.listAllDomains(0)]
+        return [d for d in domains if virt.is_image(d)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--hosts', type=int, default=50)
+    parser.add_argument('--real', type=int, default=3, help='of which real testbed libvirtds')
+    parser.add_argument('--delay-ms', type=float, default=20.0, help='added one-way delay per host')
+    parser.add_argument('--rounds', type=int, default=3, help='parallel listings to take the median of')
+    parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 100)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix='maglica-list-')
+    testbed = Testbed(args.real)
+    testbed.start()
+    proxy = None
+    try:
+        image = os.path.join(workdir, 'debian.qcow2')
+        testbed.script('build_image.sh', 'debian', image)
+        for host in testbed.hosts:
+            testbed.define_image(host, 'bench.image', image)
+        serving = testbed.hosts['host0']  # its libvirtd also serves the simulated hosts' test driver
+        hosts, routes = [], {}
+        for index in range(args.hosts):
+            port = args.port + index
+            if index < args.real:
+                name = 'host%d' % index
+                routes[port] = (testbed.hosts[name], 16509)
+                uri = 'qemu+tcp://127.0.0.1:%d/system' % port
+            else:
+                name = 'sim%d' % index
+                path = os.path.join(workdir, '%s.xml' % name)
+                with open(path, 'w') as handle:
+                    handle.write(simulated_host_xml(index, images=2, running=2))
+                routes[port] = (serving, 16509)
+                uri = 'test+tcp://127.0.0.1:%d%s' % (port, path)
+            hosts.append({'name': name, 'uri': uri, 'weight': 10})
+        config = maglica_config.load(inline={'hosts': hosts, 'security': {'curve': False}})
+        proxy = start_proxy(routes, args.delay_ms / 1000.0)
+
+        # Warm up (libvirtd's first connection of each kind, Python imports) outside the figures.
+        warm = cloud.image_list(config)
+        unreachable = [h['host'] for h in warm['hosts'] if not h['reachable']]
+        if unreachable:
+            raise RuntimeError('hosts not reachable: %s' % ', '.join(unreachable))
+        expected = len(warm['images'])
+
+        started = time.monotonic()
+        for host in config.hosts:
+            assert seed_listing(config, host), 'no image on %s' % host.name
+        sequential = time.monotonic() - started
+
+        # Each host alone, through the library: the floor for a listing of them all.
+        per_host = {}
+        for host in config.hosts:
+            began = time.monotonic()
+            assert cloud.image_list(config, hosts=[host.name])['images'], 'no image on %s' % host.name
+            per_host[host.name] = time.monotonic() - began
+
+        rounds = []
+        for _round in range(args.rounds):
+            began = time.monotonic()
+            listing = cloud.image_list(config)
+            rounds.append(time.monotonic() - began)
+            assert len(listing['images']) == expected and all(h['reachable'] for h in listing['hosts'])
+        parallel = statistics.median(rounds)
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+        testbed.stop()
+    slowest = max(per_host.values())
+    result = {'hosts': args.hosts, 'real_hosts': args.real, 'delay_ms': args.delay_ms, 'images': expected,
+              'parallel_s': round(parallel, 3), 'sequential_s': round(sequential, 2), 'speedup': round(sequential / parallel, 1),
+              'slowest_host_s': round(slowest, 3), 'parallel_vs_slowest': round(parallel / slowest, 2)}
+    print(json.dumps(result))
+    return 0 if parallel <= 1.5 * slowest and sequential / parallel >= 10 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
