@@ -27,13 +27,7 @@ options:
     elements: str
 extends_documentation_fragment:
   - maglica.cloud.maglica
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: The module changes nothing.
+  - maglica.cloud.attributes.info_module
 '''
 
 EXAMPLES = r'''
