@@ -219,6 +219,8 @@ class Cloud(object):
 
     def _job_in(self, job_id, state):
         job = self.job(job_id)
+        if job['state'] != state and job['state'] in messages.FINAL_STATES:
+            raise AssertionError('job %s ended %s, not %s: %s' % (job_id, job['state'], state, job['message']))
         return job if job['state'] == state else None
 
     def effects(self, host):

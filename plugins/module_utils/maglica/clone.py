@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 
 from . import batching, customize, virt
@@ -19,6 +20,10 @@ from .errors import ConflictError, HostError, MaglicaError, NotFoundError
 
 VIRT_CLONE = os.environ.get('MAGLICA_VIRT_CLONE', 'virt-clone')
 VIRT_CLONE_TIMEOUT = 3600
+# libvirt refuses a pool refresh while another volume of the pool is being built ("pool has asynchronous
+# jobs running"), which virt-clone does: the volume-making step of concurrent clones takes turns. The
+# copies would share the disk's bandwidth anyway; customisation, the long part, still runs at once.
+VOLUME_LOCK = threading.Lock()
 
 
 def lookup(conn, name):
@@ -199,10 +204,11 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
                 raise ConflictError('the clone disk %s already exists on this host' % path)
             delete_disk(conn, path)  # left by this very job before the worker restarted
     try:
-        if args['clone_mode'] == 'linked':
-            linked_clone(conn, image, hostname, targets)
-        else:
-            full_clone(uri, image_name, hostname, targets)
+        with VOLUME_LOCK:
+            if args['clone_mode'] == 'linked':
+                linked_clone(conn, image, hostname, targets)
+            else:
+                full_clone(uri, image_name, hostname, targets)
         dom = lookup(conn, hostname)
         if dom is None:
             raise HostError('the clone %s was not defined' % hostname)
