@@ -18,19 +18,9 @@ def image_list(config, patterns=None, hosts=None):
     Returns {images: [...], hosts: [{host, reachable, error, images}]}; a host that
     cannot be reached is reported in `hosts` and does not stop the others.
     """
-    if hosts:
-        for name in hosts:
-            config.host(name)
-    answers = virt.survey(config, hosts=hosts, with_sizes=True)
-    images, report = [], []
-    for answer in answers:
-        found = []
-        for domain in answer['result'] or []:
-            if virt.is_image(domain) and virt.matches(domain['name'], patterns):
-                found.append(dict(domain, host=answer['host']))
-        images.extend(found)
-        report.append({'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], 'images': len(found)})
-    images.sort(key=lambda i: (i['name'], i['host']))
+    def select(domain, host):
+        return dict(domain, host=host) if virt.is_image(domain) and virt.matches(domain['name'], patterns) else None
+    images, report = virt.collect(config, select, 'images', hosts)
     return {'images': images, 'hosts': report}
 
 

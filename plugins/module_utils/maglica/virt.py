@@ -178,5 +178,20 @@ def survey(config, hosts=None, with_sizes=False):
     return ask_hosts(config, lambda conn, host: list_domains(conn, with_sizes=with_sizes), hosts)
 
 
+def collect(config, select, count_key, hosts=None):
+    """Domains of every host (or of those named in `hosts`), asked in parallel: select(domain, host) gives an
+    item or None. Returns (items sorted by name and host, one report per host {host, reachable, error, count_key})."""
+    if hosts:
+        for name in hosts:
+            config.host(name)
+    items, report = [], []
+    for answer in survey(config, hosts=hosts, with_sizes=True):
+        found = [item for item in (select(domain, answer['host']) for domain in answer['result'] or []) if item is not None]
+        items.extend(found)
+        report.append({'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], count_key: len(found)})
+    items.sort(key=lambda item: (item['name'], item['host']))
+    return items, report
+
+
 def matches(name, patterns):
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)

@@ -50,17 +50,12 @@ def vm_list(config, patterns=None, hosts=None, states=None):
 
     Returns {vms: [...], hosts: [{host, reachable, error, vms}]}.
     """
-    if hosts:
-        for name in hosts:
-            config.host(name)
-    answers = virt.survey(config, hosts=hosts, with_sizes=True)
-    vms, report = [], []
-    for answer in answers:
-        found = [summary(domain, answer['host']) for domain in answer['result'] or [] if virt.matches(domain['name'], patterns)]
-        found = [v for v in found if not states or v['state'] in states or state_word(v) in states]
-        vms.extend(found)
-        report.append({'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], 'vms': len(found)})
-    vms.sort(key=lambda v: (v['name'], v['host']))
+    def select(domain, host):
+        if not virt.matches(domain['name'], patterns):
+            return None
+        vm = summary(domain, host)
+        return vm if not states or vm['state'] in states or state_word(vm) in states else None
+    vms, report = virt.collect(config, select, 'vms', hosts)
     return {'vms': vms, 'hosts': report}
 
 
