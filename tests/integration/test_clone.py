@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 
 import pytest
 
@@ -177,3 +179,25 @@ def test_guestfs_failure_midway_removes_the_half_made_clone(cloud, testbed):
     assert 'libguestfs found no operating system' in run.failed[0]['msg']
     assert 'broken1.test' not in testbed.domains('host2')
     assert testbed.host_files('host2') == files_before
+
+
+def test_full_clone_of_an_image_outside_any_pool_is_made_by_virt_clone(cloud, testbed, tmp_path):
+    # The image's disk lies in a directory no storage pool covers: libvirt's volume API cannot copy it.
+    outside = os.path.join(testbed.dir, 'hosts', 'host2', 'lib', 'outside')
+    os.makedirs(outside, exist_ok=True)
+    subprocess.run(['cp', '--sparse=always', testbed.image('debian'), os.path.join(outside, 'loose.qcow2')], check=True)
+    xml = testbed.virsh('host2', 'dumpxml', '--inactive', 'rhel.original')
+    xml = re.sub(r'<uuid>.*?</uuid>|<mac [^>]*/>', '', xml).replace('<name>rhel.original</name>', '<name>loose.original</name>')
+    xml = xml.replace('/var/lib/libvirt/images/rhel.original.qcow2', '/var/lib/libvirt/outside/loose.qcow2')
+    definition = tmp_path / 'loose.xml'
+    definition.write_text(xml)
+    testbed.virsh('host2', 'define', str(definition))
+    linked = clone(cloud, image='loose.original', hostname='loose2.test', clone_mode='linked')
+    assert linked.rc != 0 and 'a linked clone needs the disks of image loose.original in a libvirt storage pool' in linked.failed[0]['msg']
+    assert 'loose2.test' not in testbed.domains('host2')
+    # virt-clone copies the file (and, as virtinst does on a remote connection, makes a pool for its directory).
+    run = clone(cloud, image='loose.original', hostname='loose1.test', start=False)
+    assert run.rc == 0, run
+    disk = [d for d in run.last['result']['domain']['disks'] if d['device'] == 'disk'][0]['path']
+    assert disk == '/var/lib/libvirt/outside/loose1.test.qcow2'
+    assert read_guest_files(testbed, 'host2', disk, ['/etc/hostname'])['/etc/hostname'] == 'loose1.test\n'

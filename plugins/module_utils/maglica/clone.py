@@ -3,7 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Making and removing clones on the host the worker runs on.
 
-full:   virt-clone, as the seed did (a copy of each disk).
+full:   a copy of each disk. For disks in libvirt storage pools (the usual case) the copy is made as
+        virt-clone itself makes it, through libvirt's storage API (only allocated data is copied),
+        without the cost of starting virt-clone; disks outside any pool are cloned by virt-clone.
 linked: a qcow2 overlay on each of the image's disks, made through libvirt's storage API.
 A clone that fails midway is removed with every disk it created.
 """
@@ -107,49 +109,68 @@ def full_clone(uri, image, hostname, targets):
         raise HostError('virt-clone failed (exit %d): %s' % (proc.returncode, ' / '.join(output[-3:])))
 
 
-def linked_clone(conn, image_dom, hostname, targets):
-    """Overlay volumes backed by the image's disks, and a domain definition that uses them."""
+def pool_volumes(conn, targets):
+    """[(image disk, clone path, its volume, its pool)] when every image disk is a pool volume, else None."""
     lv = virt.libvirt()
-    root = ET.fromstring(image_dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
-    new_paths = {}
+    volumes = []
     for disk, path in targets:
         try:
-            base_vol = conn.storageVolLookupByPath(disk['path'])
-            pool = base_vol.storagePoolLookupByVolume()
-        except lv.libvirtError as e:
-            raise HostError('linked clone needs the image disk %s in a libvirt storage pool: %s' % (disk['path'], virt.error_text(e)))
-        capacity = base_vol.info()[1]
-        vol_xml = ('<volume><name>%s</name><capacity>%d</capacity><target><format type="qcow2"/></target>'
-                   '<backingStore><path>%s</path><format type="%s"/></backingStore></volume>'
-                   % (_xml_text(os.path.basename(path)), capacity, _xml_text(disk['path']), _xml_text(disk['format'] or 'raw')))
+            volume = conn.storageVolLookupByPath(disk['path'])
+            volumes.append((disk, path, volume, volume.storagePoolLookupByVolume()))
+        except lv.libvirtError:
+            return None
+    return volumes
+
+
+def clone_volumes(conn, image_dom, hostname, volumes, linked):
+    """Make the clone's volumes through libvirt's storage API and define the clone on them.
+
+    linked: a qcow2 overlay backed by each image volume. Full: a copy of each (virStorageVolCreateXMLFrom,
+    which copies only allocated data) - what virt-clone does for pool volumes, without its start-up.
+    """
+    lv = virt.libvirt()
+    new_disks = {}
+    for disk, path, base_vol, pool in volumes:
+        fmt = 'qcow2' if linked else (disk['format'] or 'raw')
+        backing = ('<backingStore><path>%s</path><format type="%s"/></backingStore>'
+                   % (_xml_text(disk['path']), _xml_text(disk['format'] or 'raw'))) if linked else ''
+        vol_xml = ('<volume><name>%s</name><capacity>%d</capacity><target><format type="%s"/></target>%s</volume>'
+                   % (_xml_text(os.path.basename(path)), base_vol.info()[1], fmt, backing))
         try:
-            pool.createXML(vol_xml, 0)
+            if linked:
+                pool.createXML(vol_xml, 0)
+            else:
+                pool.createXMLFrom(vol_xml, base_vol, 0)
         except lv.libvirtError as e:
-            raise HostError('cannot create the overlay %s: %s' % (path, virt.error_text(e)))
-        new_paths[disk['path']] = path
+            raise HostError('cannot create the clone disk %s: %s' % (path, virt.error_text(e)))
+        new_disks[disk['path']] = (path, fmt)
+    define_clone(conn, image_dom, hostname, new_disks)
+
+
+def define_clone(conn, image_dom, hostname, new_disks):
+    """Define `hostname` from the image's definition: new name, no UUID or MACs (libvirt makes fresh ones), new disks."""
+    lv = virt.libvirt()
+    root = ET.fromstring(image_dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
     root.find('name').text = hostname
-    for tag in ('uuid',):
-        for element in root.findall(tag):
-            root.remove(element)
+    for element in root.findall('uuid') + root.findall('metadata'):
+        root.remove(element)
     for disk in root.findall('./devices/disk'):
         source = disk.find('source')
-        if source is not None and source.get('file') in new_paths:
-            source.set('file', new_paths[source.get('file')])
-            disk.find('driver').set('type', 'qcow2')
+        if source is not None and source.get('file') in new_disks:
+            path, fmt = new_disks[source.get('file')]
+            source.set('file', path)
+            disk.find('driver').set('type', fmt)
             backing = disk.find('backingStore')
             if backing is not None:
                 disk.remove(backing)
     for iface in root.findall('./devices/interface'):
         mac = iface.find('mac')
         if mac is not None:
-            iface.remove(mac)  # libvirt makes a fresh one
-    metadata = root.find('metadata')
-    if metadata is not None:
-        root.remove(metadata)
+            iface.remove(mac)
     try:
         conn.defineXML(ET.tostring(root, encoding='unicode'))
     except lv.libvirtError as e:
-        raise HostError('cannot define the linked clone %s: %s' % (hostname, virt.error_text(e)))
+        raise HostError('cannot define the clone %s: %s' % (hostname, virt.error_text(e)))
 
 
 def _xml_text(value):
@@ -204,11 +225,14 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
                 raise ConflictError('the clone disk %s already exists on this host' % path)
             delete_disk(conn, path)  # left by this very job before the worker restarted
     try:
+        volumes = pool_volumes(conn, targets)
         with VOLUME_LOCK:
-            if args['clone_mode'] == 'linked':
-                linked_clone(conn, image, hostname, targets)
+            if volumes is not None:
+                clone_volumes(conn, image, hostname, volumes, linked=args['clone_mode'] == 'linked')
+            elif args['clone_mode'] == 'linked':
+                raise HostError('a linked clone needs the disks of image %s in a libvirt storage pool' % image_name)
             else:
-                full_clone(uri, image_name, hostname, targets)
+                full_clone(uri, image_name, hostname, targets)  # disks outside any pool: virt-clone copies the files
         dom = lookup(conn, hostname)
         if dom is None:
             raise HostError('the clone %s was not defined' % hostname)
