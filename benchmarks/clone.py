@@ -9,11 +9,12 @@ The image: the testbed's Debian guest disk grown to a 2 GiB virtual size, with
 --data-mb of random data written past its filesystem (qemu-io), so ~300 MB are
 allocated. It is defined on one testbed host; everything below runs inside that
 host's namespace, with the library's own functions, as its host worker would:
-`full_s` clone.full_clone (virt-clone) of the image, `copy_s` `cp --sparse=always`
-of the image's disk file, both timed until their output is on disk (fsync) after
-the source was read once into the page cache and earlier writes were flushed
-(sync), medians of --rounds; `volclone_s` the
-same copy made by libvirt alone (virStorageVolCreateXMLFrom), for comparison; `linked_s` clone.linked_clone (qcow2
+`full_s` a full clone as the host worker makes it (clone.clone_volumes: libvirt's
+volume copy and the clone's definition), `copy_s` `cp --sparse=always` of the
+image's disk file, both timed until their output is on disk (fsync) after the
+source was read once into the page cache, medians of --rounds; `virt_clone_s`
+the same clone made by the virt-clone command (what a full clone of disks outside
+any pool uses), for comparison; `linked_s` clone.clone_volumes(linked=True) (qcow2
 overlay); `customize_s` customize.customize of the linked clone (one libguestfs
 launch with inspection).
 Prints one JSON line last: {"full_s", "copy_s", "full_vs_copy", "linked_s", "customize_s", ...}.
@@ -42,7 +43,6 @@ import json, os, statistics, subprocess, sys, time
 from maglica import clone, customize, virt
 
 uri, image_name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-VOLUME = "<volume><name>%s</name><target><format type='qcow2'/></target></volume>"
 
 
 def fsync(path):
@@ -69,21 +69,19 @@ result = {'virtual_bytes': info['disks'][0]['capacity'], 'allocated_bytes': info
 
 copy = os.path.join(os.path.dirname(source), 'bench-copy.qcow2')
 full = clone.clone_disk_paths(info, 'bench-full')
-pool = conn.storageVolLookupByPath(source).storagePoolLookupByVolume()
-copies, fulls, volclones = [], [], []
+copies, fulls, virt_clones = [], [], []
 for _round in range(rounds):
     copies.append(timed(lambda: (subprocess.run(['cp', '--sparse=always', source, copy], check=True), fsync(copy))))
     os.unlink(copy)
-    fulls.append(timed(lambda: (clone.full_clone(uri, image_name, 'bench-full', full), fsync(full[0][1]))))
+    fulls.append(timed(lambda: (clone.clone_volumes(conn, image, 'bench-full', clone.pool_volumes(conn, full), linked=False),
+                                fsync(full[0][1]))))
     clone.remove_domain(conn, 'bench-full')
-    # libvirt's own volume copy, without virt-clone around it (what a full clone could use instead).
-    volclones.append(timed(lambda: (pool.createXMLFrom(VOLUME % full[0][1].rsplit('/', 1)[1], conn.storageVolLookupByPath(source), 0),
-                                    fsync(full[0][1]))))
-    clone.delete_disk(conn, full[0][1])
-result.update(copy_s=statistics.median(copies), full_s=statistics.median(fulls), volclone_s=statistics.median(volclones))
+    virt_clones.append(timed(lambda: (clone.full_clone(uri, image_name, 'bench-full', full), fsync(full[0][1]))))
+    clone.remove_domain(conn, 'bench-full')
+result.update(copy_s=statistics.median(copies), full_s=statistics.median(fulls), virt_clone_s=statistics.median(virt_clones))
 
 linked = clone.clone_disk_paths(info, 'bench-linked')
-result['linked_s'] = timed(lambda: clone.linked_clone(conn, image, 'bench-linked', linked))
+result['linked_s'] = timed(lambda: clone.clone_volumes(conn, image, 'bench-linked', clone.pool_volumes(conn, linked), linked=True))
 
 disks = [(d['path'], d['format']) for d in virt.describe(conn.lookupByName('bench-linked'), with_sizes=False)['disks']
          if d['device'] == 'disk' and d['path']]
@@ -133,7 +131,7 @@ def main():
     measured = json.loads(out.strip().splitlines()[-1])
     result = {'full_s': round(measured['full_s'], 2), 'copy_s': round(measured['copy_s'], 2),
               'full_vs_copy': round(measured['full_s'] / measured['copy_s'], 2), 'linked_s': round(measured['linked_s'], 3),
-              'volclone_s': round(measured['volclone_s'], 2),
+              'virt_clone_s': round(measured['virt_clone_s'], 2),
               'customize_s': round(measured['customize_s'], 1), 'virtual_gib': round(measured['virtual_bytes'] / 2 ** 30, 2),
               'allocated_mb': round(measured['allocated_bytes'] / 1e6), 'customized_files': measured['customized_files']}
     print(json.dumps(result))
