@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import yaml
 
@@ -26,25 +25,15 @@ TESTBED = os.path.join(ROOT, 'tests', 'testbed')
 MODULE_UTILS = os.path.join(ROOT, 'plugins', 'module_utils')
 PYTHON = sys.executable
 sys.path.insert(0, MODULE_UTILS)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from maglica import client, config as maglica_config, keys, messages, virt  # noqa: E402  pylint: disable=wrong-import-position
+from polling import wait_until  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def exit_on_sigterm():
     """A SIGTERM (timeout, CI cancel) becomes SystemExit, so that teardown stops every worker and libvirtd it started."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
-def wait_until(condition, timeout, what, interval=0.05):
-    """Poll condition() until it returns something true; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %gs waiting for %s' % (timeout, what))
-        time.sleep(interval)
 
 
 def testbed_env():

@@ -10,23 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import yaml
 
 MODULE_UTILS = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', 'plugins', 'module_utils'))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def wait_until(condition, timeout, what, interval=0.02):
-    """Poll condition() until it returns something true; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %gs waiting for %s' % (timeout, what))
-        time.sleep(interval)
+from polling import wait_until  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def free_ports(count):
@@ -86,3 +76,6 @@ class Daemon(object):
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+__all__ = ['Daemon', 'free_ports', 'wait_until', 'worker_env', 'write_yaml']
