@@ -285,10 +285,13 @@ def build_parser():
         sub.add_argument('--name', required=True, help='the VM name')
         return sub
 
+    def with_filters(sub):
+        sub.add_argument('--name', action='append', help='only names matching this shell pattern (repeatable)')
+        sub.add_argument('--host', action='append', help='only this host (repeatable)')
+        return sub
+
     image = group('image', 'original images')
-    sub = command(image, 'list', image_list, 'list the images of every host')
-    sub.add_argument('--name', action='append', help='only names matching this shell pattern (repeatable)')
-    sub.add_argument('--host', action='append', help='only this host (repeatable)')
+    with_filters(command(image, 'list', image_list, 'list the images of every host'))
     sub = command(image, 'copy', image_copy, 'copy an image to another host')
     sub.add_argument('--name', required=True, help='the image')
     sub.add_argument('--dest', required=True, help='the host to copy it to')
@@ -296,9 +299,7 @@ def build_parser():
     sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the copy (default 3600)')
 
     vms = group('vm', 'virtual machines')
-    sub = command(vms, 'list', vm_list, 'list the VMs of every host')
-    sub.add_argument('--name', action='append', help='only names matching this shell pattern (repeatable)')
-    sub.add_argument('--host', action='append', help='only this host (repeatable)')
+    sub = with_filters(command(vms, 'list', vm_list, 'list the VMs of every host'))
     sub.add_argument('--state', action='append', help='only VMs in this state: running, stopped... (repeatable)')
     sub = command(vms, 'clone', vm_clone, 'clone an image to a new VM on the best host')
     sub.add_argument('--image', required=True, help='the image to clone')

@@ -108,24 +108,23 @@ class Cloud(object):
         return codes
 
 
-@pytest.fixture(scope='module')
-def plain_cloud(tmp_path_factory):
-    cloud = Cloud(str(tmp_path_factory.mktemp('plain')), curve=False)
+def running_cloud(tmp_path_factory, curve):
+    cloud = Cloud(str(tmp_path_factory.mktemp('curve' if curve else 'plain')), curve=curve)
     try:
         cloud.start()
         yield cloud
     finally:
         cloud.stop()
+
+
+@pytest.fixture(scope='module')
+def plain_cloud(tmp_path_factory):
+    yield from running_cloud(tmp_path_factory, curve=False)
 
 
 @pytest.fixture(scope='module')
 def curve_cloud(tmp_path_factory):
-    cloud = Cloud(str(tmp_path_factory.mktemp('curve')), curve=True)
-    try:
-        cloud.start()
-        yield cloud
-    finally:
-        cloud.stop()
+    yield from running_cloud(tmp_path_factory, curve=True)
 
 
 def raw_request(cloud, frames, timeout=5.0):
