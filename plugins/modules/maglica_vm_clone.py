@@ -52,6 +52,23 @@ options:
         makes the job expire.
     type: int
     default: 600
+  wait_for:
+    description:
+      - After the job, wait until the started clone is reachable.
+      - V(ip) waits until it has an address (from the QEMU guest agent, then the DHCP leases of its libvirt network).
+      - V(ssh) also waits until its sshd proves it holds one of the SSH host keys the host worker wrote into it,
+        checked by the SSH client with strict host key checking against RV(known_hosts) (no trust on first use).
+      - A clone that does not get there within O(wait_for_timeout) is kept (it is a complete VM that did not come
+        up), and the task fails with the last thing seen and its console's last lines. A re-run finds the clone
+        (C(changed=false)) and waits again.
+      - Needs O(start=true) and O(wait=true).
+    type: str
+    choices: [none, ip, ssh]
+    default: none
+  wait_for_timeout:
+    description: Seconds to wait for O(wait_for), counted apart from the job's O(timeout).
+    type: int
+    default: 300
   network:
     description: Network settings written into the guest.
     type: dict
@@ -109,6 +126,23 @@ EXAMPLES = r'''
     hostname: web1.example.com
     ssh_authorized_keys:
       - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
+
+- name: Clone, wait until it answers SSH with the host key it was given, and remember that key
+  maglica.cloud.maglica_vm_clone:
+    image: debian.original
+    hostname: web2.example.com
+    ssh_authorized_keys:
+      - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
+    wait_for: ssh
+  register: web2
+
+- name: Trust exactly the host keys written into the clone
+  ansible.builtin.blockinfile:
+    path: ~/.ssh/known_hosts
+    create: true
+    mode: "0600"
+    marker: "# {mark} web2.example.com (maglica)"
+    block: "{{ web2.known_hosts | join('\n') }}"
 
 - name: A linked clone with a static address on a chosen host
   maglica.cloud.maglica_vm_clone:
@@ -169,6 +203,25 @@ domain:
   description: The existing VM, when O(hostname) was already defined.
   returned: when nothing changed
   type: dict
+ip:
+  description: The clone's address, once O(wait_for) has seen one.
+  returned: always
+  type: str
+  sample: 172.30.11.153
+ssh_host_keys:
+  description: Public SSH host keys the host worker made and wrote into the clone (kept in the clone's libvirt metadata).
+  returned: always
+  type: list
+  elements: str
+  sample: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx... root@web1"]
+known_hosts:
+  description:
+    - Lines for a C(known_hosts) file naming the clone by its name, its short name and (once known) its address,
+      so that the first SSH connection checks the host key strictly.
+  returned: always
+  type: list
+  elements: str
+  sample: ["web1.example.com,web1,172.30.11.153 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx..."]
 unreachable_hosts:
   description: Hosts that could not be asked. The name check and placement only cover the hosts that answered.
   returned: always
@@ -192,6 +245,8 @@ def main():
             start=dict(type='bool', default=True),
             wait=dict(type='bool', default=True),
             timeout=dict(type='int', default=600),
+            wait_for=dict(type='str', choices=['none', 'ip', 'ssh'], default='none'),
+            wait_for_timeout=dict(type='int', default=300),
             network=dict(type='dict', options=dict(
                 mode=dict(type='str', choices=['dhcp', 'static'], default='dhcp'),
                 device=dict(type='str'),
@@ -212,7 +267,7 @@ def main():
         return cloud.clone(config, p['image'], p['hostname'], host=p['host'], clone_mode=p['clone_mode'], start=p['start'],
                            network=p['network'], root_password_hash=p['root_password_hash'],
                            ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
-                           check_mode=module.check_mode)
+                           check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'])
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
     outcome['unreachable_hosts'] = outcome.pop('unreachable')

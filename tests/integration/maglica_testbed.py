@@ -83,6 +83,12 @@ class Testbed(object):
         self.script('build_image.sh', family, out)
         return out
 
+    def bootable_image(self, variant):
+        """Path of a built (cached) Debian 12 disk that boots: variant ifupdown, nm or cloudinit."""
+        out = os.path.join(self.env['MAGLICA_IMAGE_CACHE'], 'build-bootable-%s.qcow2' % variant)
+        self.script('build_bootable.sh', variant, out)
+        return out
+
     def define_image(self, host, name, image, memory=256):
         self.script('define_image.sh', host, name, image, str(memory))
 

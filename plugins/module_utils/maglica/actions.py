@@ -65,6 +65,11 @@ def vm_remove(context, reconcile):
         return {'name': name, 'deleted_disks': clone.remove_domain(conn, name)}
 
 
+def vm_console(context, reconcile):
+    with virt.Connection(context.config, context.host, readonly=True) as conn:
+        return vm.console_tail(conn, context.args['name'], context.args.get('lines') or 40)
+
+
 def vm_attach_disk(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
         return vm.attach_disk(conn, context.host.name, context.args, reconcile)
@@ -79,6 +84,7 @@ ACTIONS = {
     'vm.clone': vm_clone,
     'vm.remove': vm_remove,
     'vm.attach_disk': vm_attach_disk,
+    'vm.console': vm_console,
     'image.copy': image_copy,
 }
 

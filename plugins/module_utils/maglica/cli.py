@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from . import cloud, hosts, images, messages, vm
+from . import cloud, hosts, images, messages, reach, vm
 from . import config as config_mod
 from .client import Client
 from .errors import ConflictError, MaglicaError, NotFoundError
@@ -159,13 +159,19 @@ def vm_list(config, args, out):
 
 def vm_clone(config, args, out):
     seen = {}
+    if args.wait_for != 'none':
+        _stderr('%s: the job, then waiting up to %ds for %s\n' % (args.hostname, args.wait_for_timeout, args.wait_for))
     result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
-                         timeout=args.timeout, progress=lambda job: _progress(job, seen))
-    if not result['changed']:
+                         timeout=args.timeout, progress=lambda job: _progress(job, seen), wait_for=args.wait_for,
+                         wait_for_timeout=args.wait_for_timeout)
+    if not result['changed'] and args.wait_for == 'none':
         raise ConflictError('%s already exists on %s' % (args.hostname, result['host']))
     domain = result['result'].get('domain') or {}
-    out.message('cloned %s to %s on %s%s' % (args.image, args.hostname, result['host'],
-                                             ' (VNC port %s)' % domain['vnc_port'] if domain.get('vnc_port') else ''), result)
+    text = '%s %s to %s on %s%s' % ('cloned' if result['changed'] else 'found', args.image, args.hostname, result['host'],
+                                    ' (VNC port %s)' % domain['vnc_port'] if domain.get('vnc_port') else '')
+    if result['ip']:
+        text += ', reachable at %s' % result['ip']
+    out.message('\n'.join([text] + result['known_hosts']), result)
 
 
 def _ensure(config, args, out, done, **settings):
@@ -308,6 +314,9 @@ def build_parser():
     sub.add_argument('--start', type=_bool_arg, default=True, help='start it (default true)')
     sub.add_argument('--mode', choices=cloud.CLONE_MODES, default='full', help='full copy or linked overlay (default full)')
     sub.add_argument('--timeout', type=int, default=600, help='seconds to wait for the clone (default 600)')
+    sub.add_argument('--wait-for', choices=reach.WAIT_FOR, default='none',
+                     help='then wait until it has an address (ip) or answers SSH with its new host key (ssh)')
+    sub.add_argument('--wait-for-timeout', type=int, default=300, help='seconds to wait for --wait-for (default 300)')
     with_name(command(vms, 'start', vm_state('running'), 'start a VM'))
     sub = with_name(command(vms, 'stop', vm_state('stopped'), 'shut a VM down and wait until it is off'))
     sub.add_argument('--timeout', type=int, default=120, help='seconds to wait for the shutdown (default 120)')

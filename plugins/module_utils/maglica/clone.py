@@ -185,10 +185,19 @@ def define_clone(conn, image_dom, hostname, new_disks):
         mac = iface.find('mac')
         if mac is not None:
             iface.remove(mac)
+    # A console log file of the image's would be shared by every clone (and truncated by each boot).
+    for log in root.findall('./devices/serial/log') + root.findall('./devices/console/log'):
+        if log.get('file'):
+            log.set('file', console_log_path(log.get('file'), hostname))
     try:
         conn.defineXML(ET.tostring(root, encoding='unicode'))
     except lv.libvirtError as e:
         raise HostError('cannot define the clone %s: %s' % (hostname, virt.error_text(e)))
+
+
+def console_log_path(image_log: str, hostname: str) -> str:
+    """The clone's console log: beside the image's, named after the clone."""
+    return os.path.join(os.path.dirname(image_log), '%s-console.log' % hostname)
 
 
 def _xml_text(value):
@@ -204,9 +213,11 @@ def is_leftover(dom, meta, job_id, targets):
     return disks == sorted(path for _disk, path in targets)
 
 
-def set_metadata(dom, **attributes):
+def set_metadata(dom, host_keys=(), **attributes):
     lv = virt.libvirt()
     element = ET.Element('clone', {k: str(v) for k, v in attributes.items()})
+    for key in host_keys or ():
+        ET.SubElement(element, 'host-key').text = key
     dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, encoding='unicode'),
                     virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
@@ -261,7 +272,8 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
                                            args.get('ssh_authorized_keys'))
         key = batching.image_key(image_name, [d['path'] for d, _path in targets])
         changes = customizer(key, disks, settings)
-        set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='yes')
+        set_metadata(dom, host_keys=changes.get('ssh_host_keys'), image=image_name, job=job_id, mode=args['clone_mode'],
+                     complete='yes')
         if args['start']:
             try:
                 dom.create()

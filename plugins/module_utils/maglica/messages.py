@@ -118,6 +118,8 @@ ACTIONS = {
         'ssh_authorized_keys': Field(list, required=False, max_len=64, items=Field(str, max_len=16384, pattern=ONE_LINE_RE)),
     },
     'vm.remove': {'name': NAME},
+    # Read-only: the last `lines` lines of the VM's serial console log (its <serial><log file=...>).
+    'vm.console': {'name': NAME, 'lines': Field(int, required=False, minimum=1, maximum=200)},
     # A new qcow2 volume of `size` bytes, named `volume`, in the pool of the VM's disks, attached to its persistent config.
     'vm.attach_disk': {'name': NAME, 'volume': NAME, 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
