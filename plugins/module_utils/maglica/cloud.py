@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from . import messages, placement, virt
+from . import hostkeys, messages, placement, virt
 from .client import Client
 from .errors import ConflictError, NotFoundError
 
@@ -71,7 +71,8 @@ def plan_clone(config, image, hostname, host=None):
     return {'exists': False, 'host': chosen, 'candidates': candidates, 'unreachable': unreachable}
 
 
-def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None):
+def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None,
+               cloud_init_user_data=None):
     args = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
     if network:
         args['network'] = {k: v for k, v in network.items() if v is not None}
@@ -79,16 +80,19 @@ def clone_args(image, hostname, clone_mode='full', start=True, network=None, roo
         args['root_password_hash'] = root_password_hash
     if ssh_authorized_keys:
         args['ssh_authorized_keys'] = list(ssh_authorized_keys)
+    if cloud_init_user_data:
+        args['cloud_init_user_data'] = cloud_init_user_data
     return args
 
 
 def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
-          ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None):
+          ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None, cloud_init_user_data=None):
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`.
 
-    Returns {changed, host, candidates, job_id, job, result}.
+    Returns {changed, host, candidates, job_id, job, result}; once the clone is made, also its
+    `ssh_host_keys` and `known_hosts` lines for its name and short name.
     """
-    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys)
+    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys, cloud_init_user_data)
     # Every argument is checked before anything is asked or submitted (the host name is a placeholder here).
     messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'vm.clone', 'args': args})
     plan = plan_clone(config, image, hostname, host)
@@ -107,6 +111,10 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
         if wait:
             result['job'] = client.wait(job['id'], timeout, progress=progress)
             result['result'] = result['job']['data']
+            keys = result['result'].get('ssh_host_keys') or []
+            if keys:
+                result['ssh_host_keys'] = keys
+                result['known_hosts'] = hostkeys.known_hosts_lines([hostname, hostname.split('.')[0]], keys)
     return result
 
 
