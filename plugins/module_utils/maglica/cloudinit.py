@@ -19,10 +19,13 @@ import email.policy
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import deps
 from .errors import MessageError
+
+if TYPE_CHECKING:
+    from .customize import GuestSettings
 
 OPTION = 'cloud_init_user_data'
 CLOUD_CONFIG = '#cloud-config'
@@ -72,8 +75,9 @@ def parse_user_data(text: str, where: str = OPTION) -> Tuple[str, Any]:
             raise MessageError('%s: the MIME message has no parts' % where)
         for index, part in enumerate(parts):
             if part.get_content_type() == 'text/cloud-config':
-                payload = part.get_payload(decode=True) or b''
-                parse_cloud_config(payload.decode('utf-8', 'replace'), '%s (MIME part %d)' % (where, index + 1))
+                payload = part.get_payload(decode=True)
+                body = payload.decode('utf-8', 'replace') if isinstance(payload, bytes) else ''
+                parse_cloud_config(body, '%s (MIME part %d)' % (where, index + 1))
         return 'parts', parts
     content_type = format_of(head)
     if content_type is None:
@@ -113,7 +117,7 @@ def check_user_data(where: str, value: str) -> None:
     parse_user_data(value, where)
 
 
-def our_cloud_config(settings) -> Dict[str, Any]:
+def our_cloud_config(settings: GuestSettings) -> Dict[str, Any]:
     """Our part: keys that keep cloud-init from undoing the offline customisation."""
     return {
         # Our offline rewrite set /etc/hostname (the name as given) and /etc/hosts; cloud-init would write the
@@ -145,7 +149,7 @@ def merge(theirs: Any, ours: Any, path: Tuple[str, ...] = ()) -> Any:
     return copy.deepcopy(ours)
 
 
-def user_data(settings) -> str:
+def user_data(settings: GuestSettings) -> str:
     """The user-data file: one #cloud-config, or a MIME multipart message when the user's is another format."""
     ours = our_cloud_config(settings)
     if not settings.cloud_init_user_data:
@@ -165,7 +169,7 @@ def user_data(settings) -> str:
     return message.as_string()
 
 
-def meta_data(settings, instance_id: str) -> str:
+def meta_data(settings: GuestSettings, instance_id: str) -> str:
     return dump({'instance-id': instance_id, 'local-hostname': settings.hostname})
 
 

@@ -190,7 +190,7 @@ def hosts_file(before, settings, old_hostname):
     return '\n'.join(lines) + '\n'
 
 
-def debian_interfaces(before, settings, device, stanza=True):
+def debian_interfaces(before: Optional[str], settings: GuestSettings, device: str, stanza: bool = True) -> str:
     """/etc/network/interfaces with DEVICE's stanza replaced by ours (DHCP or static), or only removed (stanza=False)."""
     out, skipping = [], False
     for line in (before or '').splitlines():
@@ -228,12 +228,12 @@ def debian_interfaces(before, settings, device, stanza=True):
     return '\n'.join(out + [''] + lines if out else lines) + '\n'
 
 
-def interfaces_devices(text):
+def interfaces_devices(text: Optional[str]) -> List[str]:
     """Devices with an `iface` stanza in an interfaces(5) text."""
     return re.findall(r'^iface\s+(\S+)\s+inet6?\s', text or '', re.M)
 
 
-def sources_interfaces_d(text):
+def sources_interfaces_d(text: Optional[str]) -> bool:
     """Whether an interfaces(5) text reads /etc/network/interfaces.d (where cloud-init writes its stanzas)."""
     return bool(re.search(r'^\s*source(-directory)?\s+/etc/network/interfaces\.d(/\*)?\s*$', text or '', re.M))
 
@@ -341,7 +341,7 @@ def interface_name(guest, settings, candidates):
     return 'eth0'
 
 
-def netplan_config(settings, device):
+def netplan_config(settings: GuestSettings, device: str) -> Dict[str, Any]:
     """The `network` option as netplan version 2: both the netplan file and cloud-init's network-config."""
     net = settings.network
     ethernet: Dict[str, Any] = {}
@@ -363,12 +363,12 @@ def netplan_config(settings, device):
     return {'version': 2, 'ethernets': {device: ethernet}}
 
 
-def netplan(settings, device):
+def netplan(settings: GuestSettings, device: str) -> str:
     """A netplan file for DEVICE, written with a YAML library: any hostname reads back as the same string."""
     return '# Written by maglica for %s\n' % settings.hostname + cloudinit.dump({'network': netplan_config(settings, device)})
 
 
-def netplan_without(text, device):
+def netplan_without(text: Optional[str], device: str) -> Optional[str]:
     """A netplan file's text with DEVICE's ethernet removed (ours defines it), or None when it has none or is unreadable."""
     yaml = deps.load('yaml')
     try:
@@ -382,19 +382,19 @@ def netplan_without(text, device):
     return cloudinit.dump(data)
 
 
-def keyfile_device(text):
+def keyfile_device(text: str) -> Tuple[Optional[str], Optional[str]]:
     """(interface-name, type) of a NetworkManager keyfile."""
     name = re.search(r'^\s*interface-name\s*=\s*(\S+)\s*$', text, re.M)
     kind = re.search(r'^\s*type\s*=\s*(\S+)\s*$', text, re.M)
     return (name.group(1) if name else None), (kind.group(1) if kind else None)
 
 
-def new_keyfile(device):
+def new_keyfile(device: str) -> str:
     return ('[connection]\nid=%s\nuuid=%s\ntype=ethernet\ninterface-name=%s\nautoconnect=true\n\n[ethernet]\n\n'
             '[ipv4]\n\n[ipv6]\nmethod=auto\n' % (device, uuid.uuid4(), device))
 
 
-def network_stacks(guest):
+def network_stacks(guest: Guest) -> Dict[str, Any]:
     """What configures the guest's network, read from its files (not from its distribution)."""
     keyfiles = guest.glob(NM_DIR + '/*.nmconnection')
     return {
@@ -406,13 +406,18 @@ def network_stacks(guest):
     }
 
 
-def customize_network(guest, settings, family, cloud_init, notes):
+def customize_network(guest: Guest, settings: GuestSettings, family: str, cloud_init: bool,
+                      notes: List[str]) -> Tuple[str, List[str]]:
     """Write the network settings where the guest's own network stack reads them. Returns (device, [stacks written])."""
     stacks = network_stacks(guest)
     interfaces = stacks['interfaces']
-    candidates = interfaces_devices(interfaces) + [keyfile_device(guest.read(p) or '')[0] for p in stacks['keyfiles']]
+    stanzas = interfaces_devices(interfaces)
+    if interfaces is not None:
+        for path in guest.glob(INTERFACES_D + '/*'):
+            stanzas += interfaces_devices(guest.read(path))
+    candidates = stanzas + [keyfile_device(guest.read(p) or '')[0] for p in stacks['keyfiles']]
     device = interface_name(guest, settings, candidates)
-    written = []
+    written: List[str] = []
     if stacks['netplan']:
         # netplan renders for networkd or NetworkManager itself: it is the one place to write.
         target = CLOUD_INIT_NETPLAN if cloud_init else NETPLAN_DIR + '/50-maglica.yaml'
@@ -426,7 +431,7 @@ def customize_network(guest, settings, family, cloud_init, notes):
     else:
         # Debian's NetworkManager leaves alone the devices that /etc/network/interfaces configures: ifupdown
         # owns the device when it has a stanza, or when NetworkManager is not there at all.
-        ifupdown = interfaces is not None and (device in interfaces_devices(interfaces) or not stacks['networkmanager'] and family != 'rhel')
+        ifupdown = interfaces is not None and (device in stanzas or not stacks['networkmanager'] and family != 'rhel')
         if ifupdown:
             customize_ifupdown(guest, settings, device, interfaces, cloud_init)
             written.append('ifupdown')
@@ -461,7 +466,7 @@ def customize_network(guest, settings, family, cloud_init, notes):
     return device, written
 
 
-def customize_ifupdown(guest, settings, device, interfaces, cloud_init):
+def customize_ifupdown(guest: Guest, settings: GuestSettings, device: str, interfaces: Optional[str], cloud_init: bool) -> None:
     """DEVICE's stanza, in exactly one file that ifupdown reads.
 
     With cloud-init, the stanza goes to interfaces.d/50-cloud-init: cloud-init's Debian renderer rewrites that
@@ -484,10 +489,10 @@ def customize_ifupdown(guest, settings, device, interfaces, cloud_init):
         guest.write(target, debian_interfaces(before if before is not None else header, settings, device))
 
 
-def customize_host_keys(guest, settings, notes):
+def customize_host_keys(guest: Guest, settings: GuestSettings, notes: List[str]) -> List[str]:
     """New SSH host keys of every type the image had (rsa, ecdsa, ed25519 when it has sshd but none), written
     over the old ones with their mode and owner. Returns the public key lines."""
-    present = {}
+    present: Dict[str, str] = {}
     for path in guest.glob(SSH_DIR + '/ssh_host_*_key'):
         match = HOST_KEY_RE.match(path)
         if match:
@@ -503,7 +508,7 @@ def customize_host_keys(guest, settings, notes):
         notes.append('no sshd and no SSH host keys in the image: no host keys made')
         return []
     group = ssh_keys_group(guest)
-    keys = []
+    keys: List[hostkeys.HostKey] = []
     for key_type in types:
         try:
             keys.extend(hostkeys.generate([key_type], 'root@%s' % settings.hostname))
@@ -530,7 +535,7 @@ def customize_host_keys(guest, settings, notes):
     return [key.public for key in keys]
 
 
-def ssh_keys_group(guest):
+def ssh_keys_group(guest: Guest) -> Optional[int]:
     """The gid of the group `ssh_keys` (RHEL's host key group), or None."""
     for line in (guest.read('/etc/group') or '').splitlines():
         fields = line.split(':')
@@ -539,7 +544,7 @@ def ssh_keys_group(guest):
     return None
 
 
-def reset_machine_state(guest):
+def reset_machine_state(guest: Guest) -> None:
     """What must differ per machine and is made anew when missing or empty (virt-sysprep's list, for a clone)."""
     guest.empty('/etc/udev/rules.d/70-persistent-net.rules')
     # Empty, not removed: systemd makes a new machine-id at first boot (and runs its first-boot units).
@@ -556,7 +561,7 @@ def reset_machine_state(guest):
         guest.write(URANDOM_SEED, os.urandom(RANDOM_SEED_BYTES), mode=0o600)
 
 
-def replace_hostname(text, old_hostname, settings):
+def replace_hostname(text: str, old_hostname: str, settings: GuestSettings) -> str:
     """TEXT with the old name (long, then short) replaced by the new one (long, then short), whole words only."""
     old_short = old_hostname.split('.')[0]
     for old, new in ((old_hostname, settings.hostname), (old_short, settings.short)):
@@ -565,7 +570,7 @@ def replace_hostname(text, old_hostname, settings):
     return text
 
 
-def customize_common(guest, settings, old_hostname):
+def customize_common(guest: Guest, settings: GuestSettings, old_hostname: Optional[str]) -> None:
     guest.write('/etc/hostname', settings.hostname + '\n')
     guest.write('/etc/hosts', hosts_file(guest.read('/etc/hosts'), settings, old_hostname))
     if old_hostname:
@@ -588,11 +593,11 @@ def customize_common(guest, settings, old_hostname):
             guest.write('/root/.ssh/authorized_keys', text, mode=0o600)
 
 
-def has_cloud_init(guest):
+def has_cloud_init(guest: Guest) -> bool:
     return guest.g.is_file(CLOUD_INIT, followsymlinks=True) and not guest.exists(CLOUD_INIT_DISABLED)
 
 
-def customize_cloud_init(guest, settings, device):
+def customize_cloud_init(guest: Guest, settings: GuestSettings, device: str) -> str:
     """A NoCloud seed with a fresh instance-id, after the image's instance state is gone. Returns the instance-id."""
     # What `cloud-init clean` removes, but the seed and the image's own scripts stay.
     for name in ('instance', 'instances', 'data', 'sem', 'handlers'):
