@@ -69,7 +69,7 @@ from ansible.errors import AnsibleError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica import config as maglica_config
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import reach, vm
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica import hostkeys, reach, vm
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
 CONNECTION_OPTIONS = ('client', 'libvirt', 'security')
@@ -165,7 +165,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if variables['maglica_addresses']:
                 variables['ansible_host'] = variables['maglica_addresses'][0]['address']
             variables['maglica_ssh_host_keys'] = entry.get('ssh_host_keys') or []
-            variables['maglica_known_hosts'] = reach.known_hosts_lines(reach.clone_names(name, variables.get('ansible_host')),
+            variables['maglica_known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(name, variables.get('ansible_host')),
                                                                        variables['maglica_ssh_host_keys'])
             if known_hosts_file and variables['maglica_known_hosts']:
                 known_hosts.extend(variables['maglica_known_hosts'])

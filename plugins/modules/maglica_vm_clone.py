@@ -102,9 +102,25 @@ options:
     description: A crypt(3) hash set as root's password in the guest. Never a fixed password - only the one given here.
     type: str
   ssh_authorized_keys:
-    description: Public keys added to root's C(authorized_keys) in the guest.
+    description:
+      - Public keys added to root's C(authorized_keys) in the guest.
+      - For an image with cloud-init, they are also in the user-data of its NoCloud seed (cloud-init gives them to its
+        default user as well).
     type: list
     elements: str
+  cloud_init_user_data:
+    description:
+      - Your own cloud-init user-data, for an image with cloud-init (C(/usr/bin/cloud-init), not disabled). The clone
+        gets a NoCloud seed in C(/var/lib/cloud/seed/nocloud) with a fresh instance-id, its hostname, a network-config
+        from O(network) and user-data of its own that keeps the SSH host keys Maglica wrote, root's keys and the hostname.
+      - A C(#cloud-config) document is merged with that user-data key by key; Maglica's values win on its keys
+        (C(ssh_deletekeys), C(ssh_genkeytypes), C(disable_root), C(preserve_hostname), C(hostname), C(fqdn)) and
+        C(ssh_authorized_keys) are joined. It must be a YAML mapping and must not set C(ssh_keys).
+      - Any other format cloud-init knows (C(#!) scripts, C(#include), C(#cloud-boothook), a MIME multipart message...)
+        travels as parts of a MIME multipart message beside Maglica's, which come last with merge headers so they win.
+      - A secret like O(root_password_hash) - masked in job listings and diffs, never logged.
+      - Ignored for images without cloud-init.
+    type: str
 extends_documentation_fragment:
   - maglica.cloud.maglica
 attributes:
@@ -196,7 +212,8 @@ job:
   type: dict
 result:
   description:
-    - What the host worker did. C(customization) lists C(changed_files), C(removed_files), the guest's C(os) and C(notes).
+    - What the host worker did. C(customization) lists C(changed_files), C(removed_files), the guest's C(os), its
+      C(network) (the device and what configures it), C(cloud_init) (the new instance-id) and C(notes).
   returned: when the job ended
   type: dict
 domain:
@@ -209,7 +226,9 @@ ip:
   type: str
   sample: 172.30.11.153
 ssh_host_keys:
-  description: Public SSH host keys the host worker made and wrote into the clone (kept in the clone's libvirt metadata).
+  description:
+    - The public SSH host keys the host worker made and wrote into the clone, one per key type the image had.
+    - Kept in the clone's libvirt metadata, so that a re-run (and the inventory plugin) returns them too.
   returned: always
   type: list
   elements: str
@@ -258,6 +277,7 @@ def main():
             ), required_if=[('mode', 'static', ['address'])]),
             root_password_hash=dict(type='str', no_log=True),
             ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
+            cloud_init_user_data=dict(type='str', no_log=True),
         ),
         supports_check_mode=True,
     )
@@ -267,7 +287,8 @@ def main():
         return cloud.clone(config, p['image'], p['hostname'], host=p['host'], clone_mode=p['clone_mode'], start=p['start'],
                            network=p['network'], root_password_hash=p['root_password_hash'],
                            ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
-                           check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'])
+                           check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
+                           cloud_init_user_data=p['cloud_init_user_data'])
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
     outcome['unreachable_hosts'] = outcome.pop('unreachable')

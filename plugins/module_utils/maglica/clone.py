@@ -269,7 +269,7 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         disks = [(d['path'], d['format']) for d in virt.describe(dom, with_sizes=False)['disks']
                  if d['device'] == 'disk' and d['path']]
         settings = customize.GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
-                                           args.get('ssh_authorized_keys'))
+                                           args.get('ssh_authorized_keys'), args.get('cloud_init_user_data'))
         key = batching.image_key(image_name, [d['path'] for d, _path in targets])
         changes = customizer(key, disks, settings)
         set_metadata(dom, host_keys=changes.get('ssh_host_keys'), image=image_name, job=job_id, mode=args['clone_mode'],
@@ -280,6 +280,7 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
             except lv.libvirtError as e:
                 raise HostError('the clone %s could not be started: %s' % (hostname, virt.error_text(e)))
         return {'hostname': hostname, 'image': image_name, 'clone_mode': args['clone_mode'],
+                'ssh_host_keys': changes.pop('ssh_host_keys', []),  # public halves only, for known_hosts
                 'customization': changes, 'domain': virt.describe(dom, with_sizes=False)}
     except BaseException as failure:
         try:

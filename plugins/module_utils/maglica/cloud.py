@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from . import messages, placement, reach, virt
+from . import hostkeys, messages, placement, reach, virt
 from .client import Client
 from .errors import ConflictError, MaglicaError, NotFoundError
 
@@ -71,7 +71,8 @@ def plan_clone(config, image, hostname, host=None):
     return {'exists': False, 'host': chosen, 'candidates': candidates, 'unreachable': unreachable}
 
 
-def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None):
+def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None,
+               cloud_init_user_data=None):
     args = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
     if network:
         args['network'] = {k: v for k, v in network.items() if v is not None}
@@ -79,12 +80,14 @@ def clone_args(image, hostname, clone_mode='full', start=True, network=None, roo
         args['root_password_hash'] = root_password_hash
     if ssh_authorized_keys:
         args['ssh_authorized_keys'] = list(ssh_authorized_keys)
+    if cloud_init_user_data:
+        args['cloud_init_user_data'] = cloud_init_user_data
     return args
 
 
 def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
           ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none',
-          wait_for_timeout=300):
+          wait_for_timeout=300, cloud_init_user_data=None):
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`.
 
     With `wait_for` ip or ssh, also waits (up to `wait_for_timeout` seconds, apart from the job's `timeout`)
@@ -92,7 +95,7 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
     does not get there is kept and reach.NotReachable is raised.
     Returns {changed, host, candidates, job_id, job, result, ip, ssh_host_keys, known_hosts}.
     """
-    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys)
+    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys, cloud_init_user_data)
     # Every argument is checked before anything is asked or submitted (the host name is a placeholder here).
     messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'vm.clone', 'args': args})
     if wait_for not in reach.WAIT_FOR:
@@ -117,13 +120,14 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
                 return result
             result['job'] = client.wait(job['id'], timeout, progress=progress)
             result['result'] = result['job']['data']
-        result['ssh_host_keys'] = (result['result'].get('domain') or {}).get('ssh_host_keys') or []
+        result['ssh_host_keys'] = (result['result'].get('ssh_host_keys')
+                                   or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
     if wait_for != 'none' and not check_mode:
         seen = reach.wait(config, plan['host'], hostname, wait_for,
-                          reach.known_hosts_lines(reach.clone_names(hostname), result['ssh_host_keys']), wait_for_timeout,
+                          hostkeys.known_hosts_lines(reach.clone_names(hostname), result['ssh_host_keys']), wait_for_timeout,
                           console=lambda: console(config, plan['host'], hostname))
         result['ip'] = seen.ip
-    result['known_hosts'] = reach.known_hosts_lines(reach.clone_names(hostname, result['ip']), result['ssh_host_keys'])
+    result['known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(hostname, result['ip']), result['ssh_host_keys'])
     return result
 
 

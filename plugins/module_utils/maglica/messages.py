@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 
+from . import cloudinit
 from .errors import MessageError
 
 VERSION = 1
@@ -116,6 +117,8 @@ ACTIONS = {
         'network': Field(dict, required=False),
         'root_password_hash': Field(str, required=False, max_len=512, pattern=PASSWORD_HASH_RE),
         'ssh_authorized_keys': Field(list, required=False, max_len=64, items=Field(str, max_len=16384, pattern=ONE_LINE_RE)),
+        # Parsed here (YAML, MIME) so that bad user-data is refused before anything is made.
+        'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
     },
     'vm.remove': {'name': NAME},
     # Read-only: the last `lines` lines of the VM's serial console log (its <serial><log file=...>).
@@ -164,7 +167,7 @@ REQUESTS = {
 
 
 # Job arguments never sent back in job listings.
-SECRET_ARGS = ('root_password_hash',)
+SECRET_ARGS = ('root_password_hash', 'cloud_init_user_data')
 
 
 def redact(job):

@@ -42,17 +42,6 @@ class Reachability:
     addresses: List[dict] = field(default_factory=list)
 
 
-def known_hosts_lines(names: List[str], public_keys: List[str]) -> List[str]:
-    """known_hosts lines (`name1,name2 type key`) for a machine called by `names`, one per public key."""
-    hosts = ','.join(dict.fromkeys(n for n in names if n))
-    lines = []
-    for key in public_keys:
-        fields = key.split()
-        if len(fields) >= 2:
-            lines.append('%s %s %s' % (hosts, fields[0], fields[1]))
-    return lines
-
-
 def clone_names(hostname: str, ip: Optional[str] = None) -> List[str]:
     """The names a clone is reached by: its name, its short name, and its address once known."""
     return [hostname, hostname.split('.')[0]] + ([ip] if ip else [])
