@@ -72,6 +72,12 @@ jobs:
     data:
       description: What the host worker returned.
       type: dict
+    late_result:
+      description:
+        - The result a host worker reported for a job that had already expired, with its C(status), C(message),
+          C(data) and C(received) time. The job stays C(expired); its effect (a clone, say) may exist all the same.
+        - V(null) for every other job.
+      type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule

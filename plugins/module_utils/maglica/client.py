@@ -69,7 +69,12 @@ class Client(object):
                 progress(job)
             if job['state'] in messages.FINAL_STATES:
                 if job['state'] != 'succeeded':
-                    raise JobFailed('job %s (%s on %s) %s: %s' % (job_id, job['action'], job['host'], job['state'], job['message']), job)
+                    late = job.get('late_result')
+                    # The job's effect may exist all the same: say so, the user decides.
+                    note = '; its host worker reported it late: %s' % late['status'] if late else ''
+                    if late and late.get('message'):
+                        note += ' (%s)' % late['message']
+                    raise JobFailed('job %s (%s on %s) %s: %s%s' % (job_id, job['action'], job['host'], job['state'], job['message'], note), job)
                 return job
             if remaining <= 0:
                 reason = WAITING_REASONS.get(job['state'], '') % {'host': job['host']}

@@ -18,6 +18,8 @@ import os
 import sqlite3
 import time
 
+from .messages import FINAL_STATES
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -33,13 +35,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires REAL NOT NULL,
     published REAL,
     acked REAL,
-    finished REAL
+    finished REAL,
+    late_result TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'dispatched', 'running');
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
 """
 COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
-           'created', 'updated', 'expires', 'published', 'acked', 'finished')
+           'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result')
+# Columns added after the first release, with their type: an older database gets them when opened.
+ADDED_COLUMNS = (('late_result', 'TEXT'),)
 
 
 def open_database(path):
@@ -60,6 +65,7 @@ def _row(row):
     job = dict(zip(COLUMNS, row))
     job['args'] = json.loads(job['args'])
     job['data'] = json.loads(job['data']) if job['data'] else {}
+    job['late_result'] = json.loads(job['late_result']) if job['late_result'] else None
     return job
 
 
@@ -107,6 +113,10 @@ class Store(object):
 class JobLog(Store):
     def __init__(self, path):
         super(JobLog, self).__init__(path, SCHEMA)
+        present = set(row[1] for row in self.db.execute('PRAGMA table_info(jobs)'))
+        for column, kind in ADDED_COLUMNS:
+            if column not in present:
+                self.db.execute('ALTER TABLE jobs ADD COLUMN %s %s' % (column, kind))
 
     def add(self, job, default_ttl, now=None):
         """Record a validated job as queued. Returns (job row, created) - a resubmitted id is not added twice."""
@@ -150,24 +160,39 @@ class JobLog(Store):
                 [(now, now, i) for i in job_ids])
 
     def acknowledge(self, host, job_ids, now=None):
-        """The host's worker has the jobs: they are running. Only jobs of that host count."""
+        """The host's worker has the jobs: they are running. Only jobs of that host count, and only
+        while they are waiting: an expired job stays expired (its submitter was told so)."""
         now = now or time.time()
         with self.transaction():
             self.db.executemany(
                 "UPDATE jobs SET state = 'running', acked = ?, updated = ? "
-                "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched', 'expired')",
+                "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched')",
                 [(now, now, i, host) for i in job_ids])
 
     def finish(self, host, result, now=None):
-        """Store a host's result. Returns False when the job is not that host's (or unknown)."""
+        """Store a host's result. Returns False when the job is not that host's (or unknown).
+
+        A final state is never overwritten: the result of a job that ended already (sent again because
+        the first reply was lost) is taken and changes nothing, and the result of an expired job is
+        kept as its `late_result` - the job stays expired.
+        """
         now = now or time.time()
         with self.transaction():
-            cursor = self.db.execute(
-                'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
-                'acked = COALESCE(acked, ?) WHERE id = ? AND host = ?',
-                (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
-                 now, now, now, result['id'], host))
-        return cursor.rowcount == 1
+            row = self.db.execute('SELECT state FROM jobs WHERE id = ? AND host = ?', (result['id'], host)).fetchone()
+            if row is None:
+                return False
+            if row[0] == 'expired':
+                late = {'status': result['status'], 'message': result.get('message', ''), 'data': result.get('data') or {},
+                        'received': now}
+                self.db.execute('UPDATE jobs SET late_result = ?, updated = ? WHERE id = ?',
+                                (json.dumps(late, sort_keys=True), now, result['id']))
+            elif row[0] not in FINAL_STATES:
+                self.db.execute(
+                    'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
+                    'acked = COALESCE(acked, ?) WHERE id = ?',
+                    (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
+                     now, now, now, result['id']))
+        return True
 
     def expire(self, now=None):
         """Jobs whose host worker never acknowledged them within their TTL end expired."""

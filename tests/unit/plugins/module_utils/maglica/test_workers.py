@@ -227,6 +227,23 @@ def test_malformed_requests_get_an_error_and_the_worker_stays(plain_cloud, frame
     assert raw_request(plain_cloud, [messages.encode({'type': 'hosts'})])['ok'] is True
 
 
+def test_expired_job_reported_late_stays_expired(plain_cloud):
+    """A host worker that acknowledges and reports a job after it expired: the user was told "expired",
+    so it stays expired, and the late result is kept beside it."""
+    job = messages.new_job('lonely', 'noop', {'marker': 'late'}, ttl=1)
+    with Client(plain_cloud.config) as client:
+        client.submit(job)
+        wait_until(lambda: client.status(job['id'])['state'] == 'expired', 10, 'the job to expire')
+        late = {'id': job['id'], 'status': 'succeeded', 'message': 'finished after all', 'data': {'marker': 'late'}}
+        reply = host_request(plain_cloud, 'lonely', {'type': 'report', 'host': 'lonely', 'acks': [job['id']], 'results': [late]})
+        assert reply['ok'] is True and reply['taken'] == [job['id']]
+        state = client.status(job['id'])
+        assert state['state'] == 'expired' and state['data'] == {}
+        assert state['late_result']['status'] == 'succeeded' and state['late_result']['message'] == 'finished after all'
+        with pytest.raises(JobFailed, match='expired: no host worker for lonely .*; its host worker reported it late: succeeded'):
+            client.wait(job['id'], 1)
+
+
 def test_host_worker_that_starts_late_gets_the_job_once(plain_cloud):
     assert plain_cloud.host_workers['kvm10'].stop() == 0, 'SIGTERM ends the host worker cleanly'
     job = messages.new_job('kvm10', 'noop', {'marker': 'late'})
