@@ -70,7 +70,10 @@ jobs:
       description: How many times it was published.
       type: int
     data:
-      description: What the host worker returned.
+      description:
+        - What the host worker returned. A result over 64 KiB has its long texts (file diffs) trimmed, or left
+          out, and says so in C(trimmed).
+        - A listing (no O(id)) leaves the file diffs out; the job by O(id) has them.
       type: dict
     late_result:
       description:

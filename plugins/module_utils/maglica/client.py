@@ -50,7 +50,14 @@ class Client(object):
         return self.call('status', id=job_id)['job']
 
     def recent(self, limit=20, host=None):
-        return self.call('list', limit=limit, host=host)['jobs']
+        """The `limit` newest jobs, newest first, without their diffs. Asked for in pages that fit a frame each."""
+        jobs = []
+        while len(jobs) < limit:
+            reply = self.call('list', limit=limit - len(jobs), host=host, after=jobs[-1]['id'] if jobs else None)
+            jobs.extend(reply['jobs'])
+            if not reply.get('more') or not reply['jobs']:
+                break
+        return jobs
 
     def hosts(self):
         return self.call('hosts')['hosts']

@@ -29,6 +29,8 @@ LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts')
 SWEEP_INTERVAL = 0.25
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
+# Bytes of jobs in one reply, leaving room in the frame for the rest of the reply.
+REPLY_BUDGET = messages.MAX_FRAME_BYTES - 4096
 
 
 class ClientWorker(object):
@@ -125,10 +127,21 @@ class ClientWorker(object):
         row = self.log.get(data['id'])
         if row is None:
             return {'ok': False, 'code': 'not_found', 'error': 'no job with id %s' % data['id']}
-        return {'ok': True, 'job': messages.redact(row)}
+        return {'ok': True, 'job': messages.fit_job(messages.redact(row), REPLY_BUDGET)}
 
     def request_list(self, data):
-        return {'ok': True, 'jobs': [messages.redact(r) for r in self.log.recent(data.get('limit') or 20, data.get('host'))]}
+        """One page of the newest jobs, diffs left out, as many as fit one frame; `more` when the limit
+        was not reached (the library asks again `after` the last one)."""
+        limit = data.get('limit') or 20
+        jobs, used = [], 0
+        for row in self.log.recent(limit, data.get('host'), data.get('after')):
+            job = messages.fit_job(messages.without_diffs(messages.redact(row)), REPLY_BUDGET)
+            size = messages.encoded_size(job) + 1
+            if jobs and used + size > REPLY_BUDGET:
+                return {'ok': True, 'jobs': jobs, 'more': True}
+            jobs.append(job)
+            used += size
+        return {'ok': True, 'jobs': jobs, 'more': False}
 
     def request_hosts(self, data):
         now = time.time()

@@ -80,6 +80,13 @@ class Record(Store):
         self.db.execute("DELETE FROM jobs WHERE state = 'done' AND reported = 1 AND finished < ?", (time.time() - RECORD_KEEP_S,))
 
 
+def unsendable(result, reason):
+    """A failed result in place of one that cannot be sent: the job ends, with the reason."""
+    return {'id': result['id'], 'status': 'failed',
+            'message': 'the job ended %s but its result cannot be sent to the client worker: %s'
+                       % (result.get('status'), str(reason)[:500])}
+
+
 class HostWorker(object):
     def __init__(self, config, name):
         self.config = config
@@ -217,7 +224,7 @@ class HostWorker(object):
             return
         with self.record.transaction():
             for result in results:
-                self.record.finish(result['id'], result)
+                self.record.finish(result['id'], messages.bound_result(result))
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
@@ -231,16 +238,29 @@ class HostWorker(object):
     # -- reporting --------------------------------------------------------
 
     def report(self):
-        """Send acks, results and a heartbeat in one request. On no answer, keep everything for the next try."""
-        outbox = self.record.outbox(REPORT_BATCH)
+        """Send acks, results and a heartbeat in one request. On no answer, keep everything for the next try.
+
+        The results are as many of the outbox as fit one frame (the rest go in the next report, at once);
+        a result too big for any frame is sent as a failure that says so, so the outbox never sticks.
+        """
         acks = sorted(self.acks)[:1024]
-        message = {'type': 'report', 'host': self.name, 'acks': acks, 'results': outbox,
+        message = {'type': 'report', 'host': self.name, 'acks': acks, 'results': [],
                    'running': sorted(self.running)[:1024], 'pid': os.getpid()}
+        message['results'] = self.results_that_fit(messages.MAX_FRAME_BYTES - messages.encoded_size(message) - 256)
         try:
-            reply = self.requester.request(message, REPORT_TIMEOUT)
+            try:
+                reply = self.requester.request(message, REPORT_TIMEOUT)
+            except MessageError as e:
+                LOG.error('a report of %d result(s) cannot be sent (%s): sending them as failures', len(message['results']), e)
+                message['results'] = [unsendable(r, e) for r in message['results']]
+                reply = self.requester.request(message, REPORT_TIMEOUT)
         except DispatchError as e:
             LOG.warning('report not delivered, kept for the next try: %s', e)
             self.backoff_until = time.monotonic() + 1.0
+            return
+        except MessageError as e:  # never seen: the worker goes on with its heartbeats all the same
+            LOG.error('cannot send a report: %s', e)
+            self.backoff_until = time.monotonic() + 5.0
             return
         if not reply.get('ok'):
             LOG.error('the client worker refused our report: %s', reply.get('error'))
@@ -249,6 +269,20 @@ class HostWorker(object):
         self.acks.difference_update(acks)
         self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
         self.last_report = time.monotonic()
+
+    def results_that_fit(self, budget):
+        """Results of the outbox, oldest first, each bounded (messages.bound_result), together within `budget` bytes."""
+        results, used = [], 0
+        for result in self.record.outbox(REPORT_BATCH):
+            result = messages.bound_result(result)
+            size = messages.encoded_size(result) + 1
+            if used + size > budget:
+                if not results:
+                    results.append(unsendable(result, 'it is %d bytes' % size))
+                break
+            results.append(result)
+            used += size
+        return results
 
     def report_due(self):
         now = time.monotonic()

@@ -132,12 +132,21 @@ class JobLog(Store):
     def get(self, job_id):
         return _row(self.db.execute('SELECT %s FROM jobs WHERE id = ?' % ', '.join(COLUMNS), (job_id,)).fetchone())
 
-    def recent(self, limit=20, host=None):
+    def recent(self, limit=20, host=None, after=None):
+        """The `limit` newest jobs (of `host`), newest first; with `after` (a job id), those listed after it."""
         query = 'SELECT %s FROM jobs' % ', '.join(COLUMNS)
-        params = []
+        conditions, params = [], []
         if host:
-            query += ' WHERE host = ?'
+            conditions.append('host = ?')
             params.append(host)
+        if after:
+            position = self.db.execute('SELECT created, rowid FROM jobs WHERE id = ?', (after,)).fetchone()
+            if position is None:
+                return []
+            conditions.append('(created < ? OR created = ? AND rowid < ?)')
+            params.extend([position[0], position[0], position[1]])
+        if conditions:
+            query += ' WHERE ' + ' AND '.join(conditions)
         query += ' ORDER BY created DESC, rowid DESC LIMIT ?'
         params.append(limit)
         return [_row(r) for r in self.db.execute(query, params)]

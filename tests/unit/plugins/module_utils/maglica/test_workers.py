@@ -257,6 +257,70 @@ def test_host_worker_that_starts_late_gets_the_job_once(plain_cloud):
     assert plain_cloud.effects('kvm10').count('%s late' % job['id']) == 1
 
 
+def big_diff(size):
+    """A clone's customisation result whose diff of /etc/hosts is `size` bytes before and after."""
+    hosts = ''.join('10.%d.%d.%d\thost%d.example.com\n' % (n >> 16 & 255, n >> 8 & 255, n & 255, n) for n in range(size // 30))
+    return {'hostname': 'web1', 'customization': {'changed_files': ['/etc/hosts'], 'notes': [], 'diff': [
+        {'before_header': '/etc/hosts', 'after_header': '/etc/hosts', 'before': hosts, 'after': hosts + '127.0.1.1\tweb1\n'}]}}
+
+
+def test_oversized_report_does_not_crash_loop_the_host_worker(plain_cloud):
+    """Results too big for one frame wait in a host worker's outbox (a clone of an image with a big /etc/hosts):
+    the worker neither exits on them at each start nor stops sending heartbeats; each result is trimmed
+    with a note and the reports are split to fit."""
+    worker = plain_cloud.host_workers['kvm10']
+    assert worker.stop() == 0
+    jobs = [messages.new_job('kvm10', 'noop', {}) for _ in range(6)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+    # The results as a host worker that ran the jobs left them: recorded, not yet reported.
+    from maglica.host_worker import Record  # pylint: disable=import-outside-toplevel
+    record = Record(os.path.join(plain_cloud.state_dir, 'kvm10.sqlite'))
+    with record.transaction():
+        for index, job in enumerate(jobs):
+            record.take(job)
+            size = 300 * 1024 if index == 0 else 100 * 1024  # one alone over a frame; all together six times one
+            record.finish(job['id'], {'id': job['id'], 'status': 'succeeded', 'message': '', 'data': big_diff(size)})
+    record.close()
+    plain_cloud.start_host_worker('kvm10')
+    with Client(plain_cloud.config) as client:
+        new_pid = plain_cloud.host_workers['kvm10'].pid
+        wait_until(lambda: not plain_cloud.host_workers['kvm10'].alive() or
+                   {h['host']: h['pid'] for h in client.hosts()}['kvm10'] == new_pid, 10, 'a heartbeat of the new host worker')
+        assert plain_cloud.host_workers['kvm10'].alive(), 'the host worker exited:\n%s' % plain_cloud.host_workers['kvm10'].output()[-2000:]
+        for job in jobs:
+            done = client.wait(job['id'], JOB_TIMEOUT)
+            assert done['state'] == 'succeeded'
+            diff = done['data']['customization']['diff'][0]
+            assert diff['before_header'] == '/etc/hosts'
+            assert 'trimmed by maglica' in diff['before'] and 'trimmed by maglica' in diff['after']
+            assert any('customization.diff' in note for note in done['data']['trimmed'])
+            assert len(messages.encode(done)) < messages.MAX_FRAME_BYTES
+        assert worker.alive() is False and plain_cloud.host_workers['kvm10'].alive()
+        assert 'Traceback' not in plain_cloud.host_workers['kvm10'].output()
+    # Still alive and reporting after its outbox emptied.
+    assert plain_cloud.run_noop('kvm10', 'after-big')['state'] == 'succeeded'
+
+
+def test_job_listing_after_clones_with_big_diffs_fits_in_replies(plain_cloud):
+    """`maglica_job_info limit: 50` after some clones: every listed job comes back (paged, diffs left out),
+    and the status of one job still gives its whole result."""
+    jobs = [messages.new_job('lonely', 'noop', {}, ttl=60) for _ in range(50)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+        results = [{'id': job['id'], 'status': 'succeeded', 'message': '', 'data': big_diff(12 * 1024)} for job in jobs]
+        for start in range(0, len(results), 5):
+            reply = host_request(plain_cloud, 'lonely', {'type': 'report', 'host': 'lonely', 'results': results[start:start + 5]})
+            assert reply['ok'] is True and len(reply['taken']) == 5
+        listed = client.recent(limit=50, host='lonely')
+        assert [j['id'] for j in listed[:50]] == [job['id'] for job in reversed(jobs)]
+        assert all(j['state'] == 'succeeded' and 'diff' not in j['data']['customization'] for j in listed)
+        one = client.status(jobs[0]['id'])
+        assert one['data'] == results[0]['data'], 'the status of one job gives the whole result'
+
+
 def test_host_worker_with_an_unknown_name_exits(plain_cloud, tmp_path):
     daemon = Daemon('maglica.host_worker', ['--config', plain_cloud.config_path, '--name', 'kvm2'], tmp_path / 'kvm2.log')
     wait_until(lambda: not daemon.alive(), 10, 'the host worker to exit')
