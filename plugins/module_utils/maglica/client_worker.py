@@ -29,6 +29,8 @@ LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts')
 SWEEP_INTERVAL = 0.25
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
+# Seconds between prunings of the job log (at most; a short retention prunes more often).
+PRUNE_INTERVAL = 600.0
 # Bytes of jobs in one reply, leaving room in the frame for the rest of the reply.
 REPLY_BUDGET = messages.MAX_FRAME_BYTES - 4096
 
@@ -60,6 +62,7 @@ class ClientWorker(object):
         self.seen = {}
         self.stopping = False
         self.last_sweep = 0.0
+        self.last_prune = 0.0
         self.notices = []
 
     def _secure(self, zmq):
@@ -159,7 +162,8 @@ class ClientWorker(object):
         jobs, gone = [], []
         for job_id in data['ids']:
             row = self.log.get(job_id)
-            if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES:
+            # An acknowledged job is in its host worker's record, and its secrets are gone from here.
+            if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES or row['acked'] is not None:
                 gone.append(job_id)
             else:
                 jobs.append({'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
@@ -203,6 +207,14 @@ class ClientWorker(object):
             due = self.log.due_for_publish(self.config.jobs['republish_interval'])
             if due:
                 self.publish(due)
+        self.log.checkpoint_if_dropped()
+        retention = self.config.jobs['retention_days'] * 86400
+        now = time.monotonic()
+        if now - self.last_prune >= min(PRUNE_INTERVAL, retention / 10):
+            self.last_prune = now
+            pruned = self.log.prune(retention)
+            if pruned:
+                LOG.info('pruned %d job(s) that ended more than %g day(s) ago', pruned, self.config.jobs['retention_days'])
         if expired:
             LOG.warning('%d job(s) expired: no host worker acknowledged them', expired)
         self.send_notices()
@@ -246,6 +258,7 @@ class ClientWorker(object):
             LOG.exception('cannot commit the job log')
             replies = [{'ok': False, 'error': 'internal error: the job log cannot be written: %s' % e}] * len(requests)
             self.notices = []
+        self.log.checkpoint_if_dropped()
         for (envelope, _frame), reply in zip(requests, replies):
             try:
                 data = messages.encode(reply)

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import actions, batching, messages, service, transport
 from .errors import DispatchError, MessageError
-from .joblog import Store
+from .joblog import Store, drop_secrets_sql
 
 LOG = logging.getLogger('maglica.host_worker')
 RECORD_SCHEMA = """
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (reported) WHERE reported = 0;
 """
+DROP_SECRETS = drop_secrets_sql('jobs', 'job', '.args')
 REPORT_BATCH = 64
 REPORT_TIMEOUT = 2.0
 # Keep finished jobs this long so a late re-delivery is still answered from the record.
@@ -59,8 +60,10 @@ class Record(Store):
                         (job['id'], json.dumps(job), time.time()))
 
     def finish(self, job_id, result):
+        """Record a job's result. Its secret arguments are dropped: reconcile never runs a finished job again."""
         self.db.execute("UPDATE jobs SET state = 'done', result = ?, reported = 0, finished = ? WHERE id = ?",
                         (json.dumps(result), time.time(), job_id))
+        self.drop_secrets(DROP_SECRETS, [job_id])
 
     def report_again(self, job_id):
         self.db.execute("UPDATE jobs SET reported = 0 WHERE id = ? AND state = 'done'", (job_id,))
@@ -225,6 +228,7 @@ class HostWorker(object):
         with self.record.transaction():
             for result in results:
                 self.record.finish(result['id'], messages.bound_result(result))
+        self.record.checkpoint_if_dropped()
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))

@@ -18,7 +18,8 @@ import os
 import sqlite3
 import time
 
-from .messages import FINAL_STATES
+from . import private
+from .messages import FINAL_STATES, SECRET_ARGS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -48,15 +49,37 @@ ADDED_COLUMNS = (('late_result', 'TEXT'),)
 
 
 def open_database(path):
-    """Open (creating) an SQLite database in WAL mode with durable commits."""
-    # exist_ok: several workers sharing a state directory start at once.
-    os.makedirs(os.path.dirname(os.path.abspath(path)), 0o750, exist_ok=True)
+    """Open (creating) an SQLite database in WAL mode with durable commits, readable by its owner only."""
+    # The directory 0700 and the file 0600 before SQLite opens it: its -wal and -shm get the file's mode.
+    private.make_dir(os.path.dirname(os.path.abspath(path)))
+    private.make_file(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute('PRAGMA journal_mode=WAL')
     # FULL: a commit survives a power cut, not only a process kill.
     db.execute('PRAGMA synchronous=FULL')
     db.execute('PRAGMA busy_timeout=5000')
+    # A dropped secret is overwritten with zeros in the file, not only unlinked from its page.
+    db.execute('PRAGMA secure_delete=ON')
+    for suffix in ('-wal', '-shm'):  # made by an older version, or by SQLite under another umask
+        private.restrict(path + suffix)
     return db
+
+
+def secret_paths(prefix=''):
+    """JSON paths of the secret arguments in a job's args (prefix '.args' in a whole job)."""
+    return ['$%s."%s"' % (prefix, key) for key in SECRET_ARGS]
+
+
+def drop_secrets_sql(table, column, prefix=''):
+    """An UPDATE that replaces the secret arguments in `column` by '(secret)' for one id, where any is still there.
+    Built from constants only (SECRET_ARGS, table and column names of this module)."""
+    paths = secret_paths(prefix)
+    replace = 'json_replace(%s, %s)' % (column, ', '.join("'%s', '(secret)'" % p for p in paths))
+    present = ' OR '.join("COALESCE(json_extract(%s, '%s'), '(secret)') != '(secret)'" % (column, p) for p in paths)
+    return 'UPDATE %s SET %s = %s WHERE id = ? AND (%s)' % (table, column, replace, present)
+
+
+DROP_SECRETS = drop_secrets_sql('jobs', 'args')
 
 
 def _row(row):
@@ -76,9 +99,26 @@ class Store(object):
         self.db = open_database(path)
         self.db.executescript(schema)
         self.depth = 0
+        # Secrets dropped since the last checkpoint: their old pages may still be in the WAL.
+        self.dropped = 0
 
     def close(self):
         self.db.close()
+
+    def drop_secrets(self, sql, job_ids):
+        """Run a drop_secrets_sql UPDATE for each id; counts the jobs that had secrets."""
+        for job_id in job_ids:
+            self.dropped += self.db.execute(sql, (job_id,)).rowcount
+
+    def checkpoint(self):
+        """Copy the WAL into the database and truncate it, so that dropped secrets leave no copy on disk.
+        Called outside transactions, after a commit that dropped secrets."""
+        self.db.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+        self.dropped = 0
+
+    def checkpoint_if_dropped(self):
+        if self.dropped:
+            self.checkpoint()
 
     @contextlib.contextmanager
     def transaction(self):
@@ -177,6 +217,9 @@ class JobLog(Store):
                 "UPDATE jobs SET state = 'running', acked = ?, updated = ? "
                 "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched')",
                 [(now, now, i, host) for i in job_ids])
+            # The host worker has recorded the job: its secrets are not needed here any more.
+            self.drop_secrets(DROP_SECRETS, [i for i in job_ids if self.db.execute(
+                'SELECT 1 FROM jobs WHERE id = ? AND host = ? AND acked IS NOT NULL', (i, host)).fetchone()])
 
     def finish(self, host, result, now=None):
         """Store a host's result. Returns False when the job is not that host's (or unknown).
@@ -201,15 +244,26 @@ class JobLog(Store):
                     'acked = COALESCE(acked, ?) WHERE id = ?',
                     (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
                      now, now, now, result['id']))
+            self.drop_secrets(DROP_SECRETS, [result['id']])
         return True
 
     def expire(self, now=None):
         """Jobs whose host worker never acknowledged them within their TTL end expired."""
         now = now or time.time()
         with self.transaction():
+            ids = [r[0] for r in self.db.execute("SELECT id FROM jobs WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now,))]
             cursor = self.db.execute(
                 "UPDATE jobs SET state = 'expired', updated = ?, finished = ?, message = "
                 "'no host worker for ' || host || ' acknowledged the job within its TTL (' || "
                 "CAST(attempts AS TEXT) || ' publications)' "
                 "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
+            self.drop_secrets(DROP_SECRETS, ids)  # never fetched now
+        return cursor.rowcount
+
+    def prune(self, older_than, now=None):
+        """Delete the jobs that ended more than `older_than` seconds ago (the retention). Returns how many."""
+        now = now or time.time()
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'expired') AND finished < ?",
+                                     (now - older_than,))
         return cursor.rowcount

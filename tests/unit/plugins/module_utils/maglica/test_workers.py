@@ -39,6 +39,7 @@ class Cloud(object):
         self.host_workers = {}
         self.config = None
         self.config_path = None
+        self.jobs_settings = {}
         if curve:
             for name in (keys.SERVER, keys.LIBRARY, 'stranger') + HOSTS:
                 keys.create(self.key_dir, name)
@@ -50,8 +51,8 @@ class Cloud(object):
             'hosts': list(HOSTS),
             'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub_port, 'rep_port': rep_port},
             'security': {'curve': self.curve, 'key_dir': self.key_dir},
-            'jobs': {'database': os.path.join(self.base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 0.2,
-                     'request_timeout': 5.0},
+            'jobs': dict({'database': os.path.join(self.base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 0.2,
+                          'request_timeout': 5.0}, **self.jobs_settings),
             'host_worker': {'state_dir': self.state_dir, 'heartbeat_interval': 0.5, 'concurrency': 2},
         })
         self.config = config.load(self.config_path)
@@ -319,6 +320,54 @@ def test_job_listing_after_clones_with_big_diffs_fits_in_replies(plain_cloud):
         assert all(j['state'] == 'succeeded' and 'diff' not in j['data']['customization'] for j in listed)
         one = client.status(jobs[0]['id'])
         assert one['data'] == results[0]['data'], 'the status of one job gives the whole result'
+
+
+def files_holding(directory, secret):
+    found = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path, 'rb') as handle:
+                if secret.encode() in handle.read():
+                    found.append(name)
+    return found
+
+
+def test_root_password_hash_leaves_job_log_and_host_record_once_used(plain_cloud):
+    """Through the real workers: a clone job (it fails here: no libvirtd for kvm1) with a root password hash.
+    Once it has ended, neither the client worker's job log nor the host worker's record holds the hash."""
+    secret = '$6$drop$' + 'NotOnDiskAnyMore' * 4
+    args = {'image': 'debian.original', 'hostname': 'web8', 'clone_mode': 'full', 'start': False, 'root_password_hash': secret}
+    job = messages.new_job('kvm1', 'vm.clone', args)
+    with Client(plain_cloud.config) as client:
+        client.submit(job)
+        with pytest.raises(JobFailed):
+            client.wait(job['id'], JOB_TIMEOUT)
+        # One more job through both workers: each has committed (and checkpointed) past the clone job.
+        plain_cloud.run_noop('kvm1', 'after-secret')
+    assert files_holding(plain_cloud.base, secret) == [], 'the job log still holds the hash'
+    assert files_holding(plain_cloud.state_dir, secret) == [], "the host worker's record still holds the hash"
+    for path in (os.path.join(plain_cloud.base, 'jobs.sqlite'), os.path.join(plain_cloud.state_dir, 'kvm1.sqlite')):
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o600), path
+    assert oct(os.stat(plain_cloud.state_dir).st_mode & 0o777) == oct(0o700)
+
+
+def test_job_log_retention_prunes_ended_jobs(tmp_path):
+    cloud = Cloud(str(tmp_path), curve=False)
+    cloud.jobs_settings = {'retention_days': 2.0 / 86400}  # two seconds
+    try:
+        cloud.start()
+        with Client(cloud.config) as client:
+            ended = cloud.run_noop('kvm1', 'old')
+            waiting = messages.new_job('lonely', 'noop', {}, ttl=60)
+            client.submit(waiting)
+            wait_until(lambda: not [j for j in client.recent(50) if j['id'] == ended['id']], 15, 'the ended job to be pruned')
+            with pytest.raises(NotFoundError):
+                client.status(ended['id'])
+            assert client.status(waiting['id'])['state'] == 'dispatched', 'a job that has not ended is kept'
+    finally:
+        cloud.stop()
+    assert 'pruned 1 job(s) that ended more than' in cloud.client_worker.output()
 
 
 def test_host_worker_with_an_unknown_name_exits(plain_cloud, tmp_path):
