@@ -10,12 +10,14 @@ has the job, in the host worker's record until the job has finished (reconcile r
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
 import pytest
 
 from maglica import config, messages
+from maglica.errors import ConfigError
 from maglica.host_worker import Record
 from maglica.joblog import JobLog
 
@@ -80,7 +82,7 @@ def test_every_secret_arg_is_dropped(log):
     log.add(j, 60, now=T0)
     # Whatever SECRET_ARGS holds (other actions add theirs), each one present is dropped.
     args = dict(j['args'], **{key: 'secret value of %s' % key for key in messages.SECRET_ARGS})
-    log.db.execute('UPDATE jobs SET args = ? WHERE id = ?', (messages.json.dumps(args), j['id']))
+    log.db.execute('UPDATE jobs SET args = ? WHERE id = ?', (json.dumps(args), j['id']))
     log.acknowledge('kvm1', [j['id']], now=T0 + 1)
     assert all(log.get(j['id'])['args'][key] == '(secret)' for key in messages.SECRET_ARGS)
 
@@ -140,5 +142,5 @@ def test_job_log_retention_prunes_old_final_jobs_only(log):
 def test_job_log_retention_is_a_setting():
     assert config.validate({'hosts': ['a']}).jobs['retention_days'] == 30
     assert config.validate({'hosts': ['a'], 'jobs': {'retention_days': 0.5}}).jobs['retention_days'] == 0.5
-    with pytest.raises(Exception, match='jobs.retention_days must be positive'):
+    with pytest.raises(ConfigError, match='jobs.retention_days must be positive'):
         config.validate({'hosts': ['a'], 'jobs': {'retention_days': 0}})
