@@ -20,6 +20,7 @@ import os
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List
 
 from . import actions, batching, messages, service, transport
 from .errors import DispatchError, MessageError
@@ -83,7 +84,7 @@ class Record(Store):
         self.db.execute("DELETE FROM jobs WHERE state = 'done' AND reported = 1 AND finished < ?", (time.time() - RECORD_KEEP_S,))
 
 
-def unsendable(result, reason):
+def unsendable(result: Dict[str, Any], reason: Any) -> Dict[str, Any]:
     """A failed result in place of one that cannot be sent: the job ends, with the reason."""
     return {'id': result['id'], 'status': 'failed',
             'message': 'the job ended %s but its result cannot be sent to the client worker: %s'
@@ -274,7 +275,7 @@ class HostWorker(object):
         self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
         self.last_report = time.monotonic()
 
-    def results_that_fit(self, budget):
+    def results_that_fit(self, budget: int) -> List[Dict[str, Any]]:
         """Results of the outbox, oldest first, each bounded (messages.bound_result), together within `budget` bytes."""
         results, used = [], 0
         for result in self.record.outbox(REPORT_BATCH):

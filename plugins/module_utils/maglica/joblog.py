@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import time
+from typing import Iterable, List, Optional
 
 from . import private
 from .messages import FINAL_STATES, SECRET_ARGS
@@ -65,12 +66,12 @@ def open_database(path):
     return db
 
 
-def secret_paths(prefix=''):
+def secret_paths(prefix: str = '') -> List[str]:
     """JSON paths of the secret arguments in a job's args (prefix '.args' in a whole job)."""
     return ['$%s."%s"' % (prefix, key) for key in SECRET_ARGS]
 
 
-def drop_secrets_sql(table, column, prefix=''):
+def drop_secrets_sql(table: str, column: str, prefix: str = '') -> str:
     """An UPDATE that replaces the secret arguments in `column` by '(secret)' for one id, where any is still there.
     Built from constants only (SECRET_ARGS, table and column names of this module)."""
     paths = secret_paths(prefix)
@@ -105,18 +106,18 @@ class Store(object):
     def close(self):
         self.db.close()
 
-    def drop_secrets(self, sql, job_ids):
+    def drop_secrets(self, sql: str, job_ids: Iterable[str]) -> None:
         """Run a drop_secrets_sql UPDATE for each id; counts the jobs that had secrets."""
         for job_id in job_ids:
             self.dropped += self.db.execute(sql, (job_id,)).rowcount
 
-    def checkpoint(self):
+    def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it, so that dropped secrets leave no copy on disk.
         Called outside transactions, after a commit that dropped secrets."""
         self.db.execute('PRAGMA wal_checkpoint(TRUNCATE)')
         self.dropped = 0
 
-    def checkpoint_if_dropped(self):
+    def checkpoint_if_dropped(self) -> None:
         if self.dropped:
             self.checkpoint()
 
@@ -260,7 +261,7 @@ class JobLog(Store):
             self.drop_secrets(DROP_SECRETS, ids)  # never fetched now
         return cursor.rowcount
 
-    def prune(self, older_than, now=None):
+    def prune(self, older_than: float, now: Optional[float] = None) -> int:
         """Delete the jobs that ended more than `older_than` seconds ago (the retention). Returns how many."""
         now = now or time.time()
         with self.transaction():
