@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from maglica import config, keys, messages, transport
 from maglica.client import Client
 from maglica.errors import DispatchError, JobFailed, NotFoundError
-from unit_helpers import Daemon, free_ports, wait_until, write_yaml
+from unit_helpers import Daemon, free_ports, wait_until, worker_env, write_yaml
 
 zmq = pytest.importorskip('zmq')
 
@@ -243,6 +245,9 @@ def test_expired_job_reported_late_stays_expired(plain_cloud):
         assert state['late_result']['status'] == 'succeeded' and state['late_result']['message'] == 'finished after all'
         with pytest.raises(JobFailed, match='expired: no host worker for lonely .*; its host worker reported it late: succeeded'):
             client.wait(job['id'], 1)
+    shown = subprocess.run([sys.executable, '-m', 'maglica.cli', '--config', plain_cloud.config_path, 'log', 'status', '--id', job['id']],
+                           env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert shown.returncode == 0 and 'late_result' in shown.stdout and 'finished after all' in shown.stdout, shown.stdout
 
 
 def test_host_worker_that_starts_late_gets_the_job_once(plain_cloud):
