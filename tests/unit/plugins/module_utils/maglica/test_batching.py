@@ -64,7 +64,7 @@ def test_layout_cache_writers_keep_each_others_layouts(tmp_path):
     """Two caches on one file (a worker restarted while the old one still finishes a job): a write reads
     the file again under the lock, so neither loses what the other learnt."""
     path = str(tmp_path / 'kvm1.layouts.json')
-    caches = [LayoutCache(path) for _ in range(WRITERS)]
+    caches = [LayoutCache(path) for _index in range(WRITERS)]
     errors = hammer(caches, path)
     assert errors == [], 'concurrent puts failed: %s' % errors[:3]
     assert set(LayoutCache(path).layouts) == expected_keys()

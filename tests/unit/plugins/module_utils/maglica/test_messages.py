@@ -240,7 +240,7 @@ def test_bound_result_trims_long_texts_with_a_note():
 
 
 def test_bound_result_leaves_out_diffs_then_data_when_texts_are_not_enough():
-    many = {'customization': {'diff': [{'before': 'b' * 9000, 'after': 'a' * 9000} for _ in range(20)]}, 'hostname': 'web1'}
+    many = {'customization': {'diff': [{'before': 'b' * 9000, 'after': 'a' * 9000} for _index in range(20)]}, 'hostname': 'web1'}
     bounded = messages.bound_result({'id': 'a' * 32, 'status': 'succeeded', 'data': many})
     assert bounded['data']['hostname'] == 'web1' and 'diff' not in bounded['data']['customization']
     assert bounded['data']['trimmed'][-1].startswith('customization.diff: left out (')

@@ -276,7 +276,7 @@ def test_oversized_report_does_not_crash_loop_the_host_worker(plain_cloud):
     with a note and the reports are split to fit."""
     worker = plain_cloud.host_workers['kvm10']
     assert worker.stop() == 0
-    jobs = [messages.new_job('kvm10', 'noop', {}) for _ in range(6)]
+    jobs = [messages.new_job('kvm10', 'noop', {}) for _index in range(6)]
     with Client(plain_cloud.config) as client:
         for job in jobs:
             client.submit(job)
@@ -312,7 +312,7 @@ def test_oversized_report_does_not_crash_loop_the_host_worker(plain_cloud):
 def test_job_listing_after_clones_with_big_diffs_fits_in_replies(plain_cloud):
     """`maglica_job_info limit: 50` after some clones: every listed job comes back (paged, diffs left out),
     and the status of one job still gives its whole result."""
-    jobs = [messages.new_job('lonely', 'noop', {}, ttl=60) for _ in range(50)]
+    jobs = [messages.new_job('lonely', 'noop', {}, ttl=60) for _index in range(50)]
     with Client(plain_cloud.config) as client:
         for job in jobs:
             client.submit(job)
