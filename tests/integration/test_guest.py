@@ -196,8 +196,8 @@ def test_rhel_host_keys_keep_the_ssh_keys_group(cloud, testbed, made, tmp_path):
     made.append(('host2', 'keys-r.test'))
     run = clone(cloud, image='rhel.original', hostname='keys-r.test', clone_mode='linked', start=False)
     assert run.rc == 0, run
-    files = read_disk(testbed, 'host2', clone_disk(run.last), HOST_KEYS + ['/var/lib/dhclient/dhclient--eth0.lease',
-                                                                          '/etc/sysconfig/network-scripts/ifcfg-eth0'])
+    paths = HOST_KEYS + ['/var/lib/dhclient/dhclient--eth0.lease', '/etc/sysconfig/network-scripts/ifcfg-eth0']
+    files = read_disk(testbed, 'host2', clone_disk(run.last), paths)
     for key_type in KEY_TYPES:
         private = files['/etc/ssh/ssh_host_%s_key' % key_type]
         assert (private['mode'], private['uid'], private['gid']) == (0o640, 0, 998), 'root:ssh_keys 0640 as in the image'
