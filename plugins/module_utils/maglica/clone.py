@@ -244,7 +244,8 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         if meta.get('job') == job_id and meta.get('complete') == 'yes':
             if args['start'] and not existing.isActive():
                 existing.create()
-            return {'hostname': hostname, 'reconciled': True, 'domain': virt.describe(existing, with_sizes=False)}
+            return {'hostname': hostname, 'reconciled': True, 'ssh_host_keys': meta.get('host_keys', []),
+                    'domain': virt.describe(existing, with_sizes=False)}
         if not (reconcile and is_leftover(existing, meta, job_id, targets)):
             raise ConflictError('a domain named %s already exists on this host' % hostname)
         remove_domain(conn, hostname)
