@@ -274,7 +274,7 @@ def test_client_worker_role_runs_under_systemd_on_a_booted_guest(booted, testbed
         json.dump(inventory, handle)
     unit = 'maglica-client-worker'
     run = run_playbook(os.path.join(PLAYBOOKS, 'client_worker_on_guest.yml'), inventory=path, args=['-c', 'ssh'],
-                       env={'ANSIBLE_HOST_KEY_CHECKING': 'True'})
+                       env={'ANSIBLE_HOST_KEY_CHECKING': 'True', 'ANSIBLE_PIPELINING': 'True'})
     assert run.rc == 0, run
     assert booted.ssh('web-b', 'systemctl is-active %s' % unit).stdout.strip() == 'active'
     assert booted.ssh('web-b', 'systemctl is-enabled %s' % unit).stdout.strip() == 'enabled'
@@ -289,5 +289,5 @@ def test_client_worker_role_runs_under_systemd_on_a_booted_guest(booted, testbed
     wait_until(lambda: booted.ssh('web-b', 'ss -ltn | grep -q ":5556 "', check=False).returncode == 0, 60,
                'the restarted client worker to listen on 5556')
     again = run_playbook(os.path.join(PLAYBOOKS, 'client_worker_on_guest.yml'), inventory=path, args=['-c', 'ssh'],
-                         env={'ANSIBLE_HOST_KEY_CHECKING': 'True'})
+                         env={'ANSIBLE_HOST_KEY_CHECKING': 'True', 'ANSIBLE_PIPELINING': 'True'})
     assert again.rc == 0 and again.changed == 0, again
