@@ -60,7 +60,7 @@ SCHEMA = {
     },
 }
 HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str}
-HOST_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}$')
+HOST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
 TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'unix', '')
 
 
@@ -181,7 +181,7 @@ def _validate_hosts(hosts, where):
         for key, kind in HOST_KEYS.items():
             if entry.get(key) is not None:
                 host[key] = _check_type('%s: hosts[%d].%s' % (where, index, key), entry[key], kind)
-        if not HOST_NAME_RE.match(host['name']):
+        if not HOST_NAME_RE.fullmatch(host['name']):
             raise ConfigError('%s: host name %r may only hold letters, digits and _.+- (it is also a job topic)' % (where, host['name']))
         if host['weight'] <= 0:
             raise ConfigError('%s: host %s: weight must be a positive integer' % (where, host['name']))

@@ -313,7 +313,7 @@ def customize_common(guest, settings, old_hostname):
             guest.write('/root/.ssh/authorized_keys', text, mode=0o600)
 
 
-DEVICE_RE = re.compile(r'^(/dev/[sv]d[a-z]+)(\d*)$')
+DEVICE_RE = re.compile(r'(/dev/[sv]d[a-z]+)(\d*)')
 
 
 def launch(drives):
@@ -335,7 +335,7 @@ def launch(drives):
 
 def relative(devices, device, first):
     """A device as [disk index counted from the guest's first drive, partition suffix], or None (LVM, mapper)."""
-    match = DEVICE_RE.match(device)
+    match = DEVICE_RE.fullmatch(device)
     if not match or match.group(1) not in devices:
         return None
     return [devices.index(match.group(1)) - first, match.group(2)]

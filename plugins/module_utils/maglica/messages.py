@@ -19,8 +19,9 @@ from .errors import MessageError
 VERSION = 1
 MAX_FRAME_BYTES = 256 * 1024
 MAX_STRING = 4096
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}$')
-JOB_ID_RE = re.compile(r'^[0-9a-f]{32}$')
+# Every pattern is applied with fullmatch: `$` alone would accept a trailing newline.
+NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
+JOB_ID_RE = re.compile(r'[0-9a-f]{32}')
 STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
 FINAL_STATES = ('succeeded', 'failed', 'expired')
 
@@ -41,12 +42,13 @@ class Field(object):
         self.maximum = maximum
 
     def check(self, where, value):
+        """The value, checked; a `check` function may return it normalised (addresses), which replaces it."""
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             raise MessageError('%s must be %s' % (where, ' or '.join(k.__name__ for k in kinds)))
         if isinstance(value, (str, list, dict)) and len(value) > self.max_len:
             raise MessageError('%s is longer than %d' % (where, self.max_len))
-        if self.pattern is not None and not self.pattern.match(value):
+        if self.pattern is not None and not self.pattern.fullmatch(value):
             raise MessageError('%s %r is not a valid name' % (where, value[:80]))
         if self.choices is not None and value not in self.choices:
             raise MessageError('%s must be one of %s' % (where, ', '.join(self.choices)))
@@ -54,13 +56,16 @@ class Field(object):
             if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
                 raise MessageError('%s must be between %s and %s' % (where, self.minimum, self.maximum))
         if self.extra_check is not None:
-            self.extra_check(where, value)
+            normalised = self.extra_check(where, value)
+            if normalised is not None:
+                value = normalised
         if self.items is not None:
             for index, item in enumerate(value):
                 if isinstance(self.items, dict):
                     check_fields('%s[%d]' % (where, index), item, self.items)
                 else:
-                    self.items.check('%s[%d]' % (where, index), item)
+                    value[index] = self.items.check('%s[%d]' % (where, index), item)
+        return value
 
 
 def check_fields(where, data, fields):
@@ -75,22 +80,29 @@ def check_fields(where, data, fields):
             if field.required:
                 raise MessageError('%s needs the field %r' % (where, name))
             continue
-        field.check('%s.%s' % (where, name), data[name])
+        data[name] = field.check('%s.%s' % (where, name), data[name])
     return data
 
 
 def ip_address(where, value):
+    """An address as ipaddress writes it, which is what goes into guest files, never the string as given.
+
+    IPv6 scope ids (`fe80::1%eth0`) are refused: ipaddress takes anything after the `%`, newlines and shell included.
+    """
+    if '%' in value:
+        raise MessageError('%s %r has a scope id (%%...): give the address without it' % (where, value[:80]))
     try:
-        ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise MessageError('%s %r is not an IP address' % (where, value[:80]))
+    return str(address)
 
 
 # A crypt(3) hash (or a locked `!`/`*`): no `:` or newline that could rewrite other /etc/shadow fields.
-PASSWORD_HASH_RE = re.compile(r'^[A-Za-z0-9./$=*!-]+$')
+PASSWORD_HASH_RE = re.compile(r'[A-Za-z0-9./$=*!-]+')
 # One authorized_keys line: no line breaks that would smuggle in more.
-ONE_LINE_RE = re.compile(r'^[^\r\n\0]+$')
-DOMAIN_RE = re.compile(r'^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$')
+ONE_LINE_RE = re.compile(r'[^\r\n\0]+')
+DOMAIN_RE = re.compile(r'(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?')
 
 NAME = Field(str, pattern=NAME_RE, max_len=253)
 OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
