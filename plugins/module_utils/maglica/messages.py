@@ -98,6 +98,14 @@ def ip_address(where, value):
     return str(address)
 
 
+def ipv4_address(where, value):
+    """An IPv4 address as ipaddress writes it: static settings are IPv4 only (ifupdown `inet`, NM [ipv4], ifcfg IPADDR)."""
+    address = ip_address(where, value)
+    if ipaddress.ip_address(address).version != 4:
+        raise MessageError('%s %r is not an IPv4 address: static network settings are IPv4 only' % (where, value[:80]))
+    return address
+
+
 # A crypt(3) hash (or a locked `!`/`*`): no `:` or newline that could rewrite other /etc/shadow fields.
 PASSWORD_HASH_RE = re.compile(r'[A-Za-z0-9./$=*!-]+')
 # One authorized_keys line: no line breaks that would smuggle in more.
@@ -111,10 +119,10 @@ STRINGS = Field(list, required=False, max_len=64, items=Field(str))
 NETWORK = {
     'mode': Field(str, choices=('dhcp', 'static')),
     'device': Field(str, required=False, pattern=NAME_RE, max_len=15),
-    'address': Field(str, required=False, max_len=64, check=ip_address),
-    'prefix': Field(int, required=False, minimum=0, maximum=128),
-    'gateway': Field(str, required=False, max_len=64, check=ip_address),
-    'dns': Field(list, required=False, max_len=8, items=Field(str, max_len=64, check=ip_address)),
+    'address': Field(str, required=False, max_len=64, check=ipv4_address),
+    'prefix': Field(int, required=False, minimum=0, maximum=32),
+    'gateway': Field(str, required=False, max_len=64, check=ipv4_address),
+    'dns': Field(list, required=False, max_len=8, items=Field(str, max_len=64, check=ipv4_address)),
     'domain': Field(str, required=False, pattern=DOMAIN_RE, max_len=253),
 }
 
@@ -212,9 +220,6 @@ def check_network(where, network):
     if network['mode'] == 'static':
         if not network.get('address'):
             raise MessageError('%s: mode static needs an address' % where)
-        limit = 32 if ipaddress.ip_address(network['address']).version == 4 else 128
-        if network.get('prefix') is not None and network['prefix'] > limit:
-            raise MessageError('%s: prefix %d is too long for %s' % (where, network['prefix'], network['address']))
 
 
 def encode(message):

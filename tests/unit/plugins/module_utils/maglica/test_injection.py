@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -52,13 +53,25 @@ def test_ipv6_scope_id_is_refused(network, value):
 
 
 def test_addresses_are_written_back_re_serialised():
-    """The validator hands on the address as ipaddress prints it, never the string as given."""
-    job = clone_job(network=static(address='FD00:0:0:0::A', prefix=64, gateway='FD00::0001', dns=['2001:DB8::53', '192.0.2.53']))
-    args = messages.validate_job(job)['args']
-    assert args['network'] == {'mode': 'static', 'address': 'fd00::a', 'prefix': 64, 'gateway': 'fd00::1',
-                               'dns': ['2001:db8::53', '192.0.2.53']}
-    interfaces = customize.debian_interfaces('', customize.GuestSettings('web1', args['network']), 'eth0')
-    assert '    address fd00::a/64\n    gateway fd00::1\n    dns-nameservers 2001:db8::53 192.0.2.53\n' in interfaces
+    """The validator hands on each address as ipaddress prints it, never the string as given."""
+    given = static(address='192.0.2.10', prefix=26, gateway='192.0.2.1', dns=['192.0.2.53', '198.51.100.53'])
+    network = messages.validate_job(clone_job(network=given))['args']['network']
+    for key in ('address', 'gateway'):
+        assert network[key] == str(ipaddress.ip_address(network[key]))
+    assert network['dns'] == [str(ipaddress.ip_address(server)) for server in network['dns']]
+    interfaces = customize.debian_interfaces('', customize.GuestSettings('web1', network), 'eth0')
+    assert '    address 192.0.2.10/26\n    gateway 192.0.2.1\n    dns-nameservers 192.0.2.53 198.51.100.53\n' in interfaces
+
+
+@pytest.mark.parametrize('network, field', [
+    (static(address='FD00:0:0:0::A', prefix=64), 'address'),
+    (static(gateway='fd00::1'), 'gateway'),
+    (static(dns=['2001:db8::53']), r'dns\[0\]'),
+])
+def test_ipv6_static_settings_are_refused(network, field):
+    """The writers put static settings in IPv4 places (ifupdown `inet`, NM [ipv4], ifcfg IPADDR): IPv6 there is garbage."""
+    with pytest.raises(MessageError, match=r'network\.%s .* is not an IPv4 address' % field):
+        messages.validate_job(clone_job(network=network))
 
 
 def test_the_issues_scope_id_gateway_is_refused_by_the_library():

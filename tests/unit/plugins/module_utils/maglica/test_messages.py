@@ -166,7 +166,7 @@ def test_vm_clone_arguments_accepted():
     ({'network': 'dhcp'}, r'job\.args\.network must be dict'),
     ({'network': {'mode': 'bridge'}}, r'job\.args\.network\.mode must be one of dhcp, static'),
     ({'network': {'address': '192.0.2.1'}}, r"job\.args\.network needs the field 'mode'"),
-    ({'network': {'mode': 'static', 'address': '192.0.2.1', 'prefix': 129}}, r'job\.args\.network\.prefix must be between 0 and 128'),
+    ({'network': {'mode': 'static', 'address': '192.0.2.1', 'prefix': 33}}, r'job\.args\.network\.prefix must be between 0 and 32'),
     ({'network': {'mode': 'static', 'address': '192.0.2.1', 'mtu': 1500}}, r'job\.args\.network has unknown field\(s\) mtu'),
     ({'network': {'mode': 'dhcp', 'device': 'a-very-long-device-name'}}, r'job\.args\.network\.device is longer than 15'),
     ({'network': {'mode': 'dhcp', 'dns': '8.8.8.8'}}, r'job\.args\.network\.dns must be list'),
