@@ -72,7 +72,7 @@ options:
         type: int
         default: 24
       gateway:
-        description: Default gateway (IPv4). Static settings are IPv4 only, and IPv6 scope ids are refused.
+        description: Default gateway (IPv4).
         type: str
       dns:
         description: DNS servers (IPv4 addresses).
