@@ -30,8 +30,9 @@ class Field(object):
     """A field of a message: its type, whether it must be there, and its bounds."""
 
     def __init__(self, kind, required=True, max_len=MAX_STRING, pattern=None, choices=None, items=None, minimum=None, maximum=None,
-                 check=None):
+                 check=None, fields=None):
         self.kind = kind
+        self.fields = fields  # the schema of an object (dict) value
         self.extra_check = check
         self.required = required
         self.max_len = max_len
@@ -59,6 +60,8 @@ class Field(object):
             normalised = self.extra_check(where, value)
             if normalised is not None:
                 value = normalised
+        if self.fields is not None:
+            check_fields(where, value, self.fields)
         if self.items is not None:
             for index, item in enumerate(value):
                 if isinstance(self.items, dict):
@@ -179,6 +182,37 @@ REQUESTS = {
         'pid': Field(int, required=False),
     },
 }
+
+JOB_IDS = Field(list, required=False, max_len=1024, items=Field(str, pattern=JOB_ID_RE))
+NUMBER = Field((int, float))
+OPT_NUMBER = Field((int, float), required=False)
+# A job as the client worker's log holds it (joblog.COLUMNS), in status, list and submit replies.
+JOB_ROW = {
+    'id': Field(str, pattern=JOB_ID_RE), 'host': NAME, 'action': Field(str, max_len=64), 'args': Field(dict),
+    'state': Field(str, choices=STATES), 'message': Field(str, max_len=MAX_FRAME_BYTES), 'data': Field(dict),
+    'attempts': Field(int), 'created': NUMBER, 'updated': NUMBER, 'expires': NUMBER,
+    'published': OPT_NUMBER, 'acked': OPT_NUMBER, 'finished': OPT_NUMBER,
+}
+HOST_STATUS = {'host': NAME, 'alive': Field(bool), 'last_seen_s': OPT_NUMBER, 'pid': Field(int, required=False),
+               'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE))}
+# Replies of the client worker, by the request they answer; `ok` false replies are ERROR_REPLY.
+REPLIES = {
+    'submit': {'job': Field(dict, fields=JOB_ROW)},
+    'status': {'job': Field(dict, fields=JOB_ROW)},
+    'list': {'jobs': Field(list, max_len=10000, items=JOB_ROW)},
+    'hosts': {'hosts': Field(list, max_len=10000, items=HOST_STATUS)},
+    # Each fetched job is checked in full by validate_job before it is recorded.
+    'fetch': {'jobs': Field(list, max_len=256, items=Field(dict)), 'gone': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
+    'report': {'taken': JOB_IDS, 'refused': JOB_IDS},
+}
+ERROR_REPLY = {'ok': Field(bool), 'error': Field(str, max_len=MAX_FRAME_BYTES), 'code': Field(str, required=False, max_len=64)}
+
+
+def validate_reply(kind, reply):
+    """A decoded reply to a `kind` request, checked like requests are: types, sizes, no unknown fields."""
+    Field(bool).check('%s reply.ok' % kind, reply.get('ok'))
+    fields = dict(REPLIES[kind], ok=Field(bool)) if reply['ok'] else ERROR_REPLY
+    return check_fields('%s reply' % kind, reply, fields)
 
 
 # Job arguments never sent back in job listings.

@@ -104,7 +104,7 @@ class RogueServer:
 
 
 @pytest.mark.parametrize('call, reply, problem', [
-    (lambda c: c.status(JOB_ID), {'ok': True, 'job': 'not a job'}, r'job must be an object'),
+    (lambda c: c.status(JOB_ID), {'ok': True, 'job': 'not a job'}, r'job must be dict'),
     (lambda c: c.status(JOB_ID), {'ok': True, 'job': {'id': JOB_ID}}, r"job needs the field 'host'"),
     (lambda c: c.status(JOB_ID), {'ok': 'yes'}, r'ok must be bool'),
     (lambda c: c.hosts(), {'ok': True, 'hosts': [{'host': 'kvm1', 'alive': 'very'}]}, r'hosts\[0\]\.alive must be bool'),
@@ -121,3 +121,10 @@ def test_malformed_reply_is_refused(call, reply, problem):
             call(client)
     finally:
         server.close()
+
+
+def test_every_request_has_a_reply_schema_and_job_rows_cover_the_job_log():
+    """A new request type or job log column needs its reply schema too, or its replies are refused."""
+    from maglica import joblog
+    assert set(messages.REPLIES) == set(messages.REQUESTS)
+    assert set(messages.JOB_ROW) == set(joblog.COLUMNS)
