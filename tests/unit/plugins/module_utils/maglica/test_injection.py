@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import ipaddress
 import json
 import os
 import re
 
 import pytest
+from ansible.module_utils import testing
+from ansible_collections.maglica.cloud.plugins.modules import maglica_vm_clone
 
 from maglica import cli, cloud, config, customize, messages, vm
 from maglica.errors import ConfigError, MaglicaError, MessageError
@@ -82,20 +83,12 @@ def test_the_issues_scope_id_gateway_is_refused_by_the_library():
                                                       'gateway': 'fd00::1%x\n up touch pwned'})
 
 
-@contextlib.contextmanager
-def module_args(args):
-    testing = pytest.importorskip('ansible.module_utils.testing')
-    with testing.patch_module_args(args):
-        yield
-
-
 def test_the_issues_scope_id_gateway_is_refused_by_the_module(capsys):
     """maglica_vm_clone as a user calls it: it fails naming the gateway, where it answered `changed: true` before."""
-    from ansible_collections.maglica.cloud.plugins.modules import maglica_vm_clone
     args = {'hosts': [{'name': 'kvm1', 'uri': 'test:///nowhere-never-asked'}], 'security': {'curve': False},
             'image': 'debian', 'hostname': 'web1',
             'network': {'mode': 'static', 'address': '192.0.2.10', 'gateway': 'fd00::1%x\n up touch pwned'}}
-    with module_args(args), pytest.raises(SystemExit) as caught:
+    with testing.patch_module_args(args), pytest.raises(SystemExit) as caught:
         maglica_vm_clone.main()
     result = json.loads(capsys.readouterr().out)
     assert caught.value.code == 1 and result['failed'] and not result.get('changed')
