@@ -21,17 +21,18 @@ import sys
 import time
 
 from maglica import actions, client_worker, host_worker, messages
+from maglica import config as maglica_config
 
 NOOP_ARGS = {'marker': messages.Field(str, required=False, max_len=512),
              'delay': messages.Field((int, float), required=False, minimum=0, maximum=60)}
 WORKERS = {'maglica.client_worker': client_worker.main, 'maglica.host_worker': host_worker.main}
 
 
-def effects_path(config, host):
+def effects_path(config: maglica_config.Config, host: str) -> str:
     return os.path.join(config.host_worker['state_dir'], '%s.effects' % host)
 
 
-def noop(context, reconcile):
+def noop(context: actions.Context, reconcile: bool) -> dict:
     if context.args.get('delay'):
         time.sleep(context.args['delay'])
     marker = context.args.get('marker')
@@ -49,13 +50,13 @@ def noop(context, reconcile):
     return {}
 
 
-def register():
+def register() -> None:
     """Make `noop` a known action in this process (both tables, so workers validate and run it)."""
     messages.ACTIONS['noop'] = NOOP_ARGS
     actions.ACTIONS['noop'] = noop
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     if not argv or argv[0] not in WORKERS:
         sys.stderr.write('usage: noop_action.py {%s} [worker arguments]\n' % '|'.join(sorted(WORKERS)))
         return 2

@@ -87,7 +87,7 @@ def check_fields(where, data, fields):
     return data
 
 
-def ip_address(where, value):
+def ip_address(where: str, value: str) -> str:
     """An address as ipaddress writes it, which is what goes into guest files, never the string as given.
 
     IPv6 scope ids (`fe80::1%eth0`) are refused: ipaddress takes anything after the `%`, newlines and shell included.
@@ -101,7 +101,7 @@ def ip_address(where, value):
     return str(address)
 
 
-def ipv4_address(where, value):
+def ipv4_address(where: str, value: str) -> str:
     """An IPv4 address as ipaddress writes it: static settings are IPv4 only (ifupdown `inet`, NM [ipv4], ifcfg IPADDR)."""
     address = ip_address(where, value)
     if ipaddress.ip_address(address).version != 4:
@@ -208,7 +208,7 @@ REPLIES = {
 ERROR_REPLY = {'ok': Field(bool), 'error': Field(str, max_len=MAX_FRAME_BYTES), 'code': Field(str, required=False, max_len=64)}
 
 
-def validate_reply(kind, reply):
+def validate_reply(kind: str, reply: dict) -> dict:
     """A decoded reply to a `kind` request, checked like requests are: types, sizes, no unknown fields."""
     Field(bool).check('%s reply.ok' % kind, reply.get('ok'))
     fields = dict(REPLIES[kind], ok=Field(bool)) if reply['ok'] else ERROR_REPLY

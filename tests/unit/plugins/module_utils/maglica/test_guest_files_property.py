@@ -35,7 +35,8 @@ settings.load_profile('maglica-unit')
 IFQUERY = shutil.which('ifquery') or '/usr/sbin/ifquery'
 JOB_ID = '0123456789abcdef0123456789abcdef'
 
-IFCFG_BEFORE = 'TYPE=Ethernet\nBOOTPROTO=dhcp\nNAME="System eth0"\nDEVICE=eth0\nONBOOT=no\nHWADDR=52:54:00:12:34:56\nUUID=5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03\n'
+IFCFG_BEFORE = ('TYPE=Ethernet\nBOOTPROTO=dhcp\nNAME="System eth0"\nDEVICE=eth0\nONBOOT=no\nHWADDR=52:54:00:12:34:56\n'
+                'UUID=5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03\n')
 NM_BEFORE = """[connection]
 id=Wired connection 1
 uuid=5fb06bd0-0bb0-7ffb-45f1-d6edd65f3e03
@@ -248,7 +249,7 @@ def check_guest_files(args):
         assert after[-1] == '' and len(after) - 1 == len(SHADOW_BEFORE.splitlines())
         rows = [line.split(':') for line in after[:-1]]
         assert all(len(row) == 9 for row in rows)
-        assert rows[0][1] == args['root_password_hash'] and rows[0][0] == 'root' and rows[0][2:] == SHADOW_BEFORE.split('\n')[0].split(':')[2:]
+        assert rows[0][:2] == ['root', args['root_password_hash']] and rows[0][2:] == SHADOW_BEFORE.splitlines()[0].split(':')[2:]
         assert [':'.join(row) for row in rows[1:]] == SHADOW_BEFORE.splitlines()[1:]
 
     # /etc/hosts: one line names the clone, with its address; every other line is one the file had.

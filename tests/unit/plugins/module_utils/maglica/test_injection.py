@@ -79,8 +79,8 @@ def test_the_issues_scope_id_gateway_is_refused_by_the_library():
     """The issue's attempt, through the library call that modules and the CLI use: refused before anything is asked."""
     cfg = config.validate({'hosts': [{'name': 'kvm1', 'uri': 'test:///nowhere-never-asked'}], 'security': {'curve': False}})
     with pytest.raises(MessageError, match=r"job\.args\.network\.gateway 'fd00::1%x\\n up touch pwned' has a scope id"):
-        cloud.clone(cfg, 'debian', 'web1', network={'mode': 'static', 'address': '192.0.2.10',
-                                                      'gateway': 'fd00::1%x\n up touch pwned'})
+        cloud.clone(cfg, 'debian', 'web1',
+                    network={'mode': 'static', 'address': '192.0.2.10', 'gateway': 'fd00::1%x\n up touch pwned'})
 
 
 def test_the_issues_scope_id_gateway_is_refused_by_the_module(capsys):
@@ -165,3 +165,8 @@ def test_no_library_pattern_is_matched_with_match_or_search():
     assert offenders == []
     # And the pattern that Field.check applies is applied whole.
     assert not messages.NAME.pattern.fullmatch('web1\n')
+
+
+def test_shadow_without_the_file_is_a_clear_error():
+    with pytest.raises(MaglicaError, match='no /etc/shadow'):
+        customize.shadow(None, '$6$x$y')
