@@ -21,6 +21,8 @@ RHEL_FAMILY = ('rhel', 'centos', 'fedora', 'rocky', 'almalinux', 'oraclelinux', 
 SECRET_FILES = ('/etc/shadow',)
 NM_DIR = '/etc/NetworkManager/system-connections'
 IFCFG_DIR = '/etc/sysconfig/network-scripts'
+SELINUX_CONFIG = '/etc/selinux/config'
+AUTORELABEL = '/.autorelabel'
 
 
 class GuestSettings(object):
@@ -223,6 +225,8 @@ def nm_keyfile(before, settings):
 
 
 def shadow(before, password_hash):
+    if before is None:
+        raise MaglicaError('the guest has no /etc/shadow to set the root password in')
     lines = []
     found = False
     for line in before.splitlines():
@@ -300,7 +304,8 @@ def customize_common(guest, settings, old_hostname):
     for path in guest.glob('/etc/ssh/ssh_host_*'):
         guest.remove(path)
     if settings.root_password_hash:
-        guest.write('/etc/shadow', shadow(guest.read('/etc/shadow'), settings.root_password_hash), mode=0o640)
+        # Written in place: the file keeps its mode (RHEL 0000, Debian 0640), owner and SELinux label.
+        guest.write('/etc/shadow', shadow(guest.read('/etc/shadow'), settings.root_password_hash))
     if settings.ssh_authorized_keys:
         if not guest.g.is_dir('/root/.ssh'):
             guest.g.mkdir_p('/root/.ssh')
@@ -311,6 +316,41 @@ def customize_common(guest, settings, old_hostname):
         if added:
             text = before + ('' if not before or before.endswith('\n') else '\n') + '\n'.join(added) + '\n'
             guest.write('/root/.ssh/authorized_keys', text, mode=0o600)
+
+
+def selinux_policy(guest: Guest) -> str | None:
+    """The guest's SELinux policy type (`targeted`...) unless SELinux is disabled or absent."""
+    text = guest.read(SELINUX_CONFIG)
+    if text is None:
+        return None
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition('=')
+        if sep and not key.startswith('#'):
+            values[key.strip()] = value.strip().strip('"')
+    if values.get('SELINUX', '').lower() == 'disabled':
+        return None
+    return values.get('SELINUXTYPE') or 'targeted'
+
+
+def relabel(guest: Guest, notes: list[str]) -> str | None:
+    """Give the files we wrote their SELinux labels: setfiles in the appliance when it has it, else /.autorelabel.
+
+    Files rewritten in place keep their label; new ones (authorized_keys, keys, keyfiles) have none until labelled.
+    Returns how: 'setfiles', 'autorelabel' or None (no SELinux, nothing written).
+    """
+    policy = selinux_policy(guest)
+    if policy is None or not guest.changed:
+        return None
+    specfile = '/etc/selinux/%s/contexts/files/file_contexts' % policy
+    if guest.g.feature_available(['selinuxrelabel']) and guest.g.is_file(specfile):
+        for path in list(guest.changed):
+            guest.g.selinux_relabel(specfile, path, force=True)
+        return 'setfiles'
+    guest.write(AUTORELABEL, '')
+    notes.append('SELinux (%s): this libguestfs appliance cannot label files (no setfiles); %s makes the guest '
+                 'relabel itself at its first boot' % (policy, AUTORELABEL))
+    return 'autorelabel'
 
 
 DEVICE_RE = re.compile(r'(/dev/[sv]d[a-z]+)(\d*)')
@@ -391,6 +431,7 @@ def customize_mounted(g, mountpoints, layout, settings):
         else:
             family = 'unknown'
             notes.append('distribution %s is not supported for network settings: only the hostname was set' % distro)
+        relabel(guest, notes)
         g.sync()
     finally:
         g.umount_all()
