@@ -18,7 +18,6 @@ Target: per_clone_s at most 1/3 of serial_per_clone_s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,6 +27,7 @@ os.environ.setdefault('MAGLICA_TESTBED_DIR', '/var/tmp/maglica-bench-batch')
 os.environ.setdefault('MAGLICA_TEST_ADDRESS_BASE', '81')
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, Testbed, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 
 HOST = 'host0'
@@ -74,8 +74,8 @@ def main():
         cloud.stop()
         testbed.stop()
     per_clone = total / args.clones
-    print(json.dumps({'clones': args.clones, 'mode': args.mode, 'total_s': round(total, 1), 'per_clone_s': round(per_clone, 2),
-                      'serial_per_clone_s': round(serial, 2), 'ratio': round(per_clone / serial, 3), 'first_clone_s': round(first, 1)}))
+    print_last({'clones': args.clones, 'mode': args.mode, 'total_s': round(total, 1), 'per_clone_s': round(per_clone, 2),
+                'serial_per_clone_s': round(serial, 2), 'ratio': round(per_clone / serial, 3), 'first_clone_s': round(first, 1)})
     return 0 if per_clone <= serial / 3 else 1
 
 

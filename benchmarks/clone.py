@@ -32,6 +32,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import MODULE_UTILS, PYTHON, TESTBED, Testbed  # noqa: E402  pylint: disable=wrong-import-position
 
 HOST = 'host0'
@@ -134,7 +135,7 @@ def main():
               'virt_clone_s': round(measured['virt_clone_s'], 2),
               'customize_s': round(measured['customize_s'], 1), 'virtual_gib': round(measured['virtual_bytes'] / 2 ** 30, 2),
               'allocated_mb': round(measured['allocated_bytes'] / 1e6), 'customized_files': measured['customized_files']}
-    print(json.dumps(result))
+    print_last(result)
     return 0 if result['full_vs_copy'] <= 1.2 and result['linked_s'] < 1 else 1
 
 

@@ -20,7 +20,6 @@ Target: jobs_per_s >= 1000 and, at 1000 jobs/s offered, p99_ms < 50, on this 2-c
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sqlite3
@@ -30,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, wait_until  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import client, config as maglica_config, messages  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -101,7 +101,7 @@ def main():
         cloud.stop()
     result = {'jobs': flat_out['jobs'], 'submitters': args.submitters, 'hosts': len(HOSTS), 'jobs_per_s': flat_out['jobs_per_s'],
               'p50_ms': paced['p50_ms'], 'p99_ms': paced['p99_ms'], 'rate': args.rate, 'paced': paced, 'flat_out': flat_out}
-    print(json.dumps(result))
+    print_last(result)
     return 0 if result['jobs_per_s'] >= 1000 and paced['jobs_per_s'] >= 0.95 * args.rate and result['p99_ms'] < 50 else 1
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import random
 import signal
@@ -25,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import client, messages  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
@@ -116,7 +116,7 @@ def main():
         'unfinished': sum(1 for j in jobs if final.get(j['id']) != 'succeeded'),
         'seconds': round(seconds, 1),
     }
-    print(json.dumps(result))
+    print_last(result)
     return 0 if result['lost'] == result['duplicated_effects'] == result['unfinished'] == 0 else 1
 
 

@@ -23,6 +23,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import keys, messages, transport  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
@@ -150,7 +151,7 @@ def main():
               'valid_job_after': valid_after}
     if unanswered:
         result['unanswered'] = unanswered
-    print(json.dumps(result))
+    print_last(result)
     return 0 if restarts == 0 and valid_after and not unanswered else 1
 
 

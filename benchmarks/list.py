@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import statistics
@@ -34,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Testbed  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import cloud, config as maglica_config, virt  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -199,7 +199,7 @@ def main():
     result = {'hosts': args.hosts, 'real_hosts': args.real, 'delay_ms': args.delay_ms, 'images': expected,
               'parallel_s': round(parallel, 3), 'sequential_s': round(sequential, 2), 'speedup': round(sequential / parallel, 1),
               'slowest_host_s': round(slowest, 3), 'parallel_vs_slowest': round(parallel / slowest, 2)}
-    print(json.dumps(result))
+    print_last(result)
     return 0 if parallel <= 1.5 * slowest and sequential / parallel >= 10 else 1
 
 

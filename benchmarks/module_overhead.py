@@ -19,7 +19,6 @@ Prints one JSON line last: {"module_s", "library_s", "overhead_s", "process_s", 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import MODULE_UTILS, PYTHON, Testbed, ansible_env  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import cloud, config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -87,9 +87,9 @@ def main():
     finally:
         testbed.stop()
     module_s, library_s, process_s, ping_s = (statistics.median(v) for v in (modules, libraries, processes, pings))
-    print(json.dumps({'hosts': len(testbed.hosts), 'module_s': round(module_s, 3), 'library_s': round(library_s, 3),
-                      'overhead_s': round(module_s - library_s, 3), 'process_s': round(process_s, 3), 'ping_s': round(ping_s, 3),
-                      'module_own_s': round(module_s - ping_s, 3), 'rounds': args.rounds}))
+    print_last({'hosts': len(testbed.hosts), 'module_s': round(module_s, 3), 'library_s': round(library_s, 3),
+                'overhead_s': round(module_s - library_s, 3), 'process_s': round(process_s, 3), 'ping_s': round(ping_s, 3),
+                'module_own_s': round(module_s - ping_s, 3), 'rounds': args.rounds})
     return 0
 
 

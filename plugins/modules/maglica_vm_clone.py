@@ -85,14 +85,14 @@ options:
         description: Static IPv4 address; required with O(network.mode=static).
         type: str
       prefix:
-        description: Prefix length of O(network.address).
+        description: Prefix length of O(network.address), 0 to 32.
         type: int
         default: 24
       gateway:
-        description: Default gateway.
+        description: Default gateway (IPv4).
         type: str
       dns:
-        description: DNS servers.
+        description: DNS servers (IPv4 addresses).
         type: list
         elements: str
       domain:

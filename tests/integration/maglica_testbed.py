@@ -29,6 +29,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from maglica import client, config as maglica_config, keys, messages, virt  # noqa: E402  pylint: disable=wrong-import-position
 from polling import wait_until  # noqa: E402  pylint: disable=wrong-import-position
+import noop_action  # noqa: E402  pylint: disable=wrong-import-position
+
+# The test suite's workers know the test action `noop`; the production entry points (python -m maglica.X) do not.
+noop_action.register()
+NOOP_WORKER = os.path.join(ROOT, 'tests', 'noop_action.py')
 
 
 def exit_on_sigterm():
@@ -155,7 +160,7 @@ class Cloud(object):
         return open(os.path.join(self.workdir, '%s.log' % name), 'ab')
 
     def start_client_worker(self):
-        self.client_worker = subprocess.Popen([PYTHON, '-m', 'maglica.client_worker', '--config', self.path],
+        self.client_worker = subprocess.Popen([PYTHON, NOOP_WORKER, 'maglica.client_worker', '--config', self.path],
                                               env=self.env, stdout=self.log('client_worker'), stderr=subprocess.STDOUT)
         wait_until(self._answers, 20, 'the client worker to answer')
 
@@ -171,7 +176,7 @@ class Cloud(object):
             raise AssertionError('%s exited:\n%s' % (name, handle.read()[-3000:]))
 
     def start_host_worker(self, host, wait=True):
-        command = [PYTHON, '-m', 'maglica.host_worker', '--config', self.path, '--name', host]
+        command = [PYTHON, NOOP_WORKER, 'maglica.host_worker', '--config', self.path, '--name', host]
         if self.testbed:
             self.host_workers[host] = self.testbed.popen_in(host, ['env', 'PYTHONPATH=%s' % MODULE_UTILS] + command,
                                                             self.log('host_worker-%s' % host))

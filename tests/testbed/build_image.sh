@@ -42,7 +42,7 @@ if [[ ! -s $cached ]]; then
   echo 'LABEL=root / ext4 defaults 0 1' >etc/fstab  # virt-make-fs --label=root below
   printf 'root:x:0:0:root:/root:/bin/bash\n' >etc/passwd
   printf 'root:x:0:\n' >etc/group
-  printf 'root:*:19000:0:99999:7:::\n' >etc/shadow && chmod 600 etc/shadow
+  printf 'root:*:19000:0:99999:7:::\n' >etc/shadow
   od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >etc/machine-id && echo >>etc/machine-id
   mkdir -p etc/ssh var/lib/systemd
   echo '#!/bin/sh' >usr/sbin/sshd && chmod 755 usr/sbin/sshd  # only its presence matters
@@ -56,6 +56,7 @@ if [[ ! -s $cached ]]; then
 
   if [[ $family == debian ]]; then
     echo 12.7 >etc/debian_version
+    chgrp 42 etc/shadow && chmod 640 etc/shadow  # Debian: root:shadow 0640
     cat >etc/os-release <<'EOF'
 PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
 NAME="Debian GNU/Linux"
@@ -96,6 +97,18 @@ EOF
     chgrp 998 etc/ssh/ssh_host_*_key && chmod 640 etc/ssh/ssh_host_*_key
     mkdir -p var/lib/dhclient && echo 'lease of the image' >var/lib/dhclient/dhclient--eth0.lease
     echo 'Red Hat Enterprise Linux release 9.2 (Plow)' >etc/redhat-release
+    chmod 000 etc/shadow  # RHEL: root:root 0000
+    # SELinux on, with a (small) policy file_contexts as setfiles reads it; labels are set below.
+    mkdir -p etc/selinux/targeted/contexts/files
+    printf 'SELINUX=enforcing\nSELINUXTYPE=targeted\n' >etc/selinux/config
+    cat >etc/selinux/targeted/contexts/files/file_contexts <<'EOF'
+/.*	system_u:object_r:default_t:s0
+/etc(/.*)?	system_u:object_r:etc_t:s0
+/etc/shadow.*	--	system_u:object_r:shadow_t:s0
+/etc/hostname	--	system_u:object_r:hostname_etc_t:s0
+/root(/.*)?	system_u:object_r:admin_home_t:s0
+/root/\.ssh(/.*)?	system_u:object_r:ssh_home_t:s0
+EOF
     cat >etc/os-release <<'EOF'
 NAME="Red Hat Enterprise Linux"
 VERSION="9.2 (Plow)"
@@ -116,6 +129,12 @@ EOF
 
   cd /
   virt-make-fs --partition --type=ext4 --label=root --format=qcow2 --size=+200M "$tree" "$cached.tmp"
+  if [[ $family == rhel ]]; then  # SELinux labels as a RHEL install has them (virt-make-fs carries no xattrs)
+    label() { printf 'setxattr security.selinux %s %d %s\n' "$1" "${#1}" "$2"; }
+    { label system_u:object_r:shadow_t:s0 /etc/shadow; label system_u:object_r:hostname_etc_t:s0 /etc/hostname
+      label system_u:object_r:etc_t:s0 /etc/hosts; label system_u:object_r:admin_home_t:s0 /root
+    } | guestfish -a "$cached.tmp" -m /dev/sda1
+  fi
   mv "$cached.tmp" "$cached"
 fi
 cp --sparse=always "$cached" "$out"

@@ -14,6 +14,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, '..', '..'))
-for path in (os.path.join(ROOT, 'build', 'collections'), os.path.join(ROOT, 'plugins', 'module_utils'), HERE):
+for path in (os.path.join(ROOT, 'build', 'collections'), os.path.join(ROOT, 'plugins', 'module_utils'), os.path.join(ROOT, 'tests'), HERE):
     if os.path.isdir(path) and path not in sys.path:
         sys.path.insert(0, path)
+
+import noop_action  # noqa: E402  pylint: disable=wrong-import-position
+
+# Jobs of the test action `noop` validate in this process (workers get it from tests/noop_action.py).
+noop_action.register()

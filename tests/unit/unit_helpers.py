@@ -18,6 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from polling import wait_until  # noqa: E402  pylint: disable=wrong-import-position
 
+# The test suite's entry point for a worker daemon that knows the test action `noop`.
+NOOP_WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'noop_action.py')
+
 
 def free_ports(count):
     """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
@@ -47,13 +50,17 @@ def worker_env():
 
 
 class Daemon(object):
-    """A worker daemon (`python -m maglica.X`) run as a subprocess, its stderr kept in a file."""
+    """A worker daemon run as a subprocess, its stderr kept in a file.
 
-    def __init__(self, module, args, log_path):
+    By default through the test entry point (tests/noop_action.py), which adds the test action `noop`;
+    with production=True as installed, `python -m maglica.X`.
+    """
+
+    def __init__(self, module, args, log_path, production=False):
         self.log_path = str(log_path)
         self.log = open(self.log_path, 'wb')
-        self.proc = subprocess.Popen([sys.executable, '-m', module] + list(args), stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=worker_env())
+        command = [sys.executable, '-m', module] if production else [sys.executable, NOOP_WORKER, module]
+        self.proc = subprocess.Popen(command + list(args), stdout=self.log, stderr=subprocess.STDOUT, env=worker_env())
 
     @property
     def pid(self):

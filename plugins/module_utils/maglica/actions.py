@@ -10,9 +10,6 @@ running after a restart: the action first checks what an earlier run left
 
 from __future__ import annotations
 
-import os
-import time
-
 from . import batching, clone, images, virt, vm
 from .errors import MaglicaError, NotFoundError
 
@@ -25,29 +22,6 @@ class Context(object):
         self.job = job
         self.args = job['args']
         self.uri = config.uri(host)
-
-    def effects_path(self):
-        return os.path.join(self.config.host_worker['state_dir'], '%s.effects' % self.host.name)
-
-
-def noop(context, reconcile):
-    """Waits `delay` seconds and, with a marker, appends one line to the host's effects file: a countable side effect."""
-    if context.args.get('delay'):
-        time.sleep(context.args['delay'])
-    marker = context.args.get('marker')
-    if marker is None:
-        return {}
-    path = context.effects_path()
-    line = '%s %s\n' % (context.job['id'], marker)
-    if reconcile and os.path.exists(path):
-        with open(path) as handle:
-            if any(l.split(' ', 1)[0] == context.job['id'] for l in handle):
-                return {'reconciled': True}
-    with open(path, 'a') as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return {}
 
 
 def vm_clone(context, reconcile):
@@ -79,8 +53,8 @@ def image_copy(context, reconcile):
     return images.copy_image(context.config, context.host, context.args, reconcile)
 
 
+# The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
 ACTIONS = {
-    'noop': noop,
     'vm.clone': vm_clone,
     'vm.remove': vm_remove,
     'vm.attach_disk': vm_attach_disk,

@@ -108,7 +108,7 @@ def _bool_arg(text):
 
 
 def _job_id_arg(text):
-    if not messages.JOB_ID_RE.match(text):
+    if not messages.JOB_ID_RE.fullmatch(text):
         raise argparse.ArgumentTypeError('%r is not a job id (32 hexadecimal digits)' % text)
     return text
 

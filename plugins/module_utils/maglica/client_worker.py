@@ -95,7 +95,8 @@ class ClientWorker(object):
         """Who sent a frame: an allow-list identity under CURVE, None in plain mode."""
         if self.allowed is None:
             return None
-        return self.allowed.get(frame.get('User-Id').encode('ascii'))
+        user = frame.get('User-Id')
+        return self.allowed.get(user.encode('ascii')) if user else None
 
     def handle(self, frame):
         """Answer one request frame. Never raises on bad input: the error goes back as the reply."""
@@ -104,8 +105,12 @@ class ClientWorker(object):
         except MessageError as e:
             LOG.warning('refused a malformed request: %s', e)
             return {'ok': False, 'error': str(e)}
-        who = self.identity(frame)
-        if who is not None:
+        if self.allowed is not None:
+            # Fail closed: under CURVE a sender without a known identity gets nothing at all.
+            who = self.identity(frame)
+            if who is None:
+                LOG.warning('refused %s from a key that is not in the allow-list', kind)
+                return {'ok': False, 'error': 'the sender key is not in the allow-list'}
             if kind in LIBRARY_REQUESTS and who != keys.LIBRARY:
                 LOG.warning('refused %s from %s: only the library key may make it', kind, who)
                 return {'ok': False, 'error': '%s may not make %s requests' % (who, kind)}

@@ -22,7 +22,7 @@ import copy
 import os
 import re
 
-from . import deps
+from . import deps, keys
 from .errors import ConfigError
 
 DEFAULT_PATH = '/etc/maglica.conf'
@@ -62,8 +62,10 @@ SCHEMA = {
     },
 }
 HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str}
-HOST_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}$')
+HOST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
 TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'unix', '')
+# Names of CURVE key roles (keys.py): a host so named would hold that role's key and rights.
+RESERVED_HOST_NAMES = (keys.LIBRARY, keys.SERVER)
 
 
 class Host(object):
@@ -185,8 +187,11 @@ def _validate_hosts(hosts, where):
         for key, kind in HOST_KEYS.items():
             if entry.get(key) is not None:
                 host[key] = _check_type('%s: hosts[%d].%s' % (where, index, key), entry[key], kind)
-        if not HOST_NAME_RE.match(host['name']):
+        if not HOST_NAME_RE.fullmatch(host['name']):
             raise ConfigError('%s: host name %r may only hold letters, digits and _.+- (it is also a job topic)' % (where, host['name']))
+        if host['name'] in RESERVED_HOST_NAMES:
+            raise ConfigError('%s: host name %r is reserved: it names the CURVE key of the %s; give the host another name'
+                              % (where, host['name'], 'library (modules, CLI)' if host['name'] == keys.LIBRARY else 'client worker'))
         if host['weight'] <= 0:
             raise ConfigError('%s: host %s: weight must be a positive integer' % (where, host['name']))
         if host['name'] in seen:

@@ -33,7 +33,7 @@ INTERFACES_D = '/etc/network/interfaces.d'
 NETPLAN_DIR = '/etc/netplan'
 SSH_DIR = '/etc/ssh'
 SSHD_PATHS = ('/usr/sbin/sshd', '/sbin/sshd', '/usr/bin/sshd')
-HOST_KEY_RE = re.compile(r'^/etc/ssh/ssh_host_([a-z0-9]+)_key$')
+HOST_KEY_RE = re.compile(r'/etc/ssh/ssh_host_([a-z0-9]+)_key')
 RANDOM_SEED = '/var/lib/systemd/random-seed'
 URANDOM_SEED = '/var/lib/urandom/random-seed'  # sysvinit's urandom script
 RANDOM_SEED_BYTES = 512  # what systemd-random-seed and virt-customize write
@@ -60,11 +60,13 @@ MACHINE_STATE_GLOBS = (
 # Files that name the host: the image's name in them is replaced by the clone's (whole words only).
 HOSTNAME_FILES = ('/etc/mailname', '/etc/postfix/main.cf', '/etc/exim4/update-exim4.conf.conf')
 GENERIC_HOSTNAMES = ('localhost', 'localhost.localdomain', 'localhost6', 'unknown', '')
+SELINUX_CONFIG = '/etc/selinux/config'
+AUTORELABEL = '/.autorelabel'
 
 
 def is_secret(path: str) -> bool:
     """Whether a guest file's content must stay out of diffs, results and logs: private keys, hashes, seeds."""
-    return path in SECRET_FILES or bool(HOST_KEY_RE.match(path))
+    return path in SECRET_FILES or bool(HOST_KEY_RE.fullmatch(path))
 
 
 def diff_text(path: str, text: Optional[str]) -> str:
@@ -317,6 +319,8 @@ def nm_keyfile(before, settings):
 
 
 def shadow(before, password_hash):
+    if before is None:
+        raise MaglicaError('the guest has no /etc/shadow to set the root password in')
     lines = []
     found = False
     for line in before.splitlines():
@@ -494,7 +498,7 @@ def customize_host_keys(guest: Guest, settings: GuestSettings, notes: List[str])
     over the old ones with their mode and owner. Returns the public key lines."""
     present: Dict[str, str] = {}
     for path in guest.glob(SSH_DIR + '/ssh_host_*_key'):
-        match = HOST_KEY_RE.match(path)
+        match = HOST_KEY_RE.fullmatch(path)
         if match:
             present[match.group(1)] = path
     has_sshd = any(guest.g.is_file(p, followsymlinks=True) for p in SSHD_PATHS)
@@ -580,7 +584,8 @@ def customize_common(guest: Guest, settings: GuestSettings, old_hostname: Option
                 guest.write(path, replace_hostname(text, old_hostname, settings))
     reset_machine_state(guest)
     if settings.root_password_hash:
-        guest.write('/etc/shadow', shadow(guest.read('/etc/shadow'), settings.root_password_hash), mode=0o640)
+        # Written in place: the file keeps its mode (RHEL 0000, Debian 0640), owner and SELinux label.
+        guest.write('/etc/shadow', shadow(guest.read('/etc/shadow'), settings.root_password_hash))
     if settings.ssh_authorized_keys:
         if not guest.g.is_dir('/root/.ssh'):
             guest.g.mkdir_p('/root/.ssh')
@@ -612,7 +617,42 @@ def customize_cloud_init(guest: Guest, settings: GuestSettings, device: str) -> 
     return instance_id
 
 
-DEVICE_RE = re.compile(r'^(/dev/[sv]d[a-z]+)(\d*)$')
+def selinux_policy(guest: Guest) -> str | None:
+    """The guest's SELinux policy type (`targeted`...) unless SELinux is disabled or absent."""
+    text = guest.read(SELINUX_CONFIG)
+    if text is None:
+        return None
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition('=')
+        if sep and not key.startswith('#'):
+            values[key.strip()] = value.strip().strip('"')
+    if values.get('SELINUX', '').lower() == 'disabled':
+        return None
+    return values.get('SELINUXTYPE') or 'targeted'
+
+
+def relabel(guest: Guest, notes: list[str]) -> str | None:
+    """Give the files we wrote their SELinux labels: setfiles in the appliance when it has it, else /.autorelabel.
+
+    Files rewritten in place keep their label; new ones (authorized_keys, keys, keyfiles) have none until labelled.
+    Returns how: 'setfiles', 'autorelabel' or None (no SELinux, nothing written).
+    """
+    policy = selinux_policy(guest)
+    if policy is None or not guest.changed:
+        return None
+    specfile = '/etc/selinux/%s/contexts/files/file_contexts' % policy
+    if guest.g.feature_available(['selinuxrelabel']) and guest.g.is_file(specfile):
+        for path in list(guest.changed):
+            guest.g.selinux_relabel(specfile, path, force=True)
+        return 'setfiles'
+    guest.write(AUTORELABEL, '')
+    notes.append('SELinux (%s): this libguestfs appliance cannot label files (no setfiles); %s makes the guest '
+                 'relabel itself at its first boot' % (policy, AUTORELABEL))
+    return 'autorelabel'
+
+
+DEVICE_RE = re.compile(r'(/dev/[sv]d[a-z]+)(\d*)')
 
 
 def launch(drives):
@@ -634,7 +674,7 @@ def launch(drives):
 
 def relative(devices, device, first):
     """A device as [disk index counted from the guest's first drive, partition suffix], or None (LVM, mapper)."""
-    match = DEVICE_RE.match(device)
+    match = DEVICE_RE.fullmatch(device)
     if not match or match.group(1) not in devices:
         return None
     return [devices.index(match.group(1)) - first, match.group(2)]
@@ -686,6 +726,7 @@ def customize_mounted(g, mountpoints, layout, settings):
         public_keys = customize_host_keys(guest, settings, notes)
         device, stacks = customize_network(guest, settings, family, cloud_init, notes)
         instance_id = customize_cloud_init(guest, settings, device) if cloud_init else None
+        relabel(guest, notes)
         g.sync()
     finally:
         g.umount_all()

@@ -25,7 +25,7 @@ SSH_KEYGEN = os.environ.get('MAGLICA_SSH_KEYGEN', 'ssh-keygen')
 # What an image with sshd but no host keys gets: the types Debian's and RHEL's packages make.
 DEFAULT_TYPES = ('rsa', 'ecdsa', 'ed25519')
 KEYGEN_TIMEOUT = 120
-KEY_TYPE_RE = re.compile(r'^[a-z0-9]{1,20}$')
+KEY_TYPE_RE = re.compile(r'[a-z0-9]{1,20}')
 
 
 @dataclass
@@ -46,7 +46,7 @@ def generate(types: Iterable[str], comment: str) -> List[HostKey]:
     directory = tempfile.mkdtemp(prefix='maglica-hostkeys-')  # mode 0700, only this process's user
     try:
         for key_type in types:
-            if not KEY_TYPE_RE.match(key_type):
+            if not KEY_TYPE_RE.fullmatch(key_type):
                 raise MaglicaError('unexpected SSH host key type %r' % key_type[:40])
             path = os.path.join(directory, 'ssh_host_%s_key' % key_type)
             try:

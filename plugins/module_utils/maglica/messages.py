@@ -21,8 +21,9 @@ from .errors import MessageError
 VERSION = 1
 MAX_FRAME_BYTES = 256 * 1024
 MAX_STRING = 4096
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}$')
-JOB_ID_RE = re.compile(r'^[0-9a-f]{32}$')
+# Every pattern is applied with fullmatch: `$` alone would accept a trailing newline.
+NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
+JOB_ID_RE = re.compile(r'[0-9a-f]{32}')
 STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
 FINAL_STATES = ('succeeded', 'failed', 'expired')
 
@@ -31,8 +32,9 @@ class Field(object):
     """A field of a message: its type, whether it must be there, and its bounds."""
 
     def __init__(self, kind, required=True, max_len=MAX_STRING, pattern=None, choices=None, items=None, minimum=None, maximum=None,
-                 check=None):
+                 check=None, fields=None):
         self.kind = kind
+        self.fields = fields  # the schema of an object (dict) value
         self.extra_check = check
         self.required = required
         self.max_len = max_len
@@ -43,12 +45,13 @@ class Field(object):
         self.maximum = maximum
 
     def check(self, where, value):
+        """The value, checked; a `check` function may return it normalised (addresses), which replaces it."""
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             raise MessageError('%s must be %s' % (where, ' or '.join(k.__name__ for k in kinds)))
         if isinstance(value, (str, list, dict)) and len(value) > self.max_len:
             raise MessageError('%s is longer than %d' % (where, self.max_len))
-        if self.pattern is not None and not self.pattern.match(value):
+        if self.pattern is not None and not self.pattern.fullmatch(value):
             raise MessageError('%s %r is not a valid name' % (where, value[:80]))
         if self.choices is not None and value not in self.choices:
             raise MessageError('%s must be one of %s' % (where, ', '.join(self.choices)))
@@ -56,13 +59,18 @@ class Field(object):
             if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
                 raise MessageError('%s must be between %s and %s' % (where, self.minimum, self.maximum))
         if self.extra_check is not None:
-            self.extra_check(where, value)
+            normalised = self.extra_check(where, value)
+            if normalised is not None:
+                value = normalised
+        if self.fields is not None:
+            check_fields(where, value, self.fields)
         if self.items is not None:
             for index, item in enumerate(value):
                 if isinstance(self.items, dict):
                     check_fields('%s[%d]' % (where, index), item, self.items)
                 else:
-                    self.items.check('%s[%d]' % (where, index), item)
+                    value[index] = self.items.check('%s[%d]' % (where, index), item)
+        return value
 
 
 def check_fields(where, data, fields):
@@ -77,22 +85,37 @@ def check_fields(where, data, fields):
             if field.required:
                 raise MessageError('%s needs the field %r' % (where, name))
             continue
-        field.check('%s.%s' % (where, name), data[name])
+        data[name] = field.check('%s.%s' % (where, name), data[name])
     return data
 
 
-def ip_address(where, value):
+def ip_address(where: str, value: str) -> str:
+    """An address as ipaddress writes it, which is what goes into guest files, never the string as given.
+
+    IPv6 scope ids (`fe80::1%eth0`) are refused: ipaddress takes anything after the `%`, newlines and shell included.
+    """
+    if '%' in value:
+        raise MessageError('%s %r has a scope id (%%...): give the address without it' % (where, value[:80]))
     try:
-        ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
         raise MessageError('%s %r is not an IP address' % (where, value[:80]))
+    return str(address)
+
+
+def ipv4_address(where: str, value: str) -> str:
+    """An IPv4 address as ipaddress writes it: static settings are IPv4 only (ifupdown `inet`, NM [ipv4], ifcfg IPADDR)."""
+    address = ip_address(where, value)
+    if ipaddress.ip_address(address).version != 4:
+        raise MessageError('%s %r is not an IPv4 address: static network settings are IPv4 only' % (where, value[:80]))
+    return address
 
 
 # A crypt(3) hash (or a locked `!`/`*`): no `:` or newline that could rewrite other /etc/shadow fields.
-PASSWORD_HASH_RE = re.compile(r'^[A-Za-z0-9./$=*!-]+$')
-# One authorized_keys line: no line breaks that would smuggle in more.
-ONE_LINE_RE = re.compile(r'^[^\r\n\0]+$')
-DOMAIN_RE = re.compile(r'^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$')
+PASSWORD_HASH_RE = re.compile(r'[A-Za-z0-9./$=*!-]+')
+# One authorized_keys line, not blank: no line breaks that would smuggle in more.
+ONE_LINE_RE = re.compile(r'[^\r\n\0]*[^\s\0][^\r\n\0]*')
+DOMAIN_RE = re.compile(r'(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?')
 
 NAME = Field(str, pattern=NAME_RE, max_len=253)
 OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
@@ -101,10 +124,10 @@ STRINGS = Field(list, required=False, max_len=64, items=Field(str))
 NETWORK = {
     'mode': Field(str, choices=('dhcp', 'static')),
     'device': Field(str, required=False, pattern=NAME_RE, max_len=15),
-    'address': Field(str, required=False, max_len=64, check=ip_address),
-    'prefix': Field(int, required=False, minimum=0, maximum=128),
-    'gateway': Field(str, required=False, max_len=64, check=ip_address),
-    'dns': Field(list, required=False, max_len=8, items=Field(str, max_len=64, check=ip_address)),
+    'address': Field(str, required=False, max_len=64, check=ipv4_address),
+    'prefix': Field(int, required=False, minimum=0, maximum=32),
+    'gateway': Field(str, required=False, max_len=64, check=ipv4_address),
+    'dns': Field(list, required=False, max_len=8, items=Field(str, max_len=64, check=ipv4_address)),
     'domain': Field(str, required=False, pattern=DOMAIN_RE, max_len=253),
 }
 
@@ -128,14 +151,14 @@ ACTIONS = {
     'vm.attach_disk': {'name': NAME, 'volume': NAME, 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
     'image.copy': {'image': NAME, 'source': NAME},
-    # For tests and benchmarks: waits `delay` seconds, then leaves a countable effect when given a marker.
-    'noop': {'marker': Field(str, required=False, max_len=512), 'delay': Field((int, float), required=False, minimum=0, maximum=60)},
 }
+# Production has no test action: the test suite adds its `noop` to this table and actions.ACTIONS itself
+# (tests/noop_action.py). `choices` below are the live table, so such an entry is known wherever it was added.
 
 JOB = {
     'id': Field(str, pattern=JOB_ID_RE),
     'host': NAME,
-    'action': Field(str, choices=tuple(sorted(ACTIONS))),
+    'action': Field(str, choices=ACTIONS),
     'args': Field(dict),
     'ttl': Field((int, float), required=False, minimum=1, maximum=86400 * 7),
     'created': Field((int, float), required=False),
@@ -185,6 +208,39 @@ REQUESTS = {
         'pid': Field(int, required=False),
     },
 }
+
+JOB_IDS = Field(list, required=False, max_len=1024, items=Field(str, pattern=JOB_ID_RE))
+NUMBER = Field((int, float))
+OPT_NUMBER = Field((int, float), required=False)
+# A job as the client worker's log holds it (joblog.COLUMNS), in status, list and submit replies.
+JOB_ROW = {
+    'id': Field(str, pattern=JOB_ID_RE), 'host': NAME, 'action': Field(str, max_len=64), 'args': Field(dict),
+    'state': Field(str, choices=STATES), 'message': Field(str, max_len=MAX_FRAME_BYTES), 'data': Field(dict),
+    'attempts': Field(int), 'created': NUMBER, 'updated': NUMBER, 'expires': NUMBER,
+    'published': OPT_NUMBER, 'acked': OPT_NUMBER, 'finished': OPT_NUMBER,
+    # A result that came after the job had expired: recorded, never taken for success.
+    'late_result': Field(dict, required=False),
+}
+HOST_STATUS = {'host': NAME, 'alive': Field(bool), 'last_seen_s': OPT_NUMBER, 'pid': Field(int, required=False),
+               'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE))}
+# Replies of the client worker, by the request they answer; `ok` false replies are ERROR_REPLY.
+REPLIES = {
+    'submit': {'job': Field(dict, fields=JOB_ROW)},
+    'status': {'job': Field(dict, fields=JOB_ROW)},
+    'list': {'jobs': Field(list, max_len=10000, items=JOB_ROW), 'more': Field(bool, required=False)},
+    'hosts': {'hosts': Field(list, max_len=10000, items=HOST_STATUS)},
+    # Each fetched job is checked in full by validate_job before it is recorded.
+    'fetch': {'jobs': Field(list, max_len=256, items=Field(dict)), 'gone': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
+    'report': {'taken': JOB_IDS, 'refused': JOB_IDS},
+}
+ERROR_REPLY = {'ok': Field(bool), 'error': Field(str, max_len=MAX_FRAME_BYTES), 'code': Field(str, required=False, max_len=64)}
+
+
+def validate_reply(kind: str, reply: dict) -> dict:
+    """A decoded reply to a `kind` request, checked like requests are: types, sizes, no unknown fields."""
+    Field(bool).check('%s reply.ok' % kind, reply.get('ok'))
+    fields = dict(REPLIES[kind], ok=Field(bool)) if reply['ok'] else ERROR_REPLY
+    return check_fields('%s reply' % kind, reply, fields)
 
 
 # Job arguments never sent back in job listings.
@@ -306,9 +362,6 @@ def check_network(where, network):
     if network['mode'] == 'static':
         if not network.get('address'):
             raise MessageError('%s: mode static needs an address' % where)
-        limit = 32 if ipaddress.ip_address(network['address']).version == 4 else 128
-        if network.get('prefix') is not None and network['prefix'] > limit:
-            raise MessageError('%s: prefix %d is too long for %s' % (where, network['prefix'], network['address']))
 
 
 def encode(message):
@@ -351,7 +404,7 @@ def decode_request(frame):
 
 
 # What PUB carries: a notice that a job waits, never its arguments (any host key can subscribe to any topic).
-NOTICE = {'id': Field(str, pattern=JOB_ID_RE), 'host': NAME, 'action': Field(str, choices=tuple(sorted(ACTIONS)))}
+NOTICE = {'id': Field(str, pattern=JOB_ID_RE), 'host': NAME, 'action': Field(str, choices=ACTIONS)}
 
 
 def validate_notice(notice):

@@ -73,7 +73,7 @@ class Requester(object):
             self.sock = None
 
     def request(self, message, timeout):
-        """Send one request and return the decoded reply, or raise DispatchError after `timeout` seconds."""
+        """Send one request and return its reply, decoded and validated, or raise DispatchError after `timeout` seconds."""
         if self.sock is None:
             self._open()
         self.sock.send(messages.encode(message))
@@ -84,7 +84,7 @@ class Requester(object):
                                 % (self.endpoint, timeout, hint))
         frame = self.sock.recv()
         try:
-            return messages.decode(frame)
+            return messages.validate_reply(message['type'], messages.decode(frame))
         except MessageError as e:
             self.close()
             raise DispatchError('the client worker answered with a malformed message: %s' % e)

@@ -24,10 +24,10 @@ from .errors import ConflictError, HostError, MaglicaError, NotFoundError
 
 STATES = ('running', 'stopped', 'destroyed', 'absent')
 BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
-SIZE_RE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B)?\s*$', re.I)
+SIZE_RE = re.compile(r'\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B)?\s*', re.I)
 UNIT_POWERS = {'': 2, 'K': 1, 'M': 2, 'G': 3, 'T': 4, 'P': 5}
 MIB = 1048576
-VOLUME_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$')
+VOLUME_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}')
 POLL_S = 0.2
 
 
@@ -35,7 +35,7 @@ def parse_size(text, default_unit='M'):
     """Bytes in a size such as "2G", "512M", "10GiB" or "1024" (in `default_unit`). Units are powers of 1024."""
     if isinstance(text, int) and not isinstance(text, bool):
         text = str(text)
-    match = SIZE_RE.match(str(text)) if text is not None else None
+    match = SIZE_RE.fullmatch(str(text)) if text is not None else None
     if not match:
         raise MaglicaError('bad size %r: give a number with a unit K, M, G or T, for example 512M or 2G' % (text,))
     unit = (match.group(2) or default_unit).upper()
@@ -190,7 +190,7 @@ def normalize_disks(vm_name, disks):
             raise MaglicaError('disks[%d] needs a size, for example {size: 10G}' % index)
         name = disk.get('name') or 'data%d' % (index + 1)
         volume = disk_volume_name(vm_name, name)
-        if not VOLUME_NAME_RE.match(volume):
+        if not VOLUME_NAME_RE.fullmatch(volume):
             raise MaglicaError('disks[%d]: the volume name %r is not a valid file name' % (index, volume))
         result.append((volume, parse_size(disk['size'], 'G')))
     if len(set(v for v, _s in result)) != len(result):

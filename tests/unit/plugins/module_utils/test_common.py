@@ -11,12 +11,11 @@ import json
 import pytest
 import yaml
 
-basic = pytest.importorskip('ansible.module_utils.basic')
-testing = pytest.importorskip('ansible.module_utils.testing')
-common = pytest.importorskip('ansible_collections.maglica.cloud.plugins.module_utils.common',
-                             reason='needs build/collections on PYTHONPATH (make collection-link)')
-fragment = pytest.importorskip('ansible_collections.maglica.cloud.plugins.doc_fragments.maglica')
-collection_errors = pytest.importorskip('ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors')
+# Plain imports: a missing ansible (or build/collections, made by `make collection-link`) fails the suite, never skips it.
+from ansible.module_utils import basic, testing
+from ansible_collections.maglica.cloud.plugins.doc_fragments import maglica as fragment
+from ansible_collections.maglica.cloud.plugins.module_utils import common
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica import errors as collection_errors
 
 
 def spec_shape(spec):

@@ -15,13 +15,13 @@ import subprocess
 import sys
 
 import pytest
+import zmq  # a missing pyzmq fails the suite, never skips it
 
 from maglica import config, keys, messages, transport
 from maglica.client import Client
 from maglica.errors import DispatchError, JobFailed, NotFoundError
 from unit_helpers import Daemon, free_ports, wait_until, worker_env, write_yaml
 
-zmq = pytest.importorskip('zmq')
 
 HOSTS = ('kvm1', 'kvm10', 'lonely')  # lonely never gets a host worker
 WORKER_HOSTS = ('kvm1', 'kvm10')
@@ -530,3 +530,49 @@ def test_client_worker_without_its_server_key(tmp_path):
     wait_until(lambda: not daemon.alive(), 10, 'the client worker to exit')
     assert daemon.stop() == 2
     assert 'CURVE key %s is missing' % keys.secret_path(key_dir, keys.SERVER) in daemon.output()
+
+
+def test_production_workers_refuse_the_test_action_noop(tmp_path):
+    """`noop` is the test suite's (tests/noop_action.py): `python -m maglica.X`, as the roles run them, refuse it,
+    the client worker on submit, the host worker when a client worker that knows it hands one over."""
+    listed = subprocess.run([sys.executable, '-c', 'from maglica import actions, messages\n'
+                             'print(" ".join(sorted(set(actions.ACTIONS) | set(messages.ACTIONS))))'],
+                            env=worker_env(), stdout=subprocess.PIPE, check=True).stdout.decode().split()
+    assert 'noop' not in listed and 'vm.clone' in listed
+    pub, rep = free_ports(2)
+    state_dir = str(tmp_path / 'state')
+    path = write_yaml(tmp_path / 'maglica.conf', {
+        'hosts': ['kvm1'], 'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub, 'rep_port': rep},
+        'security': {'curve': False}, 'jobs': {'database': str(tmp_path / 'jobs.sqlite'), 'republish_interval': 0.2},
+        'host_worker': {'state_dir': state_dir, 'heartbeat_interval': 0.5}})
+    cfg = config.load(path)
+
+    def answers():
+        try:
+            with Client(cfg, timeout=0.5) as client:
+                return client.hosts()
+        except DispatchError:
+            return None
+    job = messages.new_job('kvm1', 'noop', {'marker': 'must-not-run'})
+    production = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw.log', production=True)
+    try:
+        wait_until(answers, START_TIMEOUT, 'the production client worker')
+        requester = transport.Requester(cfg, keys.LIBRARY)
+        reply = requester.request({'type': 'submit', 'job': job}, 5)
+        requester.close()
+        assert reply['ok'] is False and 'job.action must be one of vm.clone' in reply['error'] and 'noop' not in reply['error']
+    finally:
+        production.stop()
+    test_client = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw-test.log')
+    host = Daemon('maglica.host_worker', ['--config', path, '--name', 'kvm1'], tmp_path / 'kvm1.log', production=True)
+    try:
+        wait_until(answers, START_TIMEOUT, 'the test client worker')
+        with Client(cfg) as client:
+            client.submit(job)
+        # Its notice already names an action it does not know: dropped before the job is fetched.
+        wait_until(lambda: 'dropped a message: notice.action must be one of vm.clone' in host.output(), JOB_TIMEOUT,
+                   'the production host worker to drop the noop job')
+        assert host.alive() and not os.path.exists(os.path.join(state_dir, 'kvm1.effects'))
+    finally:
+        host.stop()
+        test_client.stop()
