@@ -103,9 +103,14 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
         return result
     with Client(config) as client:
         result['job'] = client.submit(job)
-        result['job_id'] = job['id']
+        result['job_id'] = result['job']['id']
+        if result['job_id'] != job['id']:
+            # The client worker holds the name for a clone already in flight (an earlier run that timed out or
+            # did not wait): that job is this task's, and this run changes nothing itself.
+            result.update(changed=False, host=result['job']['host'],
+                          message='a clone of %s is already under way as job %s on %s' % (hostname, result['job_id'], result['job']['host']))
         if wait:
-            result['job'] = client.wait(job['id'], timeout, progress=progress)
+            result['job'] = client.wait(result['job_id'], timeout, progress=progress)
             result['result'] = result['job']['data']
     return result
 

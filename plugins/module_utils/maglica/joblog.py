@@ -37,7 +37,21 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'dispatched', 'running');
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+-- What open jobs hold, cluster-wide: kind 'hostname' (key: the VM name a clone makes, so two clones of one
+-- name never run) and, for placement, kind 'slot' (key: the job id, host: where it counts). A claim is taken
+-- in the same transaction that logs its job and is released when the job ends.
+CREATE TABLE IF NOT EXISTS claims (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    host TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS claims_job ON claims (job_id);
+CREATE INDEX IF NOT EXISTS claims_host ON claims (host, kind);
 """
+FINAL_STATES_SQL = "('succeeded', 'failed', 'expired')"
 COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
            'created', 'updated', 'expires', 'published', 'acked', 'finished')
 
@@ -119,6 +133,40 @@ class JobLog(Store):
                 (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
         return self.get(job['id']), cursor.rowcount == 1
 
+    def claim(self, kind, key, host, job_id, now=None):
+        """Take the claim (kind, key) for job_id, in the caller's transaction. Returns the id of the job that
+        holds it: job_id, or an open job that took it first. A claim left by an ended job is taken over."""
+        now = now or time.time()
+        with self.transaction():
+            held = self.db.execute(
+                'SELECT c.job_id FROM claims c JOIN jobs j ON j.id = c.job_id WHERE c.kind = ? AND c.key = ? '
+                'AND j.state NOT IN %s' % FINAL_STATES_SQL, (kind, key)).fetchone()
+            if held is not None:
+                return held[0]
+            self.db.execute('INSERT OR REPLACE INTO claims (kind, key, host, job_id, created) VALUES (?, ?, ?, ?, ?)',
+                            (kind, key, host, job_id, now))
+        return job_id
+
+    def claims(self, kind=None, host=None):
+        """[(kind, key, host, job_id)] of the claims held, optionally of one kind and one host."""
+        query, params = 'SELECT kind, key, host, job_id FROM claims WHERE 1 = 1', []
+        if kind is not None:
+            query += ' AND kind = ?'
+            params.append(kind)
+        if host is not None:
+            query += ' AND host = ?'
+            params.append(host)
+        return [tuple(r) for r in self.db.execute(query + ' ORDER BY created, key', params)]
+
+    def release(self, job_id):
+        with self.transaction():
+            self.db.execute('DELETE FROM claims WHERE job_id = ?', (job_id,))
+
+    def release_ended(self):
+        """Drop the claims of jobs that have ended (or are gone)."""
+        with self.transaction():
+            self.db.execute('DELETE FROM claims WHERE job_id NOT IN (SELECT id FROM jobs WHERE state NOT IN %s)' % FINAL_STATES_SQL)
+
     def get(self, job_id):
         return _row(self.db.execute('SELECT %s FROM jobs WHERE id = ?' % ', '.join(COLUMNS), (job_id,)).fetchone())
 
@@ -167,6 +215,7 @@ class JobLog(Store):
                 'acked = COALESCE(acked, ?) WHERE id = ? AND host = ?',
                 (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
                  now, now, now, result['id'], host))
+            self.db.execute('DELETE FROM claims WHERE job_id = ?', (result['id'],))
         return cursor.rowcount == 1
 
     def expire(self, now=None):
@@ -178,4 +227,6 @@ class JobLog(Store):
                 "'no host worker for ' || host || ' acknowledged the job within its TTL (' || "
                 "CAST(attempts AS TEXT) || ' publications)' "
                 "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
+            if cursor.rowcount:
+                self.release_ended()
         return cursor.rowcount
