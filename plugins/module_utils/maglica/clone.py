@@ -128,14 +128,14 @@ def delete_disk(conn, path):
         os.unlink(path)
 
 
-def domain_disks(info):
+def domain_disks(info: dict) -> List[str]:
     return [d['path'] for d in info['disks'] if d['device'] == 'disk' and d['path']]
 
 
-def backing_chain(conn, path, limit=16):
+def backing_chain(conn, path: str, limit: int = 16) -> List[str]:
     """The files a disk is backed by, nearest first, as libvirt's storage pools know them."""
     lv = virt.libvirt()
-    chain = []
+    chain: List[str] = []
     while path and len(chain) < limit:
         try:
             backing = ET.fromstring(conn.storageVolLookupByPath(path).XMLDesc(0)).findtext('./backingStore/path')
@@ -148,10 +148,10 @@ def backing_chain(conn, path, limit=16):
     return chain
 
 
-def disk_users(conn, paths, but=None):
+def disk_users(conn, paths, but: Optional[str] = None) -> Dict[str, List[str]]:
     """{path: [names of the domains (other than `but`) whose definitions use it as a disk or a backing file]}."""
     wanted = set(paths)
-    users = {}
+    users: Dict[str, List[str]] = {}
     for dom in conn.listAllDomains(0):
         if dom.name() == but:
             continue
@@ -164,7 +164,7 @@ def disk_users(conn, paths, but=None):
     return {path: sorted(names) for path, names in users.items()}
 
 
-def dependants(conn, name):
+def dependants(conn, name: str) -> List[str]:
     """The other domains of this host whose disks are backed (at any depth) by a disk of `name`: its linked clones."""
     dom = lookup(conn, name)
     if dom is None:
@@ -181,7 +181,7 @@ def dependants(conn, name):
     return sorted(found - direct)
 
 
-def check_removal(name, host, info, found, force_dependants):
+def check_removal(name: str, host: str, info: dict, found: List[str], force_dependants: bool) -> None:
     """Refuse removing an original image, or a VM whose disks back linked clones (`found`), unless forced."""
     if force_dependants or not (virt.is_image(info) or found):
         return
@@ -337,7 +337,7 @@ def set_metadata(dom, **attributes):
                     virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
-def remove_owned(conn, name, ownership):
+def remove_owned(conn, name: str, ownership: Ownership) -> List[str]:
     """Remove what this job made: the domain `name` if it is the one it recorded, and the recorded files that
     exist and that no other domain's definition uses. Returns the files deleted."""
     dom = lookup(conn, name)
@@ -353,7 +353,7 @@ def remove_owned(conn, name, ownership):
     return deleted
 
 
-def _check_absent(conn, hostname, targets):
+def _check_absent(conn, hostname: str, targets) -> None:
     """The clone's name and files must not exist: they would belong to someone else."""
     if lookup(conn, hostname) is not None:
         raise ConflictError('a domain named %s already exists on this host' % hostname)

@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import time
+from typing import List, Optional, Tuple
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -133,7 +134,7 @@ class JobLog(Store):
                 (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
         return self.get(job['id']), cursor.rowcount == 1
 
-    def claim(self, kind, key, host, job_id, now=None):
+    def claim(self, kind: str, key: str, host: str, job_id: str, now: Optional[float] = None) -> str:
         """Take the claim (kind, key) for job_id, in the caller's transaction. Returns the id of the job that
         holds it: job_id, or an open job that took it first. A claim left by an ended job is taken over."""
         now = now or time.time()
@@ -147,7 +148,7 @@ class JobLog(Store):
                             (kind, key, host, job_id, now))
         return job_id
 
-    def claims(self, kind=None, host=None):
+    def claims(self, kind: Optional[str] = None, host: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
         """[(kind, key, host, job_id)] of the claims held, optionally of one kind and one host."""
         query, params = 'SELECT kind, key, host, job_id FROM claims WHERE 1 = 1', []
         if kind is not None:
@@ -158,11 +159,11 @@ class JobLog(Store):
             params.append(host)
         return [tuple(r) for r in self.db.execute(query + ' ORDER BY created, key', params)]
 
-    def release(self, job_id):
+    def release(self, job_id: str) -> None:
         with self.transaction():
             self.db.execute('DELETE FROM claims WHERE job_id = ?', (job_id,))
 
-    def release_ended(self):
+    def release_ended(self) -> None:
         """Drop the claims of jobs that have ended (or are gone)."""
         with self.transaction():
             self.db.execute('DELETE FROM claims WHERE job_id NOT IN (SELECT id FROM jobs WHERE state NOT IN %s)' % FINAL_STATES_SQL)

@@ -205,7 +205,7 @@ def disk_volume_name(vm_name, disk_name):
     return '%s%s%s.qcow2' % (vm_name, clone.DISK_SEPARATOR, disk_name)
 
 
-def legacy_volume_name(volume):
+def legacy_volume_name(volume: str) -> str:
     """The name the same disk had before VM@DISK (VM-DISK), so that a disk attached then is still found."""
     return volume.replace(clone.DISK_SEPARATOR, '-', 1)
 
