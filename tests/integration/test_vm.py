@@ -145,7 +145,7 @@ def test_vm_settings_state_and_removal(cloud, testbed):
         assert run.rc == 0, run
         assert run.last['changed'] is True and run.last['host'] == 'host0' and run.last['jobs'] == []
         assert 'vcpus 1 -> 2' in run.last['changes'] and 'state stopped -> running' in run.last['changes']
-        assert '\n-vcpus: 1\n' in run.output and '\n+vcpus: 2\n' in run.output and '+disks: life1.test@data.qcow2, life1.test.qcow2' in run.output
+        assert '\n-vcpus: 1\n' in run.output and '\n+vcpus: 2\n' in run.output and '+disks: life1.test.qcow2, life1.test@data.qcow2' in run.output
         assert persistent_xml(testbed, 'host0', name) == xml_before and state(testbed, 'host0', name) == 'shut off'
         assert 'life1.test@data.qcow2' not in testbed.host_files('host0')
 
@@ -201,7 +201,7 @@ def test_vm_settings_state_and_removal(cloud, testbed):
         run = vm(cloud, name, state='absent', force=True)
         assert run.rc == 0 and run.last['changed'] is True, run
         assert [j['action'] for j in run.last['jobs']] == ['vm.remove']
-        assert sorted(run.last['deleted_disks']) == ['/var/lib/libvirt/images/life1.test@data.qcow2', '/var/lib/libvirt/images/life1.test.qcow2']
+        assert sorted(run.last['deleted_disks']) == ['/var/lib/libvirt/images/life1.test.qcow2', '/var/lib/libvirt/images/life1.test@data.qcow2']
         assert name not in testbed.domains('host0')
         files = testbed.host_files('host0')
         assert 'life1.test.qcow2' not in files and 'life1.test@data.qcow2' not in files and 'life.iso' in files
