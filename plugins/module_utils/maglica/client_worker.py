@@ -117,7 +117,7 @@ class ClientWorker(object):
         job = data['job']
         if job['host'] not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
-        if job['action'] in CLAIMED_NAMES:
+        if job['action'] in CLAIMED_NAMES and self.log.get(job['id']) is None:  # a resent id is answered below
             # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
             # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
             name = job['args'][CLAIMED_NAMES[job['action']]]
@@ -126,8 +126,6 @@ class ClientWorker(object):
                 LOG.info('job %s not queued: %s is being made by job %s', job['id'], name, holder)
                 return {'ok': True, 'job': messages.redact(self.log.get(holder))}
         row, created = self.log.add(job, self.config.jobs['ttl'])
-        if row['state'] in messages.FINAL_STATES:  # a resent id of a job that has ended holds nothing
-            self.log.release(job['id'])
         if created:
             LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
             self.publish([row])

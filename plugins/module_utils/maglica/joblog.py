@@ -159,10 +159,6 @@ class JobLog(Store):
             params.append(host)
         return [tuple(r) for r in self.db.execute(query + ' ORDER BY created, key', params)]
 
-    def release(self, job_id: str) -> None:
-        with self.transaction():
-            self.db.execute('DELETE FROM claims WHERE job_id = ?', (job_id,))
-
     def release_ended(self) -> None:
         """Drop the claims of jobs that have ended (or are gone)."""
         with self.transaction():
