@@ -11,7 +11,8 @@ Phase 2 (ownership): clone jobs whose names or disks collide with other domains'
 collide with nothing, and concurrent submissions of one hostname (to either host), while the host workers
 (concurrency 1, so jobs sit queued) are killed and restarted. Counted afterwards on the hosts themselves.
 Prints one JSON line last: {"jobs", "kills", "lost", "duplicated_effects", "unfinished", "foreign_deleted",
-"same_name_clones", "missing_clones", "refused_collisions", "clone_jobs", "clone_kills", "seconds"}.
+"same_name_clones", "missing_clones", "refused_collisions", "clones_of_colliding_names", "clones_reconciled",
+"clone_jobs", "clone_kills", "seconds"}.
 Goal: lost = duplicated_effects = unfinished = foreign_deleted = same_name_clones = missing_clones = 0.
 """
 
@@ -81,6 +82,11 @@ def fingerprint(testbed, host, path):
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _count_in(path, text):
+    with open(path, errors='replace') as handle:
+        return sum(1 for line in handle if text in line)
 
 
 def clone_job(host, hostname, mode):
@@ -196,6 +202,9 @@ def ownership_phase(args, rng):
         'missing_clones': sum(1 for name in wanted if counts[name] == 0),
         'refused_collisions': sum(1 for i in clone_ids if logged[i]['state'] == 'failed' and 'already exists' in logged[i]['message']),
         'clones_of_colliding_names': sum(counts[name] for _host, name in colliding),
+        # Clone jobs a restarted host worker found recorded but unfinished (queued or midway): the case under test.
+        'clones_reconciled': sum(_count_in(os.path.join(workdir, 'host_worker-%s.log' % host), 'vm.clone reconciling')
+                                 for host in testbed.hosts),
         'lost': sum(1 for i in accepted if i not in logged),
         'unfinished': sum(1 for i in accepted if logged.get(i, {}).get('state') not in messages.FINAL_STATES) +
         sum(1 for i in clone_ids if logged[i]['args']['hostname'] in wanted and logged[i]['state'] != 'succeeded'),

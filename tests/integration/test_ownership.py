@@ -120,6 +120,35 @@ def test_reconcile_takes_a_foreign_domain_for_its_image_copy(cloud, testbed, sam
     assert testbed.virsh('host1', 'domuuid', same_named_vm).strip() == uuid
 
 
+# -- item 5: one clone per hostname ---------------------------------------------------------
+
+@pytest.fixture
+def twice(testbed):
+    yield 'own-twice.test'
+    for host in testbed.hosts:
+        undefine(testbed, host, 'own-twice.test')
+
+
+def test_two_clones_of_one_hostname_destroy_each_other(cloud, testbed, twice):
+    """A re-run while the first clone is still queued (wait: false, or after a wait timeout) must not make a second
+    job for the same name: it gets the first job back, and one clone is made."""
+    variables = {'maglica_config': cloud.path, 'image': 'rhel.original', 'hostname': twice, 'clone_mode': 'linked',
+                 'start': False, 'wait': False}
+    cloud.stop_host_worker('host2')  # the first job waits, queued, as behind a busy worker
+    try:
+        first = run_playbook(os.path.join(PLAYBOOKS, 'vm_clone.yml'), variables)
+        second = run_playbook(os.path.join(PLAYBOOKS, 'vm_clone.yml'), variables)
+    finally:
+        cloud.start_host_worker('host2')
+    assert first.rc == 0 and first.last['changed'] is True, first
+    job_id = first.last['job_id']
+    assert second.rc == 0 and second.last['job_id'] == job_id, second
+    assert second.last['changed'] is False and 'already under way as job %s on host2' % job_id in second.last['message']
+    assert [j['id'] for j in cloud.jobs(50) if j['action'] == 'vm.clone' and j['args']['hostname'] == twice] == [job_id]
+    cloud.wait_job(job_id, 'succeeded', 300)
+    assert [h for h in testbed.hosts if twice in testbed.domains(h)] == ['host2']
+
+
 # -- item 6: vm.remove and what depends on a VM's disks ---------------------------------
 
 def vm(cloud, name, **settings):
