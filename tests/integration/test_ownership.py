@@ -10,11 +10,13 @@ then starts and reconciles it, as after a kill with the job still queued in its 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import pytest
 
-from maglica_testbed import client, run_playbook, wait_until
+from maglica_testbed import MODULE_UTILS, PYTHON, client, run_playbook, wait_until
 from maglica import messages
 from maglica.host_worker import Record
 
@@ -31,6 +33,13 @@ def define_renamed(testbed, host, old_name, new_name):
     """A VM `new_name` whose disk is still `old_name`.qcow2: a VM that was renamed."""
     testbed.define_image(host, old_name, testbed.image('debian'), 128)
     testbed.virsh(host, 'domrename', old_name, new_name)
+
+
+def maglica(cloud, *args):
+    """The `maglica` command, as test_cli.py runs it."""
+    command = [PYTHON, '-m', 'maglica.cli', '--config', cloud.path] + list(args)
+    return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          env=dict(cloud.env, PYTHONPATH=MODULE_UTILS), stdin=subprocess.DEVNULL, timeout=600, check=False)
 
 
 def fingerprint(testbed, host, path):
@@ -219,3 +228,11 @@ def test_vm_remove_removes_a_disk_linked_clones_use(cloud, testbed, running_pare
     assert 'linked clones use its disks: %s' % child in run.failed[0]['msg'], run
     assert {parent, child} <= testbed.domains('host0')
     assert testbed.virsh('host0', 'domstate', parent).strip() == 'running'
+    # The command line has the same word: refused with --force alone, done with --force-dependants.
+    refused = maglica(cloud, 'vm', 'remove', '--name=%s' % parent, '--force')
+    assert refused.returncode == 4 and 'linked clones use its disks: %s' % child in refused.stderr, refused.stderr
+    removed = maglica(cloud, '--json', 'vm', 'remove', '--name=%s' % parent, '--force', '--force-dependants')
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)['removed_dependants'] == [child]
+    assert not {parent, child} & testbed.domains('host0')
+    assert not {'own-parent.test.qcow2', 'own-child.test.qcow2'} & testbed.host_files('host0')
