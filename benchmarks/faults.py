@@ -202,7 +202,7 @@ def ownership_phase(args, rng):
         'missing_clones': sum(1 for name in wanted if counts[name] == 0),
         'refused_collisions': sum(1 for i in clone_ids if logged[i]['state'] == 'failed' and 'already exists' in logged[i]['message']),
         'clones_of_colliding_names': sum(counts[name] for _host, name in colliding),
-        # Clone jobs a restarted host worker found recorded but unfinished (queued or midway): the case under test.
+        # Times a restarted host worker found a clone job recorded but unfinished (queued or midway): the case under test.
         'clones_reconciled': sum(_count_in(os.path.join(workdir, 'host_worker-%s.log' % host), 'vm.clone reconciling')
                                  for host in testbed.hosts),
         'lost': sum(1 for i in accepted if i not in logged),
