@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # `make demo`: a one-host Maglica cloud on this machine, then playbooks/demo.yml.
-#   - a libvirtd on loopback TCP (a testbed host in its own namespace) unless ours already answers
-#   - a small Debian-like image built here (no download), defined as demo.original
+#   - everything lives in the network namespace `maglica-demo` (the guest network's addresses
+#     never appear in the machine's own): enter it with `ip netns exec maglica-demo bash`
+#   - a libvirtd on loopback TCP (a testbed host in its own namespace) with a libvirt network
+#     `default` (DHCP) unless ours already answers
+#   - a Debian 12 image that boots, built here from Debian's packages, defined as demo.original
 #   - a client worker and a host worker with CURVE keys, deployed by playbooks/site.yml (the roles)
+#   - the clone vm0.demo.test, booted until it answers SSH with the host key it was given, then an
+#     Ansible ping through the maglica inventory plugin with strict host key checking
 # A second run reuses everything and the clone reports changed=0.
 #   scripts/demo.sh clean   stops it all and removes the demo's state
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export MAGLICA_TESTBED_DIR=${MAGLICA_DEMO_DIR:-/var/tmp/maglica-demo}
+export MAGLICA_NETNS=${MAGLICA_DEMO_NETNS:-maglica-demo}
+if [[ ${MAGLICA_DEMO_IN_NETNS:-} != "$MAGLICA_NETNS" ]]; then
+  MAGLICA_DEMO_IN_NETNS=$MAGLICA_NETNS exec bash "$here/tests/testbed/testbed.sh" netns bash "${BASH_SOURCE[0]}" "$@"
+fi
 . "$here/tests/testbed/env.sh"
 VENV=${VENV:-$here/.venv}
 PY=$VENV/bin/python
@@ -19,6 +28,14 @@ testbed=(bash "$here/tests/testbed/testbed.sh")
 export PYTHONPATH=$here/plugins/module_utils
 
 say() { printf 'demo: %s\n' "$*"; }
+
+# timed PHASE CMD...: run CMD and record how long the phase took (printed at the end).
+PHASES=()
+timed() {
+  local phase=$1 start=$SECONDS; shift
+  "$@"
+  PHASES+=("$phase $((SECONDS - start))s")
+}
 
 stop_workers() {
   local conf
@@ -46,12 +63,14 @@ fi
 
 # 2. The original image, built here once (cached), defined as demo.original.
 if ! virsh -q -c "qemu+tcp://$ADDRESS/system" dominfo demo.original >/dev/null 2>&1; then
-  say "building a small Debian-like image (first time: a few minutes for the libguestfs appliance)"
+  say "building a Debian 12 image that boots, from Debian's packages (first time: a few minutes)"
   mkdir -p "$STATE"
-  bash "$here/tests/testbed/build_image.sh" debian "$STATE/demo.qcow2"
-  bash "$here/tests/testbed/define_image.sh" "$HOST" demo.original "$STATE/demo.qcow2"
+  timed image bash "$here/tests/testbed/build_bootable.sh" ifupdown "$STATE/demo.qcow2"
+  bash "$here/tests/testbed/define_image.sh" "$HOST" demo.original "$STATE/demo.qcow2" 1024
   rm -f "$STATE/demo.qcow2"
 fi
+# The key the demo logs in with: its public half goes into the clone as root's authorized key.
+[[ -s $STATE/demo_key ]] || ssh-keygen -q -t ed25519 -N '' -C maglica-demo -f "$STATE/demo_key"
 
 # 3. The workers, deployed and supervised by the roles (playbooks/site.yml) on a local inventory:
 #    the host worker runs inside its host's namespace, where the disks are.
@@ -96,7 +115,7 @@ cd "$here"
 export ANSIBLE_COLLECTIONS_PATH=$here/build/collections ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_INVENTORY_UNPARSED_WARNING=false
 say "deploying the client worker (PUB 5555, REP 5556) and the host worker with playbooks/site.yml (logs in $STATE/*/log)"
 # Only what changes is shown: a second run shows just the recap, changed=0.
-if ! PYTHONPATH='' ANSIBLE_DISPLAY_OK_HOSTS=false ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
+if ! timed deploy env PYTHONPATH='' ANSIBLE_DISPLAY_OK_HOSTS=false ANSIBLE_DISPLAY_SKIPPED_HOSTS=false \
   "$VENV/bin/ansible-playbook" -i "$STATE/inventory.yml" playbooks/site.yml >"$STATE/site.log" 2>&1; then
   cat "$STATE/site.log" >&2
   say "deploying the workers failed (output above, also in $STATE/site.log)" >&2
@@ -104,7 +123,23 @@ if ! PYTHONPATH='' ANSIBLE_DISPLAY_OK_HOSTS=false ANSIBLE_DISPLAY_SKIPPED_HOSTS=
 fi
 grep -v -e '^$' -e '^PLAY \[' -e '^TASK \[' "$STATE/site.log" || true
 
-# 5. The main job.
+# 4. The main job: clone, boot, wait until it answers SSH with the host key it was given.
 say "running playbooks/demo.yml"
-ANSIBLE_PYTHON_INTERPRETER=$PY PYTHONPATH='' "$VENV/bin/ansible-playbook" -i localhost, -c local playbooks/demo.yml -e "maglica_config=$CONF"
-say "done. Again: make demo (changes nothing). Stop and remove: make demo-clean"
+timed clone env ANSIBLE_PYTHON_INTERPRETER="$PY" PYTHONPATH='' "$VENV/bin/ansible-playbook" -i localhost, -c local \
+  playbooks/demo.yml -e "maglica_config=$CONF" -e "demo_public_key_file=$STATE/demo_key.pub"
+
+# 5. Ansible reaches the new machine: the maglica inventory plugin gives it ansible_host and its host keys.
+cat >"$STATE/demo.maglica.yml" <<INVENTORY
+plugin: maglica.cloud.maglica
+config: $CONF
+known_hosts_file: $STATE/known_hosts
+compose:
+  ansible_user: "'root'"
+  ansible_ssh_private_key_file: "'$STATE/demo_key'"
+INVENTORY
+say "ansible vm0.demo.test -m ping, through the maglica inventory, with strict host key checking"
+timed ping env ANSIBLE_HOST_KEY_CHECKING=True ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3 PYTHONPATH='' \
+  "$VENV/bin/ansible" -i "$STATE/demo.maglica.yml" vm0.demo.test -m ansible.builtin.ping
+say "phases: ${PHASES[*]}"
+say "done. Log in: ip netns exec $MAGLICA_NETNS ssh -i $STATE/demo_key -o UserKnownHostsFile=$STATE/known_hosts root@<ip above>"
+say "Again: make demo (changes nothing). Stop and remove: make demo-clean"

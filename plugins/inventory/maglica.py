@@ -16,6 +16,11 @@ description:
     from the DHCP leases of its libvirt network or from the QEMU guest agent.
   - Sets C(maglica_host), C(maglica_state), C(maglica_vcpus), C(maglica_memory_mb), C(maglica_disks),
     C(maglica_vnc_port), C(maglica_clone_of), C(maglica_uuid) and C(maglica_addresses) on each VM.
+  - Sets C(maglica_ssh_host_keys) (the public SSH host keys written into a clone, from its libvirt metadata) and
+    C(maglica_known_hosts) (known_hosts lines naming it by its name, short name and address).
+  - With O(known_hosts_file), writes every clone's C(maglica_known_hosts) lines into that file and points the
+    SSH connection at it with strict host key checking, so that Ansible's first connection to a new clone
+    checks the key the clone was given, not whatever answers (no trust on first use).
   - The inventory file's name must end in C(maglica.yml) or C(maglica.yaml).
   - A host whose libvirtd cannot be reached is skipped with a warning.
 author: Maglica contributors (@maglica)
@@ -33,6 +38,12 @@ options:
     description: Also list the original images (inactive domains that are not Maglica clones).
     type: bool
     default: false
+  known_hosts_file:
+    description:
+      - A file this plugin (re)writes with the known_hosts lines of every clone that has recorded host keys.
+      - Clones with host keys then get C(ansible_ssh_common_args) with C(UserKnownHostsFile) set to this file and
+        C(StrictHostKeyChecking=yes).
+    type: path
 '''
 
 EXAMPLES = r'''
@@ -44,18 +55,21 @@ keyed_groups:
     prefix: image
 compose:
   ansible_user: "'root'"
+known_hosts_file: ~/.cache/maglica/known_hosts
 cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: /var/cache/ansible/maglica
 '''
 
+import os
 import re
+import tempfile
 
 from ansible.errors import AnsibleError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica import config as maglica_config
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import vm
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica import hostkeys, reach, vm
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
 CONNECTION_OPTIONS = ('client', 'libvirt', 'security')
@@ -63,6 +77,21 @@ CONNECTION_OPTIONS = ('client', 'libvirt', 'security')
 
 def group_name(prefix, value):
     return '%s_%s' % (prefix, re.sub(r'[^A-Za-z0-9_]', '_', str(value)))
+
+
+def write_known_hosts(path, lines):
+    """Replace `path` with `lines` at once (a reader never sees half a file)."""
+    directory = os.path.dirname(path) or '.'
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix='.known_hosts.')
+    try:
+        with os.fdopen(handle, 'w') as out:
+            out.write(''.join('%s\n' % line for line in lines))
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -111,6 +140,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def populate(self, vms):
         strict = self.get_option('strict')
+        known_hosts_file = self.get_option('known_hosts_file')
+        known_hosts = []
         seen = {}
         for entry in vms:
             name = entry['name']
@@ -133,6 +164,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             }
             if variables['maglica_addresses']:
                 variables['ansible_host'] = variables['maglica_addresses'][0]['address']
+            variables['maglica_ssh_host_keys'] = entry.get('ssh_host_keys') or []
+            variables['maglica_known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(name, variables.get('ansible_host')),
+                                                                       variables['maglica_ssh_host_keys'])
+            if known_hosts_file and variables['maglica_known_hosts']:
+                known_hosts.extend(variables['maglica_known_hosts'])
+                variables['ansible_ssh_common_args'] = '-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes' % known_hosts_file
             for key, value in variables.items():
                 self.inventory.set_variable(name, key, value)
             for group in (group_name('maglica_host', entry['host']), group_name('maglica_state', variables['maglica_state'])):
@@ -141,3 +178,5 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._set_composite_vars(self.get_option('compose'), variables, name, strict=strict)
             self._add_host_to_composed_groups(self.get_option('groups'), variables, name, strict=strict)
             self._add_host_to_keyed_groups(self.get_option('keyed_groups'), variables, name, strict=strict)
+        if known_hosts_file:
+            write_known_hosts(known_hosts_file, known_hosts)

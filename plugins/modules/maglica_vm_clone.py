@@ -52,6 +52,23 @@ options:
         makes the job expire.
     type: int
     default: 600
+  wait_for:
+    description:
+      - After the job, wait until the started clone is reachable.
+      - V(ip) waits until it has an address (from the QEMU guest agent, then the DHCP leases of its libvirt network).
+      - V(ssh) also waits until its sshd proves it holds one of the SSH host keys the host worker wrote into it,
+        checked by the SSH client with strict host key checking against RV(known_hosts) (no trust on first use).
+      - A clone that does not get there within O(wait_for_timeout) is kept (it is a complete VM that did not come
+        up), and the task fails with the last thing seen and its console's last lines. A re-run finds the clone
+        (C(changed=false)) and waits again.
+      - Needs O(start=true) and O(wait=true).
+    type: str
+    choices: [none, ip, ssh]
+    default: none
+  wait_for_timeout:
+    description: Seconds to wait for O(wait_for), counted apart from the job's O(timeout).
+    type: int
+    default: 300
   network:
     description: Network settings written into the guest.
     type: dict
@@ -85,9 +102,25 @@ options:
     description: A crypt(3) hash set as root's password in the guest. Never a fixed password - only the one given here.
     type: str
   ssh_authorized_keys:
-    description: Public keys added to root's C(authorized_keys) in the guest.
+    description:
+      - Public keys added to root's C(authorized_keys) in the guest.
+      - For an image with cloud-init, they are also in the user-data of its NoCloud seed (cloud-init gives them to its
+        default user as well).
     type: list
     elements: str
+  cloud_init_user_data:
+    description:
+      - Your own cloud-init user-data, for an image with cloud-init (C(/usr/bin/cloud-init), not disabled). The clone
+        gets a NoCloud seed in C(/var/lib/cloud/seed/nocloud) with a fresh instance-id, its hostname, a network-config
+        from O(network) and user-data of its own that keeps the SSH host keys Maglica wrote, root's keys and the hostname.
+      - A C(#cloud-config) document is merged with that user-data key by key; Maglica's values win on its keys
+        (C(ssh_deletekeys), C(ssh_genkeytypes), C(disable_root), C(preserve_hostname), C(hostname), C(fqdn)) and
+        C(ssh_authorized_keys) are joined. It must be a YAML mapping and must not set C(ssh_keys).
+      - Any other format cloud-init knows (C(#!) scripts, C(#include), C(#cloud-boothook), a MIME multipart message...)
+        travels as parts of a MIME multipart message beside Maglica's, which come last with merge headers so they win.
+      - A secret like O(root_password_hash) - masked in job listings and diffs, never logged.
+      - Ignored for images without cloud-init.
+    type: str
 extends_documentation_fragment:
   - maglica.cloud.maglica
 attributes:
@@ -109,6 +142,23 @@ EXAMPLES = r'''
     hostname: web1.example.com
     ssh_authorized_keys:
       - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
+
+- name: Clone, wait until it answers SSH with the host key it was given, and remember that key
+  maglica.cloud.maglica_vm_clone:
+    image: debian.original
+    hostname: web2.example.com
+    ssh_authorized_keys:
+      - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
+    wait_for: ssh
+  register: web2
+
+- name: Trust exactly the host keys written into the clone
+  ansible.builtin.blockinfile:
+    path: ~/.ssh/known_hosts
+    create: true
+    mode: "0600"
+    marker: "# {mark} web2.example.com (maglica)"
+    block: "{{ web2.known_hosts | join('\n') }}"
 
 - name: A linked clone with a static address on a chosen host
   maglica.cloud.maglica_vm_clone:
@@ -170,13 +220,35 @@ job:
   type: dict
 result:
   description:
-    - What the host worker did. C(customization) lists C(changed_files), C(removed_files), the guest's C(os) and C(notes).
+    - What the host worker did. C(customization) lists C(changed_files), C(removed_files), the guest's C(os), its
+      C(network) (the device and what configures it), C(cloud_init) (the new instance-id) and C(notes).
   returned: when the job ended
   type: dict
 domain:
   description: The existing VM, when O(hostname) was already defined.
   returned: when nothing changed
   type: dict
+ip:
+  description: The clone's address, once O(wait_for) has seen one.
+  returned: always
+  type: str
+  sample: 172.30.11.153
+ssh_host_keys:
+  description:
+    - The public SSH host keys the host worker made and wrote into the clone, one per key type the image had.
+    - Kept in the clone's libvirt metadata, so that a re-run (and the inventory plugin) returns them too.
+  returned: always
+  type: list
+  elements: str
+  sample: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx... root@web1"]
+known_hosts:
+  description:
+    - Lines for a C(known_hosts) file naming the clone by its name, its short name and (once known) its address,
+      so that the first SSH connection checks the host key strictly.
+  returned: always
+  type: list
+  elements: str
+  sample: ["web1.example.com,web1,172.30.11.153 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx..."]
 unreachable_hosts:
   description: Hosts that could not be asked. The name check and placement only cover the hosts that answered.
   returned: always
@@ -200,6 +272,8 @@ def main():
             start=dict(type='bool', default=True),
             wait=dict(type='bool', default=True),
             timeout=dict(type='int', default=600),
+            wait_for=dict(type='str', choices=['none', 'ip', 'ssh'], default='none'),
+            wait_for_timeout=dict(type='int', default=300),
             network=dict(type='dict', options=dict(
                 mode=dict(type='str', choices=['dhcp', 'static'], default='dhcp'),
                 device=dict(type='str'),
@@ -211,6 +285,7 @@ def main():
             ), required_if=[('mode', 'static', ['address'])]),
             root_password_hash=dict(type='str', no_log=True),
             ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
+            cloud_init_user_data=dict(type='str', no_log=True),
         ),
         supports_check_mode=True,
     )
@@ -220,7 +295,8 @@ def main():
         return cloud.clone(config, p['image'], p['hostname'], host=p['host'], clone_mode=p['clone_mode'], start=p['start'],
                            network=p['network'], root_password_hash=p['root_password_hash'],
                            ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
-                           check_mode=module.check_mode)
+                           check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
+                           cloud_init_user_data=p['cloud_init_user_data'])
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
     outcome['unreachable_hosts'] = outcome.pop('unreachable')

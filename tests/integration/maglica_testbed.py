@@ -77,10 +77,16 @@ class Testbed(object):
                               stderr=subprocess.STDOUT, universal_newlines=True, check=check).stdout
 
     def image(self, family):
-        """Path of a built (cached) guest disk of `family`: debian or rhel."""
-        cache = self.env['MAGLICA_IMAGE_CACHE']
-        out = os.path.join(cache, 'build-%s.qcow2' % family)
+        """Path of a built (cached) guest disk of `family`: debian, debian-nm, debian-cloudinit or rhel."""
+        # In this testbed's own directory: testbeds running at once may build other versions of the image.
+        out = os.path.join(self.dir, 'build-%s.qcow2' % family)
         self.script('build_image.sh', family, out)
+        return out
+
+    def bootable_image(self, variant):
+        """Path of a built (cached) Debian 12 disk that boots: variant ifupdown, nm or cloudinit."""
+        out = os.path.join(self.env['MAGLICA_IMAGE_CACHE'], 'build-bootable-%s.qcow2' % variant)
+        self.script('build_bootable.sh', variant, out)
         return out
 
     def define_image(self, host, name, image, memory=256):

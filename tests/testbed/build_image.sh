@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# build_image.sh FAMILY OUT.qcow2   (FAMILY: debian | rhel)
+# build_image.sh FAMILY OUT.qcow2   (FAMILY: debian | debian-nm | debian-cloudinit | rhel)
 # A small bootless guest disk that libguestfs inspection takes for Debian 12 /
 # RHEL 9 with hostname "original": nothing is downloaded, the tree is made here.
+# It carries the per-machine state a clone must not keep (host keys, leases,
+# machine-ids, random seed). Variants: debian-nm has NetworkManager enabled, no
+# ifupdown and no host keys; debian-cloudinit has cloud-init and its instance state.
 # Cached as $MAGLICA_IMAGE_CACHE/FAMILY-HASH.qcow2 (HASH of this script).
 set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
 . "$(dirname "$self")/env.sh"
-(($# == 2)) || { echo "usage: $0 debian|rhel OUT.qcow2" >&2; exit 2; }
-family=$1 out=$2
-[[ $family == debian || $family == rhel ]] || { echo "unknown family: $family" >&2; exit 2; }
+(($# == 2)) || { echo "usage: $0 debian|debian-nm|debian-cloudinit|rhel OUT.qcow2" >&2; exit 2; }
+variant=$1 out=$2
+[[ $variant =~ ^(debian|debian-nm|debian-cloudinit|rhel)$ ]] || { echo "unknown family: $variant" >&2; exit 2; }
+family=${variant%%-*}
 
 hash=$(sha256sum "$self" | cut -c1-12)
-cached=$MAGLICA_IMAGE_CACHE/$family-$hash.qcow2
+cached=$MAGLICA_IMAGE_CACHE/$variant-$hash.qcow2
 mkdir -p "$MAGLICA_IMAGE_CACHE" "$LIBGUESTFS_CACHEDIR"
 exec 9>"$cached.lock"
 flock 9  # parallel callers wait for one build instead of racing
@@ -40,11 +44,15 @@ if [[ ! -s $cached ]]; then
   printf 'root:x:0:\n' >etc/group
   printf 'root:*:19000:0:99999:7:::\n' >etc/shadow && chmod 600 etc/shadow
   od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >etc/machine-id && echo >>etc/machine-id
-  mkdir -p etc/ssh
-  for t in rsa ecdsa ed25519; do  # dummies: only their presence matters (sysprep removes them)
-    echo "dummy $t host key" >etc/ssh/ssh_host_${t}_key && chmod 600 etc/ssh/ssh_host_${t}_key
-    echo "ssh-$t AAAAdummy root@original" >etc/ssh/ssh_host_${t}_key.pub
-  done
+  mkdir -p etc/ssh var/lib/systemd
+  echo '#!/bin/sh' >usr/sbin/sshd && chmod 755 usr/sbin/sshd  # only its presence matters
+  head -c 512 /dev/urandom >var/lib/systemd/random-seed && chmod 600 var/lib/systemd/random-seed
+  if [[ $variant != debian-nm ]]; then
+    for t in rsa ecdsa ed25519; do  # dummies: a clone gets new keys of these types, mode and owner kept
+      echo "dummy $t host key" >etc/ssh/ssh_host_${t}_key && chmod 600 etc/ssh/ssh_host_${t}_key
+      echo "ssh-$t AAAAdummy root@original" >etc/ssh/ssh_host_${t}_key.pub
+    done
+  fi
 
   if [[ $family == debian ]]; then
     echo 12.7 >etc/debian_version
@@ -56,12 +64,37 @@ VERSION="12 (bookworm)"
 VERSION_CODENAME=bookworm
 ID=debian
 EOF
-    mkdir -p etc/network etc/dhcp etc/udev/rules.d
-    printf 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n' >etc/network/interfaces
+    mkdir -p etc/network etc/dhcp etc/udev/rules.d var/lib/dhcp var/lib/dbus
+    printf 'source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n' \
+      >etc/network/interfaces
     echo 'send host-name = gethostname();' >etc/dhcp/dhclient.conf
+    echo 'lease { interface "eth0"; fixed-address 10.0.0.99; option host-name "original"; }' >var/lib/dhcp/dhclient.eth0.leases
+    cp etc/machine-id var/lib/dbus/machine-id  # a file, as on systems where dbus made its own
+    echo original >etc/mailname
+    if [[ $variant == debian-nm ]]; then  # NetworkManager enabled, no ifupdown, no connection profile yet
+      rm etc/network/interfaces
+      mkdir -p usr/lib/systemd/system etc/systemd/system/multi-user.target.wants var/lib/NetworkManager \
+        etc/NetworkManager/system-connections
+      printf '[Service]\nExecStart=/usr/sbin/NetworkManager --no-daemon\n' >usr/lib/systemd/system/NetworkManager.service
+      ln -s /lib/systemd/system/NetworkManager.service etc/systemd/system/multi-user.target.wants/NetworkManager.service
+      echo 'lease of the image' >var/lib/NetworkManager/internal-5c1a7b4e-0b1e-4c5d-9a0e-1f2d3c4b5a69-eth0.lease
+      echo 'secret of the image' >var/lib/NetworkManager/secret_key && chmod 600 var/lib/NetworkManager/secret_key
+    elif [[ $variant == debian-cloudinit ]]; then  # cloud-init ran once when the image was made
+      mkdir -p etc/cloud var/lib/cloud/instances/iid-image/sem var/lib/cloud/data var/lib/cloud/scripts/per-boot
+      echo '#!/bin/sh' >usr/bin/cloud-init && chmod 755 usr/bin/cloud-init
+      printf 'users: [default]\ndisable_root: true\npreserve_hostname: false\n' >etc/cloud/cloud.cfg
+      ln -s /var/lib/cloud/instances/iid-image var/lib/cloud/instance
+      echo iid-image >var/lib/cloud/data/instance-id
+      echo '{"hostname": "original", "fqdn": "original"}' >var/lib/cloud/data/set-hostname
+      echo '#!/bin/sh' >var/lib/cloud/scripts/per-boot/keep-me && chmod 755 var/lib/cloud/scripts/per-boot/keep-me
+      echo 'cloud-init ran in the image' >var/log/cloud-init.log
+    fi
     echo 'SUBSYSTEM=="net", ACTION=="add", DRIVERS=="?*", ATTR{address}=="52:54:00:12:34:56", NAME="eth0"' \
       >etc/udev/rules.d/70-persistent-net.rules
   else
+    echo 'ssh_keys:x:998:' >>etc/group  # RHEL's host key group: keys root:ssh_keys 0640
+    chgrp 998 etc/ssh/ssh_host_*_key && chmod 640 etc/ssh/ssh_host_*_key
+    mkdir -p var/lib/dhclient && echo 'lease of the image' >var/lib/dhclient/dhclient--eth0.lease
     echo 'Red Hat Enterprise Linux release 9.2 (Plow)' >etc/redhat-release
     cat >etc/os-release <<'EOF'
 NAME="Red Hat Enterprise Linux"

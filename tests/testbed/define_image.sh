@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # define_image.sh HOST NAME IMAGE.qcow2 [MEMORY_MIB=256] [VCPUS=1]
 # Put IMAGE into HOST's default pool as NAME.qcow2 and define an inactive
-# domain NAME on it (TCG, virtio disk, user-mode NIC, VNC on 127.0.0.1).
+# domain NAME on it (TCG, virtio disk, a NIC on the host's libvirt network `default`,
+# the serial console logged to /var/log/libvirt/qemu/NAME-console.log inside the host's
+# namespace, the guest agent's channel, VNC on 127.0.0.1).
 # No-op when HOST already has a domain NAME.
 set -euo pipefail
 
@@ -29,17 +31,25 @@ cat >"$xml" <<EOF
   <memory unit='MiB'>$mem</memory>
   <vcpu>$vcpus</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <features><acpi/></features>
+  <!-- software emulation: a bounded translation cache keeps each guest's memory in check -->
+  <features><acpi/><tcg><tb-cache unit='MiB'>128</tb-cache></tcg></features>
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2'/>
       <source file='/var/lib/libvirt/images/$name.qcow2'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <interface type='user'>
+    <interface type='network'>
+      <source network='default'/>
       <mac address='$mac'/>
       <model type='virtio'/>
     </interface>
+    <serial type='pty'>
+      <log file='/var/log/libvirt/qemu/$name-console.log' append='off'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
     <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
   </devices>
 </domain>

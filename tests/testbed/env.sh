@@ -9,3 +9,4 @@ export MAGLICA_TESTBED_DIR=${MAGLICA_TESTBED_DIR:-/var/tmp/maglica-testbed}
 export MAGLICA_IMAGE_CACHE=${MAGLICA_IMAGE_CACHE:-/var/cache/maglica-test/images}
 # libvirtd probes QEMU (~7 s) on first use; the result is valid for every host.
 export MAGLICA_QEMU_CAPS_CACHE=${MAGLICA_QEMU_CAPS_CACHE:-/var/cache/maglica-test/qemu-capabilities}
+export MAGLICA_NETNS=${MAGLICA_NETNS:-maglica-test}  # the testbed network namespace (testbed.sh netns)

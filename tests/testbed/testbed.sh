@@ -3,7 +3,11 @@
 # each in its own mount+UTS namespace with its own /etc/libvirt, /var/lib/libvirt,
 # /run/libvirt, /var/log/libvirt and /var/cache/libvirt, listening on its own
 # loopback address (qemu+tcp://ADDR/system, no auth).
+# The whole testbed lives in ONE network namespace (`netns`): each host's libvirt network
+# `default` (bridge mgbrN, 172.30.N.0/24, DHCP by libvirt's dnsmasq) exists only there, so no
+# guest address ever appears in the machine's own network namespace.
 #
+#   testbed.sh netns CMD...         run CMD in the testbed's network namespace ($MAGLICA_NETNS)
 #   testbed.sh start [N]            host0..host{N-1} at 127.0.0.11.. (default N=3)
 #   testbed.sh start-one NAME ADDR  one host with any name/address
 #   testbed.sh stop | clean | status
@@ -35,7 +39,7 @@ wait_for() {
 holder_pid() {
   local pid; pid=$(pidof_file "$HOSTS/$1/ns.pid")
   alive "$pid" && [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == "maglica-testbed-$1 "* ]] &&
-    echo "$pid"
+    [[ $(readlink "/proc/$pid/ns/net") == "$(readlink /proc/self/ns/net)" ]] && echo "$pid"
 }
 
 # Wait until the host's libvirtd answers; give up at once if it died.
@@ -48,6 +52,18 @@ wait_libvirtd() {
 }
 
 uri() { echo "qemu+tcp://$(cat "$HOSTS/$1/address")/system"; }
+
+# The guest networks' addresses may exist only in a network namespace of our own.
+in_own_netns() { [[ $(readlink /proc/self/ns/net) != "$(readlink /proc/1/ns/net)" ]]; }
+
+# Run CMD in the named network namespace, made (loopback up) if it does not exist yet.
+netns_exec() {
+  local ns=$MAGLICA_NETNS
+  [[ $ns =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad network namespace name: $ns"
+  [[ -e /run/netns/$ns ]] || ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  exec ip netns exec "$ns" "$@"
+}
 answers() { timeout 10 virsh -q -c "$(uri "$1")" list --all; }
 
 # ---- runs inside the new namespaces (via unshare) ---------------------------
@@ -130,6 +146,7 @@ start_one() {
   wait_libvirtd "$name" ||
     { tail -n 20 "$dir/log/libvirtd.log" >&2; die "$name: libvirtd does not answer at $(uri "$name")"; }
   ensure_pool "$name"
+  ensure_network "$name"
   # Probe QEMU now rather than in the middle of the first define, and keep it.
   virsh -q -c "$(uri "$name")" capabilities >/dev/null
   if [[ ! -d $MAGLICA_QEMU_CAPS_CACHE ]]; then
@@ -148,6 +165,29 @@ ensure_pool() {
   fi
   "${v[@]}" pool-autostart default >/dev/null
   [[ $("${v[@]}" pool-info default) =~ State:\ *running ]] || "${v[@]}" pool-start default >/dev/null
+}
+
+# Each host's libvirt network `default`: an isolated bridge with DHCP, its own bridge name and
+# subnet (from the address's last octet), since all hosts share the testbed's network namespace.
+ensure_network() {
+  local v=(virsh -q -c "$(uri "$1")") n xml
+  n=$(($(cut -d. -f4 <"$HOSTS/$1/address") % 256))
+  if ! "${v[@]}" net-info default >/dev/null 2>&1; then
+    in_own_netns || die "refusing to make guest network 172.30.$n.0/24 in the machine's own network namespace: use 'testbed.sh netns'"
+    xml=$(mktemp)
+    cat >"$xml" <<EOF
+<network>
+  <name>default</name>
+  <bridge name='mgbr$n' stp='off' delay='0'/>
+  <ip address='172.30.$n.1' netmask='255.255.255.0'>
+    <dhcp><range start='172.30.$n.100' end='172.30.$n.250'/></dhcp>
+  </ip>
+</network>
+EOF
+    "${v[@]}" net-define "$xml" >/dev/null && rm -f "$xml"
+  fi
+  "${v[@]}" net-autostart default >/dev/null
+  [[ $("${v[@]}" net-info default) =~ Active:\ *yes ]] || "${v[@]}" net-start default >/dev/null
 }
 
 # Pid of every process living in the same mount namespace as $1 (never ours:
@@ -212,8 +252,9 @@ case $cmd in
   exec)
     (($# >= 2)) || die "usage: exec NAME CMD..."
     pid=$(holder_pid "$1") || die "$1 is not running"; shift
-    exec nsenter -t "$pid" -m -u --wd="$PWD" -- "$@" ;;
+    exec nsenter -t "$pid" -m -u -n --wd="$PWD" -- "$@" ;;
+  netns) (($# >= 1)) || die "usage: netns CMD..."; netns_exec "$@" ;;
   _ns-init) ns_init "$1" ;;
   _ns-daemons) ns_daemons ;;
-  *) sed -n '2,11s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
+  *) sed -n '2,15s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
 esac

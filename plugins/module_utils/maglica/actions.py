@@ -78,6 +78,11 @@ def vm_remove(context, reconcile):
         return {'name': name, 'deleted_disks': deleted, 'removed_dependants': found}
 
 
+def vm_console(context, reconcile):
+    with virt.Connection(context.config, context.host, readonly=True) as conn:
+        return vm.console_tail(conn, context.args['name'], context.args.get('lines') or 40)
+
+
 def vm_attach_disk(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
         return vm.attach_disk(conn, context.host.name, context.args, reconcile, context.ownership)
@@ -92,6 +97,7 @@ ACTIONS = {
     'vm.clone': vm_clone,
     'vm.remove': vm_remove,
     'vm.attach_disk': vm_attach_disk,
+    'vm.console': vm_console,
     'image.copy': image_copy,
 }
 

@@ -320,19 +320,30 @@ def define_clone(conn, image_dom, hostname, new_disks, domain_uuid):
         mac = iface.find('mac')
         if mac is not None:
             iface.remove(mac)
+    # A console log file of the image's would be shared by every clone (and truncated by each boot).
+    for log in root.findall('./devices/serial/log') + root.findall('./devices/console/log'):
+        if log.get('file'):
+            log.set('file', console_log_path(log.get('file'), hostname))
     try:
         conn.defineXML(ET.tostring(root, encoding='unicode'))
     except lv.libvirtError as e:
         raise HostError('cannot define the clone %s: %s' % (hostname, virt.error_text(e)))
 
 
+def console_log_path(image_log: str, hostname: str) -> str:
+    """The clone's console log: beside the image's, named after the clone."""
+    return os.path.join(os.path.dirname(image_log), '%s-console.log' % hostname)
+
+
 def _xml_text(value):
     return value.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace('"', '&quot;')
 
 
-def set_metadata(dom, **attributes):
+def set_metadata(dom, host_keys=(), **attributes):
     lv = virt.libvirt()
     element = ET.Element('clone', {k: str(v) for k, v in attributes.items()})
+    for key in host_keys or ():
+        ET.SubElement(element, 'host-key').text = key
     dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, encoding='unicode'),
                     virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
@@ -416,16 +427,18 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         disks = [(d['path'], d['format']) for d in virt.describe(dom, with_sizes=False)['disks']
                  if d['device'] == 'disk' and d['path']]
         settings = customize.GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
-                                           args.get('ssh_authorized_keys'))
+                                           args.get('ssh_authorized_keys'), args.get('cloud_init_user_data'))
         key = batching.image_key(image_name, [d['path'] for d, _path in targets])
         changes = customizer(key, disks, settings)
-        set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='yes')
+        set_metadata(dom, host_keys=changes.get('ssh_host_keys'), image=image_name, job=job_id, mode=args['clone_mode'],
+                     complete='yes')
         if args['start']:
             try:
                 dom.create()
             except lv.libvirtError as e:
                 raise HostError('the clone %s could not be started: %s' % (hostname, virt.error_text(e)))
         return {'hostname': hostname, 'image': image_name, 'clone_mode': args['clone_mode'],
+                'ssh_host_keys': changes.pop('ssh_host_keys', []),  # public halves only, for known_hosts
                 'customization': changes, 'domain': virt.describe(dom, with_sizes=False)}
     except BaseException as failure:
         try:

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from . import messages, placement, virt
+from . import hostkeys, messages, placement, reach, virt
 from .client import Client
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, MaglicaError, NotFoundError
 
 CLONE_MODES = ('full', 'linked')
 
@@ -71,7 +71,8 @@ def plan_clone(config, image, hostname, host=None):
     return {'exists': False, 'host': chosen, 'candidates': candidates, 'unreachable': unreachable}
 
 
-def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None):
+def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None,
+               cloud_init_user_data=None):
     args = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
     if network:
         args['network'] = {k: v for k, v in network.items() if v is not None}
@@ -79,40 +80,72 @@ def clone_args(image, hostname, clone_mode='full', start=True, network=None, roo
         args['root_password_hash'] = root_password_hash
     if ssh_authorized_keys:
         args['ssh_authorized_keys'] = list(ssh_authorized_keys)
+    if cloud_init_user_data:
+        args['cloud_init_user_data'] = cloud_init_user_data
     return args
 
 
 def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
-          ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None):
+          ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none',
+          wait_for_timeout=300, cloud_init_user_data=None):
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`.
 
-    Returns {changed, host, candidates, job_id, job, result}.
+    With `wait_for` ip or ssh, also waits (up to `wait_for_timeout` seconds, apart from the job's `timeout`)
+    until the started clone has an address, or answers SSH with the host key it was given; a clone that
+    does not get there is kept and reach.NotReachable is raised.
+    Returns {changed, host, candidates, job_id, job, result, ip, ssh_host_keys, known_hosts}.
     """
-    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys)
+    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys, cloud_init_user_data)
     # Every argument is checked before anything is asked or submitted (the host name is a placeholder here).
     messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'vm.clone', 'args': args})
+    if wait_for not in reach.WAIT_FOR:
+        raise MaglicaError('wait_for must be one of %s, not %r' % (', '.join(reach.WAIT_FOR), wait_for))
+    if wait_for != 'none' and not (start and wait):
+        raise MaglicaError('wait_for=%s needs start=true and wait=true: only a started clone can answer' % wait_for)
     plan = plan_clone(config, image, hostname, host)
     result = {'changed': False, 'host': plan['host'], 'candidates': plan['candidates'], 'unreachable': plan['unreachable'],
-              'job_id': None, 'job': None, 'result': {}}
+              'job_id': None, 'job': None, 'result': {}, 'ip': None, 'ssh_host_keys': [], 'known_hosts': []}
     if plan['exists']:
         result['domain'] = plan['domain']
-        return result
-    job = messages.new_job(plan['host'], 'vm.clone', args, ttl=max(1, int(timeout)))
-    result['changed'] = True
-    if check_mode:
-        return result
-    with Client(config) as client:
-        result['job'] = client.submit(job)
-        result['job_id'] = result['job']['id']
-        if result['job_id'] != job['id']:
-            # The client worker holds the name for a clone already in flight (an earlier run that timed out or
-            # did not wait): that job is this task's, and this run changes nothing itself.
-            result.update(changed=False, host=result['job']['host'],
-                          message='a clone of %s is already under way as job %s on %s' % (hostname, result['job_id'], result['job']['host']))
-        if wait:
+        result['ssh_host_keys'] = plan['domain'].get('ssh_host_keys') or []
+    else:
+        job = messages.new_job(plan['host'], 'vm.clone', args, ttl=max(1, int(timeout)))
+        result['changed'] = True
+        if check_mode:
+            return result
+        with Client(config) as client:
+            result['job'] = client.submit(job)
+            result['job_id'] = result['job']['id']
+            if result['job_id'] != job['id']:
+                # The client worker holds the name for a clone already in flight (an earlier run that timed out or
+                # did not wait): that job is this task's, and this run changes nothing itself.
+                result.update(changed=False, host=result['job']['host'],
+                              message='a clone of %s is already under way as job %s on %s'
+                              % (hostname, result['job_id'], result['job']['host']))
+            if not wait:
+                return result
             result['job'] = client.wait(result['job_id'], timeout, progress=progress)
             result['result'] = result['job']['data']
+        result['ssh_host_keys'] = (result['result'].get('ssh_host_keys')
+                                   or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
+    if wait_for != 'none' and not check_mode:
+        seen = reach.wait(config, result['host'], hostname, wait_for,
+                          hostkeys.known_hosts_lines(reach.clone_names(hostname), result['ssh_host_keys']), wait_for_timeout,
+                          console=lambda: console(config, result['host'], hostname))
+        result['ip'] = seen.ip
+    result['known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(hostname, result['ip']), result['ssh_host_keys'])
     return result
+
+
+CONSOLE_TIMEOUT = 30
+
+
+def console(config, host, name, lines=40):
+    """The last lines of a VM's serial console, read by its host's worker (the log is a file of that host)."""
+    job = messages.new_job(host, 'vm.console', {'name': name, 'lines': lines}, ttl=CONSOLE_TIMEOUT)
+    with Client(config) as client:
+        client.submit(job)
+        return client.wait(job['id'], CONSOLE_TIMEOUT)['data'].get('lines') or []
 
 
 def job_info(config, job_id=None, limit=20, host=None):

@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 
+from . import cloudinit
 from .errors import MessageError
 
 VERSION = 1
@@ -118,9 +119,13 @@ ACTIONS = {
         'network': Field(dict, required=False),
         'root_password_hash': Field(str, required=False, max_len=512, pattern=PASSWORD_HASH_RE),
         'ssh_authorized_keys': Field(list, required=False, max_len=64, items=Field(str, max_len=16384, pattern=ONE_LINE_RE)),
+        # Parsed here (YAML, MIME) so that bad user-data is refused before anything is made.
+        'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
     },
     # force_dependants: also an original image, or a VM whose disks back linked clones (those are removed first).
     'vm.remove': {'name': NAME, 'force_dependants': Field(bool, required=False)},
+    # Read-only: the last `lines` lines of the VM's serial console log (its <serial><log file=...>).
+    'vm.console': {'name': NAME, 'lines': Field(int, required=False, minimum=1, maximum=200)},
     # A new qcow2 volume of `size` bytes, named `volume`, in the pool of the VM's disks, attached to its persistent config.
     'vm.attach_disk': {'name': NAME, 'volume': Field(str, pattern=VOLUME_RE, max_len=320), 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
@@ -165,7 +170,7 @@ REQUESTS = {
 
 
 # Job arguments never sent back in job listings.
-SECRET_ARGS = ('root_password_hash',)
+SECRET_ARGS = ('root_password_hash', 'cloud_init_user_data')
 
 
 def redact(job):

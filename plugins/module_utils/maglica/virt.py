@@ -108,7 +108,9 @@ def describe(dom, with_sizes=True):
     graphics = root.find("./devices/graphics[@type='vnc']")
     if graphics is not None and graphics.get('port') not in (None, '-1'):
         info['vnc_port'] = int(graphics.get('port'))
-    info['clone_of'] = clone_metadata(dom).get('image')
+    meta = clone_metadata(dom)
+    info['clone_of'] = meta.get('image')
+    info['ssh_host_keys'] = meta.get('host_keys', [])
     return info
 
 
@@ -119,13 +121,17 @@ def _to_mib(value, unit):
 
 
 def clone_metadata(dom):
-    """The attributes of Maglica's clone metadata on a domain ({} when it is not a clone)."""
+    """Maglica's clone metadata on a domain: its attributes and `host_keys` ({} when it is not a clone)."""
     lv = libvirt()
     try:
         text = dom.metadata(lv.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
     except lv.libvirtError:
         return {}
-    return dict(ET.fromstring(text).attrib)
+    element = ET.fromstring(text)
+    meta = dict(element.attrib)
+    # The public SSH host keys written into the clone, for known_hosts lines on every later run.
+    meta['host_keys'] = [key.text.strip() for key in element.findall('host-key') if key.text]
+    return meta
 
 
 def is_image(info):

@@ -18,7 +18,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 
-from . import clone, cloud, messages, virt
+from . import clone, cloud, messages, reach, virt
 from .client import Client
 from .errors import ConflictError, HostError, MaglicaError, NotFoundError
 
@@ -61,26 +61,6 @@ def vm_list(config, patterns=None, hosts=None, states=None):
     return {'vms': vms, 'hosts': report}
 
 
-def guest_addresses(dom):
-    """The guest's IP addresses where libvirt knows them: the DHCP leases of its network, else the guest agent."""
-    lv = virt.libvirt()
-    sources = [getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE', 0), getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT', 1)]
-    for source in sources:
-        try:
-            interfaces = dom.interfaceAddresses(source, 0) or {}
-        except lv.libvirtError:  # no lease (not on a libvirt network) or no agent: try the next way
-            continue
-        found = []
-        for iface_name, iface in sorted(interfaces.items()):
-            for addr in iface.get('addrs') or []:
-                if iface_name != 'lo' and not addr['addr'].startswith(('127.', '::1', 'fe80:')):
-                    found.append({'interface': iface_name, 'mac': iface.get('hwaddr'), 'address': addr['addr'],
-                                  'prefix': addr.get('prefix'), 'family': 'ipv4' if addr['type'] == 0 else 'ipv6'})
-        if found:
-            return sorted(found, key=lambda a: a['family'] != 'ipv4')
-    return []
-
-
 def inventory(config, include_images=False):
     """Every VM of every host, with the guest addresses libvirt knows, for the inventory plugin.
 
@@ -90,7 +70,7 @@ def inventory(config, include_images=False):
         result = []
         for dom in conn.listAllDomains(0):
             info = virt.describe(dom, with_sizes=False)
-            info['addresses'] = guest_addresses(dom) if info['active'] else []
+            info['addresses'] = reach.guest_addresses(dom) if info['active'] else []
             result.append(info)
         return result
 
@@ -504,3 +484,28 @@ def attach_disk(conn, host, args, reconcile=False, ownership=None):
                 pass
         raise HostError('cannot attach %s to %s on %s: %s' % (volume, name, host, virt.error_text(e)))
     return {'name': name, 'volume': volume, 'path': path, 'target': target, 'created': created}
+
+
+CONSOLE_MAX_BYTES = 64 * 1024
+
+
+def console_tail(conn, name: str, lines: int = 40) -> dict:
+    """The last `lines` lines of a domain's serial console log, read where the host worker runs (the log is a file
+    of the hypervisor's). Returns {name, path, lines}; an empty list when the domain logs no console."""
+    dom = _call('cannot look up %s' % name, conn.lookupByName, name)
+    root = ET.fromstring(dom.XMLDesc(0))
+    paths = [log.get('file') for log in root.findall('./devices/serial/log') + root.findall('./devices/console/log') if log.get('file')]
+    if not paths:
+        return {'name': name, 'path': None, 'lines': []}
+    try:
+        with open(paths[0], 'rb') as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - CONSOLE_MAX_BYTES))
+            text = handle.read().decode('utf-8', 'replace')
+    except FileNotFoundError:
+        return {'name': name, 'path': paths[0], 'lines': []}
+    except OSError as e:
+        raise HostError('cannot read the console log %s of %s: %s' % (paths[0], name, e.strerror or e))
+    # Terminal control sequences and carriage returns say nothing to a reader of an error message.
+    text = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\r', '', text)
+    return {'name': name, 'path': paths[0], 'lines': [l for l in text.splitlines() if l.strip()][-lines:]}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from maglica import customize
+from maglica import cloudinit, customize
 from maglica.errors import MaglicaError
 
 STATIC = {'mode': 'static', 'address': '192.0.2.10', 'prefix': 26, 'gateway': '192.0.2.1', 'dns': ['192.0.2.53', '192.0.2.54'],
@@ -193,14 +193,30 @@ def test_nm_keyfile_dhcp():
 
 def test_nm_keyfile_static():
     ipv4 = section(customize.nm_keyfile(KEYFILE, static()), 'ipv4')
-    assert sorted(ipv4) == sorted(['method=manual', 'address1=192.0.2.10/26,192.0.2.1', 'dns=192.0.2.53;192.0.2.54;'])
+    assert sorted(ipv4) == sorted(['method=manual', 'address1=192.0.2.10/26,192.0.2.1', 'dns=192.0.2.53;192.0.2.54;',
+                                   'dns-search=example.com;'])
+
+
+def test_nm_keyfile_dhcp_drops_a_static_address_and_sends_the_name():
+    ipv4 = section(customize.nm_keyfile(KEYFILE, dhcp()), 'ipv4')
+    assert sorted(ipv4) == sorted(['method=auto', 'dhcp-hostname=web1.example.com', 'dhcp-send-hostname=true', 'dns=10.0.0.53;'])
+
+
+def test_new_keyfile_for_a_device_is_a_complete_profile():
+    out = customize.nm_keyfile(customize.new_keyfile('ens3'), dhcp())
+    connection = section(out, 'connection')
+    assert 'type=ethernet' in connection and 'interface-name=ens3' in connection and 'id=ens3' in connection
+    assert any(l.startswith('uuid=') and len(l) == 41 for l in connection)
+    assert section(out, 'ipv4') == ['method=auto', 'dhcp-hostname=web1.example.com', 'dhcp-send-hostname=true']
+    assert customize.keyfile_device(out) == ('ens3', 'ethernet')
+    assert customize.new_keyfile('ens3') != customize.new_keyfile('ens3'), 'every profile gets its own uuid'
 
 
 def test_nm_keyfile_adds_ipv4_and_keeps_leading_lines():
     out = customize.nm_keyfile('# made by hand\n[connection]\nid=x\n[802-3-ethernet]\nmac-address=aa\n', dhcp('h'))
     assert out.startswith('# made by hand\n')
     assert 'mac-address' not in out
-    assert section(out, 'ipv4') == ['method=auto', 'dhcp-hostname=h']
+    assert section(out, 'ipv4') == ['method=auto', 'dhcp-hostname=h', 'dhcp-send-hostname=true']
 
 
 def section(text, name):
@@ -244,20 +260,115 @@ def test_drop_keys():
 
 
 def test_netplan_dhcp_and_static():
-    assert customize.netplan(dhcp(), 'ens3') == (
-        '# Written by maglica for web1.example.com\nnetwork:\n  version: 2\n  ethernets:\n    ens3:\n'
-        '      dhcp4: true\n      dhcp4-overrides: {hostname: web1.example.com}\n')
-    out = customize.netplan(static(), 'eth0')
-    assert out.endswith('    eth0:\n      addresses: [192.0.2.10/26]\n      routes: [{to: default, via: 192.0.2.1}]\n'
-                        '      nameservers: {addresses: [192.0.2.53, 192.0.2.54]}\n')
-    assert 'dhcp4' not in out
-
-
-def test_netplan_is_valid_yaml():
     yaml = pytest.importorskip('yaml')
+    text = customize.netplan(dhcp(), 'ens3')
+    assert text.startswith('# Written by maglica for web1.example.com\n')
+    assert yaml.safe_load(text) == {'network': {'version': 2, 'ethernets': {'ens3': {
+        'dhcp4': True, 'dhcp4-overrides': {'hostname': 'web1.example.com'}}}}}
     data = yaml.safe_load(customize.netplan(static(), 'eth0'))
-    assert data['network']['ethernets']['eth0']['addresses'] == ['192.0.2.10/26']
-    assert data['network']['ethernets']['eth0']['routes'] == [{'to': 'default', 'via': '192.0.2.1'}]
+    assert data == {'network': {'version': 2, 'ethernets': {'eth0': {
+        'addresses': ['192.0.2.10/26'], 'routes': [{'to': '0.0.0.0/0', 'via': '192.0.2.1'}],
+        'nameservers': {'addresses': ['192.0.2.53', '192.0.2.54'], 'search': ['example.com']}}}}}
+
+
+def test_netplan_static_ipv6_gateway_and_minimal():
+    yaml = pytest.importorskip('yaml')
+    settings = customize.GuestSettings('h', {'mode': 'static', 'address': '2001:db8::5', 'prefix': 64, 'gateway': '2001:db8::1'})
+    eth = yaml.safe_load(customize.netplan(settings, 'eth0'))['network']['ethernets']['eth0']
+    assert eth == {'addresses': ['2001:db8::5/64'], 'routes': [{'to': '::/0', 'via': '2001:db8::1'}]}
+    minimal = customize.GuestSettings('h', {'mode': 'static', 'address': '192.0.2.7'})
+    assert yaml.safe_load(customize.netplan(minimal, 'eth0'))['network']['ethernets']['eth0'] == {'addresses': ['192.0.2.7/24']}
+
+
+@pytest.mark.parametrize('hostname', ['null', 'on', 'yes', 'no', 'off', 'true', '1e3', '010', '0x1f', '1_000', 'y', 'n',
+                                      'nan', 'inf', '12', '1.5', 'null.example.com', 'on.off'])
+def test_netplan_and_cloud_init_files_keep_a_hostname_yaml_would_misread(hostname):
+    """A hostname the validator accepts must read back as the same string (the old hand-written YAML made `null` None)."""
+    yaml = pytest.importorskip('yaml')
+    settings = customize.GuestSettings(hostname)
+    netplan = yaml.safe_load(customize.netplan(settings, 'eth0'))
+    assert netplan['network']['ethernets']['eth0']['dhcp4-overrides']['hostname'] == hostname
+    meta = yaml.safe_load(cloudinit.meta_data(settings, 'iid-1'))
+    assert meta == {'instance-id': 'iid-1', 'local-hostname': hostname}
+    user = yaml.safe_load(cloudinit.user_data(settings))
+    assert user['fqdn'] == hostname and user['hostname'] == hostname.split('.')[0]
+
+
+def test_network_config_is_the_netplan_of_the_same_settings():
+    """cloud-init's network-config and the offline netplan file come from one function: they cannot disagree."""
+    yaml = pytest.importorskip('yaml')
+    for settings in (dhcp(), static()):
+        config = customize.netplan_config(settings, 'eth0')
+        assert yaml.safe_load(customize.netplan(settings, 'eth0')) == {'network': config}
+        assert config['version'] == 2 and list(config['ethernets']) == ['eth0']
+
+
+def test_netplan_without_removes_only_the_device():
+    yaml = pytest.importorskip('yaml')
+    text = 'network:\n  version: 2\n  renderer: NetworkManager\n  ethernets:\n    eth0: {dhcp4: true}\n    eth1: {dhcp4: false}\n'
+    assert yaml.safe_load(customize.netplan_without(text, 'eth0')) == {
+        'network': {'version': 2, 'renderer': 'NetworkManager', 'ethernets': {'eth1': {'dhcp4': False}}}}
+    assert customize.netplan_without(text, 'eth9') is None, 'a file without the device is left alone'
+    assert customize.netplan_without('network: [unclosed', 'eth0') is None, 'an unreadable file is left alone'
+    assert customize.netplan_without('- a list\n', 'eth0') is None
+
+
+# -- ifupdown with cloud-init ------------------------------------------------------------
+
+def test_debian_interfaces_without_the_stanza():
+    out = customize.debian_interfaces(INTERFACES, dhcp(), 'eth0', stanza=False)
+    assert 'eth0' not in out and 'iface lo inet loopback' in out and 'iface eth1 inet dhcp' in out
+    assert customize.debian_interfaces('auto eth0\niface eth0 inet dhcp\n', dhcp(), 'eth0', stanza=False) == ''
+
+
+def test_debian_interfaces_of_an_empty_file_has_no_leading_blank_line():
+    assert customize.debian_interfaces('', dhcp('h'), 'eth0') == 'auto eth0\niface eth0 inet dhcp\n    hostname h\n'
+
+
+def test_interfaces_devices_and_sources():
+    assert customize.interfaces_devices(INTERFACES) == ['lo', 'eth0', 'eth1']
+    assert customize.interfaces_devices('iface eth0 inet6 auto\n') == ['eth0']
+    assert customize.interfaces_devices(None) == []
+    assert customize.sources_interfaces_d('source /etc/network/interfaces.d/*\n')
+    assert customize.sources_interfaces_d('auto lo\n  source-directory /etc/network/interfaces.d\n')
+    assert not customize.sources_interfaces_d('# source /etc/network/interfaces.d/*\nauto lo\n')
+    assert not customize.sources_interfaces_d(None)
+
+
+# -- the old hostname, secrets ------------------------------------------------------------
+
+def test_replace_hostname_whole_words_only():
+    settings = dhcp('web1.example.com')
+    assert customize.replace_hostname('original\n', 'original', settings) == 'web1.example.com\n', 'the name as it was given'
+    assert customize.replace_hostname('original.lan\n', 'original.lan', settings) == 'web1.example.com\n'
+    text = 'myhostname = original.lan\nmydestination = $myhostname, original, originally, unoriginal, localhost\n'
+    assert customize.replace_hostname(text, 'original.lan', settings) == \
+        'myhostname = web1.example.com\nmydestination = $myhostname, web1, originally, unoriginal, localhost\n'
+    assert customize.replace_hostname('localhost\n', 'localhost', settings) == 'localhost\n', 'a generic name is no identity'
+
+
+def test_is_secret():
+    for path in ('/etc/shadow', '/etc/gshadow', '/etc/ssh/ssh_host_rsa_key', '/etc/ssh/ssh_host_ed25519_key',
+                 '/var/lib/systemd/random-seed', '/var/lib/cloud/seed/nocloud/user-data', '/var/lib/systemd/credential.secret'):
+        assert customize.is_secret(path), path
+    for path in ('/etc/ssh/ssh_host_rsa_key.pub', '/etc/hostname', '/var/lib/cloud/seed/nocloud/meta-data',
+                 '/etc/ssh/sshd_config', '/etc/ssh/ssh_host_rsa_key-cert.pub'):
+        assert not customize.is_secret(path), path
+
+
+def test_keyfile_secrets_are_masked_in_diffs():
+    text = '[wifi-security]\nkey-mgmt=wpa-psk\npsk=hunter22\n[802-1x]\npassword=s3cret\nprivate-key-password=pk\n[vpn-secrets]\nsecret=x\n'
+    out = customize.diff_text(customize.NM_DIR + '/wifi.nmconnection', text)
+    for secret in ('hunter22', 's3cret', '=pk', '=x\n'):
+        assert secret not in out, secret
+    assert 'psk=(secret)' in out and 'key-mgmt=wpa-psk' in out
+    assert customize.diff_text('/etc/hostname', 'psk=1\n') == 'psk=1\n'
+    assert customize.diff_text('/etc/hostname', None) == ''
+
+
+def test_guest_settings_repr_has_no_secrets():
+    settings = customize.GuestSettings('h', root_password_hash='$6$salt$hash', cloud_init_user_data='#cloud-config\npassword: pw\n')
+    assert '$6$' not in repr(settings) and 'pw' not in repr(settings)
 
 
 def test_interface_name():

@@ -114,10 +114,19 @@ def test_clone_metadata_makes_a_domain_not_an_image(default_conn):
     dom = default_conn.define('unit-clone-%s' % uuid.uuid4().hex[:8])
     assert virt.clone_metadata(dom) == {}
     clone.set_metadata(dom, image='debian.original', job='j1', mode='linked', complete='no')
-    assert virt.clone_metadata(dom) == {'image': 'debian.original', 'job': 'j1', 'mode': 'linked', 'complete': 'no'}
+    assert virt.clone_metadata(dom) == {'image': 'debian.original', 'job': 'j1', 'mode': 'linked', 'complete': 'no',
+                                        'host_keys': []}
     info = virt.describe(dom)
-    assert info['clone_of'] == 'debian.original' and not info['active']
+    assert info['clone_of'] == 'debian.original' and not info['active'] and info['ssh_host_keys'] == []
     assert not virt.is_image(info), 'a stopped clone is never taken for an image'
+
+
+def test_clone_metadata_keeps_the_public_host_keys(default_conn):
+    dom = default_conn.define('unit-clone-%s' % uuid.uuid4().hex[:8])
+    keys = ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyOne root@web1', 'ecdsa-sha2-nistp256 AAAAE2VjZHNh root@web1']
+    clone.set_metadata(dom, host_keys=keys, image='debian.original', job='j2', mode='full', complete='yes')
+    assert virt.clone_metadata(dom)['host_keys'] == keys
+    assert virt.describe(dom)['ssh_host_keys'] == keys, 'a re-run and the inventory read them back'
     clone.set_metadata(dom, image='debian.original', job='j1', mode='linked', complete='yes')
     assert virt.clone_metadata(dom)['complete'] == 'yes', 'setting metadata again replaces it'
 

@@ -1,0 +1,127 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""From the clone task's start to a clone that answers SSH with its new host key, against a plain boot of the
+same image to SSH-ready on the same host, in the same run.
+
+    make bench-boot         (python benchmarks/boot.py --rounds 3)
+
+One testbed host (in the testbed's network namespace) with the bootable Debian 12 image (ifupdown) defined as
+an original image, and a plain domain on a fresh copy of the same disk. Each round, interleaved:
+  cold   the image's layout not yet known to the host worker (its disk file touched: a new layout key), so the
+         customisation launches libguestfs AND inspects; cloud.clone(wait_for='ssh') timed from the call;
+  warm   the same, the layout known from the cold clone: launch without inspection;
+  plain  the plain domain started, timed until its sshd proves it holds the image's own host key
+         (reach.ssh_answers: the same strict check as the clone's).
+Each clone is removed, and the plain domain's disk copied afresh, between measurements (outside the clock).
+The phases of each clone are taken from its job: `job_s` (submit to finished: copy, libguestfs, start) and
+`boot_s` (finished to SSH-ready). Prints one JSON line last:
+{"clone_to_ssh_s", "boot_to_ssh_s", "ratio", "cold_clone_to_ssh_s", "cold_ratio", ...}.  Target: ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+
+from maglica_testbed import Cloud, Testbed, read_guest_files  # noqa: E402  pylint: disable=wrong-import-position
+from maglica import cloud as maglica_cloud, hostkeys, reach  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+
+HOST = 'host0'
+IMAGE = 'bench-boot.original'
+PLAIN = 'bench-boot-plain'
+MEMORY_MIB = 1024
+TIMEOUT = 1200
+
+
+def log(text):
+    print('bench-boot: %s' % text, file=sys.stderr, flush=True)
+
+
+def image_host_keys(testbed, disk_path):
+    """The image's own public host keys, read from its disk (outside the clock)."""
+    names = ['/etc/ssh/ssh_host_%s_key.pub' % t for t in ('rsa', 'ecdsa', 'ed25519')]
+    files = read_guest_files(testbed, HOST, disk_path, names)
+    return [files[n].strip() for n in names if files.get(n)]
+
+
+def fresh_plain(testbed, disk):
+    testbed.virsh(HOST, 'destroy', PLAIN, check=False)
+    testbed.virsh(HOST, 'undefine', '--remove-all-storage', PLAIN, check=False)
+    testbed.define_image(HOST, PLAIN, disk, memory=MEMORY_MIB)
+
+
+def remove(testbed, name):
+    testbed.virsh(HOST, 'destroy', name, check=False)
+    testbed.virsh(HOST, 'undefine', '--remove-all-storage', name, check=False)
+
+
+def clone_to_ssh(cloud, testbed, name):
+    began = time.monotonic()
+    result = maglica_cloud.clone(cloud.config, IMAGE, name, host=HOST, wait_for='ssh', wait_for_timeout=TIMEOUT, timeout=TIMEOUT)
+    total = time.monotonic() - began
+    job = result['job']
+    job_s = job['finished'] - job['created'] if job.get('finished') and job.get('created') else None
+    remove(testbed, name)
+    return total, job_s
+
+
+def plain_to_ssh(cloud, testbed, known_hosts):
+    began = time.monotonic()
+    testbed.virsh(HOST, 'start', PLAIN)
+    reach.wait(cloud.config, HOST, PLAIN, 'ssh', known_hosts, TIMEOUT)
+    return time.monotonic() - began
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--rounds', type=int, default=3)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix='maglica-boot-', dir='/var/tmp')
+    testbed = Testbed(1)
+    testbed.start()
+    cloud = None
+    try:
+        disk = testbed.bootable_image('ifupdown')
+        testbed.define_image(HOST, IMAGE, disk, memory=MEMORY_MIB)
+        image_disk = '/var/lib/libvirt/images/%s.qcow2' % IMAGE
+        keys = image_host_keys(testbed, image_disk)
+        cloud = Cloud(testbed, workdir)
+        cloud.start()
+        warm, cold, plain, phases = [], [], [], []
+        for index in range(args.rounds):
+            # A new mtime is a new layout key: this clone's customisation must inspect the image again.
+            os.utime(testbed.outside_path(HOST, image_disk))
+            total, job_s = clone_to_ssh(cloud, testbed, 'bench-cold-%d' % index)
+            cold.append(total)
+            log('round %d: cold clone to SSH %.1fs (job %.1fs)' % (index, total, job_s or 0))
+            total, job_s = clone_to_ssh(cloud, testbed, 'bench-warm-%d' % index)
+            warm.append(total)
+            phases.append({'job_s': round(job_s or 0, 1), 'boot_s': round(total - (job_s or 0), 1)})
+            log('round %d: warm clone to SSH %.1fs (job %.1fs)' % (index, total, job_s or 0))
+            fresh_plain(testbed, disk)
+            total = plain_to_ssh(cloud, testbed, hostkeys.known_hosts_lines(reach.clone_names(PLAIN), keys))
+            plain.append(total)
+            log('round %d: plain boot to SSH %.1fs' % (index, total))
+            remove(testbed, PLAIN)
+    finally:
+        if cloud is not None:
+            cloud.stop()
+        testbed.stop()
+    result = {'clone_to_ssh_s': round(statistics.median(warm), 1), 'boot_to_ssh_s': round(statistics.median(plain), 1),
+              'cold_clone_to_ssh_s': round(statistics.median(cold), 1), 'rounds': args.rounds, 'warm_phases': phases}
+    result['ratio'] = round(result['clone_to_ssh_s'] / result['boot_to_ssh_s'], 2)
+    result['cold_ratio'] = round(result['cold_clone_to_ssh_s'] / result['boot_to_ssh_s'], 2)
+    print(json.dumps(result))
+    return 0 if result['ratio'] <= 1.5 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

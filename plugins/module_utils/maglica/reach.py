@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Waiting until a started clone is a machine you can reach: an address, then SSH with the host key we wrote.
+
+"Answers SSH" is proven by the SSH client itself with strict host key checking against the
+known_hosts lines made from the keys the host worker wrote into the clone: the key exchange only
+succeeds when the guest holds the private key of a key we returned. No credentials are offered, so
+the guest answers "Permission denied" after the host key was verified; a different key makes the
+client say "Host key verification failed". A banner or an open port proves neither.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+from . import virt
+from .errors import MaglicaError
+
+WAIT_FOR = ('none', 'ip', 'ssh')
+SSH = os.environ.get('MAGLICA_SSH', 'ssh')
+SSH_CONNECT_TIMEOUT = 10
+POLL_INTERVAL = 2.0
+
+
+class NotReachable(MaglicaError):
+    """The clone was made and started but did not come up as asked in time. It is kept."""
+
+
+@dataclass
+class Reachability:
+    """What was seen of a started clone: its address, whether SSH answered with our key, the last thing seen."""
+    ip: Optional[str] = None
+    ssh: bool = False
+    last_seen: str = 'nothing yet'
+    waited_s: float = 0.0
+    addresses: List[dict] = field(default_factory=list)
+
+
+def clone_names(hostname: str, ip: Optional[str] = None) -> List[str]:
+    """The names a clone is reached by: its name, its short name, and its address once known."""
+    return [hostname, hostname.split('.')[0]] + ([ip] if ip else [])
+
+
+def ssh_answers(address: str, known_hosts: List[str], port: int = 22, timeout: int = SSH_CONNECT_TIMEOUT):
+    """(True, what was seen) when sshd at `address` proves it holds a host key of `known_hosts`."""
+    with tempfile.TemporaryDirectory(prefix='maglica-ssh-') as tmp:
+        path = os.path.join(tmp, 'known_hosts')
+        with open(path, 'w') as handle:
+            handle.write(''.join('%s\n' % line for line in known_hosts))
+        command = [SSH, '-F', '/dev/null', '-p', str(port), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes',
+                   '-o', 'UserKnownHostsFile=%s' % path, '-o', 'GlobalKnownHostsFile=/dev/null',
+                   '-o', 'ConnectTimeout=%d' % timeout, '-o', 'IdentityAgent=none', '-o', 'PubkeyAuthentication=no',
+                   '-o', 'PasswordAuthentication=no', '-o', 'KbdInteractiveAuthentication=no',
+                   '-o', 'GSSAPIAuthentication=no', '-o', 'HostbasedAuthentication=no',
+                   '-o', 'LogLevel=ERROR', 'maglica-probe@%s' % address, 'true']
+        try:
+            proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=timeout + 5, check=False)
+        except subprocess.TimeoutExpired:
+            return False, 'ssh to %s did not finish within %ds' % (address, timeout + 5)
+        except OSError as e:
+            raise MaglicaError('cannot run %s: %s' % (SSH, e.strerror or e))
+    output = proc.stdout.decode('utf-8', 'replace').strip()
+    # Authentication comes after the host key was verified: a refusal of our (absent) credentials is the proof.
+    if proc.returncode == 0 or 'Permission denied' in output:
+        return True, 'sshd at %s presented a host key the clone was given' % address
+    last = output.splitlines()[-1] if output else 'ssh exited %d' % proc.returncode
+    return False, 'ssh %s: %s' % (address, last)
+
+
+def wait(config, host: str, name: str, mode: str, known_hosts: List[str], timeout: float,
+         console: Optional[Callable[[], List[str]]] = None) -> Reachability:
+    """Wait until the clone `name` on `host` has an address (`ip`), or also answers SSH with our key (`ssh`).
+
+    Raises NotReachable, with the last thing seen and the console's last lines (from `console()`), when it
+    does not get there within `timeout` seconds. The clone is left as it is.
+    """
+    seen = Reachability()
+    if mode == 'none':
+        return seen
+    if mode not in WAIT_FOR:
+        raise MaglicaError('wait_for must be one of %s, not %r' % (', '.join(WAIT_FOR), mode))
+    if mode == 'ssh' and not known_hosts:
+        raise MaglicaError('wait_for=ssh needs the clone\'s SSH host keys, and %s has none recorded' % name)
+    start = time.monotonic()
+    deadline = start + timeout
+    with virt.Connection(config, config.host(host), readonly=True) as conn:
+        while True:
+            seen.waited_s = round(time.monotonic() - start, 1)
+            dom = conn.lookupByName(name)
+            if not dom.isActive():
+                seen.last_seen = '%s is not running' % name
+            else:
+                seen.addresses = guest_addresses(dom)
+                ipv4 = [a['address'] for a in seen.addresses if a['family'] == 'ipv4']
+                seen.ip = (ipv4 or [a['address'] for a in seen.addresses] or [None])[0]
+                if seen.ip is None:
+                    seen.last_seen = 'no address yet (neither the guest agent nor the DHCP leases know one)'
+                elif mode == 'ip':
+                    return seen
+                else:
+                    seen.ssh, seen.last_seen = ssh_answers(seen.ip, known_hosts)
+                    if seen.ssh:
+                        return seen
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+    lines = []
+    if console is not None:
+        try:
+            lines = console()
+        except MaglicaError as e:
+            lines = ['(its console could not be read: %s)' % e]
+    tail = '\n'.join(lines[-20:]) if lines else '(no console output recorded)'
+    raise NotReachable('%s on %s was made and started but %s within %ds; the clone was kept. Last seen: %s. '
+                       'Its console ended with:\n%s' % (name, host, 'has no address' if mode == 'ip' or seen.ip is None
+                                                        else 'does not answer SSH with its host key', timeout,
+                                                        seen.last_seen, tail))
+
+
+def guest_addresses(dom) -> List[dict]:
+    """The guest's IP addresses where libvirt knows them: the guest agent, else the DHCP leases of its network."""
+    lv = virt.libvirt()
+    sources = [getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT', 1), getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE', 0)]
+    for source in sources:
+        try:
+            interfaces = dom.interfaceAddresses(source, 0) or {}
+        except lv.libvirtError:  # no agent (yet), or not on a libvirt network: try the next way
+            continue
+        found = []
+        for iface_name, iface in sorted(interfaces.items()):
+            for addr in iface.get('addrs') or []:
+                if iface_name != 'lo' and not addr['addr'].startswith(('127.', '::1', 'fe80:')):
+                    found.append({'interface': iface_name, 'mac': iface.get('hwaddr'), 'address': addr['addr'],
+                                  'prefix': addr.get('prefix'), 'family': 'ipv4' if addr['type'] == 0 else 'ipv6'})
+        if found:
+            return sorted(found, key=lambda a: a['family'] != 'ipv4')
+    return []

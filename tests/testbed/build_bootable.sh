@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# build_bootable.sh VARIANT OUT.qcow2   (VARIANT: ifupdown | nm | cloudinit)
+# A Debian 12 guest disk that really boots: its own kernel, GRUB on its own disk, systemd,
+# openssh-server, qemu-guest-agent, a serial console (ttyS0) and one network stack:
+#   ifupdown   /etc/network/interfaces with eth0 on DHCP (isc-dhcp-client)
+#   nm         NetworkManager, no keyfile (Debian's default "Wired connection")
+#   cloudinit  cloud-init enabled (ifupdown renderer), no seed: the clone gets one
+# Every variant is derived from ONE base tarball made by mmdebstrap from Debian's packages (the
+# packages of all three stacks are in it; a variant only enables its own), so the download and
+# package installation happen once. The image's hostname is "original" and its machine-id fixed,
+# so tests can tell the image's identity from a clone's.
+# Cached as $MAGLICA_IMAGE_CACHE/bootable-VARIANT-HASH.qcow2 (HASH of this script).
+set -euo pipefail
+
+self=$(readlink -f "${BASH_SOURCE[0]}")
+. "$(dirname "$self")/env.sh"
+(($# == 2)) || { echo "usage: $0 ifupdown|nm|cloudinit OUT.qcow2" >&2; exit 2; }
+variant=$1 out=$2
+case $variant in ifupdown | nm | cloudinit) ;; *) echo "unknown variant: $variant" >&2; exit 2 ;; esac
+
+# What the image's own identity is: tests compare clones against these.
+IMAGE_MACHINE_ID=0123456789abcdef0123456789abcdef
+PACKAGES=systemd-sysv,udev,kmod,dbus,linux-image-amd64,grub-pc,ifupdown,isc-dhcp-client,openssh-server
+PACKAGES+=,qemu-guest-agent,network-manager,cloud-init,netbase,iproute2,procps,less
+# Ansible needs python3 on the guest; the client_worker role's packages ride along (the guest has no
+# network to install them: the role finds them present).
+PACKAGES+=,python3,python3-yaml,python3-zmq,python3-libvirt,python3-apt,sudo
+
+hash=$(sha256sum "$self" | cut -c1-12)
+mkdir -p "$MAGLICA_IMAGE_CACHE" "$LIBGUESTFS_CACHEDIR"
+# The base tarball changes only with its package list: a change to a variant does not download again.
+base=$MAGLICA_IMAGE_CACHE/debian12-base-$(echo "bookworm $PACKAGES" | sha256sum | cut -c1-12).tar
+cached=$MAGLICA_IMAGE_CACHE/bootable-$variant-$hash.qcow2
+exec 9>"$MAGLICA_IMAGE_CACHE/bootable.lock"
+flock 9  # parallel callers wait for one build instead of racing
+
+if [[ ! -s $base ]]; then
+  echo "build_bootable: mmdebstrap bookworm -> $base" >&2
+  mmdebstrap --quiet --format=tar --variant=minbase --include="$PACKAGES" bookworm "$base.tmp"
+  mv "$base.tmp" "$base"
+fi
+
+if [[ ! -s $cached ]]; then
+  work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT
+  mkdir -p "$work/etc/network" "$work/boot/grub" "$work/etc/NetworkManager/conf.d"
+  echo original >"$work/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\toriginal\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$work/etc/hosts"
+  echo 'LABEL=root / ext4 defaults,errors=remount-ro 0 1' >"$work/etc/fstab"
+  echo "$IMAGE_MACHINE_ID" >"$work/etc/machine-id"
+  if [[ $variant == ifupdown ]]; then
+    printf 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n' >"$work/etc/network/interfaces"
+  else
+    printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' >"$work/etc/network/interfaces"
+  fi
+  # No boot menu, the console on the serial line, classic interface names (eth0).
+  cat >"$work/boot/grub/grub.cfg" <<'EOF'
+set timeout=0
+search --no-floppy --set=root --label root
+linux /vmlinuz root=LABEL=root ro console=ttyS0,115200 net.ifnames=0
+initrd /initrd.img
+boot
+EOF
+  # Only the chosen stack starts; the others stay installed but disabled.
+  disable=()
+  [[ $variant == nm ]] || disable+=(/etc/systemd/system/multi-user.target.wants/NetworkManager.service
+    /etc/systemd/system/network-online.target.wants/NetworkManager-wait-online.service
+    /etc/systemd/system/dbus-org.freedesktop.nm-dispatcher.service)
+  cloud_off=$([[ $variant == cloudinit ]] && echo no || echo yes)
+
+  raw=$work/disk.raw
+  truncate -s 3G "$raw"
+  guestfish --rw -a "$raw" <<EOF
+run
+part-disk /dev/sda mbr
+part-set-bootable /dev/sda 1 true
+mkfs ext4 /dev/sda1 label:root
+mount /dev/sda1 /
+tar-in $base /
+copy-in $work/etc/hostname $work/etc/hosts $work/etc/fstab $work/etc/machine-id /etc
+copy-in $work/etc/network/interfaces /etc/network
+copy-in $work/boot/grub/grub.cfg /boot/grub
+$(for f in "${disable[@]}"; do echo "rm-f $f"; done)
+$([[ $cloud_off == yes ]] && echo "touch /etc/cloud/cloud-init.disabled")
+command "grub-install --target=i386-pc --boot-directory=/boot /dev/sda"
+EOF
+  qemu-img convert -O qcow2 "$raw" "$cached.tmp"
+  mv "$cached.tmp" "$cached"
+fi
+cp --sparse=always "$cached" "$out"
