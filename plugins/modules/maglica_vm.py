@@ -36,8 +36,8 @@ options:
   force:
     description:
       - With O(state=stopped), destroy the VM when it has not shut down within O(timeout).
-      - With O(state=absent), stop it first when it runs. It does not remove an image or what other VMs depend on: see
-        O(force_dependants).
+      - With O(state=absent), stop it first when it runs. It does not remove an image, or what other VMs depend on; that
+        takes O(force_dependants).
     type: bool
     default: false
   force_dependants:

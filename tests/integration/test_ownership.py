@@ -64,8 +64,10 @@ def interrupted(cloud, host, action, args):
 
 
 def ended(cloud, job_id, timeout=300):
-    return wait_until(lambda: (lambda j: j if j['state'] in messages.FINAL_STATES else None)(cloud.job(job_id)),
-                      timeout, 'job %s to end' % job_id)
+    def final():
+        job = cloud.job(job_id)
+        return job if job['state'] in messages.FINAL_STATES else None
+    return wait_until(final, timeout, 'job %s to end' % job_id)
 
 
 @pytest.fixture
