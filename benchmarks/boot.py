@@ -32,7 +32,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
 from maglica_testbed import Cloud, Testbed, read_guest_files  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import cloud as maglica_cloud, hostkeys, reach  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+from maglica import cloud as maglica_cloud, reach  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 
 HOST = 'host0'
 IMAGE = 'bench-boot.original'
@@ -73,10 +73,10 @@ def clone_to_ssh(cloud, testbed, name):
     return total, job_s
 
 
-def plain_to_ssh(cloud, testbed, known_hosts):
+def plain_to_ssh(cloud, testbed, public_keys):
     began = time.monotonic()
     testbed.virsh(HOST, 'start', PLAIN)
-    reach.wait(cloud.config, HOST, PLAIN, 'ssh', known_hosts, TIMEOUT)
+    reach.wait(cloud.config, HOST, PLAIN, 'ssh', public_keys, TIMEOUT)
     return time.monotonic() - began
 
 
@@ -107,7 +107,7 @@ def main():
             phases.append({'job_s': round(job_s or 0, 1), 'boot_s': round(total - (job_s or 0), 1)})
             log('round %d: warm clone to SSH %.1fs (job %.1fs)' % (index, total, job_s or 0))
             fresh_plain(testbed, disk)
-            total = plain_to_ssh(cloud, testbed, hostkeys.known_hosts_lines(reach.clone_names(PLAIN), keys))
+            total = plain_to_ssh(cloud, testbed, keys)
             plain.append(total)
             log('round %d: plain boot to SSH %.1fs' % (index, total))
             remove(testbed, PLAIN)

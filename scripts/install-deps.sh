@@ -10,7 +10,7 @@ VENV=${VENV:-$here/../.venv}  # default: .venv at the repo root
 APT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
   qemu-utils virtinst python3-libvirt python3-guestfs libguestfs-tools supervisor
   linux-image-amd64 python3-yaml python3-venv sqlite3 iproute2 git shellcheck
-  mmdebstrap dnsmasq-base iptables openssh-client)
+  mmdebstrap dnsmasq-base iptables openssh-client openssh-server)
 PIP_REQS=('ansible-core>=2.19,<2.20' 'pyzmq>=26' pytest pytest-timeout pyyaml
   ansible-lint antsibull-changelog)
 

@@ -70,7 +70,16 @@ jobs:
       description: How many times it was published.
       type: int
     data:
-      description: What the host worker returned.
+      description:
+        - What the host worker returned. A result over 64 KiB has its long texts (file diffs) trimmed, or left
+          out, and says so in C(trimmed).
+        - A listing (no O(id)) leaves the file diffs out; the job by O(id) has them.
+      type: dict
+    late_result:
+      description:
+        - The result a host worker reported for a job that had already expired, with its C(status), C(message),
+          C(data) and C(received) time. The job stays C(expired); its effect (a clone, say) may exist all the same.
+        - V(null) for every other job.
       type: dict
 '''
 

@@ -87,7 +87,9 @@ def test_clone_goes_to_the_least_loaded_host_and_rewrites_the_guest(cloud, testb
     assert 'iface eth0 inet dhcp' in files['/etc/network/interfaces']
     assert files['/etc/machine-id'] == ''
     assert files['/etc/udev/rules.d/70-persistent-net.rules'] == ''
-    assert files['__ssh_host_keys__'] == []
+    host_keys = ['/etc/ssh/ssh_host_%s_key%s' % (t, s) for t in ('rsa', 'ecdsa', 'ed25519') for s in ('', '.pub')]
+    assert sorted(files['__ssh_host_keys__']) == sorted(host_keys), 'new keys of the image\'s types (test_guest.py)'
+    assert len(result['ssh_host_keys']) == 3 and len(result['known_hosts']) == 3
     assert files['/etc/shadow'].startswith('root:%s:' % PASSWORD_HASH)
     assert files['/root/.ssh/authorized_keys'].strip() == SSH_KEY
 

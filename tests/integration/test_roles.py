@@ -217,6 +217,13 @@ def test_site_deploys_the_cloud(deployment):
         conf = yaml.safe_load(handle)
     assert conf['hosts'] == [{'name': h, 'weight': 10, 'address': deployment.testbed.hosts[h]} for h in HOSTS]
     assert conf['client']['rep_port'] == PORT + 1 and conf['security']['curve'] is True
+    assert conf['jobs']['retention_days'] == 30.0
+    # The job log and the host workers' state hold root password hashes for a while: owner only.
+    database = deployment.host_vars('client')['client_worker_jobs_database']
+    assert oct(os.stat(os.path.dirname(database)).st_mode & 0o777) == '0o700'
+    assert oct(os.stat(database).st_mode & 0o777) == '0o600'
+    for host in HOSTS:
+        assert oct(os.stat(deployment.host_vars(host)['host_worker_state_dir']).st_mode & 0o777) == '0o700', host
     client_keys = deployment.host_vars('client')['client_worker_key_dir']
     assert sorted(os.listdir(os.path.join(client_keys, 'allowed'))) == ['host0.key', 'host1.key', 'host2.key', 'library.key']
     with open(os.path.join(client_keys, 'server.key')) as handle:

@@ -187,7 +187,11 @@ EOF
     "${v[@]}" net-define "$xml" >/dev/null && rm -f "$xml"
   fi
   "${v[@]}" net-autostart default >/dev/null
-  [[ $("${v[@]}" net-info default) =~ Active:\ *yes ]] || "${v[@]}" net-start default >/dev/null
+  if ! [[ $("${v[@]}" net-info default) =~ Active:\ *yes ]]; then
+    # A bridge left by a libvirtd that was killed (not stopped) blocks the network: it is ours, remove it.
+    ip link show "mgbr$n" >/dev/null 2>&1 && in_own_netns && ip link del "mgbr$n"
+    "${v[@]}" net-start default >/dev/null
+  fi
 }
 
 # Pid of every process living in the same mount namespace as $1 (never ours:
@@ -211,6 +215,7 @@ stop_one() {
     for dom in $(virsh -q -c "$(uri "$name")" list --name); do
       virsh -q -c "$(uri "$name")" destroy "$dom" >/dev/null || true
     done
+    virsh -q -c "$(uri "$name")" net-destroy default >/dev/null 2>&1 || true  # its bridge and dnsmasq with it
   fi
   # Everything in the host's mount namespace: daemons, qemus, workers, holder.
   mapfile -t pids < <(for p in $holder $ld $lg; do ns_members "$p"; done | sort -un)

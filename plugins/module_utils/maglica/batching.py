@@ -14,14 +14,16 @@ reached customisation (or `max_wait` passes), plus `window` seconds for straggle
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import threading
 import time
 from concurrent.futures import Future
+from typing import Any, Dict, Optional
 
-from . import customize
+from . import customize, private
 
 LOG = logging.getLogger('maglica.batching')
 
@@ -45,31 +47,54 @@ def customize_alone(key, disks, settings):
     return result
 
 
-class LayoutCache(object):
-    """Image layouts by image key, in memory and in a JSON file that outlives the worker."""
+class LayoutCache:
+    """Image layouts by image key, in memory and in a JSON file (0600) that outlives the worker.
 
-    def __init__(self, path=None):
+    Several clone jobs learn layouts of different images at once: a put reads the file again, adds its
+    layout and writes it through a temporary file of its own, all under one lock (a thread lock, and
+    an flock on `PATH.lock` for another process on the same file), so no writer loses another's layout
+    or fails on another's temporary file.
+    """
+
+    def __init__(self, path: Optional[str] = None) -> None:
         self.path = path
-        self.layouts = {}
-        if path and os.path.exists(path):
-            try:
-                with open(path) as handle:
-                    self.layouts = json.load(handle)
-            except (OSError, ValueError) as e:
-                LOG.warning('ignoring the layout cache %s: %s', path, e)
+        self.layouts: Dict[str, Any] = {}
+        self.lock = threading.Lock()
+        if path:
+            self.layouts = self._read()
 
-    def get(self, key):
+    def _read(self) -> Dict[str, Any]:
+        if not self.path or not os.path.exists(self.path):
+            return {}
+        try:
+            with open(self.path) as handle:
+                layouts = json.load(handle)
+        except (OSError, ValueError) as e:
+            LOG.warning('ignoring the layout cache %s: %s', self.path, e)
+            return {}
+        return layouts if isinstance(layouts, dict) else {}
+
+    def get(self, key: Optional[str]) -> Optional[Dict[str, Any]]:
         return self.layouts.get(key) if key else None
 
-    def put(self, key, layout):
+    def put(self, key: Optional[str], layout: Dict[str, Any]) -> None:
         if not key:
             return
-        self.layouts[key] = layout
-        if self.path:
-            temporary = self.path + '.tmp'
-            with open(temporary, 'w') as handle:
-                json.dump(self.layouts, handle)
-            os.rename(temporary, self.path)
+        with self.lock:
+            if not self.path:
+                self.layouts[key] = layout
+                return
+            private.make_dir(os.path.dirname(os.path.abspath(self.path)))
+            lock_path = self.path + '.lock'
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, private.FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                layouts = dict(self._read(), **{key: layout})
+                private.write_json(self.path, layouts)
+                self.layouts = dict(layouts, **self.layouts)
+                self.layouts[key] = layout
+            finally:
+                os.close(fd)  # releases the flock
 
 
 class CustomizeBatcher(object):

@@ -256,7 +256,9 @@ def log_status(config, args, out):
     with Client(config) as client:
         job = client.status(args.id)
     out.fields([(k, job.get(k)) for k in ('id', 'host', 'action', 'state', 'message', 'attempts')] +
-               [('args', json.dumps(job.get('args'), sort_keys=True)), ('data', json.dumps(job.get('data'), sort_keys=True))], job)
+               [('args', json.dumps(job.get('args'), sort_keys=True)), ('data', json.dumps(job.get('data'), sort_keys=True))] +
+               # An expired job whose host worker reported it all the same.
+               ([('late_result', json.dumps(job['late_result'], sort_keys=True))] if job.get('late_result') else []), job)
 
 
 def log_tail(config, args, out):

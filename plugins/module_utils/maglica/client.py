@@ -50,7 +50,14 @@ class Client(object):
         return self.call('status', id=job_id)['job']
 
     def recent(self, limit=20, host=None):
-        return self.call('list', limit=limit, host=host)['jobs']
+        """The `limit` newest jobs, newest first, without their diffs. Asked for in pages that fit a frame each."""
+        jobs = []
+        while len(jobs) < limit:
+            reply = self.call('list', limit=limit - len(jobs), host=host, after=jobs[-1]['id'] if jobs else None)
+            jobs.extend(reply['jobs'])
+            if not reply.get('more') or not reply['jobs']:
+                break
+        return jobs
 
     def hosts(self):
         return self.call('hosts')['hosts']
@@ -69,7 +76,12 @@ class Client(object):
                 progress(job)
             if job['state'] in messages.FINAL_STATES:
                 if job['state'] != 'succeeded':
-                    raise JobFailed('job %s (%s on %s) %s: %s' % (job_id, job['action'], job['host'], job['state'], job['message']), job)
+                    late = job.get('late_result')
+                    # The job's effect may exist all the same: say so, the user decides.
+                    note = '; its host worker reported it late: %s' % late['status'] if late else ''
+                    if late and late.get('message'):
+                        note += ' (%s)' % late['message']
+                    raise JobFailed('job %s (%s on %s) %s: %s%s' % (job_id, job['action'], job['host'], job['state'], job['message'], note), job)
                 return job
             if remaining <= 0:
                 reason = WAITING_REASONS.get(job['state'], '') % {'host': job['host']}

@@ -31,6 +31,10 @@ SWEEP_INTERVAL = 0.25
 CLAIMED_NAMES = {'vm.clone': 'hostname'}
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
+# Seconds between prunings of the job log (at most; a short retention prunes more often).
+PRUNE_INTERVAL = 600.0
+# Bytes of jobs in one reply, leaving room in the frame for the rest of the reply.
+REPLY_BUDGET = messages.MAX_FRAME_BYTES - 4096
 
 
 class ClientWorker(object):
@@ -60,6 +64,7 @@ class ClientWorker(object):
         self.seen = {}
         self.stopping = False
         self.last_sweep = 0.0
+        self.last_prune = 0.0
         self.notices = []
 
     def _secure(self, zmq):
@@ -135,10 +140,21 @@ class ClientWorker(object):
         row = self.log.get(data['id'])
         if row is None:
             return {'ok': False, 'code': 'not_found', 'error': 'no job with id %s' % data['id']}
-        return {'ok': True, 'job': messages.redact(row)}
+        return {'ok': True, 'job': messages.fit_job(messages.redact(row), REPLY_BUDGET)}
 
     def request_list(self, data):
-        return {'ok': True, 'jobs': [messages.redact(r) for r in self.log.recent(data.get('limit') or 20, data.get('host'))]}
+        """One page of the newest jobs, diffs left out, as many as fit one frame; `more` when the limit
+        was not reached (the library asks again `after` the last one)."""
+        limit = data.get('limit') or 20
+        jobs, used = [], 0
+        for row in self.log.recent(limit, data.get('host'), data.get('after')):
+            job = messages.fit_job(messages.without_diffs(messages.redact(row)), REPLY_BUDGET)
+            size = messages.encoded_size(job) + 1
+            if jobs and used + size > REPLY_BUDGET:
+                return {'ok': True, 'jobs': jobs, 'more': True}
+            jobs.append(job)
+            used += size
+        return {'ok': True, 'jobs': jobs, 'more': False}
 
     def request_hosts(self, data):
         now = time.time()
@@ -156,7 +172,8 @@ class ClientWorker(object):
         jobs, gone = [], []
         for job_id in data['ids']:
             row = self.log.get(job_id)
-            if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES:
+            # An acknowledged job is in its host worker's record, and its secrets are gone from here.
+            if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES or row['acked'] is not None:
                 gone.append(job_id)
             else:
                 jobs.append({'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
@@ -200,6 +217,14 @@ class ClientWorker(object):
             due = self.log.due_for_publish(self.config.jobs['republish_interval'])
             if due:
                 self.publish(due)
+        self.log.checkpoint_if_dropped()
+        retention = self.config.jobs['retention_days'] * 86400
+        now = time.monotonic()
+        if now - self.last_prune >= min(PRUNE_INTERVAL, retention / 10):
+            self.last_prune = now
+            pruned = self.log.prune(retention)
+            if pruned:
+                LOG.info('pruned %d job(s) that ended more than %g day(s) ago', pruned, self.config.jobs['retention_days'])
         if expired:
             LOG.warning('%d job(s) expired: no host worker acknowledged them', expired)
         self.send_notices()
@@ -243,6 +268,7 @@ class ClientWorker(object):
             LOG.exception('cannot commit the job log')
             replies = [{'ok': False, 'error': 'internal error: the job log cannot be written: %s' % e}] * len(requests)
             self.notices = []
+        self.log.checkpoint_if_dropped()
         for (envelope, _frame), reply in zip(requests, replies):
             try:
                 data = messages.encode(reply)

@@ -400,7 +400,8 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         if meta.get('job') == job_id and meta.get('complete') == 'yes':  # only this job writes its id there
             if args['start'] and not existing.isActive():
                 existing.create()
-            return {'hostname': hostname, 'reconciled': True, 'domain': virt.describe(existing, with_sizes=False)}
+            return {'hostname': hostname, 'reconciled': True, 'ssh_host_keys': meta.get('host_keys', []),
+                    'domain': virt.describe(existing, with_sizes=False)}
     if reconcile:
         remove_owned(conn, hostname, ownership)  # what an earlier run of this job made, and only that
     try:

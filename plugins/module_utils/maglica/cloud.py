@@ -129,8 +129,7 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
         result['ssh_host_keys'] = (result['result'].get('ssh_host_keys')
                                    or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
     if wait_for != 'none' and not check_mode:
-        seen = reach.wait(config, result['host'], hostname, wait_for,
-                          hostkeys.known_hosts_lines(reach.clone_names(hostname), result['ssh_host_keys']), wait_for_timeout,
+        seen = reach.wait(config, result['host'], hostname, wait_for, result['ssh_host_keys'], wait_for_timeout,
                           console=lambda: console(config, result['host'], hostname))
         result['ip'] = seen.ip
     result['known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(hostname, result['ip']), result['ssh_host_keys'])

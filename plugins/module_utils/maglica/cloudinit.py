@@ -81,9 +81,9 @@ def parse_user_data(text: str, where: str = OPTION) -> Tuple[str, Any]:
         return 'parts', parts
     content_type = format_of(head)
     if content_type is None:
+        others = ', '.join(prefix for prefix, _type in FORMATS if prefix != CLOUD_CONFIG)
         raise MessageError('%s must start with #cloud-config, another cloud-init user-data header (%s) or be a MIME '
-                           'multipart message; it starts with %r' % (where, ', '.join(p for p, _t in FORMATS if p != CLOUD_CONFIG),
-                                                                      head.split('\n', 1)[0][:40]))
+                           'multipart message; it starts with %r' % (where, others, head.split('\n', 1)[0][:40]))
     return 'parts', [MIMEText(text, content_type.split('/', 1)[1], 'utf-8')]
 
 

@@ -50,6 +50,8 @@ SCHEMA = {
         'ttl': (300, int),
         'republish_interval': (2.0, float),
         'request_timeout': (10.0, float),
+        # Jobs that ended longer ago than this are deleted from the job log.
+        'retention_days': (30.0, float),
     },
     'host_worker': {
         'state_dir': ('/var/lib/maglica/host', str),
@@ -159,6 +161,8 @@ def validate(data, source=None):
         raise ConfigError('%s: libvirt.transport must be one of %s' % (where, ', '.join(t or "''" for t in TRANSPORTS)))
     if result['jobs']['ttl'] <= 0:
         raise ConfigError('%s: jobs.ttl must be positive' % where)
+    if result['jobs']['retention_days'] <= 0:
+        raise ConfigError('%s: jobs.retention_days must be positive (days to keep jobs that ended)' % where)
     result['hosts'] = _validate_hosts(data.get('hosts'), where)
     return Config(result, source)
 

@@ -21,10 +21,11 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List
 
 from . import actions, batching, clone, messages, service, transport
 from .errors import DispatchError, MessageError
-from .joblog import Store
+from .joblog import Store, drop_secrets_sql
 
 LOG = logging.getLogger('maglica.host_worker')
 RECORD_SCHEMA = """
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS owned (
     PRIMARY KEY (job_id, kind, key)
 );
 """
+DROP_SECRETS = drop_secrets_sql('jobs', 'job', '.args')
 REPORT_BATCH = 64
 REPORT_TIMEOUT = 2.0
 # Keep finished jobs this long so a late re-delivery is still answered from the record.
@@ -69,9 +71,11 @@ class Record(Store):
                         (job['id'], json.dumps(job), time.time()))
 
     def finish(self, job_id, result):
+        """Record a job's result. Its secret arguments are dropped: reconcile never runs a finished job again."""
         self.db.execute("UPDATE jobs SET state = 'done', result = ?, reported = 0, finished = ? WHERE id = ?",
                         (json.dumps(result), time.time(), job_id))
         self.db.execute('DELETE FROM owned WHERE job_id = ?', (job_id,))  # a finished job never runs again
+        self.drop_secrets(DROP_SECRETS, [job_id])
 
     def report_again(self, job_id):
         self.db.execute("UPDATE jobs SET reported = 0 WHERE id = ? AND state = 'done'", (job_id,))
@@ -109,6 +113,13 @@ class Intents(Store):
                 self.db.execute('INSERT OR REPLACE INTO owned (job_id, kind, key, detail) VALUES (?, ?, ?, ?)',
                                 (job_id, kind, key, detail))
         return clone.Ownership.from_rows(rows, save)
+
+
+def unsendable(result: Dict[str, Any], reason: Any) -> Dict[str, Any]:
+    """A failed result in place of one that cannot be sent: the job ends, with the reason."""
+    return {'id': result['id'], 'status': 'failed',
+            'message': 'the job ended %s but its result cannot be sent to the client worker: %s'
+                       % (result.get('status'), str(reason)[:500])}
 
 
 class HostWorker(object):
@@ -251,7 +262,8 @@ class HostWorker(object):
             return
         with self.record.transaction():
             for result in results:
-                self.record.finish(result['id'], result)
+                self.record.finish(result['id'], messages.bound_result(result))
+        self.record.checkpoint_if_dropped()
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
@@ -265,16 +277,29 @@ class HostWorker(object):
     # -- reporting --------------------------------------------------------
 
     def report(self):
-        """Send acks, results and a heartbeat in one request. On no answer, keep everything for the next try."""
-        outbox = self.record.outbox(REPORT_BATCH)
+        """Send acks, results and a heartbeat in one request. On no answer, keep everything for the next try.
+
+        The results are as many of the outbox as fit one frame (the rest go in the next report, at once);
+        a result too big for any frame is sent as a failure that says so, so the outbox never sticks.
+        """
         acks = sorted(self.acks)[:1024]
-        message = {'type': 'report', 'host': self.name, 'acks': acks, 'results': outbox,
+        message = {'type': 'report', 'host': self.name, 'acks': acks, 'results': [],
                    'running': sorted(self.running)[:1024], 'pid': os.getpid()}
+        message['results'] = self.results_that_fit(messages.MAX_FRAME_BYTES - messages.encoded_size(message) - 256)
         try:
-            reply = self.requester.request(message, REPORT_TIMEOUT)
+            try:
+                reply = self.requester.request(message, REPORT_TIMEOUT)
+            except MessageError as e:
+                LOG.error('a report of %d result(s) cannot be sent (%s): sending them as failures', len(message['results']), e)
+                message['results'] = [unsendable(r, e) for r in message['results']]
+                reply = self.requester.request(message, REPORT_TIMEOUT)
         except DispatchError as e:
             LOG.warning('report not delivered, kept for the next try: %s', e)
             self.backoff_until = time.monotonic() + 1.0
+            return
+        except MessageError as e:  # never seen: the worker goes on with its heartbeats all the same
+            LOG.error('cannot send a report: %s', e)
+            self.backoff_until = time.monotonic() + 5.0
             return
         if not reply.get('ok'):
             LOG.error('the client worker refused our report: %s', reply.get('error'))
@@ -283,6 +308,20 @@ class HostWorker(object):
         self.acks.difference_update(acks)
         self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
         self.last_report = time.monotonic()
+
+    def results_that_fit(self, budget: int) -> List[Dict[str, Any]]:
+        """Results of the outbox, oldest first, each bounded (messages.bound_result), together within `budget` bytes."""
+        results, used = [], 0
+        for result in self.record.outbox(REPORT_BATCH):
+            result = messages.bound_result(result)
+            size = messages.encoded_size(result) + 1
+            if used + size > budget:
+                if not results:
+                    results.append(unsendable(result, 'it is %d bytes' % size))
+                break
+            results.append(result)
+            used += size
+        return results
 
     def report_due(self):
         now = time.monotonic()

@@ -17,7 +17,10 @@ import json
 import os
 import sqlite3
 import time
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
+
+from . import private
+from .messages import FINAL_STATES, SECRET_ARGS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,7 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires REAL NOT NULL,
     published REAL,
     acked REAL,
-    finished REAL
+    finished REAL,
+    late_result TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'dispatched', 'running');
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
@@ -54,19 +58,43 @@ CREATE INDEX IF NOT EXISTS claims_host ON claims (host, kind);
 """
 FINAL_STATES_SQL = "('succeeded', 'failed', 'expired')"
 COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
-           'created', 'updated', 'expires', 'published', 'acked', 'finished')
+           'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result')
+# Columns added after the first release, with their type: an older database gets them when opened.
+ADDED_COLUMNS = (('late_result', 'TEXT'),)
 
 
 def open_database(path):
-    """Open (creating) an SQLite database in WAL mode with durable commits."""
-    # exist_ok: several workers sharing a state directory start at once.
-    os.makedirs(os.path.dirname(os.path.abspath(path)), 0o750, exist_ok=True)
+    """Open (creating) an SQLite database in WAL mode with durable commits, readable by its owner only."""
+    # The directory 0700 and the file 0600 before SQLite opens it: its -wal and -shm get the file's mode.
+    private.make_dir(os.path.dirname(os.path.abspath(path)))
+    private.make_file(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute('PRAGMA journal_mode=WAL')
     # FULL: a commit survives a power cut, not only a process kill.
     db.execute('PRAGMA synchronous=FULL')
     db.execute('PRAGMA busy_timeout=5000')
+    # A dropped secret is overwritten with zeros in the file, not only unlinked from its page.
+    db.execute('PRAGMA secure_delete=ON')
+    for suffix in ('-wal', '-shm'):  # made by an older version, or by SQLite under another umask
+        private.restrict(path + suffix)
     return db
+
+
+def secret_paths(prefix: str = '') -> List[str]:
+    """JSON paths of the secret arguments in a job's args (prefix '.args' in a whole job)."""
+    return ['$%s."%s"' % (prefix, key) for key in SECRET_ARGS]
+
+
+def drop_secrets_sql(table: str, column: str, prefix: str = '') -> str:
+    """An UPDATE that replaces the secret arguments in `column` by '(secret)' for one id, where any is still there.
+    Built from constants only (SECRET_ARGS, table and column names of this module)."""
+    paths = secret_paths(prefix)
+    replace = 'json_replace(%s, %s)' % (column, ', '.join("'%s', '(secret)'" % p for p in paths))
+    present = ' OR '.join("COALESCE(json_extract(%s, '%s'), '(secret)') != '(secret)'" % (column, p) for p in paths)
+    return 'UPDATE %s SET %s = %s WHERE id = ? AND (%s)' % (table, column, replace, present)
+
+
+DROP_SECRETS = drop_secrets_sql('jobs', 'args')
 
 
 def _row(row):
@@ -75,6 +103,7 @@ def _row(row):
     job = dict(zip(COLUMNS, row))
     job['args'] = json.loads(job['args'])
     job['data'] = json.loads(job['data']) if job['data'] else {}
+    job['late_result'] = json.loads(job['late_result']) if job['late_result'] else None
     return job
 
 
@@ -85,9 +114,26 @@ class Store(object):
         self.db = open_database(path)
         self.db.executescript(schema)
         self.depth = 0
+        # Secrets dropped since the last checkpoint: their old pages may still be in the WAL.
+        self.dropped = 0
 
     def close(self):
         self.db.close()
+
+    def drop_secrets(self, sql: str, job_ids: Iterable[str]) -> None:
+        """Run a drop_secrets_sql UPDATE for each id; counts the jobs that had secrets."""
+        for job_id in job_ids:
+            self.dropped += self.db.execute(sql, (job_id,)).rowcount
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it, so that dropped secrets leave no copy on disk.
+        Called outside transactions, after a commit that dropped secrets."""
+        self.db.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+        self.dropped = 0
+
+    def checkpoint_if_dropped(self) -> None:
+        if self.dropped:
+            self.checkpoint()
 
     @contextlib.contextmanager
     def transaction(self):
@@ -122,6 +168,10 @@ class Store(object):
 class JobLog(Store):
     def __init__(self, path):
         super(JobLog, self).__init__(path, SCHEMA)
+        present = set(row[1] for row in self.db.execute('PRAGMA table_info(jobs)'))
+        for column, kind in ADDED_COLUMNS:
+            if column not in present:
+                self.db.execute('ALTER TABLE jobs ADD COLUMN %s %s' % (column, kind))
 
     def add(self, job, default_ttl, now=None):
         """Record a validated job as queued. Returns (job row, created) - a resubmitted id is not added twice."""
@@ -167,12 +217,21 @@ class JobLog(Store):
     def get(self, job_id):
         return _row(self.db.execute('SELECT %s FROM jobs WHERE id = ?' % ', '.join(COLUMNS), (job_id,)).fetchone())
 
-    def recent(self, limit=20, host=None):
+    def recent(self, limit=20, host=None, after=None):
+        """The `limit` newest jobs (of `host`), newest first; with `after` (a job id), those listed after it."""
         query = 'SELECT %s FROM jobs' % ', '.join(COLUMNS)
-        params = []
+        conditions, params = [], []
         if host:
-            query += ' WHERE host = ?'
+            conditions.append('host = ?')
             params.append(host)
+        if after:
+            position = self.db.execute('SELECT created, rowid FROM jobs WHERE id = ?', (after,)).fetchone()
+            if position is None:
+                return []
+            conditions.append('(created < ? OR created = ? AND rowid < ?)')
+            params.extend([position[0], position[0], position[1]])
+        if conditions:
+            query += ' WHERE ' + ' AND '.join(conditions)
         query += ' ORDER BY created DESC, rowid DESC LIMIT ?'
         params.append(limit)
         return [_row(r) for r in self.db.execute(query, params)]
@@ -195,30 +254,50 @@ class JobLog(Store):
                 [(now, now, i) for i in job_ids])
 
     def acknowledge(self, host, job_ids, now=None):
-        """The host's worker has the jobs: they are running. Only jobs of that host count."""
+        """The host's worker has the jobs: they are running. Only jobs of that host count, and only
+        while they are waiting: an expired job stays expired (its submitter was told so)."""
         now = now or time.time()
         with self.transaction():
             self.db.executemany(
                 "UPDATE jobs SET state = 'running', acked = ?, updated = ? "
-                "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched', 'expired')",
+                "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched')",
                 [(now, now, i, host) for i in job_ids])
+            # The host worker has recorded the job: its secrets are not needed here any more.
+            self.drop_secrets(DROP_SECRETS, [i for i in job_ids if self.db.execute(
+                'SELECT 1 FROM jobs WHERE id = ? AND host = ? AND acked IS NOT NULL', (i, host)).fetchone()])
 
     def finish(self, host, result, now=None):
-        """Store a host's result. Returns False when the job is not that host's (or unknown)."""
+        """Store a host's result. Returns False when the job is not that host's (or unknown).
+
+        A final state is never overwritten: the result of a job that ended already (sent again because
+        the first reply was lost) is taken and changes nothing, and the result of an expired job is
+        kept as its `late_result` - the job stays expired.
+        """
         now = now or time.time()
         with self.transaction():
-            cursor = self.db.execute(
-                'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
-                'acked = COALESCE(acked, ?) WHERE id = ? AND host = ?',
-                (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
-                 now, now, now, result['id'], host))
+            row = self.db.execute('SELECT state FROM jobs WHERE id = ? AND host = ?', (result['id'], host)).fetchone()
+            if row is None:
+                return False
+            if row[0] == 'expired':
+                late = {'status': result['status'], 'message': result.get('message', ''), 'data': result.get('data') or {},
+                        'received': now}
+                self.db.execute('UPDATE jobs SET late_result = ?, updated = ? WHERE id = ?',
+                                (json.dumps(late, sort_keys=True), now, result['id']))
+            elif row[0] not in FINAL_STATES:
+                self.db.execute(
+                    'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
+                    'acked = COALESCE(acked, ?) WHERE id = ?',
+                    (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
+                     now, now, now, result['id']))
+            self.drop_secrets(DROP_SECRETS, [result['id']])
             self.db.execute('DELETE FROM claims WHERE job_id = ?', (result['id'],))
-        return cursor.rowcount == 1
+        return True
 
     def expire(self, now=None):
         """Jobs whose host worker never acknowledged them within their TTL end expired."""
         now = now or time.time()
         with self.transaction():
+            ids = [r[0] for r in self.db.execute("SELECT id FROM jobs WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now,))]
             cursor = self.db.execute(
                 "UPDATE jobs SET state = 'expired', updated = ?, finished = ?, message = "
                 "'no host worker for ' || host || ' acknowledged the job within its TTL (' || "
@@ -226,4 +305,13 @@ class JobLog(Store):
                 "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
             if cursor.rowcount:
                 self.release_ended()
+            self.drop_secrets(DROP_SECRETS, ids)  # never fetched now
+        return cursor.rowcount
+
+    def prune(self, older_than: float, now: Optional[float] = None) -> int:
+        """Delete the jobs that ended more than `older_than` seconds ago (the retention). Returns how many."""
+        now = now or time.time()
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'expired') AND finished < ?",
+                                     (now - older_than,))
         return cursor.rowcount

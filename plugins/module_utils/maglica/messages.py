@@ -13,6 +13,7 @@ import ipaddress
 import json
 import re
 import uuid
+from typing import Any, Dict, List
 
 from . import cloudinit
 from .errors import MessageError
@@ -143,18 +144,38 @@ JOB = {
     'created': Field((int, float), required=False),
 }
 
+# What one result may carry: a report of several results (and its acks and heartbeat) always fits one frame.
+MAX_RESULT_MESSAGE = 16384
+MAX_RESULT_DATA_BYTES = 64 * 1024
+# A text (a diff's before or after) kept whole in a result that is over MAX_RESULT_DATA_BYTES.
+MAX_RESULT_TEXT = 8 * 1024
+
+
+def encoded_size(value: Any) -> int:
+    """Bytes of `value` in a frame, encoded as encode() does."""
+    return len(json.dumps(value, separators=(',', ':'), sort_keys=True).encode('utf-8'))
+
+
+def result_data_size(where: str, data: Dict[str, Any]) -> None:
+    size = encoded_size(data)
+    if size > MAX_RESULT_DATA_BYTES:
+        raise MessageError('%s is %d bytes, over the limit of %d' % (where, size, MAX_RESULT_DATA_BYTES))
+
+
 RESULT = {
     'id': Field(str, pattern=JOB_ID_RE),
     'status': Field(str, choices=('succeeded', 'failed')),
-    'message': Field(str, required=False, max_len=16384),
-    'data': Field(dict, required=False, max_len=1024),
+    'message': Field(str, required=False, max_len=MAX_RESULT_MESSAGE),
+    'data': Field(dict, required=False, max_len=1024, check=result_data_size),
 }
 
 # Requests on the client worker's REP socket, by their `type`.
 REQUESTS = {
     'submit': {'job': Field(dict)},
     'status': {'id': Field(str, pattern=JOB_ID_RE)},
-    'list': {'limit': Field(int, required=False, minimum=1, maximum=10000), 'host': OPT_NAME},
+    # A listing comes in pages that each fit a frame: `after` is the last job id of the page before.
+    'list': {'limit': Field(int, required=False, minimum=1, maximum=10000), 'host': OPT_NAME,
+             'after': Field(str, required=False, pattern=JOB_ID_RE)},
     'hosts': {},
     # A host worker asks for the jobs whose notices it got (only its own are given out).
     'fetch': {'host': NAME, 'ids': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
@@ -180,6 +201,86 @@ def redact(job):
         if key in args:
             args[key] = '(secret)'
     return dict(job, args=args)
+
+
+TRIM_NOTE = '\n(... %d more characters trimmed by maglica: the result was over %d bytes)\n'
+
+
+def _trim_texts(value: Any, path: str, notes: List[str]) -> Any:
+    """A copy of `value` whose strings longer than MAX_RESULT_TEXT are cut, each with a note."""
+    if isinstance(value, str) and len(value) > MAX_RESULT_TEXT:
+        notes.append('%s: %d characters, the first %d kept' % (path, len(value), MAX_RESULT_TEXT))
+        return value[:MAX_RESULT_TEXT] + TRIM_NOTE % (len(value) - MAX_RESULT_TEXT, MAX_RESULT_DATA_BYTES)
+    if isinstance(value, dict):
+        return {k: _trim_texts(v, '%s.%s' % (path, k) if path else str(k), notes) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trim_texts(v, '%s[%d]' % (path, i), notes) for i, v in enumerate(value)]
+    return value
+
+
+def _drop_key(value: Any, key: str, path: str, notes: List[str]) -> Any:
+    """A copy of `value` without any dict entry named `key` (diffs), each noted."""
+    if isinstance(value, dict):
+        kept = {}
+        for k, v in value.items():
+            where = '%s.%s' % (path, k) if path else str(k)
+            if k == key:
+                notes.append('%s: left out (%d bytes)' % (where, encoded_size(v)))
+                continue
+            kept[k] = _drop_key(v, key, where, notes)
+        return kept
+    if isinstance(value, list):
+        return [_drop_key(v, key, '%s[%d]' % (path, i), notes) for i, v in enumerate(value)]
+    return value
+
+
+def bound_result(result: Dict[str, Any]) -> Dict[str, Any]:
+    """A result the client worker accepts and a report can carry: its message at most MAX_RESULT_MESSAGE
+    characters, its data at most MAX_RESULT_DATA_BYTES. Long texts (file diffs) are trimmed first, then
+    diffs left out, then the data replaced; `data.trimmed` says what was cut. A small result is returned as is."""
+    result = dict(result)
+    message = result.get('message') or ''
+    if len(message) > MAX_RESULT_MESSAGE:
+        cut = MAX_RESULT_MESSAGE - 200
+        result['message'] = message[:cut] + TRIM_NOTE % (len(message) - cut, MAX_RESULT_MESSAGE)
+    data = result.get('data') or {}
+    if not isinstance(data, dict) or encoded_size(data) <= MAX_RESULT_DATA_BYTES and len(data) <= 1024:
+        return result
+    notes: List[str] = []
+    data = _trim_texts(data, '', notes)
+    data['trimmed'] = notes
+    if encoded_size(data) > MAX_RESULT_DATA_BYTES:
+        data = _drop_key(data, 'diff', '', notes)
+        data['trimmed'] = notes
+    if encoded_size(data) > MAX_RESULT_DATA_BYTES or len(data) > 1024:
+        size = encoded_size(result.get('data'))
+        data = {'trimmed': ['data: %d bytes left out, over the limit of %d' % (size, MAX_RESULT_DATA_BYTES)]}
+    result['data'] = data
+    return result
+
+
+def without_diffs(job: Dict[str, Any]) -> Dict[str, Any]:
+    """A job row for a listing: its result's file diffs left out (the status of the one job has them)."""
+    job = dict(job)
+    notes: List[str] = []
+    job['data'] = _drop_key(job.get('data') or {}, 'diff', '', notes)
+    if job.get('late_result'):
+        job['late_result'] = _drop_key(job['late_result'], 'diff', '', notes)
+    return job
+
+
+def fit_job(job: Dict[str, Any], limit: int) -> Dict[str, Any]:
+    """`job` if it encodes within `limit` bytes; else without diffs; else with its data, and arguments longer
+    than 1 KiB, left out with a note. A reply of one job always fits a frame."""
+    if encoded_size(job) <= limit:
+        return job
+    job = without_diffs(job)
+    if encoded_size(job) <= limit:
+        return job
+    size = encoded_size(job['data'])
+    args = {k: v if encoded_size(v) <= 1024 else '(%d bytes, left out of this reply)' % encoded_size(v) for k, v in job['args'].items()}
+    return dict(job, args=args, data={'trimmed': ['data: %d bytes left out of this reply' % size]},
+                late_result=job.get('late_result') and {'status': job['late_result'].get('status')})
 
 
 def new_job_id():

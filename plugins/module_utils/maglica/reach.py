@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from . import virt
+from . import hostkeys, virt
 from .errors import MaglicaError
 
 WAIT_FOR = ('none', 'ip', 'ssh')
@@ -74,9 +74,10 @@ def ssh_answers(address: str, known_hosts: List[str], port: int = 22, timeout: i
     return False, 'ssh %s: %s' % (address, last)
 
 
-def wait(config, host: str, name: str, mode: str, known_hosts: List[str], timeout: float,
+def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeout: float,
          console: Optional[Callable[[], List[str]]] = None) -> Reachability:
-    """Wait until the clone `name` on `host` has an address (`ip`), or also answers SSH with our key (`ssh`).
+    """Wait until the clone `name` on `host` has an address (`ip`), or also answers SSH with one of its
+    `public_keys` (`ssh`), checked against known_hosts lines naming it by that address.
 
     Raises NotReachable, with the last thing seen and the console's last lines (from `console()`), when it
     does not get there within `timeout` seconds. The clone is left as it is.
@@ -86,7 +87,7 @@ def wait(config, host: str, name: str, mode: str, known_hosts: List[str], timeou
         return seen
     if mode not in WAIT_FOR:
         raise MaglicaError('wait_for must be one of %s, not %r' % (', '.join(WAIT_FOR), mode))
-    if mode == 'ssh' and not known_hosts:
+    if mode == 'ssh' and not public_keys:
         raise MaglicaError('wait_for=ssh needs the clone\'s SSH host keys, and %s has none recorded' % name)
     start = time.monotonic()
     deadline = start + timeout
@@ -105,7 +106,8 @@ def wait(config, host: str, name: str, mode: str, known_hosts: List[str], timeou
                 elif mode == 'ip':
                     return seen
                 else:
-                    seen.ssh, seen.last_seen = ssh_answers(seen.ip, known_hosts)
+                    seen.ssh, seen.last_seen = ssh_answers(seen.ip, hostkeys.known_hosts_lines(clone_names(name, seen.ip),
+                                                                                               public_keys))
                     if seen.ssh:
                         return seen
             if time.monotonic() >= deadline:

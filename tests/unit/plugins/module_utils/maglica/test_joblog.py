@@ -181,3 +181,63 @@ def test_a_claim_is_held_by_one_open_job_and_released_when_it_ends(log):
     assert len(log.claims('slot', 'kvm2')) == 2
     assert log.expire(now=T0 + 10) == 1  # second's TTL of 5 s: its hostname claim and slot go with it
     assert log.claims() == [('slot', third['id'], 'kvm2', third['id'])]
+
+
+def expired_job(log):
+    j = job(ttl=10)
+    log.add(j, 60, now=T0)
+    log.mark_published([j['id']], now=T0 + 1)
+    assert log.expire(now=T0 + 10) == 1
+    return j
+
+
+def test_expired_job_stays_expired_when_acknowledged_late(log):
+    j = expired_job(log)
+    log.acknowledge('kvm1', [j['id']], now=T0 + 11)
+    row = log.get(j['id'])
+    assert (row['state'], row['acked']) == ('expired', None), 'the user was told "expired": an ack does not revive it'
+    assert log.due_for_publish(2.0, now=T0 + 12) == []
+
+
+def test_expired_job_late_result_is_recorded_as_late_not_as_success(log):
+    j = expired_job(log)
+    result = {'id': j['id'], 'status': 'succeeded', 'message': 'done after all', 'data': {'hostname': 'web1'}}
+    assert log.finish('kvm1', result, now=T0 + 20), 'the result is taken (the host worker stops sending it)'
+    row = log.get(j['id'])
+    assert row['state'] == 'expired' and row['finished'] == T0 + 10
+    assert row['message'].startswith('no host worker for kvm1 acknowledged the job within its TTL')
+    assert row['data'] == {}
+    assert row['late_result'] == {'status': 'succeeded', 'message': 'done after all', 'data': {'hostname': 'web1'},
+                                  'received': T0 + 20}
+    assert log.finish('kvm1', dict(result, status='failed'), now=T0 + 21), 'a repeated late report is taken too'
+    assert log.get(j['id'])['state'] == 'expired'
+
+
+def test_finished_job_is_not_overwritten_by_another_report(log):
+    j = job()
+    log.add(j, 60, now=T0)
+    assert log.finish('kvm1', {'id': j['id'], 'status': 'failed', 'message': 'boom'}, now=T0 + 1)
+    assert log.finish('kvm1', {'id': j['id'], 'status': 'succeeded', 'message': 'again', 'data': {'x': 1}}, now=T0 + 2), \
+        'a result sent again (its first reply was lost) is taken, so the host worker stops sending it'
+    row = log.get(j['id'])
+    assert (row['state'], row['message'], row['data'], row['finished']) == ('failed', 'boom', {}, T0 + 1)
+    assert row['late_result'] is None
+    assert not log.finish('kvm2', {'id': j['id'], 'status': 'succeeded'}, now=T0 + 3), "still refused for another host's key"
+
+
+def test_job_log_adds_the_late_result_column_to_an_old_database(tmp_path):
+    path = str(tmp_path / 'old.sqlite')
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE jobs (id TEXT PRIMARY KEY, host TEXT NOT NULL, action TEXT NOT NULL, args TEXT NOT NULL, "
+                      "state TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', data TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
+                      "created REAL NOT NULL, updated REAL NOT NULL, expires REAL NOT NULL, published REAL, acked REAL, "
+                      "finished REAL);")
+    old.execute("INSERT INTO jobs (id, host, action, args, state, created, updated, expires) "
+                "VALUES ('%s', 'kvm1', 'noop', '{}', 'succeeded', 1, 1, 2)" % ('a' * 32))
+    old.commit()
+    old.close()
+    upgraded = JobLog(path)
+    try:
+        assert upgraded.get('a' * 32)['late_result'] is None
+    finally:
+        upgraded.close()

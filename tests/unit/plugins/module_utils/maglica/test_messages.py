@@ -220,3 +220,50 @@ def test_redact_masks_secrets_without_changing_the_job():
     assert shown['state'] == 'queued'
     assert job['args']['root_password_hash'] == '$6$secret'
     assert messages.redact({'args': {'image': 'i'}}) == {'args': {'image': 'i'}}
+
+
+def test_bound_result_leaves_a_small_result_alone():
+    result = {'id': 'a' * 32, 'status': 'succeeded', 'message': 'ok', 'data': {'diff': [{'before': 'x' * 100, 'after': 'y'}]}}
+    assert messages.bound_result(result) == result
+
+
+def test_bound_result_trims_long_texts_with_a_note():
+    text = 'line\n' * 40000
+    result = {'id': 'a' * 32, 'status': 'succeeded', 'data': {'customization': {'diff': [{'before': text, 'after': text}]}}}
+    bounded = messages.bound_result(result)
+    assert messages.encoded_size(bounded['data']) <= messages.MAX_RESULT_DATA_BYTES
+    diff = bounded['data']['customization']['diff'][0]
+    assert diff['before'].startswith('line\n' * 100) and 'more characters trimmed by maglica' in diff['before']
+    assert bounded['data']['trimmed'] == ['customization.diff[0].before: 200000 characters, the first 8192 kept',
+                                          'customization.diff[0].after: 200000 characters, the first 8192 kept']
+    messages.check_fields('result', bounded, messages.RESULT)
+
+
+def test_bound_result_leaves_out_diffs_then_data_when_texts_are_not_enough():
+    many = {'customization': {'diff': [{'before': 'b' * 9000, 'after': 'a' * 9000} for _index in range(20)]}, 'hostname': 'web1'}
+    bounded = messages.bound_result({'id': 'a' * 32, 'status': 'succeeded', 'data': many})
+    assert bounded['data']['hostname'] == 'web1' and 'diff' not in bounded['data']['customization']
+    assert bounded['data']['trimmed'][-1].startswith('customization.diff: left out (')
+    huge = {'key%d' % n: 'v' * 100 for n in range(2000)}
+    bounded = messages.bound_result({'id': 'a' * 32, 'status': 'succeeded', 'data': huge, 'message': 'm' * 20000})
+    assert bounded['data'] == {'trimmed': ['data: %d bytes left out, over the limit of 65536' % messages.encoded_size(huge)]}
+    assert len(bounded['message']) <= messages.MAX_RESULT_MESSAGE and 'trimmed by maglica' in bounded['message']
+    messages.check_fields('result', bounded, messages.RESULT)
+
+
+def test_result_data_over_the_byte_limit_is_refused():
+    result = {'id': 'a' * 32, 'status': 'succeeded', 'data': {'x': 'y' * messages.MAX_RESULT_DATA_BYTES}}
+    with pytest.raises(MessageError, match=r'result.data is \d+ bytes, over the limit of 65536'):
+        messages.check_fields('result', result, messages.RESULT)
+
+
+def test_fit_job_always_fits():
+    job = {'id': 'a' * 32, 'host': 'kvm1', 'action': 'vm.clone', 'late_result': None,
+           'args': {'hostname': 'web1', 'ssh_authorized_keys': ['ssh-ed25519 ' + 'k' * 16000] * 10},
+           'data': {'customization': {'diff': [{'before': 'b' * 8000}] * 7}, 'hostname': 'web1'}}
+    assert messages.fit_job(job, 10 ** 6) is job
+    fitted = messages.fit_job(job, 200 * 1024)
+    assert fitted['data'] == {'customization': {}, 'hostname': 'web1'} and fitted['args'] == job['args']
+    fitted = messages.fit_job(job, 100 * 1024)
+    assert fitted['args']['hostname'] == 'web1' and 'left out of this reply' in fitted['args']['ssh_authorized_keys']
+    assert messages.encoded_size(fitted) < 100 * 1024

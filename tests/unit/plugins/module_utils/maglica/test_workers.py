@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from maglica import config, keys, messages, transport
 from maglica.client import Client
 from maglica.errors import DispatchError, JobFailed, NotFoundError
-from unit_helpers import Daemon, free_ports, wait_until, write_yaml
+from unit_helpers import Daemon, free_ports, wait_until, worker_env, write_yaml
 
 zmq = pytest.importorskip('zmq')
 
@@ -39,6 +41,7 @@ class Cloud(object):
         self.host_workers = {}
         self.config = None
         self.config_path = None
+        self.jobs_settings = {}
         if curve:
             for name in (keys.SERVER, keys.LIBRARY, 'stranger') + HOSTS:
                 keys.create(self.key_dir, name)
@@ -50,8 +53,8 @@ class Cloud(object):
             'hosts': list(HOSTS),
             'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub_port, 'rep_port': rep_port},
             'security': {'curve': self.curve, 'key_dir': self.key_dir},
-            'jobs': {'database': os.path.join(self.base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 0.2,
-                     'request_timeout': 5.0},
+            'jobs': dict({'database': os.path.join(self.base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 0.2,
+                          'request_timeout': 5.0}, **self.jobs_settings),
             'host_worker': {'state_dir': self.state_dir, 'heartbeat_interval': 0.5, 'concurrency': 2},
         })
         self.config = config.load(self.config_path)
@@ -227,6 +230,26 @@ def test_malformed_requests_get_an_error_and_the_worker_stays(plain_cloud, frame
     assert raw_request(plain_cloud, [messages.encode({'type': 'hosts'})])['ok'] is True
 
 
+def test_expired_job_reported_late_stays_expired(plain_cloud):
+    """A host worker that acknowledges and reports a job after it expired: the user was told "expired",
+    so it stays expired, and the late result is kept beside it."""
+    job = messages.new_job('lonely', 'noop', {'marker': 'late'}, ttl=1)
+    with Client(plain_cloud.config) as client:
+        client.submit(job)
+        wait_until(lambda: client.status(job['id'])['state'] == 'expired', 10, 'the job to expire')
+        late = {'id': job['id'], 'status': 'succeeded', 'message': 'finished after all', 'data': {'marker': 'late'}}
+        reply = host_request(plain_cloud, 'lonely', {'type': 'report', 'host': 'lonely', 'acks': [job['id']], 'results': [late]})
+        assert reply['ok'] is True and reply['taken'] == [job['id']]
+        state = client.status(job['id'])
+        assert state['state'] == 'expired' and state['data'] == {}
+        assert state['late_result']['status'] == 'succeeded' and state['late_result']['message'] == 'finished after all'
+        with pytest.raises(JobFailed, match='expired: no host worker for lonely .*; its host worker reported it late: succeeded'):
+            client.wait(job['id'], 1)
+    shown = subprocess.run([sys.executable, '-m', 'maglica.cli', '--config', plain_cloud.config_path, 'log', 'status', '--id', job['id']],
+                           env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    assert shown.returncode == 0 and 'late_result' in shown.stdout and 'finished after all' in shown.stdout, shown.stdout
+
+
 def test_host_worker_that_starts_late_gets_the_job_once(plain_cloud):
     assert plain_cloud.host_workers['kvm10'].stop() == 0, 'SIGTERM ends the host worker cleanly'
     job = messages.new_job('kvm10', 'noop', {'marker': 'late'})
@@ -238,6 +261,118 @@ def test_host_worker_that_starts_late_gets_the_job_once(plain_cloud):
         assert client.wait(job['id'], JOB_TIMEOUT)['state'] == 'succeeded'
     plain_cloud.run_noop('kvm10', 'sync')
     assert plain_cloud.effects('kvm10').count('%s late' % job['id']) == 1
+
+
+def big_diff(size):
+    """A clone's customisation result whose diff of /etc/hosts is `size` bytes before and after."""
+    hosts = ''.join('10.%d.%d.%d\thost%d.example.com\n' % (n >> 16 & 255, n >> 8 & 255, n & 255, n) for n in range(size // 30))
+    return {'hostname': 'web1', 'customization': {'changed_files': ['/etc/hosts'], 'notes': [], 'diff': [
+        {'before_header': '/etc/hosts', 'after_header': '/etc/hosts', 'before': hosts, 'after': hosts + '127.0.1.1\tweb1\n'}]}}
+
+
+def test_oversized_report_does_not_crash_loop_the_host_worker(plain_cloud):
+    """Results too big for one frame wait in a host worker's outbox (a clone of an image with a big /etc/hosts):
+    the worker neither exits on them at each start nor stops sending heartbeats; each result is trimmed
+    with a note and the reports are split to fit."""
+    worker = plain_cloud.host_workers['kvm10']
+    assert worker.stop() == 0
+    jobs = [messages.new_job('kvm10', 'noop', {}) for _index in range(6)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+    # The results as a host worker that ran the jobs left them: recorded, not yet reported.
+    from maglica.host_worker import Record  # pylint: disable=import-outside-toplevel
+    record = Record(os.path.join(plain_cloud.state_dir, 'kvm10.sqlite'))
+    with record.transaction():
+        for index, job in enumerate(jobs):
+            record.take(job)
+            size = 300 * 1024 if index == 0 else 100 * 1024  # one alone over a frame; all together six times one
+            record.finish(job['id'], {'id': job['id'], 'status': 'succeeded', 'message': '', 'data': big_diff(size)})
+    record.close()
+    plain_cloud.start_host_worker('kvm10')
+    with Client(plain_cloud.config) as client:
+        new_pid = plain_cloud.host_workers['kvm10'].pid
+        wait_until(lambda: not plain_cloud.host_workers['kvm10'].alive() or
+                   {h['host']: h['pid'] for h in client.hosts()}['kvm10'] == new_pid, 10, 'a heartbeat of the new host worker')
+        assert plain_cloud.host_workers['kvm10'].alive(), 'the host worker exited:\n%s' % plain_cloud.host_workers['kvm10'].output()[-2000:]
+        for job in jobs:
+            done = client.wait(job['id'], JOB_TIMEOUT)
+            assert done['state'] == 'succeeded'
+            diff = done['data']['customization']['diff'][0]
+            assert diff['before_header'] == '/etc/hosts'
+            assert 'trimmed by maglica' in diff['before'] and 'trimmed by maglica' in diff['after']
+            assert any('customization.diff' in note for note in done['data']['trimmed'])
+            assert len(messages.encode(done)) < messages.MAX_FRAME_BYTES
+        assert worker.alive() is False and plain_cloud.host_workers['kvm10'].alive()
+        assert 'Traceback' not in plain_cloud.host_workers['kvm10'].output()
+    # Still alive and reporting after its outbox emptied.
+    assert plain_cloud.run_noop('kvm10', 'after-big')['state'] == 'succeeded'
+
+
+def test_job_listing_after_clones_with_big_diffs_fits_in_replies(plain_cloud):
+    """`maglica_job_info limit: 50` after some clones: every listed job comes back (paged, diffs left out),
+    and the status of one job still gives its whole result."""
+    jobs = [messages.new_job('lonely', 'noop', {}, ttl=60) for _index in range(50)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+        results = [{'id': job['id'], 'status': 'succeeded', 'message': '', 'data': big_diff(12 * 1024)} for job in jobs]
+        for start in range(0, len(results), 5):
+            reply = host_request(plain_cloud, 'lonely', {'type': 'report', 'host': 'lonely', 'results': results[start:start + 5]})
+            assert reply['ok'] is True and len(reply['taken']) == 5
+        listed = client.recent(limit=50, host='lonely')
+        assert [j['id'] for j in listed[:50]] == [job['id'] for job in reversed(jobs)]
+        assert all(j['state'] == 'succeeded' and 'diff' not in j['data']['customization'] for j in listed)
+        one = client.status(jobs[0]['id'])
+        assert one['data'] == results[0]['data'], 'the status of one job gives the whole result'
+
+
+def files_holding(directory, secret):
+    found = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path, 'rb') as handle:
+                if secret.encode() in handle.read():
+                    found.append(name)
+    return found
+
+
+def test_root_password_hash_leaves_job_log_and_host_record_once_used(plain_cloud):
+    """Through the real workers: a clone job (it fails here: no libvirtd for kvm1) with a root password hash.
+    Once it has ended, neither the client worker's job log nor the host worker's record holds the hash."""
+    secret = '$6$drop$' + 'NotOnDiskAnyMore' * 4
+    args = {'image': 'debian.original', 'hostname': 'web8', 'clone_mode': 'full', 'start': False, 'root_password_hash': secret}
+    job = messages.new_job('kvm1', 'vm.clone', args)
+    with Client(plain_cloud.config) as client:
+        client.submit(job)
+        with pytest.raises(JobFailed):
+            client.wait(job['id'], JOB_TIMEOUT)
+        # One more job through both workers: each has committed (and checkpointed) past the clone job.
+        plain_cloud.run_noop('kvm1', 'after-secret')
+    assert files_holding(plain_cloud.base, secret) == [], 'the job log still holds the hash'
+    assert files_holding(plain_cloud.state_dir, secret) == [], "the host worker's record still holds the hash"
+    for path in (os.path.join(plain_cloud.base, 'jobs.sqlite'), os.path.join(plain_cloud.state_dir, 'kvm1.sqlite')):
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o600), path
+    assert oct(os.stat(plain_cloud.state_dir).st_mode & 0o777) == oct(0o700)
+
+
+def test_job_log_retention_prunes_ended_jobs(tmp_path):
+    cloud = Cloud(str(tmp_path), curve=False)
+    cloud.jobs_settings = {'retention_days': 2.0 / 86400}  # two seconds
+    try:
+        cloud.start()
+        with Client(cloud.config) as client:
+            ended = cloud.run_noop('kvm1', 'old')
+            waiting = messages.new_job('lonely', 'noop', {}, ttl=60)
+            client.submit(waiting)
+            wait_until(lambda: not [j for j in client.recent(50) if j['id'] == ended['id']], 15, 'the ended job to be pruned')
+            with pytest.raises(NotFoundError):
+                client.status(ended['id'])
+            assert client.status(waiting['id'])['state'] == 'dispatched', 'a job that has not ended is kept'
+    finally:
+        cloud.stop()
+    assert 'pruned 1 job(s) that ended more than' in cloud.client_worker.output()
 
 
 def test_host_worker_with_an_unknown_name_exits(plain_cloud, tmp_path):
