@@ -28,14 +28,24 @@ options:
       - V(running) starts (or resumes) it.
       - V(stopped) shuts it down gracefully and waits until it is off, for at most O(timeout) seconds.
       - V(destroyed) powers it off at once.
-      - V(absent) undefines it and deletes its disks; a running VM or an original image is refused unless O(force).
+      - V(absent) undefines it and deletes its disks. A running VM is refused unless O(force); an original image, or a VM
+        whose disks back linked clones, is refused unless O(force_dependants).
       - Unset, the state is left as it is and only the settings are applied.
     type: str
     choices: [running, stopped, destroyed, absent]
   force:
     description:
       - With O(state=stopped), destroy the VM when it has not shut down within O(timeout).
-      - With O(state=absent), remove it even when it runs or is an original image.
+      - With O(state=absent), stop it first when it runs. It does not remove an image, or what other VMs depend on; that
+        takes O(force_dependants).
+    type: bool
+    default: false
+  force_dependants:
+    description:
+      - With O(state=absent), also remove an original image, or a VM whose disks are the backing files of linked clones.
+        Those linked clones (its dependants) are removed first, with their disks; the result names them in
+        RV(removed_dependants).
+      - The host worker checks this again when it runs the removal.
     type: bool
     default: false
   timeout:
@@ -62,7 +72,8 @@ options:
   disks:
     description:
       - Extra disks the VM must have. Each missing one is created as a qcow2 volume beside the VM's first disk,
-        called C(NAME-DISKNAME.qcow2), and attached. Disks already there are left as they are.
+        called C(NAME@DISKNAME.qcow2), and attached. Disks already there are left as they are (also those called
+        C(NAME-DISKNAME.qcow2), as earlier versions named them).
     type: list
     elements: dict
     suboptions:
@@ -71,7 +82,9 @@ options:
         type: str
         required: true
       name:
-        description: Name of the disk, part of its volume name. Defaults to C(data1), C(data2)... by position.
+        description:
+          - Name of the disk, part of its volume name. Defaults to C(data1), C(data2)... by position.
+          - Letters, digits and C(. _ + -); C(disk1), C(disk2)... are kept for the further disks of clones.
         type: str
 extends_documentation_fragment:
   - maglica.cloud.maglica
@@ -107,6 +120,12 @@ EXAMPLES = r'''
   maglica.cloud.maglica_vm:
     name: web1
     state: absent
+
+- name: Remove an original image, and first the linked clones that are backed by its disks
+  maglica.cloud.maglica_vm:
+    name: debian.original
+    state: absent
+    force_dependants: true
 '''
 
 RETURN = r'''
@@ -139,10 +158,16 @@ vm:
   returned: always
   type: dict
 deleted_disks:
-  description: Disk paths deleted with the VM.
+  description: Disk paths deleted with the VM (and with its dependants).
   returned: when state=absent removed it
   type: list
   elements: str
+removed_dependants:
+  description: The linked clones removed before the VM because its disks backed theirs (O(force_dependants)).
+  returned: when state=absent removed it
+  type: list
+  elements: str
+  sample: [web1, web2]
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -167,6 +192,7 @@ def main():
             name=dict(type='str', required=True),
             state=dict(type='str', choices=['running', 'stopped', 'destroyed', 'absent']),
             force=dict(type='bool', default=False),
+            force_dependants=dict(type='bool', default=False),
             timeout=dict(type='int', default=120),
             vcpus=dict(type='int'),
             memory=dict(type='str'),
@@ -184,7 +210,7 @@ def main():
     def ensure(config):
         return vm.ensure(config, p['name'], state=p['state'], vcpus=p['vcpus'], memory=p['memory'], iso=p['iso'],
                          boot_device=p['boot_device'], disks=p['disks'], force=p['force'], timeout=p['timeout'],
-                         check_mode=module.check_mode)
+                         force_dependants=p['force_dependants'], check_mode=module.check_mode)
 
     outcome = common.run(module, ensure, 'libvirt', 'zmq')
     before, after = outcome.pop('before'), outcome.pop('after')

@@ -206,6 +206,14 @@ job_id:
   returned: always
   type: str
   sample: 3f2c9a1e0b7d4c59a4e1f0f7d1e2a3b4
+message:
+  description:
+    - Set when a clone of O(hostname) was already under way, from an earlier run that timed out or did not wait. The client
+      worker lets one job at a time make a name, so no second job was made. RV(job_id) is that earlier job (waited for
+      when O(wait)), and C(changed) is false.
+  returned: when a clone of O(hostname) was in flight
+  type: str
+  sample: a clone of web1 is already under way as job 3f2c9a1e0b7d4c59a4e1f0f7d1e2a3b4 on kvm1.example.com
 job:
   description: The job as the client worker logged it (state, message, attempts, timestamps).
   returned: when a job was submitted

@@ -128,7 +128,7 @@ def test_clone_and_every_vm_command(cloud, testbed):
         xml = testbed.virsh('host1', 'dumpxml', '--inactive', name)
         assert re.search(r'<vcpu[^>]*>2</vcpu>', xml) and "<memory unit='KiB'>307200</memory>" in xml
         assert "<source file='%s'/>" % ISO in xml and re.search(r"<boot dev='cdrom'/>\s*<boot dev='hd'/>", xml)
-        assert '%s-data1.qcow2' % name in xml and '%s-data2.qcow2' % name in xml
+        assert '%s@data1.qcow2' % name in xml and '%s@data2.qcow2' % name in xml
 
         stop = maglica(cloud, 'vm', 'stop', '--name=%s' % name, '--timeout=1')
         assert stop.returncode == FAILED and 'did not shut down within 1s' in stop.stderr

@@ -145,9 +145,9 @@ def test_vm_settings_state_and_removal(cloud, testbed):
         assert run.rc == 0, run
         assert run.last['changed'] is True and run.last['host'] == 'host0' and run.last['jobs'] == []
         assert 'vcpus 1 -> 2' in run.last['changes'] and 'state stopped -> running' in run.last['changes']
-        assert '\n-vcpus: 1\n' in run.output and '\n+vcpus: 2\n' in run.output and '+disks: life1.test-data.qcow2, life1.test.qcow2' in run.output
+        assert '\n-vcpus: 1\n' in run.output and '\n+vcpus: 2\n' in run.output and '+disks: life1.test.qcow2, life1.test@data.qcow2' in run.output
         assert persistent_xml(testbed, 'host0', name) == xml_before and state(testbed, 'host0', name) == 'shut off'
-        assert 'life1.test-data.qcow2' not in testbed.host_files('host0')
+        assert 'life1.test@data.qcow2' not in testbed.host_files('host0')
 
         # Applied to a stopped VM, then started: nothing needs a restart.
         run = vm(cloud, name, diff=True, state='running', **SETTINGS)
@@ -160,9 +160,9 @@ def test_vm_settings_state_and_removal(cloud, testbed):
         assert re.search(r"<vcpu[^>]*>2</vcpu>", xml) and "<memory unit='KiB'>196608</memory>" in xml
         assert "<source file='/var/lib/libvirt/images/life.iso'/>" in xml
         assert re.search(r"<boot dev='cdrom'/>\s*<boot dev='hd'/>", xml)
-        assert "<source file='/var/lib/libvirt/images/life1.test-data.qcow2'/>" in xml and "<target dev='vdb' bus='virtio'/>" in xml
-        assert 'life1.test-data.qcow2' in testbed.host_files('host0')
-        assert re.search(r'Capacity:\s+1073741824 bytes', testbed.virsh('host0', 'vol-info', '--bytes', '/var/lib/libvirt/images/life1.test-data.qcow2'))
+        assert "<source file='/var/lib/libvirt/images/life1.test@data.qcow2'/>" in xml and "<target dev='vdb' bus='virtio'/>" in xml
+        assert 'life1.test@data.qcow2' in testbed.host_files('host0')
+        assert re.search(r'Capacity:\s+1073741824 bytes', testbed.virsh('host0', 'vol-info', '--bytes', '/var/lib/libvirt/images/life1.test@data.qcow2'))
         assert result['vm']['iso'] == SETTINGS['iso'] and result['vm']['vnc_port'] is not None
 
         # The same again: nothing to do.
@@ -201,10 +201,10 @@ def test_vm_settings_state_and_removal(cloud, testbed):
         run = vm(cloud, name, state='absent', force=True)
         assert run.rc == 0 and run.last['changed'] is True, run
         assert [j['action'] for j in run.last['jobs']] == ['vm.remove']
-        assert sorted(run.last['deleted_disks']) == ['/var/lib/libvirt/images/life1.test-data.qcow2', '/var/lib/libvirt/images/life1.test.qcow2']
+        assert sorted(run.last['deleted_disks']) == ['/var/lib/libvirt/images/life1.test.qcow2', '/var/lib/libvirt/images/life1.test@data.qcow2']
         assert name not in testbed.domains('host0')
         files = testbed.host_files('host0')
-        assert 'life1.test.qcow2' not in files and 'life1.test-data.qcow2' not in files and 'life.iso' in files
+        assert 'life1.test.qcow2' not in files and 'life1.test@data.qcow2' not in files and 'life.iso' in files
         gone = vm(cloud, name, state='absent')
         assert gone.rc == 0 and gone.last['changed'] is False and gone.last['host'] is None, gone
     finally:

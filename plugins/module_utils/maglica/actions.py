@@ -15,8 +15,10 @@ from .errors import MaglicaError, NotFoundError
 
 
 class Context(object):
-    def __init__(self, config, host, job, customizer=batching.customize_alone):
+    def __init__(self, config, host, job, customizer=batching.customize_alone, ownership=None):
         self.config = config
+        # What this job makes, recorded before it is made (the host worker's record); see clone.Ownership.
+        self.ownership = ownership if ownership is not None else clone.Ownership()
         self.customizer = customizer
         self.host = host
         self.job = job
@@ -26,17 +28,28 @@ class Context(object):
 
 def vm_clone(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
-        return clone.make_clone(conn, context.uri, context.job['id'], context.args, reconcile, context.customizer)
+        return clone.make_clone(conn, context.uri, context.job['id'], context.args, reconcile, context.customizer,
+                                context.ownership)
 
 
 def vm_remove(context, reconcile):
+    """Remove a VM and its disks. An original image, or a VM whose disks back linked clones, only with
+    force_dependants - checked here, where it runs, not only by the library - and then its dependants go first."""
     name = context.args['name']
     with virt.Connection(context.config, context.host) as conn:
-        if clone.lookup(conn, name) is None:
+        dom = clone.lookup(conn, name)
+        if dom is None:
             if reconcile:
-                return {'name': name, 'deleted_disks': [], 'reconciled': True}
+                return {'name': name, 'deleted_disks': [], 'removed_dependants': [], 'reconciled': True}
             raise NotFoundError('no VM named %s on %s' % (name, context.host.name))
-        return {'name': name, 'deleted_disks': clone.remove_domain(conn, name)}
+        found = clone.dependants(conn, name)
+        clone.check_removal(name, context.host.name, virt.describe(dom, with_sizes=False), found,
+                            context.args.get('force_dependants', False))
+        deleted = []
+        for dependant in found:
+            deleted.extend(clone.remove_domain(conn, dependant))
+        deleted.extend(clone.remove_domain(conn, name))
+        return {'name': name, 'deleted_disks': deleted, 'removed_dependants': found}
 
 
 def vm_console(context, reconcile):
@@ -46,11 +59,11 @@ def vm_console(context, reconcile):
 
 def vm_attach_disk(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
-        return vm.attach_disk(conn, context.host.name, context.args, reconcile)
+        return vm.attach_disk(conn, context.host.name, context.args, reconcile, context.ownership)
 
 
 def image_copy(context, reconcile):
-    return images.copy_image(context.config, context.host, context.args, reconcile)
+    return images.copy_image(context.config, context.host, context.args, reconcile, context.ownership)
 
 
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.

@@ -164,8 +164,10 @@ def vm_clone(config, args, out):
     result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
                          timeout=args.timeout, progress=lambda job: _progress(job, seen), wait_for=args.wait_for,
                          wait_for_timeout=args.wait_for_timeout, cloud_init_user_data=args.cloud_init_user_data)
-    if not result['changed'] and args.wait_for == 'none':
+    if not result['changed'] and args.wait_for == 'none' and not result.get('message'):
         raise ConflictError('%s already exists on %s' % (args.hostname, result['host']))
+    if result.get('message'):
+        _stderr(result['message'])
     domain = result['result'].get('domain') or {}
     text = '%s %s to %s on %s%s' % ('cloned' if result['changed'] else 'found', args.image, args.hostname, result['host'],
                                     ' (VNC port %s)' % domain['vnc_port'] if domain.get('vnc_port') else '')
@@ -201,7 +203,8 @@ def vm_state(state):
         if state == 'absent':
             cloud.find_vm(config, args.name)  # removing what is not there is "not found" for a command
         _ensure(config, args, out, 'already %s' % {'running': 'running', 'stopped': 'stopped', 'destroyed': 'stopped'}.get(state, state),
-                state=state, force=getattr(args, 'force', False), timeout=getattr(args, 'timeout', 120))
+                state=state, force=getattr(args, 'force', False), timeout=getattr(args, 'timeout', 120),
+                force_dependants=getattr(args, 'force_dependants', False))
     return command
 
 
@@ -338,7 +341,9 @@ def build_parser():
     sub.add_argument('--force', action='store_true', help='destroy it if it is not off in time')
     with_name(command(vms, 'destroy', vm_state('destroyed'), 'power a VM off at once'))
     sub = with_name(command(vms, 'remove', vm_state('absent'), 'undefine a VM and delete its disks'))
-    sub.add_argument('--force', action='store_true', help='even when it runs or is an original image')
+    sub.add_argument('--force', action='store_true', help='even when it runs (it is destroyed first)')
+    sub.add_argument('--force-dependants', action='store_true',
+                     help='even when it is an original image or its disks back linked clones: those clones go first')
     sub.add_argument('--timeout', type=int, default=120, help='seconds to wait for the removal job (default 120)')
     sub = with_name(command(vms, 'attach-iso', vm_attach_iso, 'put an ISO of its host in the CD-ROM drive'))
     sub.add_argument('--iso', required=True, help='absolute path of the ISO on the VM\'s host, in one of its storage pools')

@@ -27,6 +27,8 @@ LOG = logging.getLogger('maglica.client_worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts')
 SWEEP_INTERVAL = 0.25
+# Actions that make a VM, and the argument naming it: the client worker lets one job at a time make a name.
+CLAIMED_NAMES = {'vm.clone': 'hostname'}
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
 # Seconds between prunings of the job log (at most; a short retention prunes more often).
@@ -125,6 +127,14 @@ class ClientWorker(object):
         job = data['job']
         if job['host'] not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
+        if job['action'] in CLAIMED_NAMES and self.log.get(job['id']) is None:  # a resent id is answered below
+            # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
+            # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
+            name = job['args'][CLAIMED_NAMES[job['action']]]
+            holder = self.log.claim('hostname', name, job['host'], job['id'])
+            if holder != job['id']:
+                LOG.info('job %s not queued: %s is being made by job %s', job['id'], name, holder)
+                return {'ok': True, 'job': messages.redact(self.log.get(holder))}
         row, created = self.log.add(job, self.config.jobs['ttl'])
         if created:
             LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])

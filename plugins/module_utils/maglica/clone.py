@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import uuid
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Set
 
 from . import batching, customize, virt
 from .errors import ConflictError, HostError, MaglicaError, NotFoundError
@@ -27,6 +30,67 @@ VIRT_CLONE_TIMEOUT = 3600
 # jobs running"), which virt-clone does: the volume-making step of concurrent clones takes turns. The
 # copies would share the disk's bandwidth anyway; customisation, the long part, still runs at once.
 VOLUME_LOCK = threading.Lock()
+# Between a VM's name and the name of one of its further disks; NAME_RE allows it in no VM name.
+DISK_SEPARATOR = '@'
+
+
+@dataclass
+class Ownership:
+    """What one job has said it makes: files (and volumes, as POOL/NAME) and domains (name -> UUID, None when
+    virt-clone chose it). `save(kind, key, detail)` writes each intent durably - the host worker's record - BEFORE
+    the thing is made, and only after its absence was checked. So a job restarted midway removes what it made and
+    nothing else: never a file of another domain, an image's, or another job's."""
+
+    files: Set[str] = field(default_factory=set)
+    volumes: Set[str] = field(default_factory=set)
+    domains: Dict[str, Optional[str]] = field(default_factory=dict)
+    save: Optional[Callable[[str, str, str], None]] = None
+
+    def _save(self, kind: str, key: str, detail: str = '') -> None:
+        if self.save is not None:
+            self.save(kind, key, detail)
+
+    def intend_file(self, path: str) -> None:
+        if path not in self.files:
+            self._save('file', path)
+            self.files.add(path)
+
+    def intend_volume(self, pool: str, name: str) -> None:
+        key = '%s/%s' % (pool, name)
+        if key not in self.volumes:
+            self._save('volume', key)
+            self.volumes.add(key)
+
+    def intend_domain(self, name: str, domain_uuid: Optional[str]) -> None:
+        self._save('domain', name, domain_uuid or '')
+        self.domains[name] = domain_uuid
+
+    def owns_volume(self, pool: str, name: str) -> bool:
+        return '%s/%s' % (pool, name) in self.volumes
+
+    def owns_domain(self, dom) -> bool:
+        """Whether `dom` is the domain this job made: the UUID it recorded (a domain of the same name is not enough)."""
+        name = dom.name()
+        if name not in self.domains:
+            return False
+        if self.domains[name]:
+            return dom.UUIDString() == self.domains[name]
+        # virt-clone chose the UUID and the worker died before recording it: the recorded disks, exactly, tell.
+        disks = sorted(d['path'] for d in virt.describe(dom, with_sizes=False)['disks'] if d['device'] == 'disk' and d['path'])
+        return bool(disks) and set(disks) <= self.files
+
+    @classmethod
+    def from_rows(cls, rows, save=None) -> 'Ownership':
+        """From recorded (kind, key, detail) rows."""
+        owned = cls(save=save)
+        for kind, key, detail in rows:
+            if kind == 'file':
+                owned.files.add(key)
+            elif kind == 'volume':
+                owned.volumes.add(key)
+            elif kind == 'domain':
+                owned.domains[key] = detail or None
+        return owned
 
 
 def lookup(conn, name):
@@ -40,12 +104,13 @@ def lookup(conn, name):
 
 
 def clone_disk_paths(image_info, hostname):
-    """Where each disk of the clone goes: beside the image's disk, named after the clone."""
+    """Where each disk of the clone goes: beside the image's disk, named after the clone. The first is HOSTNAME.ext,
+    the others HOSTNAME@diskN.ext: `@` is in no VM name, so no two clones (`web` with two disks, `web-1`) share a file."""
     paths = []
     for index, disk in enumerate(d for d in image_info['disks'] if d['device'] == 'disk' and d['path']):
         directory = os.path.dirname(disk['path'])
         extension = os.path.splitext(disk['path'])[1] or '.img'
-        suffix = '' if index == 0 else '-%d' % index
+        suffix = '' if index == 0 else '%sdisk%d' % (DISK_SEPARATOR, index)
         paths.append((disk, os.path.join(directory, '%s%s%s' % (hostname, suffix, extension))))
     return paths
 
@@ -63,8 +128,73 @@ def delete_disk(conn, path):
         os.unlink(path)
 
 
+def domain_disks(info: dict) -> List[str]:
+    return [d['path'] for d in info['disks'] if d['device'] == 'disk' and d['path']]
+
+
+def backing_chain(conn, path: str, limit: int = 16) -> List[str]:
+    """The files a disk is backed by, nearest first, as libvirt's storage pools know them."""
+    lv = virt.libvirt()
+    chain: List[str] = []
+    while path and len(chain) < limit:
+        try:
+            backing = ET.fromstring(conn.storageVolLookupByPath(path).XMLDesc(0)).findtext('./backingStore/path')
+        except lv.libvirtError:  # not a pool volume: its chain is not known here
+            break
+        if not backing or backing in chain:
+            break
+        chain.append(backing)
+        path = backing
+    return chain
+
+
+def disk_users(conn, paths, but: Optional[str] = None) -> Dict[str, List[str]]:
+    """{path: [names of the domains (other than `but`) whose definitions use it as a disk or a backing file]}."""
+    wanted = set(paths)
+    users: Dict[str, List[str]] = {}
+    for dom in conn.listAllDomains(0):
+        if dom.name() == but:
+            continue
+        for own in domain_disks(virt.describe(dom, with_sizes=False)):
+            for path in [own] + backing_chain(conn, own):
+                if path in wanted:
+                    users.setdefault(path, [])
+                    if dom.name() not in users[path]:
+                        users[path].append(dom.name())
+    return {path: sorted(names) for path, names in users.items()}
+
+
+def dependants(conn, name: str) -> List[str]:
+    """The other domains of this host whose disks are backed (at any depth) by a disk of `name`: its linked clones."""
+    dom = lookup(conn, name)
+    if dom is None:
+        return []
+    own = domain_disks(virt.describe(dom, with_sizes=False))
+    found = set()
+    for users in disk_users(conn, own, but=name).values():
+        found.update(users)
+    # A domain that uses the very same file is not a dependant but a co-owner; backing users are.
+    direct = set()
+    for other in conn.listAllDomains(0):
+        if other.name() != name and set(domain_disks(virt.describe(other, with_sizes=False))) & set(own):
+            direct.add(other.name())
+    return sorted(found - direct)
+
+
+def check_removal(name: str, host: str, info: dict, found: List[str], force_dependants: bool) -> None:
+    """Refuse removing an original image, or a VM whose disks back linked clones (`found`), unless forced."""
+    if force_dependants or not (virt.is_image(info) or found):
+        return
+    users = 'linked clones use its disks: %s' % ', '.join(found) if found else ''
+    if virt.is_image(info):
+        raise ConflictError('%s on %s is an original image, not a clone%s: use force_dependants to remove it%s'
+                            % (name, host, '; ' + users if users else '', ' and them first' if found else ''))
+    raise ConflictError('%s on %s: %s: use force_dependants to remove them first' % (name, host, users))
+
+
 def remove_domain(conn, name, disk_paths=None):
-    """Destroy (if running) and undefine a domain and delete its disks. Returns the disks deleted."""
+    """Destroy (if running) and undefine a domain and delete its disks - not those another domain's definition
+    uses too. Returns the disks deleted."""
     lv = virt.libvirt()
     dom = lookup(conn, name)
     paths = list(disk_paths or [])
@@ -79,7 +209,10 @@ def remove_domain(conn, name, disk_paths=None):
         except lv.libvirtError as e:
             raise HostError('cannot remove domain %s: %s' % (name, virt.error_text(e)))
     deleted = []
+    shared = disk_users(conn, paths, but=name) if paths else {}
     for path in paths:
+        if path in shared:
+            continue
         if os.path.lexists(path) or _in_pool(conn, path):
             delete_disk(conn, path)
             deleted.append(path)
@@ -123,7 +256,7 @@ def pool_volumes(conn, targets):
     return volumes
 
 
-def clone_volumes(conn, image_dom, hostname, volumes, linked):
+def clone_volumes(conn, image_dom, hostname, volumes, linked, domain_uuid):
     """Make the clone's volumes through libvirt's storage API and define the clone on them.
 
     linked: a qcow2 overlay backed by each image volume. Full: a copy of each - a file copy (reflink where
@@ -146,7 +279,7 @@ def clone_volumes(conn, image_dom, hostname, volumes, linked):
         except lv.libvirtError as e:
             raise HostError('cannot create the clone disk %s: %s' % (path, virt.error_text(e)))
         new_disks[disk['path']] = (path, fmt)
-    define_clone(conn, image_dom, hostname, new_disks)
+    define_clone(conn, image_dom, hostname, new_disks, domain_uuid)
 
 
 def copy_file(base_vol, source, target, pool):
@@ -165,13 +298,15 @@ def copy_file(base_vol, source, target, pool):
     return True
 
 
-def define_clone(conn, image_dom, hostname, new_disks):
-    """Define `hostname` from the image's definition: new name, no UUID or MACs (libvirt makes fresh ones), new disks."""
+def define_clone(conn, image_dom, hostname, new_disks, domain_uuid):
+    """Define `hostname` from the image's definition: new name, the UUID this job recorded, no MACs (libvirt makes
+    fresh ones), new disks."""
     lv = virt.libvirt()
     root = ET.fromstring(image_dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
     root.find('name').text = hostname
     for element in root.findall('uuid') + root.findall('metadata'):
         root.remove(element)
+    ET.SubElement(root, 'uuid').text = domain_uuid
     for disk in root.findall('./devices/disk'):
         source = disk.find('source')
         if source is not None and source.get('file') in new_disks:
@@ -204,15 +339,6 @@ def _xml_text(value):
     return value.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace('"', '&quot;')
 
 
-def is_leftover(dom, meta, job_id, targets):
-    """Whether a domain was left half made by this job: it carries the job's metadata, or - killed between
-    virt-clone defining it and our metadata being set - none at all, on exactly the disks this job creates."""
-    if meta:
-        return meta.get('job') == job_id
-    disks = sorted(d['path'] for d in virt.describe(dom, with_sizes=False)['disks'] if d['device'] == 'disk' and d['path'])
-    return disks == sorted(path for _disk, path in targets)
-
-
 def set_metadata(dom, host_keys=(), **attributes):
     lv = virt.libvirt()
     element = ET.Element('clone', {k: str(v) for k, v in attributes.items()})
@@ -222,14 +348,44 @@ def set_metadata(dom, host_keys=(), **attributes):
                     virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
-def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.customize_alone):
+def remove_owned(conn, name: str, ownership: Ownership) -> List[str]:
+    """Remove what this job made: the domain `name` if it is the one it recorded, and the recorded files that
+    exist and that no other domain's definition uses. Returns the files deleted."""
+    dom = lookup(conn, name)
+    if dom is not None and ownership.owns_domain(dom):
+        remove_domain(conn, name, [])
+    files = sorted(ownership.files)
+    shared = disk_users(conn, files)
+    deleted = []
+    for path in files:
+        if path not in shared and (os.path.lexists(path) or _in_pool(conn, path)):
+            delete_disk(conn, path)
+            deleted.append(path)
+    return deleted
+
+
+def _check_absent(conn, hostname: str, targets) -> None:
+    """The clone's name and files must not exist: they would belong to someone else."""
+    if lookup(conn, hostname) is not None:
+        raise ConflictError('a domain named %s already exists on this host' % hostname)
+    taken = [path for _disk, path in targets if os.path.lexists(path) or _in_pool(conn, path)]
+    if taken:
+        users = disk_users(conn, taken)
+        raise ConflictError('; '.join('the clone disk %s already exists on this host%s' % (
+            path, ' (a disk of %s)' % ', '.join(users[path]) if path in users else '') for path in taken))
+
+
+def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.customize_alone, ownership=None):
     """Clone args['image'] to args['hostname'] on this host, customise it, start it. Returns result data.
 
-    With `reconcile`, a clone left by an earlier run of the same job is either
-    recognised as complete or removed before the job runs again. `customizer(image key,
-    disks, settings)` does the guest customisation (batching.CustomizeBatcher in the host worker).
+    Everything the clone makes is first recorded in `ownership` (an Ownership; the host worker's is durable).
+    With `reconcile`, a clone left by an earlier run of the same job is either recognised as complete, or what
+    that run recorded and made is removed before the job runs again. Anything else in the way - a domain or a
+    file this job did not make - fails the job and is left alone. `customizer(image key, disks, settings)`
+    does the guest customisation (batching.CustomizeBatcher in the host worker).
     """
     lv = virt.libvirt()
+    ownership = ownership if ownership is not None else Ownership()
     image_name, hostname = args['image'], args['hostname']
     image = lookup(conn, image_name)
     if image is None:
@@ -241,24 +397,24 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
     existing = lookup(conn, hostname)
     if existing is not None:
         meta = virt.clone_metadata(existing)
-        if meta.get('job') == job_id and meta.get('complete') == 'yes':
+        if meta.get('job') == job_id and meta.get('complete') == 'yes':  # only this job writes its id there
             if args['start'] and not existing.isActive():
                 existing.create()
             return {'hostname': hostname, 'reconciled': True, 'ssh_host_keys': meta.get('host_keys', []),
                     'domain': virt.describe(existing, with_sizes=False)}
-        if not (reconcile and is_leftover(existing, meta, job_id, targets)):
-            raise ConflictError('a domain named %s already exists on this host' % hostname)
-        remove_domain(conn, hostname)
-    for _disk, path in targets:
-        if os.path.lexists(path) or _in_pool(conn, path):
-            if not reconcile:
-                raise ConflictError('the clone disk %s already exists on this host' % path)
-            delete_disk(conn, path)  # left by this very job before the worker restarted
+    if reconcile:
+        remove_owned(conn, hostname, ownership)  # what an earlier run of this job made, and only that
     try:
         volumes = pool_volumes(conn, targets)
         with VOLUME_LOCK:
+            # Checked under the lock that every clone's copy takes: nothing appears between the check and the copy.
+            _check_absent(conn, hostname, targets)
+            domain_uuid = str(uuid.uuid4()) if volumes is not None else None
+            ownership.intend_domain(hostname, domain_uuid)
+            for _disk, path in targets:
+                ownership.intend_file(path)
             if volumes is not None:
-                clone_volumes(conn, image, hostname, volumes, linked=args['clone_mode'] == 'linked')
+                clone_volumes(conn, image, hostname, volumes, args['clone_mode'] == 'linked', domain_uuid)
             elif args['clone_mode'] == 'linked':
                 raise HostError('a linked clone needs the disks of image %s in a libvirt storage pool' % image_name)
             else:
@@ -266,6 +422,8 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         dom = lookup(conn, hostname)
         if dom is None:
             raise HostError('the clone %s was not defined' % hostname)
+        if domain_uuid is None:
+            ownership.intend_domain(hostname, dom.UUIDString())
         set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='no')
         disks = [(d['path'], d['format']) for d in virt.describe(dom, with_sizes=False)['disks']
                  if d['device'] == 'disk' and d['path']]
@@ -285,7 +443,7 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
                 'customization': changes, 'domain': virt.describe(dom, with_sizes=False)}
     except BaseException as failure:
         try:
-            remove_domain(conn, hostname, [path for _disk, path in targets])
+            remove_owned(conn, hostname, ownership)
         except Exception as e:  # report the rollback failure with the original one
             raise MaglicaError('%s; removing the half-made clone also failed: %s' % (_text(failure), e))
         raise

@@ -115,16 +115,22 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
             return result
         with Client(config) as client:
             result['job'] = client.submit(job)
-            result['job_id'] = job['id']
+            result['job_id'] = result['job']['id']
+            if result['job_id'] != job['id']:
+                # The client worker holds the name for a clone already in flight (an earlier run that timed out or
+                # did not wait): that job is this task's, and this run changes nothing itself.
+                result.update(changed=False, host=result['job']['host'],
+                              message='a clone of %s is already under way as job %s on %s'
+                              % (hostname, result['job_id'], result['job']['host']))
             if not wait:
                 return result
-            result['job'] = client.wait(job['id'], timeout, progress=progress)
+            result['job'] = client.wait(result['job_id'], timeout, progress=progress)
             result['result'] = result['job']['data']
         result['ssh_host_keys'] = (result['result'].get('ssh_host_keys')
                                    or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
     if wait_for != 'none' and not check_mode:
-        seen = reach.wait(config, plan['host'], hostname, wait_for, result['ssh_host_keys'], wait_for_timeout,
-                          console=lambda: console(config, plan['host'], hostname))
+        seen = reach.wait(config, result['host'], hostname, wait_for, result['ssh_host_keys'], wait_for_timeout,
+                          console=lambda: console(config, result['host'], hostname))
         result['ip'] = seen.ip
     result['known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(hostname, result['ip']), result['ssh_host_keys'])
     return result

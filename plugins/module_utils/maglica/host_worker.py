@@ -18,11 +18,12 @@ import json
 import logging
 import os
 import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List
 
-from . import actions, batching, messages, service, transport
+from . import actions, batching, clone, messages, service, transport
 from .errors import DispatchError, MessageError
 from .joblog import Store, drop_secrets_sql
 
@@ -38,6 +39,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_outbox ON jobs (reported) WHERE reported = 0;
+-- What a running job is about to make (kind file, volume or domain; detail: a domain's UUID), written before
+-- it is made: after a restart the job removes what it recorded, never what is merely in its way.
+CREATE TABLE IF NOT EXISTS owned (
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (job_id, kind, key)
+);
 """
 DROP_SECRETS = drop_secrets_sql('jobs', 'job', '.args')
 REPORT_BATCH = 64
@@ -64,6 +74,7 @@ class Record(Store):
         """Record a job's result. Its secret arguments are dropped: reconcile never runs a finished job again."""
         self.db.execute("UPDATE jobs SET state = 'done', result = ?, reported = 0, finished = ? WHERE id = ?",
                         (json.dumps(result), time.time(), job_id))
+        self.db.execute('DELETE FROM owned WHERE job_id = ?', (job_id,))  # a finished job never runs again
         self.drop_secrets(DROP_SECRETS, [job_id])
 
     def report_again(self, job_id):
@@ -84,6 +95,26 @@ class Record(Store):
         self.db.execute("DELETE FROM jobs WHERE state = 'done' AND reported = 1 AND finished < ?", (time.time() - RECORD_KEEP_S,))
 
 
+class Intents(Store):
+    """The record's `owned` table, on a connection of its own: job threads write their intents there, each
+    committed (durable) before the thing is made, while the loop's connection writes the rest."""
+
+    def __init__(self, path):
+        super(Intents, self).__init__(path, RECORD_SCHEMA)
+        self.lock = threading.Lock()
+
+    def ownership(self, job_id: str) -> clone.Ownership:
+        """What the job recorded so far, and where it records more."""
+        with self.lock:
+            rows = self.db.execute('SELECT kind, key, detail FROM owned WHERE job_id = ?', (job_id,)).fetchall()
+
+        def save(kind, key, detail):
+            with self.lock, self.transaction():
+                self.db.execute('INSERT OR REPLACE INTO owned (job_id, kind, key, detail) VALUES (?, ?, ?, ?)',
+                                (job_id, kind, key, detail))
+        return clone.Ownership.from_rows(rows, save)
+
+
 def unsendable(result: Dict[str, Any], reason: Any) -> Dict[str, Any]:
     """A failed result in place of one that cannot be sent: the job ends, with the reason."""
     return {'id': result['id'], 'status': 'failed',
@@ -100,6 +131,7 @@ class HostWorker(object):
         self.context = zmq.Context()
         state_dir = config.host_worker['state_dir']
         self.record = Record(os.path.join(state_dir, '%s.sqlite' % self.name))
+        self.intents = Intents(os.path.join(state_dir, '%s.sqlite' % self.name))
         self.sub = self.context.socket(zmq.SUB)
         self.sub.linger = 0
         transport.secure_client(self.sub, config, self.name)
@@ -132,6 +164,7 @@ class HostWorker(object):
         self.pool.shutdown(wait=True)
         self.collect()
         self.requester.close()
+        self.intents.close()
         self.sub.close()
         self.context.term()
         os.close(self.wake_read)
@@ -201,7 +234,8 @@ class HostWorker(object):
         self.pool.submit(self.execute, job, reconcile)
 
     def execute(self, job, reconcile):
-        context = actions.Context(self.config, self.host, job, self.batcher or batching.customize_alone)
+        context = actions.Context(self.config, self.host, job, self.batcher or batching.customize_alone,
+                                  self.intents.ownership(job['id']))
         expecting = self.batcher.expecting() if self.batcher and job['action'] == 'vm.clone' else contextlib.nullcontext()
         try:
             with expecting:

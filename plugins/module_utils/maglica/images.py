@@ -13,9 +13,10 @@ in the source files are sent as holes (sparse streams), so a thin image stays th
 from __future__ import annotations
 
 import os
+import uuid
 import xml.etree.ElementTree as ET
 
-from . import cloud, messages, virt
+from . import clone, cloud, messages, virt
 from .client import Client
 from .errors import ConflictError, HostError, NotFoundError
 
@@ -127,19 +128,23 @@ def _stream_volume(src_conn, src_vol, dst_conn, dst_vol):
     return sent
 
 
-def copy_image(config, host, args, reconcile=False):
-    """Runs in the destination's host worker: copy the image's volumes from args['source'] and define it here."""
+def copy_image(config, host, args, reconcile=False, ownership=None):
+    """Runs in the destination's host worker: copy the image's volumes from args['source'] and define it here.
+
+    Each volume, and the domain's UUID, is recorded in `ownership` (a clone.Ownership) before it is made. A
+    restarted job takes a same-named domain for its own copy only when it has the UUID this job recorded (the
+    definition is the copy's last step), and deletes a same-named volume only when this job recorded it.
+    """
     lv = virt.libvirt()
+    ownership = ownership if ownership is not None else clone.Ownership()
     name, source = args['image'], args['source']
     dest = host.name
     with virt.Connection(config, config.host(source)) as src_conn, virt.Connection(config, host) as dst_conn:
-        try:
-            dst_conn.lookupByName(name)
-            if reconcile:
+        there = clone.lookup(dst_conn, name)
+        if there is not None:
+            if reconcile and ownership.owns_domain(there):
                 return {'image': name, 'source': source, 'reconciled': True}
-            raise ConflictError('%s is already defined on %s' % (name, dest))
-        except lv.libvirtError:
-            pass
+            raise ConflictError('%s is already defined on %s and this job did not make it' % (name, dest))
         try:
             src_dom = src_conn.lookupByName(name)
         except lv.libvirtError:
@@ -164,11 +169,13 @@ def copy_image(config, host, args, reconcile=False):
                 volume = os.path.basename(path)
                 try:
                     old = pool.storageVolLookupByName(volume)
-                    if not reconcile:
-                        raise ConflictError('the volume %s already exists on %s' % (old.path(), dest))
-                    old.delete(0)  # left by this very job before the worker restarted
                 except lv.libvirtError:
-                    pass
+                    old = None
+                if old is not None:
+                    if not (reconcile and ownership.owns_volume(pool.name(), volume)):
+                        raise ConflictError('the volume %s already exists on %s' % (old.path(), dest))
+                    old.delete(0)  # half written by this very job before the worker restarted
+                ownership.intend_volume(pool.name(), volume)
                 # An empty raw file: the stream writes the source file as it is, header and all.
                 vol_xml = '<volume><name>%s</name><capacity>0</capacity><target><format type="raw"/></target></volume>' % (
                     volume.replace('&', '&amp;').replace('<', '&lt;'))
@@ -184,6 +191,9 @@ def copy_image(config, host, args, reconcile=False):
                 dst_conn.storagePoolLookupByName(pool_name).refresh(0)
             for element in root.findall('uuid'):
                 root.remove(element)
+            domain_uuid = str(uuid.uuid4())
+            ownership.intend_domain(name, domain_uuid)
+            ET.SubElement(root, 'uuid').text = domain_uuid
             try:
                 dst_conn.defineXML(ET.tostring(root, encoding='unicode'))
             except lv.libvirtError as e:

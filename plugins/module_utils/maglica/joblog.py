@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import time
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from . import private
 from .messages import FINAL_STATES, SECRET_ARGS
@@ -42,7 +42,21 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'dispatched', 'running');
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+-- What open jobs hold, cluster-wide: kind 'hostname' (key: the VM name a clone makes, so two clones of one
+-- name never run) and, for placement, kind 'slot' (key: the job id, host: where it counts). A claim is taken
+-- in the same transaction that logs its job and is released when the job ends.
+CREATE TABLE IF NOT EXISTS claims (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    host TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS claims_job ON claims (job_id);
+CREATE INDEX IF NOT EXISTS claims_host ON claims (host, kind);
 """
+FINAL_STATES_SQL = "('succeeded', 'failed', 'expired')"
 COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
            'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result')
 # Columns added after the first release, with their type: an older database gets them when opened.
@@ -170,6 +184,36 @@ class JobLog(Store):
                 (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
         return self.get(job['id']), cursor.rowcount == 1
 
+    def claim(self, kind: str, key: str, host: str, job_id: str, now: Optional[float] = None) -> str:
+        """Take the claim (kind, key) for job_id, in the caller's transaction. Returns the id of the job that
+        holds it: job_id, or an open job that took it first. A claim left by an ended job is taken over."""
+        now = now or time.time()
+        with self.transaction():
+            held = self.db.execute(
+                'SELECT c.job_id FROM claims c JOIN jobs j ON j.id = c.job_id WHERE c.kind = ? AND c.key = ? '
+                'AND j.state NOT IN %s' % FINAL_STATES_SQL, (kind, key)).fetchone()
+            if held is not None:
+                return held[0]
+            self.db.execute('INSERT OR REPLACE INTO claims (kind, key, host, job_id, created) VALUES (?, ?, ?, ?, ?)',
+                            (kind, key, host, job_id, now))
+        return job_id
+
+    def claims(self, kind: Optional[str] = None, host: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
+        """[(kind, key, host, job_id)] of the claims held, optionally of one kind and one host."""
+        query, params = 'SELECT kind, key, host, job_id FROM claims WHERE 1 = 1', []
+        if kind is not None:
+            query += ' AND kind = ?'
+            params.append(kind)
+        if host is not None:
+            query += ' AND host = ?'
+            params.append(host)
+        return [tuple(r) for r in self.db.execute(query + ' ORDER BY created, key', params)]
+
+    def release_ended(self) -> None:
+        """Drop the claims of jobs that have ended (or are gone)."""
+        with self.transaction():
+            self.db.execute('DELETE FROM claims WHERE job_id NOT IN (SELECT id FROM jobs WHERE state NOT IN %s)' % FINAL_STATES_SQL)
+
     def get(self, job_id):
         return _row(self.db.execute('SELECT %s FROM jobs WHERE id = ?' % ', '.join(COLUMNS), (job_id,)).fetchone())
 
@@ -246,6 +290,7 @@ class JobLog(Store):
                     (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
                      now, now, now, result['id']))
             self.drop_secrets(DROP_SECRETS, [result['id']])
+            self.db.execute('DELETE FROM claims WHERE job_id = ?', (result['id'],))
         return True
 
     def expire(self, now=None):
@@ -258,6 +303,8 @@ class JobLog(Store):
                 "'no host worker for ' || host || ' acknowledged the job within its TTL (' || "
                 "CAST(attempts AS TEXT) || ' publications)' "
                 "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
+            if cursor.rowcount:
+                self.release_ended()
             self.drop_secrets(DROP_SECRETS, ids)  # never fetched now
         return cursor.rowcount
 

@@ -117,6 +117,8 @@ PASSWORD_HASH_RE = re.compile(r'[A-Za-z0-9./$=*!-]+')
 ONE_LINE_RE = re.compile(r'[^\r\n\0]*[^\s\0][^\r\n\0]*')
 DOMAIN_RE = re.compile(r'(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?')
 
+# An attached disk's volume: VM@DISK.qcow2 (vm.disk_volume_name). `@` is in no NAME, so the split is unambiguous.
+VOLUME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}@[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\.qcow2\Z')
 NAME = Field(str, pattern=NAME_RE, max_len=253)
 OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
 STRINGS = Field(list, required=False, max_len=64, items=Field(str))
@@ -144,11 +146,12 @@ ACTIONS = {
         # Parsed here (YAML, MIME) so that bad user-data is refused before anything is made.
         'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
     },
-    'vm.remove': {'name': NAME},
+    # force_dependants: also an original image, or a VM whose disks back linked clones (those are removed first).
+    'vm.remove': {'name': NAME, 'force_dependants': Field(bool, required=False)},
     # Read-only: the last `lines` lines of the VM's serial console log (its <serial><log file=...>).
     'vm.console': {'name': NAME, 'lines': Field(int, required=False, minimum=1, maximum=200)},
     # A new qcow2 volume of `size` bytes, named `volume`, in the pool of the VM's disks, attached to its persistent config.
-    'vm.attach_disk': {'name': NAME, 'volume': NAME, 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
+    'vm.attach_disk': {'name': NAME, 'volume': Field(str, pattern=VOLUME_RE, max_len=320), 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
     'image.copy': {'image': NAME, 'source': NAME},
 }

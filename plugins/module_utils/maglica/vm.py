@@ -18,7 +18,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 
-from . import cloud, messages, reach, virt
+from . import clone, cloud, messages, reach, virt
 from .client import Client
 from .errors import ConflictError, HostError, MaglicaError, NotFoundError
 
@@ -27,7 +27,9 @@ BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
 SIZE_RE = re.compile(r'\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B)?\s*', re.I)
 UNIT_POWERS = {'': 2, 'K': 1, 'M': 2, 'G': 3, 'T': 4, 'P': 5}
 MIB = 1048576
-VOLUME_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}')
+DISK_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}')
+# diskN: what clone.clone_disk_paths names a clone's further disks.
+CLONE_DISK_RE = re.compile(r'disk[0-9]+')
 POLL_S = 0.2
 
 
@@ -179,7 +181,13 @@ def _set_iso(root, path):
 
 
 def disk_volume_name(vm_name, disk_name):
-    return '%s-%s.qcow2' % (vm_name, disk_name)
+    """VM@DISK.qcow2: `@` is in no VM name, so VM `a` with disk `b-data1` and VM `a-b` with disk `data1` differ."""
+    return '%s%s%s.qcow2' % (vm_name, clone.DISK_SEPARATOR, disk_name)
+
+
+def legacy_volume_name(volume: str) -> str:
+    """The name the same disk had before VM@DISK (VM-DISK), so that a disk attached then is still found."""
+    return volume.replace(clone.DISK_SEPARATOR, '-', 1)
 
 
 def normalize_disks(vm_name, disks):
@@ -189,9 +197,11 @@ def normalize_disks(vm_name, disks):
         if not isinstance(disk, dict) or not disk.get('size'):
             raise MaglicaError('disks[%d] needs a size, for example {size: 10G}' % index)
         name = disk.get('name') or 'data%d' % (index + 1)
+        if not isinstance(name, str) or not DISK_NAME_RE.fullmatch(name):
+            raise MaglicaError('disks[%d]: the disk name %r is not valid: use letters, digits and . _ + - (at most 64)' % (index, name))
+        if CLONE_DISK_RE.fullmatch(name):
+            raise MaglicaError('disks[%d]: the disk name %r is kept for the further disks of a clone: choose another' % (index, name))
         volume = disk_volume_name(vm_name, name)
-        if not VOLUME_NAME_RE.fullmatch(volume):
-            raise MaglicaError('disks[%d]: the volume name %r is not a valid file name' % (index, volume))
         result.append((volume, parse_size(disk['size'], 'G')))
     if len(set(v for v, _s in result)) != len(result):
         raise MaglicaError('disks: two disks have the same name')
@@ -205,7 +215,7 @@ def next_disk_name(config, name):
         dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
         present = read_settings(ET.fromstring(dom.XMLDesc(virt.libvirt().VIR_DOMAIN_XML_INACTIVE)))['disks']
     number = 1
-    while disk_volume_name(name, 'data%d' % number) in present:
+    while disk_volume_name(name, 'data%d' % number) in present or legacy_volume_name(disk_volume_name(name, 'data%d' % number)) in present:
         number += 1
     return 'data%d' % number
 
@@ -279,10 +289,13 @@ def _run_job(config, host, action, args, timeout):
 
 
 def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_device=None, disks=None,
-           force=False, timeout=120, check_mode=False):
+           force=False, timeout=120, check_mode=False, force_dependants=False):
     """Bring the VM called `name` to `state` with the given settings; only what differs is changed.
 
-    Returns {changed, name, host, state, restart_required, changes, jobs, before, after, vm}.
+    `force` stops a running VM before removing it; `force_dependants` lets an original image, or a VM whose disks
+    back linked clones, be removed - those clones first.
+    Returns {changed, name, host, state, restart_required, changes, jobs, before, after, vm}
+    (and with state=absent: deleted_disks, removed_dependants).
     """
     if state is not None and state not in STATES:
         raise MaglicaError('state must be one of %s' % ', '.join(STATES))
@@ -315,14 +328,20 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
     if state == 'absent':
         if domain['active'] and not force:
             raise ConflictError('%s is running on %s: stop it first, or use force to remove it anyway' % (name, host))
-        if virt.is_image(domain) and not force:
-            raise ConflictError('%s on %s is an original image, not a clone: use force to remove it' % (name, host))
+        with virt.Connection(config, config.host(host), readonly=True) as conn:
+            found = clone.dependants(conn, name)
+        clone.check_removal(name, host, domain, found, force_dependants)  # the host worker checks again
         result.update(changed=True, state='absent', before={'state': before_state}, after={'state': 'absent'})
+        if found:
+            result['changes'].append('removed the dependants of %s first: %s' % (name, ', '.join(found)))
         result['changes'].append('removed %s and its disks from %s' % (name, host))
+        result['removed_dependants'] = found
         if not check_mode:
-            job = _run_job(config, host, 'vm.remove', {'name': name}, timeout)
+            args = {'name': name, 'force_dependants': True} if force_dependants else {'name': name}
+            job = _run_job(config, host, 'vm.remove', args, timeout)
             result['jobs'].append(job)
             result['deleted_disks'] = job['data'].get('deleted_disks', [])
+            result['removed_dependants'] = job['data'].get('removed_dependants', [])
         return result
 
     with virt.Connection(config, config.host(host)) as conn:
@@ -347,7 +366,7 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
             _set_boot(root, boot_devices)
             result['changes'].append('boot devices %s -> %s' % (','.join(before['boot_devices']) or '(default)', ','.join(boot_devices)))
         xml_changed = bool(result['changes'])
-        missing_disks = [(v, s) for v, s in wanted_disks if v not in before['disks']]
+        missing_disks = [(v, s) for v, s in wanted_disks if v not in before['disks'] and legacy_volume_name(v) not in before['disks']]
         for volume, size in missing_disks:
             result['changes'].append('new disk %s of %d MiB' % (volume, size // MIB))
         after = dict(read_settings(root), disks=sorted(before['disks'] + [v for v, _s in missing_disks]))
@@ -400,13 +419,14 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
 
 # -- the host worker's side ---------------------------------------------------------------
 
-def attach_disk(conn, host, args, reconcile=False):
+def attach_disk(conn, host, args, reconcile=False, ownership=None):
     """Create a qcow2 volume of args['size'] bytes beside the VM's first disk and attach it (persistent config).
 
     Runs in the host worker. Idempotent: a volume already attached is reported, not made again;
     a volume this job made but could not attach is deleted.
     """
     lv = virt.libvirt()
+    ownership = ownership if ownership is not None else clone.Ownership()
     name, volume, size = args['name'], args['volume'], args['size']
     try:
         dom = conn.lookupByName(name)
@@ -436,9 +456,12 @@ def attach_disk(conn, host, args, reconcile=False):
     created = False
     try:
         vol = pool.storageVolLookupByName(volume)
-        if not reconcile:
-            raise ConflictError('the volume %s already exists in pool %s on %s and is not attached to %s' % (volume, pool.name(), host, name))
     except lv.libvirtError:
+        vol = None
+    if vol is not None and not (reconcile and ownership.owns_volume(pool.name(), volume)):
+        raise ConflictError('the volume %s already exists in pool %s on %s and is not attached to %s' % (volume, pool.name(), host, name))
+    if vol is None:
+        ownership.intend_volume(pool.name(), volume)
         vol_xml = ('<volume><name>%s</name><capacity unit="bytes">%d</capacity><allocation>0</allocation>'
                    '<target><format type="qcow2"/></target></volume>' % (volume, size))
         try:

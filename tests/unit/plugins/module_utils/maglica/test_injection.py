@@ -137,7 +137,7 @@ def test_trailing_newline_is_refused_in_config_host_name():
 
 
 def test_trailing_newline_is_refused_in_volume_and_job_id_arguments():
-    with pytest.raises(MaglicaError, match='volume name'):
+    with pytest.raises(MaglicaError, match='disk name'):
         vm.normalize_disks('web1', [{'size': '1G', 'name': 'data\n'}])
     with pytest.raises(argparse.ArgumentTypeError):
         cli._job_id_arg(JOB_ID + '\n')
@@ -156,7 +156,7 @@ def _patterns():
 def test_no_library_pattern_is_matched_with_match_or_search():
     """Every *_RE validates whole strings: `.match`/`.search` would let `^...$` accept a trailing newline."""
     names = set(name for _entry, name in _patterns())
-    assert {'NAME_RE', 'PASSWORD_HASH_RE', 'ONE_LINE_RE', 'DOMAIN_RE', 'HOST_NAME_RE', 'VOLUME_NAME_RE'} <= names
+    assert {'NAME_RE', 'PASSWORD_HASH_RE', 'ONE_LINE_RE', 'DOMAIN_RE', 'HOST_NAME_RE', 'DISK_NAME_RE'} <= names
     offenders = []
     for entry in sorted(os.listdir(LIBRARY)):
         if entry.endswith('.py'):

@@ -164,6 +164,25 @@ def test_wal_mode_is_on(tmp_path, log):
         other.close()
 
 
+def test_a_claim_is_held_by_one_open_job_and_released_when_it_ends(log):
+    first, second, third = job(marker='a'), job(marker='b', ttl=5), job(marker='c')
+    log.add(first, 60, now=T0)
+    assert log.claim('hostname', 'web1', 'kvm1', first['id'], now=T0) == first['id']
+    assert log.claim('hostname', 'web1', 'kvm2', second['id'], now=T0) == first['id']
+    assert log.claims('hostname') == [('hostname', 'web1', 'kvm1', first['id'])]
+    log.finish('kvm1', {'id': first['id'], 'status': 'failed', 'message': 'x'}, now=T0 + 1)
+    assert log.claims() == []
+    log.add(second, 60, now=T0 + 2)
+    assert log.claim('hostname', 'web1', 'kvm2', second['id'], now=T0 + 2) == second['id']
+    # Slots (for placement) live in the same table: several per host, keyed by their job.
+    log.add(third, 60, now=T0 + 2)
+    assert log.claim('slot', third['id'], 'kvm2', third['id'], now=T0 + 2) == third['id']
+    assert log.claim('slot', second['id'], 'kvm2', second['id'], now=T0 + 2) == second['id']
+    assert len(log.claims('slot', 'kvm2')) == 2
+    assert log.expire(now=T0 + 10) == 1  # second's TTL of 5 s: its hostname claim and slot go with it
+    assert log.claims() == [('slot', third['id'], 'kvm2', third['id'])]
+
+
 def expired_job(log):
     j = job(ttl=10)
     log.add(j, 60, now=T0)

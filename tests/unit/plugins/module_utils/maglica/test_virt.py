@@ -184,7 +184,7 @@ def test_lookup(default_conn):
 def test_clone_disk_paths():
     info = {'disks': [{'device': 'cdrom', 'path': '/iso/x.iso'}, {'device': 'disk', 'path': '/var/lib/libvirt/images/img.qcow2'},
                       {'device': 'disk', 'path': None}, {'device': 'disk', 'path': '/data/second'}]}
-    assert [p for _d, p in clone.clone_disk_paths(info, 'web1')] == ['/var/lib/libvirt/images/web1.qcow2', '/data/web1-1.img']
+    assert [p for _d, p in clone.clone_disk_paths(info, 'web1')] == ['/var/lib/libvirt/images/web1.qcow2', '/data/web1@disk1.img']
 
 
 # -- cloud: image list ------------------------------------------------------------

@@ -576,3 +576,30 @@ def test_production_workers_refuse_the_test_action_noop(tmp_path):
     finally:
         host.stop()
         test_client.stop()
+
+
+def clone_job(host, hostname, ttl=60):
+    return messages.new_job(host, 'vm.clone', {'image': 'debian.original', 'hostname': hostname, 'clone_mode': 'linked',
+                                               'start': False}, ttl=ttl)
+
+
+def test_two_clones_of_one_hostname_get_one_job(plain_cloud):
+    """A second clone of a hostname whose clone is in flight, wherever placement put it, gets the first job back."""
+    first, second, elsewhere = clone_job('lonely', 'twice1'), clone_job('lonely', 'twice1'), clone_job('kvm10', 'twice1')
+    with Client(plain_cloud.config) as client:
+        assert client.submit(first)['id'] == first['id']
+        assert client.submit(second)['id'] == first['id']
+        assert client.submit(elsewhere)['id'] == first['id']
+        assert client.submit(first)['id'] == first['id']  # the first job's own resend is still itself
+        ids = [j['id'] for j in client.recent(100)]
+    assert first['id'] in ids and second['id'] not in ids and elsewhere['id'] not in ids
+
+
+def test_hostname_claim_is_released_when_the_job_ends(plain_cloud):
+    first = clone_job('lonely', 'twice2', ttl=1)
+    with Client(plain_cloud.config) as client:
+        client.submit(first)
+        with pytest.raises(JobFailed):
+            client.wait(first['id'], 10)
+        later = clone_job('lonely', 'twice2')
+        assert client.submit(later)['id'] == later['id']
