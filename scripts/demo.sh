@@ -2,8 +2,8 @@
 # `make demo`: a one-host Maglica cloud on this machine, then playbooks/demo.yml.
 #   - everything lives in the network namespace `maglica-demo` (the guest network's addresses
 #     never appear in the machine's own): enter it with `ip netns exec maglica-demo bash`
-#   - a libvirtd on loopback TCP (a testbed host in its own namespace) with a libvirt network
-#     `default` (DHCP) unless ours already answers
+#   - a libvirtd on loopback TLS (a testbed host in its own namespace, certificates by roles/maglica_pki)
+#     with a libvirt network `default` (DHCP) unless ours already answers
 #   - a Debian 12 image that boots, built here from Debian's packages, defined as demo.original
 #   - a client worker and a host worker with CURVE keys, deployed by playbooks/site.yml (the roles)
 #   - the clone vm0.demo.test, booted until it answers SSH with the host key it was given, then an
@@ -53,16 +53,16 @@ fi
 
 # 1. A libvirtd: ours, in its own namespace. Refuse to take over one we did not start.
 if ! "${testbed[@]}" status 2>/dev/null | grep -q "^$HOST .* up$"; then
-  if timeout 5 virsh -q -c "qemu+tcp://$ADDRESS/system" version >/dev/null 2>&1; then
-    say "a libvirtd the demo did not start answers at $ADDRESS:16509; set MAGLICA_DEMO_ADDRESS=127.0.0.N to use another address" >&2
+  if timeout 5 bash -c "exec 3<>/dev/tcp/$ADDRESS/16514" 2>/dev/null; then
+    say "a libvirtd the demo did not start listens at $ADDRESS:16514; set MAGLICA_DEMO_ADDRESS=127.0.0.N to use another address" >&2
     exit 1
   fi
-  say "starting libvirtd for host '$HOST' at qemu+tcp://$ADDRESS/system"
-  "${testbed[@]}" start-one "$HOST" "$ADDRESS" >/dev/null
+  say "starting libvirtd for host '$HOST' at qemu+tls://$ADDRESS/system (making its certificates the first time)"
+  MAGLICA_ANSIBLE_PLAYBOOK=$VENV/bin/ansible-playbook "${testbed[@]}" start-one "$HOST" "$ADDRESS" >/dev/null
 fi
 
 # 2. The original image, built here once (cached), defined as demo.original.
-if ! virsh -q -c "qemu+tcp://$ADDRESS/system" dominfo demo.original >/dev/null 2>&1; then
+if ! virsh -q -c "$("${testbed[@]}" uri "$HOST")" dominfo demo.original >/dev/null 2>&1; then
   say "building a Debian 12 image that boots, from Debian's packages (first time: a few minutes)"
   mkdir -p "$STATE"
   timed image bash "$here/tests/testbed/build_bootable.sh" ifupdown "$STATE/demo.qcow2"
@@ -80,6 +80,9 @@ all:
   vars:
     ansible_connection: local
     ansible_python_interpreter: $PY
+    # The testbed's CA, which the demo libvirtd trusts; testbed.sh configures that libvirtd itself.
+    maglica_pki_ca_dir: $MAGLICA_TESTBED_DIR/pki/ca
+    host_worker_libvirtd_tls: false
   children:
     host_workers:
       hosts:
@@ -92,6 +95,7 @@ all:
           host_worker_key_dir: $STATE/host/keys
           host_worker_state_dir: $STATE/host/state
           host_worker_log_dir: $STATE/host/log
+          host_worker_pki_path: $STATE/host/pki
           host_worker_command_prefix: [bash, $here/tests/testbed/testbed.sh, exec, $HOST]
           host_worker_environment:
             MAGLICA_TESTBED_DIR: $MAGLICA_TESTBED_DIR
@@ -108,6 +112,7 @@ all:
           client_worker_key_dir: $STATE/client/keys
           client_worker_jobs_database: $STATE/client/state/jobs.sqlite
           client_worker_log_dir: $STATE/client/log
+          client_worker_libvirt_pki_path: $STATE/client/pki
           client_worker_host: 127.0.0.1
           client_worker_bind: 127.0.0.1
 INVENTORY

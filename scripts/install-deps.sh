@@ -10,9 +10,11 @@ VENV=${VENV:-$here/../.venv}  # default: .venv at the repo root
 APT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
   qemu-utils virtinst python3-libvirt python3-guestfs libguestfs-tools supervisor
   linux-image-amd64 python3-yaml python3-venv sqlite3 iproute2 git shellcheck
-  mmdebstrap dnsmasq-base iptables openssh-client openssh-server
+  mmdebstrap dnsmasq-base iptables openssh-client openssh-server python3-cryptography
   ifupdown)  # ifupdown: its ifquery reads back the /etc/network/interfaces we write (unit tests)
-PIP_REQS=('ansible-core>=2.19,<2.20' 'pyzmq>=26' pytest pytest-timeout pyyaml
+# `ansible` (12.x goes with ansible-core 2.19) ships community.crypto, which the roles' PKI uses; Galaxy is
+# out of reach here. cryptography: the library's certificate checks.
+PIP_REQS=('ansible-core>=2.19,<2.20' 'ansible>=12,<13' cryptography 'pyzmq>=26' pytest pytest-timeout pyyaml
   ansible-lint antsibull-changelog hypothesis)
 
 # --- Debian packages -------------------------------------------------------

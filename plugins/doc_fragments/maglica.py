@@ -51,15 +51,26 @@ options:
         description: Port of its REP socket.
         type: int
   libvirt:
-    description: How the hosts' libvirt URIs are built (C(DRIVER+TRANSPORT://HOST[:PORT]/PATH)).
+    description:
+      - How the hosts' libvirt URIs are built (C(DRIVER+TRANSPORT://HOST[:PORT]/PATH), with C(?pkipath=PKI_PATH) over C(tls)).
     type: dict
     suboptions:
       driver:
         description: Hypervisor driver.
         type: str
       transport:
-        description: Transport, for example C(tcp), C(tls) or C(ssh).
+        description:
+          - Transport. C(tls) (the default) with client certificates, or C(ssh) with the ssh client's own host key checking.
+          - C(tcp) has neither encryption nor authentication and is refused unless O(libvirt.insecure) is set.
         type: str
+      pki_path:
+        description:
+          - Directory of C(cacert.pem), C(clientcert.pem) and C(clientkey.pem) for C(tls) (the C(pkipath) URI parameter).
+          - The configuration's default is C(/etc/maglica/pki/library), where the client_worker role puts them.
+        type: path
+      insecure:
+        description: Allow C(transport=tcp); each use is warned about.
+        type: bool
       path:
         description: Path part of the URI.
         type: str

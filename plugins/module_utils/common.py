@@ -30,6 +30,8 @@ CONNECTION_ARGUMENT_SPEC = dict(
         transport=dict(type='str'),
         path=dict(type='str'),
         port=dict(type='int'),
+        pki_path=dict(type='path'),
+        insecure=dict(type='bool'),
     )),
     security=dict(type='dict', options=dict(
         curve=dict(type='bool'),
@@ -67,7 +69,10 @@ def run(module, operation, *libraries):
     """Check dependencies, load the configuration, call operation(config); library errors become fail_json."""
     require(module, *libraries)
     try:
-        return operation(load_config(module))
+        config = load_config(module)
+        for host, uri in sorted(config.insecure_uris().items()):
+            module.warn('libvirt of %s over plain tcp (%s): unencrypted and unauthenticated (libvirt.insecure: true)' % (host, uri))
+        return operation(config)
     except JobFailed as e:
         module.fail_json(msg=str(e), job=e.job)
     except MaglicaError as e:

@@ -15,7 +15,9 @@ description:
   - A host whose libvirtd cannot be reached is reported with RV(hosts[].reachable=false); it does not stop the others.
   - When the client worker does not answer, RV(hosts[].worker_alive) is V(null) and a warning says why,
     unless O(require_workers) is set.
-  - With O(require_workers), one task verifies a deployed cloud, failing naming every host whose worker is not alive.
+  - With O(require_workers), one task verifies a deployed cloud, failing naming every host whose worker is not alive
+    or whose libvirtd server certificate expires within O(cert_renew_days).
+  - Reports per host the libvirt transport in use and, over C(tls), the days until its server certificate expires.
 author: Maglica contributors (@maglica)
 options:
   host:
@@ -32,6 +34,12 @@ options:
       - V(0) reports the current state at once.
     type: float
     default: 0
+  cert_renew_days:
+    description:
+      - The renewal window of the libvirtd server certificates (the roles' C(maglica_pki_renew_days)).
+      - With O(require_workers), a certificate that expires within it fails the task.
+    type: int
+    default: 30
 extends_documentation_fragment:
   - maglica.cloud.maglica
   - maglica.cloud.attributes.info_module
@@ -104,8 +112,18 @@ hosts:
     worker_pid:
       description: Process id of its host worker.
       type: int
+    transport:
+      description: The libvirt transport of its URI (C(tls), C(ssh), C(tcp), or C(unix) for a local socket).
+      type: str
+    server_cert_days:
+      description: Over C(tls), days until its libvirtd's server certificate expires (negative once it has); else V(null).
+      type: float
+    server_cert_error:
+      description: Why its server certificate could not be read, when it could not.
+      type: str
   sample:
-    - {name: kvm1.example.com, weight: 10, uri: qemu+tcp://kvm1.example.com/system, reachable: true, error: null,
+    - {name: kvm1.example.com, weight: 10, uri: "qemu+tls://kvm1.example.com/system?pkipath=/etc/maglica/pki/library",
+       reachable: true, error: null, transport: tls, server_cert_days: 341.5, server_cert_error: null,
        hostname: kvm1, active_domains: 3, inactive_domains: 2, cpus: 16, vcpus_in_use: 6, memory_mb: 64000,
        free_memory_mb: 41000, worker_alive: true, worker_last_seen_s: 1.2, worker_pid: 4242}
 unreachable_hosts:
@@ -127,11 +145,13 @@ def main():
             host=dict(type='list', elements='str'),
             require_workers=dict(type='bool', default=False),
             wait_timeout=dict(type='float', default=0),
+            cert_renew_days=dict(type='int', default=30),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    report = common.run(module, lambda config: hosts.host_info(config, p['require_workers'], p['wait_timeout'], p['host']),
+    report = common.run(module, lambda config: hosts.host_info(config, p['require_workers'], p['wait_timeout'], p['host'],
+                                                               renew_days=p['cert_renew_days']),
                         'libvirt', 'zmq')
     for warning in report['warnings']:
         module.warn(warning)

@@ -49,11 +49,17 @@ def testbed_env():
             key, value = item.decode().split('=', 1)
             env[key] = value
     env['PYTHONPATH'] = MODULE_UTILS
+    # testbed.sh makes the certificates with the roles' code, through this interpreter's ansible-playbook.
+    env.setdefault('MAGLICA_ANSIBLE_PLAYBOOK', os.path.join(os.path.dirname(PYTHON), 'ansible-playbook'))
     return env
 
 
 class Testbed(object):
-    """Hypervisors host0..hostN-1, each a libvirtd in its own namespace at its own loopback address."""
+    """Hypervisors host0..hostN-1, each a libvirtd in its own namespace at its own loopback address, reached over TLS.
+
+    The PKI (made by roles/maglica_pki): the library's client certificate in DIR/pki/library, each host's
+    server certificate in DIR/hosts/NAME/pki/server and its host worker's client certificate in .../pki/client.
+    """
 
     def __init__(self, count=3):
         self.env = testbed_env()
@@ -68,14 +74,28 @@ class Testbed(object):
     def start(self):
         """Start every host from scratch: no domain or disk of an earlier session is left."""
         self.script('testbed.sh', 'clean')
+        self.script('testbed.sh', 'certificates', *[item for pair in self.hosts.items() for item in pair])
         for name, address in self.hosts.items():
             self.script('testbed.sh', 'start-one', name, address)
 
     def stop(self):
         self.script('testbed.sh', 'stop')
 
+    @property
+    def pki_path(self):
+        """The library's client certificate, key and CA certificate (the pkipath of every URI)."""
+        return os.path.join(self.dir, 'pki', 'library')
+
+    def host_pki_path(self, host, kind='client'):
+        """A host's server certificate (`server`), or its host worker's client certificate (`client`)."""
+        return os.path.join(self.dir, 'hosts', host, 'pki', kind)
+
+    @property
+    def ca_dir(self):
+        return os.path.join(self.dir, 'pki', 'ca')
+
     def uri(self, host):
-        return 'qemu+tcp://%s/system' % self.hosts[host]
+        return 'qemu+tls://%s/system?pkipath=%s' % (self.hosts[host], self.pki_path)
 
     def virsh(self, host, *args, check=True):
         return subprocess.run(['virsh', '-q', '-c', self.uri(host)] + list(args), stdout=subprocess.PIPE,
@@ -128,6 +148,7 @@ class Cloud(object):
         self.key_dir = os.path.join(workdir, 'keys')
         self.data = {
             'hosts': [{'name': name, 'address': address, 'weight': 10} for name, address in self.hosts.items()],
+            'libvirt': {'transport': 'tls', 'pki_path': testbed.pki_path if testbed else os.path.join(workdir, 'pki')},
             'client': {'host': '127.0.0.1', 'pub_port': port, 'rep_port': port + 1, 'bind': '127.0.0.1'},
             'security': {'curve': curve, 'key_dir': self.key_dir},
             'jobs': {'database': os.path.join(workdir, 'jobs.sqlite'), 'republish_interval': 0.5, 'request_timeout': 5},
@@ -178,6 +199,9 @@ class Cloud(object):
     def start_host_worker(self, host, wait=True):
         command = [PYTHON, NOOP_WORKER, 'maglica.host_worker', '--config', self.path, '--name', host]
         if self.testbed:
+            # Its own client certificate, for the other hosts' libvirtd (an image copy's source).
+            data = dict(self.data, libvirt=dict(self.data['libvirt'], pki_path=self.testbed.host_pki_path(host)))
+            command[4] = self.write_config('host_worker-%s.conf' % host, data)
             self.host_workers[host] = self.testbed.popen_in(host, ['env', 'PYTHONPATH=%s' % MODULE_UTILS] + command,
                                                             self.log('host_worker-%s' % host))
         else:

@@ -57,7 +57,7 @@ def test_argument_specs_cover_every_default():
             for name, option in spec['options'].items():
                 assert name.startswith(role + '_'), '%s: %s lacks the role prefix' % (role, name)
                 assert option.get('type'), '%s: %s has no type' % (role, name)
-    assert checked == 4  # client_worker and host_worker, main and prepare each
+    assert checked == 5  # client_worker and host_worker, main and prepare each; maglica_pki, main
 
 
 class Deployment(object):
@@ -79,6 +79,7 @@ class Deployment(object):
                 'host_worker_key_dir': os.path.join(prefix, 'keys'),
                 'host_worker_state_dir': os.path.join(prefix, 'state'),
                 'host_worker_log_dir': os.path.join(prefix, 'log'),
+                'host_worker_pki_path': os.path.join(prefix, 'pki'),
                 # The worker runs in the host's namespace, where the host's disks are.
                 'host_worker_command_prefix': ['bash', os.path.join(TESTBED, 'testbed.sh'), 'exec', name],
             }
@@ -95,6 +96,10 @@ class Deployment(object):
                 'ansible_connection': 'local',
                 'ansible_python_interpreter': PYTHON,
                 'client_worker_heartbeat_interval': 1,
+                # The testbed's CA: its libvirtds trust it. They are the testbed's own (testbed.sh writes their
+                # libvirtd.conf), so the roles leave libvirtd alone.
+                'maglica_pki_ca_dir': testbed.ca_dir,
+                'host_worker_libvirtd_tls': False,
                 'client_worker_library_source': library,
                 'host_worker_library_source': library,
             },
@@ -113,6 +118,7 @@ class Deployment(object):
                     'client_worker_jobs_database': os.path.join(client_prefix, 'state', 'jobs.sqlite'),
                     'client_worker_jobs_republish_interval': 0.5,
                     'client_worker_log_dir': os.path.join(client_prefix, 'log'),
+                    'client_worker_libvirt_pki_path': os.path.join(client_prefix, 'pki'),
                     'client_worker_host': '127.0.0.1',
                     'client_worker_bind': '127.0.0.1',
                     'client_worker_pub_port': PORT,

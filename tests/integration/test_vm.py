@@ -63,6 +63,19 @@ def test_host_info_reports_every_host_and_its_worker(cloud, testbed):
         assert host['cpus'] >= 1 and 0 < host['free_memory_mb'] <= host['memory_mb']
         assert host['worker_alive'] is True and host['worker_pid'] == cloud.host_workers[name].pid
         assert host['worker_last_seen_s'] < 10
+        # Over TLS, with the testbed's server certificates of 365 days (roles/maglica_pki's default).
+        assert host['transport'] == 'tls' and host['uri'].startswith('qemu+tls://')
+        assert 360 < host['server_cert_days'] <= 365 and host['server_cert_error'] is None
+
+
+def test_host_info_require_workers_fails_on_a_certificate_within_the_renewal_window(cloud):
+    """The testbed's certificates expire in 365 days: a renewal window of 400 days takes them all in."""
+    run = playbook(cloud, 'host_info', require_workers=True, cert_renew_days=400)
+    assert run.rc != 0 and run.failed, run
+    message = run.failed[0]['msg']
+    assert message.startswith('the libvirtd server certificate of host0 (') and 'host1 (' in message and 'host2 (' in message
+    assert 'expires within the renewal window of 400 days' in message
+    assert playbook(cloud, 'host_info', require_workers=True, cert_renew_days=30).rc == 0
 
 
 def test_host_info_require_workers_names_the_dead_one_then_waits_for_it(cloud):

@@ -13,7 +13,7 @@ self=$(readlink -f "${BASH_SOURCE[0]}")
 host=$1 name=$2 image=$3 mem=${4:-256} vcpus=${5:-1}
 hostdir=$MAGLICA_TESTBED_DIR/hosts/$host
 [[ -s $hostdir/address ]] || { echo "no testbed host $host" >&2; exit 1; }
-virsh=(virsh -q -c "qemu+tcp://$(cat "$hostdir/address")/system")
+virsh=(virsh -q -c "$(bash "$(dirname "$self")/testbed.sh" uri "$host")")
 
 "${virsh[@]}" dominfo "$name" >/dev/null 2>&1 && exit 0
 

@@ -2,7 +2,7 @@
 # Simulated hypervisors: one real libvirtd (qemu driver, TCG only) per host,
 # each in its own mount+UTS namespace with its own /etc/libvirt, /var/lib/libvirt,
 # /run/libvirt, /var/log/libvirt and /var/cache/libvirt, listening on its own
-# loopback address (qemu+tcp://ADDR/system, no auth).
+# loopback address over TLS (qemu+tls://ADDR/system?pkipath=$MAGLICA_TESTBED_DIR/pki/library).
 # The whole testbed lives in ONE network namespace (`netns`): each host's libvirt network
 # `default` (bridge mgbrN, 172.30.N.0/24, DHCP by libvirt's dnsmasq) exists only there, so no
 # guest address ever appears in the machine's own network namespace.
@@ -12,7 +12,10 @@
 #   testbed.sh start-one NAME ADDR  one host with any name/address
 #   testbed.sh stop | clean | status
 #   testbed.sh exec NAME CMD...     run CMD inside NAME's namespaces (env kept)
+#   testbed.sh certificates NAME ADDR [NAME ADDR...]   the PKI (roles/maglica_pki)
+#   testbed.sh uri NAME             the URI of NAME's libvirtd
 # State: $MAGLICA_TESTBED_DIR/hosts/NAME/ (ns.pid = pid to nsenter -t PID -m -u).
+# MAGLICA_TESTBED_LISTEN_TCP=1: also listen on plain TCP (benchmarks only).
 set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
@@ -51,7 +54,8 @@ wait_libvirtd() {
   done
 }
 
-uri() { echo "qemu+tcp://$(cat "$HOSTS/$1/address")/system"; }
+PKI=$MAGLICA_TESTBED_DIR/pki
+uri() { echo "qemu+tls://$(cat "$HOSTS/$1/address")/system?pkipath=$PKI/library"; }
 
 # The guest networks' addresses may exist only in a network namespace of our own.
 in_own_netns() { [[ $(readlink /proc/self/ns/net) != "$(readlink /proc/1/ns/net)" ]]; }
@@ -100,12 +104,21 @@ write_config() {
     mkdir -p "$dir/cache/qemu" && cp -r "$MAGLICA_QEMU_CAPS_CACHE" "$dir/cache/qemu/capabilities"
   fi
   [[ -s $dir/host_uuid ]] || cat /proc/sys/kernel/random/uuid >"$dir/host_uuid"
+  [[ -s $dir/pki/server/servercert.pem ]] || certificates "$name" "$addr"
+  local tcp=0; [[ ${MAGLICA_TESTBED_LISTEN_TCP:-0} == 1 ]] && tcp=1
+  # The certificate is the credential: only the testbed's library and host workers are allowed.
   cat >"$dir/etc/libvirtd.conf" <<EOF
-listen_tcp = 1
-listen_tls = 0
+listen_tls = 1
+listen_tcp = $tcp
 listen_addr = "$addr"
+tls_port = "16514"
 tcp_port = "16509"
+auth_tls = "none"
 auth_tcp = "none"
+key_file = "$dir/pki/server/serverkey.pem"
+cert_file = "$dir/pki/server/servercert.pem"
+ca_file = "$dir/pki/server/cacert.pem"
+tls_allowed_dn_list = ["O=maglica.cloud,CN=library@*", "O=maglica.cloud,CN=host-worker@*"]
 host_uuid = "$(cat "$dir/host_uuid")"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOF
@@ -123,6 +136,32 @@ vnc_listen = "127.0.0.1"
 remote_display_port_min = $vnc_min
 remote_display_port_max = $((vnc_min + 19))
 EOF
+}
+
+# The testbed's PKI, made by the roles' own code (roles/maglica_pki) through ansible-playbook:
+# a CA in $PKI/ca, the library's client certificate in $PKI/library, and per host a server
+# certificate (names: NAME and ADDR) and its host worker's client one.
+certificates() {
+  local here inventory playbook collections
+  here=$(dirname "$self")
+  playbook=${MAGLICA_ANSIBLE_PLAYBOOK:-$(command -v ansible-playbook)} || die "ansible-playbook not found"
+  collections=$MAGLICA_TESTBED_DIR/collections/ansible_collections/maglica
+  mkdir -p "$collections" "$PKI" && ln -sfn "$(dirname "$(dirname "$here")")" "$collections/cloud"
+  inventory=$PKI/inventory.yml
+  {
+    echo "all:"
+    echo "  vars: {ansible_connection: local, ansible_python_interpreter: $(dirname "$playbook")/python, pki: $PKI}"
+    echo "  hosts:"
+    echo "    library@testbed: {kind: client, dir: $PKI/library, sans: []}"
+    while (($# >= 2)); do
+      echo "    $1: {kind: server, dir: $HOSTS/$1/pki/server, sans: [$1, $2]}"
+      echo "    host-worker@$1: {kind: client, dir: $HOSTS/$1/pki/client, sans: []}"
+      shift 2
+    done
+  } >"$inventory"
+  ANSIBLE_COLLECTIONS_PATH=$MAGLICA_TESTBED_DIR/collections ANSIBLE_STDOUT_CALLBACK=ansible.builtin.minimal \
+    "$playbook" -i "$inventory" "$here/pki.yml" >"$PKI/ansible.log" 2>&1 ||
+    { tail -n 30 "$PKI/ansible.log" >&2; die "the PKI playbook failed (log: $PKI/ansible.log)"; }
 }
 
 start_one() {
@@ -259,7 +298,9 @@ case $cmd in
     pid=$(holder_pid "$1") || die "$1 is not running"; shift
     exec nsenter -t "$pid" -m -u -n --wd="$PWD" -- "$@" ;;
   netns) (($# >= 1)) || die "usage: netns CMD..."; netns_exec "$@" ;;
+  certificates) (($# >= 2 && $# % 2 == 0)) || die "usage: certificates NAME ADDRESS [NAME ADDRESS...]"; certificates "$@" ;;
+  uri) (($# == 1)) || die "usage: uri NAME"; uri "$1" ;;
   _ns-init) ns_init "$1" ;;
   _ns-daemons) ns_daemons ;;
-  *) sed -n '2,15s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
+  *) sed -n '2,18s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
 esac

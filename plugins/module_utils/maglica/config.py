@@ -12,8 +12,12 @@
       rep_port: 5556
     libvirt:
       driver: qemu
-      transport: tcp
+      transport: tls                       # qemu+tls://HOST/system?pkipath=PKI_PATH
       path: system
+      pki_path: /etc/maglica/pki/library   # cacert.pem, clientcert.pem, clientkey.pem
+
+`transport: tcp` (no encryption, no authentication) is refused unless `insecure: true`
+is set in the same section; URIs of libvirt's test driver are exempt.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from urllib.parse import quote, urlsplit
 
 from . import deps, keys
 from .errors import ConfigError
@@ -37,9 +42,13 @@ SCHEMA = {
     },
     'libvirt': {
         'driver': ('qemu', str),
-        'transport': ('tcp', str),
+        'transport': ('tls', str),
         'path': ('system', str),
         'port': (None, int),
+        # Client certificate, its key and the CA certificate, in libvirt's file names (the `pkipath` URI parameter).
+        'pki_path': ('/etc/maglica/pki/library', str),
+        # Required to use transport tcp, which has no encryption and no authentication.
+        'insecure': (False, bool),
     },
     'security': {
         'curve': (True, bool),
@@ -63,9 +72,26 @@ SCHEMA = {
 }
 HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str}
 HOST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
-TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'unix', '')
+TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'libssh', 'unix', '')
 # Names of CURVE key roles (keys.py): a host so named would hold that role's key and rights.
 RESERVED_HOST_NAMES = (keys.LIBRARY, keys.SERVER)
+# libvirt's test driver simulates hosts inside the daemon: no hypervisor is behind it, whatever the transport.
+EXEMPT_DRIVERS = ('test',)
+
+
+def uri_transport(uri: str) -> 'tuple[str, str]':
+    """(driver, transport) of a libvirt URI: 'qemu+tls://h/system' gives ('qemu', 'tls'); a local URI gives transport ''."""
+    scheme = uri.split(':', 1)[0]
+    driver, _sep, transport = scheme.partition('+')
+    if not transport and urlsplit(uri).hostname:
+        transport = 'tls'  # libvirt's default for a remote URI without a transport
+    return driver, transport
+
+
+def is_insecure_uri(uri: str) -> bool:
+    """A URI that reaches a hypervisor over plain TCP: no encryption, no authentication."""
+    driver, transport = uri_transport(uri)
+    return transport == 'tcp' and driver not in EXEMPT_DRIVERS
 
 
 class Host(object):
@@ -94,6 +120,13 @@ class Config(object):
         self.security = data['security']
         self.jobs = data['jobs']
         self.host_worker = data['host_worker']
+        # The host whose libvirtd is reached over its local socket: a host worker's own (see use_local_socket).
+        self.local_host = None
+
+    def use_local_socket(self, name: str) -> None:
+        """Reach host `name`'s libvirtd over the local socket (the host worker runs beside it) unless its `uri` is set."""
+        self.host(name)
+        self.local_host = name
 
     def host(self, name):
         """Return the Host called `name` or raise ConfigError naming the known ones."""
@@ -108,10 +141,17 @@ class Config(object):
         if host.uri:
             return host.uri
         lv = self.libvirt
-        if lv['transport'] in ('', 'unix'):
+        if lv['transport'] in ('', 'unix') or host.name == self.local_host:
             return '%s:///%s' % (lv['driver'], lv['path'])
         port = ':%d' % lv['port'] if lv['port'] else ''
-        return '%s+%s://%s%s/%s' % (lv['driver'], lv['transport'], host.address, port, lv['path'])
+        query = ''
+        if lv['transport'] == 'tls' and lv['pki_path']:
+            query = '?pkipath=%s' % quote(lv['pki_path'], safe='/')
+        return '%s+%s://%s%s/%s%s' % (lv['driver'], lv['transport'], host.address, port, lv['path'], query)
+
+    def insecure_uris(self) -> 'dict[str, str]':
+        """{host name: URI} of the hosts reached over plain TCP."""
+        return {h.name: self.uri(h) for h in self.hosts if is_insecure_uri(self.uri(h))}
 
     def endpoint(self, which):
         """tcp:// address of the client worker's PUB (`pub`) or REP (`rep`) socket, for connecting."""
@@ -166,7 +206,13 @@ def validate(data, source=None):
     if result['jobs']['retention_days'] <= 0:
         raise ConfigError('%s: jobs.retention_days must be positive (days to keep jobs that ended)' % where)
     result['hosts'] = _validate_hosts(data.get('hosts'), where)
-    return Config(result, source)
+    config = Config(result, source)
+    insecure = config.insecure_uris()
+    if insecure and not result['libvirt']['insecure']:
+        raise ConfigError('%s: libvirt over tcp has neither encryption nor authentication: anyone who reaches the port of %s '
+                          'can destroy every VM there. Use transport: tls (the default) or ssh; to accept the risk, set '
+                          'insecure: true in the libvirt section' % (where, ', '.join('%s (%s)' % i for i in insecure.items())))
+    return config
 
 
 def _validate_hosts(hosts, where):

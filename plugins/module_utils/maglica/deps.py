@@ -20,6 +20,7 @@ PACKAGES = {
     'zmq': 'pyzmq',
     'guestfs': 'guestfs (Debian: python3-guestfs)',
     'yaml': 'PyYAML',
+    'cryptography': 'cryptography (Debian: python3-cryptography)',
 }
 
 _modules = {}

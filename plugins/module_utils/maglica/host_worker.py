@@ -126,6 +126,8 @@ class HostWorker(object):
     def __init__(self, config, name):
         self.config = config
         self.host = config.host(name)
+        # Its own libvirtd over the local socket; other hosts' (an image copy's source) over the configured transport.
+        config.use_local_socket(self.host.name)
         self.name = self.host.name
         zmq = transport.zmq()
         self.context = zmq.Context()

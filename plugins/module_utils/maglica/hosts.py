@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 
-from . import virt
+from . import pki, virt
 from .client import Client
-from .errors import DispatchError, MaglicaError
+from .config import uri_transport
+from .errors import DispatchError, HostError, MaglicaError
 
 WORKER_POLL_S = 0.5
 
@@ -54,13 +55,26 @@ def wait_for_workers(config, timeout):
         time.sleep(WORKER_POLL_S)
 
 
-def host_info(config, require_workers=False, wait_timeout=0, hosts=None):
-    """Every host (or those named in `hosts`): weight, libvirtd reachability and load, and its worker's liveness.
+def _tls_facts(uri: str) -> dict:
+    """The transport of a host's URI and, over tls, the days left on its server certificate."""
+    facts = {'transport': uri_transport(uri)[1] or 'unix', 'server_cert_days': None, 'server_cert_error': None}
+    if facts['transport'] == 'tls':
+        try:
+            facts['server_cert_days'] = round(pki.server_certificate_days(uri), 1)
+        except HostError as e:
+            facts['server_cert_error'] = str(e)
+    return facts
+
+
+def host_info(config, require_workers=False, wait_timeout=0, hosts=None, renew_days=30):
+    """Every host (or those named in `hosts`): weight, libvirtd reachability and load, its worker's liveness,
+    the transport and the days until its server certificate expires.
 
     Returns {hosts: [...], warnings: [...]}. A host whose libvirtd does not answer is
     reported, not fatal; a client worker that does not answer makes `worker_alive` null
     and adds a warning. With `require_workers`, a host whose worker is not alive (after
-    waiting up to `wait_timeout` seconds) raises MaglicaError naming it.
+    waiting up to `wait_timeout` seconds), or whose server certificate expires within
+    `renew_days`, raises MaglicaError naming it.
     """
     if hosts:
         for name in hosts:
@@ -71,14 +85,20 @@ def host_info(config, require_workers=False, wait_timeout=0, hosts=None):
     except DispatchError as e:
         workers = None
         warnings.append('worker liveness unknown: %s' % e)
-    answers = virt.ask_hosts(config, _libvirt_facts, hosts)
+
+    def facts(conn, host):
+        return dict(_libvirt_facts(conn, host), **_tls_facts(config.uri(host)))
+
+    answers = virt.ask_hosts(config, facts, hosts)
     result = []
     for answer in answers:
         entry = {'name': answer['host'], 'weight': answer['weight'], 'uri': answer['uri'],
                  'reachable': answer['reachable'], 'error': answer['error'],
                  'worker_alive': None, 'worker_last_seen_s': None, 'worker_pid': None}
         entry.update(answer['result'] or {'hostname': None, 'active_domains': None, 'inactive_domains': None, 'cpus': None,
-                                          'cpu_model': None, 'memory_mb': None, 'free_memory_mb': None, 'vcpus_in_use': None})
+                                          'cpu_model': None, 'memory_mb': None, 'free_memory_mb': None, 'vcpus_in_use': None,
+                                          'transport': uri_transport(answer['uri'])[1] or 'unix', 'server_cert_days': None,
+                                          'server_cert_error': None})
         if workers is not None:
             status = workers.get(answer['host']) or {}
             entry.update(worker_alive=bool(status.get('alive')), worker_last_seen_s=status.get('last_seen_s'),
@@ -91,4 +111,9 @@ def host_info(config, require_workers=False, wait_timeout=0, hosts=None):
         if dead:
             raise MaglicaError('the host worker of %s is not alive%s' % (
                 ', '.join(dead), ' after waiting %gs' % wait_timeout if wait_timeout else ''))
+        expiring = ['%s (%g days)' % (h['name'], h['server_cert_days']) for h in result
+                    if h['server_cert_days'] is not None and h['server_cert_days'] < renew_days]
+        if expiring:
+            raise MaglicaError('the libvirtd server certificate of %s expires within the renewal window of %d days: re-run '
+                               'playbooks/site.yml to renew it' % (', '.join(expiring), renew_days))
     return {'hosts': result, 'warnings': warnings}

@@ -5,12 +5,18 @@
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
+import logging
+import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 
-from . import deps
+from . import deps, pki
+from .config import is_insecure_uri
 from .errors import HostError
+
+LOG = logging.getLogger('maglica.virt')
 
 # Clones carry this element in their libvirt metadata, so a stopped clone is never taken for an image.
 METADATA_NS = 'https://maglica.cloud/xmlns/clone/1'
@@ -36,31 +42,100 @@ def error_text(error):
     return message or str(error)
 
 
-def connect(uri, readonly=False):
+def connect(uri, readonly=False, host=None):
+    """Open a libvirt connection. Over tls the client's certificate files are checked first, and a failure
+    names the host (`host`, else the URI's address), the file or DN, and the check that found it."""
     lv = libvirt()
+    name = host or uri
+    _warn_if_insecure(uri)
+    files = pki.client_files(uri)
+    dn = pki.check_client(files, name) if files else None
     try:
         return lv.openReadOnly(uri) if readonly else lv.open(uri)
     except lv.libvirtError as e:
-        raise HostError('cannot connect to libvirtd at %s: %s' % (uri, error_text(e)))
+        text = error_text(e)
+        raise HostError(pki.explain(uri, name, text, dn) or 'cannot connect to libvirtd at %s: %s' % (uri, text))
+
+
+def _warn_if_insecure(uri: str) -> None:
+    if is_insecure_uri(uri):
+        LOG.warning('libvirt connection to %s over plain tcp (libvirt.insecure: true): unencrypted and unauthenticated', uri)
+
+
+# Read-only connections are kept, one per URI, and reused: over TLS, opening one (certificate files loaded and
+# checked on both sides, a handshake, libvirt's confirmation) costs more than a host's whole listing
+# (benchmarks/list.py, tls_vs_tcp). libvirt connections may be used by several threads at once.
+_kept: dict = {}
+_kept_lock = threading.Lock()
+
+
+def _kept_connection(uri: str, host: str):
+    with _kept_lock:
+        conn = _kept.get(uri)
+    if conn is not None:
+        _warn_if_insecure(uri)
+        return conn
+    conn = connect(uri, readonly=True, host=host)
+    with _kept_lock:
+        if uri in _kept:  # another thread opened one meanwhile: keep one
+            conn.close()
+        return _kept.setdefault(uri, conn)
+
+
+def _drop_kept(uri: str, conn) -> None:
+    with _kept_lock:
+        if _kept.get(uri) is conn:
+            del _kept[uri]
+    try:
+        conn.close()
+    except Exception:  # a connection whose daemon went away may not close cleanly; it is dropped all the same
+        pass
+
+
+def forget_connections() -> None:
+    """Close every kept connection."""
+    with _kept_lock:
+        kept = list(_kept.items())
+    for uri, conn in kept:
+        _drop_kept(uri, conn)
+
+
+# Before the interpreter takes the libvirt module apart, or closing them then fails noisily.
+atexit.register(forget_connections)
 
 
 class Connection(object):
-    """Context manager: a libvirt connection to one configured host, closed on exit."""
+    """Context manager: a libvirt connection to one configured host. Read-write connections are closed on exit;
+    read-only ones are kept for the next use, unless the connection died (then `stale` is set)."""
 
     def __init__(self, config, host, readonly=False):
         self.uri = config.uri(host)
+        self.host = host.name
         self.readonly = readonly
         self.conn = None
+        self.stale = False
 
     def __enter__(self):
-        self.conn = connect(self.uri, self.readonly)
+        self.conn = _kept_connection(self.uri, self.host) if self.readonly else connect(self.uri, False, self.host)
         return self.conn
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, traceback):
+        if self.readonly:
+            if exc_type is not None and not _alive(self.conn):
+                self.stale = True  # its libvirtd restarted or went away since it was opened
+                _drop_kept(self.uri, self.conn)
+            return
         try:
             self.conn.close()
         except Exception:  # closing a connection whose daemon died must not hide the real error
             pass
+
+
+def _alive(conn) -> bool:
+    try:
+        return conn.isAlive() == 1
+    except Exception:  # a broken connection may fail to answer even this
+        return False
 
 
 def describe(dom, with_sizes=True):
@@ -165,10 +240,18 @@ def ask_hosts(config, query, hosts=None):
     def one(host):
         entry = {'host': host.name, 'weight': host.weight, 'uri': config.uri(host), 'reachable': True, 'error': None, 'result': None}
         try:
-            with Connection(config, host, readonly=True) as conn:
-                entry['result'] = query(conn, host)
+            connection = Connection(config, host, readonly=True)
+            try:
+                with connection as conn:
+                    entry['result'] = query(conn, host)
+            except Exception:
+                if not connection.stale:
+                    raise
+                with Connection(config, host, readonly=True) as conn:  # a kept connection had died: once more, fresh
+                    entry['result'] = query(conn, host)
         except HostError as e:
-            entry.update(reachable=False, error='%s: %s' % (host.name, e))
+            message = str(e)
+            entry.update(reachable=False, error=message if message.startswith(host.name + ': ') else '%s: %s' % (host.name, message))
         except Exception as e:  # a libvirt error mid-query: report this host, keep the others
             entry.update(reachable=False, error='%s: %s' % (host.name, error_text(e)))
         return entry

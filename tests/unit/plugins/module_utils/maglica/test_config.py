@@ -18,7 +18,8 @@ def test_defaults_are_filled_in():
         assert getattr(cfg, section) == {key: default for key, (default, _kind) in keys.items()}, section
     # The seed's ports and URI parts.
     assert cfg.client == dict(cfg.client, host='localhost', pub_port=5555, rep_port=5556, bind='*')
-    assert cfg.libvirt == {'driver': 'qemu', 'transport': 'tcp', 'path': 'system', 'port': None}
+    assert cfg.libvirt == {'driver': 'qemu', 'transport': 'tls', 'path': 'system', 'port': None,
+                           'pki_path': '/etc/maglica/pki/library', 'insecure': False}
     assert cfg.security['curve'] is True, 'CURVE is on unless turned off'
     assert [h.as_dict() for h in cfg.hosts] == [{'name': 'kvm1', 'weight': 10, 'address': 'kvm1', 'uri': None}]
     assert cfg.source == 'inline configuration'
@@ -93,7 +94,7 @@ def test_config_from_environment_variable(tmp_path, monkeypatch):
     ({'hosts': ['a'], 'jobs': {'ttl': 0}}, r'jobs\.ttl must be positive'),
     ({'hosts': ['a'], 'client': {'pub_port': 0}}, r'client\.pub_port must be a TCP port \(1-65535\), got 0'),
     ({'hosts': ['a'], 'client': {'rep_port': 65536}}, r'client\.rep_port must be a TCP port \(1-65535\), got 65536'),
-    ({'hosts': ['a'], 'libvirt': {'transport': 'http'}}, r"libvirt\.transport must be one of tcp, tls, ssh, libssh2, unix, ''"),
+    ({'hosts': ['a'], 'libvirt': {'transport': 'http'}}, r"libvirt\.transport must be one of tcp, tls, ssh, libssh2, libssh, unix, ''"),
     ({}, r'hosts must be a non-empty list'),
     ({'hosts': []}, r'hosts must be a non-empty list'),
     ({'hosts': 'kvm1'}, r'hosts must be a non-empty list'),
@@ -131,19 +132,43 @@ def test_host_lookup():
         cfg.host('c')
 
 
-def test_uri_tcp_port_unix_and_explicit():
+def test_uri_tls_by_default_port_unix_and_explicit():
     hosts = [{'name': 'kvm1', 'address': '10.0.0.1'}, {'name': 'kvm2'}, {'name': 'kvm3', 'uri': 'test:///default'}]
     cfg = config.validate({'hosts': hosts})
-    assert cfg.uri(cfg.host('kvm1')) == 'qemu+tcp://10.0.0.1/system'
-    assert cfg.uri(cfg.host('kvm2')) == 'qemu+tcp://kvm2/system', 'the address defaults to the name'
+    assert cfg.uri(cfg.host('kvm1')) == 'qemu+tls://10.0.0.1/system?pkipath=/etc/maglica/pki/library'
+    assert cfg.uri(cfg.host('kvm2')) == 'qemu+tls://kvm2/system?pkipath=/etc/maglica/pki/library', 'the address defaults to the name'
     assert cfg.uri(cfg.host('kvm3')) == 'test:///default', 'an explicit uri wins'
-    cfg = config.validate({'hosts': hosts, 'libvirt': {'port': 16510, 'transport': 'tls', 'path': 'session'}})
-    assert cfg.uri(cfg.host('kvm1')) == 'qemu+tls://10.0.0.1:16510/session'
+    cfg = config.validate({'hosts': hosts, 'libvirt': {'port': 16510, 'path': 'session', 'pki_path': '/p k&i'}})
+    assert cfg.uri(cfg.host('kvm1')) == 'qemu+tls://10.0.0.1:16510/session?pkipath=/p%20k%26i'
     for transport in ('unix', ''):
         cfg = config.validate({'hosts': hosts, 'libvirt': {'transport': transport}})
         assert cfg.uri(cfg.host('kvm1')) == 'qemu:///system'
     cfg = config.validate({'hosts': hosts, 'libvirt': {'driver': 'lxc', 'transport': 'ssh'}})
     assert cfg.uri(cfg.host('kvm2')) == 'lxc+ssh://kvm2/system'
+    cfg = config.validate({'hosts': hosts, 'libvirt': {'transport': 'tcp', 'insecure': True}})
+    assert cfg.uri(cfg.host('kvm1')) == 'qemu+tcp://10.0.0.1/system'
+
+
+def test_the_host_worker_reaches_its_own_libvirtd_over_the_local_socket():
+    cfg = config.validate({'hosts': [{'name': 'kvm1', 'address': '10.0.0.1'}, {'name': 'kvm2', 'address': '10.0.0.2'}]})
+    cfg.use_local_socket('kvm1')
+    assert cfg.uri(cfg.host('kvm1')) == 'qemu:///system'
+    assert cfg.uri(cfg.host('kvm2')) == 'qemu+tls://10.0.0.2/system?pkipath=/etc/maglica/pki/library', 'other hosts: tls'
+    with pytest.raises(ConfigError, match='host .kvm9. is not in the configuration'):
+        cfg.use_local_socket('kvm9')
+
+
+def test_tcp_is_refused_unless_insecure_is_set():
+    with pytest.raises(ConfigError, match=r'libvirt over tcp has neither encryption nor authentication: anyone who reaches '
+                                          r'the port of kvm1 \(qemu\+tcp://kvm1/system\) can destroy every VM there.*insecure: true'):
+        config.validate({'hosts': ['kvm1'], 'libvirt': {'transport': 'tcp'}})
+    with pytest.raises(ConfigError, match=r'kvm2 \(qemu\+tcp://h2/system\)'):
+        config.validate({'hosts': ['kvm1', {'name': 'kvm2', 'uri': 'qemu+tcp://h2/system'}]})
+    cfg = config.validate({'hosts': ['kvm1'], 'libvirt': {'transport': 'tcp', 'insecure': True}})
+    assert cfg.insecure_uris() == {'kvm1': 'qemu+tcp://kvm1/system'}
+    # The test driver simulates hosts: no hypervisor behind it, so its tcp URIs are not refused.
+    cfg = config.validate({'hosts': [{'name': 'sim', 'uri': 'test+tcp://127.0.0.1/default'}]})
+    assert cfg.insecure_uris() == {}
 
 
 def test_endpoints():

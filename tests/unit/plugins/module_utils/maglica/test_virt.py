@@ -24,7 +24,7 @@ def test_libvirt_python_binding_is_there():
     assert libvirt.getVersion() > 0
 
 
-UNREACHABLE_URI = 'qemu+tcp://127.0.0.254/system'
+UNREACHABLE_URI = 'test+tcp://127.0.0.254/default'  # nothing listens there
 TEST_NS = "xmlns:test='http://libvirt.org/schemas/domain/test/1.0'"
 
 
@@ -286,3 +286,19 @@ def test_clone_args_drop_empty_values():
                             root_password_hash='', ssh_authorized_keys=('k1',))
     assert args == {'image': 'img', 'hostname': 'h', 'clone_mode': 'full', 'start': True,
                     'network': {'mode': 'static', 'address': '192.0.2.1'}, 'ssh_authorized_keys': ['k1']}
+
+
+def test_read_only_connections_are_kept_and_a_dead_one_is_replaced(cloud_config):
+    """A listing reuses the connection of the last one; a kept connection that died is replaced at once."""
+    virt.forget_connections()
+    first = virt.survey(cloud_config, hosts=['a'])
+    names = sorted(d['name'] for d in first[0]['result'])
+    kept = virt._kept[first[0]['uri']]
+    again = virt.survey(cloud_config, hosts=['a'])
+    assert virt._kept[first[0]['uri']] is kept and again[0]['result'] == first[0]['result']
+    kept.close()  # as if its libvirtd had gone away behind our back
+    answer = virt.survey(cloud_config, hosts=['a'])[0]
+    assert answer['reachable'] and sorted(d['name'] for d in answer['result']) == names, answer
+    assert virt._kept[first[0]['uri']] is not kept
+    virt.forget_connections()
+    assert virt._kept == {}
