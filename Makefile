@@ -16,7 +16,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
-.PHONY: all deps collection-link test sanity units integration lint demo demo-clean testbed-stop \
+.PHONY: all deps collection-link test sanity units integration lint typecheck demo demo-clean testbed-stop \
         bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot clean
 
 all: test
@@ -28,7 +28,7 @@ collection-link:
 	mkdir -p $(dir $(COLLECTION_LINK))
 	ln -sfn $(CURDIR) $(COLLECTION_LINK)
 
-test: deps collection-link sanity lint units integration
+test: deps collection-link sanity lint typecheck units integration
 
 units: deps collection-link
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
@@ -45,6 +45,10 @@ sanity: deps
 	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -C $(SANITY_COPY) -xf -
 	cd $(SANITY_COPY) && git init -q && git add -A && \
 	  $(VENV)/bin/ansible-test sanity --requirements --venv --python 3.11 --color no $(SANITY_ARGS)
+
+# The library's type hints (it also runs as the worker daemons, without Ansible).
+typecheck: deps
+	cd plugins/module_utils && $(VENV)/bin/mypy --ignore-missing-imports maglica
 
 lint: deps collection-link
 	$(VENV)/bin/ansible-lint --profile production --offline roles playbooks

@@ -15,7 +15,7 @@ APT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-
 # `ansible` (12.x goes with ansible-core 2.19) ships community.crypto, which the roles' PKI uses; Galaxy is
 # out of reach here. cryptography: the library's certificate checks.
 PIP_REQS=('ansible-core>=2.19,<2.20' 'ansible>=12,<13' cryptography 'pyzmq>=26' pytest pytest-timeout pyyaml
-  ansible-lint antsibull-changelog hypothesis)
+  ansible-lint antsibull-changelog hypothesis mypy types-PyYAML)
 
 # --- Debian packages -------------------------------------------------------
 missing=()

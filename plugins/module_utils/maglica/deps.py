@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import traceback
+from typing import Any, Dict
 
 from .errors import MissingDependency
 
@@ -23,8 +24,8 @@ PACKAGES = {
     'cryptography': 'cryptography (Debian: python3-cryptography)',
 }
 
-_modules = {}
-_tracebacks = {}
+_modules: Dict[str, Any] = {}
+_tracebacks: Dict[str, str] = {}
 
 
 def load(name):

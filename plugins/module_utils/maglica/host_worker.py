@@ -313,7 +313,8 @@ class HostWorker(object):
 
     def results_that_fit(self, budget: int) -> List[Dict[str, Any]]:
         """Results of the outbox, oldest first, each bounded (messages.bound_result), together within `budget` bytes."""
-        results, used = [], 0
+        results: List[Dict[str, Any]] = []
+        used = 0
         for result in self.record.outbox(REPORT_BATCH):
             result = messages.bound_result(result)
             size = messages.encoded_size(result) + 1

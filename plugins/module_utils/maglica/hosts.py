@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Dict
 
 from . import pki, virt
 from .client import Client
@@ -57,10 +58,11 @@ def wait_for_workers(config, timeout):
 
 def _tls_facts(uri: str) -> dict:
     """The transport of a host's URI and, over tls, the days left on its server certificate."""
-    facts = {'transport': uri_transport(uri)[1] or 'unix', 'server_cert_days': None, 'server_cert_error': None}
+    facts: Dict[str, Any] = {'transport': uri_transport(uri)[1] or 'unix', 'server_cert_days': None, 'server_cert_error': None}
     if facts['transport'] == 'tls':
         try:
-            facts['server_cert_days'] = round(pki.server_certificate_days(uri), 1)
+            days = pki.server_certificate_days(uri)
+            facts['server_cert_days'] = None if days is None else round(days, 1)
         except HostError as e:
             facts['server_cert_error'] = str(e)
     return facts

@@ -48,7 +48,7 @@ def client_files(uri: str) -> Optional[ClientFiles]:
     """The certificate files a tls URI uses (its `pkipath`, else libvirt's defaults); None for other transports."""
     if uri_transport(uri)[1] != 'tls':
         return None
-    pki_path = (parse_qs(urlsplit(uri).query).get('pkipath') or [None])[0]
+    pki_path = (parse_qs(urlsplit(uri).query).get('pkipath') or [''])[0]
     if pki_path:
         return ClientFiles(os.path.join(pki_path, CA_FILE), os.path.join(pki_path, CERT_FILE),
                            os.path.join(pki_path, KEY_FILE), os.path.join(pki_path, ALLOWED_DNS_FILE))
@@ -192,7 +192,10 @@ def _peer_certificate(uri: str, files: ClientFiles, verify: bool, timeout: float
         context.load_cert_chain(files.cert, files.key)
         with socket.create_connection((parts.hostname, parts.port or TLS_PORT), timeout=timeout) as sock:
             with context.wrap_socket(sock, server_hostname=parts.hostname) as tls:
-                return tls.getpeercert(binary_form=True)
+                peer = tls.getpeercert(binary_form=True)
+                if peer is None:
+                    raise HostError('%s presented no certificate' % uri)
+                return peer
     except (OSError, ssl.SSLError) as e:
         raise HostError('cannot read the server certificate of %s:%d: %s' % (parts.hostname, parts.port or TLS_PORT, e))
 
@@ -215,6 +218,8 @@ def diagnose_server(uri: str, host: str) -> Optional[str]:
     """Check the server certificate of a tls URI's libvirtd as libvirt's client does, and say which check fails
     (issuer, dates, name); None when none does."""
     files = client_files(uri)
+    if files is None:
+        return None
     deps.load('cryptography')
     from cryptography import x509  # pylint: disable=import-outside-toplevel
     address = urlsplit(uri).hostname or ''

@@ -494,7 +494,8 @@ def console_tail(conn, name: str, lines: int = 40) -> dict:
     of the hypervisor's). Returns {name, path, lines}; an empty list when the domain logs no console."""
     dom = _call('cannot look up %s' % name, conn.lookupByName, name)
     root = ET.fromstring(dom.XMLDesc(0))
-    paths = [log.get('file') for log in root.findall('./devices/serial/log') + root.findall('./devices/console/log') if log.get('file')]
+    paths = [str(log.get('file')) for log in root.findall('./devices/serial/log') + root.findall('./devices/console/log')
+             if log.get('file')]
     if not paths:
         return {'name': name, 'path': None, 'lines': []}
     try:
