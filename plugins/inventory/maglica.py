@@ -165,8 +165,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if variables['maglica_addresses']:
                 variables['ansible_host'] = variables['maglica_addresses'][0]['address']
             variables['maglica_ssh_host_keys'] = entry.get('ssh_host_keys') or []
-            variables['maglica_known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(name, variables.get('ansible_host')),
-                                                                       variables['maglica_ssh_host_keys'])
+            names = reach.clone_names(name, variables.get('ansible_host'))
+            variables['maglica_known_hosts'] = hostkeys.known_hosts_lines(names, variables['maglica_ssh_host_keys'])
             if known_hosts_file and variables['maglica_known_hosts']:
                 known_hosts.extend(variables['maglica_known_hosts'])
                 variables['ansible_ssh_common_args'] = '-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes' % known_hosts_file
