@@ -22,6 +22,18 @@ from polling import wait_until  # noqa: E402  pylint: disable=wrong-import-posit
 NOOP_WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'noop_action.py')
 
 
+def files_holding(directory, secret):
+    """Names of the files under `directory` whose bytes contain `secret`."""
+    found = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path, 'rb') as handle:
+                if secret.encode() in handle.read():
+                    found.append(name)
+    return found
+
+
 def free_ports(count):
     """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
     socks, ports = [], []
@@ -85,4 +97,4 @@ class Daemon(object):
         return self.proc.returncode
 
 
-__all__ = ['Daemon', 'free_ports', 'wait_until', 'worker_env', 'write_yaml']
+__all__ = ['Daemon', 'files_holding', 'free_ports', 'wait_until', 'worker_env', 'write_yaml']

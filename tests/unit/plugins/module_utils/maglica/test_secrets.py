@@ -20,6 +20,7 @@ from maglica import config, messages
 from maglica.errors import ConfigError
 from maglica.host_worker import Record
 from maglica.joblog import JobLog
+from unit_helpers import files_holding
 
 T0 = 1700000000.0
 HASH = '$6$saltsalt$' + 'S3cr3tHashValue' * 6
@@ -28,18 +29,6 @@ HASH = '$6$saltsalt$' + 'S3cr3tHashValue' * 6
 def clone_job(host='kvm1', ttl=None):
     args = {'image': 'debian.original', 'hostname': 'web1', 'clone_mode': 'full', 'start': False, 'root_password_hash': HASH}
     return messages.new_job(host, 'vm.clone', args, ttl=ttl)
-
-
-def files_holding(directory, secret):
-    """Names of the files under `directory` whose bytes contain `secret`."""
-    found = []
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            with open(path, 'rb') as handle:
-                if secret.encode() in handle.read():
-                    found.append(name)
-    return found
 
 
 def mode(path):

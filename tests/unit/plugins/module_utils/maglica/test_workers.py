@@ -20,7 +20,7 @@ import zmq  # a missing pyzmq fails the suite, never skips it
 from maglica import config, keys, messages, transport
 from maglica.client import Client
 from maglica.errors import DispatchError, JobFailed, NotFoundError
-from unit_helpers import Daemon, free_ports, wait_until, worker_env, write_yaml
+from unit_helpers import Daemon, files_holding, free_ports, wait_until, worker_env, write_yaml
 
 
 HOSTS = ('kvm1', 'kvm10', 'lonely')  # lonely never gets a host worker
@@ -325,17 +325,6 @@ def test_job_listing_after_clones_with_big_diffs_fits_in_replies(plain_cloud):
         assert all(j['state'] == 'succeeded' and 'diff' not in j['data']['customization'] for j in listed)
         one = client.status(jobs[0]['id'])
         assert one['data'] == results[0]['data'], 'the status of one job gives the whole result'
-
-
-def files_holding(directory, secret):
-    found = []
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            with open(path, 'rb') as handle:
-                if secret.encode() in handle.read():
-                    found.append(name)
-    return found
 
 
 def test_root_password_hash_leaves_job_log_and_host_record_once_used(plain_cloud):
