@@ -91,7 +91,9 @@ def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeou
         raise MaglicaError('wait_for=ssh needs the clone\'s SSH host keys, and %s has none recorded' % name)
     start = time.monotonic()
     deadline = start + timeout
-    with virt.Connection(config, config.host(host), readonly=True) as conn:
+    # Read-write: libvirt answers guest-agent address queries only on a read-write connection, and without the
+    # agent a DHCP lease of an earlier boot of the same MAC could be taken for the address.
+    with virt.Connection(config, config.host(host)) as conn:
         while True:
             seen.waited_s = round(time.monotonic() - start, 1)
             dom = conn.lookupByName(name)
