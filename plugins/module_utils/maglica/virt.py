@@ -11,6 +11,7 @@ import logging
 import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from typing import Dict
 
 from . import deps, pki
 from .config import is_insecure_uri
@@ -21,6 +22,10 @@ LOG = logging.getLogger('maglica.virt')
 # Clones carry this element in their libvirt metadata, so a stopped clone is never taken for an image.
 METADATA_NS = 'https://maglica.cloud/xmlns/clone/1'
 METADATA_PREFIX = 'maglica'
+# Original images made by Maglica (maglica_image) carry this element instead: what they were made from (source,
+# checksum). It is never the clone element, so no listing takes an image for a clone.
+IMAGE_METADATA_NS = 'https://maglica.cloud/xmlns/image/1'
+IMAGE_METADATA_PREFIX = 'maglica-image'
 MAX_PARALLEL = 64
 # Domains of one host described at once, on its one connection.
 DOMAIN_PARALLEL = 8
@@ -186,6 +191,9 @@ def describe(dom, with_sizes=True):
     meta = clone_metadata(dom)
     info['clone_of'] = meta.get('image')
     info['ssh_host_keys'] = meta.get('host_keys', [])
+    # The spread group a clone was placed in (issue 13): kept in its metadata, so it outlives every worker.
+    info['spread_group'] = meta.get('spread-group')
+    info['image'] = image_metadata_of(root) or None
     return info
 
 
@@ -207,6 +215,20 @@ def clone_metadata(dom):
     # The public SSH host keys written into the clone, for known_hosts lines on every later run.
     meta['host_keys'] = [key.text.strip() for key in element.findall('host-key') if key.text]
     return meta
+
+
+def image_metadata_of(root: ET.Element) -> Dict[str, str]:
+    """The attributes of Maglica's image element in a domain's XML (already parsed), {} when there is none."""
+    element = root.find('./metadata/{%s}image' % IMAGE_METADATA_NS)
+    return dict(element.attrib) if element is not None else {}
+
+
+def set_image_metadata(dom, attributes: Dict[str, str]) -> None:
+    """Mark a domain as an original image made by Maglica, with these attributes (strings), in its persistent config."""
+    lv = libvirt()
+    element = ET.Element('image', {key: str(value) for key, value in attributes.items()})
+    dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, encoding='unicode'),
+                    IMAGE_METADATA_PREFIX, IMAGE_METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
 def is_image(info):
