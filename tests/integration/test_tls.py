@@ -105,13 +105,19 @@ def test_the_testbed_allows_its_own_certificates_over_tls_only(testbed):
     assert HOST in virt.connect(testbed.uri(HOST), readonly=True).getHostname()
 
 
+def refused_everywhere(testbed, pki_path, libvirt_says, why):
+    """Assert that the host's libvirtd refuses the client files in pki_path (a TLS handshake, then libvirt's own
+    client says `libvirt_says`), and return the library's message for the same files."""
+    address = testbed.hosts[HOST]
+    assert not server_accepts(address, pki_path), why
+    assert libvirt_says in refused_by_libvirt(tls_uri(address, pki_path))
+    return refused_by_library(testbed, pki_path)
+
+
 def test_refused_a_client_without_a_certificate(testbed, tmp_path):
     state = HostState(testbed, HOST)
     pki_path = certificates.write_client_dir(str(tmp_path / 'none'), certificates.load_ca(testbed.ca_dir)[0])
-    address = testbed.hosts[HOST]
-    assert not server_accepts(address, pki_path), 'libvirtd must refuse a client without a certificate'
-    assert 'Unable to read TLS confirmation' in refused_by_libvirt(tls_uri(address, pki_path))
-    message = refused_by_library(testbed, pki_path)
+    message = refused_everywhere(testbed, pki_path, 'Unable to read TLS confirmation', 'libvirtd must refuse a client without a certificate')
     assert message == '%s: the client certificate %s/clientcert.pem is missing' % (HOST, pki_path)
     assert state.unchanged()
 
@@ -121,10 +127,7 @@ def test_refused_a_client_certificate_from_another_ca(testbed, testbed_ca, tmp_p
     other = certificates.new_ca('Another CA')
     cert, key = certificates.issue(other, 'library@testbed')
     pki_path = certificates.write_client_dir(str(tmp_path / 'other-ca'), testbed_ca[0], cert, key)
-    address = testbed.hosts[HOST]
-    assert not server_accepts(address, pki_path), 'libvirtd must refuse a certificate of another CA'
-    assert 'failed validation' in refused_by_libvirt(tls_uri(address, pki_path))
-    message = refused_by_library(testbed, pki_path)
+    message = refused_everywhere(testbed, pki_path, 'failed validation', 'libvirtd must refuse a certificate of another CA')
     assert message.startswith('%s: the client certificate %s/clientcert.pem (DN O=maglica.cloud,CN=library@testbed) was not '
                               'issued by the CA in %s/cacert.pem' % (HOST, pki_path, pki_path)), message
     assert message.endswith('(check: issuer)')
@@ -135,10 +138,7 @@ def test_refused_an_expired_client_certificate(testbed, testbed_ca, tmp_path):
     state = HostState(testbed, HOST)
     cert, key = certificates.issue(testbed_ca, 'library@testbed', not_before=-30, not_after=-1)
     pki_path = certificates.write_client_dir(str(tmp_path / 'expired'), testbed_ca[0], cert, key)
-    address = testbed.hosts[HOST]
-    assert not server_accepts(address, pki_path), 'libvirtd must refuse an expired certificate'
-    assert 'has expired' in refused_by_libvirt(tls_uri(address, pki_path))
-    message = refused_by_library(testbed, pki_path)
+    message = refused_everywhere(testbed, pki_path, 'has expired', 'libvirtd must refuse an expired certificate')
     assert message.startswith('%s: the client certificate %s/clientcert.pem (DN O=maglica.cloud,CN=library@testbed) expired on '
                               % (HOST, pki_path)), message
     assert message.endswith('(check: expiry date)')
@@ -149,13 +149,10 @@ def test_refused_a_valid_certificate_whose_dn_is_not_allowed(testbed, testbed_ca
     state = HostState(testbed, HOST)
     cert, key = certificates.issue(testbed_ca, 'intruder')
     pki_path = certificates.write_client_dir(str(tmp_path / 'intruder'), testbed_ca[0], cert, key)
-    address = testbed.hosts[HOST]
-    assert not server_accepts(address, pki_path), 'libvirtd must refuse a DN outside tls_allowed_dn_list'
-    assert 'Unable to read TLS confirmation' in refused_by_libvirt(tls_uri(address, pki_path))
     # libvirt shows only a closed connection: the library names the certificate, its DN and the check.
-    message = refused_by_library(testbed, pki_path)
+    message = refused_everywhere(testbed, pki_path, 'Unable to read TLS confirmation', 'libvirtd must refuse a DN outside tls_allowed_dn_list')
     assert message.startswith('%s: libvirtd at %s closed the TLS connection: it refused the client certificate '
-                              '%s/clientcert.pem (DN O=maglica.cloud,CN=intruder)' % (HOST, address, pki_path)), message
+                              '%s/clientcert.pem (DN O=maglica.cloud,CN=intruder)' % (HOST, testbed.hosts[HOST], pki_path)), message
     assert '(check: server refused the client)' in message
     # With the allow list the roles write beside a client certificate, the library finds it before connecting.
     with open(os.path.join(pki_path, 'allowed_dns'), 'w') as handle:
