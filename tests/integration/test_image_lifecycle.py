@@ -128,7 +128,8 @@ def test_from_vm_makes_a_sealed_image_and_leaves_the_vm_as_it_was(cloud, testbed
     assert [(i['host'], i['clone_of']) for i in listed] == [('host1', None)]
     assert listed[0]['image']['made_from'] == source_vm and listed[0]['image']['complete'] == 'yes'
     xml = testbed.virsh('host1', 'dumpxml', '--inactive', 'sealed.original')
-    assert 'https://maglica.cloud/xmlns/clone/1' not in xml and 'src-seal.test' not in xml
+    assert 'https://maglica.cloud/xmlns/clone/1' not in xml, 'no clone metadata'
+    assert xml.count('src-seal.test') == 1 and 'made_from="src-seal.test"' in xml, 'the VM is named only as its source'
 
     image = read_guest_files(testbed, 'host1', IMAGES + 'sealed.original.qcow2', IDENTITY_FILES)
     assert image['/etc/machine-id'] == '', 'machine-id emptied: systemd makes a new one at first boot'

@@ -35,7 +35,7 @@ INTERFACES_HOSTNAME_RE = re.compile(r'^[ \t]+hostname[ \t]+\S+[ \t]*\n?', re.M)
 IFCFG_MACHINE_KEYS = ('HWADDR', 'MACADDR', 'UUID', 'HOSTNAME', 'DHCP_HOSTNAME')
 KEYFILE_MACHINE_KEYS = ('mac-address', 'dhcp-hostname')
 # A NoCloud seed written by Maglica's clone customisation: its instance-id says so.
-MAGLICA_INSTANCE_RE = re.compile(r'^instance-id:\s*iid-maglica-', re.M)
+MAGLICA_INSTANCE_PREFIX = 'iid-maglica-'
 
 
 # -- removal ----------------------------------------------------------------------------------
@@ -234,6 +234,15 @@ def generic_keyfile(text: str) -> str:
     return customize.drop_keys(text, KEYFILE_MACHINE_KEYS)
 
 
+def is_maglica_seed(meta_data: str) -> bool:
+    """Whether a NoCloud meta-data text is one that Maglica's clone customisation wrote (by its instance-id)."""
+    for line in meta_data.splitlines():
+        key, sep, value = line.partition(':')
+        if sep and key.strip() == 'instance-id':
+            return value.strip().strip('"\'').startswith(MAGLICA_INSTANCE_PREFIX)
+    return False
+
+
 def _rewrite(guest: customize.Guest, paths: List[str], function: Callable[[str], str]) -> None:
     for path in paths:
         text = guest.read(path)
@@ -263,7 +272,7 @@ def seal_guest(guest: customize.Guest, old_hostname: Optional[str]) -> None:
     _rewrite(guest, guest.glob(customize.NM_DIR + '/*'), generic_keyfile)
     # cloud-init: its instance state, and a NoCloud seed that Maglica wrote for the VM (its name, its user-data).
     customize.forget_cloud_init_instance(guest)
-    if MAGLICA_INSTANCE_RE.search(guest.read(customize.NOCLOUD_DIR + '/meta-data') or ''):
+    if is_maglica_seed(guest.read(customize.NOCLOUD_DIR + '/meta-data') or ''):
         guest.remove(customize.NOCLOUD_DIR)
 
 

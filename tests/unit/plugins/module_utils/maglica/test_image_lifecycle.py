@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from maglica import cli, clone, customize, image_lifecycle, messages
+from maglica import cli, clone, cloudinit, customize, image_lifecycle, messages
 from maglica.errors import ConflictError, HostError, MessageError, NotFoundError
 
 
@@ -135,8 +135,12 @@ def test_generic_ifcfg_and_keyfile_drop_what_binds_them_to_one_machine():
 
 
 def test_maglica_seed_is_recognised_by_its_instance_id():
-    assert image_lifecycle.MAGLICA_INSTANCE_RE.search('instance-id: iid-maglica-0123abcd\nlocal-hostname: web1\n')
-    assert not image_lifecycle.MAGLICA_INSTANCE_RE.search('instance-id: iid-local01\n')
+    assert image_lifecycle.is_maglica_seed('local-hostname: web1\ninstance-id: iid-maglica-0123abcd\n')
+    assert image_lifecycle.is_maglica_seed('instance-id: "iid-maglica-0123abcd"\n')
+    # What the clone customisation writes.
+    assert image_lifecycle.is_maglica_seed(cloudinit.meta_data(customize.GuestSettings('web1.test'), 'iid-maglica-0123abcd'))
+    assert not image_lifecycle.is_maglica_seed('instance-id: iid-local01\n')
+    assert not image_lifecycle.is_maglica_seed('# instance-id: iid-maglica-0123abcd\n')
 
 
 # -- the command line ----------------------------------------------------------------------------------
