@@ -156,8 +156,10 @@ def image_create(config, args, out):
     seen = {}
     result = image_lifecycle.create_from_vm(config, args.name, args.from_vm, timeout=args.timeout,
                                             progress=lambda job: _progress(job, seen))
-    if not result['changed']:
+    if not result['changed'] and not result.get('message'):
         raise ConflictError('%s already exists on %s (made from %s)' % (args.name, result['host'], args.from_vm))
+    if result.get('message'):
+        _stderr(result['message'])
     out.message('made the image %s from %s on %s' % (args.name, args.from_vm, result['host']), result)
 
 

@@ -205,8 +205,12 @@ def create_from_vm(config, name: str, from_vm: str, check_mode: bool = False, ti
     job = messages.new_job(plan['host'], 'image.from_vm', {'image': name, 'vm': from_vm}, ttl=max(1, int(timeout)))
     with Client(config) as client:
         submitted = client.submit(job)
-        # The client worker holds the name while a job makes it: an earlier run's job is this one's.
         result['job_id'] = submitted['id']
+        if submitted['id'] != job['id']:
+            # The client worker holds the name while a job makes it (an earlier run that timed out, a second
+            # run at once): that job is this task's, and this run changes nothing itself.
+            result.update(changed=False, host=submitted['host'], message='%s is already being made by job %s on %s'
+                          % (name, submitted['id'], submitted['host']))
         result['job'] = client.wait(submitted['id'], timeout, progress=progress)
     result['result'] = result['job']['data']
     return result
