@@ -158,6 +158,22 @@ def test_from_vm_makes_a_sealed_image_and_leaves_the_vm_as_it_was(cloud, testbed
     assert files['/etc/machine-id'] == ''
 
 
+def test_from_vm_of_a_rhel_guest_drops_its_hardwired_mac_too(cloud, testbed):
+    """rhel.original (any shut-off domain may be the source): hostname `original`, ifcfg-eth0 with HWADDR, keys."""
+    source = testbed.outside_path('host2', IMAGES + 'rhel.original.qcow2')
+    digest = sha256(source)
+    made = image_lifecycle.create_from_vm(cloud.config, 'rhel-sealed.original', 'rhel.original')
+    assert made['changed'] and made['host'] == 'host2'
+    assert made['result']['seal']['os']['previous_hostname'] == 'original'
+    ifcfg = '/etc/sysconfig/network-scripts/ifcfg-eth0'
+    files = read_guest_files(testbed, 'host2', IMAGES + 'rhel-sealed.original.qcow2', ['/etc/hostname', '/etc/machine-id', ifcfg])
+    assert files['/etc/hostname'] == 'localhost\n' and files['/etc/machine-id'] == '' and files[HOST_KEY_GLOB] == []
+    assert 'HWADDR' not in files[ifcfg] and 'BOOTPROTO=dhcp' in files[ifcfg], files[ifcfg]
+    assert sha256(source) == digest, 'the source disk is only read'
+    removed = image_lifecycle.remove(cloud.config, 'rhel-sealed.original')
+    assert [(h['host'], h['state']) for h in removed['hosts'] if h['state'] != 'absent'] == [('host2', 'removed')]
+
+
 def test_from_vm_refuses_a_taken_name_a_running_vm_and_an_unknown_one(cloud, testbed, source_vm):
     with pytest.raises(ConflictError, match='the name debian.original is already taken by an image on host0, host1'):
         image_lifecycle.create_from_vm(cloud.config, 'debian.original', source_vm)
