@@ -10,7 +10,7 @@ running after a restart: the action first checks what an earlier run left
 
 from __future__ import annotations
 
-from . import batching, clone, images, virt, vm
+from . import batching, clone, image_lifecycle, images, virt, vm
 from .errors import MaglicaError, NotFoundError
 
 
@@ -44,12 +44,17 @@ def vm_remove(context, reconcile):
             raise NotFoundError('no VM named %s on %s' % (name, context.host.name))
         found = clone.dependants(conn, name)
         clone.check_removal(name, context.host.name, virt.describe(dom, with_sizes=False), found,
-                            context.args.get('force_dependants', False))
+                            context.args.get('force_dependants', False), context.args.get('image', False))
         deleted = []
         for dependant in found:
             deleted.extend(clone.remove_domain(conn, dependant))
         deleted.extend(clone.remove_domain(conn, name))
         return {'name': name, 'deleted_disks': deleted, 'removed_dependants': found}
+
+
+def image_from_vm(context, reconcile):
+    return image_lifecycle.make_from_vm(context.config, context.host, context.job['id'], context.args, reconcile,
+                                        context.ownership)
 
 
 def vm_console(context, reconcile):
@@ -73,6 +78,7 @@ ACTIONS = {
     'vm.attach_disk': vm_attach_disk,
     'vm.console': vm_console,
     'image.copy': image_copy,
+    'image.from_vm': image_from_vm,
 }
 
 

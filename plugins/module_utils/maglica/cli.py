@@ -4,6 +4,7 @@
 """The `maglica` command: the seed's command line on top of the library.
 
     maglica [--config FILE] [--json] image list | image copy --name=IMAGE --dest=HOST
+    maglica image remove --name=IMAGE [--on=HOST]... [--force-dependants] | image create --name=IMAGE --from-vm=VM
     maglica vm list | clone --image=IMAGE --hostname=NAME [--on=HOST] [--start=false]
     maglica vm start|stop|destroy|remove|info|console --name=NAME
     maglica vm attach-iso|set-boot-device|attach-disk|set-vcpus|set-memory --name=NAME ...
@@ -21,7 +22,7 @@ import json
 import os
 import sys
 
-from . import cloud, hosts, images, messages, reach, vm
+from . import cloud, hosts, image_lifecycle, images, messages, reach, vm
 from . import config as config_mod
 from .client import Client
 from .errors import ConflictError, MaglicaError, NotFoundError
@@ -138,6 +139,28 @@ def image_copy(config, args, out):
         out.message('copied %s from %s to %s' % (args.name, result['source'], args.dest), result)
     else:
         out.message('%s already has %s' % (args.dest, args.name), result)
+
+
+def image_remove(config, args, out):
+    result = image_lifecycle.remove(config, args.name, args.on, args.force_dependants, timeout=args.timeout)
+    if not result['changed']:  # removing what is not there is "not found" for a command
+        raise NotFoundError('no image named %s on %s' % (args.name, ', '.join(args.on) if args.on else 'any host'))
+    removed = [h['host'] for h in result['hosts'] if h['state'] == 'removed']
+    text = 'removed %s from %s' % (args.name, ', '.join(removed))
+    if result['dependants']:
+        text += ', with its linked clones %s' % ', '.join(result['dependants'])
+    out.message(text, result)
+
+
+def image_create(config, args, out):
+    seen = {}
+    result = image_lifecycle.create_from_vm(config, args.name, args.from_vm, timeout=args.timeout,
+                                            progress=lambda job: _progress(job, seen))
+    if not result['changed'] and not result.get('message'):
+        raise ConflictError('%s already exists on %s (made from %s)' % (args.name, result['host'], args.from_vm))
+    if result.get('message'):
+        _stderr(result['message'])
+    out.message('made the image %s from %s on %s' % (args.name, args.from_vm, result['host']), result)
 
 
 def _progress(job, seen):
@@ -319,6 +342,16 @@ def build_parser():
     sub.add_argument('--dest', required=True, help='the host to copy it to')
     sub.add_argument('--source', help='the host to copy it from (default: any that holds it)')
     sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the copy (default 3600)')
+    sub = command(image, 'remove', image_remove, 'remove an image (its domain and disks) from hosts')
+    sub.add_argument('--name', required=True, help='the image')
+    sub.add_argument('--on', action='append', metavar='HOST', help='only from this host (repeatable; default every host)')
+    sub.add_argument('--force-dependants', action='store_true',
+                     help='even when linked clones use its disks as backing files: those clones go first')
+    sub.add_argument('--timeout', type=int, default=600, help='seconds to wait for the removal jobs (default 600)')
+    sub = command(image, 'create', image_create, 'make an image from a shut-off VM, without its machine identity')
+    sub.add_argument('--name', required=True, help='name of the new image')
+    sub.add_argument('--from-vm', required=True, metavar='VM', help='the shut-off VM to copy (it is left as it is)')
+    sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the job (default 3600)')
 
     vms = group('vm', 'virtual machines')
     sub = with_filters(command(vms, 'list', vm_list, 'list the VMs of every host'))

@@ -28,7 +28,7 @@ LOG = logging.getLogger('maglica.client_worker')
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts')
 SWEEP_INTERVAL = 0.25
 # Actions that make a VM, and the argument naming it: the client worker lets one job at a time make a name.
-CLAIMED_NAMES = {'vm.clone': 'hostname'}
+CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image'}
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
 # Seconds between prunings of the job log (at most; a short retention prunes more often).

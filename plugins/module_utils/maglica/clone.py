@@ -181,8 +181,19 @@ def dependants(conn, name: str) -> List[str]:
     return sorted(found - direct)
 
 
-def check_removal(name: str, host: str, info: dict, found: List[str], force_dependants: bool) -> None:
-    """Refuse removing an original image, or a VM whose disks back linked clones (`found`), unless forced."""
+def check_removal(name: str, host: str, info: dict, found: List[str], force_dependants: bool, image: bool = False) -> None:
+    """Refuse removing an original image, or a VM whose disks back linked clones (`found`), unless forced.
+
+    With `image` (an image's removal, asked as such): refuse anything but an original image, and its linked
+    clones unless forced - the image itself needs no force."""
+    if image:
+        if not virt.is_image(info):
+            raise ConflictError('%s on %s is %s, not an original image: remove it as a VM' % (
+                name, host, 'a running VM' if info['active'] else 'a clone of %s' % info['clone_of']))
+        if found and not force_dependants:
+            raise ConflictError('image %s on %s is the backing file of linked clones: %s: use force_dependants to '
+                                'remove them with it' % (name, host, ', '.join(found)))
+        return
     if force_dependants or not (virt.is_image(info) or found):
         return
     users = 'linked clones use its disks: %s' % ', '.join(found) if found else ''

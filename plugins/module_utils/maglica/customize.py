@@ -602,13 +602,17 @@ def has_cloud_init(guest: Guest) -> bool:
     return guest.g.is_file(CLOUD_INIT, followsymlinks=True) and not guest.exists(CLOUD_INIT_DISABLED)
 
 
-def customize_cloud_init(guest: Guest, settings: GuestSettings, device: str) -> str:
-    """A NoCloud seed with a fresh instance-id, after the image's instance state is gone. Returns the instance-id."""
-    # What `cloud-init clean` removes, but the seed and the image's own scripts stay.
+def forget_cloud_init_instance(guest: Guest) -> None:
+    """What `cloud-init clean` removes: the instance state and logs; the seed and the image's own scripts stay."""
     for name in ('instance', 'instances', 'data', 'sem', 'handlers'):
         guest.remove(posixpath.join(CLOUD_DIR, name))
     for path in guest.glob('/var/log/cloud-init*.log'):
         guest.remove(path)
+
+
+def customize_cloud_init(guest: Guest, settings: GuestSettings, device: str) -> str:
+    """A NoCloud seed with a fresh instance-id, after the image's instance state is gone. Returns the instance-id."""
+    forget_cloud_init_instance(guest)
     instance_id = 'iid-maglica-%s' % uuid.uuid4().hex
     guest.g.mkdir_p(NOCLOUD_DIR)
     guest.write(NOCLOUD_DIR + '/meta-data', cloudinit.meta_data(settings, instance_id), mode=0o644, owner=(0, 0))

@@ -147,13 +147,16 @@ ACTIONS = {
         'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
     },
     # force_dependants: also an original image, or a VM whose disks back linked clones (those are removed first).
-    'vm.remove': {'name': NAME, 'force_dependants': Field(bool, required=False)},
+    # image: only an original image is removed (anything else fails the job); its linked clones with force_dependants.
+    'vm.remove': {'name': NAME, 'force_dependants': Field(bool, required=False), 'image': Field(bool, required=False)},
     # Read-only: the last `lines` lines of the VM's serial console log (its <serial><log file=...>).
     'vm.console': {'name': NAME, 'lines': Field(int, required=False, minimum=1, maximum=200)},
     # A new qcow2 volume of `size` bytes, named `volume`, in the pool of the VM's disks, attached to its persistent config.
     'vm.attach_disk': {'name': NAME, 'volume': Field(str, pattern=VOLUME_RE, max_len=320), 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
     'image.copy': {'image': NAME, 'source': NAME},
+    # A new original image `image` copied from the shut-off VM `vm` of the same host, sealed (no machine identity).
+    'image.from_vm': {'image': NAME, 'vm': NAME},
 }
 # Production has no test action: the test suite adds its `noop` to this table and actions.ACTIONS itself
 # (tests/noop_action.py). `choices` below are the live table, so such an entry is known wherever it was added.

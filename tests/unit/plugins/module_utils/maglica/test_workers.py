@@ -584,6 +584,17 @@ def test_two_clones_of_one_hostname_get_one_job(plain_cloud):
     assert first['id'] in ids and second['id'] not in ids and elsewhere['id'] not in ids
 
 
+def test_an_image_from_a_vm_claims_its_name_as_a_clone_does(plain_cloud):
+    """image.from_vm makes a domain name too: one job at a time makes it, whether an image or a clone."""
+    def image_job(vm):
+        return messages.new_job('lonely', 'image.from_vm', {'image': 'twice3', 'vm': vm}, ttl=60)
+    first = image_job('web.test')
+    with Client(plain_cloud.config) as client:
+        assert client.submit(first)['id'] == first['id']
+        assert client.submit(image_job('other.test'))['id'] == first['id']
+        assert client.submit(clone_job('kvm10', 'twice3'))['id'] == first['id']
+
+
 def test_hostname_claim_is_released_when_the_job_ends(plain_cloud):
     first = clone_job('lonely', 'twice2', ttl=1)
     with Client(plain_cloud.config) as client:

@@ -1,0 +1,365 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The end and the other beginning of an original image: removing it from hosts, and making one from a VM.
+
+remove:          the image's domain and disks go from each target host, by that host's worker (`vm.remove` with
+                 `image: true`, one job per host, run at once); refused while linked clones use its disks as
+                 backing files, unless force_dependants (then they go first).
+create_from_vm:  a shut-off VM is copied on its host into a new original image (`image.from_vm`), which is then
+                 "sealed": the clone customisation in reverse, so that it carries no machine identity (empty
+                 machine-id, no SSH host keys, a generic hostname, no DHCP leases, no hard-wired MAC or DHCP host
+                 name) - all things every clone of it gets anew. The VM itself is only read.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import clone, customize, messages, virt
+from .client import Client
+from .errors import ConflictError, HostError, JobFailed, MaglicaError, NotFoundError
+
+GENERIC_HOSTNAME = 'localhost'
+# What an image made from a VM says in its image metadata (virt.IMAGE_METADATA_NS).
+MADE_FROM = 'made_from'
+# Debian's own dhclient.conf line: the guest sends whatever its hostname is. A clone's customisation writes its name.
+DHCLIENT_SEND_HOSTNAME = 'send host-name = gethostname();'
+DHCLIENT_SEND_RE = re.compile(r'^\s*send\s+host-name\s+.*;\s*$', re.M)
+# ifupdown's `hostname NAME` option in a dhcp stanza (what the clone customisation writes).
+INTERFACES_HOSTNAME_RE = re.compile(r'^[ \t]+hostname[ \t]+\S+[ \t]*\n?', re.M)
+# Keys naming one machine in RHEL ifcfg files (virt-sysprep's net-hwaddr and net-hostname) and NetworkManager keyfiles.
+IFCFG_MACHINE_KEYS = ('HWADDR', 'MACADDR', 'UUID', 'HOSTNAME', 'DHCP_HOSTNAME')
+KEYFILE_MACHINE_KEYS = ('mac-address', 'dhcp-hostname')
+# A NoCloud seed written by Maglica's clone customisation: its instance-id says so.
+MAGLICA_INSTANCE_PREFIX = 'iid-maglica-'
+
+
+# -- removal ----------------------------------------------------------------------------------
+
+def plan_remove(name: str, found: Dict[str, Optional[Dict[str, Any]]], force_dependants: bool) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """What removing image `name` does on each host. Changes nothing.
+
+    `found`: {host: None where no domain is called `name`, else {domain: its description, dependants: [names]}}.
+    Returns ([{host, state: 'remove' | 'absent', dependants}], every dependant's name) or raises ConflictError:
+    for a domain that is not an original image, or linked clones without force_dependants - naming them all.
+    """
+    plan: List[Dict[str, Any]] = []
+    dependants: List[str] = []
+    not_images: List[str] = []
+    blocked: List[str] = []
+    for host in sorted(found):
+        entry = found[host]
+        if entry is None:
+            plan.append({'host': host, 'state': 'absent', 'dependants': []})
+            continue
+        domain = entry['domain']
+        if not virt.is_image(domain):
+            not_images.append('%s on %s is %s' % (name, host, 'a running VM' if domain['active'] else 'a clone of %s' % domain['clone_of']))
+        users = sorted(entry['dependants'])
+        if users:
+            blocked.append('%s (on %s)' % (', '.join(users), host))
+        dependants.extend(u for u in users if u not in dependants)
+        plan.append({'host': host, 'state': 'remove', 'dependants': users})
+    if not_images:
+        raise ConflictError('%s, not an original image: remove a VM with maglica_vm state=absent' % '; '.join(not_images))
+    if blocked and not force_dependants:
+        raise ConflictError('image %s is the backing file of linked clones: %s; use force_dependants to remove them '
+                            'with it' % (name, '; '.join(blocked)))
+    return plan, sorted(dependants)
+
+
+def _survey_name(config, name: str, targets: List[str]) -> Dict[str, Optional[Dict[str, Any]]]:
+    """{host: None or {domain, dependants}} for every target, asked at once; an unreachable target is an error."""
+    def query(conn, host):
+        dom = clone.lookup(conn, name)
+        if dom is None:
+            return None
+        return {'domain': virt.describe(dom, with_sizes=False), 'dependants': clone.dependants(conn, name)}
+    answers = virt.ask_hosts(config, query, targets)
+    unreachable = [a['error'] for a in answers if not a['reachable']]
+    if unreachable:
+        raise HostError('cannot tell where image %s is, nothing was changed: %s' % (name, '; '.join(unreachable)))
+    return {a['host']: a['result'] for a in answers}
+
+
+def _targets(config, targets: Optional[List[str]]) -> List[str]:
+    """The named hosts (each checked against the configuration), or every host."""
+    if not targets:
+        return [h.name for h in config.hosts]
+    for host in targets:
+        config.host(host)
+    return list(dict.fromkeys(targets))
+
+
+def _run_jobs(config, jobs: List[Dict[str, Any]], timeout: int) -> Dict[str, Any]:
+    """Submit the jobs together, then wait for each: {host: finished job or the JobFailed it ended with}."""
+    ended: Dict[str, Any] = {}
+    with Client(config) as client:
+        for job in jobs:
+            client.submit(job)
+        for job in jobs:
+            try:
+                ended[job['host']] = client.wait(job['id'], timeout)
+            except JobFailed as e:
+                ended[job['host']] = e
+    return ended
+
+
+def remove(config, name: str, targets: Optional[List[str]] = None, force_dependants: bool = False,
+           check_mode: bool = False, timeout: int = 600) -> Dict[str, Any]:
+    """Remove the original image `name` (its domain and disk volumes) from `targets` (default: every host).
+
+    Refused, before anything changes, when it is a VM on any target or, without `force_dependants`, while linked
+    clones use its disks as backing files (they are named); with it they are removed first. Idempotent: a host
+    without it reports `absent`. Each host's worker checks again and does the removal, all hosts at once.
+    Returns {changed, name, hosts: [{host, state: removed | absent | would remove, dependants}], dependants, jobs}.
+    """
+    messages.NAME.check('name', name)
+    hosts = _targets(config, targets)
+    plan, dependants = plan_remove(name, _survey_name(config, name, hosts), force_dependants)
+    result: Dict[str, Any] = {'changed': any(p['state'] == 'remove' for p in plan), 'name': name, 'hosts': [],
+                              'dependants': dependants, 'jobs': []}
+    if check_mode or not result['changed']:
+        result['hosts'] = [{'host': p['host'], 'state': 'would remove' if p['state'] == 'remove' else 'absent',
+                            'dependants': p['dependants']} for p in plan]
+        return result
+    args = {'name': name, 'image': True}
+    if force_dependants:
+        args['force_dependants'] = True
+    jobs = [messages.new_job(p['host'], 'vm.remove', dict(args), ttl=max(1, int(timeout))) for p in plan if p['state'] == 'remove']
+    ended = _run_jobs(config, jobs, timeout)
+    failed = []
+    for entry in plan:
+        job = ended.get(entry['host'])
+        if job is None:
+            result['hosts'].append({'host': entry['host'], 'state': 'absent', 'dependants': []})
+        elif isinstance(job, JobFailed):
+            failed.append('%s: %s' % (entry['host'], job))
+            result['hosts'].append({'host': entry['host'], 'state': 'failed', 'dependants': entry['dependants']})
+        else:
+            result['jobs'].append(job)
+            result['hosts'].append({'host': entry['host'], 'state': 'removed',
+                                    'dependants': job['data'].get('removed_dependants', []),
+                                    'deleted_disks': job['data'].get('deleted_disks', [])})
+    if failed:
+        done = [h['host'] for h in result['hosts'] if h['state'] == 'removed']
+        raise MaglicaError('removing image %s failed on %s%s' % (
+            name, '; '.join(failed), '; it was removed from %s' % ', '.join(done) if done else ''))
+    result['dependants'] = sorted(set(d for h in result['hosts'] for d in h['dependants']))
+    return result
+
+
+# -- an image from a VM: the library's side ----------------------------------------------------
+
+def plan_from_vm(answers: List[Dict[str, Any]], name: str, from_vm: str) -> Dict[str, Any]:
+    """Where the image `name` is made from the VM `from_vm`, or that it was made already. Changes nothing.
+
+    `answers`: a survey (virt.survey). Returns {exists, host}; raises NotFoundError / ConflictError / HostError.
+    """
+    if name == from_vm:
+        raise ConflictError('the image needs a name of its own: %s is the VM' % name)
+    unreachable = [a['error'] for a in answers if not a['reachable']]
+    vms = [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == from_vm]
+    taken = [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == name]
+    if taken:
+        host, domain = taken[0]
+        made = (domain.get('image') or {}).get(MADE_FROM)
+        if (len(taken) == 1 and made == from_vm and virt.is_image(domain) and (domain['image'] or {}).get('complete') == 'yes'
+                and [h for h, _d in vms] == [host]):
+            return {'exists': True, 'host': host}
+        what = ('an image' if virt.is_image(domain) else 'a VM') + (' made from %s' % made if made else '')
+        raise ConflictError('the name %s is already taken by %s on %s' % (name, what, ', '.join(h for h, _d in taken)))
+    if unreachable:
+        # The name might be taken there, or the VM be there.
+        raise HostError('cannot tell whether the name %s is free, nothing was changed: %s' % (name, '; '.join(unreachable)))
+    if not vms:
+        raise NotFoundError('no VM named %s on any host' % from_vm)
+    if len(vms) > 1:
+        raise ConflictError('%s is defined on several hosts (%s): the image would be ambiguous' % (from_vm, ', '.join(h for h, _d in vms)))
+    host, domain = vms[0]
+    if domain['active']:
+        raise ConflictError('%s is %s on %s: shut it down first, an image is made only from a shut-off VM'
+                            % (from_vm, domain['state'], host))
+    return {'exists': False, 'host': host}
+
+
+def create_from_vm(config, name: str, from_vm: str, check_mode: bool = False, timeout: int = 3600,
+                   progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Make the original image `name` from the shut-off VM `from_vm`, on its host, sealed; the VM is left as it was.
+
+    Idempotent: an image `name` made from `from_vm` already gives changed=false; any other domain of that name
+    is a conflict. Returns {changed, name, host, job_id, job, result}.
+    """
+    # Both names are checked before anything is asked (the host name is a placeholder here).
+    messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'image.from_vm',
+                           'args': {'image': name, 'vm': from_vm}})
+    plan = plan_from_vm(virt.survey(config), name, from_vm)
+    result: Dict[str, Any] = {'changed': not plan['exists'], 'name': name, 'host': plan['host'], 'job_id': None,
+                              'job': None, 'result': {}}
+    if plan['exists'] or check_mode:
+        return result
+    job = messages.new_job(plan['host'], 'image.from_vm', {'image': name, 'vm': from_vm}, ttl=max(1, int(timeout)))
+    with Client(config) as client:
+        submitted = client.submit(job)
+        result['job_id'] = submitted['id']
+        if submitted['id'] != job['id']:
+            # The client worker holds the name while a job makes it (an earlier run that timed out, a second
+            # run at once): that job is this task's, and this run changes nothing itself.
+            result.update(changed=False, host=submitted['host'], message='%s is already being made by job %s on %s'
+                          % (name, submitted['id'], submitted['host']))
+        result['job'] = client.wait(submitted['id'], timeout, progress=progress)
+    result['result'] = result['job']['data']
+    return result
+
+
+# -- an image from a VM: the host worker's side -------------------------------------------------
+
+def generic_dhclient(text: str) -> str:
+    """dhclient.conf sending the guest's own hostname again, not the name a clone's customisation wrote."""
+    return DHCLIENT_SEND_RE.sub(DHCLIENT_SEND_HOSTNAME, text, count=1)
+
+
+def generic_interfaces(text: str) -> str:
+    """An interfaces(5) text without `hostname NAME` options (each clone's customisation writes its own)."""
+    return INTERFACES_HOSTNAME_RE.sub('', text)
+
+
+def generic_ifcfg(text: str) -> str:
+    """An RHEL ifcfg file, or /etc/sysconfig/network, without what names one machine: MAC, UUID, host names."""
+    return customize.drop_keys(text, IFCFG_MACHINE_KEYS)
+
+
+def generic_keyfile(text: str) -> str:
+    """A NetworkManager keyfile without the MAC it was bound to and the DHCP host name it sent."""
+    return customize.drop_keys(text, KEYFILE_MACHINE_KEYS)
+
+
+def is_maglica_seed(meta_data: str) -> bool:
+    """Whether a NoCloud meta-data text is one that Maglica's clone customisation wrote (by its instance-id)."""
+    for line in meta_data.splitlines():
+        key, sep, value = line.partition(':')
+        if sep and key.strip() == 'instance-id':
+            return value.strip().strip('"\'').startswith(MAGLICA_INSTANCE_PREFIX)
+    return False
+
+
+def _rewrite(guest: customize.Guest, paths: List[str], function: Callable[[str], str]) -> None:
+    for path in paths:
+        text = guest.read(path)
+        if text is not None:
+            guest.write(path, function(text))
+
+
+def seal_guest(guest: customize.Guest, old_hostname: Optional[str]) -> None:
+    """The clone customisation in reverse, on a mounted guest: what names one machine goes, and each clone of the
+    image gets it anew (virt-sysprep's default operations that the clone customisation redoes)."""
+    settings = customize.GuestSettings(GENERIC_HOSTNAME)
+    old = old_hostname if old_hostname not in customize.GENERIC_HOSTNAMES else None
+    # customize: a generic hostname; the old one nowhere it stays.
+    guest.write('/etc/hostname', GENERIC_HOSTNAME + '\n')
+    guest.write('/etc/hosts', customize.hosts_file(guest.read('/etc/hosts'), settings, old))
+    if old:
+        _rewrite(guest, list(customize.HOSTNAME_FILES), lambda text: customize.replace_hostname(text, old, settings))
+    # machine-id, udev-persistent-net, dhcp-client-state, yum-uuid, random-seed: the clone customisation's own step.
+    customize.reset_machine_state(guest)
+    # ssh-hostkeys: every host key, and certificates for them.
+    for path in guest.g.glob_expand(customize.SSH_DIR + '/*_host_*'):
+        guest.remove(path)
+    # net-hwaddr, net-hostname: the network settings stay, what binds them to one machine goes.
+    _rewrite(guest, ['/etc/dhcp/dhclient.conf'], generic_dhclient)
+    _rewrite(guest, [customize.INTERFACES] + guest.glob(customize.INTERFACES_D + '/*'), generic_interfaces)
+    _rewrite(guest, guest.glob(customize.IFCFG_DIR + '/ifcfg-*') + ['/etc/sysconfig/network'], generic_ifcfg)
+    _rewrite(guest, guest.glob(customize.NM_DIR + '/*'), generic_keyfile)
+    # cloud-init: its instance state, and a NoCloud seed that Maglica wrote for the VM (its name, its user-data).
+    customize.forget_cloud_init_instance(guest)
+    if is_maglica_seed(guest.read(customize.NOCLOUD_DIR + '/meta-data') or ''):
+        guest.remove(customize.NOCLOUD_DIR)
+
+
+def seal(disks: List[Tuple[str, str]]) -> Dict[str, Any]:
+    """Seal the guest on `disks` [(path, format)], in one libguestfs appliance launch. Returns what changed."""
+    g = customize.launch(disks)
+    try:
+        layout, mountpoints = customize.inspect(g)
+        for mountpoint in sorted(mountpoints, key=len):
+            g.mount(mountpoints[mountpoint], mountpoint)
+        guest = customize.Guest(g)
+        try:
+            seal_guest(guest, layout['hostname'])
+            customize.relabel(guest, [])
+            g.sync()
+        finally:
+            g.umount_all()
+        g.shutdown()
+    except RuntimeError as e:
+        raise MaglicaError('sealing the image failed: %s' % e)
+    finally:
+        g.close()
+    return {'os': {'distro': layout['distro'], 'major_version': layout['major_version'],
+                   'previous_hostname': layout['hostname']},
+            'hostname': GENERIC_HOSTNAME, 'changed_files': guest.changed, 'removed_files': guest.removed}
+
+
+def _complete(dom, job_id: str) -> bool:
+    lv = virt.libvirt()
+    meta = virt.image_metadata_of(ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)))
+    return meta.get('job') == job_id and meta.get('complete') == 'yes'
+
+
+def make_from_vm(config, host, job_id: str, args: Dict[str, Any], reconcile: bool = False,
+                 ownership: Optional[clone.Ownership] = None) -> Dict[str, Any]:
+    """Runs in the VM's host worker: copy the shut-off VM args['vm'] into the image args['image'], and seal it.
+
+    The copy is a clone's full copy (clone.clone_volumes: a linked clone's disk is flattened, the definition gets a
+    new UUID, no MACs and no metadata - so no clone metadata); the image is then marked in the image metadata
+    (`made_from`). Everything is recorded in `ownership` before it is made, and removed again if a step fails.
+    """
+    ownership = ownership if ownership is not None else clone.Ownership()
+    name, vm_name = args['image'], args['vm']
+    with virt.Connection(config, host) as conn:
+        existing = clone.lookup(conn, name)
+        if existing is not None and _complete(existing, job_id):
+            return {'image': name, 'from_vm': vm_name, 'reconciled': True}
+        if reconcile:
+            clone.remove_owned(conn, name, ownership)  # what an earlier run of this job made, and only that
+        source = clone.lookup(conn, vm_name)
+        if source is None:
+            raise NotFoundError('no VM named %s on %s' % (vm_name, host.name))
+        info = virt.describe(source, with_sizes=False)
+        if info['active']:
+            raise ConflictError('%s is running on %s: shut it down first, an image is made only from a shut-off VM'
+                                % (vm_name, host.name))
+        targets = clone.clone_disk_paths(info, name)
+        if not targets:
+            raise ConflictError('%s on %s has no disk to make an image of' % (vm_name, host.name))
+        volumes = clone.pool_volumes(conn, targets)
+        if volumes is None:
+            raise HostError('the disks of %s are not all in a libvirt storage pool of %s' % (vm_name, host.name))
+        meta = {MADE_FROM: vm_name, 'job': job_id}
+        try:
+            with clone.VOLUME_LOCK:
+                clone._check_absent(conn, name, targets)  # pylint: disable=protected-access
+                domain_uuid = str(uuid.uuid4())
+                ownership.intend_domain(name, domain_uuid)
+                for _disk, path in targets:
+                    ownership.intend_file(path)
+                clone.clone_volumes(conn, source, name, volumes, False, domain_uuid)
+            dom = clone.lookup(conn, name)
+            if dom is None:
+                raise HostError('the image %s was not defined' % name)
+            virt.set_image_metadata(dom, dict(meta, complete='no'))
+            disks = [(d['path'], d['format']) for d in virt.describe(dom, with_sizes=False)['disks']
+                     if d['device'] == 'disk' and d['path']]
+            sealed = seal(disks)
+            virt.set_image_metadata(dom, dict(meta, complete='yes'))
+        except BaseException as failure:
+            try:
+                clone.remove_owned(conn, name, ownership)
+            except Exception as e:  # report the rollback failure with the original one
+                raise MaglicaError('%s; removing the half-made image also failed: %s' % (failure, e))
+            raise
+        return {'image': name, 'from_vm': vm_name, 'disks': [path for path, _format in disks], 'seal': sealed}
