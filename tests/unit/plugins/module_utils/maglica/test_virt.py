@@ -226,7 +226,7 @@ def test_plan_clone_weight_changes_the_choice(tmp_path, cloud_config):
 
 def test_plan_clone_host_override(cloud_config):
     assert cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='a')['host'] == 'a'
-    with pytest.raises(ConflictError, match='host c does not hold image debian.original; hosts that do: b, a'):
+    with pytest.raises(ConflictError, match='host c does not hold image debian.original; hosts that do: a, b'):
         cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='c')
     with pytest.raises(ConfigError, match="host 'nowhere' is not in the configuration"):
         cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='nowhere')
