@@ -98,7 +98,9 @@ class Request:
 
 
 def gib(value_bytes: float) -> str:
-    """Bytes as GiB for reasons: '1.1 GiB', '2 GiB'."""
+    """Bytes for reasons: '1.1 GiB', '2 GiB'; under 1 GiB in MiB ('300 MiB')."""
+    if value_bytes < GIB:
+        return '%d MiB' % (value_bytes // 1048576)
     text = '%.1f' % (value_bytes / GIB)
     return (text[:-2] if text.endswith('.0') else text) + ' GiB'
 

@@ -121,7 +121,7 @@ def test_resources_filters_with_reasons():
     decision = placement.decide(states, request, 'resources')
     assert decision.host == 'ok'
     assert decision.filtered == [{'host': 'small', 'reason': 'small: 1.1 GiB uncommitted, clone needs 2 GiB'},
-                                 {'host': 'full', 'reason': 'full: 0.5 GiB free in pool default, clone needs 1 GiB'}]
+                                 {'host': 'full', 'reason': 'full: 512 MiB free in pool default, clone needs 1 GiB'}]
     assert [c['host'] for c in decision.candidates] == ['ok']
     assert set(decision.candidates[0]) == {'host', 'weight', 'score', 'active', 'reserved', 'free_memory_mb',
                                            'free_disk_bytes', 'group_members'}
@@ -141,8 +141,8 @@ def test_no_host_fits_names_every_reason():
     del states[2].images['img']
     with pytest.raises(placement.NoHostFits) as caught:
         placement.decide(states, placement.Request('img', 'web1', exclude_hosts=()), 'resources')
-    assert str(caught.value) == ('no host fits a clone of img as web1: a: 0.5 GiB uncommitted, clone needs 1 GiB; '
-                                 'b: 0.2 GiB uncommitted, clone needs 1 GiB; c: does not hold image img')
+    assert str(caught.value) == ('no host fits a clone of img as web1: a: 512 MiB uncommitted, clone needs 1 GiB; '
+                                 'b: 256 MiB uncommitted, clone needs 1 GiB; c: does not hold image img')
     assert [f['host'] for f in caught.value.filtered] == ['a', 'b', 'c']
     assert isinstance(caught.value, ConflictError)
 
@@ -159,7 +159,7 @@ def test_exclude_and_forced_host():
                                                           {'host': 'b', 'reason': 'b: excluded (exclude_hosts)'}]
     assert placement.decide(states, placement.Request('img', 'x', host='b'), 'seed').host == 'b'
     small = hosts(('a', {}), ('b', {'memory_mb': 100}))
-    with pytest.raises(placement.NoHostFits, match='host b fits a clone of img as x: b: 0.1 GiB uncommitted'):
+    with pytest.raises(placement.NoHostFits, match='host b fits a clone of img as x: b: 100 MiB uncommitted'):
         placement.decide(small, placement.Request('img', 'x', host='b'), 'resources')
     with pytest.raises(ConflictError, match="placement policy 'best' is not one of seed, resources"):
         placement.decide(states, placement.Request('img', 'x'), 'best')
@@ -188,7 +188,7 @@ def test_batch_plan_reserves_as_it_goes():
     requests = [placement.Request('img', 'vm%d' % n) for n in range(4)]
     decisions = placement.plan(states, requests, 'resources')
     assert [d.host for d in decisions] == ['a', 'b', 'a', 'b']
-    with pytest.raises(placement.NoHostFits, match='a: 0 GiB uncommitted, clone needs 1 GiB; b: 0 GiB'):
+    with pytest.raises(placement.NoHostFits, match='a: 0 MiB uncommitted, clone needs 1 GiB; b: 0 GiB'):
         placement.plan(states, [placement.Request('img', 'vm4')], 'resources')
 
 

@@ -325,7 +325,7 @@ def test_plan_clone_explains_resources_and_counts_given_reservations(tmp_path):
     with pytest.raises(cloud.placement.NoHostFits) as caught:
         cloud.plan_clone(cfg, 'debian.original', 'web1', exclude_hosts=['big2'], slots=[slot, dict(slot, job_id='b' * 32, hostname='web9')])
     assert str(caught.value) == ('no host fits a clone of debian.original as web1: small: 1.1 GiB uncommitted, clone needs 2 GiB; '
-                                 'big1: 0 GiB uncommitted, clone needs 2 GiB; big2: excluded (exclude_hosts)')
+                                 'big1: 0 MiB uncommitted, clone needs 2 GiB; big2: excluded (exclude_hosts)')
     with pytest.raises(ConfigError, match="host 'nowhere' is not in the configuration"):
         cloud.plan_clone(cfg, 'debian.original', 'web1', exclude_hosts=['nowhere'], slots=[])
 
@@ -342,7 +342,7 @@ def test_clone_batch_check_mode_plans_every_vm(tmp_path):
     assert batch['changed'] and [r['changed'] for r in batch['results']] == [True] * 6 + [False]
     assert [p['host'] for p in batch['plan']] == ['h1', 'h2', 'h3', 'h1', 'h2', 'h3', 'h1']
     assert batch['results'][0]['warnings'][0].startswith('client worker: no answer'), 'said, not fatal, in check mode'
-    with pytest.raises(cloud.placement.NoHostFits, match='as web6: h1: 0 GiB uncommitted'):
+    with pytest.raises(cloud.placement.NoHostFits, match='as web6: h1: 0 MiB uncommitted'):
         cloud.clone_batch(cfg, [dict(vm, hostname='web%d' % n) for n, vm in enumerate(vms[:6] * 2)][:7], check_mode=True)
     with pytest.raises(MaglicaError, match='vms name web0 more than once'):
         cloud.clone_batch(cfg, [vms[0], vms[0]], check_mode=True)
