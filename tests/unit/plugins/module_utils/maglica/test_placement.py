@@ -188,7 +188,7 @@ def test_batch_plan_reserves_as_it_goes():
     requests = [placement.Request('img', 'vm%d' % n) for n in range(4)]
     decisions = placement.plan(states, requests, 'resources')
     assert [d.host for d in decisions] == ['a', 'b', 'a', 'b']
-    with pytest.raises(placement.NoHostFits, match='a: 0 MiB uncommitted, clone needs 1 GiB; b: 0 GiB'):
+    with pytest.raises(placement.NoHostFits, match='a: 0 MiB uncommitted, clone needs 1 GiB; b: 0 MiB'):
         placement.plan(states, [placement.Request('img', 'vm4')], 'resources')
 
 
