@@ -39,8 +39,8 @@ def images(testbed):
     allocation = int(subprocess.run(['du', '-B1', disk], stdout=subprocess.PIPE, check=True, universal_newlines=True).stdout.split()[0])
     # Room for the image and half of it again: a full clone (a copy of its allocation) does not fit.
     size_kib = (allocation * 3 // 2) // 1024 + 1024
-    inside = 'mkdir -p /var/lib/libvirt/small && mount -t tmpfs -o size=%dk tmpfs /var/lib/libvirt/small && cp --sparse=always %s /var/lib/libvirt/small/%s.qcow2' % (
-        size_kib, disk, TINY)
+    inside = ('mkdir -p /var/lib/libvirt/small && mount -t tmpfs -o size=%dk tmpfs /var/lib/libvirt/small '
+              '&& cp --sparse=always %s /var/lib/libvirt/small/%s.qcow2' % (size_kib, disk, TINY))
     testbed.script('testbed.sh', 'exec', 'host1', 'sh', '-c', inside)
     testbed.virsh('host1', 'pool-create-as', 'small', 'dir', '--target', '/var/lib/libvirt/small')
     xml = os.path.join(testbed.dir, 'tiny-host1.xml')

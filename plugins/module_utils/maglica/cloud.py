@@ -36,13 +36,16 @@ def locate(answers, name):
 STALE_RETRIES = 8
 
 
-def reservations(config) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+def reservations(config, required: bool = False) -> Tuple[List[Dict[str, Any]], Optional[str]]:
     """(the slot reservations of every clone in flight, None), or ([], why) when the client worker cannot say:
-    then the plan counts domains only, and the client worker still refuses a placement that is stale."""
+    then the plan counts domains only (check mode says so). With `required` (a clone that will be submitted),
+    that failure is raised instead: the submission would meet the same silent client worker."""
     try:
         with Client(config) as client:
             return client.slots(), None
     except MaglicaError as e:
+        if required:
+            raise
         return [], 'client worker: %s (clones in flight are not counted in this plan)' % e
 
 
@@ -124,12 +127,12 @@ def _request(vm) -> placement.Request:
                              host=vm.get('host'), exclude_hosts=tuple(vm.get('exclude_hosts') or ()))
 
 
-def _plan_batch(config, vms, slots=None, skip=()):
+def _plan_batch(config, vms, slots=None, skip=(), submitting=False):
     """Place every VM of `vms` (dicts of clone()'s per-VM keywords) except the indexes in `skip`, in order, as one
     decision. Returns (plans by index, slots used, unreachable, policy)."""
     warnings = []
     if slots is None:
-        slots, why = reservations(config)
+        slots, why = reservations(config, required=submitting)
         if why:
             warnings.append(why)
     images = set(vm['image'] for vm in vms) | set(slot['image'] for slot in slots)
@@ -266,7 +269,7 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
             pending = [i for i in range(len(vms)) if i not in results]
             if not pending:
                 break
-            planned = _plan_batch(config, vms, skip=set(results))
+            planned = _plan_batch(config, vms, skip=set(results), submitting=not check_mode)
             plans.update(planned)
             for index in pending:
                 plan = planned[index]
