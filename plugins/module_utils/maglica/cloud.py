@@ -129,7 +129,8 @@ def _request(vm) -> placement.Request:
 
 def _plan_batch(config, vms, slots=None, skip=(), submitting=False):
     """Place every VM of `vms` (dicts of clone()'s per-VM keywords) except the indexes in `skip`, in order, as one
-    decision. Returns (plans by index, slots used, unreachable, policy)."""
+    decision: each VM's host is reserved before the next is placed. Returns {index: plan} (plan_clone's, plus
+    `job_id`, the id its job will have)."""
     warnings = []
     if slots is None:
         slots, why = reservations(config, required=submitting)
@@ -151,6 +152,15 @@ def _plan_batch(config, vms, slots=None, skip=(), submitting=False):
                             'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': []}
             continue
         holders = _check_image(answers, vm['image'])
+        in_flight = next((slot for slot in slots if slot['hostname'] == vm['hostname']), None)
+        if in_flight is not None:
+            # Its clone is on its way (an earlier run that did not wait): it is already counted where it goes, and
+            # the client worker will answer with that job.
+            plans[index] = {'exists': False, 'host': in_flight['host'], 'candidates': [], 'filtered': [],
+                            'unreachable': unreachable, 'warnings': warnings, 'policy': policy,
+                            'seen': [slot['job_id'] for slot in slots if slot['host'] == in_flight['host']],
+                            'job_id': messages.new_job_id()}
+            continue
         if vm.get('host') is not None and vm['host'] not in holders:
             raise ConflictError('host %s does not hold image %s; hosts that do: %s' % (vm['host'], vm['image'], ', '.join(holders)))
         if states is None:
