@@ -154,7 +154,7 @@ def vm_list(config, args, out):
             _stderr('host not reachable: %s' % entry['error'])
     out.table(listing['vms'], [('NAME', 'name'), ('HOST', 'host'), ('STATE', 'state'), ('VCPUS', 'vcpus'),
                                ('MEMORY', lambda v: '%dM' % v['memory_mb']), ('VNC', 'vnc_port'),
-                               ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of'])], listing)
+                               ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of']), ('GROUP', 'spread_group')], listing)
 
 
 def vm_clone(config, args, out):
@@ -235,7 +235,8 @@ def vm_info(config, args, out):
     disks = ['%s %s (%s)' % (d['target'], d['path'], _size(d['capacity']) or d['device']) for d in entry['disks']]
     out.fields([('name', entry['name']), ('host', host), ('state', entry['state']), ('vcpus', entry['vcpus']),
                 ('memory', '%dM' % entry['memory_mb']), ('vnc port', entry['vnc_port']), ('vnc display', entry['vnc_display']),
-                ('cd-rom', entry['iso']), ('clone of', entry['clone_of']), ('image', entry['image']),
+                ('cd-rom', entry['iso']), ('clone of', entry['clone_of']), ('spread group', entry.get('spread_group')),
+                ('image', entry['image']),
                 ('disks', '; '.join(disks) or None)], entry)
 
 

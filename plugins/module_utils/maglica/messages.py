@@ -133,6 +133,11 @@ NETWORK = {
     'domain': Field(str, required=False, pattern=DOMAIN_RE, max_len=253),
 }
 
+BATCH = {
+    'id': Field(str, pattern=JOB_ID_RE),
+    'size': Field(int, minimum=1, maximum=1000),
+}
+
 # The fixed table of job actions and their arguments. Workers look actions up here.
 ACTIONS = {
     'vm.clone': {
@@ -145,6 +150,11 @@ ACTIONS = {
         'ssh_authorized_keys': Field(list, required=False, max_len=64, items=Field(str, max_len=16384, pattern=ONE_LINE_RE)),
         # Parsed here (YAML, MIME) so that bad user-data is refused before anything is made.
         'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
+        # The spread group the clone was placed in: written into its libvirt metadata (clone.py), read by placement.
+        'spread_group': OPT_NAME,
+        # A batch of clones submitted together (maglica_vm_clone vms:): `size` of its jobs go to this host, and
+        # its host worker customises them in one appliance launch whatever its concurrency (batching.py).
+        'batch': Field(dict, required=False, fields=BATCH),
     },
     # force_dependants: also an original image, or a VM whose disks back linked clones (those are removed first).
     'vm.remove': {'name': NAME, 'force_dependants': Field(bool, required=False)},
