@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from . import keys, messages
-from .errors import DispatchError, JobFailed, NotFoundError
+from .errors import DispatchError, JobFailed, NotFoundError, StalePlacement
 from .transport import Requester
 
 # Why a job that did not finish in time is still in its state, in words for the user.
@@ -39,12 +39,23 @@ class Client(object):
         if not reply.get('ok'):
             if reply.get('code') == 'not_found':
                 raise NotFoundError(reply.get('error') or 'not found')
+            if reply.get('code') == 'stale':
+                raise StalePlacement(reply.get('error') or 'the placement is stale')
             raise DispatchError('the client worker refused the %s request: %s' % (kind, reply.get('error')))
         return reply
 
-    def submit(self, job, timeout=None):
-        """Hand a validated job to the client worker; returns the job as logged. The id makes a resend harmless."""
-        return self.call('submit', timeout=timeout, job=job)['job']
+    def submit(self, job, timeout=None, seen=None):
+        """Hand a validated job to the client worker; returns the job as logged. The id makes a resend harmless.
+
+        `seen` (clones): the slot reservations on the job's host that its placement counted; the client worker
+        refuses the job with StalePlacement when the host has others now.
+        """
+        fields = {'job': job} if seen is None else {'job': job, 'seen': list(seen)}
+        return self.call('submit', timeout=timeout, **fields)['job']
+
+    def slots(self):
+        """The slot reservations of the clones in flight: [{host, job_id, hostname, image, start, clone_mode, spread_group}]."""
+        return self.call('slots')['slots']
 
     def status(self, job_id):
         return self.call('status', id=job_id)['job']

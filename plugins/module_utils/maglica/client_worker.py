@@ -25,10 +25,12 @@ from .joblog import JobLog
 
 LOG = logging.getLogger('maglica.client_worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
-LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts')
+LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots')
 SWEEP_INTERVAL = 0.25
 # Actions that make a VM, and the argument naming it: the client worker lets one job at a time make a name.
 CLAIMED_NAMES = {'vm.clone': 'hostname'}
+# Actions that reserve a slot on their host while they are open (placement counts them): claims of kind 'slot'.
+SLOT_ACTIONS = ('vm.clone',)
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
 # Seconds between prunings of the job log (at most; a short retention prunes more often).
@@ -120,26 +122,55 @@ class ClientWorker(object):
                 LOG.warning('refused a report for %s from the key of %s', data['host'], who)
                 return {'ok': False, 'error': 'the key of %s may not report for %s' % (who, data['host'])}
         handlers = {'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
-                    'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch}
+                    'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
+                    'slots': self.request_slots}
         return handlers[kind](data)
 
     def request_submit(self, data):
+        """Log a job. A clone's placement and its slot reservation are one step here: the library sends the
+        reservations it counted on the chosen host (`seen`); when that host has any other open one now, the
+        placement is stale and refused, and the library plans again with the reservations as they are."""
         job = data['job']
         if job['host'] not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
-        if job['action'] in CLAIMED_NAMES and self.log.get(job['id']) is None:  # a resent id is answered below
+        new = self.log.get(job['id']) is None  # a resent id is answered below, as it was the first time
+        if new and job['action'] in CLAIMED_NAMES:
             # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
             # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
             name = job['args'][CLAIMED_NAMES[job['action']]]
-            holder = self.log.claim('hostname', name, job['host'], job['id'])
-            if holder != job['id']:
+            holder = self.log.holder('hostname', name)
+            if holder is not None:
                 LOG.info('job %s not queued: %s is being made by job %s', job['id'], name, holder)
                 return {'ok': True, 'job': messages.redact(self.log.get(holder))}
+        if new and job['action'] in SLOT_ACTIONS and data.get('seen') is not None:
+            seen = set(data['seen'])
+            others = [slot['job_id'] for slot in self.log.open_slots(job['host']) if slot['job_id'] not in seen]
+            if others:
+                LOG.info('job %s refused: placement on %s is stale (%d clone(s) reserved there since)', job['id'], job['host'], len(others))
+                return {'ok': False, 'code': 'stale',
+                        'error': 'the placement on %s is stale: %d other clone(s) were reserved there since it was planned'
+                        % (job['host'], len(others))}
+        if new and job['action'] in CLAIMED_NAMES:
+            self.log.claim('hostname', job['args'][CLAIMED_NAMES[job['action']]], job['host'], job['id'])
+        if new and job['action'] in SLOT_ACTIONS:
+            self.log.claim('slot', job['id'], job['host'], job['id'])
         row, created = self.log.add(job, self.config.jobs['ttl'])
         if created:
             LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
             self.publish([row])
         return {'ok': True, 'job': messages.redact(row)}
+
+    def request_slots(self, data):
+        """The slot reservations of the open clone jobs: what placement counts besides the hosts' domains."""
+        slots = []
+        for slot in self.log.open_slots():
+            args = slot['args']
+            entry = {'host': slot['host'], 'job_id': slot['job_id'], 'hostname': args['hostname'], 'image': args['image'],
+                     'start': bool(args.get('start', True)), 'clone_mode': args.get('clone_mode') or 'full'}
+            if args.get('spread_group'):
+                entry['spread_group'] = args['spread_group']
+            slots.append(entry)
+        return {'ok': True, 'slots': slots}
 
     def request_status(self, data):
         row = self.log.get(data['id'])

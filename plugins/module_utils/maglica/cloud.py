@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Dict, List, Optional, Tuple
+
 from . import hostkeys, messages, placement, reach, virt
 from .client import Client
-from .errors import ConflictError, MaglicaError, NotFoundError
+from .errors import ConflictError, JobFailed, MaglicaError, NotFoundError, StalePlacement
 
 CLONE_MODES = ('full', 'linked')
 
@@ -29,50 +32,159 @@ def locate(answers, name):
     return [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == name]
 
 
-def plan_clone(config, image, hostname, host=None):
-    """Decide where a clone goes, without changing anything.
+# Re-plans after the client worker refused a placement as stale (another clone took the host meanwhile).
+STALE_RETRIES = 8
 
-    Returns {exists, host, candidates, unreachable}: `exists` when a domain called
-    `hostname` is already defined (then `host` is where it is).
-    """
-    if host is not None:
-        config.host(host)
-    answers = virt.survey(config)
-    unreachable = [a['error'] for a in answers if not a['reachable']]
-    existing = locate(answers, hostname)
+
+def reservations(config) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+    """(the slot reservations of every clone in flight, None), or ([], why) when the client worker cannot say:
+    then the plan counts domains only, and the client worker still refuses a placement that is stale."""
+    try:
+        with Client(config) as client:
+            return client.slots(), None
+    except MaglicaError as e:
+        return [], 'client worker: %s (clones in flight are not counted in this plan)' % e
+
+
+def host_states(config, answers, slots, images) -> List[placement.HostState]:
+    """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations."""
+    states = []
+    for order, answer in enumerate(answers):
+        if not answer['reachable']:
+            continue
+        found = answer['result']
+        state = placement.HostState(host=answer['host'], weight=answer['weight'], order=order,
+                                    memory_total_mb=config.host(answer['host']).memory_mb or found['memory_mb'],
+                                    cpus=found['cpus'])
+        for domain in found['domains']:
+            state.domains[domain['name']] = domain['active']
+            if domain['active']:
+                state.active += 1
+                state.committed_mb += domain['memory_mb']
+                state.committed_vcpus += domain['vcpus']
+            if domain.get('spread_group'):
+                state.groups[domain['spread_group']] = state.groups.get(domain['spread_group'], 0) + 1
+            if domain['name'] in images and virt.is_image(domain):
+                storage = found['storage'].get(domain['name']) or {}
+                pool = storage.get('pool')
+                state.images[domain['name']] = placement.ImageOnHost(domain['memory_mb'], domain['vcpus'],
+                                                                     storage.get('disk_bytes') or 0, pool)
+                if pool is not None and storage.get('pool_free_bytes') is not None:
+                    state.pool_free_bytes[pool] = storage['pool_free_bytes']
+        states.append(state)
+    by_host = {state.host: state for state in states}
+    for slot in slots:
+        if slot['host'] in by_host:
+            by_host[slot['host']].reserve(slot['image'], slot['start'], slot['clone_mode'], slot.get('spread_group'), slot['hostname'])
+    return states
+
+
+def _check_image(answers, image):
+    """The image must be an inactive original wherever it is, and somewhere."""
+    holders = []
+    for answer in answers:
+        for domain in (answer['result'] or {}).get('domains') or []:
+            if domain['name'] == image:
+                if domain['active']:
+                    raise ConflictError('image %s is running on %s; an original image must be an inactive domain' % (image, answer['host']))
+                if not virt.is_image(domain):
+                    raise ConflictError('%s on %s is a clone, not an original image' % (image, answer['host']))
+                holders.append(answer['host'])
+    if not holders:
+        unreachable = [a['error'] for a in answers if not a['reachable']]
+        asked = ', '.join(a['host'] for a in answers if a['reachable']) or 'none reachable'
+        extra = '; unreachable: %s' % '; '.join(unreachable) if unreachable else ''
+        raise NotFoundError('image %s is not on any host (asked: %s%s)' % (image, asked, extra))
+    return holders
+
+
+def _existing(answers, hostname):
+    """(host, domain) of the domain called `hostname`, None when there is none."""
+    existing = [(a['host'], d) for a in answers for d in (a['result'] or {}).get('domains') or [] if d['name'] == hostname]
     if len(existing) > 1:
         raise ConflictError('%s is defined on several hosts (%s): remove all but one' % (hostname, ', '.join(where for where, _domain in existing)))
     if existing:
         where, domain = existing[0]
         if virt.is_image(domain):
             raise ConflictError('the hostname %s is already used by an image on %s' % (hostname, where))
-        return {'exists': True, 'host': where, 'domain': domain, 'candidates': [], 'unreachable': unreachable}
-    holders = []
-    for answer in answers:
-        for domain in answer['result'] or []:
-            if domain['name'] == image:
-                if domain['active']:
-                    raise ConflictError('image %s is running on %s; an original image must be an inactive domain' % (image, answer['host']))
-                if not virt.is_image(domain):
-                    raise ConflictError('%s on %s is a clone, not an original image' % (image, answer['host']))
-                active = sum(1 for d in answer['result'] if d['active'])
-                holders.append({'host': answer['host'], 'weight': answer['weight'], 'active': active})
-    if not holders:
-        asked = ', '.join(a['host'] for a in answers if a['reachable']) or 'none reachable'
-        extra = '; unreachable: %s' % '; '.join(unreachable) if unreachable else ''
-        raise NotFoundError('image %s is not on any host (asked: %s%s)' % (image, asked, extra))
-    candidates = placement.rank(holders)
-    if host is not None:
-        if host not in [c['host'] for c in candidates]:
-            raise ConflictError('host %s does not hold image %s; hosts that do: %s' % (host, image, ', '.join(c['host'] for c in candidates)))
-        chosen = host
-    else:
-        chosen = candidates[0]['host']
-    return {'exists': False, 'host': chosen, 'candidates': candidates, 'unreachable': unreachable}
+        return existing[0]
+    return None
+
+
+def _check_hosts(config, host, exclude_hosts):
+    for name in ([host] if host is not None else []) + list(exclude_hosts or []):
+        config.host(name)
+    if host is not None and host in (exclude_hosts or []):
+        raise ConflictError('host %s is both forced (host) and excluded (exclude_hosts)' % host)
+
+
+def _request(vm) -> placement.Request:
+    return placement.Request(image=vm['image'], hostname=vm['hostname'], start=vm.get('start', True),
+                             clone_mode=vm.get('clone_mode') or 'full', spread_group=vm.get('spread_group'),
+                             host=vm.get('host'), exclude_hosts=tuple(vm.get('exclude_hosts') or ()))
+
+
+def _plan_batch(config, vms, slots=None, skip=()):
+    """Place every VM of `vms` (dicts of clone()'s per-VM keywords) except the indexes in `skip`, in order, as one
+    decision. Returns (plans by index, slots used, unreachable, policy)."""
+    warnings = []
+    if slots is None:
+        slots, why = reservations(config)
+        if why:
+            warnings.append(why)
+    images = set(vm['image'] for vm in vms) | set(slot['image'] for slot in slots)
+    answers = virt.placement_survey(config, images)
+    unreachable = [a['error'] for a in answers if not a['reachable']]
+    policy = config.placement['policy']
+    overcommit = config.placement['memory_overcommit']
+    states = None
+    plans = {}
+    for index, vm in enumerate(vms):
+        if index in skip:
+            continue
+        found = _existing(answers, vm['hostname'])
+        if found is not None:
+            plans[index] = {'exists': True, 'host': found[0], 'domain': found[1], 'candidates': [], 'filtered': [],
+                            'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': []}
+            continue
+        holders = _check_image(answers, vm['image'])
+        if vm.get('host') is not None and vm['host'] not in holders:
+            raise ConflictError('host %s does not hold image %s; hosts that do: %s' % (vm['host'], vm['image'], ', '.join(holders)))
+        if states is None:
+            states = host_states(config, answers, slots, images)
+        request = _request(vm)
+        decision = placement.decide(states, request, policy, overcommit)
+        chosen = next(state for state in states if state.host == decision.host)
+        # The reservations on the chosen host that this plan counted: the client worker checks them.
+        seen = [slot['job_id'] for slot in slots if slot['host'] == decision.host]
+        seen.extend(plan['job_id'] for plan in plans.values() if plan.get('job_id') and plan['host'] == decision.host)
+        plans[index] = {'exists': False, 'host': decision.host, 'candidates': decision.candidates, 'filtered': decision.filtered,
+                        'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': seen,
+                        'job_id': messages.new_job_id()}
+        chosen.reserve(request.image, request.start, request.clone_mode, request.spread_group, request.hostname)
+    return plans
+
+
+def plan_clone(config, image, hostname, host=None, exclude_hosts=None, spread_group=None, clone_mode='full', start=True,
+               slots=None):
+    """Decide where a clone goes, without changing anything.
+
+    Returns {exists, host, candidates, filtered, unreachable, warnings, policy, seen}: `exists` when a domain called
+    `hostname` is already defined (then `host` is where it is); `candidates` best first (host, weight, score,
+    active, reserved, free_memory_mb, free_disk_bytes, group_members); `filtered` [{host, reason}] of the hosts
+    left out; `seen` the reservations on the chosen host that were counted. `slots`: the reservations to count
+    (default: asked of the client worker). Raises placement.NoHostFits naming each host's reason.
+    """
+    _check_hosts(config, host, exclude_hosts)
+    vm = {'image': image, 'hostname': hostname, 'host': host, 'exclude_hosts': exclude_hosts, 'spread_group': spread_group,
+          'clone_mode': clone_mode, 'start': start}
+    plan = _plan_batch(config, [vm], slots)[0]
+    plan.pop('job_id', None)
+    return plan
 
 
 def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None,
-               cloud_init_user_data=None):
+               cloud_init_user_data=None, spread_group=None):
     args = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
     if network:
         args['network'] = {k: v for k, v in network.items() if v is not None}
@@ -82,58 +194,144 @@ def clone_args(image, hostname, clone_mode='full', start=True, network=None, roo
         args['ssh_authorized_keys'] = list(ssh_authorized_keys)
     if cloud_init_user_data:
         args['cloud_init_user_data'] = cloud_init_user_data
+    if spread_group:
+        args['spread_group'] = spread_group
     return args
+
+
+# The per-VM keywords of clone() that a batch item may carry.
+VM_KEYS = ('image', 'hostname', 'host', 'clone_mode', 'start', 'network', 'root_password_hash', 'ssh_authorized_keys',
+           'cloud_init_user_data', 'spread_group', 'exclude_hosts')
 
 
 def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
           ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none',
-          wait_for_timeout=300, cloud_init_user_data=None):
+          wait_for_timeout=300, cloud_init_user_data=None, spread_group=None, exclude_hosts=None):
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`.
 
     With `wait_for` ip or ssh, also waits (up to `wait_for_timeout` seconds, apart from the job's `timeout`)
     until the started clone has an address, or answers SSH with the host key it was given; a clone that
     does not get there is kept and reach.NotReachable is raised.
-    Returns {changed, host, candidates, job_id, job, result, ip, ssh_host_keys, known_hosts}.
+    Returns {changed, host, candidates, filtered, policy, unreachable, job_id, job, result, ip, ssh_host_keys, known_hosts}.
     """
-    args = clone_args(image, hostname, clone_mode, start, network, root_password_hash, ssh_authorized_keys, cloud_init_user_data)
-    # Every argument is checked before anything is asked or submitted (the host name is a placeholder here).
+    vm = {'image': image, 'hostname': hostname, 'host': host, 'clone_mode': clone_mode, 'start': start, 'network': network,
+          'root_password_hash': root_password_hash, 'ssh_authorized_keys': ssh_authorized_keys,
+          'cloud_init_user_data': cloud_init_user_data, 'spread_group': spread_group, 'exclude_hosts': exclude_hosts}
+    return clone_batch(config, [vm], wait, timeout, check_mode, progress, wait_for, wait_for_timeout)['results'][0]
+
+
+def _vm_args(config, index, vm):
+    """The job arguments of one batch item, checked before anything is asked or submitted."""
+    unknown = set(vm) - set(VM_KEYS)
+    if unknown:
+        raise MaglicaError('vms[%d] has unknown key(s) %s; known: %s' % (index, ', '.join(sorted(unknown)), ', '.join(VM_KEYS)))
+    for key in ('image', 'hostname'):
+        if not vm.get(key):
+            raise MaglicaError('vms[%d] needs %s' % (index, key))
+    args = clone_args(vm['image'], vm['hostname'], vm.get('clone_mode') or 'full', vm.get('start', True), vm.get('network'),
+                      vm.get('root_password_hash'), vm.get('ssh_authorized_keys'), vm.get('cloud_init_user_data'),
+                      vm.get('spread_group'))
+    # The host name is a placeholder here.
     messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'vm.clone', 'args': args})
+    _check_hosts(config, vm.get('host'), vm.get('exclude_hosts'))
+    return args
+
+
+def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none', wait_for_timeout=300):
+    """Clone several VMs, placed as one decision: each VM's host is reserved before the next is placed, every job is
+    submitted, then all are waited for. `vms`: dicts of clone()'s per-VM keywords (VM_KEYS).
+
+    Returns {changed, results: [one clone()-shaped result per VM, in order], plan: [{hostname, host, candidates,
+    filtered}]}. When no host fits a VM, placement.NoHostFits is raised before any job is submitted. When jobs
+    fail, every job is waited for first; then the failure (JobFailed) is raised, its `results` attribute holding
+    what the others did.
+    """
+    if not isinstance(vms, list) or not vms:
+        raise MaglicaError('vms must be a non-empty list of VMs to clone')
+    all_args = [_vm_args(config, index, vm) for index, vm in enumerate(vms)]
+    names = [vm['hostname'] for vm in vms]
+    twice = sorted(set(name for name in names if names.count(name) > 1))
+    if twice:
+        raise MaglicaError('vms name %s more than once: each hostname is one VM' % ', '.join(twice))
     if wait_for not in reach.WAIT_FOR:
         raise MaglicaError('wait_for must be one of %s, not %r' % (', '.join(reach.WAIT_FOR), wait_for))
-    if wait_for != 'none' and not (start and wait):
-        raise MaglicaError('wait_for=%s needs start=true and wait=true: only a started clone can answer' % wait_for)
-    plan = plan_clone(config, image, hostname, host)
-    result = {'changed': False, 'host': plan['host'], 'candidates': plan['candidates'], 'unreachable': plan['unreachable'],
-              'job_id': None, 'job': None, 'result': {}, 'ip': None, 'ssh_host_keys': [], 'known_hosts': []}
-    if plan['exists']:
-        result['domain'] = plan['domain']
-        result['ssh_host_keys'] = plan['domain'].get('ssh_host_keys') or []
-    else:
-        job = messages.new_job(plan['host'], 'vm.clone', args, ttl=max(1, int(timeout)))
-        result['changed'] = True
-        if check_mode:
-            return result
-        with Client(config) as client:
-            result['job'] = client.submit(job)
-            result['job_id'] = result['job']['id']
-            if result['job_id'] != job['id']:
-                # The client worker holds the name for a clone already in flight (an earlier run that timed out or
-                # did not wait): that job is this task's, and this run changes nothing itself.
-                result.update(changed=False, host=result['job']['host'],
-                              message='a clone of %s is already under way as job %s on %s'
-                              % (hostname, result['job_id'], result['job']['host']))
-            if not wait:
-                return result
-            result['job'] = client.wait(result['job_id'], timeout, progress=progress)
-            result['result'] = result['job']['data']
-        result['ssh_host_keys'] = (result['result'].get('ssh_host_keys')
-                                   or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
-    if wait_for != 'none' and not check_mode:
-        seen = reach.wait(config, result['host'], hostname, wait_for, result['ssh_host_keys'], wait_for_timeout,
-                          console=lambda: console(config, result['host'], hostname))
-        result['ip'] = seen.ip
-    result['known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(hostname, result['ip']), result['ssh_host_keys'])
-    return result
+    for vm in vms:
+        if wait_for != 'none' and not (vm.get('start', True) and wait):
+            raise MaglicaError('wait_for=%s needs start=true and wait=true: only a started clone can answer' % wait_for)
+    results: Dict[int, Dict[str, Any]] = {}
+    plans: Dict[int, Dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        client = None
+        for attempt in range(STALE_RETRIES + 1):
+            pending = [i for i in range(len(vms)) if i not in results]
+            if not pending:
+                break
+            planned = _plan_batch(config, vms, skip=set(results))
+            plans.update(planned)
+            for index in pending:
+                plan = planned[index]
+                results[index] = result = {
+                    'changed': False, 'hostname': vms[index]['hostname'], 'host': plan['host'], 'candidates': plan['candidates'],
+                    'filtered': plan['filtered'], 'policy': plan['policy'], 'unreachable': plan['unreachable'],
+                    'warnings': plan['warnings'],
+                    'job_id': None, 'job': None, 'result': {}, 'ip': None, 'ssh_host_keys': [], 'known_hosts': []}
+                if plan['exists']:
+                    result['domain'] = plan['domain']
+                    result['ssh_host_keys'] = plan['domain'].get('ssh_host_keys') or []
+                    continue
+                result['changed'] = True
+                if check_mode:
+                    continue
+                job = messages.new_job(plan['host'], 'vm.clone', all_args[index], ttl=max(1, int(timeout)))
+                job['id'] = plan['job_id']
+                if client is None:
+                    client = stack.enter_context(Client(config))
+                try:
+                    result['job'] = client.submit(job, seen=plan['seen'])
+                except StalePlacement:
+                    # Another clone took room on that host since it was planned: place this VM and the rest again.
+                    for later in pending[pending.index(index):]:
+                        results.pop(later, None)
+                    if attempt == STALE_RETRIES:
+                        raise
+                    break
+                result['job_id'] = result['job']['id']
+                if result['job_id'] != job['id']:
+                    # The client worker holds the name for a clone already in flight (an earlier run that timed out or
+                    # did not wait): that job is this task's, and this run changes nothing itself.
+                    result.update(changed=False, host=result['job']['host'],
+                                  message='a clone of %s is already under way as job %s on %s'
+                                  % (vms[index]['hostname'], result['job_id'], result['job']['host']))
+        ordered = [results[i] for i in range(len(vms))]
+        if wait and not check_mode:
+            failures = []
+            for result in ordered:
+                if result['job_id'] is None:
+                    continue
+                try:
+                    result['job'] = client.wait(result['job_id'], timeout, progress=progress)
+                except JobFailed as e:
+                    result['failed'] = str(e)
+                    failures.append(e)
+                    continue
+                result['result'] = result['job']['data']
+            if failures:
+                error = failures[0] if len(failures) == 1 else JobFailed('%d clones failed: %s' % (
+                    len(failures), '; '.join(str(e) for e in failures)), failures[0].job)
+                error.results = ordered  # type: ignore[attr-defined]
+                raise error
+    for vm, result in zip(vms, ordered):
+        if result['job_id'] is not None:
+            result['ssh_host_keys'] = (result['result'].get('ssh_host_keys')
+                                       or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
+        if wait_for != 'none' and not check_mode and wait:
+            seen = reach.wait(config, result['host'], vm['hostname'], wait_for, result['ssh_host_keys'], wait_for_timeout,
+                              console=lambda host=result['host'], name=vm['hostname']: console(config, host, name))
+            result['ip'] = seen.ip
+        result['known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(vm['hostname'], result['ip']), result['ssh_host_keys'])
+    plan_summary = [{'hostname': vm['hostname'], 'host': r['host'], 'candidates': r['candidates'], 'filtered': r['filtered'],
+                     'exists': plans[i]['exists']} for i, (vm, r) in enumerate(zip(vms, ordered))]
+    return {'changed': any(r['changed'] for r in ordered), 'results': ordered, 'plan': plan_summary}
 
 
 CONSOLE_TIMEOUT = 30

@@ -15,6 +15,9 @@
       transport: tls                       # qemu+tls://HOST/system?pkipath=PKI_PATH
       path: system
       pki_path: /etc/maglica/pki/library   # cacert.pem, clientcert.pem, clientkey.pem
+    placement:
+      policy: seed                         # or resources
+      memory_overcommit: 1.0
 
 `transport: tcp` (no encryption, no authentication) is refused unless `insecure: true`
 is set in the same section; URIs of libvirt's test driver are exempt.
@@ -62,6 +65,13 @@ SCHEMA = {
         # Jobs that ended longer ago than this are deleted from the job log.
         'retention_days': (30.0, float),
     },
+    'placement': {
+        # seed: the seed's least loaded host (running domains and reserved clones per weight); resources: hosts
+        # without the memory or pool space for the clone are filtered out, the rest scored (see placement.py).
+        'policy': ('seed', str),
+        # Memory a host may commit to domains, as a multiple of its total (hosts[].memory_mb, else libvirt's).
+        'memory_overcommit': (1.0, float),
+    },
     'host_worker': {
         'state_dir': ('/var/lib/maglica/host', str),
         'heartbeat_interval': (5.0, float),
@@ -70,11 +80,14 @@ SCHEMA = {
         'batch_window': (1.0, float),
     },
 }
-HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str}
+# memory_mb: the host's memory for placement, instead of what its libvirtd reports.
+HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str, 'memory_mb': int}
 HOST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
 TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'libssh', 'unix', '')
 # Names of CURVE key roles (keys.py): a host so named would hold that role's key and rights.
 RESERVED_HOST_NAMES = (keys.LIBRARY, keys.SERVER)
+# placement.policy: placement.POLICIES (not imported: placement imports nothing of the configuration).
+PLACEMENT_POLICIES = ('seed', 'resources')
 # libvirt's test driver simulates hosts inside the daemon: no hypervisor is behind it, whatever the transport.
 EXEMPT_DRIVERS = ('test',)
 
@@ -97,16 +110,17 @@ def is_insecure_uri(uri: str) -> bool:
 class Host(object):
     """One hypervisor: its name (also its job topic), placement weight and libvirt address."""
 
-    __slots__ = ('name', 'weight', 'address', 'uri')
+    __slots__ = ('name', 'weight', 'address', 'uri', 'memory_mb')
 
-    def __init__(self, name, weight=10, address=None, uri=None):
+    def __init__(self, name, weight=10, address=None, uri=None, memory_mb=None):
         self.name = name
         self.weight = weight
         self.address = address or name
         self.uri = uri
+        self.memory_mb = memory_mb
 
     def as_dict(self):
-        return {'name': self.name, 'weight': self.weight, 'address': self.address, 'uri': self.uri}
+        return {'name': self.name, 'weight': self.weight, 'address': self.address, 'uri': self.uri, 'memory_mb': self.memory_mb}
 
 
 class Config(object):
@@ -120,6 +134,7 @@ class Config(object):
         self.security = data['security']
         self.jobs = data['jobs']
         self.host_worker = data['host_worker']
+        self.placement = data['placement']
         # The host whose libvirtd is reached over its local socket: a host worker's own (see use_local_socket).
         self.local_host = None
 
@@ -205,6 +220,12 @@ def validate(data, source=None):
         raise ConfigError('%s: jobs.ttl must be positive' % where)
     if result['jobs']['retention_days'] <= 0:
         raise ConfigError('%s: jobs.retention_days must be positive (days to keep jobs that ended)' % where)
+    if result['placement']['policy'] not in PLACEMENT_POLICIES:
+        raise ConfigError('%s: placement.policy must be one of %s, got %r'
+                          % (where, ', '.join(PLACEMENT_POLICIES), result['placement']['policy']))
+    if result['placement']['memory_overcommit'] <= 0:
+        raise ConfigError('%s: placement.memory_overcommit must be positive (1.0: commit no more memory than a host has), got %g'
+                          % (where, result['placement']['memory_overcommit']))
     result['hosts'] = _validate_hosts(data.get('hosts'), where)
     config = Config(result, source)
     insecure = config.insecure_uris()
@@ -240,6 +261,8 @@ def _validate_hosts(hosts, where):
                               % (where, host['name'], 'library (modules, CLI)' if host['name'] == keys.LIBRARY else 'client worker'))
         if host['weight'] <= 0:
             raise ConfigError('%s: host %s: weight must be a positive integer' % (where, host['name']))
+        if host.get('memory_mb') is not None and host['memory_mb'] <= 0:
+            raise ConfigError('%s: host %s: memory_mb must be a positive number of MiB, got %d' % (where, host['name'], host['memory_mb']))
         if host['name'] in seen:
             raise ConfigError('%s: host %s is listed twice' % (where, host['name']))
         seen.add(host['name'])

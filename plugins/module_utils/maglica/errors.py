@@ -34,6 +34,10 @@ class DispatchError(MaglicaError):
     """The client worker could not be reached or did not answer in time."""
 
 
+class StalePlacement(DispatchError):
+    """The client worker refused a clone: its host got other reservations after the library chose it. Plan again."""
+
+
 class JobFailed(MaglicaError):
     """A job ended failed or expired."""
 

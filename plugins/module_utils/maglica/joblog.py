@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import time
-from typing import Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import private
 from .messages import FINAL_STATES, SECRET_ARGS
@@ -184,19 +184,36 @@ class JobLog(Store):
                 (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
         return self.get(job['id']), cursor.rowcount == 1
 
+    def holder(self, kind: str, key: str) -> Optional[str]:
+        """The id of the open job that holds the claim (kind, key), or None."""
+        held = self.db.execute(
+            'SELECT c.job_id FROM claims c JOIN jobs j ON j.id = c.job_id WHERE c.kind = ? AND c.key = ? '
+            'AND j.state NOT IN %s' % FINAL_STATES_SQL, (kind, key)).fetchone()
+        return held[0] if held is not None else None
+
     def claim(self, kind: str, key: str, host: str, job_id: str, now: Optional[float] = None) -> str:
         """Take the claim (kind, key) for job_id, in the caller's transaction. Returns the id of the job that
         holds it: job_id, or an open job that took it first. A claim left by an ended job is taken over."""
         now = now or time.time()
         with self.transaction():
-            held = self.db.execute(
-                'SELECT c.job_id FROM claims c JOIN jobs j ON j.id = c.job_id WHERE c.kind = ? AND c.key = ? '
-                'AND j.state NOT IN %s' % FINAL_STATES_SQL, (kind, key)).fetchone()
+            held = self.holder(kind, key)
             if held is not None:
-                return held[0]
+                return held
             self.db.execute('INSERT OR REPLACE INTO claims (kind, key, host, job_id, created) VALUES (?, ?, ?, ?, ?)',
                             (kind, key, host, job_id, now))
         return job_id
+
+    def open_slots(self, host: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The slot claims of open jobs (of one host), oldest first, with their jobs' arguments:
+        [{host, job_id, args}]."""
+        query = ("SELECT c.host, c.job_id, j.args FROM claims c JOIN jobs j ON j.id = c.job_id WHERE c.kind = 'slot' "
+                 'AND j.state NOT IN %s' % FINAL_STATES_SQL)
+        params: List[Any] = []
+        if host is not None:
+            query += ' AND c.host = ?'
+            params.append(host)
+        return [{'host': r[0], 'job_id': r[1], 'args': json.loads(r[2])}
+                for r in self.db.execute(query + ' ORDER BY c.created, c.key', params)]
 
     def claims(self, kind: Optional[str] = None, host: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
         """[(kind, key, host, job_id)] of the claims held, optionally of one kind and one host."""

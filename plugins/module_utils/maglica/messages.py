@@ -24,6 +24,8 @@ MAX_STRING = 4096
 # Every pattern is applied with fullmatch: `$` alone would accept a trailing newline.
 NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
 JOB_ID_RE = re.compile(r'[0-9a-f]{32}')
+# A spread group (placement): a short name, also written into the clone's libvirt metadata.
+SPREAD_GROUP_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}')
 STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
 FINAL_STATES = ('succeeded', 'failed', 'expired')
 
@@ -150,8 +152,8 @@ ACTIONS = {
         'ssh_authorized_keys': Field(list, required=False, max_len=64, items=Field(str, max_len=16384, pattern=ONE_LINE_RE)),
         # Parsed here (YAML, MIME) so that bad user-data is refused before anything is made.
         'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
-        # The spread group the clone was placed in: written into its libvirt metadata (clone.py), read by placement.
-        'spread_group': OPT_NAME,
+        # Placement sends the members of one group to different hosts; the host side keeps it in the metadata.
+        'spread_group': Field(str, required=False, pattern=SPREAD_GROUP_RE, max_len=63),
         # A batch of clones submitted together (maglica_vm_clone vms:): `size` of its jobs go to this host, and
         # its host worker customises them in one appliance launch whatever its concurrency (batching.py).
         'batch': Field(dict, required=False, fields=BATCH),
@@ -204,7 +206,11 @@ RESULT = {
 
 # Requests on the client worker's REP socket, by their `type`.
 REQUESTS = {
-    'submit': {'job': Field(dict)},
+    # `seen`: the slot reservations on the job's host that the library counted when it chose that host. The
+    # client worker refuses the job as stale (code 'stale') when that host has others now; the library re-plans.
+    'submit': {'job': Field(dict), 'seen': Field(list, required=False, max_len=8192, items=Field(str, pattern=JOB_ID_RE))},
+    # The slot reservations of every open clone job, for placement.
+    'slots': {},
     'status': {'id': Field(str, pattern=JOB_ID_RE)},
     # A listing comes in pages that each fit a frame: `after` is the last job id of the page before.
     'list': {'limit': Field(int, required=False, minimum=1, maximum=10000), 'host': OPT_NAME,
@@ -234,6 +240,9 @@ JOB_ROW = {
     # A result that came after the job had expired: recorded, never taken for success.
     'late_result': Field(dict, required=False),
 }
+# One slot reservation: an open clone job and what it will make where.
+SLOT = {'host': NAME, 'job_id': Field(str, pattern=JOB_ID_RE), 'hostname': NAME, 'image': NAME, 'start': Field(bool),
+        'clone_mode': Field(str, max_len=16), 'spread_group': Field(str, required=False, pattern=SPREAD_GROUP_RE, max_len=63)}
 HOST_STATUS = {'host': NAME, 'alive': Field(bool), 'last_seen_s': OPT_NUMBER, 'pid': Field(int, required=False),
                'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE))}
 # Replies of the client worker, by the request they answer; `ok` false replies are ERROR_REPLY.
@@ -242,6 +251,7 @@ REPLIES = {
     'status': {'job': Field(dict, fields=JOB_ROW)},
     'list': {'jobs': Field(list, max_len=10000, items=JOB_ROW), 'more': Field(bool, required=False)},
     'hosts': {'hosts': Field(list, max_len=10000, items=HOST_STATUS)},
+    'slots': {'slots': Field(list, max_len=100000, items=SLOT)},
     # Each fetched job is checked in full by validate_job before it is recorded.
     'fetch': {'jobs': Field(list, max_len=256, items=Field(dict)), 'gone': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
     'report': {'taken': JOB_IDS, 'refused': JOB_IDS},

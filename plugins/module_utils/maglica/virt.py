@@ -306,3 +306,40 @@ def collect(config, select, count_key, hosts=None):
 
 def matches(name, patterns):
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def image_storage(conn, domain: dict) -> dict:
+    """{disk_bytes, pool, pool_free_bytes} of an image: the allocation of its disks (what a full clone copies) and
+    the free space of the pool holding its first disk; pool None when no libvirt pool holds its disks."""
+    lv = libvirt()
+    total, pool_name, pool_free = 0, None, None
+    for disk in domain['disks']:
+        if disk['device'] != 'disk' or not disk['path']:
+            continue
+        try:
+            vol = conn.storageVolLookupByPath(disk['path'])
+            total += vol.info()[2]
+            if pool_name is None:
+                pool = vol.storagePoolLookupByVolume()
+                pool_name, pool_free = pool.name(), pool.info()[3]
+        except lv.libvirtError:
+            continue  # a disk outside every pool: its size is unknown to libvirt's storage side
+    return {'disk_bytes': total, 'pool': pool_name, 'pool_free_bytes': pool_free}
+
+
+def host_resources(conn, host, images=()) -> dict:
+    """What placement needs of one host: its domains, its memory (MiB) and CPUs, and the storage of `images`."""
+    domains = list_domains(conn, with_sizes=False)
+    try:
+        info = conn.getInfo()
+        memory_mb, cpus = int(info[1]), int(info[2])
+    except libvirt().libvirtError as e:
+        raise HostError('cannot read the host information: %s' % error_text(e))
+    storage = {d['name']: image_storage(conn, d) for d in domains if d['name'] in images and is_image(d)}
+    return {'domains': domains, 'memory_mb': memory_mb, 'cpus': cpus, 'storage': storage}
+
+
+def placement_survey(config, images=()):
+    """host_resources of every host, asked in parallel (answers as ask_hosts gives them)."""
+    wanted = frozenset(images)
+    return ask_hosts(config, lambda conn, host: host_resources(conn, host, wanted))

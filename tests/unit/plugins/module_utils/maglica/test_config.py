@@ -21,7 +21,7 @@ def test_defaults_are_filled_in():
     assert cfg.libvirt == {'driver': 'qemu', 'transport': 'tls', 'path': 'system', 'port': None,
                            'pki_path': '/etc/maglica/pki/library', 'insecure': False}
     assert cfg.security['curve'] is True, 'CURVE is on unless turned off'
-    assert [h.as_dict() for h in cfg.hosts] == [{'name': 'kvm1', 'weight': 10, 'address': 'kvm1', 'uri': None}]
+    assert [h.as_dict() for h in cfg.hosts] == [{'name': 'kvm1', 'weight': 10, 'address': 'kvm1', 'uri': None, 'memory_mb': None}]
     assert cfg.source == 'inline configuration'
 
 
@@ -29,6 +29,14 @@ def test_given_values_replace_defaults_key_by_key():
     cfg = config.validate({'hosts': ['kvm1'], 'jobs': {'ttl': 42}, 'security': None})
     assert cfg.jobs == dict(cfg.jobs, ttl=42) and cfg.jobs['database'] == config.SCHEMA['jobs']['database'][0]
     assert cfg.security['key_dir'] == config.SCHEMA['security']['key_dir'][0], 'an empty section gets its defaults'
+
+
+def test_placement_settings():
+    cfg = config.validate({'hosts': [{'name': 'a', 'memory_mb': 2048}, 'b'],
+                           'placement': {'policy': 'resources', 'memory_overcommit': 2}})
+    assert cfg.placement == {'policy': 'resources', 'memory_overcommit': 2.0}
+    assert [h.memory_mb for h in cfg.hosts] == [2048, None], 'a host without memory_mb takes what its libvirtd reports'
+    assert config.validate({'hosts': ['a']}).placement['policy'] == 'seed', 'seed stays the default'
 
 
 def test_int_is_accepted_for_float_settings():
@@ -84,7 +92,7 @@ def test_config_from_environment_variable(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('data, message', [
     ([], r'the configuration must be a mapping, got list'),
-    ({'hosts': ['a'], 'clients': {}}, r"unknown section\(s\) clients; known: hosts, client, host_worker, jobs, libvirt, security"),
+    ({'hosts': ['a'], 'clients': {}}, r"unknown section\(s\) clients; known: hosts, client, host_worker, jobs, libvirt, placement, security"),
     ({'hosts': ['a'], 'client': {'hots': 'x'}}, r"unknown key\(s\) hots in section 'client'; known: bind, host, pub_port, rep_port"),
     ({'hosts': ['a'], 'client': ['x']}, r"section 'client' must be a mapping"),
     ({'hosts': ['a'], 'client': {'pub_port': '5555'}}, r"client\.pub_port must be of type int, got '5555'"),
@@ -100,7 +108,13 @@ def test_config_from_environment_variable(tmp_path, monkeypatch):
     ({'hosts': 'kvm1'}, r'hosts must be a non-empty list'),
     ({'hosts': [{'weight': 3}]}, r'hosts\[0\] needs a name'),
     ({'hosts': ['a', 5]}, r'hosts\[1\] needs a name'),
-    ({'hosts': [{'name': 'a', 'wieght': 3}]}, r"hosts\[0\] has unknown key\(s\) wieght; known: address, name, uri, weight"),
+    ({'hosts': ['a'], 'placement': {'policy': 'fastest'}}, r"placement.policy must be one of seed, resources, got 'fastest'"),
+    ({'hosts': ['a'], 'placement': {'memory_overcommit': 0}}, r"placement.memory_overcommit must be positive"),
+    ({'hosts': ['a'], 'placement': {'memory_overcommit': 'lots'}}, r"placement.memory_overcommit must be of type float, got 'lots'"),
+    ({'hosts': ['a'], 'placement': {'spread': True}}, r"unknown key\(s\) spread in section 'placement'; known: memory_overcommit, policy"),
+    ({'hosts': [{'name': 'a', 'memory_mb': 0}]}, r"host a: memory_mb must be a positive number of MiB, got 0"),
+    ({'hosts': [{'name': 'a', 'memory_mb': '4G'}]}, r"hosts\[0\].memory_mb must be of type int, got '4G'"),
+    ({'hosts': [{'name': 'a', 'wieght': 3}]}, r"hosts\[0\] has unknown key\(s\) wieght; known: address, memory_mb, name, uri, weight"),
     ({'hosts': [{'name': 'a', 'weight': '10'}]}, r"hosts\[0\]\.weight must be of type int, got '10'"),
     ({'hosts': [{'name': 'a', 'weight': True}]}, r'hosts\[0\]\.weight must be of type int, got True'),
     ({'hosts': [{'name': 'a', 'weight': 0}]}, r'host a: weight must be a positive integer'),

@@ -17,7 +17,7 @@ import libvirt  # a missing libvirt fails the suite, never skips it
 import pytest
 
 from maglica import cloud, clone, config, virt
-from maglica.errors import ConfigError, ConflictError, HostError, MessageError, NotFoundError
+from maglica.errors import ConfigError, ConflictError, HostError, MaglicaError, MessageError, NotFoundError
 
 
 def test_libvirt_python_binding_is_there():
@@ -226,7 +226,7 @@ def test_plan_clone_weight_changes_the_choice(tmp_path, cloud_config):
 
 def test_plan_clone_host_override(cloud_config):
     assert cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='a')['host'] == 'a'
-    with pytest.raises(ConflictError, match='host c does not hold image debian.original; hosts that do: b, a'):
+    with pytest.raises(ConflictError, match='host c does not hold image debian.original; hosts that do: a, b'):
         cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='c')
     with pytest.raises(ConfigError, match="host 'nowhere' is not in the configuration"):
         cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='nowhere')
@@ -302,3 +302,49 @@ def test_read_only_connections_are_kept_and_a_dead_one_is_replaced(cloud_config)
     assert virt._kept[first[0]['uri']] is not kept
     virt.forget_connections()
     assert virt._kept == {}
+
+
+def test_plan_clone_explains_resources_and_counts_given_reservations(tmp_path):
+    """resources policy on the test driver: a host whose configured memory is too small is filtered with its
+    reason; reservations passed in count; exclude_hosts and spread_group reach the decision."""
+    image = domain_xml('debian.original', memory_kib=2 * 1048576, vcpus=2)
+    hosts = [{'name': 'small', 'memory_mb': 1126, 'uri': node_file(tmp_path, 'small', [image])},
+             {'name': 'big1', 'memory_mb': 4096, 'uri': node_file(tmp_path, 'big1', [image])},
+             {'name': 'big2', 'memory_mb': 4096, 'uri': node_file(tmp_path, 'big2', [image])}]
+    cfg = config.validate({'hosts': hosts, 'placement': {'policy': 'resources'}})
+    slot = {'host': 'big1', 'job_id': 'a' * 32, 'hostname': 'web0', 'image': 'debian.original', 'start': True,
+            'clone_mode': 'full', 'spread_group': 'web'}
+    plan = cloud.plan_clone(cfg, 'debian.original', 'web1', slots=[slot])
+    assert plan['host'] == 'big2' and plan['policy'] == 'resources' and plan['seen'] == []
+    assert plan['filtered'] == [{'host': 'small', 'reason': 'small: 1.1 GiB uncommitted, clone needs 2 GiB'}]
+    assert [(c['host'], c['reserved'], c['free_memory_mb']) for c in plan['candidates']] == [('big2', 0, 4096), ('big1', 1, 2048)]
+    with_group = cloud.plan_clone(cfg, 'debian.original', 'web1', spread_group='web', slots=[slot])
+    assert with_group['host'] == 'big2' and [c['group_members'] for c in with_group['candidates']] == [0, 1]
+    forced = cloud.plan_clone(cfg, 'debian.original', 'web1', host='big1', slots=[slot])
+    assert forced['host'] == 'big1' and forced['seen'] == [slot['job_id']], 'the reservations the client worker will check'
+    with pytest.raises(cloud.placement.NoHostFits) as caught:
+        cloud.plan_clone(cfg, 'debian.original', 'web1', exclude_hosts=['big2'], slots=[slot, dict(slot, job_id='b' * 32, hostname='web9')])
+    assert str(caught.value) == ('no host fits a clone of debian.original as web1: small: 1.1 GiB uncommitted, clone needs 2 GiB; '
+                                 'big1: 0 MiB uncommitted, clone needs 2 GiB; big2: excluded (exclude_hosts)')
+    with pytest.raises(ConfigError, match="host 'nowhere' is not in the configuration"):
+        cloud.plan_clone(cfg, 'debian.original', 'web1', exclude_hosts=['nowhere'], slots=[])
+
+
+def test_clone_batch_check_mode_plans_every_vm(tmp_path):
+    image = domain_xml('debian.original', memory_kib=1048576)
+    hosts = [{'name': name, 'memory_mb': 2048, 'uri': node_file(tmp_path, name, [image] + extra)}
+             for name, extra in (('h1', [domain_xml('old', clone_of='debian.original')]), ('h2', []), ('h3', []))]
+    cfg = config.validate({'hosts': hosts, 'placement': {'policy': 'resources'}, 'security': {'curve': False},
+                           'client': {'host': '127.0.0.254', 'rep_port': 1}, 'jobs': {'request_timeout': 0.2}})
+    vms = [{'image': 'debian.original', 'hostname': 'web%d' % n, 'spread_group': 'web'} for n in range(6)]
+    vms.append({'image': 'debian.original', 'hostname': 'old'})
+    batch = cloud.clone_batch(cfg, vms, check_mode=True)
+    assert batch['changed'] and [r['changed'] for r in batch['results']] == [True] * 6 + [False]
+    assert [p['host'] for p in batch['plan']] == ['h1', 'h2', 'h3', 'h1', 'h2', 'h3', 'h1']
+    assert batch['results'][0]['warnings'][0].startswith('client worker: no answer'), 'said, not fatal, in check mode'
+    with pytest.raises(cloud.placement.NoHostFits, match='as web6: h1: 0 MiB uncommitted'):
+        cloud.clone_batch(cfg, [dict(vm, hostname='web%d' % n) for n, vm in enumerate(vms[:6] * 2)][:7], check_mode=True)
+    with pytest.raises(MaglicaError, match='vms name web0 more than once'):
+        cloud.clone_batch(cfg, [vms[0], vms[0]], check_mode=True)
+    with pytest.raises(MaglicaError, match=r'vms\[0\] has unknown key\(s\) wait'):
+        cloud.clone_batch(cfg, [dict(vms[0], wait=True)], check_mode=True)

@@ -13,13 +13,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 import zmq  # a missing pyzmq fails the suite, never skips it
 
 from maglica import config, keys, messages, transport
 from maglica.client import Client
-from maglica.errors import DispatchError, JobFailed, NotFoundError
+from maglica.errors import DispatchError, JobFailed, NotFoundError, StalePlacement
 from unit_helpers import Daemon, files_holding, free_ports, wait_until, worker_env, write_yaml
 
 
@@ -592,3 +593,59 @@ def test_hostname_claim_is_released_when_the_job_ends(plain_cloud):
             client.wait(first['id'], 10)
         later = clone_job('lonely', 'twice2')
         assert client.submit(later)['id'] == later['id']
+
+
+# -- slot reservations (placement, issue 13) -------------------------------------------------------
+
+def open_slots_on(client, host):
+    return [slot['job_id'] for slot in client.slots() if slot['host'] == host]
+
+
+def test_clone_job_holds_a_slot_until_it_ends(plain_cloud):
+    job = messages.new_job('lonely', 'vm.clone', {'image': 'debian.original', 'hostname': 'slot1', 'clone_mode': 'full',
+                                                  'start': False, 'spread_group': 'web'}, ttl=1)
+    with Client(plain_cloud.config) as client:
+        client.submit(job, seen=open_slots_on(client, 'lonely'))
+        mine = [slot for slot in client.slots() if slot['job_id'] == job['id']]
+        assert mine == [{'host': 'lonely', 'job_id': job['id'], 'hostname': 'slot1', 'image': 'debian.original',
+                         'start': False, 'clone_mode': 'full', 'spread_group': 'web'}]
+        with pytest.raises(JobFailed, match='expired'):
+            client.wait(job['id'], 10)
+        assert job['id'] not in open_slots_on(client, 'lonely'), 'an ended job holds no slot'
+
+
+def test_a_placement_that_missed_a_reservation_is_refused_as_stale(plain_cloud):
+    with Client(plain_cloud.config) as client:
+        seen = open_slots_on(client, 'lonely')
+        first, second = clone_job('lonely', 'stale1', ttl=2), clone_job('lonely', 'stale2', ttl=2)
+        client.submit(first, seen=seen)
+        with pytest.raises(StalePlacement, match='the placement on lonely is stale: 1 other clone'):
+            client.submit(second, seen=seen)
+        assert client.submit(first, seen=seen)['id'] == first['id'], 'a resent job is answered as the first time'
+        assert second['id'] not in [j['id'] for j in client.recent(50)], 'a refused job is not logged'
+        assert client.submit(second, seen=seen + [first['id']])['id'] == second['id'], 'planned with it counted: taken'
+
+
+def test_simultaneous_placements_on_one_host_get_one_slot(plain_cloud):
+    """Many libraries that planned from the same reservations submit at once: exactly one gets the host."""
+    with Client(plain_cloud.config) as client:
+        seen = open_slots_on(client, 'lonely')
+    outcomes = []
+    barrier = threading.Barrier(6)
+
+    def submit(n):
+        job = clone_job('lonely', 'race%d' % n, ttl=2)
+        with Client(plain_cloud.config) as own:
+            barrier.wait()
+            try:
+                own.submit(job, seen=seen)
+                outcomes.append('taken')
+            except StalePlacement:
+                outcomes.append('stale')
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ['stale'] * 5 + ['taken']
