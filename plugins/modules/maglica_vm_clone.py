@@ -473,14 +473,18 @@ def batch(module):
     outcome = common.run(module, clone_batch, 'libvirt', 'zmq')
     diffs = []
     unreachable = set()
+    warnings = []
     for vm, result in zip(vms, outcome['results']):
         unreachable.update(result.pop('unreachable', None) or [])
+        warnings.extend(w for w in result.pop('warnings', None) or [] if w not in warnings)
         diff = take_diff(result)
         if result['changed']:
             diffs.extend(diff_of(vm, result, diff))
     outcome['unreachable_hosts'] = sorted(unreachable | set(outcome.pop('unreachable', None) or []))
     for error in outcome['unreachable_hosts']:
         module.warn('host not reachable, not considered: %s' % error)
+    for warning in warnings:
+        module.warn(warning)
     if module._diff and outcome['changed']:
         outcome['diff'] = diffs
     module.exit_json(**outcome)

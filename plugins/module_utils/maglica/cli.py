@@ -188,17 +188,18 @@ def vm_clone_plan(config, args, out):
                             spread_group=args.spread_group, clone_mode=args.mode, start=args.start)
     for error in plan['unreachable']:
         _stderr('not considered: %s' % error)
+    for warning in plan.get('warnings') or []:
+        _stderr(warning)
     if out.as_json:
         return out.json(plan)
     if plan['exists']:
         return out.message('%s exists already on %s: nothing would be done' % (args.hostname, plan['host']), plan)
     out.message('%s would go to %s (policy %s)' % (args.hostname, plan['host'], plan.get('policy') or 'seed'), plan)
-    out.table(plan['candidates'], [('', lambda c: '*' if c['host'] == plan['host'] else None), ('HOST', 'host'),
-                                   ('SCORE', lambda c: '%.3f' % c['score'] if c.get('score') is not None else None),
+    out.table(plan['candidates'], [('HOST', 'host'), ('SCORE', lambda c: '%.3f' % c['score'] if c.get('score') is not None else None),
                                    ('WEIGHT', 'weight'), ('RESERVED', 'reserved'),
-                                   ('FREE MEMORY', lambda c: _size(c['free_memory_mb'] * 1048576) if c.get('free_memory_mb') is not None else None),
-                                   ('FREE DISK', lambda c: _size(c.get('free_disk_bytes'))),
-                                   ('GROUP MEMBERS', 'group_members')])
+                                   ('FREE_MEMORY', lambda c: _size(c['free_memory_mb'] * 1048576) if c.get('free_memory_mb') is not None else None),
+                                   ('FREE_DISK', lambda c: _size(c.get('free_disk_bytes'))), ('GROUP_MEMBERS', 'group_members'),
+                                   ('CHOSEN', lambda c: c['host'] == plan['host'])])
     for entry in plan.get('filtered') or []:
         out.message('filtered out %s: %s' % (entry['host'], entry['reason']), plan)
 
