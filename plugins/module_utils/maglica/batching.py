@@ -169,7 +169,7 @@ class CustomizeBatcher(object):
             return result
         if on_join is not None:
             on_join()
-        done = Future()
+        done: Future = Future()
         with self.cond:
             self.waiting.append((disks, settings, layout, done))
             self.cond.notify_all()
