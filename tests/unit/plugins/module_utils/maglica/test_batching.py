@@ -12,6 +12,7 @@ import threading
 import time
 
 from maglica.batching import CustomizeBatcher, LayoutCache
+from maglica.host_worker import Slot
 
 WRITERS = 4
 PUTS = 25
@@ -102,3 +103,15 @@ def test_jobs_of_a_batch_that_never_come_are_not_awaited_for_ever():
         with batcher.expecting('b' * 32, 6):
             assert batcher.expected == 2, 'a job of that batch that comes late still counts'
     assert batcher.expected == 0
+
+
+def test_a_slot_is_given_back_once_whether_the_clone_joins_the_appliance_or_not():
+    """A clone job gives its concurrency slot back when it joins the shared appliance (on_join), and its end must not
+    give it back a second time: that would let one more job copy than the concurrency allows."""
+    slots = threading.Semaphore(2)
+    with Slot(slots) as joined:
+        joined.release()  # joined the appliance
+        with Slot(slots), Slot(slots):
+            assert not slots.acquire(blocking=False), 'two jobs work, the joined one holds no slot'
+    with Slot(slots), Slot(slots):
+        assert not slots.acquire(blocking=False), 'still exactly two slots after every job ended'
