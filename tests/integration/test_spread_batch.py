@@ -52,8 +52,9 @@ def spread_cloud(cloud, testbed):
         for host in testbed.hosts:
             for name in sorted(testbed.domains(host) - before[host] - {IMAGE}):
                 maglica_vm.ensure(cloud.config, name, state='absent', force=True)
-            if IMAGE in testbed.domains(host):
-                maglica_vm.ensure(cloud.config, IMAGE, state='absent', force_dependants=True)
+            if IMAGE in testbed.domains(host):  # on every host: removed by a job on each (ensure takes one VM name)
+                job = cloud.submit(host, 'vm.remove', {'name': IMAGE, 'force_dependants': True}, ttl=120)
+                cloud.wait_job(job['id'], 'succeeded', timeout=120)
         cloud.data['host_worker'] = settings
         cloud.reconfigure()
         restart_workers(cloud)
