@@ -37,13 +37,16 @@ def locate(answers, name):
 STALE_RETRIES = 8
 
 
-def reservations(config) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+def reservations(config, required: bool = False) -> Tuple[List[Dict[str, Any]], Optional[str]]:
     """(the slot reservations of every clone in flight, None), or ([], why) when the client worker cannot say:
-    then the plan counts domains only, and the client worker still refuses a placement that is stale."""
+    then the plan counts domains only (check mode says so). With `required` (a clone that will be submitted),
+    that failure is raised instead: the submission would meet the same silent client worker."""
     try:
         with Client(config) as client:
             return client.slots(), None
     except MaglicaError as e:
+        if required:
+            raise
         return [], 'client worker: %s (clones in flight are not counted in this plan)' % e
 
 
@@ -125,12 +128,13 @@ def _request(vm) -> placement.Request:
                              host=vm.get('host'), exclude_hosts=tuple(vm.get('exclude_hosts') or ()))
 
 
-def _plan_batch(config, vms, slots=None, skip=()):
+def _plan_batch(config, vms, slots=None, skip=(), submitting=False):
     """Place every VM of `vms` (dicts of clone()'s per-VM keywords) except the indexes in `skip`, in order, as one
-    decision. Returns (plans by index, slots used, unreachable, policy)."""
+    decision: each VM's host is reserved before the next is placed. Returns {index: plan} (plan_clone's, plus
+    `job_id`, the id its job will have)."""
     warnings = []
     if slots is None:
-        slots, why = reservations(config)
+        slots, why = reservations(config, required=submitting)
         if why:
             warnings.append(why)
     images = set(vm['image'] for vm in vms) | set(slot['image'] for slot in slots)
@@ -149,6 +153,15 @@ def _plan_batch(config, vms, slots=None, skip=()):
                             'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': []}
             continue
         holders = _check_image(answers, vm['image'])
+        in_flight = next((slot for slot in slots if slot['hostname'] == vm['hostname']), None)
+        if in_flight is not None:
+            # Its clone is on its way (an earlier run that did not wait): it is already counted where it goes, and
+            # the client worker will answer with that job.
+            plans[index] = {'exists': False, 'host': in_flight['host'], 'candidates': [], 'filtered': [],
+                            'unreachable': unreachable, 'warnings': warnings, 'policy': policy,
+                            'seen': [slot['job_id'] for slot in slots if slot['host'] == in_flight['host']],
+                            'job_id': messages.new_job_id()}
+            continue
         if vm.get('host') is not None and vm['host'] not in holders:
             raise ConflictError('host %s does not hold image %s; hosts that do: %s' % (vm['host'], vm['image'], ', '.join(holders)))
         if states is None:
@@ -267,7 +280,7 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
             pending = [i for i in range(len(vms)) if i not in results]
             if not pending:
                 break
-            planned = _plan_batch(config, vms, skip=set(results))
+            planned = _plan_batch(config, vms, skip=set(results), submitting=not check_mode)
             plans.update(planned)
             # The jobs of a batch carry its id and how many of them go to their host: that host's worker customises
             # them in one appliance launch, whatever its concurrency (batching.py).

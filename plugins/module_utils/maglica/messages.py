@@ -208,7 +208,7 @@ RESULT = {
 REQUESTS = {
     # `seen`: the slot reservations on the job's host that the library counted when it chose that host. The
     # client worker refuses the job as stale (code 'stale') when that host has others now; the library re-plans.
-    'submit': {'job': Field(dict), 'seen': Field(list, required=False, max_len=8192, items=Field(str, pattern=JOB_ID_RE))},
+    'submit': {'job': Field(dict), 'seen': Field(list, required=False, max_len=4096, items=Field(str, pattern=JOB_ID_RE))},
     # The slot reservations of every open clone job, for placement.
     'slots': {},
     'status': {'id': Field(str, pattern=JOB_ID_RE)},

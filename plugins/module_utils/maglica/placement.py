@@ -28,6 +28,8 @@ POLICIES = ('seed', 'resources')
 MEMORY_SHARE = 0.75
 VCPU_SHARE = 0.25
 GIB = 1024 ** 3
+# Candidates a decision explains (best first): enough to see why, not a page per host in a cloud of a thousand.
+CANDIDATES_SHOWN = 20
 
 
 class NoHostFits(ConflictError):
@@ -152,7 +154,7 @@ def candidate(state: HostState, request: Request, score: float, overcommit: floa
 @dataclass
 class Decision:
     host: str
-    candidates: List[Dict]   # best first
+    candidates: List[Dict]   # best first, the CANDIDATES_SHOWN best
     filtered: List[Dict[str, str]]
 
 
@@ -192,7 +194,7 @@ def decide(states: Iterable[HostState], request: Request, policy: str = 'seed', 
                                                           reasons), filtered)
     # A spread group first: the fewest members of the group, then the score, then configuration order.
     scored.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
-    candidates = [candidate(state, request, value, overcommit) for _members, value, _order, state in scored]
+    candidates = [candidate(state, request, value, overcommit) for _members, value, _order, state in scored[:CANDIDATES_SHOWN]]
     return Decision(host=scored[0][3].host, candidates=candidates, filtered=filtered)
 
 

@@ -348,3 +348,14 @@ def test_clone_batch_check_mode_plans_every_vm(tmp_path):
         cloud.clone_batch(cfg, [vms[0], vms[0]], check_mode=True)
     with pytest.raises(MaglicaError, match=r'vms\[0\] has unknown key\(s\) wait'):
         cloud.clone_batch(cfg, [dict(vms[0], wait=True)], check_mode=True)
+
+
+def test_plan_clone_of_a_name_in_flight_points_at_its_job(tmp_path):
+    image = domain_xml('debian.original')
+    hosts = [{'name': name, 'uri': node_file(tmp_path, name, [image])} for name in ('h1', 'h2')]
+    cfg = config.validate({'hosts': hosts})
+    slot = {'host': 'h2', 'job_id': 'c' * 32, 'hostname': 'web1', 'image': 'debian.original', 'start': True, 'clone_mode': 'full'}
+    plan = cloud.plan_clone(cfg, 'debian.original', 'web1', slots=[slot])
+    assert (plan['exists'], plan['host'], plan['candidates'], plan['seen']) == (False, 'h2', [], [slot['job_id']])
+    other = cloud.plan_clone(cfg, 'debian.original', 'web2', slots=[slot])
+    assert other['host'] == 'h1', 'the clone on its way counts on h2'
