@@ -338,6 +338,11 @@ filtered:
   type: list
   elements: dict
   sample: [{host: kvm2.example.com, reason: "kvm2.example.com: 1.1 GiB uncommitted, clone needs 2 GiB"}]
+policy:
+  description: The placement policy that chose the host (C(placement.policy) of the configuration).
+  returned: with O(hostname)
+  type: str
+  sample: resources
 results:
   description:
     - One result per item of O(vms), in order, each with the keys a single clone returns (C(hostname), C(host),
