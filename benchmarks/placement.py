@@ -54,7 +54,7 @@ def make_cloud(rng, hosts, vms):
     order = list(range(hosts))
     rng.shuffle(order)
     zipf = [1.0 / (rank + 1) ** 0.8 for rank in range(hosts)]
-    loads = [[] for _ in range(hosts)]
+    loads = [[] for _host in range(hosts)]
     used = [0] * hosts
     for _vm in range(vms):
         size = rng.choice(VM_SIZES_MB)

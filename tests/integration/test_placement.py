@@ -191,3 +191,20 @@ def test_spread_group_reservations_outlive_a_client_worker_restart(bed):
     assert {c['host']: c['group_members'] for c in plan['candidates']} == {'host0': 1, 'host1': 1, 'host2': 1}
     assert {c['host']: c['reserved'] for c in plan['candidates']} == {'host0': 3, 'host1': 1, 'host2': 1}
     assert plan['host'] == 'host1', 'members equal everywhere: the least loaded'
+
+
+def test_a_batch_is_placed_as_its_check_mode_plan(bed):
+    """Six VMs in one call: the check-mode plan, then the real submission, place them alike (a spread group
+    of 6 over 3 hosts: two each), reserving as they go; one job each."""
+    cfg = settings(bed, policy='resources', memory=[1024, 1024, 2048])
+    vms = [{'image': IMAGE, 'hostname': 'pl-b%d' % n, 'clone_mode': 'linked', 'spread_group': 'b'} for n in range(6)]
+    planned = maglica_cloud.clone_batch(cfg, vms, check_mode=True)
+    assert planned['changed'] and [r['job_id'] for r in planned['results']] == [None] * 6
+    assert slots(bed) == [], 'check mode submits nothing'
+    done = maglica_cloud.clone_batch(cfg, vms, wait=False, timeout=TTL)
+    assert [p['host'] for p in done['plan']] == [p['host'] for p in planned['plan']]
+    assert collections.Counter(p['host'] for p in done['plan']) == {'host0': 2, 'host1': 2, 'host2': 2}
+    assert sorted(s['job_id'] for s in slots(bed)) == sorted(r['job_id'] for r in done['results'])
+    again = maglica_cloud.clone_batch(cfg, vms, wait=False, timeout=TTL)
+    assert not again['changed'] and [r['job_id'] for r in again['results']] == [r['job_id'] for r in done['results']], \
+        'a second run finds every clone on its way'
