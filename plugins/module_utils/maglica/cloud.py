@@ -53,12 +53,13 @@ def reservations(config, required: bool = False) -> Tuple[List[Dict[str, Any]], 
 def host_states(config, answers, slots, images) -> List[placement.HostState]:
     """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations."""
     states = []
+    configured = {host.name: host.memory_mb for host in config.hosts}
     for order, answer in enumerate(answers):
         if not answer['reachable']:
             continue
         found = answer['result']
         state = placement.HostState(host=answer['host'], weight=answer['weight'], order=order,
-                                    memory_total_mb=config.host(answer['host']).memory_mb or found['memory_mb'],
+                                    memory_total_mb=configured.get(answer['host']) or found['memory_mb'],
                                     cpus=found['cpus'])
         for domain in found['domains']:
             state.domains[domain['name']] = domain['active']
