@@ -15,7 +15,7 @@ description:
     C(maglica_state_stopped)...), and sets C(ansible_host) to the guest's address where libvirt knows it,
     from the DHCP leases of its libvirt network or from the QEMU guest agent.
   - Sets C(maglica_host), C(maglica_state), C(maglica_vcpus), C(maglica_memory_mb), C(maglica_disks),
-    C(maglica_vnc_port), C(maglica_clone_of), C(maglica_uuid) and C(maglica_addresses) on each VM.
+    C(maglica_vnc_port), C(maglica_clone_of), C(maglica_spread_group), C(maglica_uuid) and C(maglica_addresses) on each VM.
   - Sets C(maglica_ssh_host_keys) (the public SSH host keys written into a clone, from its libvirt metadata) and
     C(maglica_known_hosts) (known_hosts lines naming it by its name, short name and address).
   - With O(known_hosts_file), writes every clone's C(maglica_known_hosts) lines into that file and points the
@@ -158,6 +158,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 'maglica_disks': entry['disks'],
                 'maglica_vnc_port': entry['vnc_port'],
                 'maglica_clone_of': entry['clone_of'],
+                'maglica_spread_group': entry.get('spread_group'),
                 'maglica_image': entry['image'],
                 'maglica_uuid': entry['uuid'],
                 'maglica_addresses': entry.get('addresses') or [],

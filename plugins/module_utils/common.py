@@ -40,6 +40,58 @@ CONNECTION_ARGUMENT_SPEC = dict(
 )
 
 
+# What one clone is made of: maglica_vm_clone's top-level options and the keys of each of its `vms` items
+# (cloud.clone_batch's per-VM keywords). Defaults only at the top level: an item's unset key takes the top level's.
+CLONE_VM_KEYS = ('image', 'host', 'clone_mode', 'start', 'network', 'root_password_hash', 'ssh_authorized_keys',
+                 'cloud_init_user_data', 'spread_group', 'exclude_hosts')
+
+
+def clone_vm_options(defaults=True):
+    """The argument spec of one clone (top level with defaults, a `vms` item without)."""
+    options = dict(
+        image=dict(type='str'),
+        hostname=dict(type='str', aliases=['name']),
+        host=dict(type='str'),
+        clone_mode=dict(type='str', choices=['full', 'linked']),
+        start=dict(type='bool'),
+        network=dict(type='dict', options=dict(
+            mode=dict(type='str', choices=['dhcp', 'static'], default='dhcp'),
+            device=dict(type='str'),
+            address=dict(type='str'),
+            prefix=dict(type='int', default=24),
+            gateway=dict(type='str'),
+            dns=dict(type='list', elements='str'),
+            domain=dict(type='str'),
+        ), required_if=[('mode', 'static', ['address'])]),
+        root_password_hash=dict(type='str', no_log=True),
+        ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
+        cloud_init_user_data=dict(type='str', no_log=True),
+        spread_group=dict(type='str'),
+        exclude_hosts=dict(type='list', elements='str'),
+    )
+    if defaults:
+        options['clone_mode']['default'] = 'full'
+        options['start']['default'] = True
+    else:
+        options['hostname']['required'] = True
+    return options
+
+
+def clone_batch_vms(params):
+    """The `vms` items as cloud.clone_batch takes them: each item's keys, the top-level options where it sets none."""
+    if not params['vms']:
+        raise MaglicaError('vms is empty: give at least one VM (a dict with its hostname)')
+    vms = []
+    for index, item in enumerate(params['vms']):
+        vm = {'hostname': item['hostname']}
+        for key in CLONE_VM_KEYS:
+            vm[key] = item[key] if item.get(key) is not None else params.get(key)
+        if not vm['image']:
+            raise MaglicaError('vms[%d] (%s) names no image, and there is no top-level image to take' % (index, item['hostname']))
+        vms.append(vm)
+    return vms
+
+
 def argument_spec(**module_options):
     """The module's own options with the shared connection options."""
     spec = dict(CONNECTION_ARGUMENT_SPEC)
@@ -74,6 +126,8 @@ def run(module, operation, *libraries):
             module.warn('libvirt of %s over plain tcp (%s): unencrypted and unauthenticated (libvirt.insecure: true)' % (host, uri))
         return operation(config)
     except JobFailed as e:
-        module.fail_json(msg=str(e), job=e.job)
+        # A batch's failure carries what every clone of it did (cloud.clone_batch).
+        extra = {'results': e.results} if getattr(e, 'results', None) is not None else {}
+        module.fail_json(msg=str(e), job=e.job, **extra)
     except MaglicaError as e:
         module.fail_json(msg=str(e))

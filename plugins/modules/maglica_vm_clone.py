@@ -12,7 +12,10 @@ version_added: 1.0.0
 description:
   - Clones the original image O(image) to a new VM called O(hostname) on the least loaded host that holds the image,
     rewrites the clone's hostname and network settings inside its disk, and starts it.
-  - The load of a host is its active domains x 10 / its weight. O(host) overrides the choice.
+  - The placement policy of the configuration (C(placement.policy)) chooses the host; O(host) overrides the choice,
+    O(exclude_hosts) keeps hosts out of it, and O(spread_group) puts clones of one group on different hosts.
+  - With O(vms), clones a whole batch at once, placed as one decision, submitted together, and waited for together;
+    the top-level options are the defaults of every item.
   - Idempotent on O(hostname) - when a domain of that name exists on any host, nothing is done and its host is returned.
   - The clone runs as a job of the host's worker, submitted through the client worker. With O(wait=false) the module
     returns the job id at once; follow it with M(maglica.cloud.maglica_job_info).
@@ -20,17 +23,106 @@ description:
 author: Maglica contributors (@maglica)
 options:
   image:
-    description: Name of the original image (an inactive libvirt domain).
+    description:
+      - Name of the original image (an inactive libvirt domain).
+      - Required with O(hostname); with O(vms), the image of every item that names none.
     type: str
-    required: true
   hostname:
-    description: Name of the new VM, written into the guest as its hostname.
+    description:
+      - Name of the new VM, written into the guest as its hostname.
+      - One of O(hostname) and O(vms) is required; they exclude each other.
     type: str
-    required: true
     aliases: [name]
   host:
     description: Put the clone on this host instead of the least loaded one. It must hold O(image).
     type: str
+  exclude_hosts:
+    description:
+      - Never put the clone on these hosts (for example one that is being drained). Complements O(host).
+    type: list
+    elements: str
+  spread_group:
+    description:
+      - A name shared by related VMs (for example V(web) for C(web1)-C(web3)). Clones of one group go to different
+        hosts while there are hosts left, then to the host with the fewest members of the group.
+      - Stored in the clone's libvirt metadata, so every later placement (and every restart of the workers) knows it;
+        M(maglica.cloud.maglica_vm_info) shows it as C(spread_group).
+    type: str
+  vms:
+    description:
+      - A batch of clones, one dict per VM, instead of O(hostname). Each item takes the per-VM options below; an option
+        an item does not set is taken from the top level.
+      - The batch is placed as one decision (each clone counts against its host for the next), every job is submitted,
+        then all are waited for. The host worker of each host customises the clones of the batch in one appliance launch.
+      - Returns one result per VM in RV(results), in order, and C(changed) for the batch as a whole. In check mode,
+        RV(plan) shows where each would go and why.
+    type: list
+    elements: dict
+    suboptions:
+      hostname:
+        description: Name of the new VM.
+        type: str
+        required: true
+        aliases: [name]
+      image:
+        description: Its image; default the top-level O(image).
+        type: str
+      host:
+        description: Its host; default the top-level O(host).
+        type: str
+      exclude_hosts:
+        description: Hosts it must not go to; default the top-level O(exclude_hosts).
+        type: list
+        elements: str
+      spread_group:
+        description: Its spread group; default the top-level O(spread_group).
+        type: str
+      clone_mode:
+        description: V(full) or V(linked); default the top-level O(clone_mode).
+        type: str
+        choices: [full, linked]
+      start:
+        description: Start it once made; default the top-level O(start).
+        type: bool
+      network:
+        description: Its network settings, as the top-level O(network) (which it replaces whole).
+        type: dict
+        suboptions:
+          mode:
+            description: V(dhcp) or V(static).
+            type: str
+            choices: [dhcp, static]
+            default: dhcp
+          device:
+            description: Interface to configure.
+            type: str
+          address:
+            description: Static IPv4 address; required with mode V(static).
+            type: str
+          prefix:
+            description: Prefix length of the address.
+            type: int
+            default: 24
+          gateway:
+            description: Default gateway (IPv4).
+            type: str
+          dns:
+            description: DNS servers (IPv4 addresses).
+            type: list
+            elements: str
+          domain:
+            description: DNS search domain.
+            type: str
+      root_password_hash:
+        description: A crypt(3) hash for root; default the top-level O(root_password_hash).
+        type: str
+      ssh_authorized_keys:
+        description: Public keys for root; default the top-level O(ssh_authorized_keys).
+        type: list
+        elements: str
+      cloud_init_user_data:
+        description: cloud-init user-data; default the top-level O(cloud_init_user_data).
+        type: str
   clone_mode:
     description:
       - V(full) copies the image's disks with virt-clone.
@@ -126,7 +218,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reports the host that would be chosen and every candidate's score; changes nothing.
+    description:
+      - Reports the host that would be chosen, and per candidate host its score, reserved clones, free memory and
+        disk and spread group members, and why each other host was filtered out; changes nothing.
+      - With O(vms), the whole plan (RV(plan)).
   diff_mode:
     support: full
     description: Shows every file rewritten inside the guest.
@@ -173,6 +268,38 @@ EXAMPLES = r'''
       gateway: 192.0.2.1
       dns: [192.0.2.53]
 
+- name: Three web servers on three different hosts (one host failure takes only one)
+  maglica.cloud.maglica_vm_clone:
+    image: debian.original
+    hostname: "{{ item }}"
+    spread_group: web
+    exclude_hosts: [kvm9.example.com]
+  loop: [web1.example.com, web2.example.com, web3.example.com]
+
+- name: A batch of six, placed as one decision and customised together; see the plan first
+  maglica.cloud.maglica_vm_clone:
+    image: debian.original
+    spread_group: workers
+    ssh_authorized_keys:
+      - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
+    vms:
+      - hostname: worker1.example.com
+      - hostname: worker2.example.com
+      - hostname: worker3.example.com
+      - hostname: worker4.example.com
+        clone_mode: linked
+      - hostname: worker5.example.com
+        network: {mode: static, address: 192.0.2.25, gateway: 192.0.2.1}
+      - hostname: worker6.example.com
+        image: rhel.original
+        spread_group: rhel-workers
+  check_mode: true
+  register: plan
+
+- name: Show where each would go
+  ansible.builtin.debug:
+    msg: "{{ plan.plan | map(attribute='host') | list }}"
+
 - name: Submit without waiting, then follow the job
   maglica.cloud.maglica_vm_clone:
     image: debian.original
@@ -192,18 +319,46 @@ EXAMPLES = r'''
 RETURN = r'''
 host:
   description: Host the clone is on (or, in check mode, would be put on).
-  returned: always
+  returned: with O(hostname)
   type: str
   sample: kvm1.example.com
 candidates:
-  description: Every host holding the image with its active domains, weight and score, best first. Empty when the VM existed.
-  returned: always
+  description:
+    - Every host that qualifies, best first, with its C(weight), C(score) (lower is better), C(reserved) (clones on their
+      way to it), C(free_memory_mb), C(free_disk_bytes) and C(group_members) (members of O(spread_group) on it). Empty
+      when the VM existed.
+  returned: with O(hostname)
   type: list
   elements: dict
-  sample: [{host: kvm1.example.com, active: 1, weight: 10, score: 1.0}, {host: kvm2.example.com, active: 4, weight: 10, score: 4.0}]
+  sample: [{host: kvm1.example.com, weight: 10, score: 1.0, reserved: 0, free_memory_mb: 6144, free_disk_bytes: 53687091200,
+            group_members: 0}]
+filtered:
+  description: Each host that was left out, with the C(reason) (not holding the image, too little memory or disk, excluded).
+  returned: with O(hostname)
+  type: list
+  elements: dict
+  sample: [{host: kvm2.example.com, reason: "kvm2.example.com: 1.1 GiB uncommitted, clone needs 2 GiB"}]
+policy:
+  description: The placement policy that chose the host (C(placement.policy) of the configuration).
+  returned: with O(hostname)
+  type: str
+  sample: resources
+results:
+  description:
+    - One result per item of O(vms), in order, each with the keys a single clone returns (C(hostname), C(host),
+      C(candidates), C(filtered), C(job_id), C(job), C(result), C(changed), C(ssh_host_keys), C(known_hosts)...).
+  returned: with O(vms)
+  type: list
+  elements: dict
+plan:
+  description: Where each item of O(vms) goes, as one decision - C(hostname), C(host), C(candidates) and C(filtered).
+  returned: with O(vms)
+  type: list
+  elements: dict
+  sample: [{hostname: worker1.example.com, host: kvm1.example.com, candidates: [], filtered: []}]
 job_id:
   description: Id of the clone job; null when nothing was submitted.
-  returned: always
+  returned: with O(hostname)
   type: str
   sample: 3f2c9a1e0b7d4c59a4e1f0f7d1e2a3b4
 message:
@@ -230,14 +385,14 @@ domain:
   type: dict
 ip:
   description: The clone's address, once O(wait_for) has seen one.
-  returned: always
+  returned: with O(hostname)
   type: str
   sample: 172.30.11.153
 ssh_host_keys:
   description:
     - The public SSH host keys the host worker made and wrote into the clone, one per key type the image had.
     - Kept in the clone's libvirt metadata, so that a re-run (and the inventory plugin) returns them too.
-  returned: always
+  returned: with O(hostname)
   type: list
   elements: str
   sample: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx... root@web1"]
@@ -245,7 +400,7 @@ known_hosts:
   description:
     - Lines for a C(known_hosts) file naming the clone by its name, its short name and (once known) its address,
       so that the first SSH connection checks the host key strictly.
-  returned: always
+  returned: with O(hostname)
   type: list
   elements: str
   sample: ["web1.example.com,web1,172.30.11.153 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx..."]
@@ -265,49 +420,78 @@ from ansible_collections.maglica.cloud.plugins.module_utils.maglica import cloud
 def main():
     module = AnsibleModule(
         argument_spec=common.argument_spec(
-            image=dict(type='str', required=True),
-            hostname=dict(type='str', required=True, aliases=['name']),
-            host=dict(type='str'),
-            clone_mode=dict(type='str', choices=['full', 'linked'], default='full'),
-            start=dict(type='bool', default=True),
             wait=dict(type='bool', default=True),
             timeout=dict(type='int', default=600),
             wait_for=dict(type='str', choices=['none', 'ip', 'ssh'], default='none'),
             wait_for_timeout=dict(type='int', default=300),
-            network=dict(type='dict', options=dict(
-                mode=dict(type='str', choices=['dhcp', 'static'], default='dhcp'),
-                device=dict(type='str'),
-                address=dict(type='str'),
-                prefix=dict(type='int', default=24),
-                gateway=dict(type='str'),
-                dns=dict(type='list', elements='str'),
-                domain=dict(type='str'),
-            ), required_if=[('mode', 'static', ['address'])]),
-            root_password_hash=dict(type='str', no_log=True),
-            ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
-            cloud_init_user_data=dict(type='str', no_log=True),
+            vms=dict(type='list', elements='dict', options=common.clone_vm_options(defaults=False)),
+            **common.clone_vm_options()
         ),
+        mutually_exclusive=[('hostname', 'vms')],
+        required_one_of=[('hostname', 'vms')],
+        required_by={'hostname': 'image'},
         supports_check_mode=True,
     )
     p = module.params
+    if p['vms'] is not None:
+        batch(module)
 
     def clone(config):
         return cloud.clone(config, p['image'], p['hostname'], host=p['host'], clone_mode=p['clone_mode'], start=p['start'],
                            network=p['network'], root_password_hash=p['root_password_hash'],
                            ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
                            check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
-                           cloud_init_user_data=p['cloud_init_user_data'])
+                           cloud_init_user_data=p['cloud_init_user_data'], spread_group=p['spread_group'],
+                           exclude_hosts=p['exclude_hosts'])
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
     outcome['unreachable_hosts'] = outcome.pop('unreachable')
     for error in outcome['unreachable_hosts']:
         module.warn('host not reachable, not considered: %s' % error)
-    customization = outcome['result'].get('customization') or {}
-    diff = customization.pop('diff', None)
+    diff = take_diff(outcome)
     if module._diff and outcome['changed']:
-        header = {'before_header': '%s on %s' % (p['hostname'], outcome['host']), 'after_header': '%s on %s' % (p['hostname'], outcome['host']),
-                  'before': '', 'after': 'clone of %s (%s)\n' % (p['image'], p['clone_mode'])}
-        outcome['diff'] = [header] + (diff or [])
+        outcome['diff'] = diff_of(p, outcome, diff)
+    module.exit_json(**outcome)
+
+
+def take_diff(outcome):
+    """The customisation's diff, out of the result (it goes to Ansible's diff, not into the registered value)."""
+    return ((outcome.get('result') or {}).get('customization') or {}).pop('diff', None)
+
+
+def diff_of(vm, outcome, diff):
+    where = '%s on %s' % (vm['hostname'], outcome['host'])
+    return [{'before_header': where, 'after_header': where, 'before': '',
+             'after': 'clone of %s (%s)\n' % (vm['image'], vm['clone_mode'])}] + (diff or [])
+
+
+def batch(module):
+    """maglica_vm_clone vms: one clone_batch call; one result per VM, changed for the whole batch."""
+    p = module.params
+    vms = []
+
+    def clone_batch(config):
+        vms.extend(common.clone_batch_vms(p))
+        return cloud.clone_batch(config, vms, wait=p['wait'], timeout=p['timeout'], check_mode=module.check_mode,
+                                 wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'])
+
+    outcome = common.run(module, clone_batch, 'libvirt', 'zmq')
+    diffs = []
+    unreachable = set()
+    warnings = []
+    for vm, result in zip(vms, outcome['results']):
+        unreachable.update(result.pop('unreachable', None) or [])
+        warnings.extend(w for w in result.pop('warnings', None) or [] if w not in warnings)
+        diff = take_diff(result)
+        if result['changed']:
+            diffs.extend(diff_of(vm, result, diff))
+    outcome['unreachable_hosts'] = sorted(unreachable | set(outcome.pop('unreachable', None) or []))
+    for error in outcome['unreachable_hosts']:
+        module.warn('host not reachable, not considered: %s' % error)
+    for warning in warnings:
+        module.warn(warning)
+    if module._diff and outcome['changed']:
+        outcome['diff'] = diffs
     module.exit_json(**outcome)
 
 

@@ -73,6 +73,11 @@ vms:
     clone_of:
       description: The image it was cloned from, for Maglica clones.
       type: str
+    spread_group:
+      description:
+        - The spread group the clone was placed in (O(maglica.cloud.maglica_vm_clone#module:spread_group)), read from
+          its libvirt metadata; null for VMs cloned without one and for images.
+      type: str
     vcpus:
       description: Virtual CPUs.
       type: int
@@ -97,7 +102,7 @@ vms:
       description: VNC display number (port - 5900) while it runs.
       type: int
   sample:
-    - {name: web1, host: kvm1.example.com, state: running, active: true, image: false, clone_of: debian.original,
+    - {name: web1, host: kvm1.example.com, state: running, active: true, image: false, clone_of: debian.original, spread_group: web,
        vcpus: 1, memory_mb: 512, iso: null, vnc_port: 5901, vnc_display: 1, interfaces: [{type: network, mac: '52:54:00:12:34:56'}],
        disks: [{target: vda, path: /var/lib/libvirt/images/web1.qcow2, format: qcow2, device: disk,
                 capacity: 2147483648, allocation: 321912832}]}

@@ -9,6 +9,15 @@ is learnt once, by customising its first clone alone, and kept in the host worke
 state directory; later clones skip inspection, and every clone job running at the
 same time joins one appliance: the batch closes when each running clone job has
 reached customisation (or `max_wait` passes), plus `window` seconds for stragglers.
+
+A batch of clones submitted together (jobs carrying the same `batch` id, `size` of them for
+this host) is expected whole from the moment its first job arrives: the appliance waits for
+every one of them, even those the worker's concurrency has not let start yet. A clone job
+gives its concurrency slot back when it joins the shared appliance (`on_join`), so the next
+one can copy: a batch of 6 under a concurrency of 2 still shares one launch, while no more
+than 2 jobs copy at a time.
+
+Every launch is logged as "appliance launch: ..." so that it can be counted.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from . import customize, private
 
@@ -40,8 +49,9 @@ def image_key(image_name, disk_paths):
     return json.dumps([image_name, stats])
 
 
-def customize_alone(key, disks, settings):
+def customize_alone(key, disks, settings, on_join=None):
     """The customizer without batching or layout cache: one launch and one inspection per clone (the seed's way)."""
+    LOG.info('appliance launch: customising 1 clone alone (no batching)')
     result = customize.customize(disks, settings)
     result.pop('layout', None)
     return result
@@ -107,35 +117,59 @@ class CustomizeBatcher(object):
         self.cond = threading.Condition()
         self.waiting = []
         self.expected = 0
+        # batch id -> [members not arrived yet, when its first member arrived]; those members count in `expected`.
+        self.batches: Dict[str, list] = {}
         self.thread = None
 
     @contextlib.contextmanager
-    def expecting(self):
-        """Around a clone job: the batch waits for it to reach customisation (or to end without)."""
+    def expecting(self, batch_id: Optional[str] = None, batch_size: int = 1) -> Iterator[None]:
+        """Around a clone job: the batch waits for it to reach customisation (or to end without). The first job
+        of a submitted batch makes it wait for all `batch_size` jobs of that batch, arrived or not."""
         with self.cond:
-            self.expected += 1
+            pending = self.batches.get(batch_id) if batch_id else None
+            if batch_id and pending is None:
+                self.batches[batch_id] = [batch_size - 1, time.monotonic()]
+                self.expected += batch_size
+            elif pending is not None and pending[0] > 0:
+                pending[0] -= 1  # counted when the batch's first job arrived
+            else:
+                self.expected += 1
         try:
             yield
         finally:
             with self.cond:
                 self.expected -= 1
+                if not self.expected:
+                    self.batches.clear()
                 self.cond.notify_all()
 
-    def __call__(self, key, disks, settings):
-        """Customise one clone; returns its result or raises its MaglicaError."""
+    def _expire_batches(self, now: float) -> None:
+        """Members of a batch that have not come within max_wait (their submission failed) are expected no more."""
+        for pending in self.batches.values():
+            if pending[0] > 0 and now - pending[1] >= self.max_wait:
+                self.expected -= pending[0]
+                pending[0] = 0
+
+    def __call__(self, key, disks, settings, on_join: Optional[Callable[[], None]] = None):
+        """Customise one clone; returns its result or raises its MaglicaError. `on_join` is called when the clone
+        joins the shared appliance (and waits there for the others)."""
         layout = self.layouts.get(key)
         if layout is None:
             with self._first_lock(key):
                 layout = self.layouts.get(key)
                 if layout is None:
+                    LOG.info('appliance launch: customising 1 clone alone (learning the layout of its image)')
                     result = customize.customize(disks, settings)
                     self.layouts.put(key, result.pop('layout'))
                     return result
         if not layout['batchable']:
+            LOG.info('appliance launch: customising 1 clone alone (its layout cannot share an appliance)')
             result = customize.customize(disks, settings, layout)
             result.pop('layout')
             return result
-        done = Future()
+        if on_join is not None:
+            on_join()
+        done: Future = Future()
         with self.cond:
             self.waiting.append((disks, settings, layout, done))
             self.cond.notify_all()
@@ -162,6 +196,7 @@ class CustomizeBatcher(object):
                 now = time.monotonic()
                 if now >= deadline:
                     break
+                self._expire_batches(now)
                 if len(self.waiting) >= self.expected:
                     quiet_since = quiet_since or now
                     if now - quiet_since >= self.window:
@@ -176,7 +211,7 @@ class CustomizeBatcher(object):
     def _run(self):
         while True:
             batch = self._gather()
-            LOG.info('customising %d clone(s) in one appliance', len(batch))
+            LOG.info('appliance launch: customising %d clone(s) in one appliance', len(batch))
             try:
                 results = customize.customize_batch([(disks, settings, layout) for disks, settings, layout, _done in batch])
             except Exception as e:  # the launch itself failed: every clone of the batch fails with it

@@ -6,6 +6,7 @@
     maglica [--config FILE] [--json] image list | image copy --name=IMAGE --dest=HOST
     maglica image remove --name=IMAGE [--on=HOST]... [--force-dependants] | image create --name=IMAGE --from-vm=VM
     maglica vm list | clone --image=IMAGE --hostname=NAME [--on=HOST] [--start=false]
+                            [--spread-group=G] [--exclude-host=H ...] [--dry-run]
     maglica vm start|stop|destroy|remove|info|console --name=NAME
     maglica vm attach-iso|set-boot-device|attach-disk|set-vcpus|set-memory --name=NAME ...
     maglica log status --id=JOB | log tail [--limit=N]
@@ -177,16 +178,19 @@ def vm_list(config, args, out):
             _stderr('host not reachable: %s' % entry['error'])
     out.table(listing['vms'], [('NAME', 'name'), ('HOST', 'host'), ('STATE', 'state'), ('VCPUS', 'vcpus'),
                                ('MEMORY', lambda v: '%dM' % v['memory_mb']), ('VNC', 'vnc_port'),
-                               ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of'])], listing)
+                               ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of']), ('GROUP', 'spread_group')], listing)
 
 
 def vm_clone(config, args, out):
+    if args.dry_run:
+        return vm_clone_plan(config, args, out)
     seen = {}
     if args.wait_for != 'none':
         _stderr('%s: the job, then waiting up to %ds for %s\n' % (args.hostname, args.wait_for_timeout, args.wait_for))
     result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
                          timeout=args.timeout, progress=lambda job: _progress(job, seen), wait_for=args.wait_for,
-                         wait_for_timeout=args.wait_for_timeout, cloud_init_user_data=args.cloud_init_user_data)
+                         wait_for_timeout=args.wait_for_timeout, cloud_init_user_data=args.cloud_init_user_data,
+                         spread_group=args.spread_group, exclude_hosts=args.exclude_host)
     if not result['changed'] and args.wait_for == 'none' and not result.get('message'):
         raise ConflictError('%s already exists on %s' % (args.hostname, result['host']))
     if result.get('message'):
@@ -199,6 +203,28 @@ def vm_clone(config, args, out):
     if result['known_hosts']:
         text += '\nits SSH host keys, for known_hosts:\n' + '\n'.join(result['known_hosts'])
     out.message(text, result)
+
+
+def vm_clone_plan(config, args, out):
+    """--dry-run: where the clone would go and why, per candidate host; nothing is submitted."""
+    plan = cloud.plan_clone(config, args.image, args.hostname, host=args.on, exclude_hosts=args.exclude_host,
+                            spread_group=args.spread_group, clone_mode=args.mode, start=args.start)
+    for error in plan['unreachable']:
+        _stderr('not considered: %s' % error)
+    for warning in plan.get('warnings') or []:
+        _stderr(warning)
+    if out.as_json:
+        return out.json(plan)
+    if plan['exists']:
+        return out.message('%s exists already on %s: nothing would be done' % (args.hostname, plan['host']), plan)
+    out.message('%s would go to %s (policy %s)' % (args.hostname, plan['host'], plan.get('policy') or 'seed'), plan)
+    out.table(plan['candidates'], [('HOST', 'host'), ('SCORE', lambda c: '%.3f' % c['score'] if c.get('score') is not None else None),
+                                   ('WEIGHT', 'weight'), ('RESERVED', 'reserved'),
+                                   ('FREE_MEMORY', lambda c: _size(c['free_memory_mb'] * 1048576) if c.get('free_memory_mb') is not None else None),
+                                   ('FREE_DISK', lambda c: _size(c.get('free_disk_bytes'))), ('GROUP_MEMBERS', 'group_members'),
+                                   ('CHOSEN', lambda c: c['host'] == plan['host'])])
+    for entry in plan.get('filtered') or []:
+        out.message('filtered out %s: %s' % (entry['host'], entry['reason']), plan)
 
 
 def _text_file_arg(text):
@@ -258,7 +284,8 @@ def vm_info(config, args, out):
     disks = ['%s %s (%s)' % (d['target'], d['path'], _size(d['capacity']) or d['device']) for d in entry['disks']]
     out.fields([('name', entry['name']), ('host', host), ('state', entry['state']), ('vcpus', entry['vcpus']),
                 ('memory', '%dM' % entry['memory_mb']), ('vnc port', entry['vnc_port']), ('vnc display', entry['vnc_display']),
-                ('cd-rom', entry['iso']), ('clone of', entry['clone_of']), ('image', entry['image']),
+                ('cd-rom', entry['iso']), ('clone of', entry['clone_of']), ('spread group', entry.get('spread_group')),
+                ('image', entry['image']),
                 ('disks', '; '.join(disks) or None)], entry)
 
 
@@ -360,6 +387,12 @@ def build_parser():
     sub.add_argument('--image', required=True, help='the image to clone')
     sub.add_argument('--hostname', required=True, help='name of the new VM')
     sub.add_argument('--on', help='put it on this host')
+    sub.add_argument('--exclude-host', action='append', metavar='HOST', help='never put it on this host (repeatable)')
+    sub.add_argument('--spread-group', metavar='GROUP',
+                     help='a group of related VMs: its clones go to different hosts while there are hosts left')
+    sub.add_argument('--dry-run', action='store_true',
+                     help='only show where it would go: per candidate host its score, reserved clones, free memory and '
+                          'disk, and why other hosts were filtered out')
     sub.add_argument('--start', type=_bool_arg, default=True, help='start it (default true)')
     sub.add_argument('--mode', choices=cloud.CLONE_MODES, default='full', help='full copy or linked overlay (default full)')
     sub.add_argument('--timeout', type=int, default=600, help='seconds to wait for the clone (default 600)')

@@ -435,7 +435,9 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
             raise HostError('the clone %s was not defined' % hostname)
         if domain_uuid is None:
             ownership.intend_domain(hostname, dom.UUIDString())
-        set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='no')
+        # The spread group lives in libvirt with the clone, so placement reads it back after any restart.
+        group = {'spread-group': args['spread_group']} if args.get('spread_group') else {}
+        set_metadata(dom, image=image_name, job=job_id, mode=args['clone_mode'], complete='no', **group)
         disks = [(d['path'], d['format']) for d in virt.describe(dom, with_sizes=False)['disks']
                  if d['device'] == 'disk' and d['path']]
         settings = customize.GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
@@ -443,7 +445,7 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         key = batching.image_key(image_name, [d['path'] for d, _path in targets])
         changes = customizer(key, disks, settings)
         set_metadata(dom, host_keys=changes.get('ssh_host_keys'), image=image_name, job=job_id, mode=args['clone_mode'],
-                     complete='yes')
+                     complete='yes', **group)
         if args['start']:
             try:
                 dom.create()

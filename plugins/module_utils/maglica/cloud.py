@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -282,6 +283,10 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
                 break
             planned = _plan_batch(config, vms, skip=set(results), submitting=not check_mode)
             plans.update(planned)
+            # The jobs of a batch carry its id and how many of them go to their host: that host's worker customises
+            # them in one appliance launch, whatever its concurrency (batching.py).
+            batch_id = messages.new_job_id()
+            per_host = collections.Counter(planned[i]['host'] for i in pending if not planned[i]['exists'])
             for index in pending:
                 plan = planned[index]
                 results[index] = result = {
@@ -296,7 +301,10 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
                 result['changed'] = True
                 if check_mode:
                     continue
-                job = messages.new_job(plan['host'], 'vm.clone', all_args[index], ttl=max(1, int(timeout)))
+                args = all_args[index]
+                if len(vms) > 1:
+                    args = dict(args, batch={'id': batch_id, 'size': per_host[plan['host']]})
+                job = messages.new_job(plan['host'], 'vm.clone', args, ttl=max(1, int(timeout)))
                 job['id'] = plan['job_id']
                 if client is None:
                     client = stack.enter_context(Client(config))

@@ -14,6 +14,7 @@ running after a restart is reconciled against libvirt before anything runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -115,6 +116,30 @@ class Intents(Store):
         return clone.Ownership.from_rows(rows, save)
 
 
+class Slot:
+    """One of the worker's `concurrency` slots, held by a job while it works; given back once - when a clone joins the
+    shared customisation appliance (it copies no more, and the batch it waits for needs the slot), or at its end."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        self.slots = slots
+        self.held = False
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> 'Slot':
+        self.slots.acquire()
+        self.held = True
+        return self
+
+    def release(self) -> None:
+        with self.lock:
+            if self.held:
+                self.held = False
+                self.slots.release()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
 def unsendable(result: Dict[str, Any], reason: Any) -> Dict[str, Any]:
     """A failed result in place of one that cannot be sent: the job ends, with the reason."""
     return {'id': result['id'], 'status': 'failed',
@@ -140,12 +165,16 @@ class HostWorker(object):
         self.sub.setsockopt(zmq.SUBSCRIBE, messages.topic(self.name))
         self.sub.connect(config.endpoint('pub'))
         self.requester = transport.Requester(config, self.name, context=self.context)
-        self.pool = ThreadPoolExecutor(max_workers=max(1, config.host_worker['concurrency']))
         window = config.host_worker['batch_window']
         # batch_window 0: one launch and one inspection per clone, as the seed did.
         self.batcher = None
         if window > 0:
             self.batcher = batching.CustomizeBatcher(window=window, cache_path=os.path.join(state_dir, '%s.layouts.json' % self.name))
+        # At most `concurrency` jobs work at once (each holds a Slot); clones waiting in the shared appliance hold
+        # none, so the pool has threads for them too: the members of a batch all reach it, whatever the concurrency.
+        concurrency = max(1, config.host_worker['concurrency'])
+        self.slots = threading.Semaphore(concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=concurrency + (self.batcher.max_batch if self.batcher else 0))
         self.finished = queue.Queue()
         # A job thread that finishes writes a byte here, so the loop wakes at once to report its result.
         self.wake_read, self.wake_write = os.pipe()
@@ -236,11 +265,22 @@ class HostWorker(object):
         self.pool.submit(self.execute, job, reconcile)
 
     def execute(self, job, reconcile):
-        context = actions.Context(self.config, self.host, job, self.batcher or batching.customize_alone,
-                                  self.intents.ownership(job['id']))
-        expecting = self.batcher.expecting() if self.batcher and job['action'] == 'vm.clone' else contextlib.nullcontext()
+        slot = Slot(self.slots)
+        customizer = batching.customize_alone
+        around = [slot]
+        if self.batcher and job['action'] == 'vm.clone':
+            customizer = functools.partial(self.batcher, on_join=slot.release)
+            batch = job['args'].get('batch')
+            if batch:
+                # Expected before it waits for a slot: the appliance waits for every job of its batch.
+                around.insert(0, self.batcher.expecting(batch['id'], batch['size']))
+            else:
+                around.append(self.batcher.expecting())  # once it runs, as any clone job
+        context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id']))
         try:
-            with expecting:
+            with contextlib.ExitStack() as stack:
+                for manager in around:
+                    stack.enter_context(manager)
                 result = actions.run(context, reconcile)
         except Exception as e:  # an action's bug must end the job failed, not kill the worker
             LOG.exception('job %s raised', job['id'])

@@ -135,6 +135,11 @@ NETWORK = {
     'domain': Field(str, required=False, pattern=DOMAIN_RE, max_len=253),
 }
 
+BATCH = {
+    'id': Field(str, pattern=JOB_ID_RE),
+    'size': Field(int, minimum=1, maximum=1000),
+}
+
 # The fixed table of job actions and their arguments. Workers look actions up here.
 ACTIONS = {
     'vm.clone': {
@@ -149,6 +154,9 @@ ACTIONS = {
         'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
         # Placement sends the members of one group to different hosts; the host side keeps it in the metadata.
         'spread_group': Field(str, required=False, pattern=SPREAD_GROUP_RE, max_len=63),
+        # A batch of clones submitted together (maglica_vm_clone vms:): `size` of its jobs go to this host, and
+        # its host worker customises them in one appliance launch whatever its concurrency (batching.py).
+        'batch': Field(dict, required=False, fields=BATCH),
     },
     # force_dependants: also an original image, or a VM whose disks back linked clones (those are removed first).
     # image: only an original image is removed (anything else fails the job); its linked clones with force_dependants.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 
 import pytest
 import yaml
@@ -85,3 +86,32 @@ def test_invalid_configuration_fails_with_the_message(capsys):
     with module_with({'hosts': [{'name': 'kvm1', 'weight': 0}]}) as module, pytest.raises(SystemExit):
         common.run(module, lambda config: None)
     assert json.loads(capsys.readouterr().out)['msg'] == 'inline configuration: host kvm1: weight must be a positive integer'
+
+
+def test_clone_batch_vms_takes_the_top_level_options_where_an_item_sets_none():
+    params = dict({key: None for key in common.CLONE_VM_KEYS}, image='debian.original', clone_mode='full', start=True,
+                  spread_group='web', exclude_hosts=['kvm9'], ssh_authorized_keys=['ssh-ed25519 AAAA top'])
+    params['vms'] = [dict({key: None for key in common.CLONE_VM_KEYS}, hostname='web1'),
+                     dict({key: None for key in common.CLONE_VM_KEYS}, hostname='db1', image='rhel.original', start=False,
+                          spread_group='db', exclude_hosts=[], ssh_authorized_keys=[])]
+    web1, db1 = common.clone_batch_vms(params)
+    assert web1 == dict({key: params[key] for key in common.CLONE_VM_KEYS}, hostname='web1')
+    assert (db1['image'], db1['start'], db1['spread_group'], db1['clone_mode']) == ('rhel.original', False, 'db', 'full')
+    assert db1['exclude_hosts'] == [] and db1['ssh_authorized_keys'] == [], 'an empty list an item gives is its own'
+
+
+@pytest.mark.parametrize('vms, message', [
+    ([], 'vms is empty'),
+    ([{'hostname': 'web1', 'image': None}], 'vms[0] (web1) names no image'),
+])
+def test_clone_batch_vms_refuses_what_cannot_be_cloned(vms, message):
+    params = dict({key: None for key in common.CLONE_VM_KEYS}, vms=vms)
+    with pytest.raises(collection_errors.MaglicaError, match=re.escape(message)):
+        common.clone_batch_vms(params)
+
+
+def test_clone_vm_options_give_defaults_only_at_the_top_level():
+    top, item = common.clone_vm_options(), common.clone_vm_options(defaults=False)
+    assert (top['clone_mode'].get('default'), top['start'].get('default')) == ('full', True)
+    assert 'default' not in item['clone_mode'] and 'default' not in item['start'], 'an unset item key takes the top level'
+    assert item['hostname'].get('required') is True and not top['hostname'].get('required')

@@ -9,8 +9,10 @@ import json
 import os
 import stat
 import threading
+import time
 
-from maglica.batching import LayoutCache
+from maglica.batching import CustomizeBatcher, LayoutCache
+from maglica.host_worker import Slot
 
 WRITERS = 4
 PUTS = 25
@@ -74,3 +76,42 @@ def test_layout_cache_file_is_private(tmp_path):
     path = str(tmp_path / 'kvm1.layouts.json')
     LayoutCache(path).put('image', layout(0))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_submitted_batch_is_expected_whole_from_its_first_job():
+    """The shared appliance waits for every job of a batch from the moment the first one arrives, also for those
+    the worker's concurrency has not started yet; other clone jobs count one each, as before."""
+    batcher = CustomizeBatcher(window=0.1, max_wait=60)
+    with batcher.expecting('a' * 32, 3):
+        assert batcher.expected == 3, 'the first job of a batch of 3 makes the appliance wait for all 3'
+        with batcher.expecting('a' * 32, 3), batcher.expecting():
+            assert batcher.expected == 4, 'a later job of the batch was counted already; an unrelated clone adds one'
+        assert batcher.expected == 2, 'the third job of the batch is still awaited'
+    assert batcher.expected == 1
+    with batcher.expecting('a' * 32, 3):
+        assert batcher.expected == 1, 'the last job of the batch arrives'
+    assert batcher.expected == 0 and batcher.batches == {}
+
+
+def test_jobs_of_a_batch_that_never_come_are_not_awaited_for_ever():
+    batcher = CustomizeBatcher(window=0.1, max_wait=5)
+    with batcher.expecting('b' * 32, 6):
+        batcher._expire_batches(time.monotonic() + 1)
+        assert batcher.expected == 6
+        batcher._expire_batches(time.monotonic() + 6)
+        assert batcher.expected == 1, 'after max_wait only the job that came is expected'
+        with batcher.expecting('b' * 32, 6):
+            assert batcher.expected == 2, 'a job of that batch that comes late still counts'
+    assert batcher.expected == 0
+
+
+def test_a_slot_is_given_back_once_whether_the_clone_joins_the_appliance_or_not():
+    """A clone job gives its concurrency slot back when it joins the shared appliance (on_join), and its end must not
+    give it back a second time: that would let one more job copy than the concurrency allows."""
+    slots = threading.Semaphore(2)
+    with Slot(slots) as joined:
+        joined.release()  # joined the appliance
+        with Slot(slots), Slot(slots):
+            assert not slots.acquire(blocking=False), 'two jobs work, the joined one holds no slot'
+    with Slot(slots), Slot(slots):
+        assert not slots.acquire(blocking=False), 'still exactly two slots after every job ended'
