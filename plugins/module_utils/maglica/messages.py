@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import urllib.parse
 import uuid
 from typing import Any, Dict, List
 
@@ -111,6 +112,34 @@ def ipv4_address(where: str, value: str) -> str:
     return address
 
 
+SHA256_RE = re.compile(r'[0-9a-f]{64}')
+URL_SCHEMES = ('http', 'https', 'file')
+
+
+def sha256_checksum(where: str, value: str) -> str:
+    """`sha256:HEX` (or the 64 hex digits alone) -> 'sha256:hex'; other algorithms are refused by name."""
+    text = value.strip() if isinstance(value, str) else ''
+    algorithm, _sep, digest = text.rpartition(':')
+    if (algorithm.lower() or 'sha256') != 'sha256':
+        raise MessageError('%s %r: only sha256 is supported (give sha256:<64 hex digits>)' % (where, text[:80]))
+    if not SHA256_RE.fullmatch(digest.lower()):
+        raise MessageError('%s %r is not sha256:<64 hex digits>' % (where, text[:80]))
+    return 'sha256:' + digest.lower()
+
+
+def fetch_url(where: str, value: str) -> None:
+    """A URL a host worker may fetch: http://, https:// or file:///ABSOLUTE-PATH, no spaces or control characters."""
+    if any(c in value for c in '\r\n\0\t '):
+        raise MessageError('%s %r has a space or control character' % (where, value[:120]))
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in URL_SCHEMES:
+        raise MessageError('%s %r: only http://, https:// and file:// URLs are fetched' % (where, value[:120]))
+    if parsed.scheme == 'file' and (parsed.netloc not in ('', 'localhost') or not parsed.path.startswith('/')):
+        raise MessageError('%s %r: a file:// URL names an absolute path on the host (file:///path)' % (where, value[:120]))
+    if parsed.scheme != 'file' and not parsed.hostname:
+        raise MessageError('%s %r has no host' % (where, value[:120]))
+
+
 # A crypt(3) hash (or a locked `!`/`*`): no `:` or newline that could rewrite other /etc/shadow fields.
 PASSWORD_HASH_RE = re.compile(r'[A-Za-z0-9./$=*!-]+')
 # One authorized_keys line, not blank: no line breaks that would smuggle in more.
@@ -154,6 +183,22 @@ ACTIONS = {
     'vm.attach_disk': {'name': NAME, 'volume': Field(str, pattern=VOLUME_RE, max_len=320), 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
     'image.copy': {'image': NAME, 'source': NAME},
+    # Run by each target's host worker: fetch `url` (checked against `checksum`) into its cache, make the disk, define
+    # the original image `name`. See image_import.py.
+    'image.import': {
+        'name': NAME,
+        'url': Field(str, max_len=2048, check=fetch_url),
+        'checksum': Field(str, max_len=80, check=sha256_checksum),
+        'vcpus': Field(int, required=False, minimum=1, maximum=1024),
+        'memory_mb': Field(int, required=False, minimum=16, maximum=2 ** 24),
+        'disk_size': Field(int, required=False, minimum=1048576, maximum=2 ** 50),
+        'network': Field(str, required=False, pattern=NAME_RE, max_len=253),
+        'bridge': Field(str, required=False, pattern=NAME_RE, max_len=15),
+        'firmware': Field(str, required=False, choices=('bios', 'uefi')),
+        'disk_mode': Field(str, required=False, choices=('copy', 'overlay')),
+        'domain_type': Field(str, required=False, choices=('kvm', 'qemu')),
+        'pool': Field(str, required=False, pattern=NAME_RE, max_len=253),
+    },
 }
 # Production has no test action: the test suite adds its `noop` to this table and actions.ACTIONS itself
 # (tests/noop_action.py). `choices` below are the live table, so such an entry is known wherever it was added.
@@ -192,6 +237,9 @@ RESULT = {
     'data': Field(dict, required=False, max_len=1024, check=result_data_size),
 }
 
+PROGRESS = {'done': Field(int, minimum=0, maximum=2 ** 62), 'total': Field(int, minimum=0, maximum=2 ** 62)}
+PROGRESS_ENTRY = dict(PROGRESS, id=Field(str, pattern=JOB_ID_RE))
+
 # Requests on the client worker's REP socket, by their `type`.
 REQUESTS = {
     'submit': {'job': Field(dict)},
@@ -209,6 +257,8 @@ REQUESTS = {
         'results': Field(list, required=False, max_len=256, items=RESULT),
         'running': Field(list, required=False, max_len=1024, items=Field(str, pattern=JOB_ID_RE)),
         'pid': Field(int, required=False),
+        # How far running jobs are (bytes done of total; total 0 when unknown), for status and progress bars.
+        'progress': Field(list, required=False, max_len=1024, items=PROGRESS_ENTRY),
     },
 }
 
@@ -223,6 +273,8 @@ JOB_ROW = {
     'published': OPT_NUMBER, 'acked': OPT_NUMBER, 'finished': OPT_NUMBER,
     # A result that came after the job had expired: recorded, never taken for success.
     'late_result': Field(dict, required=False),
+    # The last progress its host worker reported: {done, total} bytes (image jobs).
+    'progress': Field(dict, required=False, fields=PROGRESS),
 }
 HOST_STATUS = {'host': NAME, 'alive': Field(bool), 'last_seen_s': OPT_NUMBER, 'pid': Field(int, required=False),
                'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE))}
