@@ -264,14 +264,20 @@ class HostWorker(object):
             self.progress[job_id] = (int(done), int(total))
 
     def progress_due(self) -> List[Dict[str, Any]]:
-        """Progress entries that changed since they were last sent, of jobs still running."""
+        """Progress entries that changed since they were last sent. A job's last figures go with (or before) the
+        report of its result: the client worker records progress before results."""
         with self.progress_lock:
-            for job_id in list(self.progress):
-                if job_id not in self.running:
-                    del self.progress[job_id]
-                    self.progress_sent.pop(job_id, None)
             changed = {k: v for k, v in self.progress.items() if self.progress_sent.get(k) != v}
         return [{'id': k, 'done': v[0], 'total': v[1]} for k, v in sorted(changed.items())][:1024]
+
+    def progress_sent_in(self, entries: List[Dict[str, Any]]) -> None:
+        """The client worker has these figures; ended jobs whose last figures it has are forgotten."""
+        with self.progress_lock:
+            self.progress_sent.update({p['id']: (p['done'], p['total']) for p in entries})
+            for job_id in list(self.progress):
+                if job_id not in self.running and self.progress_sent.get(job_id) == self.progress[job_id]:
+                    del self.progress[job_id]
+                    del self.progress_sent[job_id]
 
     def collect(self):
         """Record every finished job's result, in one commit."""
@@ -332,8 +338,7 @@ class HostWorker(object):
             self.backoff_until = time.monotonic() + 5.0
             return
         self.acks.difference_update(acks)
-        with self.progress_lock:
-            self.progress_sent.update({p['id']: (p['done'], p['total']) for p in progress})
+        self.progress_sent_in(progress)
         self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
         self.last_report = time.monotonic()
 
