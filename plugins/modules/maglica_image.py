@@ -70,7 +70,7 @@ attributes:
     description: Reports which hosts would fetch (RV(fetch)) and which have the image already (RV(present)).
   diff_mode:
     support: none
-    description: No diff; RV(results) says what each host made.
+    description: No diff; RV(imported) says what each host made.
 '''
 
 EXAMPLES = r'''
@@ -105,7 +105,7 @@ jobs:
   description: The finished jobs by host, as M(maglica.cloud.maglica_job_info) returns them.
   returned: always
   type: dict
-results:
+imported:
   description:
     - What each host made, by host - C(path) of the disk, C(cache) file, C(cache_hit) (no download),
       C(fetched_bytes), C(format) of the source, C(disk_mode), C(capacity) and C(allocation) of the disk in bytes.

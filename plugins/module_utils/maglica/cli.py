@@ -151,7 +151,7 @@ def image_import_command(config, args, out):
                                            progress=bars.update)
     lines = ['%s: already there' % host for host in result['present']]
     for host in result['fetch']:
-        data = result['results'].get(host) or {}
+        data = result['imported'].get(host) or {}
         lines.append('%s: imported %s (%s)' % (host, args.name, 'from the cache' if data.get('cache_hit') else
                                                'fetched %s' % _size(data.get('fetched_bytes') or 0)))
     out.message('\n'.join(lines), result)
@@ -316,7 +316,10 @@ def log_status(config, args, out):
     out.fields([(k, job.get(k)) for k in ('id', 'host', 'action', 'state', 'message', 'attempts')] +
                [('args', json.dumps(job.get('args'), sort_keys=True)), ('data', json.dumps(job.get('data'), sort_keys=True))] +
                # An expired job whose host worker reported it all the same.
-               ([('late_result', json.dumps(job['late_result'], sort_keys=True))] if job.get('late_result') else []), job)
+               ([('late_result', json.dumps(job['late_result'], sort_keys=True))] if job.get('late_result') else []) +
+               # bytes done of the total, as the host worker last reported them (image imports).
+               ([('progress', '%s of %s' % (_size(job['progress']['done']), _size(job['progress']['total']) if job['progress']['total'] else 'unknown'))]
+                if job.get('progress') else []), job)
 
 
 def log_tail(config, args, out):

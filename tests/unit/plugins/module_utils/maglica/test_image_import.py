@@ -7,7 +7,6 @@ and the progress figures' way through the job log."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
 import xml.etree.ElementTree as ET
