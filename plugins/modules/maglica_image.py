@@ -10,7 +10,7 @@ module: maglica_image
 short_description: Make an original image from a cloud image URL on the Maglica hosts you choose
 version_added: 1.1.0
 description:
-  - Turns a disk image (a distribution's cloud image, qcow2 or raw) at O(url) into the original image O(name), an
+  - Turns a disk image (a distribution's cloud image, qcow2 or raw) at O(url), or the file O(path), into the original image O(name), an
     inactive libvirt domain that VMs are cloned from, on every host of O(targets).
   - Each target's host worker fetches the file itself (one job per host, all at once), streamed in chunks, written
     sparse, and checked against O(checksum) before anything is made from it. It keeps the file in a cache keyed by
@@ -37,12 +37,18 @@ options:
     description:
       - Where each host worker fetches the image from, V(http://), V(https://) or V(file:///path) (a path on each
         host).
+      - One of O(url) and O(path) is required.
     type: str
-    required: true
+  path:
+    description:
+      - A file on the machine the module runs on, uploaded to each target that lacks the image through libvirt
+        storage streams (holes sent as holes) instead of being fetched. Its checksum is computed here.
+    type: path
   checksum:
-    description: The file's sha256, V(sha256:<64 hex digits>). The fetched file must match it.
+    description:
+      - The file's sha256, V(sha256:<64 hex digits>). The fetched file must match it.
+      - Required with O(url); with O(path), when given, the file must match it.
     type: str
-    required: true
   targets:
     description: Hosts, as named in the configuration, that get the image. By default every configured host.
     type: list
@@ -123,15 +129,18 @@ def main():
     module = AnsibleModule(
         argument_spec=common.argument_spec(
             name=dict(type='str', required=True),
-            url=dict(type='str', required=True),
-            checksum=dict(type='str', required=True),
+            url=dict(type='str'),
+            path=dict(type='path'),
+            checksum=dict(type='str'),
             targets=dict(type='list', elements='str'),
             disk_mode=dict(type='str', choices=['copy', 'overlay'], default='copy'),
             state=dict(type='str', choices=['present'], default='present'),
             timeout=dict(type='int', default=3600),
             **common.IMAGE_ARGUMENT_SPEC
         ),
-        mutually_exclusive=common.IMAGE_MUTUALLY_EXCLUSIVE,
+        mutually_exclusive=common.IMAGE_MUTUALLY_EXCLUSIVE + [('url', 'path')],
+        required_one_of=[('url', 'path')],
+        required_by={'url': 'checksum'},
         supports_check_mode=True,
     )
     p = module.params
@@ -139,7 +148,7 @@ def main():
     def operation(config):
         settings = dict(common.image_settings(p), disk_mode=p['disk_mode'])
         return image_import.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
-                                         p['timeout'], module.check_mode)
+                                         p['timeout'], module.check_mode, path=p['path'])
 
     module.exit_json(**common.run(module, operation, 'libvirt', 'zmq'))
 

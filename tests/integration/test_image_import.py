@@ -306,3 +306,25 @@ def test_cli_import_json_reports_present_hosts(imported, cloud, served):
                           '--url', served.url('/deb12.qcow2'), '--checksum', 'md5:abc'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=cloud.testbed.env, check=False)
     assert bad.returncode == 1 and 'only sha256' in bad.stderr
+
+
+def test_a_local_file_is_uploaded_through_libvirt_streams(testbed, cloud, served):
+    name = 'deb12.uploaded'
+    fetched = len(served.requests)
+    try:
+        run = run_import(cloud, image_name=name, image_path=served.disk, targets=['host2'], disk_mode='overlay')
+        assert run.rc == 0 and run.last['changed'] is True and run.last['checksum'] == served.checksum, run
+        result = run.last['imported']['host2']
+        assert result['cache_hit'] is False and result['fetched_bytes'] == os.path.getsize(served.disk)
+        assert len(served.requests) == fetched  # nothing was fetched over HTTP
+        cached = testbed.outside_path('host2', result['cache'])
+        assert sha256_of(cached) == served.checksum
+        # Holes went as holes: the cached copy is no more allocated than the source file.
+        assert os.stat(cached).st_blocks <= os.stat(served.disk).st_blocks * 1.05
+        assert not [f for f in pool_files(testbed, 'host2') if '.maglica-upload-' in f]  # taken into the cache
+        xml = testbed.virsh('host2', 'dumpxml', name)
+        assert 'upload:%s' % served.disk in xml and served.checksum in xml
+        again = run_import(cloud, image_name=name, image_path=served.disk, targets=['host2'])
+        assert again.rc == 0 and again.last['changed'] is False, again
+    finally:
+        testbed.virsh('host2', 'undefine', '--remove-all-storage', name, check=False)

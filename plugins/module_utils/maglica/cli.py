@@ -4,7 +4,7 @@
 """The `maglica` command: the seed's command line on top of the library.
 
     maglica [--config FILE] [--json] image list | image copy --name=IMAGE --dest=HOST
-    maglica image import --name=IMAGE --url=URL --checksum=sha256:HEX [--on=HOST]...
+    maglica image import --name=IMAGE --url=URL --checksum=sha256:HEX | --path=FILE [--on=HOST]...
     maglica vm list | clone --image=IMAGE --hostname=NAME [--on=HOST] [--start=false]
     maglica vm start|stop|destroy|remove|info|console --name=NAME
     maglica vm attach-iso|set-boot-device|attach-disk|set-vcpus|set-memory --name=NAME ...
@@ -148,7 +148,7 @@ def image_import_command(config, args, out):
                 'disk_mode': args.disk_mode, 'domain_type': args.domain_type}
     with _ProgressBars(enabled=sys.stderr.isatty() and not args.json) as bars:
         result = image_import.import_image(config, args.name, args.url, args.checksum, args.on, settings, args.timeout,
-                                           progress=bars.update)
+                                           progress=bars.update, path=args.path)
     lines = ['%s: already there' % host for host in result['present']]
     for host in result['fetch']:
         data = result['imported'].get(host) or {}
@@ -383,8 +383,10 @@ def build_parser():
 
     sub = command(image, 'import', image_import_command, 'make an original image from a disk image URL on the hosts')
     sub.add_argument('--name', required=True, help='the image to make')
-    sub.add_argument('--url', required=True, help='http://, https:// or file:/// URL each host worker fetches')
-    sub.add_argument('--checksum', required=True, help='sha256:<64 hex digits> of the file')
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument('--url', help='http://, https:// or file:/// URL each host worker fetches')
+    source.add_argument('--path', help='a local file, uploaded to each host through libvirt storage streams')
+    sub.add_argument('--checksum', help='sha256:<64 hex digits> of the file (required with --url)')
     sub.add_argument('--on', action='append', help='a host to make it on (repeatable; default every host)')
     sub.add_argument('--vcpus', type=int, default=1, help='virtual CPUs (default 1)')
     sub.add_argument('--memory', type=_size_arg, default='1G', help='memory with a unit (default 1G)')

@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from . import clone, messages, virt
@@ -102,33 +103,65 @@ def plan_import(config, name: str, checksum: str, targets: Optional[List[str]] =
     return plan
 
 
-def job_args(name: str, checksum: str, url: str, settings: Dict[str, Any]) -> Dict[str, Any]:
+def job_args(name: str, checksum: str, url: Optional[str], settings: Dict[str, Any]) -> Dict[str, Any]:
     """The image.import job's arguments: settings without the unset ones."""
     args = {'name': name, 'checksum': checksum, 'url': url}
     args.update({k: v for k, v in settings.items() if v is not None})
-    return args
+    return {k: v for k, v in args.items() if v is not None}
 
 
-def import_image(config, name: str, url: str, checksum: str, targets: Optional[List[str]] = None,
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, 'rb') as handle:
+            for block in iter(lambda: handle.read(CHUNK), b''):
+                digest.update(block)
+    except OSError as e:
+        raise MaglicaError('cannot read %s: %s' % (path, e.strerror or e))
+    return 'sha256:' + digest.hexdigest()
+
+
+def import_image(config, name: str, url: Optional[str], checksum: Optional[str], targets: Optional[List[str]] = None,
                  settings: Optional[Dict[str, Any]] = None, timeout: int = 3600, check_mode: bool = False,
-                 progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+                 progress: Optional[Callable[[Dict[str, Any]], None]] = None, path: Optional[str] = None) -> Dict[str, Any]:
     """Make the original image `name` from `url` on every target that lacks it; one job per host, run at once.
+    With `path` instead of `url`: a local file, uploaded to each host through libvirt storage streams (sparse);
+    its checksum is computed here (and must equal `checksum` when that is given).
 
     settings: vcpus, memory_mb, disk_size (bytes), network | bridge, firmware, disk_mode, domain_type.
     Returns {changed, name, checksum, present, fetch, jobs: {host: job}, imported: {host: data}}.
     """
-    checksum = parse_checksum(checksum)
-    check_url('url', url)
+    if (url is None) == (path is None):
+        raise MaglicaError('give url or path (one of them)')
+    if url is not None:
+        if not checksum:
+            raise MaglicaError('checksum is required with url (sha256:<64 hex digits>)')
+        checksum = parse_checksum(checksum)
+        check_url('url', url)
+    else:
+        if not os.path.isfile(path or ''):
+            raise MaglicaError('path %s is not a file' % path)
+        actual = file_sha256(path or '')
+        if checksum and parse_checksum(checksum) != actual:
+            raise MaglicaError('checksum mismatch for %s: expected %s, got %s' % (path, parse_checksum(checksum), actual))
+        checksum = actual
     settings = dict(settings or {})
     if settings.get('network') and settings.get('bridge'):
         raise MaglicaError('give network or bridge, not both')
     plan = plan_import(config, name, checksum, targets)
-    result: Dict[str, Any] = {'changed': bool(plan['fetch']), 'name': name, 'checksum': checksum, 'url': url,
+    result: Dict[str, Any] = {'changed': bool(plan['fetch']), 'name': name, 'checksum': checksum, 'url': url, 'path': path,
                               'present': plan['present'], 'fetch': plan['fetch'], 'jobs': {}, 'imported': {}}
     if check_mode or not plan['fetch']:
         return result
     args = job_args(name, checksum, url, settings)
-    jobs = [messages.new_job(host, 'image.import', dict(args), ttl=max(1, int(timeout))) for host in plan['fetch']]
+    jobs = []
+    for host in plan['fetch']:
+        job_id = messages.new_job_id()
+        extra = {'upload': upload_volume_name(job_id), 'origin': os.path.abspath(path)[:2048]} if path else {}
+        jobs.append(messages.validate_job({'id': job_id, 'host': host, 'action': 'image.import', 'args': dict(args, **extra),
+                                           'ttl': max(1, int(timeout))}))
+    if path:
+        upload_all(config, path, jobs, settings.get('pool') or 'default')
     with Client(config) as client:
         for job in jobs:
             client.submit(job)
@@ -145,6 +178,110 @@ def import_image(config, name: str, url: str, checksum: str, targets: Optional[L
         note = '; it was imported on %s' % ', '.join(done) if done else ''
         raise JobFailed('importing %s failed on %s%s' % (name, '; '.join(failures), note), {'jobs': result['jobs']})
     return result
+
+
+def upload_volume_name(job_id: str) -> str:
+    """The pool volume a `path` import uploads to; the job moves it into its cache (or removes it)."""
+    return '.maglica-upload-%s' % job_id
+
+
+def upload_all(config, path: str, jobs: List[Dict[str, Any]], pool_name: str) -> None:
+    """Upload `path` to each job's host at once; on any failure, every volume uploaded is deleted again."""
+    with ThreadPoolExecutor(max_workers=min(virt.MAX_PARALLEL, len(jobs))) as pool:
+        outcomes = list(pool.map(lambda job: _upload_one(config, path, job, pool_name), jobs))
+    failures = [str(error) for _job, error in outcomes if error is not None]
+    if failures:
+        for job, error in outcomes:
+            if error is None:
+                _delete_upload(config, job, pool_name)
+        raise HostError('uploading %s failed: %s' % (path, '; '.join(failures)))
+
+
+def _upload_one(config, path: str, job: Dict[str, Any], pool_name: str) -> Tuple[Dict[str, Any], Optional[Exception]]:
+    try:
+        upload(config, job['host'], path, job['args']['upload'], pool_name)
+    except MaglicaError as e:
+        return job, e
+    return job, None
+
+
+def _delete_upload(config, job: Dict[str, Any], pool_name: str) -> None:
+    lv = virt.libvirt()
+    try:
+        with virt.Connection(config, config.host(job['host'])) as conn:
+            conn.storagePoolLookupByName(pool_name).storageVolLookupByName(job['args']['upload']).delete(0)
+    except (lv.libvirtError, MaglicaError):
+        pass  # gone already, or the host went away: the host worker never saw a job for it
+
+
+def upload(config, host_name: str, path: str, volume: str, pool_name: str = 'default') -> int:
+    """Upload the local file `path` into a new volume of `host_name`'s pool through a libvirt storage stream,
+    holes as holes (SEEK_DATA/SEEK_HOLE). Returns the bytes of data sent; the volume is deleted on failure."""
+    lv = virt.libvirt()
+    with virt.Connection(config, config.host(host_name)) as conn:
+        try:
+            pool = conn.storagePoolLookupByName(pool_name)
+            vol = pool.createXML('<volume><name>%s</name><capacity>0</capacity><target><format type="raw"/></target>'
+                                 '</volume>' % volume, 0)
+        except lv.libvirtError as e:
+            raise HostError('cannot make the upload volume on %s: %s' % (host_name, virt.error_text(e)))
+        stream = conn.newStream(0)
+        try:
+            vol.upload(stream, 0, 0, lv.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+            sent = send_sparse(stream, path)
+            stream.finish()
+        except BaseException as failure:
+            try:
+                stream.abort()
+            except Exception:  # a finished or broken stream: the volume goes all the same
+                pass
+            try:
+                vol.delete(0)
+            except lv.libvirtError:
+                pass
+            if isinstance(failure, lv.libvirtError):
+                raise HostError('uploading %s to %s failed: %s' % (path, host_name, virt.error_text(failure)))
+            if isinstance(failure, OSError):
+                raise HostError('uploading %s to %s failed: %s' % (path, host_name, failure.strerror or failure))
+            raise
+    return sent
+
+
+def send_sparse(stream, path: str) -> int:
+    """Send a file's data extents and holes down a sparse libvirt stream. Returns the bytes of data sent."""
+    fd = os.open(path, os.O_RDONLY)
+    sent = 0
+    try:
+        size = os.fstat(fd).st_size
+        position = 0
+        while position < size:
+            try:
+                data_at = os.lseek(fd, position, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno != errno.ENXIO:
+                    raise
+                data_at = size  # only a hole is left
+            if data_at > position:
+                stream.sendHole(data_at - position, 0)
+                position = data_at
+                continue
+            hole_at = os.lseek(fd, position, os.SEEK_HOLE)
+            os.lseek(fd, position, os.SEEK_SET)
+            while position < hole_at:
+                data = os.read(fd, min(CHUNK, hole_at - position))
+                if not data:
+                    raise HostError('%s got shorter while it was uploaded' % path)
+                view = memoryview(data)
+                while view:
+                    written = stream.send(view.tobytes())
+                    if written < 0:
+                        raise HostError('writing the upload stream failed (%d)' % written)
+                    view = view[written:]
+                position += len(data)
+                sent += len(data)
+    finally:
+        os.close(fd)
+    return sent
 
 
 def wait_all(client: Client, job_ids: List[str], timeout: float,
@@ -359,20 +496,48 @@ def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress
     return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size')}
 
 
+def adopt_upload(uploaded: str, checksum: str, cache_file: str, label: str, progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """Check an uploaded file (checksum, qemu-img info) and rename it into the cache, read-only."""
+    expected = checksum.split(':', 1)[1]
+    digest = hashlib.sha256()
+    size = os.path.getsize(uploaded)
+    done = 0
+    with open(uploaded, 'rb') as handle:
+        for block in iter(lambda: handle.read(CHUNK), b''):
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(done, size)
+    if digest.hexdigest() != expected:
+        raise MaglicaError('checksum mismatch for %s: expected sha256:%s, got sha256:%s (%d bytes uploaded)'
+                           % (label, expected, digest.hexdigest(), size))
+    info = image_info(uploaded, label)
+    os.chmod(uploaded, 0o444)
+    os.rename(uploaded, cache_file)
+    return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size')}
+
+
 def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcile: bool = False,
                ownership: Optional[clone.Ownership] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
     """The host worker's image.import: cache (fetching on a miss), the disk, the domain. Leaves nothing on failure."""
     lv = virt.libvirt()
     ownership = ownership if ownership is not None else clone.Ownership()
-    name, url, checksum = args['name'], args['url'], args['checksum']
+    name, checksum = args['name'], args['checksum']
+    # What the image was made from: the URL, or the uploaded file's path on the machine that uploaded it.
+    url = args.get('url') or 'upload:%s' % (args.get('origin') or args['upload'])
+    pool, pool_dir = _pool(conn, args.get('pool') or 'default')
+    # A `path` import: the library uploaded the file into the pool; this job takes it into the cache or removes it.
+    uploaded = os.path.join(pool_dir, args['upload']) if args.get('upload') else None
     there = clone.lookup(conn, name)
     if there is not None:
+        if uploaded:
+            _remove(uploaded)
+            pool.refresh(0)
         if reconcile and ownership.owns_domain(there):
             return {'name': name, 'reconciled': True}
         if virt.image_metadata_of(ET.fromstring(there.XMLDesc(0))).get('checksum') == checksum and not there.isActive():
             return {'name': name, 'present': True}  # made meanwhile by another job of the same image
         raise ConflictError('%s is already defined on %s and this job did not make it' % (name, host_name))
-    pool, pool_dir = _pool(conn, args.get('pool') or 'default')
     cache_dir = os.path.join(pool_dir, CACHE_DIR)
     cache_file = os.path.join(cache_dir, '%s.img' % checksum.split(':', 1)[1])
     disk_path = os.path.join(pool_dir, '%s.qcow2' % name)
@@ -380,21 +545,30 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
     part_cache = cache_file + '.part-' + job_id
     made: List[str] = []  # files this job made, removed on failure (the cache entry only if this job fetched it)
     dom = None
+    if uploaded:
+        ownership.intend_file(uploaded)
     if reconcile:  # a restarted job: what it recorded and left half done goes, then it starts over
         for path in sorted(ownership.files):
-            _remove(path)
+            if path != uploaded:
+                _remove(path)
     try:
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
         fetched: Dict[str, Any] = {}
         if os.path.exists(cache_file):
             info = image_info(cache_file, url)
             fetched = {'bytes': 0, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'cache_hit': True}
+        elif uploaded:
+            ownership.intend_file(cache_file)
+            fetched = adopt_upload(uploaded, checksum, cache_file, url, progress)
+            made.append(cache_file)
+            fetched['cache_hit'] = False
         else:
             ownership.intend_file(part_cache)
             ownership.intend_file(cache_file)
             fetched = fetch_to_cache(url, checksum, cache_file, part_cache, progress)
             made.append(cache_file)
             fetched['cache_hit'] = False
+        _remove(uploaded)  # a cache hit does not need it
         if os.path.exists(disk_path):
             raise ConflictError('the volume %s already exists on %s' % (disk_path, host_name))
         ownership.intend_file(part_disk)
@@ -425,6 +599,7 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
         except lv.libvirtError as e:
             raise HostError('cannot define %s on %s: %s' % (name, host_name, virt.error_text(e)))
     except BaseException as failure:
+        _remove(uploaded)
         if dom is not None:
             try:
                 dom.undefineFlags(getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0))

@@ -149,6 +149,8 @@ DOMAIN_RE = re.compile(r'(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z
 # An attached disk's volume: VM@DISK.qcow2 (vm.disk_volume_name). `@` is in no NAME, so the split is unambiguous.
 VOLUME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}@[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\.qcow2\Z')
 NAME = Field(str, pattern=NAME_RE, max_len=253)
+# A `path` import's upload in the pool (image_import.upload_volume_name): made by the library, taken by the job.
+UPLOAD_VOLUME_RE = re.compile(r'\.maglica-upload-[0-9a-f]{32}')
 OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
 STRINGS = Field(list, required=False, max_len=64, items=Field(str))
 
@@ -187,7 +189,11 @@ ACTIONS = {
     # the original image `name`. See image_import.py.
     'image.import': {
         'name': NAME,
-        'url': Field(str, max_len=2048, check=fetch_url),
+        # The URL the host worker fetches, or (a `path` import) the volume of its pool the library uploaded the file
+        # to, and that file's path on the uploading machine (`origin`, only recorded in the image's metadata).
+        'url': Field(str, required=False, max_len=2048, check=fetch_url),
+        'upload': Field(str, required=False, pattern=UPLOAD_VOLUME_RE, max_len=64),
+        'origin': Field(str, required=False, max_len=2048, pattern=ONE_LINE_RE),
         'checksum': Field(str, max_len=80, check=sha256_checksum),
         'vcpus': Field(int, required=False, minimum=1, maximum=1024),
         'memory_mb': Field(int, required=False, minimum=16, maximum=2 ** 24),
@@ -408,6 +414,8 @@ def validate_job(job):
     check_fields('job.args', job['args'], ACTIONS[job['action']])
     if job['action'] == 'vm.clone' and job['args'].get('network'):
         check_network('job.args.network', job['args']['network'])
+    if job['action'] == 'image.import' and ('url' in job['args']) == ('upload' in job['args']):
+        raise MessageError('job.args needs url or upload, one of them')
     return job
 
 

@@ -163,3 +163,26 @@ def test_report_progress_entries_are_validated():
     with pytest.raises(MessageError):
         messages.check_fields('report', {'host': 'kvm1', 'progress': [{'id': 'a' * 32, 'done': -1, 'total': 0}]},
                               messages.REQUESTS['report'])
+
+
+def test_import_job_takes_a_url_or_an_upload_never_both():
+    base = {'name': 'deb.original', 'checksum': 'sha256:' + DIGEST}
+    upload = image_import.upload_volume_name('0' * 32)
+    messages.new_job('kvm1', 'image.import', dict(base, upload=upload, origin='/srv/deb.qcow2'))
+    for args in (dict(base), dict(base, url='http://h/x', upload=upload)):
+        with pytest.raises(MessageError, match='url or upload'):
+            messages.new_job('kvm1', 'image.import', args)
+    with pytest.raises(MessageError):  # only the library's own upload names: no path into the pool's parent
+        messages.new_job('kvm1', 'image.import', dict(base, upload='../etc/passwd'))
+
+
+def test_a_path_import_refuses_a_file_whose_checksum_differs_before_anything(tmp_path):
+    disk = tmp_path / 'disk.raw'
+    disk.write_bytes(bytes(1024 * 1024))
+    actual = hashlib.sha256(bytes(1024 * 1024)).hexdigest()
+    with pytest.raises(MaglicaError, match='checksum mismatch for .*expected sha256:%s, got sha256:%s' % (DIGEST, actual)):
+        image_import.import_image(None, 'x', None, 'sha256:' + DIGEST, path=str(disk))
+    with pytest.raises(MaglicaError, match='give url or path'):
+        image_import.import_image(None, 'x', 'http://h/x', 'sha256:' + DIGEST, path=str(disk))
+    with pytest.raises(MaglicaError, match='checksum is required with url'):
+        image_import.import_image(None, 'x', 'http://h/x', None)
