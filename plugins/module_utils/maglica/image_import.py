@@ -482,7 +482,7 @@ def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress
                                % (url, expected, actual, size))
         info = image_info(part, url)
         os.chmod(part, 0o444)  # the cache is a read-only base
-        os.rename(part, cache_file)
+        created = settle(part, cache_file)
     except OSError as e:
         _remove(part)
         if _no_space(e):
@@ -493,7 +493,19 @@ def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress
         raise
     finally:
         stream.close()
-    return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size')}
+    return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'created': created}
+
+
+def settle(part: str, cache_file: str) -> bool:
+    """Give a verified file its cache name, unless a job fetching the same file at once got there first (then
+    that entry stays and `part` goes). Returns whether this job made the entry: only then may it remove it."""
+    try:
+        os.link(part, cache_file)
+        created = True
+    except FileExistsError:
+        created = False
+    os.unlink(part)
+    return created
 
 
 def adopt_upload(uploaded: str, checksum: str, cache_file: str, label: str, progress: Optional[Progress] = None) -> Dict[str, Any]:
@@ -513,8 +525,8 @@ def adopt_upload(uploaded: str, checksum: str, cache_file: str, label: str, prog
                            % (label, expected, digest.hexdigest(), size))
     info = image_info(uploaded, label)
     os.chmod(uploaded, 0o444)
-    os.rename(uploaded, cache_file)
-    return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size')}
+    created = settle(uploaded, cache_file)
+    return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'created': created}
 
 
 def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcile: bool = False,
@@ -560,13 +572,15 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
         elif uploaded:
             ownership.intend_file(cache_file)
             fetched = adopt_upload(uploaded, checksum, cache_file, url, progress)
-            made.append(cache_file)
+            if fetched.pop('created'):
+                made.append(cache_file)
             fetched['cache_hit'] = False
         else:
             ownership.intend_file(part_cache)
             ownership.intend_file(cache_file)
             fetched = fetch_to_cache(url, checksum, cache_file, part_cache, progress)
-            made.append(cache_file)
+            if fetched.pop('created'):
+                made.append(cache_file)
             fetched['cache_hit'] = False
         _remove(uploaded)  # a cache hit does not need it
         if os.path.exists(disk_path):

@@ -186,3 +186,13 @@ def test_a_path_import_refuses_a_file_whose_checksum_differs_before_anything(tmp
         image_import.import_image(None, 'x', 'http://h/x', 'sha256:' + DIGEST, path=str(disk))
     with pytest.raises(MaglicaError, match='checksum is required with url'):
         image_import.import_image(None, 'x', 'http://h/x', None)
+
+
+def test_the_first_verified_copy_settles_in_the_cache_and_a_second_one_goes(tmp_path):
+    entry = tmp_path / ('%s.img' % DIGEST)
+    first, second = tmp_path / 'a.part', tmp_path / 'b.part'
+    first.write_bytes(b'one')
+    second.write_bytes(b'one')
+    assert image_import.settle(str(first), str(entry)) is True
+    assert image_import.settle(str(second), str(entry)) is False  # that job must never remove the entry
+    assert entry.read_bytes() == b'one' and sorted(p.name for p in tmp_path.iterdir()) == [entry.name]
