@@ -146,7 +146,7 @@ def image_import_command(config, args, out):
                 'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
                 'network': args.network, 'bridge': args.bridge, 'firmware': args.firmware,
                 'disk_mode': args.disk_mode, 'domain_type': args.domain_type}
-    with _ProgressBars(enabled=sys.stderr.isatty() and not args.json) as bars:
+    with ProgressBars(enabled=sys.stderr.isatty() and not args.json) as bars:
         result = image_import.import_image(config, args.name, args.url, args.checksum, args.on, settings, args.timeout,
                                            progress=bars.update, path=args.path)
     lines = ['%s: already there' % host for host in result['present']]
@@ -157,7 +157,7 @@ def image_import_command(config, args, out):
     out.message('\n'.join(lines), result)
 
 
-class _ProgressBars:
+class ProgressBars:
     """A progress bar per import job on a terminal (rich, imported here only: the library and the modules never
     need it); else, or without rich, a line on stderr when a job's state changes."""
 
@@ -167,12 +167,15 @@ class _ProgressBars:
         self.seen: dict = {}
         if enabled:
             try:
+                from rich.console import Console
                 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                            TransferSpeedColumn)
             except ImportError:
                 return
+            # On stderr, like every other progress line: stdout keeps the result alone.
             self.progress = Progress(TextColumn('{task.description}'), BarColumn(), DownloadColumn(),
-                                     TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
+                                     TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
+                                     console=Console(stderr=True))
 
     def __enter__(self):
         if self.progress is not None:

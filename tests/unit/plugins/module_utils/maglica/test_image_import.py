@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from maglica import image_import, messages
+from maglica import cli, image_import, messages
 from maglica.errors import MaglicaError, MessageError
 from maglica.joblog import JobLog
 
@@ -196,3 +196,24 @@ def test_the_first_verified_copy_settles_in_the_cache_and_a_second_one_goes(tmp_
     assert image_import.settle(str(first), str(entry)) is True
     assert image_import.settle(str(second), str(entry)) is False  # that job must never remove the entry
     assert entry.read_bytes() == b'one' and sorted(p.name for p in tmp_path.iterdir()) == [entry.name]
+
+
+def import_job(state, done, total):
+    return {'id': 'a' * 32, 'host': 'host0', 'action': 'image.import', 'state': state,
+            'progress': {'done': done, 'total': total}}
+
+
+def test_cli_progress_bar_shows_bytes_of_each_host_on_stderr(capsys):
+    with cli.ProgressBars(enabled=True) as bars:  # rich, imported in there only
+        bars.update(import_job('running', 100 * 10 ** 6, 400 * 10 ** 6))
+        bars.update(import_job('succeeded', 400 * 10 ** 6, 400 * 10 ** 6))
+    out, err = capsys.readouterr()
+    assert out == '' and 'host0 succeeded' in err and '400.0/400.0 MB' in err
+
+
+def test_cli_progress_without_a_terminal_is_a_line_per_state(capsys):
+    bars = cli.ProgressBars(enabled=False)
+    for state in ('dispatched', 'running', 'running', 'succeeded'):
+        bars.update(import_job(state, 0, 0))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit(' ', 1)[1] for line in lines] == ['dispatched', 'running', 'succeeded']
