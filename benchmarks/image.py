@@ -62,6 +62,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix='maglica-image-', dir='/var/tmp')
     testbed = Testbed(3)
     testbed.start()
+    os.makedirs(os.path.join(workdir, 'cloud'))
     cloud = Cloud(testbed, os.path.join(workdir, 'cloud'))
     server = None
     try:

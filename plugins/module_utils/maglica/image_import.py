@@ -304,7 +304,7 @@ def wait_all(client: Client, job_ids: List[str], timeout: float,
             raise JobFailed('image jobs did not finish within %gs: %s' % (timeout, ', '.join(
                 '%s on %s is %s' % (j['id'], j['host'], j['state']) for j in late)), {'jobs': {j['host']: j for j in jobs.values()}})
         time.sleep(interval)
-        interval = min(interval * 2, 0.5)
+        interval = min(interval * 2, 0.2)  # status requests are cheap; a finished import is seen soon
 
 
 # -- the host worker's side --------------------------------------------------------------------------
@@ -593,7 +593,7 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
             qemu_img('create', '-q', '-f', 'qcow2', '-b', cache_file, '-F', fetched['format'], part_disk)
         else:
             qemu_img('convert', '-q', '-f', fetched['format'], '-O', 'qcow2', cache_file, part_disk)
-        virtual = int(json.loads(qemu_img('info', '--output=json', part_disk))['virtual-size'])
+        virtual = int(fetched['virtual_size'])  # a copy or an overlay has the source's virtual size
         if args.get('disk_size'):
             if args['disk_size'] < virtual:
                 raise MaglicaError('disk_size %d is smaller than the image (%d bytes): images are grown, never shrunk'
