@@ -17,7 +17,7 @@ export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
 .PHONY: all deps collection-link test sanity units integration lint typecheck demo demo-clean testbed-stop \
-        bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement clean
+        bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image clean
 
 all: test
 
@@ -62,7 +62,7 @@ demo-clean:
 testbed-stop:
 	bash tests/testbed/testbed.sh stop
 
-bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement: deps collection-link
+bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image: deps collection-link
 	$(IN_TESTBED_NETNS) $(PY) benchmarks/$(subst -,_,$(subst bench-,,$@)).py
 
 clean:

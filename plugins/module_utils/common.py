@@ -9,7 +9,7 @@ from __future__ import annotations
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica import config as maglica_config
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import deps
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica import deps, vm
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import JobFailed, MaglicaError
 
 CONNECTION_ARGUMENT_SPEC = dict(
@@ -90,6 +90,33 @@ def clone_batch_vms(params):
             raise MaglicaError('vms[%d] (%s) names no image, and there is no top-level image to take' % (index, item['hostname']))
         vms.append(vm)
     return vms
+
+
+# The definition of an original image Maglica makes (matching doc_fragments/image.py).
+IMAGE_ARGUMENT_SPEC = dict(
+    vcpus=dict(type='int', default=1),
+    memory=dict(type='str', default='1G'),
+    disk_size=dict(type='str'),
+    libvirt_network=dict(type='str'),
+    bridge=dict(type='str'),
+    firmware=dict(type='str', choices=['bios', 'uefi'], default='bios'),
+    domain_type=dict(type='str', choices=['kvm', 'qemu'], default='kvm'),
+)
+IMAGE_MUTUALLY_EXCLUSIVE = [('libvirt_network', 'bridge')]
+
+
+def image_settings(params):
+    """The image definition options as the library takes them: sizes in bytes and MiB (vm.parse_size: a bad size
+    raises MaglicaError, so call it inside run())."""
+    return {
+        'vcpus': params['vcpus'],
+        'memory_mb': vm.parse_size(params['memory']) // 1048576,
+        'disk_size': vm.parse_size(params['disk_size'], 'G') if params.get('disk_size') else None,
+        'network': params.get('libvirt_network'),
+        'bridge': params.get('bridge'),
+        'firmware': params['firmware'],
+        'domain_type': params['domain_type'],
+    }
 
 
 def argument_spec(**module_options):

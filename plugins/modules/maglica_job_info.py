@@ -81,6 +81,11 @@ jobs:
           C(data) and C(received) time. The job stays C(expired); its effect (a clone, say) may exist all the same.
         - V(null) for every other job.
       type: dict
+    progress:
+      description:
+        - How far the job is, as its host worker last reported it - C(done) and C(total) bytes (C(total) 0 when
+          unknown). Image imports report it; V(null) for jobs that report none.
+      type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 
 from maglica import cloud as cloud_mod, image_lifecycle, vm as vm_mod  # noqa: E402  (maglica_testbed puts it on sys.path)
 from maglica.errors import ConfigError, ConflictError, NotFoundError
-from maglica_testbed import read_guest_files
+from maglica_testbed import read_guest_files, run_playbook
 from test_cli import CONFLICT, NOT_FOUND, OK, maglica
 
 IMAGES = '/var/lib/libvirt/images/'
+PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 HOST_KEY_GLOB = '__ssh_host_keys__'
 IDENTITY_FILES = ['/etc/machine-id', '/var/lib/dbus/machine-id', '/etc/hostname', '/etc/hosts', '/etc/dhcp/dhclient.conf',
                   '/etc/network/interfaces', '/etc/ssh/ssh_host_ed25519_key.pub']
@@ -220,3 +222,37 @@ def test_cli_image_create_and_remove(cloud, testbed, source_vm):
     assert 'cli-sealed.original' not in testbed.domains('host1')
     proc = maglica(cloud, '--json', 'image', 'remove', '--name', 'cli-sealed.original')
     assert proc.returncode == NOT_FOUND and 'no image named cli-sealed.original on any host' in proc.stderr
+
+
+# -- the same through the module -----------------------------------------------------------------------
+
+def run_image_module(cloud, check=False, **variables):
+    variables['maglica_config'] = cloud.path
+    return run_playbook(os.path.join(PLAYBOOKS, 'image.yml'), variables, check=check)
+
+
+def test_the_module_makes_an_image_from_a_vm_and_removes_it(cloud, testbed, source_vm):
+    """maglica_image from_vm / state=absent / force_dependants: what a playbook does, end to end."""
+    run = run_image_module(cloud, check=True, image_name='mod-sealed.original', from_vm=source_vm)
+    assert run.rc == 0 and run.last['changed'] and run.last['host'] == 'host1', run
+    assert images_named(cloud, 'mod-sealed.original') == [], 'check mode makes nothing'
+    run = run_image_module(cloud, image_name='mod-sealed.original', from_vm=source_vm)
+    assert run.rc == 0 and run.last['changed'] and run.last['host'] == 'host1' and run.last['job_id'], run
+    assert images_named(cloud, 'mod-sealed.original') == ['host1']
+    run = run_image_module(cloud, image_name='mod-sealed.original', from_vm=source_vm)
+    assert run.rc == 0 and not run.last['changed'], run
+
+    run = run_image_module(cloud, image_name='mod-sealed.original', from_vm=source_vm, targets=['host0'])
+    assert run.rc != 0 and 'mutually exclusive: from_vm|targets' in run.last['msg'], run
+
+    linked = cloud_mod.clone(cloud.config, 'mod-sealed.original', 'mod-linked.test', host='host1', clone_mode='linked', start=False)
+    assert linked['changed']
+    run = run_image_module(cloud, image_name='mod-sealed.original', image_state='absent')
+    assert run.rc != 0 and 'mod-linked.test (on host1)' in run.last['msg'], run
+    assert images_named(cloud, 'mod-sealed.original') == ['host1'] and 'mod-linked.test' in testbed.domains('host1')
+    run = run_image_module(cloud, image_name='mod-sealed.original', image_state='absent', force_dependants=True)
+    assert run.rc == 0 and run.last['changed'] and run.last['dependants'] == ['mod-linked.test'], run
+    assert [(h['host'], h['state']) for h in run.last['hosts']] == [('host0', 'absent'), ('host1', 'removed'), ('host2', 'absent')]
+    assert images_named(cloud, 'mod-sealed.original') == [] and 'mod-linked.test' not in testbed.domains('host1')
+    run = run_image_module(cloud, image_name='mod-sealed.original', image_state='absent')
+    assert run.rc == 0 and not run.last['changed'], run

@@ -10,13 +10,15 @@ running after a restart: the action first checks what an earlier run left
 
 from __future__ import annotations
 
-from . import batching, clone, image_lifecycle, images, virt, vm
+from . import batching, clone, image_import, image_lifecycle, images, virt, vm
 from .errors import MaglicaError, NotFoundError
 
 
 class Context(object):
-    def __init__(self, config, host, job, customizer=batching.customize_alone, ownership=None):
+    def __init__(self, config, host, job, customizer=batching.customize_alone, ownership=None, progress=None):
         self.config = config
+        # progress(done, total): how far a long job is, reported with the host worker's next report.
+        self.progress = progress
         # What this job makes, recorded before it is made (the host worker's record); see clone.Ownership.
         self.ownership = ownership if ownership is not None else clone.Ownership()
         self.customizer = customizer
@@ -71,6 +73,12 @@ def image_copy(context, reconcile):
     return images.copy_image(context.config, context.host, context.args, reconcile, context.ownership)
 
 
+def import_image(context, reconcile):
+    with virt.Connection(context.config, context.host) as conn:
+        return image_import.run_import(conn, context.host.name, context.job['id'], context.args, reconcile,
+                                       context.ownership, context.progress)
+
+
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
 ACTIONS = {
     'vm.clone': vm_clone,
@@ -79,6 +87,7 @@ ACTIONS = {
     'vm.console': vm_console,
     'image.copy': image_copy,
     'image.from_vm': image_from_vm,
+    'image.import': import_image,
 }
 
 

@@ -4,6 +4,7 @@
 """The `maglica` command: the seed's command line on top of the library.
 
     maglica [--config FILE] [--json] image list | image copy --name=IMAGE --dest=HOST
+    maglica image import --name=IMAGE --url=URL --checksum=sha256:HEX | --path=FILE [--on=HOST]...
     maglica image remove --name=IMAGE [--on=HOST]... [--force-dependants] | image create --name=IMAGE --from-vm=VM
     maglica vm list | clone --image=IMAGE --hostname=NAME [--on=HOST] [--start=false]
                             [--spread-group=G] [--exclude-host=H ...] [--dry-run]
@@ -23,7 +24,7 @@ import json
 import os
 import sys
 
-from . import cloud, hosts, image_lifecycle, images, messages, reach, vm
+from . import cloud, hosts, image_import, image_lifecycle, images, messages, reach, vm
 from . import config as config_mod
 from .client import Client
 from .errors import ConflictError, MaglicaError, NotFoundError
@@ -162,6 +163,66 @@ def image_create(config, args, out):
     if result.get('message'):
         _stderr(result['message'])
     out.message('made the image %s from %s on %s' % (args.name, args.from_vm, result['host']), result)
+
+
+def image_import_command(config, args, out):
+    settings = {'vcpus': args.vcpus, 'memory_mb': vm.parse_size(args.memory) // 1048576,
+                'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
+                'network': args.network, 'bridge': args.bridge, 'firmware': args.firmware,
+                'disk_mode': args.disk_mode, 'domain_type': args.domain_type}
+    with ProgressBars(enabled=sys.stderr.isatty() and not args.json) as bars:
+        result = image_import.import_image(config, args.name, args.url, args.checksum, args.on, settings, args.timeout,
+                                           progress=bars.update, path=args.path)
+    lines = ['%s: already there' % host for host in result['present']]
+    for host in result['fetch']:
+        data = result['imported'].get(host) or {}
+        lines.append('%s: imported %s (%s)' % (host, args.name, 'from the cache' if data.get('cache_hit') else
+                                               'fetched %s' % _size(data.get('fetched_bytes') or 0)))
+    out.message('\n'.join(lines), result)
+
+
+class ProgressBars:
+    """A progress bar per import job on a terminal (rich, imported here only: the library and the modules never
+    need it); else, or without rich, a line on stderr when a job's state changes."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = None
+        self.tasks: dict = {}
+        self.seen: dict = {}
+        if enabled:
+            try:
+                from rich.console import Console
+                from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                           TransferSpeedColumn)
+            except ImportError:
+                return
+            # On stderr, like every other progress line: stdout keeps the result alone.
+            self.progress = Progress(TextColumn('{task.description}'), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
+                                     console=Console(stderr=True))
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, job):
+        if self.progress is None:
+            return _progress(job, self.seen.setdefault(job['id'], {}))
+        figures = job.get('progress') or {}
+        if job['id'] not in self.tasks:
+            self.tasks[job['id']] = self.progress.add_task(job['host'], total=None)
+        total = figures.get('total') or None
+        done = figures.get('done') or 0
+        if job['state'] == 'succeeded' and total is None:
+            total = done or 1
+            done = total
+        self.progress.update(self.tasks[job['id']], completed=done, total=total,
+                             description='%s %s' % (job['host'], job['state']))
 
 
 def _progress(job, seen):
@@ -308,7 +369,10 @@ def log_status(config, args, out):
     out.fields([(k, job.get(k)) for k in ('id', 'host', 'action', 'state', 'message', 'attempts')] +
                [('args', json.dumps(job.get('args'), sort_keys=True)), ('data', json.dumps(job.get('data'), sort_keys=True))] +
                # An expired job whose host worker reported it all the same.
-               ([('late_result', json.dumps(job['late_result'], sort_keys=True))] if job.get('late_result') else []), job)
+               ([('late_result', json.dumps(job['late_result'], sort_keys=True))] if job.get('late_result') else []) +
+               # bytes done of the total, as the host worker last reported them (image imports).
+               ([('progress', '%s of %s' % (_size(job['progress']['done']), _size(job['progress']['total']) if job['progress']['total'] else 'unknown'))]
+                if job.get('progress') else []), job)
 
 
 def log_tail(config, args, out):
@@ -379,6 +443,26 @@ def build_parser():
     sub.add_argument('--name', required=True, help='name of the new image')
     sub.add_argument('--from-vm', required=True, metavar='VM', help='the shut-off VM to copy (it is left as it is)')
     sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the job (default 3600)')
+
+    sub = command(image, 'import', image_import_command, 'make an original image from a disk image URL on the hosts')
+    sub.add_argument('--name', required=True, help='the image to make')
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument('--url', help='http://, https:// or file:/// URL each host worker fetches')
+    source.add_argument('--path', help='a local file, uploaded to each host through libvirt storage streams')
+    sub.add_argument('--checksum', help='sha256:<64 hex digits> of the file (required with --url)')
+    sub.add_argument('--on', action='append', help='a host to make it on (repeatable; default every host)')
+    sub.add_argument('--vcpus', type=int, default=1, help='virtual CPUs (default 1)')
+    sub.add_argument('--memory', type=_size_arg, default='1G', help='memory with a unit (default 1G)')
+    sub.add_argument('--disk-size', type=_size_arg, help='grow the disk to this size, for example 20G')
+    net = sub.add_mutually_exclusive_group()
+    net.add_argument('--network', help='libvirt network of its NIC (default: default)')
+    net.add_argument('--bridge', help='host bridge of its NIC instead of a libvirt network')
+    sub.add_argument('--firmware', choices=image_import.FIRMWARES, default='bios', help='bios or uefi (default bios)')
+    sub.add_argument('--disk-mode', choices=image_import.DISK_MODES, default='copy',
+                     help='the disk is a copy of the cached file, or a qcow2 overlay on it (default copy)')
+    sub.add_argument('--domain-type', choices=image_import.DOMAIN_TYPES, default='kvm',
+                     help='kvm, or qemu for software emulation (default kvm)')
+    sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the jobs (default 3600)')
 
     vms = group('vm', 'virtual machines')
     sub = with_filters(command(vms, 'list', vm_list, 'list the VMs of every host'))

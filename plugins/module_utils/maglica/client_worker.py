@@ -223,6 +223,8 @@ class ClientWorker(object):
         self.seen[host] = {'time': time.time(), 'pid': data.get('pid'), 'running': data.get('running') or []}
         if data.get('acks'):
             self.log.acknowledge(host, data['acks'])
+        if data.get('progress'):
+            self.log.set_progress(host, data['progress'])
         taken, refused = [], []
         for result in data.get('results') or []:
             if self.log.finish(host, result):

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS owned (
 DROP_SECRETS = drop_secrets_sql('jobs', 'job', '.args')
 REPORT_BATCH = 64
 REPORT_TIMEOUT = 2.0
+# A running job's progress goes to the client worker at most this often.
+PROGRESS_INTERVAL = 0.5
 # Keep finished jobs this long so a late re-delivery is still answered from the record.
 RECORD_KEEP_S = 7 * 86400
 
@@ -186,6 +188,10 @@ class HostWorker(object):
         self.acks = set()
         self.to_fetch = set()
         self.running = set()
+        # {job id: (done, total)} reported by running jobs' threads, sent with the next report (under progress_lock).
+        self.progress: Dict[str, Any] = {}
+        self.progress_lock = threading.Lock()
+        self.progress_sent: Dict[str, Any] = {}
         self.stopping = False
         self.last_report = 0.0
         self.backoff_until = 0.0
@@ -276,7 +282,8 @@ class HostWorker(object):
                 around.insert(0, self.batcher.expecting(batch['id'], batch['size']))
             else:
                 around.append(self.batcher.expecting())  # once it runs, as any clone job
-        context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id']))
+        context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id']),
+                                  lambda done, total: self.set_progress(job['id'], done, total))
         try:
             with contextlib.ExitStack() as stack:
                 for manager in around:
@@ -291,6 +298,27 @@ class HostWorker(object):
             os.write(self.wake_write, b'.')
         except BlockingIOError:  # the pipe is full: the loop is woken already
             pass
+
+    def set_progress(self, job_id: str, done: int, total: int) -> None:
+        """Called from a job's thread: how far it is. The loop sends it with its next report."""
+        with self.progress_lock:
+            self.progress[job_id] = (int(done), int(total))
+
+    def progress_due(self) -> List[Dict[str, Any]]:
+        """Progress entries that changed since they were last sent. A job's last figures go with (or before) the
+        report of its result: the client worker records progress before results."""
+        with self.progress_lock:
+            changed = {k: v for k, v in self.progress.items() if self.progress_sent.get(k) != v}
+        return [{'id': k, 'done': v[0], 'total': v[1]} for k, v in sorted(changed.items())][:1024]
+
+    def progress_sent_in(self, entries: List[Dict[str, Any]]) -> None:
+        """The client worker has these figures; ended jobs whose last figures it has are forgotten."""
+        with self.progress_lock:
+            self.progress_sent.update({p['id']: (p['done'], p['total']) for p in entries})
+            for job_id in list(self.progress):
+                if job_id not in self.running and self.progress_sent.get(job_id) == self.progress[job_id]:
+                    del self.progress[job_id]
+                    del self.progress_sent[job_id]
 
     def collect(self):
         """Record every finished job's result, in one commit."""
@@ -325,8 +353,11 @@ class HostWorker(object):
         a result too big for any frame is sent as a failure that says so, so the outbox never sticks.
         """
         acks = sorted(self.acks)[:1024]
+        progress = self.progress_due()
         message = {'type': 'report', 'host': self.name, 'acks': acks, 'results': [],
                    'running': sorted(self.running)[:1024], 'pid': os.getpid()}
+        if progress:
+            message['progress'] = progress
         message['results'] = self.results_that_fit(messages.MAX_FRAME_BYTES - messages.encoded_size(message) - 256)
         try:
             try:
@@ -348,6 +379,7 @@ class HostWorker(object):
             self.backoff_until = time.monotonic() + 5.0
             return
         self.acks.difference_update(acks)
+        self.progress_sent_in(progress)
         self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
         self.last_report = time.monotonic()
 
@@ -371,7 +403,7 @@ class HostWorker(object):
         if now < self.backoff_until:
             return False
         return bool(self.acks) or now - self.last_report >= self.config.host_worker['heartbeat_interval'] or \
-            bool(self.record.outbox(1))
+            bool(self.record.outbox(1)) or now - self.last_report >= PROGRESS_INTERVAL and bool(self.progress_due())
 
     def run(self):
         LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), self.config.endpoint('pub'))

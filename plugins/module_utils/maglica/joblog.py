@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     published REAL,
     acked REAL,
     finished REAL,
-    late_result TEXT
+    late_result TEXT,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'dispatched', 'running');
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
@@ -58,9 +59,9 @@ CREATE INDEX IF NOT EXISTS claims_host ON claims (host, kind);
 """
 FINAL_STATES_SQL = "('succeeded', 'failed', 'expired')"
 COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
-           'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result')
+           'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result', 'progress')
 # Columns added after the first release, with their type: an older database gets them when opened.
-ADDED_COLUMNS = (('late_result', 'TEXT'),)
+ADDED_COLUMNS = (('late_result', 'TEXT'), ('progress', 'TEXT'))
 
 
 def open_database(path):
@@ -104,6 +105,7 @@ def _row(row):
     job['args'] = json.loads(job['args'])
     job['data'] = json.loads(job['data']) if job['data'] else {}
     job['late_result'] = json.loads(job['late_result']) if job['late_result'] else None
+    job['progress'] = json.loads(job['progress']) if job['progress'] else None
     return job
 
 
@@ -282,6 +284,14 @@ class JobLog(Store):
             # The host worker has recorded the job: its secrets are not needed here any more.
             self.drop_secrets(DROP_SECRETS, [i for i in job_ids if self.db.execute(
                 'SELECT 1 FROM jobs WHERE id = ? AND host = ? AND acked IS NOT NULL', (i, host)).fetchone()])
+
+    def set_progress(self, host: str, entries: List[dict], now: Optional[float] = None) -> None:
+        """Record how far running jobs of `host` are ({id, done, total}); other hosts' jobs and ended ones are left alone."""
+        now = now or time.time()
+        with self.transaction():
+            self.db.executemany(
+                "UPDATE jobs SET progress = ?, updated = ? WHERE id = ? AND host = ? AND state NOT IN %s" % FINAL_STATES_SQL,
+                [(json.dumps({'done': e['done'], 'total': e['total']}, sort_keys=True), now, e['id'], host) for e in entries])
 
     def finish(self, host, result, now=None):
         """Store a host's result. Returns False when the job is not that host's (or unknown).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import urllib.parse
 import uuid
 from typing import Any, Dict, List
 
@@ -113,6 +114,34 @@ def ipv4_address(where: str, value: str) -> str:
     return address
 
 
+SHA256_RE = re.compile(r'[0-9a-f]{64}')
+URL_SCHEMES = ('http', 'https', 'file')
+
+
+def sha256_checksum(where: str, value: str) -> str:
+    """`sha256:HEX` (or the 64 hex digits alone) -> 'sha256:hex'; other algorithms are refused by name."""
+    text = value.strip() if isinstance(value, str) else ''
+    algorithm, _sep, digest = text.rpartition(':')
+    if (algorithm.lower() or 'sha256') != 'sha256':
+        raise MessageError('%s %r: only sha256 is supported (give sha256:<64 hex digits>)' % (where, text[:80]))
+    if not SHA256_RE.fullmatch(digest.lower()):
+        raise MessageError('%s %r is not sha256:<64 hex digits>' % (where, text[:80]))
+    return 'sha256:' + digest.lower()
+
+
+def fetch_url(where: str, value: str) -> None:
+    """A URL a host worker may fetch: http://, https:// or file:///ABSOLUTE-PATH, no spaces or control characters."""
+    if any(c in value for c in '\r\n\0\t '):
+        raise MessageError('%s %r has a space or control character' % (where, value[:120]))
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in URL_SCHEMES:
+        raise MessageError('%s %r: only http://, https:// and file:// URLs are fetched' % (where, value[:120]))
+    if parsed.scheme == 'file' and (parsed.netloc not in ('', 'localhost') or not parsed.path.startswith('/')):
+        raise MessageError('%s %r: a file:// URL names an absolute path on the host (file:///path)' % (where, value[:120]))
+    if parsed.scheme != 'file' and not parsed.hostname:
+        raise MessageError('%s %r has no host' % (where, value[:120]))
+
+
 # A crypt(3) hash (or a locked `!`/`*`): no `:` or newline that could rewrite other /etc/shadow fields.
 PASSWORD_HASH_RE = re.compile(r'[A-Za-z0-9./$=*!-]+')
 # One authorized_keys line, not blank: no line breaks that would smuggle in more.
@@ -122,6 +151,8 @@ DOMAIN_RE = re.compile(r'(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z
 # An attached disk's volume: VM@DISK.qcow2 (vm.disk_volume_name). `@` is in no NAME, so the split is unambiguous.
 VOLUME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}@[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\.qcow2\Z')
 NAME = Field(str, pattern=NAME_RE, max_len=253)
+# A `path` import's upload in the pool (image_import.upload_volume_name): made by the library, taken by the job.
+UPLOAD_VOLUME_RE = re.compile(r'\.maglica-upload-[0-9a-f]{32}')
 OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
 STRINGS = Field(list, required=False, max_len=64, items=Field(str))
 
@@ -169,6 +200,26 @@ ACTIONS = {
     'image.copy': {'image': NAME, 'source': NAME},
     # A new original image `image` copied from the shut-off VM `vm` of the same host, sealed (no machine identity).
     'image.from_vm': {'image': NAME, 'vm': NAME},
+    # Run by each target's host worker: fetch `url` (checked against `checksum`) into its cache, make the disk, define
+    # the original image `name`. See image_import.py.
+    'image.import': {
+        'name': NAME,
+        # The URL the host worker fetches, or (a `path` import) the volume of its pool the library uploaded the file
+        # to, and that file's path on the uploading machine (`origin`, only recorded in the image's metadata).
+        'url': Field(str, required=False, max_len=2048, check=fetch_url),
+        'upload': Field(str, required=False, pattern=UPLOAD_VOLUME_RE, max_len=64),
+        'origin': Field(str, required=False, max_len=2048, pattern=ONE_LINE_RE),
+        'checksum': Field(str, max_len=80, check=sha256_checksum),
+        'vcpus': Field(int, required=False, minimum=1, maximum=1024),
+        'memory_mb': Field(int, required=False, minimum=16, maximum=2 ** 24),
+        'disk_size': Field(int, required=False, minimum=1048576, maximum=2 ** 50),
+        'network': Field(str, required=False, pattern=NAME_RE, max_len=253),
+        'bridge': Field(str, required=False, pattern=NAME_RE, max_len=15),
+        'firmware': Field(str, required=False, choices=('bios', 'uefi')),
+        'disk_mode': Field(str, required=False, choices=('copy', 'overlay')),
+        'domain_type': Field(str, required=False, choices=('kvm', 'qemu')),
+        'pool': Field(str, required=False, pattern=NAME_RE, max_len=253),
+    },
 }
 # Production has no test action: the test suite adds its `noop` to this table and actions.ACTIONS itself
 # (tests/noop_action.py). `choices` below are the live table, so such an entry is known wherever it was added.
@@ -207,6 +258,9 @@ RESULT = {
     'data': Field(dict, required=False, max_len=1024, check=result_data_size),
 }
 
+PROGRESS = {'done': Field(int, minimum=0, maximum=2 ** 62), 'total': Field(int, minimum=0, maximum=2 ** 62)}
+PROGRESS_ENTRY = dict(PROGRESS, id=Field(str, pattern=JOB_ID_RE))
+
 # Requests on the client worker's REP socket, by their `type`.
 REQUESTS = {
     # `seen`: the slot reservations on the job's host that the library counted when it chose that host. The
@@ -228,6 +282,8 @@ REQUESTS = {
         'results': Field(list, required=False, max_len=256, items=RESULT),
         'running': Field(list, required=False, max_len=1024, items=Field(str, pattern=JOB_ID_RE)),
         'pid': Field(int, required=False),
+        # How far running jobs are (bytes done of total; total 0 when unknown), for status and progress bars.
+        'progress': Field(list, required=False, max_len=1024, items=PROGRESS_ENTRY),
     },
 }
 
@@ -242,6 +298,8 @@ JOB_ROW = {
     'published': OPT_NUMBER, 'acked': OPT_NUMBER, 'finished': OPT_NUMBER,
     # A result that came after the job had expired: recorded, never taken for success.
     'late_result': Field(dict, required=False),
+    # The last progress its host worker reported: {done, total} bytes (image jobs).
+    'progress': Field(dict, required=False, fields=PROGRESS),
 }
 # One slot reservation: an open clone job and what it will make where.
 SLOT = {'host': NAME, 'job_id': Field(str, pattern=JOB_ID_RE), 'hostname': NAME, 'image': NAME, 'start': Field(bool),
@@ -379,6 +437,8 @@ def validate_job(job):
     check_fields('job.args', job['args'], ACTIONS[job['action']])
     if job['action'] == 'vm.clone' and job['args'].get('network'):
         check_network('job.args.network', job['args']['network'])
+    if job['action'] == 'image.import' and ('url' in job['args']) == ('upload' in job['args']):
+        raise MessageError('job.args needs url or upload, one of them')
     return job
 
 

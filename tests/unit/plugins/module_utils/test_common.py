@@ -14,6 +14,7 @@ import yaml
 
 # Plain imports: a missing ansible (or build/collections, made by `make collection-link`) fails the suite, never skips it.
 from ansible.module_utils import basic, testing
+from ansible_collections.maglica.cloud.plugins.doc_fragments import image as image_fragment
 from ansible_collections.maglica.cloud.plugins.doc_fragments import maglica as fragment
 from ansible_collections.maglica.cloud.plugins.module_utils import common
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica import errors as collection_errors
@@ -115,3 +116,17 @@ def test_clone_vm_options_give_defaults_only_at_the_top_level():
     assert (top['clone_mode'].get('default'), top['start'].get('default')) == ('full', True)
     assert 'default' not in item['clone_mode'] and 'default' not in item['start'], 'an unset item key takes the top level'
     assert item['hostname'].get('required') is True and not top['hostname'].get('required')
+
+
+def test_image_argument_spec_matches_its_doc_fragment():
+    documented = yaml.safe_load(image_fragment.ModuleDocFragment.DOCUMENTATION)['options']
+    assert spec_shape(common.IMAGE_ARGUMENT_SPEC) == spec_shape(documented)
+
+
+def test_image_settings_converts_sizes_and_refuses_bad_ones():
+    params = {'vcpus': 2, 'memory': '2G', 'disk_size': '20G', 'libvirt_network': None, 'bridge': 'br0',
+              'firmware': 'uefi', 'domain_type': 'qemu'}
+    assert common.image_settings(params) == {'vcpus': 2, 'memory_mb': 2048, 'disk_size': 20 * 1024 ** 3, 'network': None,
+                                             'bridge': 'br0', 'firmware': 'uefi', 'domain_type': 'qemu'}
+    with pytest.raises(collection_errors.MaglicaError, match='bad size'):
+        common.image_settings(dict(params, memory='lots'))

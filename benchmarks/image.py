@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Importing a 2 GiB qcow2 holding ~300 MB of data onto 3 hosts from a loopback URL, cold cache, against one
+`curl` of the same URL to a file plus `cp --sparse=always` of that file into each of the 3 hosts' pools.
+
+    make bench-image         (python benchmarks/image.py --data-mb 300)
+
+The image: the testbed's Debian guest disk grown to 2 GiB virtual with --data-mb of random data written into it
+(benchmarks/clone.py's make_image). It is served by an HTTP server on a loopback address (the one the integration
+test uses). In the same run, each timed from a `sync` to a `sync`:
+- `baseline_s`: `curl -o FILE URL`, then `cp --sparse=always FILE` into host0..host2's pool directories;
+- `import_s`: image_import.import_image onto host0..host2 (one job per host, at once, through the client and host
+  workers), with a cold cache, disk_mode overlay (the disk is a qcow2 overlay on the cached file);
+- `import_copy_s`: the same with disk_mode copy (the default), the caches cold again.
+`bytes_per_host`: what one host's pool directory (with its cache) grew by, in allocated bytes (du), after the
+overlay import; `bytes_per_host_copy` after the copy import; `dispatch_s` (submitted to acknowledged by the
+last host worker) and `jobs_s` (first acknowledged to last finished) of the overlay import. Prints one JSON line last.
+Targets: ratio = import_s / baseline_s <= 1.3; bytes_per_host <= 1.1 x data_bytes (the file's allocation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'tests', 'integration'))
+
+from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
+from clone import make_image  # noqa: E402  pylint: disable=wrong-import-position
+from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-import-position
+from maglica import image_import  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+from test_image_import import Server, sha256_of  # noqa: E402  pylint: disable=wrong-import-position
+
+HOSTS = ('host0', 'host1', 'host2')
+
+
+def allocated(path):
+    """Allocated bytes of a directory tree (du), 0 when it is not there."""
+    if not os.path.exists(path):
+        return 0
+    return int(subprocess.run(['du', '-s', '-B1', path], stdout=subprocess.PIPE, check=True, universal_newlines=True).stdout.split()[0])
+
+
+def timed(step):
+    os.sync()
+    began = time.monotonic()
+    step()
+    os.sync()
+    return time.monotonic() - began
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument('--data-mb', type=int, default=300)
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix='maglica-image-', dir='/var/tmp')
+    testbed = Testbed(3)
+    testbed.start()
+    os.makedirs(os.path.join(workdir, 'cloud'))
+    cloud = Cloud(testbed, os.path.join(workdir, 'cloud'))
+    server = None
+    try:
+        cloud.start()
+        source = make_image(testbed, workdir, args.data_mb)
+        checksum = sha256_of(source)  # also reads it into the page cache: both sides serve it from memory
+        data_bytes = os.stat(source).st_blocks * 512
+        server = Server({'/big.qcow2': source})
+        url = server.url('/big.qcow2')
+        pools = {host: os.path.join(testbed.dir, 'hosts', host, 'lib', 'images') for host in HOSTS}
+
+        fetched = os.path.join(workdir, 'fetched.qcow2')
+
+        def baseline():
+            subprocess.run(['curl', '-sf', '-o', fetched, url], check=True)
+            for host in HOSTS:
+                subprocess.run(['cp', '--sparse=always', fetched, os.path.join(pools[host], 'baseline.qcow2')], check=True)
+        baseline_s = timed(baseline)
+        for host in HOSTS:
+            os.unlink(os.path.join(pools[host], 'baseline.qcow2'))
+
+        results = {}
+        for mode in ('overlay', 'copy'):
+            before = {host: allocated(pools[host]) for host in HOSTS}
+            name = 'bench.%s' % mode
+            seconds = timed(lambda: results.setdefault(mode, image_import.import_image(
+                cloud.config, name, url, checksum, list(HOSTS), {'disk_mode': mode, 'domain_type': 'qemu'})))
+            grown = [allocated(pools[host]) - before[host] for host in HOSTS]
+            assert all(not r['cache_hit'] for r in results[mode]['imported'].values()), results[mode]
+            jobs = list(results[mode]['jobs'].values())
+            # Where the time went, from the job log's timestamps: to the host workers, then the jobs themselves.
+            results[mode] = {'seconds': seconds, 'bytes_per_host': max(grown),
+                             'dispatch_s': max(j['acked'] - j['created'] for j in jobs),
+                             'jobs_s': max(j['finished'] for j in jobs) - min(j['acked'] for j in jobs)}
+            for host in HOSTS:  # cold again for the next mode
+                testbed.virsh(host, 'undefine', '--remove-all-storage', name, check=False)
+                shutil.rmtree(os.path.join(pools[host], image_import.CACHE_DIR), ignore_errors=True)
+    finally:
+        if server is not None:
+            server.close()
+        cloud.stop()
+        testbed.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    result = {'import_s': round(results['overlay']['seconds'], 2), 'baseline_s': round(baseline_s, 2),
+              'ratio': round(results['overlay']['seconds'] / baseline_s, 2),
+              'bytes_per_host': results['overlay']['bytes_per_host'], 'data_bytes': data_bytes,
+              'bytes_vs_data': round(results['overlay']['bytes_per_host'] / data_bytes, 2),
+              'import_copy_s': round(results['copy']['seconds'], 2),
+              'ratio_copy': round(results['copy']['seconds'] / baseline_s, 2),
+              'bytes_per_host_copy': results['copy']['bytes_per_host'],
+              'dispatch_s': round(results['overlay']['dispatch_s'], 2), 'jobs_s': round(results['overlay']['jobs_s'], 2),
+              'hosts': len(HOSTS), 'virtual_gib': 2}
+    print_last(result)
+    return 0 if result['ratio'] <= 1.3 and result['bytes_vs_data'] <= 1.1 else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

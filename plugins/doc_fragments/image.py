@@ -1,0 +1,47 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment(object):
+
+    # The definition of an original image Maglica makes: matched by common.IMAGE_ARGUMENT_SPEC.
+    DOCUMENTATION = r'''
+options:
+  vcpus:
+    description: Virtual CPUs of the image (its clones start with as many).
+    type: int
+    default: 1
+  memory:
+    description: Memory of the image, with a unit (V(512M), V(2G)); powers of 1024.
+    type: str
+    default: 1G
+  disk_size:
+    description:
+      - Grow the image's disk to this size (with a unit, V(20G)) when it is larger than the source image's virtual
+        size (C(qemu-img resize) on the image's own disk, never on the cached file). A smaller size is refused.
+      - By default the disk keeps the source image's virtual size.
+    type: str
+  libvirt_network:
+    description:
+      - The libvirt network of the image's virtio NIC (and so of its clones'). Mutually exclusive with O(bridge).
+      - V(default) when neither is given.
+    type: str
+  bridge:
+    description: A host bridge for the image's virtio NIC, instead of a libvirt network.
+    type: str
+  firmware:
+    description: V(bios), or V(uefi) (libvirt picks the OVMF firmware, q35 machine).
+    type: str
+    choices: [bios, uefi]
+    default: bios
+  domain_type:
+    description:
+      - The libvirt domain type. V(kvm) for hardware virtualisation; V(qemu) for software emulation (TCG),
+        where KVM is not usable.
+    type: str
+    choices: [kvm, qemu]
+    default: kvm
+'''
