@@ -15,7 +15,7 @@ options:
       - Path of the Maglica configuration file (the seed's C(maglica.conf) YAML).
       - When neither O(config) nor O(hosts) is given, C(/etc/maglica.conf) is read (or the file named by
         the E(MAGLICA_CONFIG) environment variable).
-      - Settings given inline with O(hosts), O(client), O(libvirt) and O(security) win over the file's.
+      - Settings given inline with O(hosts), O(client), O(libvirt), O(security) and O(placement) win over the file's.
     type: path
   hosts:
     description:
@@ -37,6 +37,25 @@ options:
       uri:
         description: Full libvirt URI of the host, overriding O(libvirt).
         type: str
+      memory_mb:
+        description:
+          - The memory (MiB) placement counts for this host under O(placement.policy=resources), instead of the
+            total its libvirtd reports.
+        type: int
+  placement:
+    description: How clones are placed (see the README's Placement section).
+    type: dict
+    suboptions:
+      policy:
+        description:
+          - V(seed) - the least loaded host, (running domains + reserved clones) x 10 / weight.
+          - V(resources) - hosts without the memory or pool space for the clone are left out, each with its reason;
+            the others scored by committed memory and vCPUs.
+        type: str
+        choices: [seed, resources]
+      memory_overcommit:
+        description: Memory a host may commit to domains, as a multiple of its total (V(resources)).
+        type: float
   client:
     description: Where the client worker listens.
     type: dict

@@ -19,6 +19,11 @@ CONNECTION_ARGUMENT_SPEC = dict(
         weight=dict(type='int', default=10),
         address=dict(type='str'),
         uri=dict(type='str'),
+        memory_mb=dict(type='int'),
+    )),
+    placement=dict(type='dict', options=dict(
+        policy=dict(type='str', choices=['seed', 'resources']),
+        memory_overcommit=dict(type='float'),
     )),
     client=dict(type='dict', options=dict(
         host=dict(type='str'),
@@ -138,7 +143,7 @@ def load_config(module):
     inline = {}
     if params.get('hosts'):
         inline['hosts'] = [{k: v for k, v in h.items() if v is not None} for h in params['hosts']]
-    for section in ('client', 'libvirt', 'security'):
+    for section in ('client', 'libvirt', 'security', 'placement'):
         if params.get(section):
             inline[section] = {k: v for k, v in params[section].items() if v is not None}
     return maglica_config.load(params.get('config'), inline or None)

@@ -59,6 +59,16 @@ def test_load_config_from_file_and_inline_options(tmp_path):
         assert [(h.name, h.weight, h.uri) for h in common.load_config(module).hosts] == [('inline', 3, None)]
 
 
+def test_load_config_takes_placement_and_host_memory_inline(tmp_path):
+    path = tmp_path / 'maglica.conf'
+    path.write_text(yaml.safe_dump({'hosts': ['from-file'], 'placement': {'memory_overcommit': 1.5}}))
+    with module_with({'config': str(path), 'placement': {'policy': 'resources'},
+                      'hosts': [{'name': 'small', 'memory_mb': 2048}, {'name': 'big'}]}) as module:
+        cfg = common.load_config(module)
+    assert cfg.placement['policy'] == 'resources' and cfg.placement['memory_overcommit'] == 1.5
+    assert [h.memory_mb for h in cfg.hosts] == [2048, None]
+
+
 def test_run_turns_library_errors_into_fail_json(capsys):
     def operation(config):
         raise collection_errors.NotFoundError('image x is not on any host (asked: %s)' % config.hosts[0].name)
