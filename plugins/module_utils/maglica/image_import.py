@@ -29,7 +29,7 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from . import clone, messages, virt
+from . import clone, images, messages, virt
 from .client import Client
 from .errors import ConflictError, HostError, JobFailed, MaglicaError, MessageError
 
@@ -271,12 +271,7 @@ def send_sparse(stream, path: str) -> int:
                 data = os.read(fd, min(CHUNK, hole_at - position))
                 if not data:
                     raise HostError('%s got shorter while it was uploaded' % path)
-                view = memoryview(data)
-                while view:
-                    written = stream.send(view.tobytes())
-                    if written < 0:
-                        raise HostError('writing the upload stream failed (%d)' % written)
-                    view = view[written:]
+                images.send_all(stream, data, 'the upload stream')
                 position += len(data)
                 sent += len(data)
     finally:

@@ -91,6 +91,16 @@ def _pool_for(conn, directory):
         raise HostError('no storage pool for %s and no pool called default' % directory)
 
 
+def send_all(stream, data: bytes, what: str) -> None:
+    """Write all of `data` to a libvirt stream (send() may take less than it is given)."""
+    view = memoryview(data)
+    while view:
+        written = stream.send(view.tobytes())
+        if written < 0:
+            raise HostError('writing %s failed (%d)' % (what, written))
+        view = view[written:]
+
+
 def _stream_volume(src_conn, src_vol, dst_conn, dst_vol):
     """Pump one volume from a source libvirtd to a destination libvirtd, holes as holes. Returns bytes of data sent."""
     lv = virt.libvirt()
@@ -109,12 +119,7 @@ def _stream_volume(src_conn, src_vol, dst_conn, dst_vol):
                 raise HostError('reading the source stream failed (%d)' % data)
             if not data:
                 break
-            view = memoryview(data)
-            while view:
-                written = dst.send(view.tobytes())
-                if written < 0:
-                    raise HostError('writing the destination stream failed (%d)' % written)
-                view = view[written:]
+            send_all(dst, data, 'the destination stream')
             sent += len(data)
         src.finish()
         dst.finish()
