@@ -4,7 +4,8 @@
 #     never appear in the machine's own): enter it with `ip netns exec maglica-demo bash`
 #   - a libvirtd on loopback TLS (a testbed host in its own namespace, certificates by roles/maglica_pki)
 #     with a libvirt network `default` (DHCP) unless ours already answers
-#   - a Debian 12 image that boots, built here from Debian's packages, defined as demo.original
+#   - a Debian 12 disk image that boots, built here from Debian's packages (the stand-in for a distribution's
+#     cloud image), made into the original image demo.original by maglica_image in playbooks/demo.yml
 #   - a client worker and a host worker with CURVE keys, deployed by playbooks/site.yml (the roles)
 #   - the clone vm0.demo.test, booted until it answers SSH with the host key it was given, then an
 #     Ansible ping through the maglica inventory plugin with strict host key checking
@@ -61,13 +62,12 @@ if ! "${testbed[@]}" status 2>/dev/null | grep -q "^$HOST .* up$"; then
   MAGLICA_ANSIBLE_PLAYBOOK=$VENV/bin/ansible-playbook "${testbed[@]}" start-one "$HOST" "$ADDRESS" >/dev/null
 fi
 
-# 2. The original image, built here once (cached), defined as demo.original.
-if ! virsh -q -c "$("${testbed[@]}" uri "$HOST")" dominfo demo.original >/dev/null 2>&1; then
+# 2. A disk image that boots, built here once (cached): playbooks/demo.yml makes it the original image demo.original.
+if [[ ! -s $STATE/demo.qcow2 ]]; then
   say "building a Debian 12 image that boots, from Debian's packages (first time: a few minutes)"
   mkdir -p "$STATE"
-  timed image bash "$here/tests/testbed/build_bootable.sh" ifupdown "$STATE/demo.qcow2"
-  bash "$here/tests/testbed/define_image.sh" "$HOST" demo.original "$STATE/demo.qcow2" 1024
-  rm -f "$STATE/demo.qcow2"
+  timed image bash "$here/tests/testbed/build_bootable.sh" ifupdown "$STATE/demo.qcow2.part"
+  mv "$STATE/demo.qcow2.part" "$STATE/demo.qcow2"
 fi
 # The key the demo logs in with: its public half goes into the clone as root's authorized key.
 [[ -s $STATE/demo_key ]] || ssh-keygen -q -t ed25519 -N '' -C maglica-demo -f "$STATE/demo_key"
@@ -131,7 +131,7 @@ grep -v -e '^$' -e '^PLAY \[' -e '^TASK \[' "$STATE/site.log" || true
 # 4. The main job: clone, boot, wait until it answers SSH with the host key it was given.
 say "running playbooks/demo.yml"
 timed clone env ANSIBLE_PYTHON_INTERPRETER="$PY" PYTHONPATH='' "$VENV/bin/ansible-playbook" -i localhost, -c local \
-  playbooks/demo.yml -e "maglica_config=$CONF" -e "demo_public_key_file=$STATE/demo_key.pub"
+  playbooks/demo.yml -e "maglica_config=$CONF" -e "demo_public_key_file=$STATE/demo_key.pub" -e "demo_image_file=$STATE/demo.qcow2"
 
 # 5. Ansible reaches the new machine: the maglica inventory plugin gives it ansible_host and its host keys.
 cat >"$STATE/demo.maglica.yml" <<INVENTORY
