@@ -37,8 +37,12 @@ units: deps collection-link
 # namespace of their own: no guest address ever appears in the machine's own network namespace.
 IN_TESTBED_NETNS := bash tests/testbed/testbed.sh netns
 
+# Two pytest workers, each with a testbed of its own (tests/integration/conftest.py gives each its addresses,
+# ports and state directory); a test file stays on one worker, so a module's booted guest serves all its tests.
+# Most of a test's time is spent waiting on guests and daemons, so two workers share the two cores well.
+INTEGRATION_WORKERS ?= 2
 integration: deps collection-link
-	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider tests/integration
+	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration
 
 sanity: deps
 	rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)

@@ -14,7 +14,7 @@ APT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-
   ifupdown)  # ifupdown: its ifquery reads back the /etc/network/interfaces we write (unit tests)
 # `ansible` (12.x goes with ansible-core 2.19) ships community.crypto, which the roles' PKI uses; Galaxy is
 # out of reach here. cryptography: the library's certificate checks. rich: `maglica image import`'s progress bar.
-PIP_REQS=('ansible-core>=2.19,<2.20' 'ansible>=12,<13' cryptography 'pyzmq>=26' pytest pytest-timeout pyyaml
+PIP_REQS=('ansible-core>=2.19,<2.20' 'ansible>=12,<13' cryptography 'pyzmq>=26' pytest pytest-timeout pytest-xdist pyyaml
   ansible-lint antsibull-changelog hypothesis mypy types-PyYAML rich)
 
 # --- Debian packages -------------------------------------------------------

@@ -16,6 +16,23 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+
+def separate_xdist_workers(environ=os.environ):
+    """Under pytest-xdist, worker gwN gets a testbed of its own: loopback addresses 100*N further, ports 1000*N
+    further, its own state directory. Set before any test module reads them (they do at import)."""
+    worker = environ.get('PYTEST_XDIST_WORKER', '')
+    if not worker.startswith('gw') or worker == 'gw0':
+        return
+    number = int(worker[2:])
+    if number > 1:
+        raise RuntimeError('at most two xdist workers: the loopback addresses of a third would collide')
+    environ['MAGLICA_TEST_ADDRESS_BASE'] = str(int(environ.get('MAGLICA_TEST_ADDRESS_BASE', '11')) + 100 * number)
+    environ['MAGLICA_TEST_PORT_BASE'] = str(int(environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 1000 * number)
+    environ['MAGLICA_TESTBED_DIR'] = '%s-%s' % (environ.get('MAGLICA_TESTBED_DIR', '/var/tmp/maglica-testbed'), worker)
+
+
+separate_xdist_workers()
+
 from maglica_testbed import Cloud, Testbed, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 
 exit_on_sigterm()
