@@ -17,9 +17,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def separate_xdist_workers(environ=os.environ):
+def separate_xdist_workers(environ=None):
     """Under pytest-xdist, worker gwN gets a testbed of its own: loopback addresses 100*N further, ports 1000*N
     further, its own state directory. Set before any test module reads them (they do at import)."""
+    environ = os.environ if environ is None else environ
     worker = environ.get('PYTEST_XDIST_WORKER', '')
     if not worker.startswith('gw') or worker == 'gw0':
         return
