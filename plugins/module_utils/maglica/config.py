@@ -151,6 +151,15 @@ class Config(object):
         raise ConfigError('host %r is not in the configuration (%s); known hosts: %s'
                           % (name, self.source, ', '.join(h.name for h in self.hosts) or 'none'))
 
+    def target_names(self, names=None):
+        """The hosts a command is aimed at: `names` (each checked with host(), a repeated one once, in order),
+        or every configured host when none are named."""
+        if not names:
+            return [h.name for h in self.hosts]
+        for name in names:
+            self.host(name)
+        return list(dict.fromkeys(names))
+
     def uri(self, host):
         """The libvirt URI of a Host: its own `uri`, else built from the libvirt section."""
         if host.uri:

@@ -76,11 +76,7 @@ def plan_import(config, name: str, checksum: str, targets: Optional[List[str]] =
     Refuses, before anything is submitted: a target that is not configured, a target that cannot be reached,
     and a name taken there by a VM or by an image made from something else.
     """
-    names = list(targets) if targets else [h.name for h in config.hosts]
-    for target in names:
-        config.host(target)  # ConfigError naming the known hosts
-    if len(set(names)) != len(names):
-        raise MaglicaError('targets name a host more than once: %s' % ', '.join(names))
+    names = config.target_names(targets)  # ConfigError naming the known hosts
     plan: Dict[str, Any] = {'present': [], 'fetch': [], 'targets': names}
     for answer in virt.survey(config, hosts=names):
         host = answer['host']

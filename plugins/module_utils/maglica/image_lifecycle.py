@@ -86,15 +86,6 @@ def _survey_name(config, name: str, targets: List[str]) -> Dict[str, Optional[Di
     return {a['host']: a['result'] for a in answers}
 
 
-def _targets(config, targets: Optional[List[str]]) -> List[str]:
-    """The named hosts (each checked against the configuration), or every host."""
-    if not targets:
-        return [h.name for h in config.hosts]
-    for host in targets:
-        config.host(host)
-    return list(dict.fromkeys(targets))
-
-
 def _run_jobs(config, jobs: List[Dict[str, Any]], timeout: int) -> Dict[str, Any]:
     """Submit the jobs together, then wait for each: {host: finished job or the JobFailed it ended with}."""
     ended: Dict[str, Any] = {}
@@ -119,7 +110,7 @@ def remove(config, name: str, targets: Optional[List[str]] = None, force_dependa
     Returns {changed, name, hosts: [{host, state: removed | absent | would remove, dependants}], dependants, jobs}.
     """
     messages.NAME.check('name', name)
-    hosts = _targets(config, targets)
+    hosts = config.target_names(targets)
     plan, dependants = plan_remove(name, _survey_name(config, name, hosts), force_dependants)
     result: Dict[str, Any] = {'changed': any(p['state'] == 'remove' for p in plan), 'name': name, 'hosts': [],
                               'dependants': dependants, 'jobs': []}

@@ -205,3 +205,11 @@ def test_inline_settings_without_hosts_still_read_the_default_file(tmp_path, mon
     monkeypatch.setenv('MAGLICA_CONFIG', write_yaml(tmp_path / 'default.conf', {'hosts': ['from-default']}))
     cfg = config.load(None, {'client': {'host': 'inline-client'}})
     assert [h.name for h in cfg.hosts] == ['from-default'] and cfg.client['host'] == 'inline-client'
+
+
+def test_target_names_checks_each_host_and_names_a_repeated_one_once():
+    cfg = config.load(inline={'hosts': ['kvm1', 'kvm2', 'kvm3']})
+    assert cfg.target_names() == ['kvm1', 'kvm2', 'kvm3'] and cfg.target_names([]) == ['kvm1', 'kvm2', 'kvm3']
+    assert cfg.target_names(['kvm3', 'kvm1', 'kvm3']) == ['kvm3', 'kvm1']
+    with pytest.raises(ConfigError, match="host 'kvm9' is not in the configuration .*known hosts: kvm1, kvm2, kvm3"):
+        cfg.target_names(['kvm1', 'kvm9'])
