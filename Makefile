@@ -66,8 +66,15 @@ demo-clean:
 testbed-stop:
 	bash tests/testbed/testbed.sh stop
 
-bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image: deps collection-link
-	$(IN_TESTBED_NETNS) $(PY) benchmarks/$(subst -,_,$(subst bench-,,$@)).py
+# Benchmarks have a testbed of their own (state directory and network namespace), so one started while
+# `make test` runs leaves the tests' hypervisors alone. BENCH_ARGS=--quick: the short mode CI runs.
+BENCHMARKS := list clone batch dispatch faults fuzz module-overhead boot placement image
+BENCH_TESTBED_DIR ?= /var/tmp/maglica-bench
+BENCH_NETNS ?= maglica-bench
+BENCH_ARGS ?=
+$(addprefix bench-,$(BENCHMARKS)): deps collection-link
+	MAGLICA_TESTBED_DIR=$(BENCH_TESTBED_DIR) MAGLICA_NETNS=$(BENCH_NETNS) \
+	  $(IN_TESTBED_NETNS) $(PY) benchmarks/$(subst -,_,$(subst bench-,,$@)).py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)
