@@ -16,7 +16,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
-.PHONY: all deps collection-link test sanity units integration lint typecheck demo demo-clean testbed-stop \
+.PHONY: all deps collection-link images test sanity units integration lint typecheck demo demo-clean testbed-stop \
         bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image clean
 
 all: test
@@ -41,8 +41,13 @@ IN_TESTBED_NETNS := bash tests/testbed/testbed.sh netns
 # ports and state directory); a test file stays on one worker, so a module's booted guest serves all its tests.
 # Most of a test's time is spent waiting on guests and daemons, so two workers share the two cores well.
 INTEGRATION_WORKERS ?= 2
-integration: deps collection-link
+integration: deps collection-link images
 	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration
+
+# The bootable guest images, built from Debian's packages in the machine's own network namespace: the
+# testbed's has no route to the mirror. Cached in MAGLICA_IMAGE_CACHE (tests/testbed/env.sh).
+images: deps
+	bash tests/testbed/build_bootable.sh --cache ifupdown nm cloudinit
 
 sanity: deps
 	rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
@@ -72,6 +77,7 @@ BENCHMARKS := list clone batch dispatch faults fuzz module-overhead boot placeme
 BENCH_TESTBED_DIR ?= /var/tmp/maglica-bench
 BENCH_NETNS ?= maglica-bench
 BENCH_ARGS ?=
+bench-boot bench-image: images
 $(addprefix bench-,$(BENCHMARKS)): deps collection-link
 	MAGLICA_TESTBED_DIR=$(BENCH_TESTBED_DIR) MAGLICA_NETNS=$(BENCH_NETNS) \
 	  $(IN_TESTBED_NETNS) $(PY) benchmarks/$(subst -,_,$(subst bench-,,$@)).py $(BENCH_ARGS)

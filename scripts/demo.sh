@@ -15,28 +15,38 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export MAGLICA_TESTBED_DIR=${MAGLICA_DEMO_DIR:-/var/tmp/maglica-demo}
 export MAGLICA_NETNS=${MAGLICA_DEMO_NETNS:-maglica-demo}
+STATE=$MAGLICA_TESTBED_DIR/maglica
+
+say() { printf 'demo: %s\n' "$*"; }
+
+# timed PHASE CMD...: run CMD and record how long the phase took (printed at the end).
+read -ra PHASES <<<"${MAGLICA_DEMO_PHASES:-}"
+timed() {
+  local phase=$1 start=$SECONDS; shift
+  "$@"
+  PHASES+=("$phase=$((SECONDS - start))s")
+}
+
 if [[ ${MAGLICA_DEMO_IN_NETNS:-} != "$MAGLICA_NETNS" ]]; then
-  MAGLICA_DEMO_IN_NETNS=$MAGLICA_NETNS exec bash "$here/tests/testbed/testbed.sh" netns bash "${BASH_SOURCE[0]}" "$@"
+  # 2 (first, here). A disk image that boots, built once from Debian's packages: in the machine's own network
+  # namespace, the one that reaches Debian's mirror. playbooks/demo.yml makes it the original image demo.original.
+  if [[ ${1:-} != clean && ! -s $STATE/demo.qcow2 ]]; then
+    say "building a Debian 12 image that boots, from Debian's packages (first time: a few minutes)"
+    mkdir -p "$STATE"
+    timed image bash "$here/tests/testbed/build_bootable.sh" ifupdown "$STATE/demo.qcow2.part"
+    mv "$STATE/demo.qcow2.part" "$STATE/demo.qcow2"
+  fi
+  MAGLICA_DEMO_PHASES="${PHASES[*]}" MAGLICA_DEMO_IN_NETNS=$MAGLICA_NETNS \
+    exec bash "$here/tests/testbed/testbed.sh" netns bash "${BASH_SOURCE[0]}" "$@"
 fi
 . "$here/tests/testbed/env.sh"
 VENV=${VENV:-$here/.venv}
 PY=$VENV/bin/python
 ADDRESS=${MAGLICA_DEMO_ADDRESS:-127.0.0.1}
 HOST=demo
-STATE=$MAGLICA_TESTBED_DIR/maglica
 CONF=$STATE/client/etc/maglica.conf
 testbed=(bash "$here/tests/testbed/testbed.sh")
 export PYTHONPATH=$here/plugins/module_utils
-
-say() { printf 'demo: %s\n' "$*"; }
-
-# timed PHASE CMD...: run CMD and record how long the phase took (printed at the end).
-PHASES=()
-timed() {
-  local phase=$1 start=$SECONDS; shift
-  "$@"
-  PHASES+=("$phase $((SECONDS - start))s")
-}
 
 stop_workers() {
   local conf
@@ -46,9 +56,15 @@ stop_workers() {
 }
 
 if [[ ${1:-} == clean ]]; then
+  # The guests' qemus, by libvirt's pid files: each must be gone when clean is done.
+  qemus=()
+  [[ -d $MAGLICA_TESTBED_DIR/hosts/$HOST ]] && mapfile -t qemus < <("${testbed[@]}" qemu-pids "$HOST")
   stop_workers
   "${testbed[@]}" clean
-  say "stopped and removed $MAGLICA_TESTBED_DIR"
+  for pid in "${qemus[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then say "qemu $pid of the demo still runs after clean" >&2; exit 1; fi
+  done
+  say "stopped ${#qemus[@]} guest(s) and the demo's daemons; removed $MAGLICA_TESTBED_DIR"
   exit 0
 fi
 
@@ -62,13 +78,6 @@ if ! "${testbed[@]}" status 2>/dev/null | grep -q "^$HOST .* up$"; then
   MAGLICA_ANSIBLE_PLAYBOOK=$VENV/bin/ansible-playbook "${testbed[@]}" start-one "$HOST" "$ADDRESS" >/dev/null
 fi
 
-# 2. A disk image that boots, built here once (cached): playbooks/demo.yml makes it the original image demo.original.
-if [[ ! -s $STATE/demo.qcow2 ]]; then
-  say "building a Debian 12 image that boots, from Debian's packages (first time: a few minutes)"
-  mkdir -p "$STATE"
-  timed image bash "$here/tests/testbed/build_bootable.sh" ifupdown "$STATE/demo.qcow2.part"
-  mv "$STATE/demo.qcow2.part" "$STATE/demo.qcow2"
-fi
 # The key the demo logs in with: its public half goes into the clone as root's authorized key.
 [[ -s $STATE/demo_key ]] || ssh-keygen -q -t ed25519 -N '' -C maglica-demo -f "$STATE/demo_key"
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # build_bootable.sh VARIANT OUT.qcow2   (VARIANT: ifupdown | nm | cloudinit)
+# build_bootable.sh --cache VARIANT...   only fill the cache (run it outside any network namespace: see below)
 # A Debian 12 guest disk that really boots: its own kernel, GRUB on its own disk, systemd,
 # openssh-server, qemu-guest-agent, a serial console (ttyS0) and one network stack:
 #   ifupdown   /etc/network/interfaces with eth0 on DHCP (isc-dhcp-client)
@@ -10,13 +11,25 @@
 # package installation happen once. The image's hostname is "original" and its machine-id fixed,
 # so tests can tell the image's identity from a clone's.
 # Cached as $MAGLICA_IMAGE_CACHE/bootable-VARIANT-HASH.qcow2 (HASH of this script).
+# mmdebstrap needs Debian's mirror, which the machine's own network namespace reaches and the testbed's
+# and the demo's namespaces do not: `make images` and `make demo` build before they enter theirs, and a
+# build that would need the mirror from inside a namespace stops at once, saying so.
 set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
 . "$(dirname "$self")/env.sh"
-(($# == 2)) || { echo "usage: $0 ifupdown|nm|cloudinit OUT.qcow2" >&2; exit 2; }
+usage() { echo "usage: $0 ifupdown|nm|cloudinit OUT.qcow2 | $0 --cache VARIANT..." >&2; exit 2; }
+check_variant() { case $1 in ifupdown | nm | cloudinit) ;; *) echo "unknown variant: $1" >&2; exit 2 ;; esac; }
+if [[ ${1:-} == --cache ]]; then
+  shift
+  (($#)) || usage
+  for variant; do check_variant "$variant"; done
+  for variant; do bash "$self" "$variant" /dev/null; done
+  exit 0
+fi
+(($# == 2)) || usage
 variant=$1 out=$2
-case $variant in ifupdown | nm | cloudinit) ;; *) echo "unknown variant: $variant" >&2; exit 2 ;; esac
+check_variant "$variant"
 
 # What the image's own identity is: tests compare clones against these.
 IMAGE_MACHINE_ID=0123456789abcdef0123456789abcdef
@@ -35,6 +48,11 @@ exec 9>"$MAGLICA_IMAGE_CACHE/bootable.lock"
 flock 9  # parallel callers wait for one build instead of racing
 
 if [[ ! -s $base ]]; then
+  if in_named_netns; then
+    echo "build_bootable: $base is not built, and mmdebstrap cannot reach Debian's mirror from this network" \
+      "namespace ($(ip netns identify "$$")): build it first from the machine's own (make images)" >&2
+    exit 1
+  fi
   echo "build_bootable: mmdebstrap bookworm -> $base" >&2
   mmdebstrap --quiet --format=tar --variant=minbase --include="$PACKAGES" bookworm "$base.tmp"
   mv "$base.tmp" "$base"
@@ -60,6 +78,9 @@ linux /vmlinuz root=LABEL=root ro console=ttyS0,115200 net.ifnames=0
 initrd /initrd.img
 boot
 EOF
+  # The partition starts at 1 MiB: GRUB embeds its core image in the gap before it. part-disk's smaller gap
+  # made grub-install fail now and then ("embedding is not possible, but this is required for cross-disk
+  # install") when the core image did not fit.
   # Only the chosen stack starts; the others stay installed but disabled.
   disable=()
   [[ $variant == nm ]] || disable+=(/etc/systemd/system/multi-user.target.wants/NetworkManager.service
@@ -71,7 +92,8 @@ EOF
   truncate -s 3G "$raw"
   guestfish --rw -a "$raw" <<EOF
 run
-part-disk /dev/sda mbr
+part-init /dev/sda mbr
+part-add /dev/sda p 2048 -1
 part-set-bootable /dev/sda 1 true
 mkfs ext4 /dev/sda1 label:root
 mount /dev/sda1 /
@@ -87,4 +109,4 @@ EOF
   qemu-img convert -O qcow2 "$raw" "$cached.tmp"
   mv "$cached.tmp" "$cached"
 fi
-cp --sparse=always "$cached" "$out"
+[[ $out == /dev/null ]] || cp --sparse=always "$cached" "$out"

@@ -11,6 +11,7 @@
 #   testbed.sh start [N]            host0..host{N-1} at 127.0.0.11.. (default N=3)
 #   testbed.sh start-one NAME ADDR  one host with any name/address
 #   testbed.sh stop | clean | status
+#   testbed.sh qemu-pids NAME       the running qemus of NAME's guests (by libvirt's pid files)
 #   testbed.sh exec NAME CMD...     run CMD inside NAME's namespaces (env kept)
 #   testbed.sh certificates NAME ADDR [NAME ADDR...]   the PKI (roles/maglica_pki)
 #   testbed.sh uri NAME             the URI of NAME's libvirtd
@@ -58,7 +59,7 @@ PKI=$MAGLICA_TESTBED_DIR/pki
 uri() { echo "qemu+tls://$(cat "$HOSTS/$1/address")/system?pkipath=$PKI/library"; }
 
 # The guest networks' addresses may exist only in a network namespace of our own.
-in_own_netns() { [[ $(readlink /proc/self/ns/net) != "$(readlink /proc/1/ns/net)" ]]; }
+in_own_netns() { in_named_netns; }
 
 # Run CMD in the named network namespace, made (loopback up) if it does not exist yet.
 netns_exec() {
@@ -244,12 +245,46 @@ ns_members() {
   return 0
 }
 
+# Pid of every guest's qemu that the host's libvirtd started and that still runs, found by the pid files
+# libvirt keeps for them (run/qemu/DOMAIN.pid) and checked to be that domain's qemu: they outlive a
+# libvirtd or a namespace holder that was killed, and then nothing else leads to them.
+qemu_pids() {
+  local f pid dom cmd
+  for f in "$HOSTS/$1"/run/qemu/*.pid; do
+    [[ -e $f ]] || continue
+    pid=$(pidof_file "$f") dom=$(basename "$f" .pid)
+    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || continue
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+    [[ $cmd == *qemu-system* && $cmd == *"guest=$dom,"* ]] || continue
+    [[ $(readlink "/proc/$pid/ns/mnt") != "$(readlink /proc/self/ns/mnt)" ]] || continue  # never the machine's own
+    echo "$pid"
+  done
+  return 0
+}
+
+# Likewise the dnsmasq of each libvirt network (run/network/NETWORK.pid): one left running holds the
+# network's address, and the host's next start cannot start its network.
+dnsmasq_pids() {
+  local f pid cmd
+  for f in "$HOSTS/$1"/run/network/*.pid; do
+    [[ -e $f ]] || continue
+    pid=$(pidof_file "$f")
+    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || continue
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+    [[ $cmd == *dnsmasq* && $cmd == *"/var/lib/libvirt/dnsmasq/$(basename "$f" .pid).conf"* ]] || continue
+    [[ $(readlink "/proc/$pid/ns/mnt") != "$(readlink /proc/self/ns/mnt)" ]] || continue
+    echo "$pid"
+  done
+  return 0
+}
+
 stop_one() {
-  local name=$1 dir=$HOSTS/$1 holder ld lg dom pids p
+  local name=$1 dir=$HOSTS/$1 holder ld lg dom pids p qemus
   holder=$(holder_pid "$name" || true)
   ld=$(pidof_file "$dir/run/libvirtd.pid"); alive "$ld" || ld=
   lg=$(pidof_file "$dir/run/virtlogd.pid"); alive "$lg" || lg=
-  [[ -n $holder$ld$lg ]] || return 0
+  mapfile -t qemus < <(qemu_pids "$name"; dnsmasq_pids "$name")
+  [[ -n $holder$ld$lg${qemus[*]} ]] || return 0
   if [[ -n $ld ]] && answers "$name" >/dev/null 2>&1; then
     for dom in $(virsh -q -c "$(uri "$name")" list --name); do
       virsh -q -c "$(uri "$name")" destroy "$dom" >/dev/null || true
@@ -257,7 +292,7 @@ stop_one() {
     virsh -q -c "$(uri "$name")" net-destroy default >/dev/null 2>&1 || true  # its bridge and dnsmasq with it
   fi
   # Everything in the host's mount namespace: daemons, qemus, workers, holder.
-  mapfile -t pids < <(for p in $holder $ld $lg; do ns_members "$p"; done | sort -un)
+  mapfile -t pids < <(for p in $holder $ld $lg "${qemus[@]}"; do ns_members "$p"; done | sort -un)
   if ((${#pids[@]})); then
     kill -TERM "${pids[@]}" 2>/dev/null || true
     if ! wait_for 15 none_alive "${pids[@]}"; then
@@ -265,6 +300,8 @@ stop_one() {
       wait_for 30 none_alive "${pids[@]}" || die "$name: processes survive SIGKILL: ${pids[*]}"
     fi
   fi
+  mapfile -t qemus < <(qemu_pids "$name")
+  ((${#qemus[@]} == 0)) || die "$name: guests' qemu still running after stop: ${qemus[*]}"
   rm -f "$dir/ns.pid" "$dir/run/libvirtd.pid" "$dir/run/virtlogd.pid"
 }
 none_alive() { local p; for p; do ! alive "$p" || return 1; done; }
@@ -300,7 +337,8 @@ case $cmd in
   netns) (($# >= 1)) || die "usage: netns CMD..."; netns_exec "$@" ;;
   certificates) (($# >= 2 && $# % 2 == 0)) || die "usage: certificates NAME ADDRESS [NAME ADDRESS...]"; certificates "$@" ;;
   uri) (($# == 1)) || die "usage: uri NAME"; uri "$1" ;;
+  qemu-pids) (($# == 1)) || die "usage: qemu-pids NAME"; qemu_pids "$1" ;;
   _ns-init) ns_init "$1" ;;
   _ns-daemons) ns_daemons ;;
-  *) sed -n '2,18s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
+  *) sed -n '2,19s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
 esac
