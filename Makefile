@@ -35,7 +35,7 @@ units: deps collection-link
 
 # The testbed (libvirtds, their guest networks, workers, booted guests) and the tests live in one network
 # namespace of their own: no guest address ever appears in the machine's own network namespace.
-IN_TESTBED_NETNS := bash tests/testbed/testbed.sh netns
+IN_TESTBED_NETNS := bash tests/testbed/testbed.sh locked bash tests/testbed/testbed.sh netns
 
 # Two pytest workers, each with a testbed of its own (tests/integration/conftest.py gives each its addresses,
 # ports and state directory); a test file stays on one worker, so a module's booted guest serves all its tests.

@@ -48,10 +48,20 @@ CONF=$STATE/client/etc/maglica.conf
 testbed=(bash "$here/tests/testbed/testbed.sh")
 export PYTHONPATH=$here/plugins/module_utils
 
+# The workers' supervisords, found by their pid files: asked to shut down (they stop their workers first), and
+# sent SIGTERM (which does the same) when their socket does not answer; each must be gone within 60 s.
 stop_workers() {
-  local conf
+  local conf pid end
   for conf in "$STATE"/{client,host}/supervisor/supervisord.conf; do
-    if [[ -e $conf ]]; then supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || true; fi
+    [[ -e $conf ]] || continue
+    pid=$(cat "$(dirname "$conf")/supervisord.pid" 2>/dev/null || true)
+    [[ $pid =~ ^[0-9]+$ && $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *supervisord*"$conf"* ]] || pid=
+    supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || { [[ -z $pid ]] || kill -TERM "$pid" 2>/dev/null || true; }
+    end=$((SECONDS + 60))
+    while [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; do
+      ((SECONDS < end)) || { say "supervisord $pid ($conf) did not stop" >&2; exit 1; }
+      sleep 0.2
+    done
   done
 }
 

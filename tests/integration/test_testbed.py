@@ -73,3 +73,25 @@ def test_stop_ends_the_guests_of_a_host_whose_daemons_were_killed(tmp_path):
         testbed('start-one', HOST, address)
     finally:
         testbed('clean')
+
+
+def test_a_testbed_in_use_is_refused_naming_its_user(tmp_path):
+    """`make test` and a benchmark on one testbed tore down each other's hypervisors: the second is refused."""
+    env = maglica_testbed.testbed_env()
+    env['MAGLICA_TESTBED_DIR'] = str(tmp_path / 'testbed')
+    script = os.path.join(TESTBED, 'testbed.sh')
+    release = tmp_path / 'release'
+    holder = subprocess.Popen(['bash', script, 'locked', 'bash', '-c', 'touch %s.held; until [ -e %s ]; do sleep 0.05; done'
+                               % (release, release)], env=env)
+    try:
+        wait_until(lambda: os.path.exists('%s.held' % release), 30, 'the first user to hold the testbed')
+        second = subprocess.run(['bash', script, 'locked', 'true'], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+        assert second.returncode != 0
+        assert 'is in use' in second.stdout and 'pid %d' % holder.pid in second.stdout, second.stdout
+    finally:
+        release.touch()
+        holder.wait(30)
+    assert holder.returncode == 0
+    again = subprocess.run(['bash', script, 'locked', 'true'], env=env, check=False)
+    assert again.returncode == 0, 'the lock is free once its user ended'

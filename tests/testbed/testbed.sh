@@ -8,6 +8,7 @@
 # guest address ever appears in the machine's own network namespace.
 #
 #   testbed.sh netns CMD...         run CMD in the testbed's network namespace ($MAGLICA_NETNS)
+#   testbed.sh locked CMD...        run CMD holding the testbed's lock; refuse at once if another holds it
 #   testbed.sh start [N]            host0..host{N-1} at 127.0.0.11.. (default N=3)
 #   testbed.sh start-one NAME ADDR  one host with any name/address
 #   testbed.sh stop | clean | status
@@ -335,10 +336,21 @@ case $cmd in
     pid=$(holder_pid "$1") || die "$1 is not running"; shift
     exec nsenter -t "$pid" -m -u -n --wd="$PWD" -- "$@" ;;
   netns) (($# >= 1)) || die "usage: netns CMD..."; netns_exec "$@" ;;
+  locked)
+    # One user of a testbed at a time: `make test` and a benchmark on one testbed would tear down each
+    # other's hypervisors and certificates.
+    (($# >= 1)) || die "usage: locked CMD..."
+    lock=$MAGLICA_TESTBED_DIR.lock
+    exec 8<>"$lock"
+    if ! flock -n 8; then
+      die "the testbed $MAGLICA_TESTBED_DIR is in use: $(tr -d '\0' <"$lock" | head -c 300) (lock: $lock)"
+    fi
+    printf 'pid %d since %s: %s' $$ "$(date -u +%H:%M:%SZ)" "$*" >"$lock"
+    "$@" ;;  # not exec: the lock is held, by fd 8, until CMD ends; CMD inherits it too
   certificates) (($# >= 2 && $# % 2 == 0)) || die "usage: certificates NAME ADDRESS [NAME ADDRESS...]"; certificates "$@" ;;
   uri) (($# == 1)) || die "usage: uri NAME"; uri "$1" ;;
   qemu-pids) (($# == 1)) || die "usage: qemu-pids NAME"; qemu_pids "$1" ;;
   _ns-init) ns_init "$1" ;;
   _ns-daemons) ns_daemons ;;
-  *) sed -n '2,19s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
+  *) sed -n '2,20s/^# \{0,1\}//p' "$self" >&2; exit 2 ;;
 esac
