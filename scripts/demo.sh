@@ -74,7 +74,8 @@ if [[ ${1:-} == clean ]]; then
   for pid in "${qemus[@]}"; do
     if kill -0 "$pid" 2>/dev/null; then say "qemu $pid of the demo still runs after clean" >&2; exit 1; fi
   done
-  say "stopped ${#qemus[@]} guest(s) and the demo's daemons; removed $MAGLICA_TESTBED_DIR"
+  ip netns delete "$MAGLICA_NETNS" 2>/dev/null || true  # the namespace goes when this, its last process, ends
+  say "stopped ${#qemus[@]} guest(s) and the demo's daemons; removed $MAGLICA_TESTBED_DIR and the network namespace $MAGLICA_NETNS"
   exit 0
 fi
 

@@ -110,7 +110,9 @@ class Testbed(object):
 
     def bootable_image(self, variant):
         """Path of a built (cached) Debian 12 disk that boots: variant ifupdown, nm or cloudinit."""
-        out = os.path.join(self.env['MAGLICA_IMAGE_CACHE'], 'build-bootable-%s.qcow2' % variant)
+        # A copy in this testbed's own directory: two testbeds copying into one shared file at once hand a test
+        # a file still being written (a checksum of an empty file was seen).
+        out = os.path.join(self.dir, 'build-bootable-%s.qcow2' % variant)
         self.script('build_bootable.sh', variant, out)
         return out
 
