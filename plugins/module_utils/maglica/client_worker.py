@@ -204,16 +204,24 @@ class ClientWorker(object):
         return {'ok': True, 'hosts': hosts}
 
     def request_fetch(self, data):
-        """The jobs of this host that are still to run; the others are `gone` (finished, expired, unknown)."""
+        """The jobs of this host that are still to run; the others are `gone` (finished, expired, unknown).
+        As many jobs as fit one frame (at least one); the ids in neither list are asked for again."""
         jobs, gone = [], []
+        used = 0
         for job_id in data['ids']:
             row = self.log.get(job_id)
             # An acknowledged job is in its host worker's record, and its secrets are gone from here.
             if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES or row['acked'] is not None:
                 gone.append(job_id)
-            else:
-                jobs.append({'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
-                             'ttl': max(1, int(row['expires'] - row['created']))})
+                used += len(job_id) + 3
+                continue
+            job = {'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
+                   'ttl': max(1, int(row['expires'] - row['created']))}
+            size = messages.encoded_size(job) + 1
+            if jobs and used + size > REPLY_BUDGET:
+                continue  # not in this reply: the host worker fetches it next
+            jobs.append(job)
+            used += size
         return {'ok': True, 'jobs': jobs, 'gone': gone}
 
     def request_report(self, data):

@@ -18,7 +18,7 @@ import threading
 import pytest
 import zmq  # a missing pyzmq fails the suite, never skips it
 
-from maglica import config, keys, messages, transport
+from maglica import config, host_worker, keys, messages, transport
 from maglica.client import Client
 from maglica.errors import DispatchError, JobFailed, NotFoundError, StalePlacement
 from unit_helpers import Daemon, files_holding, free_ports, wait_until, worker_env, write_yaml
@@ -660,3 +660,62 @@ def test_simultaneous_placements_on_one_host_get_one_slot(plain_cloud):
     for thread in threads:
         thread.join(30)
     assert sorted(outcomes) == ['stale'] * 5 + ['taken']
+
+
+# -- fetch replies bounded by the frame (issue 18 item 9) ------------------------------------------
+
+def big_clone_job(host, hostname, ttl=60):
+    """A clone whose cloud-init user-data is as big as a job may carry (64 KiB)."""
+    header = '#cloud-config\nwrite_files:\n  - path: /etc/big\n    content: '
+    user_data = header + 'x' * (65536 - len(header) - 1) + '\n'
+    return messages.new_job(host, 'vm.clone', {'image': 'debian.original', 'hostname': hostname, 'clone_mode': 'linked',
+                                               'start': False, 'cloud_init_user_data': user_data}, ttl=ttl)
+
+
+def test_a_fetch_of_five_big_jobs_is_answered_in_replies_that_fit(plain_cloud):
+    """Five jobs of 64 KiB of user-data each are more than one frame: the reply holds those that fit, and says
+    nothing of the others, which the host worker asks for again."""
+    jobs = [big_clone_job('lonely', 'bigfetch%d' % n) for n in range(5)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+    wanted = sorted(job['id'] for job in jobs)
+    got = {}
+    for _round in range(5):
+        reply = host_request(plain_cloud, 'lonely', {'type': 'fetch', 'host': 'lonely', 'ids': sorted(set(wanted) - set(got))})
+        assert reply['ok'], reply
+        assert reply['jobs'] and not reply['gone'], 'each reply carries at least one job, and none is gone'
+        got.update((job['id'], job) for job in reply['jobs'])
+        if len(got) == len(wanted):
+            break
+    assert sorted(got) == wanted
+    assert all(len(got[job['id']]['args']['cloud_init_user_data']) == 65536 for job in jobs)
+
+
+def test_a_host_worker_gets_five_big_jobs_fetched_together(plain_cloud):
+    """A host worker with notices of the five asks for them in one fetch: it records and starts each (the rest of a
+    reply that could not hold them all are asked for at once), instead of being refused until they expire."""
+    jobs = [big_clone_job('lonely', 'bigrun%d' % n) for n in range(5)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+    worker = host_worker.HostWorker(plain_cloud.config, 'lonely')
+    started = []
+    # Running the clones is not what is tested (there is no libvirtd for `lonely`): the started jobs are collected.
+    worker.start = lambda job, reconcile=False: started.append(job['id'])
+    try:
+        worker.to_fetch.update(job['id'] for job in jobs)
+        for _round in range(5):
+            worker.fetch()
+            if not worker.to_fetch:
+                break
+        assert not worker.to_fetch, 'still to fetch: %s' % sorted(worker.to_fetch)
+        assert sorted(started) == sorted(job['id'] for job in jobs)
+        assert all(worker.record.get(job['id']) is not None for job in jobs)
+    finally:
+        worker.pool.shutdown(wait=True)
+        worker.requester.close()
+        worker.intents.close()
+        worker.record.close()
+        worker.sub.close()
+        worker.context.term()
