@@ -719,3 +719,45 @@ def test_a_host_worker_gets_five_big_jobs_fetched_together(plain_cloud):
         worker.record.close()
         worker.sub.close()
         worker.context.term()
+
+
+# -- an import claims its name as a clone does (issue 18 item 7) -------------------------------------
+
+def import_job(host, name, ttl=60):
+    return messages.new_job(host, 'image.import', {'name': name, 'checksum': 'sha256:' + '0' * 64,
+                                                   'url': 'http://127.0.0.1:9/%s.qcow2' % name}, ttl=ttl)
+
+
+def test_two_imports_of_one_name_on_one_host_get_one_job(plain_cloud):
+    """A re-run of an import (after a wait timeout) while the first job still runs gets the first job back: never a
+    second job that would make the same disk. The same name on another host is another job."""
+    first, again, other_host = import_job('lonely', 'imp1'), import_job('lonely', 'imp1'), import_job('kvm10', 'imp1')
+    with Client(plain_cloud.config) as client:
+        assert client.submit(first)['id'] == first['id']
+        assert client.submit(again)['id'] == first['id']
+        assert client.submit(other_host)['id'] == other_host['id'], 'an image is imported on several hosts at once'
+        ids = [j['id'] for j in client.recent(100)]
+    assert first['id'] in ids and again['id'] not in ids
+
+
+def test_an_import_and_a_clone_of_one_name_get_one_job(plain_cloud):
+    """An image import and a clone make a domain and a disk of the same name: whichever came first holds it."""
+    imported, cloned = import_job('lonely', 'imp2'), clone_job('kvm10', 'imp2')
+    clone_first, import_later = clone_job('kvm10', 'imp3'), import_job('lonely', 'imp3')
+    with Client(plain_cloud.config) as client:
+        assert client.submit(imported)['id'] == imported['id']
+        assert client.submit(cloned)['id'] == imported['id']
+        assert client.submit(clone_first)['id'] == clone_first['id']
+        assert client.submit(import_later)['id'] == clone_first['id']
+        ids = [j['id'] for j in client.recent(100)]
+    assert cloned['id'] not in ids and import_later['id'] not in ids
+
+
+def test_an_import_claim_is_released_when_the_job_ends(plain_cloud):
+    first = import_job('lonely', 'imp4', ttl=1)
+    with Client(plain_cloud.config) as client:
+        client.submit(first)
+        with pytest.raises(JobFailed):
+            client.wait(first['id'], 10)
+        later = clone_job('lonely', 'imp4')
+        assert client.submit(later)['id'] == later['id']
