@@ -58,6 +58,10 @@ CREATE INDEX IF NOT EXISTS claims_job ON claims (job_id);
 CREATE INDEX IF NOT EXISTS claims_host ON claims (host, kind);
 """
 FINAL_STATES_SQL = "('succeeded', 'failed', 'expired')"
+COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
+           'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result', 'progress')
+# Columns added after the first release, with their type: an older database gets them when opened.
+ADDED_COLUMNS = (('late_result', 'TEXT'), ('progress', 'TEXT'))
 # Between a domain name and a host in the key of a claim on that name for one host: `@` is in no name (NAME_RE).
 NAME_HOST_SEPARATOR = '@'
 
@@ -65,10 +69,6 @@ NAME_HOST_SEPARATOR = '@'
 def name_key(name: str, host: Optional[str] = None) -> str:
     """The key of a 'hostname' claim: the name on every host, or name@host on `host` only."""
     return name if host is None else name + NAME_HOST_SEPARATOR + host
-COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
-           'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result', 'progress')
-# Columns added after the first release, with their type: an older database gets them when opened.
-ADDED_COLUMNS = (('late_result', 'TEXT'), ('progress', 'TEXT'))
 
 
 def open_database(path):

@@ -289,7 +289,7 @@ def test_find_vm(cloud_config):
 
 def test_clone_check_mode_submits_nothing(cloud_config):
     result = cloud.clone(cloud_config, 'debian.original', 'web1', check_mode=True, network={'mode': 'dhcp', 'device': None},
-                          allow_unreachable=True)
+                         allow_unreachable=True)
     assert result['changed'] and result['host'] == 'b' and result['job_id'] is None and result['job'] is None
     existing = cloud.clone(cloud_config, 'debian.original', 'vm3', check_mode=True)
     assert not existing['changed'] and existing['domain']['name'] == 'vm3'
