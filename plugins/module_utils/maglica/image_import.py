@@ -159,14 +159,21 @@ def import_image(config, name: str, url: Optional[str], checksum: Optional[str],
     if path:
         upload_all(config, path, jobs, settings.get('pool') or 'default')
     with Client(config) as client:
-        waiting = []
+        waiting, refused = [], []
         for job in jobs:
             logged = client.submit(job)
-            if logged['id'] != job['id'] and (logged['action'], logged['host']) != ('image.import', job['host']):
-                raise ConflictError('%s is being made on %s by job %s (%s): wait for it to end' % (
-                    name, logged['host'], logged['id'], logged['action']))
-            # Else the import of this name on this host already under way (an earlier run that timed out): this run's.
+            if logged['id'] != job['id']:  # the client worker holds the name for that job: this one is not logged
+                if path:
+                    _delete_upload(config, job, settings.get('pool') or 'default')  # no job of ours will take it
+                if (logged['action'], logged['host']) != ('image.import', job['host']):
+                    refused.append('%s is being made on %s by job %s (%s)' % (name, logged['host'], logged['id'], logged['action']))
+                    continue
+            # The import of this name on this host already under way (an earlier run that timed out) is this run's.
             waiting.append(logged['id'])
+        if refused:
+            others = ', '.join(waiting)
+            raise ConflictError('%s: wait for it to end%s' % ('; '.join(refused), '; the jobs %s for the other hosts go on' % others
+                                                              if others else ''))
         finished = wait_all(client, waiting, timeout, progress)
     failures = []
     for job in finished:

@@ -18,9 +18,9 @@ import threading
 import pytest
 import zmq  # a missing pyzmq fails the suite, never skips it
 
-from maglica import config, host_worker, keys, messages, transport
+from maglica import config, host_worker, image_import, keys, messages, transport
 from maglica.client import Client
-from maglica.errors import DispatchError, JobFailed, NotFoundError, StalePlacement
+from maglica.errors import ConflictError, DispatchError, JobFailed, NotFoundError, StalePlacement
 from unit_helpers import Daemon, files_holding, free_ports, wait_until, worker_env, write_yaml
 
 
@@ -761,3 +761,29 @@ def test_an_import_claim_is_released_when_the_job_ends(plain_cloud):
             client.wait(first['id'], 10)
         later = clone_job('lonely', 'imp4')
         assert client.submit(later)['id'] == later['id']
+
+
+def import_config(cloud):
+    """The cloud's configuration with `lonely` on libvirt's test driver, where no domain is called imp*."""
+    return config.load(cloud.config_path, {'hosts': [{'name': name, 'uri': 'test:///default'} if name == 'lonely'
+                                                     else {'name': name} for name in HOSTS]})
+
+
+def test_import_image_waits_for_the_import_of_its_name_under_way(plain_cloud):
+    """A re-run of maglica_image while its first job runs waits for that job, not a second one."""
+    first = import_job('lonely', 'imp5', ttl=2)
+    with Client(plain_cloud.config) as client:
+        client.submit(first)
+    with pytest.raises(JobFailed) as failed:
+        image_import.import_image(import_config(plain_cloud), 'imp5', first['args']['url'], first['args']['checksum'],
+                                  targets=['lonely'], timeout=10)
+    assert failed.value.job['jobs']['lonely']['id'] == first['id'], 'the first job expires: no host worker for lonely'
+
+
+def test_import_image_of_a_name_a_clone_holds_is_refused(plain_cloud):
+    held = clone_job('kvm10', 'imp6')
+    with Client(plain_cloud.config) as client:
+        client.submit(held)
+    with pytest.raises(ConflictError, match='imp6 is being made on kvm10 by job %s \\(vm.clone\\): wait for it' % held['id']):
+        image_import.import_image(import_config(plain_cloud), 'imp6', 'http://127.0.0.1:9/imp6.qcow2', 'sha256:' + '0' * 64,
+                                  targets=['lonely'], timeout=2)
