@@ -17,6 +17,7 @@ description:
   - With O(vms), clones a whole batch at once, placed as one decision, submitted together, and waited for together;
     the top-level options are the defaults of every item.
   - Idempotent on O(hostname) - when a domain of that name exists on any host, nothing is done and its host is returned.
+    While a host cannot be reached, the task fails rather than risk a second VM of the name; see O(allow_unreachable).
   - The clone runs as a job of the host's worker, submitted through the client worker. With O(wait=false) the module
     returns the job id at once; follow it with M(maglica.cloud.maglica_job_info).
   - A clone that fails midway is removed with its disks.
@@ -161,6 +162,14 @@ options:
     description: Seconds to wait for O(wait_for), counted apart from the job's O(timeout).
     type: int
     default: 300
+  allow_unreachable:
+    description:
+      - When a host cannot be reached, it may hold a VM called O(hostname) (or one of O(vms)), and a clone placed
+        elsewhere would be a second VM of that name. So the task fails, naming the hosts that cannot be reached,
+        unless the name is found on a host that answered.
+      - V(true) clones all the same, on the hosts that answered (each unreachable host is warned about).
+    type: bool
+    default: false
   network:
     description: Network settings written into the guest.
     type: dict
@@ -424,6 +433,7 @@ def main():
             timeout=dict(type='int', default=600),
             wait_for=dict(type='str', choices=['none', 'ip', 'ssh'], default='none'),
             wait_for_timeout=dict(type='int', default=300),
+            allow_unreachable=dict(type='bool', default=False),
             vms=dict(type='list', elements='dict', options=common.clone_vm_options(defaults=False)),
             **common.clone_vm_options()
         ),
@@ -442,7 +452,7 @@ def main():
                            ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
                            check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
                            cloud_init_user_data=p['cloud_init_user_data'], spread_group=p['spread_group'],
-                           exclude_hosts=p['exclude_hosts'])
+                           exclude_hosts=p['exclude_hosts'], allow_unreachable=p['allow_unreachable'])
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
     outcome['unreachable_hosts'] = outcome.pop('unreachable')
@@ -473,7 +483,8 @@ def batch(module):
     def clone_batch(config):
         vms.extend(common.clone_batch_vms(p))
         return cloud.clone_batch(config, vms, wait=p['wait'], timeout=p['timeout'], check_mode=module.check_mode,
-                                 wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'])
+                                 wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
+                                 allow_unreachable=p['allow_unreachable'])
 
     outcome = common.run(module, clone_batch, 'libvirt', 'zmq')
     diffs = []

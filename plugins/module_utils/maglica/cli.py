@@ -251,7 +251,8 @@ def vm_clone(config, args, out):
     result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
                          timeout=args.timeout, progress=lambda job: _progress(job, seen), wait_for=args.wait_for,
                          wait_for_timeout=args.wait_for_timeout, cloud_init_user_data=args.cloud_init_user_data,
-                         spread_group=args.spread_group, exclude_hosts=args.exclude_host)
+                         spread_group=args.spread_group, exclude_hosts=args.exclude_host,
+                         allow_unreachable=args.allow_unreachable)
     if not result['changed'] and args.wait_for == 'none' and not result.get('message'):
         raise ConflictError('%s already exists on %s' % (args.hostname, result['host']))
     if result.get('message'):
@@ -269,7 +270,8 @@ def vm_clone(config, args, out):
 def vm_clone_plan(config, args, out):
     """--dry-run: where the clone would go and why, per candidate host; nothing is submitted."""
     plan = cloud.plan_clone(config, args.image, args.hostname, host=args.on, exclude_hosts=args.exclude_host,
-                            spread_group=args.spread_group, clone_mode=args.mode, start=args.start)
+                            spread_group=args.spread_group, clone_mode=args.mode, start=args.start,
+                            allow_unreachable=args.allow_unreachable)
     for error in plan['unreachable']:
         _stderr('not considered: %s' % error)
     for warning in plan.get('warnings') or []:
@@ -474,6 +476,8 @@ def build_parser():
     sub.add_argument('--exclude-host', action='append', metavar='HOST', help='never put it on this host (repeatable)')
     sub.add_argument('--spread-group', metavar='GROUP',
                      help='a group of related VMs: its clones go to different hosts while there are hosts left')
+    sub.add_argument('--allow-unreachable', action='store_true',
+                     help='clone even when a host cannot be reached (it may hold a VM of that name: refused without this)')
     sub.add_argument('--dry-run', action='store_true',
                      help='only show where it would go: per candidate host its score, reserved clones, free memory and '
                           'disk, and why other hosts were filtered out')

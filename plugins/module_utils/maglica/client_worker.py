@@ -21,14 +21,17 @@ import time
 
 from . import keys, messages, service, transport
 from .errors import MessageError
-from .joblog import JobLog
+from .joblog import JobLog, name_key
 
 LOG = logging.getLogger('maglica.client_worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots')
 SWEEP_INTERVAL = 0.25
-# Actions that make a VM, and the argument naming it: the client worker lets one job at a time make a name.
-CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image'}
+# Actions that make a domain, and the argument naming it: the client worker lets one job at a time make a name.
+CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image', 'image.import': 'name'}
+# Of those, the actions that claim their name on their own host only: an image is imported on several hosts at once,
+# one job per host. A claim of a name on one host and one on every host exclude each other.
+CLAIMED_ON_HOST = ('image.import',)
 # Actions that reserve a slot on their host while they are open (placement counts them): claims of kind 'slot'.
 SLOT_ACTIONS = ('vm.clone',)
 # Requests answered after one commit of the job log, at most.
@@ -138,7 +141,7 @@ class ClientWorker(object):
             # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
             # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
             name = job['args'][CLAIMED_NAMES[job['action']]]
-            holder = self.log.holder('hostname', name)
+            holder = self.log.name_holder(name, job['host'] if job['action'] in CLAIMED_ON_HOST else None)
             if holder is not None:
                 LOG.info('job %s not queued: %s is being made by job %s', job['id'], name, holder)
                 return {'ok': True, 'job': messages.redact(self.log.get(holder))}
@@ -151,7 +154,9 @@ class ClientWorker(object):
                         'error': 'the placement on %s is stale: %d other clone(s) were reserved there since it was planned'
                         % (job['host'], len(others))}
         if new and job['action'] in CLAIMED_NAMES:
-            self.log.claim('hostname', job['args'][CLAIMED_NAMES[job['action']]], job['host'], job['id'])
+            self.log.claim('hostname', name_key(job['args'][CLAIMED_NAMES[job['action']]],
+                                                job['host'] if job['action'] in CLAIMED_ON_HOST else None),
+                           job['host'], job['id'])
         if new and job['action'] in SLOT_ACTIONS:
             self.log.claim('slot', job['id'], job['host'], job['id'])
         row, created = self.log.add(job, self.config.jobs['ttl'])
@@ -204,16 +209,24 @@ class ClientWorker(object):
         return {'ok': True, 'hosts': hosts}
 
     def request_fetch(self, data):
-        """The jobs of this host that are still to run; the others are `gone` (finished, expired, unknown)."""
+        """The jobs of this host that are still to run; the others are `gone` (finished, expired, unknown).
+        As many jobs as fit one frame (at least one); the ids in neither list are asked for again."""
         jobs, gone = [], []
+        used = 0
         for job_id in data['ids']:
             row = self.log.get(job_id)
             # An acknowledged job is in its host worker's record, and its secrets are gone from here.
             if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES or row['acked'] is not None:
                 gone.append(job_id)
-            else:
-                jobs.append({'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
-                             'ttl': max(1, int(row['expires'] - row['created']))})
+                used += len(job_id) + 3
+                continue
+            job = {'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
+                   'ttl': max(1, int(row['expires'] - row['created']))}
+            size = messages.encoded_size(job) + 1
+            if jobs and used + size > REPLY_BUDGET:
+                continue  # not in this reply: the host worker fetches it next
+            jobs.append(job)
+            used += size
         return {'ok': True, 'jobs': jobs, 'gone': gone}
 
     def request_report(self, data):

@@ -224,13 +224,13 @@ def remove_domain(conn, name, disk_paths=None):
     for path in paths:
         if path in shared:
             continue
-        if os.path.lexists(path) or _in_pool(conn, path):
+        if os.path.lexists(path) or in_pool(conn, path):
             delete_disk(conn, path)
             deleted.append(path)
     return deleted
 
 
-def _in_pool(conn, path):
+def in_pool(conn, path):
     lv = virt.libvirt()
     try:
         conn.storageVolLookupByPath(path)
@@ -369,7 +369,7 @@ def remove_owned(conn, name: str, ownership: Ownership) -> List[str]:
     shared = disk_users(conn, files)
     deleted = []
     for path in files:
-        if path not in shared and (os.path.lexists(path) or _in_pool(conn, path)):
+        if path not in shared and (os.path.lexists(path) or in_pool(conn, path)):
             delete_disk(conn, path)
             deleted.append(path)
     return deleted
@@ -379,7 +379,7 @@ def _check_absent(conn, hostname: str, targets) -> None:
     """The clone's name and files must not exist: they would belong to someone else."""
     if lookup(conn, hostname) is not None:
         raise ConflictError('a domain named %s already exists on this host' % hostname)
-    taken = [path for _disk, path in targets if os.path.lexists(path) or _in_pool(conn, path)]
+    taken = [path for _disk, path in targets if os.path.lexists(path) or in_pool(conn, path)]
     if taken:
         users = disk_users(conn, taken)
         raise ConflictError('; '.join('the clone disk %s already exists on this host%s' % (

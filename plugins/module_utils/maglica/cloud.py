@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import hostkeys, messages, placement, reach, virt
 from .client import Client
-from .errors import ConflictError, JobFailed, MaglicaError, NotFoundError, StalePlacement
+from .errors import ConflictError, HostError, JobFailed, MaglicaError, NotFoundError, StalePlacement
 
 CLONE_MODES = ('full', 'linked')
 
@@ -103,8 +103,11 @@ def _check_image(answers, image):
     return holders
 
 
-def _existing(answers, hostname):
-    """(host, domain) of the domain called `hostname`, None when there is none."""
+def _existing(answers, hostname, allow_unreachable=False):
+    """(host, domain) of the domain called `hostname`, None when there is none.
+
+    Fail closed: when it is on no host that answered and a host did not answer, it may be there - a clone now
+    would make a second VM of that name. Refused (HostError naming those hosts) unless `allow_unreachable`."""
     existing = [(a['host'], d) for a in answers for d in (a['result'] or {}).get('domains') or [] if d['name'] == hostname]
     if len(existing) > 1:
         raise ConflictError('%s is defined on several hosts (%s): remove all but one' % (hostname, ', '.join(where for where, _domain in existing)))
@@ -113,6 +116,11 @@ def _existing(answers, hostname):
         if virt.is_image(domain):
             raise ConflictError('the hostname %s is already used by an image on %s' % (hostname, where))
         return existing[0]
+    down = [a for a in answers if not a['reachable']]
+    if down and not allow_unreachable:
+        raise HostError('cannot tell whether %s is already defined: %s cannot be reached (%s); nothing was changed. '
+                        'allow_unreachable (--allow-unreachable) clones all the same, at the risk of a second VM of '
+                        'that name' % (hostname, ', '.join(a['host'] for a in down), '; '.join(a['error'] for a in down)))
     return None
 
 
@@ -129,7 +137,7 @@ def _request(vm) -> placement.Request:
                              host=vm.get('host'), exclude_hosts=tuple(vm.get('exclude_hosts') or ()))
 
 
-def _plan_batch(config, vms, slots=None, skip=(), submitting=False):
+def _plan_batch(config, vms, slots=None, skip=(), submitting=False, allow_unreachable=False):
     """Place every VM of `vms` (dicts of clone()'s per-VM keywords) except the indexes in `skip`, in order, as one
     decision: each VM's host is reserved before the next is placed. Returns {index: plan} (plan_clone's, plus
     `job_id`, the id its job will have)."""
@@ -148,7 +156,7 @@ def _plan_batch(config, vms, slots=None, skip=(), submitting=False):
     for index, vm in enumerate(vms):
         if index in skip:
             continue
-        found = _existing(answers, vm['hostname'])
+        found = _existing(answers, vm['hostname'], allow_unreachable)
         if found is not None:
             plans[index] = {'exists': True, 'host': found[0], 'domain': found[1], 'candidates': [], 'filtered': [],
                             'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': []}
@@ -181,19 +189,20 @@ def _plan_batch(config, vms, slots=None, skip=(), submitting=False):
 
 
 def plan_clone(config, image, hostname, host=None, exclude_hosts=None, spread_group=None, clone_mode='full', start=True,
-               slots=None):
+               slots=None, allow_unreachable=False):
     """Decide where a clone goes, without changing anything.
 
     Returns {exists, host, candidates, filtered, unreachable, warnings, policy, seen}: `exists` when a domain called
     `hostname` is already defined (then `host` is where it is); `candidates` best first (host, weight, score,
     active, reserved, free_memory_mb, free_disk_bytes, group_members); `filtered` [{host, reason}] of the hosts
     left out; `seen` the reservations on the chosen host that were counted. `slots`: the reservations to count
-    (default: asked of the client worker). Raises placement.NoHostFits naming each host's reason.
+    (default: asked of the client worker). Raises placement.NoHostFits naming each host's reason, and HostError
+    when a host cannot be reached and `hostname` is on none of the others (unless `allow_unreachable`).
     """
     _check_hosts(config, host, exclude_hosts)
     vm = {'image': image, 'hostname': hostname, 'host': host, 'exclude_hosts': exclude_hosts, 'spread_group': spread_group,
           'clone_mode': clone_mode, 'start': start}
-    plan = _plan_batch(config, [vm], slots)[0]
+    plan = _plan_batch(config, [vm], slots, allow_unreachable=allow_unreachable)[0]
     plan.pop('job_id', None)
     return plan
 
@@ -221,8 +230,9 @@ VM_KEYS = ('image', 'hostname', 'host', 'clone_mode', 'start', 'network', 'root_
 
 def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
           ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none',
-          wait_for_timeout=300, cloud_init_user_data=None, spread_group=None, exclude_hosts=None):
-    """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`.
+          wait_for_timeout=300, cloud_init_user_data=None, spread_group=None, exclude_hosts=None, allow_unreachable=False):
+    """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`: refused when a host cannot
+    be reached (the VM may be there), unless `allow_unreachable`.
 
     With `wait_for` ip or ssh, also waits (up to `wait_for_timeout` seconds, apart from the job's `timeout`)
     until the started clone has an address, or answers SSH with the host key it was given; a clone that
@@ -232,7 +242,8 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
     vm = {'image': image, 'hostname': hostname, 'host': host, 'clone_mode': clone_mode, 'start': start, 'network': network,
           'root_password_hash': root_password_hash, 'ssh_authorized_keys': ssh_authorized_keys,
           'cloud_init_user_data': cloud_init_user_data, 'spread_group': spread_group, 'exclude_hosts': exclude_hosts}
-    return clone_batch(config, [vm], wait, timeout, check_mode, progress, wait_for, wait_for_timeout)['results'][0]
+    return clone_batch(config, [vm], wait, timeout, check_mode, progress, wait_for, wait_for_timeout,
+                       allow_unreachable)['results'][0]
 
 
 def _vm_args(config, index, vm):
@@ -252,12 +263,14 @@ def _vm_args(config, index, vm):
     return args
 
 
-def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none', wait_for_timeout=300):
+def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none', wait_for_timeout=300,
+                allow_unreachable=False):
     """Clone several VMs, placed as one decision: each VM's host is reserved before the next is placed, every job is
     submitted, then all are waited for. `vms`: dicts of clone()'s per-VM keywords (VM_KEYS).
 
     Returns {changed, results: [one clone()-shaped result per VM, in order], plan: [{hostname, host, candidates,
-    filtered}]}. When no host fits a VM, placement.NoHostFits is raised before any job is submitted. When jobs
+    filtered}]}. When no host fits a VM, placement.NoHostFits is raised before any job is submitted; HostError when
+    a host cannot be reached and a VM's hostname is on none of the others (unless `allow_unreachable`). When jobs
     fail, every job is waited for first; then the failure (JobFailed) is raised, its `results` attribute holding
     what the others did.
     """
@@ -281,7 +294,7 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
             pending = [i for i in range(len(vms)) if i not in results]
             if not pending:
                 break
-            planned = _plan_batch(config, vms, skip=set(results), submitting=not check_mode)
+            planned = _plan_batch(config, vms, skip=set(results), submitting=not check_mode, allow_unreachable=allow_unreachable)
             plans.update(planned)
             # The jobs of a batch carry its id and how many of them go to their host: that host's worker customises
             # them in one appliance launch, whatever its concurrency (batching.py).

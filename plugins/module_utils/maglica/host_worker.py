@@ -242,7 +242,14 @@ class HostWorker(object):
             LOG.error('the client worker refused our fetch: %s', reply.get('error'))
             self.backoff_until = time.monotonic() + 5.0
             return
-        self.to_fetch.difference_update(ids)
+        # A reply holds as many jobs as fit one frame: the ids it does not answer stay, for the next fetch (at once).
+        answered = set(job.get('id') for job in reply.get('jobs') or [] if isinstance(job, dict))
+        answered.update(job_id for job_id in reply.get('gone') or [] if isinstance(job_id, str))
+        answered.intersection_update(ids)
+        self.to_fetch.difference_update(answered)
+        if not answered:  # never ask for the same ids in a tight loop
+            LOG.error('the client worker answered none of the %d job(s) fetched, will retry', len(ids))
+            self.backoff_until = time.monotonic() + 5.0
         taken = []
         with self.record.transaction():  # one commit for every job of the reply; none runs before it
             for job in reply.get('jobs') or []:

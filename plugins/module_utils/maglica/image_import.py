@@ -159,9 +159,22 @@ def import_image(config, name: str, url: Optional[str], checksum: Optional[str],
     if path:
         upload_all(config, path, jobs, settings.get('pool') or 'default')
     with Client(config) as client:
+        waiting, refused = [], []
         for job in jobs:
-            client.submit(job)
-        finished = wait_all(client, [job['id'] for job in jobs], timeout, progress)
+            logged = client.submit(job)
+            if logged['id'] != job['id']:  # the client worker holds the name for that job: this one is not logged
+                if path:
+                    _delete_upload(config, job, settings.get('pool') or 'default')  # no job of ours will take it
+                if (logged['action'], logged['host']) != ('image.import', job['host']):
+                    refused.append('%s is being made on %s by job %s (%s)' % (name, logged['host'], logged['id'], logged['action']))
+                    continue
+            # The import of this name on this host already under way (an earlier run that timed out) is this run's.
+            waiting.append(logged['id'])
+        if refused:
+            others = ', '.join(waiting)
+            raise ConflictError('%s: wait for it to end%s' % ('; '.join(refused), '; the jobs %s for the other hosts go on' % others
+                                                              if others else ''))
+        finished = wait_all(client, waiting, timeout, progress)
     failures = []
     for job in finished:
         result['jobs'][job['host']] = job
@@ -520,6 +533,65 @@ def adopt_upload(uploaded: str, checksum: str, cache_file: str, label: str, prog
     return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'created': created}
 
 
+def settle_disk(conn, name: str, host_name: str, part_disk: str, disk_path: str, ownership: clone.Ownership) -> None:
+    """Give the finished disk its name - never over a file that is there (another job's, or a clone's disk of the same
+    name): checked and linked under the lock every clone's disk-making takes, so nothing appears in between."""
+    with clone.VOLUME_LOCK:
+        if clone.lookup(conn, name) is not None:
+            raise ConflictError('%s was defined on %s while this job ran: this job did not make it' % (name, host_name))
+        if os.path.lexists(disk_path) or clone.in_pool(conn, disk_path):
+            raise ConflictError('the volume %s already exists on %s' % (disk_path, host_name))
+        ownership.intend_file(disk_path)
+        try:
+            os.link(part_disk, disk_path)  # unlike a rename, it fails on an existing file
+        except FileExistsError:
+            raise ConflictError('the volume %s already exists on %s' % (disk_path, host_name))
+    os.unlink(part_disk)
+
+
+def qcow2_backing(path: str) -> Optional[str]:
+    """The backing file named in a qcow2 header (None: none, or not qcow2). Our own pool's files, read as bytes."""
+    try:
+        with open(path, 'rb') as handle:
+            header = handle.read(20)
+            if len(header) < 20 or header[:4] != b'QFI\xfb':
+                return None
+            offset, size = int.from_bytes(header[8:16], 'big'), int.from_bytes(header[16:20], 'big')
+            if not offset or not 0 < size <= 1023:  # the qcow2 specification's limit
+                return None
+            handle.seek(offset)
+            return handle.read(size).decode('utf-8', 'replace')
+    except OSError:
+        return None
+
+
+def cache_users(conn, cache_file: str, pool_dir: str) -> List[str]:
+    """What depends on a cache entry: domains whose disks it backs, and the pool's files backed by it (overlays of
+    images being imported, not yet defined)."""
+    users = list(clone.disk_users(conn, [cache_file]).get(cache_file, []))
+    try:
+        entries = sorted(os.listdir(pool_dir))
+    except OSError:
+        entries = []
+    for entry in entries:
+        path = os.path.join(pool_dir, entry)
+        if os.path.isfile(path) and qcow2_backing(path) in (cache_file, os.path.relpath(cache_file, pool_dir)):
+            users.append(path)
+    return users
+
+
+def remove_own(conn, paths: List[str], cache_file: str, pool_dir: str) -> None:
+    """Remove files this job made (rollback) or recorded (reconcile): never a disk a domain uses, and the cache entry
+    only while nothing depends on it - under the lock an overlay on it is made under."""
+    for path in paths:
+        if path == cache_file:
+            with clone.VOLUME_LOCK:
+                if not cache_users(conn, cache_file, pool_dir):
+                    _remove(path)
+        elif not (os.path.lexists(path) and clone.disk_users(conn, [path])):
+            _remove(path)
+
+
 def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcile: bool = False,
                ownership: Optional[clone.Ownership] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
     """The host worker's image.import: cache (fetching on a miss), the disk, the domain. Leaves nothing on failure."""
@@ -551,9 +623,7 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
     if uploaded:
         ownership.intend_file(uploaded)
     if reconcile:  # a restarted job: what it recorded and left half done goes, then it starts over
-        for path in sorted(ownership.files):
-            if path != uploaded:
-                _remove(path)
+        remove_own(conn, [path for path in sorted(ownership.files) if path != uploaded], cache_file, pool_dir)
     try:
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
         fetched: Dict[str, Any] = {}
@@ -561,27 +631,29 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
             info = image_info(cache_file, url)
             fetched = {'bytes': 0, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'cache_hit': True}
         elif uploaded:
-            ownership.intend_file(cache_file)
             fetched = adopt_upload(uploaded, checksum, cache_file, url, progress)
-            if fetched.pop('created'):
+            if fetched.pop('created'):  # recorded once made: a crash before leaves a verified entry, never a loss
+                ownership.intend_file(cache_file)
                 made.append(cache_file)
             fetched['cache_hit'] = False
         else:
             ownership.intend_file(part_cache)
-            ownership.intend_file(cache_file)
             fetched = fetch_to_cache(url, checksum, cache_file, part_cache, progress)
             if fetched.pop('created'):
+                ownership.intend_file(cache_file)
                 made.append(cache_file)
             fetched['cache_hit'] = False
         _remove(uploaded)  # a cache hit does not need it
         if os.path.exists(disk_path):
             raise ConflictError('the volume %s already exists on %s' % (disk_path, host_name))
         ownership.intend_file(part_disk)
-        ownership.intend_file(disk_path)
         made.append(part_disk)
         mode = args.get('disk_mode') or 'copy'
         if mode == 'overlay':
-            qemu_img('create', '-q', '-f', 'qcow2', '-b', cache_file, '-F', fetched['format'], part_disk)
+            with clone.VOLUME_LOCK:  # never while a failed job of this host removes the cache entry (remove_own)
+                if not os.path.exists(cache_file):
+                    raise HostError('the cache entry %s went away before the overlay on it was made' % cache_file)
+                qemu_img('create', '-q', '-f', 'qcow2', '-b', cache_file, '-F', fetched['format'], part_disk)
         else:
             qemu_img('convert', '-q', '-f', fetched['format'], '-O', 'qcow2', cache_file, part_disk)
         virtual = int(fetched['virtual_size'])  # a copy or an overlay has the source's virtual size
@@ -592,7 +664,7 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
             if args['disk_size'] > virtual:
                 qemu_img('resize', '-q', part_disk, str(args['disk_size']))  # the copy or overlay, never the cache
                 virtual = args['disk_size']
-        os.rename(part_disk, disk_path)
+        settle_disk(conn, name, host_name, part_disk, disk_path, ownership)
         made.append(disk_path)
         pool.refresh(0)
         domain_uuid = str(uuid.uuid4())
@@ -610,8 +682,7 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
                 dom.undefineFlags(getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0))
             except lv.libvirtError:
                 pass
-        for path in reversed(made):
-            _remove(path)
+        remove_own(conn, list(reversed(made)), cache_file, pool_dir)
         try:
             pool.refresh(0)
         except lv.libvirtError:

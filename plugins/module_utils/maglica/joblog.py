@@ -62,6 +62,13 @@ COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts
            'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result', 'progress')
 # Columns added after the first release, with their type: an older database gets them when opened.
 ADDED_COLUMNS = (('late_result', 'TEXT'), ('progress', 'TEXT'))
+# Between a domain name and a host in the key of a claim on that name for one host: `@` is in no name (NAME_RE).
+NAME_HOST_SEPARATOR = '@'
+
+
+def name_key(name: str, host: Optional[str] = None) -> str:
+    """The key of a 'hostname' claim: the name on every host, or name@host on `host` only."""
+    return name if host is None else name + NAME_HOST_SEPARATOR + host
 
 
 def open_database(path):
@@ -191,6 +198,17 @@ class JobLog(Store):
         held = self.db.execute(
             'SELECT c.job_id FROM claims c JOIN jobs j ON j.id = c.job_id WHERE c.kind = ? AND c.key = ? '
             'AND j.state NOT IN %s' % FINAL_STATES_SQL, (kind, key)).fetchone()
+        return held[0] if held is not None else None
+
+    def name_holder(self, name: str, host: Optional[str] = None) -> Optional[str]:
+        """The id of an open job that holds the domain name `name`: its claim for every host ('hostname', name), or
+        one for a single host ('hostname', name@host) - of `host`, or of any host when `host` is None."""
+        keys = ' OR substr(c.key, 1, ?) = ?' if host is None else ' OR c.key = ?'
+        params: List[Any] = [name] + ([len(name) + 1, name + NAME_HOST_SEPARATOR] if host is None
+                                      else [name_key(name, host)])
+        held = self.db.execute(
+            "SELECT c.job_id FROM claims c JOIN jobs j ON j.id = c.job_id WHERE c.kind = 'hostname' AND (c.key = ?%s) "
+            'AND j.state NOT IN %s ORDER BY c.created LIMIT 1' % (keys, FINAL_STATES_SQL), params).fetchone()
         return held[0] if held is not None else None
 
     def claim(self, kind: str, key: str, host: str, job_id: str, now: Optional[float] = None) -> str:

@@ -15,6 +15,7 @@ import uuid
 
 import libvirt  # a missing libvirt fails the suite, never skips it
 import pytest
+import yaml
 
 from maglica import cloud, clone, config, virt
 from maglica.errors import ConfigError, ConflictError, HostError, MaglicaError, MessageError, NotFoundError
@@ -211,30 +212,44 @@ def test_image_list_patterns_and_hosts(cloud_config):
 # -- cloud: plan_clone ---------------------------------------------------------------
 
 def test_plan_clone_picks_the_least_loaded_holder(cloud_config):
-    plan = cloud.plan_clone(cloud_config, 'debian.original', 'web1')
+    plan = cloud.plan_clone(cloud_config, 'debian.original', 'web1', allow_unreachable=True)
     assert not plan['exists'] and plan['host'] == 'b'
     assert [(c['host'], c['active'], c['score']) for c in plan['candidates']] == [('b', 1, 1.0), ('a', 3, 3.0)]
     assert len(plan['unreachable']) == 1 and plan['unreachable'][0].startswith('down: ')
 
 
+def test_a_clone_is_refused_while_a_host_cannot_be_reached(cloud_config):
+    """`down` may hold a VM called web1: cloning it elsewhere could make a second one. Fail closed, naming it."""
+    with pytest.raises(HostError, match=r'cannot tell whether web1 is already defined: down cannot be reached \(down: '):
+        cloud.plan_clone(cloud_config, 'debian.original', 'web1')
+    with pytest.raises(HostError, match='down cannot be reached'):
+        cloud.clone(cloud_config, 'debian.original', 'web1', check_mode=True)
+    with pytest.raises(HostError, match='cannot tell whether web2 is already defined: down cannot'):
+        cloud.clone_batch(cloud_config, [{'image': 'debian.original', 'hostname': 'web2'}], check_mode=True)
+    # A VM found on a host that answered is found: nothing to refuse.
+    assert cloud.plan_clone(cloud_config, 'debian.original', 'vm3')['exists']
+    opted = cloud.clone(cloud_config, 'debian.original', 'web1', check_mode=True, allow_unreachable=True)
+    assert opted['changed'] and opted['host'] == 'b' and opted['unreachable'][0].startswith('down: ')
+
+
 def test_plan_clone_weight_changes_the_choice(tmp_path, cloud_config):
     hosts = [h.as_dict() for h in cloud_config.hosts]
     hosts[0]['weight'] = 40  # a: 3 active x 10 / 40 = 0.75 beats b's 1.0
-    plan = cloud.plan_clone(config.validate({'hosts': hosts}), 'debian.original', 'web1')
+    plan = cloud.plan_clone(config.validate({'hosts': hosts}), 'debian.original', 'web1', allow_unreachable=True)
     assert plan['host'] == 'a' and plan['candidates'][0]['score'] == 0.75
 
 
 def test_plan_clone_host_override(cloud_config):
-    assert cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='a')['host'] == 'a'
+    assert cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='a', allow_unreachable=True)['host'] == 'a'
     with pytest.raises(ConflictError, match='host c does not hold image debian.original; hosts that do: a, b'):
-        cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='c')
+        cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='c', allow_unreachable=True)
     with pytest.raises(ConfigError, match="host 'nowhere' is not in the configuration"):
         cloud.plan_clone(cloud_config, 'debian.original', 'web1', host='nowhere')
 
 
 def test_plan_clone_image_not_found(cloud_config):
     with pytest.raises(NotFoundError) as caught:
-        cloud.plan_clone(cloud_config, 'centos.original', 'web1')
+        cloud.plan_clone(cloud_config, 'centos.original', 'web1', allow_unreachable=True)
     message = str(caught.value)
     assert message.startswith('image centos.original is not on any host (asked: a, b, c; unreachable: down: cannot connect')
 
@@ -258,9 +273,9 @@ def test_plan_clone_same_name_on_two_hosts(cloud_config):
 
 def test_plan_clone_image_must_be_an_inactive_original(cloud_config):
     with pytest.raises(ConflictError, match='image vm1 is running on a; an original image must be an inactive domain'):
-        cloud.plan_clone(cloud_config, 'vm1', 'web1')
+        cloud.plan_clone(cloud_config, 'vm1', 'web1', allow_unreachable=True)
     with pytest.raises(ConflictError, match='web-old on a is a clone, not an original image'):
-        cloud.plan_clone(cloud_config, 'web-old', 'web1')
+        cloud.plan_clone(cloud_config, 'web-old', 'web1', allow_unreachable=True)
 
 
 def test_find_vm(cloud_config):
@@ -273,7 +288,8 @@ def test_find_vm(cloud_config):
 
 
 def test_clone_check_mode_submits_nothing(cloud_config):
-    result = cloud.clone(cloud_config, 'debian.original', 'web1', check_mode=True, network={'mode': 'dhcp', 'device': None})
+    result = cloud.clone(cloud_config, 'debian.original', 'web1', check_mode=True, network={'mode': 'dhcp', 'device': None},
+                         allow_unreachable=True)
     assert result['changed'] and result['host'] == 'b' and result['job_id'] is None and result['job'] is None
     existing = cloud.clone(cloud_config, 'debian.original', 'vm3', check_mode=True)
     assert not existing['changed'] and existing['domain']['name'] == 'vm3'
@@ -359,3 +375,14 @@ def test_plan_clone_of_a_name_in_flight_points_at_its_job(tmp_path):
     assert (plan['exists'], plan['host'], plan['candidates'], plan['seen']) == (False, 'h2', [], [slot['job_id']])
     other = cloud.plan_clone(cfg, 'debian.original', 'web2', slots=[slot])
     assert other['host'] == 'h1', 'the clone on its way counts on h2'
+
+
+def test_cli_vm_clone_refuses_while_a_host_cannot_be_reached_unless_allowed(cloud_config, tmp_path, capsys):
+    from maglica import cli
+    path = tmp_path / 'maglica.conf'
+    path.write_text(yaml.safe_dump({'hosts': [h.as_dict() for h in cloud_config.hosts]}))
+    command = ['--config', str(path), 'vm', 'clone', '--image', 'debian.original', '--hostname', 'web1', '--dry-run']
+    assert cli.main(command) == cli.EXIT_FAILED
+    assert 'down cannot be reached' in capsys.readouterr().err
+    assert cli.main(command + ['--allow-unreachable']) == cli.EXIT_OK
+    assert 'web1 would go to b' in capsys.readouterr().out

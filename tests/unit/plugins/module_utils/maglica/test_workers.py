@@ -18,9 +18,9 @@ import threading
 import pytest
 import zmq  # a missing pyzmq fails the suite, never skips it
 
-from maglica import config, keys, messages, transport
+from maglica import config, host_worker, image_import, keys, messages, transport
 from maglica.client import Client
-from maglica.errors import DispatchError, JobFailed, NotFoundError, StalePlacement
+from maglica.errors import ConflictError, DispatchError, JobFailed, NotFoundError, StalePlacement
 from unit_helpers import Daemon, files_holding, free_ports, wait_until, worker_env, write_yaml
 
 
@@ -660,3 +660,130 @@ def test_simultaneous_placements_on_one_host_get_one_slot(plain_cloud):
     for thread in threads:
         thread.join(30)
     assert sorted(outcomes) == ['stale'] * 5 + ['taken']
+
+
+# -- fetch replies bounded by the frame (issue 18 item 9) ------------------------------------------
+
+def big_clone_job(host, hostname, ttl=60):
+    """A clone whose cloud-init user-data is as big as a job may carry (64 KiB)."""
+    header = '#cloud-config\nwrite_files:\n  - path: /etc/big\n    content: '
+    user_data = header + 'x' * (65536 - len(header) - 1) + '\n'
+    return messages.new_job(host, 'vm.clone', {'image': 'debian.original', 'hostname': hostname, 'clone_mode': 'linked',
+                                               'start': False, 'cloud_init_user_data': user_data}, ttl=ttl)
+
+
+def test_a_fetch_of_five_big_jobs_is_answered_in_replies_that_fit(plain_cloud):
+    """Five jobs of 64 KiB of user-data each are more than one frame: the reply holds those that fit, and says
+    nothing of the others, which the host worker asks for again."""
+    jobs = [big_clone_job('lonely', 'bigfetch%d' % n) for n in range(5)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+    wanted = sorted(job['id'] for job in jobs)
+    got = {}
+    for _round in range(5):
+        reply = host_request(plain_cloud, 'lonely', {'type': 'fetch', 'host': 'lonely', 'ids': sorted(set(wanted) - set(got))})
+        assert reply['ok'], reply
+        assert reply['jobs'] and not reply['gone'], 'each reply carries at least one job, and none is gone'
+        got.update((job['id'], job) for job in reply['jobs'])
+        if len(got) == len(wanted):
+            break
+    assert sorted(got) == wanted
+    assert all(len(got[job['id']]['args']['cloud_init_user_data']) == 65536 for job in jobs)
+
+
+def test_a_host_worker_gets_five_big_jobs_fetched_together(plain_cloud):
+    """A host worker with notices of the five asks for them in one fetch: it records and starts each (the rest of a
+    reply that could not hold them all are asked for at once), instead of being refused until they expire."""
+    jobs = [big_clone_job('lonely', 'bigrun%d' % n) for n in range(5)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+    worker = host_worker.HostWorker(plain_cloud.config, 'lonely')
+    started = []
+    # Running the clones is not what is tested (there is no libvirtd for `lonely`): the started jobs are collected.
+    worker.start = lambda job, reconcile=False: started.append(job['id'])
+    try:
+        worker.to_fetch.update(job['id'] for job in jobs)
+        for _round in range(5):
+            worker.fetch()
+            if not worker.to_fetch:
+                break
+        assert not worker.to_fetch, 'still to fetch: %s' % sorted(worker.to_fetch)
+        assert sorted(started) == sorted(job['id'] for job in jobs)
+        assert all(worker.record.get(job['id']) is not None for job in jobs)
+    finally:
+        worker.pool.shutdown(wait=True)
+        worker.requester.close()
+        worker.intents.close()
+        worker.record.close()
+        worker.sub.close()
+        worker.context.term()
+
+
+# -- an import claims its name as a clone does (issue 18 item 7) -------------------------------------
+
+def import_job(host, name, ttl=60):
+    return messages.new_job(host, 'image.import', {'name': name, 'checksum': 'sha256:' + '0' * 64,
+                                                   'url': 'http://127.0.0.1:9/%s.qcow2' % name}, ttl=ttl)
+
+
+def test_two_imports_of_one_name_on_one_host_get_one_job(plain_cloud):
+    """A re-run of an import (after a wait timeout) while the first job still runs gets the first job back: never a
+    second job that would make the same disk. The same name on another host is another job."""
+    first, again, other_host = import_job('lonely', 'imp1'), import_job('lonely', 'imp1'), import_job('kvm10', 'imp1')
+    with Client(plain_cloud.config) as client:
+        assert client.submit(first)['id'] == first['id']
+        assert client.submit(again)['id'] == first['id']
+        assert client.submit(other_host)['id'] == other_host['id'], 'an image is imported on several hosts at once'
+        ids = [j['id'] for j in client.recent(100)]
+    assert first['id'] in ids and again['id'] not in ids
+
+
+def test_an_import_and_a_clone_of_one_name_get_one_job(plain_cloud):
+    """An image import and a clone make a domain and a disk of the same name: whichever came first holds it."""
+    imported, cloned = import_job('lonely', 'imp2'), clone_job('kvm10', 'imp2')
+    clone_first, import_later = clone_job('kvm10', 'imp3'), import_job('lonely', 'imp3')
+    with Client(plain_cloud.config) as client:
+        assert client.submit(imported)['id'] == imported['id']
+        assert client.submit(cloned)['id'] == imported['id']
+        assert client.submit(clone_first)['id'] == clone_first['id']
+        assert client.submit(import_later)['id'] == clone_first['id']
+        ids = [j['id'] for j in client.recent(100)]
+    assert cloned['id'] not in ids and import_later['id'] not in ids
+
+
+def test_an_import_claim_is_released_when_the_job_ends(plain_cloud):
+    first = import_job('lonely', 'imp4', ttl=1)
+    with Client(plain_cloud.config) as client:
+        client.submit(first)
+        with pytest.raises(JobFailed):
+            client.wait(first['id'], 10)
+        later = clone_job('lonely', 'imp4')
+        assert client.submit(later)['id'] == later['id']
+
+
+def import_config(cloud):
+    """The cloud's configuration with `lonely` on libvirt's test driver, where no domain is called imp*."""
+    return config.load(cloud.config_path, {'hosts': [{'name': name, 'uri': 'test:///default'} if name == 'lonely'
+                                                     else {'name': name} for name in HOSTS]})
+
+
+def test_import_image_waits_for_the_import_of_its_name_under_way(plain_cloud):
+    """A re-run of maglica_image while its first job runs waits for that job, not a second one."""
+    first = import_job('lonely', 'imp5', ttl=2)
+    with Client(plain_cloud.config) as client:
+        client.submit(first)
+    with pytest.raises(JobFailed) as failed:
+        image_import.import_image(import_config(plain_cloud), 'imp5', first['args']['url'], first['args']['checksum'],
+                                  targets=['lonely'], timeout=10)
+    assert failed.value.job['jobs']['lonely']['id'] == first['id'], 'the first job expires: no host worker for lonely'
+
+
+def test_import_image_of_a_name_a_clone_holds_is_refused(plain_cloud):
+    held = clone_job('kvm10', 'imp6')
+    with Client(plain_cloud.config) as client:
+        client.submit(held)
+    with pytest.raises(ConflictError, match='imp6 is being made on kvm10 by job %s \\(vm.clone\\): wait for it' % held['id']):
+        image_import.import_image(import_config(plain_cloud), 'imp6', 'http://127.0.0.1:9/imp6.qcow2', 'sha256:' + '0' * 64,
+                                  targets=['lonely'], timeout=2)
