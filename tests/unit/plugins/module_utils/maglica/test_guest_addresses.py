@@ -141,7 +141,7 @@ def test_wait_does_not_take_a_hostile_address_for_the_clones(monkeypatch):
     AgentSays(monkeypatch, agent_reply('10.0.0.9,*', '10.0.0.8\n* ssh-ed25519 AAAA'))
     with pytest.raises(reach.NotReachable, match='has no address') as raised:
         reach.wait(simulated(), 'sim', 'test', 'ip', [], 0)
-    assert ',*' not in str(raised.value).split('Last seen:')[0]
+    assert ',*' not in str(raised.value).split('Last seen:', maxsplit=1)[0]
 
 
 def test_wait_takes_the_parsed_address_beside_hostile_ones(monkeypatch):
