@@ -88,7 +88,9 @@ options:
           - The configuration's default is C(/etc/maglica/pki/library), where the client_worker role puts them.
         type: path
       insecure:
-        description: Allow C(transport=tcp); each use is warned about.
+        description:
+          - Allow C(transport=tcp), and host URIs that are C(tcp) in any case (C(qemu+TCP://)) or turn off the check of the
+            host's identity (C(no_verify=1), C(known_hosts_verify=ignore) or C(auto)); each use is warned about.
         type: bool
       path:
         description: Path part of the URI.

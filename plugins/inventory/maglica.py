@@ -14,6 +14,8 @@ description:
   - Groups each VM by hypervisor (C(maglica_host_<host>)) and by state (C(maglica_state_running),
     C(maglica_state_stopped)...), and sets C(ansible_host) to the guest's address where libvirt knows it,
     from the DHCP leases of its libvirt network or from the QEMU guest agent.
+  - What the guest agent reports is the guest's choice, so only values that parse as IP addresses become C(ansible_host),
+    C(maglica_addresses) or names in known_hosts lines; anything else is dropped with a warning.
   - Sets C(maglica_host), C(maglica_state), C(maglica_vcpus), C(maglica_memory_mb), C(maglica_disks),
     C(maglica_vnc_port), C(maglica_clone_of), C(maglica_spread_group), C(maglica_uuid) and C(maglica_addresses) on each VM.
   - Sets C(maglica_ssh_host_keys) (the public SSH host keys written into a clone, from its libvirt metadata) and
@@ -138,6 +140,23 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._cache[cache_key] = vms
         self.populate(vms)
 
+    def addresses(self, name, reported):
+        """The guest's addresses, parsed again: they may come from the cache, written by an older version.
+
+        Whatever a guest reports is its choice; only IP addresses (ipaddress) become ansible_host or a known_hosts name.
+        """
+        interfaces = {}
+        for address in reported if isinstance(reported, list) else []:
+            if not isinstance(address, dict):
+                continue
+            iface = interfaces.setdefault(address.get('interface'), {'hwaddr': address.get('mac'), 'addrs': []})
+            iface['addrs'].append({'addr': address.get('address'), 'prefix': address.get('prefix')})
+        warnings = []
+        parsed = reach.interface_addresses(interfaces, warnings)
+        for line in warnings:
+            self.display.warning('maglica inventory: %s: %s' % (name, line))
+        return parsed
+
     def populate(self, vms):
         strict = self.get_option('strict')
         known_hosts_file = self.get_option('known_hosts_file')
@@ -149,6 +168,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self.display.warning('maglica inventory: %s is defined on %s and %s; the inventory keeps the one on %s'
                                      % (name, seen[name], entry['host'], entry['host']))
             seen[name] = entry['host']
+            for warning in entry.get('address_warnings') or []:
+                self.display.warning('maglica inventory: %s' % warning)
             self.inventory.add_host(name)
             variables = {
                 'maglica_host': entry['host'],
@@ -161,13 +182,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 'maglica_spread_group': entry.get('spread_group'),
                 'maglica_image': entry['image'],
                 'maglica_uuid': entry['uuid'],
-                'maglica_addresses': entry.get('addresses') or [],
+                'maglica_addresses': self.addresses(name, entry.get('addresses')),
             }
             if variables['maglica_addresses']:
                 variables['ansible_host'] = variables['maglica_addresses'][0]['address']
             variables['maglica_ssh_host_keys'] = entry.get('ssh_host_keys') or []
             names = reach.clone_names(name, variables.get('ansible_host'))
-            variables['maglica_known_hosts'] = hostkeys.known_hosts_lines(names, variables['maglica_ssh_host_keys'])
+            try:
+                variables['maglica_known_hosts'] = hostkeys.known_hosts_lines(names, variables['maglica_ssh_host_keys'])
+            except MaglicaError as e:
+                self.display.warning('maglica inventory: %s: no known_hosts lines: %s' % (name, e))
+                variables['maglica_known_hosts'] = []
             if known_hosts_file and variables['maglica_known_hosts']:
                 known_hosts.extend(variables['maglica_known_hosts'])
                 variables['ansible_ssh_common_args'] = '-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes' % known_hosts_file

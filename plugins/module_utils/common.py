@@ -155,7 +155,8 @@ def run(module, operation, *libraries):
     try:
         config = load_config(module)
         for host, uri in sorted(config.insecure_uris().items()):
-            module.warn('libvirt of %s over plain tcp (%s): unencrypted and unauthenticated (libvirt.insecure: true)' % (host, uri))
+            module.warn('libvirt of %s (%s) is insecure (libvirt.insecure: true): %s'
+                        % (host, uri, '; '.join(maglica_config.uri_problems(uri))))
         return operation(config)
     except JobFailed as e:
         # A batch's failure carries what every clone of it did (cloud.clone_batch).

@@ -201,7 +201,7 @@ class Cloud(object):
     def start_host_worker(self, host, wait=True):
         command = [PYTHON, NOOP_WORKER, 'maglica.host_worker', '--config', self.path, '--name', host]
         if self.testbed:
-            # Its own client certificate, for the other hosts' libvirtd (an image copy's source).
+            # Its own client certificate, for the libvirtd of the hosts it copies images from (an image copy's source).
             data = dict(self.data, libvirt=dict(self.data['libvirt'], pki_path=self.testbed.host_pki_path(host)))
             command[4] = self.write_config('host_worker-%s.conf' % host, data)
             self.host_workers[host] = self.testbed.popen_in(host, ['env', 'PYTHONPATH=%s' % MODULE_UTILS] + command,
@@ -294,6 +294,7 @@ class PlaybookRun(object):
         for match in self.RESULT_RE.finditer(self.output):
             data, _end = decoder.raw_decode(self.output, match.end() - 1)
             data['_status'] = match.group(2).rstrip('!').lower()
+            data['_host'] = match.group(1)
             self.results.append(data)
 
     @property

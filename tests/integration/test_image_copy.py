@@ -111,3 +111,19 @@ def test_copy_refuses_a_vm_of_the_same_name_on_the_destination(cloud, testbed):
         for host in ('host0', 'host2'):
             testbed.virsh(host, 'destroy', 'samename.test', check=False)
             testbed.virsh(host, 'undefine', 'samename.test', '--remove-all-storage', check=False)
+
+
+def test_a_copy_from_a_host_that_does_not_allow_the_destination_is_refused_there(cloud, testbed):
+    """Issue 18, item 12: a source's libvirtd allows a destination's host worker only when the destination copies
+    images from it (host_worker_image_copy_from; the testbed mirrors host2 copying from host0 and host1, and host1 from
+    host2). host1 does not copy from host0: host0's libvirtd refuses host-worker@host1, and nothing is made."""
+    testbed.define_image('host0', 'unpaired.original', testbed.image('debian'), 128)
+    try:
+        before = {h: (testbed.domains(h), testbed.host_files(h)) for h in ('host0', 'host1')}
+        run = copy(cloud, image_name='unpaired.original', image_dest='host1', image_source='host0')
+        assert run.rc != 0 and run.failed, run
+        message = run.failed[0]['msg']
+        assert 'host-worker@host1' in message and 'host_worker_image_copy_from: [host0]' in message, message
+        assert {h: (testbed.domains(h), testbed.host_files(h)) for h in ('host0', 'host1')} == before
+    finally:
+        testbed.virsh('host0', 'undefine', 'unpaired.original', '--remove-all-storage', check=False)

@@ -164,6 +164,23 @@ def test_refused_a_valid_certificate_whose_dn_is_not_allowed(testbed, testbed_ca
     assert state.unchanged()
 
 
+def test_a_host_workers_certificate_opens_only_the_hosts_it_copies_images_from(testbed):
+    """Issue 18, item 12: one hypervisor's certificate must not open every other hypervisor. host0's libvirtd allows
+    the library, its own host worker and host2's (host2 copies images from host0, see test_image_copy.py), as the
+    role gives it for host_worker_image_copy_from; host1's host worker never copies from host0: refused."""
+    state = HostState(testbed, HOST)
+    intruder = testbed.host_pki_path('host1')
+    assert not server_accepts(testbed.hosts[HOST], intruder), "libvirtd must refuse another host's worker"
+    assert 'Unable to read TLS confirmation' in refused_by_libvirt(tls_uri(testbed.hosts[HOST], intruder))
+    message = refused_by_library(testbed, intruder)
+    assert message.startswith('%s: libvirtd at %s closed the TLS connection: it refused the client certificate %s/clientcert.pem '
+                              '(DN O=maglica.cloud,CN=host-worker@host1)' % (HOST, testbed.hosts[HOST], intruder)), message
+    assert state.unchanged()
+    assert server_accepts(testbed.hosts[HOST], testbed.host_pki_path('host2')), 'host2 copies images from host0'
+    assert server_accepts(testbed.hosts[HOST], testbed.host_pki_path(HOST)), 'its own host worker'
+    assert server_accepts(testbed.hosts[HOST], testbed.pki_path), 'the library'
+
+
 def test_refused_a_server_certificate_whose_name_does_not_match(testbed, testbed_ca, tmp_path):
     """A host whose libvirtd has a certificate of our CA for another name: the client refuses it, so nothing reaches it."""
     name = 'tlsname'
@@ -259,6 +276,35 @@ def test_role_renews_a_short_lived_certificate_then_changes_nothing(tmp_path):
     assert [str(a) for a in sans.get_values_for_type(x509.IPAddress)] == ['192.0.2.9']
 
 
+def test_role_renews_the_ca_certificate_with_its_key_and_what_it_issued_stays_valid(tmp_path):
+    """Issue 18, item 12: the CA certificate is renewed within maglica_pki_ca_renew_days of its expiry, with the same key
+    and subject; the renewed one is installed beside the certificates, which it still verifies; then nothing changes."""
+    pki_dir = str(tmp_path / 'pki')
+    inventory = str(tmp_path / 'inventory.yml')
+    with open(inventory, 'w') as handle:
+        yaml.safe_dump({'all': {'vars': {'ansible_connection': 'local', 'pki': pki_dir}, 'hosts': {
+            'kvm9': {'kind': 'server', 'dir': os.path.join(pki_dir, 'kvm9'), 'sans': ['kvm9']}}}}, handle)
+
+    def deploy(**extra):
+        run = run_playbook(os.path.join(ROOT, 'tests', 'testbed', 'pki.yml'), inventory=inventory,
+                           extra_vars={'maglica_pki_%s' % k: v for k, v in extra.items()} or None)
+        assert run.rc == 0, run
+        return (run, certificate(os.path.join(pki_dir, 'ca', 'cacert.pem')),
+                certificate(os.path.join(pki_dir, 'kvm9', 'cacert.pem')), certificate(os.path.join(pki_dir, 'kvm9', 'servercert.pem')))
+
+    _run, short, installed, server = deploy(ca_valid_days=2)
+    assert days_left(short) < 2.1 and installed == short
+    run, renewed, installed, server_after = deploy()
+    assert run.changed, run
+    assert renewed.serial_number != short.serial_number and 3640 < days_left(renewed) <= 3650
+    assert renewed.subject == short.subject and renewed.public_key().public_numbers() == short.public_key().public_numbers()
+    assert installed == renewed, 'the renewed CA certificate is installed beside the certificate'
+    assert server_after == server, 'the server certificate is kept'
+    server.verify_directly_issued_by(renewed)  # raises if the renewed CA does not verify what the old one issued
+    run, again, _installed, _server = deploy()
+    assert run.changed == 0 and again == renewed, run
+
+
 # -- ssh ----------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -336,10 +382,30 @@ def test_a_host_removed_from_the_inventory_is_dropped_from_the_allow_list(tmp_pa
                 'client_workers': {'hosts': {'maglica.example': client_vars}}}}}, handle)
         run = run_playbook(os.path.join(ROOT, 'tests', 'integration', 'playbooks', 'allowed_dns.yml'), inventory=inventory)
         assert run.rc == 0, run
-        return run.last['maglica_pki_allowed_dn_list']
+        return [r for r in run.results if 'maglica_pki_allowed_dn_list' in r][0]['maglica_pki_allowed_dn_list']
 
     everyone = allowed({'kvm1': {}, 'kvm2': {'host_worker_name': 'hv2'}, 'kvm3': {}})
     assert everyone == ['O=maglica.cloud,CN=host-worker@kvm1', 'O=maglica.cloud,CN=host-worker@hv2',
                         'O=maglica.cloud,CN=host-worker@kvm3', 'O=maglica.cloud,CN=library@maglica.example']
     assert allowed({'kvm1': {}, 'kvm3': {}}) == ['O=maglica.cloud,CN=host-worker@kvm1', 'O=maglica.cloud,CN=host-worker@kvm3',
                                                  'O=maglica.cloud,CN=library@maglica.example']
+
+
+def test_a_libvirtd_allows_the_library_its_own_worker_and_the_workers_that_copy_images_from_it(tmp_path):
+    """Issue 18, item 12: each host's tls_allowed_dn_list (maglica_pki_libvirtd_allowed_dn_list, written by the
+    host_worker role) names the library, its own host worker, and only the host workers whose
+    host_worker_image_copy_from names it; never every host worker."""
+    inventory = str(tmp_path / 'inventory.yml')
+    with open(inventory, 'w') as handle:
+        yaml.safe_dump({'all': {'hosts': {'localhost': {'ansible_connection': 'local'}}, 'children': {
+            'host_workers': {'hosts': {'kvm1': {}, 'kvm2': {'host_worker_name': 'hv2', 'host_worker_image_copy_from': ['kvm1']},
+                                       'kvm3': {'host_worker_image_copy_from': ['kvm1', 'hv2']}}},
+            'client_workers': {'hosts': {'maglica.example': {}}}}}}, handle)
+    run = run_playbook(os.path.join(ROOT, 'tests', 'integration', 'playbooks', 'allowed_dns.yml'), inventory=inventory)
+    assert run.rc == 0, run
+    allowed = {r['_host']: r['maglica_pki_libvirtd_allowed_dn_list'] for r in run.results if 'maglica_pki_libvirtd_allowed_dn_list' in r}
+    library = 'O=maglica.cloud,CN=library@maglica.example'
+    assert allowed == {
+        'kvm1': ['O=maglica.cloud,CN=host-worker@kvm1', 'O=maglica.cloud,CN=host-worker@hv2', 'O=maglica.cloud,CN=host-worker@kvm3', library],
+        'kvm2': ['O=maglica.cloud,CN=host-worker@hv2', 'O=maglica.cloud,CN=host-worker@kvm3', library],
+        'kvm3': ['O=maglica.cloud,CN=host-worker@kvm3', library]}, run

@@ -120,7 +120,7 @@ auth_tcp = "none"
 key_file = "$dir/pki/server/serverkey.pem"
 cert_file = "$dir/pki/server/servercert.pem"
 ca_file = "$dir/pki/server/cacert.pem"
-tls_allowed_dn_list = ["O=maglica.cloud,CN=library@*", "O=maglica.cloud,CN=host-worker@*"]
+tls_allowed_dn_list = ["O=maglica.cloud,CN=library@*", "O=maglica.cloud,CN=host-worker@$name", "O=maglica.cloud,CN=host-worker@$([[ $name == host2 ]] && echo host1 || echo host2)"]
 host_uuid = "$(cat "$dir/host_uuid")"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOF

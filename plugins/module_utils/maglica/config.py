@@ -19,8 +19,11 @@
       policy: seed                         # or resources
       memory_overcommit: 1.0
 
-`transport: tcp` (no encryption, no authentication) is refused unless `insecure: true`
-is set in the same section; URIs of libvirt's test driver are exempt.
+`transport: tcp` (no encryption, no authentication), and a host `uri` that is tcp in any case
+(`qemu+TCP://`) or turns off the check of the host's identity (`no_verify=1`,
+`known_hosts_verify=ignore|auto`), are refused unless `insecure: true` is set in the libvirt
+section; URIs of libvirt's test driver are exempt from the tcp rule. URIs are read the way
+libvirt reads them (uri_transport, uri_params).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from __future__ import annotations
 import copy
 import os
 import re
-from urllib.parse import quote, urlsplit
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import quote, unquote, urlsplit
 
 from . import deps, keys
 from .errors import ConfigError
@@ -92,19 +96,95 @@ PLACEMENT_POLICIES = ('seed', 'resources')
 EXEMPT_DRIVERS = ('test',)
 
 
-def uri_transport(uri: str) -> 'tuple[str, str]':
-    """(driver, transport) of a libvirt URI: 'qemu+tls://h/system' gives ('qemu', 'tls'); a local URI gives transport ''."""
-    scheme = uri.split(':', 1)[0]
+# libvirt's URI scheme (libxml2's grammar): DRIVER[+TRANSPORT].
+URI_SCHEME_RE = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*')
+# Query parameters with which libvirt's client stops checking the host it talks to (remote_driver.c): no_verify
+# (TLS: the server's certificate; ssh: StrictHostKeyChecking=no) and known_hosts_verify (libssh, libssh2).
+VERIFYING_HOST_KEYS = ('normal',)
+
+
+def uri_scheme(uri: str) -> Optional[str]:
+    """The scheme of a libvirt URI, or None when it has none (libvirt would then look it up as an alias)."""
+    scheme, sep, _rest = uri.partition(':')
+    return scheme if sep and URI_SCHEME_RE.fullmatch(scheme) else None
+
+
+def uri_transport(uri: str) -> Tuple[str, str]:
+    """(driver, transport) of a libvirt URI, as libvirt splits its scheme: 'qemu+TLS://h/system' gives ('qemu', 'tls');
+    a local URI gives transport ''. The transport is lower case (libvirt compares it so), the driver as written."""
+    scheme = uri_scheme(uri) or ''
     driver, _sep, transport = scheme.partition('+')
+    transport = transport.lower()
     if not transport and urlsplit(uri).hostname:
         transport = 'tls'  # libvirt's default for a remote URI without a transport
     return driver, transport
 
 
-def is_insecure_uri(uri: str) -> bool:
-    """A URI that reaches a hypervisor over plain TCP: no encryption, no authentication."""
+def uri_params(uri: str) -> List[Tuple[str, str]]:
+    """The query parameters of a libvirt URI, split and decoded as libvirt's virURIParseParams does: sections end at
+    the next '&' (else ';'), names and values are %-decoded, '=value' is ignored and a bare name has the value ''."""
+    query = uri.split('#', 1)[0].partition('?')[2]
+    params = []
+    while query:
+        end = query.find('&')
+        if end < 0:
+            end = query.find(';')
+        if end < 0:
+            end = len(query)
+        section = query[:end]
+        name, sep, value = section.partition('=')
+        if section and name:
+            params.append((unquote(name), unquote(value) if sep else ''))
+        query = query[end + 1:]
+    return params
+
+
+def uri_param(uri: str, name: str) -> Optional[str]:
+    """The last value of the query parameter `name` (any case, as libvirt compares names), or None."""
+    values = [value for key, value in uri_params(uri) if key.lower() == name]
+    return values[-1] if values else None
+
+
+def uri_problems(uri: str) -> List[str]:
+    """Why libvirt over `uri` is insecure: plain tcp, or a parameter that turns off the check of the host's identity."""
     driver, transport = uri_transport(uri)
-    return transport == 'tcp' and driver not in EXEMPT_DRIVERS
+    problems = []
+    if transport == 'tcp' and driver not in EXEMPT_DRIVERS:
+        problems.append('plain tcp has neither encryption nor authentication: anyone who reaches its port can destroy '
+                        'every VM there')
+    for name, value in uri_params(uri):
+        key = name.lower()
+        if key == 'no_verify' and not _is_zero(value):
+            problems.append("%s=%s: libvirt does not check the host's identity (its TLS certificate or SSH host key), so "
+                            'anyone on the way can pose as the host' % (name, value))
+        elif key == 'known_hosts_verify' and value.lower() not in VERIFYING_HOST_KEYS:
+            problems.append("%s=%s: libvirt does not check the host's identity (its SSH host key), so anyone on the way "
+                            'can pose as the host' % (name, value))
+    return problems
+
+
+def _is_zero(value: str) -> bool:
+    try:
+        return int(value.strip(), 10) == 0
+    except ValueError:
+        return False
+
+
+def uri_error(uri: str) -> Optional[str]:
+    """Why `uri` cannot be read as libvirt will read it, or None."""
+    if uri_scheme(uri) is None:
+        return ('%r is not a libvirt URI (DRIVER[+TRANSPORT]://[HOST]/PATH); libvirt would look it up as an alias in '
+                'its client configuration, which Maglica cannot check' % uri)
+    transport = uri_transport(uri)[1]
+    if transport not in TRANSPORTS:
+        return '%r has the transport %r, which libvirt does not know (known: %s)' % (
+            uri, transport, ', '.join(t for t in TRANSPORTS if t))
+    return None
+
+
+def is_insecure_uri(uri: str) -> bool:
+    """A URI that reaches a hypervisor over plain TCP, or without checking the host's identity."""
+    return bool(uri_problems(uri))
 
 
 class Host(object):
@@ -173,8 +253,8 @@ class Config(object):
             query = '?pkipath=%s' % quote(lv['pki_path'], safe='/')
         return '%s+%s://%s%s/%s%s' % (lv['driver'], lv['transport'], host.address, port, lv['path'], query)
 
-    def insecure_uris(self) -> 'dict[str, str]':
-        """{host name: URI} of the hosts reached over plain TCP."""
+    def insecure_uris(self) -> Dict[str, str]:
+        """{host name: URI} of the hosts reached over plain TCP or without a check of the host's identity."""
         return {h.name: self.uri(h) for h in self.hosts if is_insecure_uri(self.uri(h))}
 
     def endpoint(self, which):
@@ -237,11 +317,16 @@ def validate(data, source=None):
                           % (where, result['placement']['memory_overcommit']))
     result['hosts'] = _validate_hosts(data.get('hosts'), where)
     config = Config(result, source)
+    for host in config.hosts:
+        error = uri_error(config.uri(host))
+        if error:
+            raise ConfigError('%s: host %s: %s' % (where, host.name, error))
     insecure = config.insecure_uris()
     if insecure and not result['libvirt']['insecure']:
-        raise ConfigError('%s: libvirt over tcp has neither encryption nor authentication: anyone who reaches the port of %s '
-                          'can destroy every VM there. Use transport: tls (the default) or ssh; to accept the risk, set '
-                          'insecure: true in the libvirt section' % (where, ', '.join('%s (%s)' % i for i in insecure.items())))
+        raise ConfigError('%s: insecure libvirt URI(s): %s. Use transport: tls (the default) or ssh, without no_verify or '
+                          'known_hosts_verify; to accept the risk, set insecure: true in the libvirt section'
+                          % (where, '; '.join('%s (%s): %s' % (name, uri, '; '.join(uri_problems(uri)))
+                                              for name, uri in insecure.items())))
     return config
 
 

@@ -12,6 +12,7 @@ in the source files are sent as holes (sparse streams), so a thin image stays th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import xml.etree.ElementTree as ET
@@ -144,7 +145,15 @@ def copy_image(config, host, args, reconcile=False, ownership=None):
     ownership = ownership if ownership is not None else clone.Ownership()
     name, source = args['image'], args['source']
     dest = host.name
-    with virt.Connection(config, config.host(source)) as src_conn, virt.Connection(config, host) as dst_conn:
+    with contextlib.ExitStack() as stack:
+        try:
+            src_conn = stack.enter_context(virt.Connection(config, config.host(source)))
+        except HostError as e:
+            # The only place a host worker reaches another host's libvirtd: the source allows it only where asked.
+            raise HostError('%s (an image copy reads %s with the certificate of host-worker@%s; %s\'s libvirtd allows it '
+                            'only when %s has host_worker_image_copy_from: [%s] in the inventory, see the host_worker role)'
+                            % (e, source, dest, source, dest, source))
+        dst_conn = stack.enter_context(virt.Connection(config, host))
         there = clone.lookup(dst_conn, name)
         if there is not None:
             if reconcile and ownership.owns_domain(there):

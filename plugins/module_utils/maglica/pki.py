@@ -19,10 +19,10 @@ import ssl
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from . import deps
-from .config import uri_transport
+from .config import uri_param, uri_transport
 from .errors import HostError
 
 CA_FILE = 'cacert.pem'
@@ -48,7 +48,7 @@ def client_files(uri: str) -> Optional[ClientFiles]:
     """The certificate files a tls URI uses (its `pkipath`, else libvirt's defaults); None for other transports."""
     if uri_transport(uri)[1] != 'tls':
         return None
-    pki_path = (parse_qs(urlsplit(uri).query).get('pkipath') or [''])[0]
+    pki_path = uri_param(uri, 'pkipath') or ''  # as libvirt reads it: any case, the last one
     if pki_path:
         return ClientFiles(os.path.join(pki_path, CA_FILE), os.path.join(pki_path, CERT_FILE),
                            os.path.join(pki_path, KEY_FILE), os.path.join(pki_path, ALLOWED_DNS_FILE))

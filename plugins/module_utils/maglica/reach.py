@@ -12,12 +12,15 @@ client say "Host key verification failed". A banner or an open port proves neith
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from . import hostkeys, virt
 from .errors import MaglicaError
@@ -26,6 +29,10 @@ WAIT_FOR = ('none', 'ip', 'ssh')
 SSH = os.environ.get('MAGLICA_SSH', 'ssh')
 SSH_CONNECT_TIMEOUT = 10
 POLL_INTERVAL = 2.0
+LOG = logging.getLogger('maglica.reach')
+# What the guest agent may call an interface or its MAC address: printable, short (Windows names have spaces).
+INTERFACE_NAME_RE = re.compile(r'[A-Za-z0-9_.:@ ()#-]{1,64}')
+MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
 
 
 class NotReachable(MaglicaError):
@@ -40,6 +47,7 @@ class Reachability:
     last_seen: str = 'nothing yet'
     waited_s: float = 0.0
     addresses: List[dict] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
 
 def clone_names(hostname: str, ip: Optional[str] = None) -> List[str]:
@@ -100,11 +108,15 @@ def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeou
             if not dom.isActive():
                 seen.last_seen = '%s is not running' % name
             else:
-                seen.addresses = guest_addresses(dom)
+                warnings: List[str] = []
+                seen.addresses = guest_addresses(dom, warnings)
+                seen.warnings = list(dict.fromkeys(seen.warnings + warnings))
                 ipv4 = [a['address'] for a in seen.addresses if a['family'] == 'ipv4']
                 seen.ip = (ipv4 or [a['address'] for a in seen.addresses] or [None])[0]
                 if seen.ip is None:
                     seen.last_seen = 'no address yet (neither the guest agent nor the DHCP leases know one)'
+                    if warnings:
+                        seen.last_seen = 'no address yet (%s)' % '; '.join(warnings[:3])
                 elif mode == 'ip':
                     return seen
                 else:
@@ -128,8 +140,83 @@ def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeou
                                                         seen.last_seen, tail))
 
 
-def guest_addresses(dom) -> List[dict]:
-    """The guest's IP addresses where libvirt knows them: the guest agent, else the DHCP leases of its network."""
+def shown(value: Any) -> str:
+    """A guest's value for a message: repr (no line breaks), cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + '...'
+
+
+def parse_address(value: Any) -> Optional[str]:
+    """The IP address a guest reported, as ipaddress writes it, or None when `value` is not exactly one address.
+
+    A guest agent's values are the guest's choice: '10.0.0.9,*', a line break, a scope id ('fe80::1%eth0')
+    or a name would become known_hosts patterns or extra lines, so only a plain IPv4 or IPv6 address passes.
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        return None
+    return str(address)
+
+
+def is_guest_address(address: str) -> bool:
+    """An address the guest can be reached at from outside: not loopback, link-local, multicast or unspecified."""
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return not (parsed.is_loopback or parsed.is_link_local or parsed.is_multicast or parsed.is_unspecified)
+
+
+def interface_addresses(interfaces: Any, warnings: List[str]) -> List[dict]:
+    """libvirt's interfaceAddresses reply, parsed: [{interface, mac, address, prefix, family}], IPv4 first.
+
+    Everything in it may come from the guest (its agent): an address that is not an IP address is dropped, an
+    interface name or MAC that does not parse is left out (None), each with a line in `warnings`.
+    """
+    found: List[dict] = []
+    if not isinstance(interfaces, dict):
+        return found
+    for iface_name, iface in sorted(interfaces.items(), key=lambda item: str(item[0])):
+        if not isinstance(iface, dict) or not isinstance(iface.get('addrs'), list):
+            continue
+        name = iface_name if isinstance(iface_name, str) and INTERFACE_NAME_RE.fullmatch(iface_name) else None
+        if name is None and iface_name is not None:
+            warnings.append('the guest reported an interface name that is not one, %s: left out' % shown(iface_name))
+        if name == 'lo':
+            continue
+        mac = iface.get('hwaddr')
+        if mac is not None:
+            mac = mac.lower() if isinstance(mac, str) and MAC_RE.fullmatch(mac.lower()) else None
+            if mac is None:
+                warnings.append('the guest reported a MAC address for %s that is not one, %s: left out'
+                                % (name or 'an interface', shown(iface.get('hwaddr'))))
+        for addr in iface['addrs']:
+            value = addr.get('addr') if isinstance(addr, dict) else addr
+            address = parse_address(value)
+            if address is None:
+                warnings.append('the guest reported an address for %s that is not an IP address, %s: dropped'
+                                % (name or 'an interface', shown(value)))
+                continue
+            if not is_guest_address(address):
+                continue
+            version = ipaddress.ip_address(address).version
+            prefix = addr.get('prefix') if isinstance(addr, dict) else None
+            if not isinstance(prefix, int) or isinstance(prefix, bool) or not 0 <= prefix <= (32 if version == 4 else 128):
+                prefix = None
+            found.append({'interface': name, 'mac': mac, 'address': address, 'prefix': prefix,
+                          'family': 'ipv4' if version == 4 else 'ipv6'})
+    return sorted(found, key=lambda a: a['family'] != 'ipv4')
+
+
+def guest_addresses(dom, warnings: Optional[List[str]] = None) -> List[dict]:
+    """The guest's IP addresses where libvirt knows them: the guest agent, else the DHCP leases of its network.
+
+    Only parsed IP addresses (see interface_addresses); what was dropped is logged and added to `warnings`.
+    """
     lv = virt.libvirt()
     sources = [getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT', 1), getattr(lv, 'VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE', 0)]
     for source in sources:
@@ -137,12 +224,12 @@ def guest_addresses(dom) -> List[dict]:
             interfaces = dom.interfaceAddresses(source, 0) or {}
         except lv.libvirtError:  # no agent (yet), or not on a libvirt network: try the next way
             continue
-        found = []
-        for iface_name, iface in sorted(interfaces.items()):
-            for addr in iface.get('addrs') or []:
-                if iface_name != 'lo' and not addr['addr'].startswith(('127.', '::1', 'fe80:')):
-                    found.append({'interface': iface_name, 'mac': iface.get('hwaddr'), 'address': addr['addr'],
-                                  'prefix': addr.get('prefix'), 'family': 'ipv4' if addr['type'] == 0 else 'ipv6'})
+        dropped: List[str] = []
+        found = interface_addresses(interfaces, dropped)
+        for line in dropped:
+            LOG.warning('%s: %s', dom.name(), line)
+        if warnings is not None:
+            warnings.extend('%s: %s' % (dom.name(), line) for line in dropped)
         if found:
-            return sorted(found, key=lambda a: a['family'] != 'ipv4')
+            return found
     return []

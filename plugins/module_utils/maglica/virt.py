@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict
 
 from . import deps, pki
-from .config import is_insecure_uri
+from .config import uri_problems
 from .errors import HostError
 
 LOG = logging.getLogger('maglica.virt')
@@ -63,8 +63,9 @@ def connect(uri, readonly=False, host=None):
 
 
 def _warn_if_insecure(uri: str) -> None:
-    if is_insecure_uri(uri):
-        LOG.warning('libvirt connection to %s over plain tcp (libvirt.insecure: true): unencrypted and unauthenticated', uri)
+    problems = uri_problems(uri)
+    if problems:
+        LOG.warning('libvirt connection to %s is insecure (libvirt.insecure: true): %s', uri, '; '.join(problems))
 
 
 # Read-only connections are kept, one per URI, and reused: over TLS, opening one (certificate files loaded and

@@ -70,7 +70,9 @@ def inventory(config, include_images=False):
         result = []
         for dom in conn.listAllDomains(0):
             info = virt.describe(dom, with_sizes=False)
-            info['addresses'] = reach.guest_addresses(dom) if info['active'] else []
+            # What the guest reported that is no address (dropped) is told to the inventory's user.
+            info['address_warnings'] = []
+            info['addresses'] = reach.guest_addresses(dom, info['address_warnings']) if info['active'] else []
             result.append(info)
         return result
 

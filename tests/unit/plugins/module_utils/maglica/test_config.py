@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from maglica import config
@@ -173,8 +175,8 @@ def test_the_host_worker_reaches_its_own_libvirtd_over_the_local_socket():
 
 
 def test_tcp_is_refused_unless_insecure_is_set():
-    with pytest.raises(ConfigError, match=r'libvirt over tcp has neither encryption nor authentication: anyone who reaches '
-                                          r'the port of kvm1 \(qemu\+tcp://kvm1/system\) can destroy every VM there.*insecure: true'):
+    with pytest.raises(ConfigError, match=r'kvm1 \(qemu\+tcp://kvm1/system\): plain tcp has neither encryption nor authentication: '
+                                          r'anyone who reaches its port can destroy every VM there.*insecure: true'):
         config.validate({'hosts': ['kvm1'], 'libvirt': {'transport': 'tcp'}})
     with pytest.raises(ConfigError, match=r'kvm2 \(qemu\+tcp://h2/system\)'):
         config.validate({'hosts': ['kvm1', {'name': 'kvm2', 'uri': 'qemu+tcp://h2/system'}]})
@@ -213,3 +215,54 @@ def test_target_names_checks_each_host_and_names_a_repeated_one_once():
     assert cfg.target_names(['kvm3', 'kvm1', 'kvm3']) == ['kvm3', 'kvm1']
     with pytest.raises(ConfigError, match="host 'kvm9' is not in the configuration .*known hosts: kvm1, kvm2, kvm3"):
         cfg.target_names(['kvm1', 'kvm9'])
+
+
+# Issue 18, item 11: URIs are read the way libvirt reads them (viruri.c, remote_driver.c): the transport after the
+# first '+' of the scheme, in any case; query parameters split at '&' (else ';'), %-decoded, names in any case.
+@pytest.mark.parametrize('uri', ['qemu+TCP://kvm1/system', 'QEMU+Tcp://kvm1/system', 'qemu+tCp://kvm1:16509/system?x=1'])
+def test_tcp_in_any_case_is_refused_unless_insecure_is_set(uri):
+    with pytest.raises(ConfigError, match=r'kvm1 \(%s\).*neither encryption nor authentication.*insecure: true' % re.escape(uri)):
+        config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}]})
+    cfg = config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}], 'libvirt': {'insecure': True}})
+    assert cfg.insecure_uris() == {'kvm1': uri}
+    assert config.uri_transport(uri)[1] == 'tcp'
+
+
+@pytest.mark.parametrize('query', ['no_verify=1', 'NO_VERIFY=1', 'No_Verify=2', 'no_verify=-1', 'no_verify=+1', 'no_verify=%31',
+                                   'no%5Fverify=1', 'pkipath=/etc/p&no_verify=1', 'pkipath=/etc/p;no_verify=1',
+                                   'no_verify=1&no_verify=0&no_verify=1', 'no_verify=yes', 'no_verify'])
+def test_no_verify_is_refused_unless_insecure_is_set(query):
+    uri = 'qemu+tls://kvm1/system?' + query
+    with pytest.raises(ConfigError, match=r"(?i)kvm1 \(%s\).*no_verify.*does not check the host's identity.*insecure: true"
+                                          % re.escape(uri)):
+        config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}]})
+    cfg = config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}], 'libvirt': {'insecure': True}})
+    assert cfg.insecure_uris() == {'kvm1': uri}
+
+
+@pytest.mark.parametrize('uri', ['qemu+libssh://kvm1/system?known_hosts_verify=ignore',
+                                 'qemu+libssh2://kvm1/system?Known_Hosts_Verify=AUTO', 'qemu+ssh://kvm1/system?no_verify=1'])
+def test_ssh_without_host_key_checking_is_refused_unless_insecure_is_set(uri):
+    with pytest.raises(ConfigError, match=r"does not check the host's identity"):
+        config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}]})
+    assert config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}], 'libvirt': {'insecure': True}}).insecure_uris() == {'kvm1': uri}
+
+
+@pytest.mark.parametrize('uri', ['qemu+tls://kvm1/system?no_verify=0', 'qemu+tls://kvm1/system?no_verify=00',
+                                 'qemu+tls://kvm1/system?pkipath=/p&x_no_verify=1', 'qemu+ssh://kvm1/system?keyfile=/k',
+                                 'qemu+libssh://kvm1/system?known_hosts_verify=normal', 'qemu://kvm1/system',
+                                 'qemu+tls://kvm1/system#no_verify=1'])
+def test_uris_that_check_the_host_are_accepted(uri):
+    assert config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}]}).insecure_uris() == {}
+
+
+@pytest.mark.parametrize('uri', ['qemu+udp://kvm1/system', 'qemu+tls+tcp://kvm1/system', 'kvm1', 'qemu tls://kvm1/system'])
+def test_a_uri_libvirt_would_not_read_as_written_is_refused(uri):
+    with pytest.raises(ConfigError, match='kvm1'):
+        config.validate({'hosts': [{'name': 'kvm1', 'uri': uri}], 'libvirt': {'insecure': True}})
+
+
+def test_the_test_driver_is_exempt_only_by_its_exact_name():
+    assert config.validate({'hosts': [{'name': 's', 'uri': 'test+TCP://127.0.0.1/default'}]}).insecure_uris() == {}
+    with pytest.raises(ConfigError, match='neither encryption'):
+        config.validate({'hosts': [{'name': 's', 'uri': 'TEST+tcp://127.0.0.1/default'}]})
