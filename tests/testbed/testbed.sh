@@ -108,7 +108,9 @@ write_config() {
   [[ -s $dir/host_uuid ]] || cat /proc/sys/kernel/random/uuid >"$dir/host_uuid"
   [[ -s $dir/pki/server/servercert.pem ]] || certificates "$name" "$addr"
   local tcp=0; [[ ${MAGLICA_TESTBED_LISTEN_TCP:-0} == 1 ]] && tcp=1
-  # The certificate is the credential: only the testbed's library and host workers are allowed.
+  # The certificate is the credential: the testbed's library, the host's own worker, and the one worker that
+  # copies images from this host in the integration tests (host2 from host0 and host1, host1 from host2), as
+  # the host_worker role's host_worker_image_copy_from would allow.
   cat >"$dir/etc/libvirtd.conf" <<EOF
 listen_tls = 1
 listen_tcp = $tcp
