@@ -4,7 +4,7 @@
 """Image listing across 50 hosts, each 20 ms away: the library (every host at once) against the seed's way (one after the other).
 
     make bench-list          (python benchmarks/list.py --hosts 50 --delay-ms 20)
-    make bench-list BENCH_ARGS=--quick   (--hosts 8 --rounds 1: the seed's way costs about 1 s per host)
+    make bench-list BENCH_ARGS=--quick   (--hosts 8 --real 1 --rounds 1: the seed's way costs about 1 s per host)
 
 Hosts: 3 real testbed libvirtds (qemu driver, an image defined on each) and 47
 simulated ones, each its own libvirt test-driver XML (a few images and running
@@ -61,7 +61,7 @@ DOMAIN_XML = """  <domain type='test'>
   </domain>
 """
 
-QUICK = {'hosts': 8, 'rounds': 1}
+QUICK = {'hosts': 8, 'real': 1, 'rounds': 1}
 
 
 def simulated_host_xml(index, images, running):
@@ -179,7 +179,7 @@ def arguments(argv=None):
     parser.add_argument('--delay-ms', type=float, default=20.0, help='added one-way delay per host')
     parser.add_argument('--rounds', type=int, default=3, help='parallel listings to take the median of')
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 100)
-    return parse_args(parser, QUICK, '8 hosts, one round', argv)
+    return parse_args(parser, QUICK, '8 hosts of which 1 real, one round', argv)
 
 
 def main():

@@ -1,10 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the Ansible module adds to the library call: maglica_image_info against cloud.image_list, on 3 testbed hosts.
+"""What the Ansible module adds to the library call: maglica_image_info against cloud.image_list, on 3 testbed hosts (--hosts).
 
     make bench-module-overhead   (python benchmarks/module_overhead.py --rounds 5)
-    make bench-module-overhead BENCH_ARGS=--quick   (--rounds 1)
+    make bench-module-overhead BENCH_ARGS=--quick   (--rounds 1 --hosts 1)
 
 `module_s`: wall time of `ansible localhost -m maglica.cloud.maglica_image_info -a
 config=FILE` (controller start-up, module packaging, a fresh interpreter, the call);
@@ -38,7 +38,7 @@ from maglica import cloud, config as maglica_config  # noqa: E402  pylint: disab
 import yaml  # noqa: E402  pylint: disable=wrong-import-position
 
 ANSIBLE = os.path.join(os.path.dirname(PYTHON), 'ansible')
-QUICK = {'rounds': 1}
+QUICK = {'rounds': 1, 'hosts': 1}
 LIBRARY_ALONE = 'from maglica import cloud, config; print(len(cloud.image_list(config.load(%r))["images"]))'
 
 
@@ -51,13 +51,14 @@ def timed(step):
 def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--rounds', type=int, default=5)
-    return parse_args(parser, QUICK, 'one round', argv)
+    parser.add_argument('--hosts', type=int, default=3, help='testbed hosts the listing asks')
+    return parse_args(parser, QUICK, 'one round, one host', argv)
 
 
 def main():
     args = arguments()
     workdir = tempfile.mkdtemp(prefix='maglica-module-')
-    testbed = Testbed(3)
+    testbed = Testbed(args.hosts)
     testbed.start()
     try:
         image = os.path.join(workdir, 'debian.qcow2')
@@ -66,8 +67,9 @@ def main():
             testbed.define_image(host, 'bench.image', image)
         path = os.path.join(workdir, 'maglica.conf')
         with open(path, 'w') as handle:
+            # The testbed's libvirtds take TLS with the library's certificate (the default transport).
             yaml.safe_dump({'hosts': [{'name': n, 'address': a} for n, a in testbed.hosts.items()],
-                            'security': {'curve': False}}, handle)
+                            'libvirt': {'pki_path': testbed.pki_path}, 'security': {'curve': False}}, handle)
         config = maglica_config.load(path)
         env = ansible_env()
         module_command = [ANSIBLE, 'localhost', '-c', 'local', '-m', 'maglica.cloud.maglica_image_info', '-a', 'config=%s' % path]
@@ -75,7 +77,10 @@ def main():
         process_env = dict(testbed.env, PYTHONPATH=MODULE_UTILS)
         ping_command = [ANSIBLE, 'localhost', '-c', 'local', '-m', 'ansible.builtin.ping']
         modules, libraries, processes, pings = [], [], [], []
-        cloud.image_list(config)  # warm libvirtd and this process's imports alike
+        warm = cloud.image_list(config)  # warm libvirtd and this process's imports alike
+        unreachable = [h.get('error') or h['host'] for h in warm['hosts'] if not h['reachable']]
+        if unreachable:
+            raise RuntimeError('hosts not reachable: %s' % '; '.join(unreachable))
         for _round in range(args.rounds):
             seconds, out = timed(lambda: subprocess.run(module_command, env=env, cwd=workdir, stdout=subprocess.PIPE,
                                                         stderr=subprocess.STDOUT, universal_newlines=True, check=False))
