@@ -1,11 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Importing a 2 GiB qcow2 holding ~300 MB of data onto 3 hosts from a loopback URL, cold cache, against one
+"""Importing a 2 GiB qcow2 holding ~300 MB of data onto 3 hosts (--hosts) from a loopback URL, cold cache, against one
 `curl` of the same URL to a file plus `cp --sparse=always` of that file into each of the 3 hosts' pools.
 
     make bench-image         (python benchmarks/image.py --data-mb 300)
-    make bench-image BENCH_ARGS=--quick   (--data-mb 50 --modes overlay: no copy import)
+    make bench-image BENCH_ARGS=--quick   (--data-mb 50 --modes overlay --hosts 2: no copy import)
 
 The image: the testbed's Debian guest disk grown to 2 GiB virtual with --data-mb of random data written into it
 (benchmarks/clone.py's make_image). It is served by an HTTP server on a loopback address (the one the integration
@@ -42,9 +42,8 @@ from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-
 from maglica import image_import  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 from test_image_import import Server, sha256_of  # noqa: E402  pylint: disable=wrong-import-position
 
-HOSTS = ('host0', 'host1', 'host2')
 MODES = ('overlay', 'copy')
-QUICK = {'data_mb': 50, 'modes': 'overlay'}
+QUICK = {'data_mb': 50, 'modes': 'overlay', 'hosts': 2}
 
 
 def allocated(path):
@@ -73,13 +72,15 @@ def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--data-mb', type=int, default=300)
     parser.add_argument('--modes', type=modes, default=list(MODES), help='disk modes to import with (overlay,copy)')
-    return parse_args(parser, QUICK, '50 MB of data, the overlay import only', argv)
+    parser.add_argument('--hosts', type=int, default=3, help='testbed hosts to import onto at once')
+    return parse_args(parser, QUICK, '50 MB of data, the overlay import only, onto 2 hosts', argv)
 
 
 def main():
     args = arguments()
     workdir = tempfile.mkdtemp(prefix='maglica-image-', dir='/var/tmp')
-    testbed = Testbed(3)
+    testbed = Testbed(args.hosts)
+    hosts = sorted(testbed.hosts)
     testbed.start()
     os.makedirs(os.path.join(workdir, 'cloud'))
     cloud = Cloud(testbed, os.path.join(workdir, 'cloud'))
@@ -92,35 +93,35 @@ def main():
         data_bytes = os.stat(source).st_blocks * 512
         server = Server({'/big.qcow2': source})
         url = server.url('/big.qcow2')
-        pools = {host: os.path.join(testbed.dir, 'hosts', host, 'lib', 'images') for host in HOSTS}
+        pools = {host: os.path.join(testbed.dir, 'hosts', host, 'lib', 'images') for host in hosts}
 
         fetched = os.path.join(workdir, 'fetched.qcow2')
 
         def baseline():
             subprocess.run(['curl', '-sf', '-o', fetched, url], check=True)
-            for host in HOSTS:
+            for host in hosts:
                 subprocess.run(['cp', '--sparse=always', fetched, os.path.join(pools[host], 'baseline.qcow2')], check=True)
         baseline_s = timed(baseline)
-        for host in HOSTS:
+        for host in hosts:
             os.unlink(os.path.join(pools[host], 'baseline.qcow2'))
 
         results = {}
         for mode in args.modes:
-            before = {host: allocated(pools[host]) for host in HOSTS}
+            before = {host: allocated(pools[host]) for host in hosts}
             name = 'bench.%s' % mode
             seconds = timed(lambda: results.setdefault(mode, image_import.import_image(
-                cloud.config, name, url, checksum, list(HOSTS), {'disk_mode': mode, 'domain_type': 'qemu'})))
-            grown = [allocated(pools[host]) - before[host] for host in HOSTS]
+                cloud.config, name, url, checksum, list(hosts), {'disk_mode': mode, 'domain_type': 'qemu'})))
+            grown = [allocated(pools[host]) - before[host] for host in hosts]
             imported = results[mode]['imported']
-            broken += ['%s import: no result from %s' % (mode, host) for host in HOSTS if host not in imported]
+            broken += ['%s import: no result from %s' % (mode, host) for host in hosts if host not in imported]
             broken += ['%s import: a cache hit on %s, whose cache was cold' % (mode, host) for host, r in imported.items() if r['cache_hit']]
-            broken += ['%s import: %s is not defined on %s' % (mode, name, host) for host in HOSTS if name not in testbed.domains(host)]
+            broken += ['%s import: %s is not defined on %s' % (mode, name, host) for host in hosts if name not in testbed.domains(host)]
             jobs = list(results[mode]['jobs'].values())
             # Where the time went, from the job log's timestamps: to the host workers, then the jobs themselves.
             results[mode] = {'seconds': seconds, 'bytes_per_host': max(grown),
                              'dispatch_s': max(j['acked'] - j['created'] for j in jobs),
                              'jobs_s': max(j['finished'] for j in jobs) - min(j['acked'] for j in jobs)}
-            for host in HOSTS:  # cold again for the next mode
+            for host in hosts:  # cold again for the next mode
                 testbed.virsh(host, 'undefine', '--remove-all-storage', name, check=False)
                 shutil.rmtree(os.path.join(pools[host], image_import.CACHE_DIR), ignore_errors=True)
     finally:
@@ -138,7 +139,7 @@ def main():
               'bytes_per_host': results['overlay']['bytes_per_host'], 'data_bytes': data_bytes,
               'bytes_vs_data': round(results['overlay']['bytes_per_host'] / data_bytes, 2),
               'dispatch_s': round(results['overlay']['dispatch_s'], 2), 'jobs_s': round(results['overlay']['jobs_s'], 2),
-              'hosts': len(HOSTS), 'virtual_gib': 2}
+              'hosts': len(hosts), 'virtual_gib': 2}
     if 'copy' in results:
         result.update(import_copy_s=round(results['copy']['seconds'], 2), ratio_copy=round(results['copy']['seconds'] / baseline_s, 2),
                       bytes_per_host_copy=results['copy']['bytes_per_host'])
