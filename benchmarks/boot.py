@@ -95,14 +95,17 @@ def arguments(argv=None):
     return parse_args(parser, QUICK, 'one round, one cold clone to SSH; no warm clone, no plain boot, no ratio', argv)
 
 
+def key_blob(key):
+    """The key itself of "TYPE BASE64 [COMMENT]", whatever the comment."""
+    return key.split()[1] if len(key.split()) > 1 else key.strip()
+
+
 def key_problems(name, reported, image_keys):
     """What is wrong with the host keys a clone reported (it must have its own, none of the image's)."""
     if not reported:
         return ['clone %s reported no SSH host key' % name]
-    def blob(key):  # "TYPE BASE64 [COMMENT]": the key itself, whatever the comment
-        return key.split()[1] if len(key.split()) > 1 else key.strip()
-    image_blobs = {blob(key) for key in image_keys}
-    kept = [key for key in reported if blob(key) in image_blobs]
+    image_blobs = {key_blob(key) for key in image_keys}
+    kept = [key for key in reported if key_blob(key) in image_blobs]
     return ['clone %s kept the image\'s host key(s): %s' % (name, kept)] if kept else []
 
 
