@@ -7,10 +7,14 @@ Output at exit (multiprocessing's resource tracker, `Exception ignored in ... __
 atexit handlers, a child that still holds our stdout) used to land after the JSON
 line. print_last() writes the line, then points this process's stdout and stderr
 (file descriptors 1 and 2, so children started later too) at a log file.
+
+Every benchmark also takes `--quick` (parse_args), the short run CI makes, and ends through conclude(): its
+exit status is non-zero when the results show broken behaviour, and, in a full run, when a target is missed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -36,3 +40,37 @@ def print_last(result: dict, name: str | None = None) -> str:
     os.dup2(log, 2)
     os.close(log)
     return path
+
+
+def parse_args(parser: argparse.ArgumentParser, quick: dict, what: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """Add `--quick` to `parser` and parse: with it, the options in `quick` get those defaults (options given on
+    the command line still win). `what` says, for --help, what the quick run leaves out or makes smaller."""
+    parser.add_argument('--quick', action='store_true',
+                        help='short run for CI (%s): proves the benchmark works; claims no target' % what)
+    first, _rest = parser.parse_known_args(argv)
+    if first.quick:
+        parser.set_defaults(**quick)
+    return parser.parse_args(argv)
+
+
+def conclude(result: dict, quick: bool, broken: list[str], missed: list[str], name: str | None = None) -> int:
+    """Print `result` last (with "quick", and in a full run "targets_met") and return the exit status.
+
+    broken: what the results show wrong (jobs lost or run twice, jobs a worker refused, a run that did not finish):
+    a failure of every run. missed: performance targets not met: a failure of full runs only; a quick run measures
+    too little to claim or miss a target.
+    """
+    name = name or os.path.splitext(os.path.basename(sys.argv[0]))[0] or 'benchmark'
+    result = dict(result, quick=quick)
+    if broken:
+        result['broken'] = broken
+    if not quick:
+        result['targets_met'] = not missed
+        if missed:
+            result['targets_missed'] = missed
+    for problem in broken:
+        sys.stderr.write('bench-%s: BROKEN: %s\n' % (name.replace('_', '-'), problem))
+    for target in ([] if quick else missed):
+        sys.stderr.write('bench-%s: target missed: %s\n' % (name.replace('_', '-'), target))
+    print_last(result, name)
+    return 1 if broken or (missed and not quick) else 0

@@ -5,6 +5,7 @@
 on two real libvirtds while host workers are killed with jobs queued, and one hostname submitted at once.
 
     make bench-faults        (python benchmarks/faults.py --jobs 300 --kills 20 --clones 8)
+    make bench-faults BENCH_ARGS=--quick   (--jobs 100 --kills 8 --clones 4 --clone-kills 3 --deadline 60)
 
 Phase 1: every job is a noop with a marker, one line per run in its host's effects file.
 Phase 2 (ownership): clone jobs whose names or disks collide with other domains' and images' disks, clones that
@@ -12,8 +13,11 @@ collide with nothing, and concurrent submissions of one hostname (to either host
 (concurrency 1, so jobs sit queued) are killed and restarted. Counted afterwards on the hosts themselves.
 Prints one JSON line last: {"jobs", "kills", "lost", "duplicated_effects", "unfinished", "foreign_deleted",
 "same_name_clones", "missing_clones", "refused_collisions", "clones_of_colliding_names", "clones_reconciled",
-"clone_jobs", "clone_kills", "seconds"}.
-Goal: lost = duplicated_effects = unfinished = foreign_deleted = same_name_clones = missing_clones = 0.
+"clone_jobs", "clone_kills", "refused_by_workers", "seconds", "quick"}.
+Goal: lost = duplicated_effects = unfinished = foreign_deleted = same_name_clones = missing_clones = 0. Any of
+them not 0 is broken behaviour and fails the run, quick or not; so do jobs the workers refuse (bench_workers),
+and an ownership phase whose kills never caught a clone job queued or running (clones_reconciled 0: it proved
+nothing).
 """
 
 from __future__ import annotations
@@ -31,10 +35,14 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
-from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
+import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
+from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import MODULE_UTILS, PYTHON, Cloud, Testbed, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import client, messages  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
+
+GOALS = ('lost', 'duplicated_effects', 'unfinished', 'foreign_deleted', 'same_name_clones', 'missing_clones')
+QUICK = {'jobs': 100, 'kills': 8, 'clones': 4, 'clone_kills': 3, 'deadline': 60.0}
 
 
 HOSTS = {'hw%d' % i: '127.0.0.1' for i in range(5)}
@@ -58,13 +66,19 @@ def submit_all(cloud, jobs, accepted, stop):
     """Submit every job, resending the same id until the client worker takes it (the id makes that safe)."""
     with client.Client(cloud.config, timeout=1) as library:
         for job in jobs:
-            while not stop.is_set():
-                try:
-                    library.submit(job)
-                    accepted.append(job['id'])
-                    break
-                except DispatchError:
-                    continue
+            if bench_workers.submit(library, job, stop) is not None:
+                accepted.append(job['id'])
+
+
+def guarded(target, errors, stop):
+    """`target` for a thread: a refused job (WorkersRefused) is kept in `errors` and stops the other submitters."""
+    def run(*args):
+        try:
+            target(*args)
+        except bench_workers.WorkersRefused as e:
+            errors.append(str(e))
+            stop.set()
+    return run
 
 
 def states(cloud, ids):
@@ -95,12 +109,8 @@ def clone_job(host, hostname, mode):
 
 def submit_one(library, job, stop):
     """The id the client worker answers with (the job's own, or the job already making that hostname)."""
-    while not stop.is_set():
-        try:
-            return library.submit(job)['id']
-        except DispatchError:
-            continue
-    return None
+    logged = bench_workers.submit(library, job, stop)
+    return logged['id'] if logged is not None else None
 
 
 def ownership_phase(args, rng):
@@ -141,7 +151,7 @@ def ownership_phase(args, rng):
         for job in jobs:
             spaced += [messages.new_job(job['host'], 'noop', {'delay': 0.3}, ttl=3600), job]
         dups = ['dup%d' % i for i in range(max(2, args.clones // 2))]
-        accepted, stop = set(), threading.Event()
+        accepted, stop, errors = set(), threading.Event(), []
 
         def submit_dup(name, barrier):
             with client.Client(cloud.config, timeout=1) as library:
@@ -152,7 +162,7 @@ def ownership_phase(args, rng):
         threads = []
         for name in dups:
             barrier = threading.Barrier(4)
-            threads += [threading.Thread(target=submit_dup, args=(name, barrier)) for _n in range(4)]
+            threads += [threading.Thread(target=guarded(submit_dup, errors, stop), args=(name, barrier)) for _n in range(4)]
         for thread in threads:
             thread.start()
 
@@ -160,10 +170,10 @@ def ownership_phase(args, rng):
             with client.Client(cloud.config, timeout=1) as library:
                 for job in spaced:
                     accepted.add(submit_one(library, job, stop))
-        submitter = threading.Thread(target=submit_rest)
+        submitter = threading.Thread(target=guarded(submit_rest, errors, stop))
         submitter.start()
         started, kills = time.monotonic(), 0
-        while kills < args.clone_kills:
+        while kills < args.clone_kills and not stop.is_set():
             time.sleep(rng.uniform(0.8, 1.6))  # spacing between faults, not synchronisation
             victim = rng.choice(list(testbed.hosts))
             cloud.stop_host_worker(victim, signal.SIGKILL)
@@ -174,7 +184,7 @@ def ownership_phase(args, rng):
             thread.join()
         accepted.discard(None)
         final = {}
-        while time.monotonic() - started < args.deadline:
+        while time.monotonic() - started < args.deadline and not bench_workers.refusals(workdir):
             final = states(cloud, accepted) or final
             if final and all(final.get(i) in messages.FINAL_STATES for i in accepted):
                 break
@@ -205,12 +215,14 @@ def ownership_phase(args, rng):
         'clones_reconciled': sum(_count_in(os.path.join(workdir, 'host_worker-%s.log' % host), 'vm.clone reconciling')
                                  for host in testbed.hosts),
         'lost': sum(1 for i in accepted if i not in logged),
+        'refused': bench_workers.refusals(workdir),
+        'refused_at_submission': errors,
         'unfinished': sum(1 for i in accepted if logged.get(i, {}).get('state') not in messages.FINAL_STATES) +
         sum(1 for i in clone_ids if logged[i]['args']['hostname'] in wanted and logged[i]['state'] != 'succeeded'),
     }
 
 
-def main():
+def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--jobs', type=int, default=300)
     parser.add_argument('--kills', type=int, default=20)
@@ -219,7 +231,11 @@ def main():
     parser.add_argument('--seed', type=int, default=7)
     parser.add_argument('--clones', type=int, default=8, help='ownership phase: clones per kind (0: no such phase)')
     parser.add_argument('--clone-kills', type=int, default=6, help='ownership phase: host worker kills')
-    args = parser.parse_args()
+    return parse_args(parser, QUICK, 'fewer jobs, kills and clones', argv)
+
+
+def main():
+    args = arguments()
     exit_on_sigterm()
     rng = random.Random(args.seed)
     workdir = tempfile.mkdtemp(prefix='maglica-faults-')
@@ -228,14 +244,14 @@ def main():
     started = time.monotonic()
     jobs = [messages.new_job('hw%d' % (i % len(HOSTS)), 'noop', {'marker': 'f%d' % i, 'delay': 0.02}, ttl=3600)
             for i in range(args.jobs)]
-    accepted, stop = [], threading.Event()
-    submitter = threading.Thread(target=submit_all, args=(cloud, jobs, accepted, stop))
+    accepted, stop, errors = [], threading.Event(), []
+    submitter = threading.Thread(target=guarded(submit_all, errors, stop), args=(cloud, jobs, accepted, stop))
     submitter.start()
     kills = 0
     victims = ['client'] + list(HOSTS)
     try:
         # Kill one worker every so often (the client worker among them), and freeze some for a while.
-        while kills < args.kills:
+        while kills < args.kills and not errors:
             victim = 'client' if kills % 5 == 2 else rng.choice(victims[1:])
             if victim == 'client':
                 cloud.kill_client_worker()
@@ -253,7 +269,8 @@ def main():
         submitter.join(timeout=args.deadline)
         ids = [j['id'] for j in jobs]
         final = {}
-        while time.monotonic() - started < args.deadline:
+        # A job a host worker dropped never ends: stop waiting at the first refusal (reported below).
+        while time.monotonic() - started < args.deadline and not errors and not bench_workers.refusals(workdir):
             final = states(cloud, ids) or final
             if final and all(final.get(i) == 'succeeded' for i in accepted) and len(accepted) == len(jobs):
                 break
@@ -266,6 +283,7 @@ def main():
     for host in HOSTS:
         effects.update(line.split()[0] for line in cloud.effects(host))
     lost = sum(1 for i in accepted if i not in final or (final[i] == 'succeeded' and effects[i] == 0))
+    refused = bench_workers.refusals(workdir)
     result = {
         'jobs': args.jobs,
         'kills': kills,
@@ -273,15 +291,21 @@ def main():
         'duplicated_effects': sum(n - 1 for n in effects.values() if n > 1),
         'unfinished': sum(1 for j in jobs if final.get(j['id']) != 'succeeded'),
     }
-    if args.clones:
+    if args.clones and not errors and not refused:
         phase = ownership_phase(args, rng)
         result['lost'] += phase.pop('lost')
         result['unfinished'] += phase.pop('unfinished')
+        refused.update(phase.pop('refused'))
+        errors += phase.pop('refused_at_submission')
         result.update(phase)
+    result['refused_by_workers'] = bench_workers.count(refused) + len(errors)
     result['seconds'] = round(time.monotonic() - started, 1)
-    print_last(result)
-    goals = ('lost', 'duplicated_effects', 'unfinished', 'foreign_deleted', 'same_name_clones', 'missing_clones')
-    return 0 if all(result.get(key, 0) == 0 for key in goals) else 1
+    broken = ['%s: %d' % (key, result[key]) for key in GOALS if result.get(key, 0)]
+    broken += errors + ([bench_workers.describe(refused)] if refused else [])
+    if result.get('clone_kills') and not result.get('clones_reconciled'):
+        broken.append('clones_reconciled: 0: no host worker was killed with a clone job queued or running, so the '
+                      'ownership phase proved nothing')
+    return conclude(result, args.quick, broken, [])
 
 
 if __name__ == '__main__':

@@ -4,12 +4,14 @@
 """Mutated messages from an authenticated peer against the client worker's REP socket.
 
     make bench-fuzz          (python benchmarks/fuzz.py --messages 20000)
+    make bench-fuzz BENCH_ARGS=--quick   (--messages 2000)
 
 Mutations: byte flips, truncations, structure-aware changes to valid requests
 (fields dropped, retyped, oversized, unknown), deep nesting, huge frames,
 multi-frame messages. Every message must get an answer; the worker must keep
 its pid and its memory, and still run a valid job afterwards.
-Prints one JSON line last: {"messages", "worker_restarts", "rss_growth_mb", "valid_job_after"}.
+Broken, in any run: a message without an answer, a restarted worker, no valid job afterwards, a job the host
+worker refused. Prints one JSON line last: {"messages", "worker_restarts", "rss_growth_mb", "valid_job_after", "quick"}.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
-from bench_output import print_last  # noqa: E402  pylint: disable=wrong-import-position
+import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
+from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import keys, messages, transport  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
 
 HOSTS = {'fz0': '127.0.0.1'}
+QUICK = {'messages': 2000}
 ODD_VALUES = [None, True, -1, 2 ** 70, 1e308, '', 'x' * 5000, [], {}, [1, [2, [3]]], {'a': {'b': {}}}, '\u0000\ud7ff', 'kvm1\x00']
 
 
@@ -101,12 +105,16 @@ def rss_mb(pid):
     return 0.0
 
 
-def main():
+def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--messages', type=int, default=20000)
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 30)
     parser.add_argument('--seed', type=int, default=3)
-    args = parser.parse_args()
+    return parse_args(parser, QUICK, '2000 messages', argv)
+
+
+def main():
+    args = arguments()
     exit_on_sigterm()
     rng = random.Random(args.seed)
     cloud = Cloud(None, tempfile.mkdtemp(prefix='maglica-fuzz-'), hosts=HOSTS, port=args.port)
@@ -151,8 +159,15 @@ def main():
               'valid_job_after': valid_after}
     if unanswered:
         result['unanswered'] = unanswered
-    print_last(result)
-    return 0 if restarts == 0 and valid_after and not unanswered else 1
+    broken = ['%d message(s) got no answer' % unanswered] if unanswered else []
+    if restarts:
+        broken.append('the client worker did not keep its process (pid %d)' % pid)
+    if not valid_after:
+        broken.append('a valid noop job did not succeed after the fuzzing')
+    refused = bench_workers.refusals(cloud.workdir)
+    if refused:
+        broken.append(bench_workers.describe(refused))
+    return conclude(result, args.quick, broken, [])
 
 
 if __name__ == '__main__':

@@ -6,19 +6,31 @@
 The phase is about which domains and files survive restarts and concurrent submissions; one libguestfs launch
 takes 25-30 s here and the guests are blank disks, so customisation is replaced by a stand-in that changes
 nothing (the only part that is). Everything else - the record, reconcile, libvirt, the copies - is the real one.
+It knows the test action `noop` (tests/noop_action.py), as the test suite's workers do: the phase keeps each
+host's single slot busy with noop jobs, so that clone jobs sit queued when the worker is killed.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from maglica import batching, host_worker
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
+
+from maglica import batching, host_worker  # noqa: E402  pylint: disable=wrong-import-position
+import noop_action  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def no_customisation(key, disks, settings):
     return {'changed_files': [], 'removed_files': [], 'notes': ['benchmark: customisation skipped']}
 
 
-if __name__ == '__main__':
+def prepare() -> None:
+    """What this launcher changes in the host worker before it runs: `noop` known, customisation skipped."""
+    noop_action.register()
     batching.customize_alone = no_customisation
+
+
+if __name__ == '__main__':
+    prepare()
     sys.exit(host_worker.main())

@@ -43,3 +43,37 @@ def test_json_line_is_last_and_exit_output_goes_to_the_log(tmp_path):
         log = handle.read()
     for noise in ('noise after the result', 'noise from atexit', 'noise from __del__', 'noise from a child'):
         assert noise in log, (noise, log)
+
+
+CONCLUDING_BENCHMARK = r'''
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from bench_output import conclude
+quick, broken, missed = json.loads(sys.argv[3])
+sys.exit(conclude({'figure': 1}, quick, broken, missed, name=sys.argv[2]))
+'''
+
+
+def conclude_in_process(tmp_path, quick, broken, missed):
+    done = subprocess.run([sys.executable, '-c', CONCLUDING_BENCHMARK, BENCHMARKS, 'unit-conclude-%d' % os.getpid(),
+                           json.dumps([quick, broken, missed])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          check=False, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    return done.returncode, json.loads(done.stdout.decode().splitlines()[-1]), done.stderr.decode()
+
+
+def test_broken_results_fail_every_run_and_say_why(tmp_path):
+    for quick in (True, False):
+        code, line, err = conclude_in_process(tmp_path, quick, ['lost: 3'], [])
+        assert code == 1 and line['broken'] == ['lost: 3'] and line['quick'] is quick, line
+        assert 'BROKEN: lost: 3' in err, err
+
+
+def test_a_quick_run_claims_no_target_and_misses_none(tmp_path):
+    code, line, err = conclude_in_process(tmp_path, True, [], ['ratio 2.0 > 1.5'])
+    assert code == 0 and line == {'figure': 1, 'quick': True}, line
+    assert 'ratio' not in err
+    code, line, err = conclude_in_process(tmp_path, False, [], ['ratio 2.0 > 1.5'])
+    assert code == 1 and line['quick'] is False and line['targets_met'] is False and line['targets_missed'] == ['ratio 2.0 > 1.5']
+    assert 'target missed: ratio 2.0 > 1.5' in err
+    code, line, _err = conclude_in_process(tmp_path, False, [], [])
+    assert code == 0 and line == {'figure': 1, 'quick': False, 'targets_met': True}, line
