@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from maglica import cli, image_import, messages
+from maglica import cli, host_worker, image_import, messages
 from maglica.errors import MaglicaError, MessageError
 from maglica.joblog import JobLog
 
@@ -575,3 +575,11 @@ def test_import_limits_are_validated_in_the_job():
                 {'max_download_time': 0}, {'max_virtual_size': -1}, {'max_download_size': '1G'}):
         with pytest.raises(MessageError):
             messages.new_job('kvm1', 'image.import', dict(args, **bad))
+
+
+@pytest.mark.parametrize('done, total, expect', [(100, -1, (100, 0)), (-5, 10, (0, 10)), (5, 2 ** 70, (5, 2 ** 62)),
+                                                 (10, 5, (10, 0)), ('x', None, (0, 0)), (3, 10, (3, 10))])
+def test_host_worker_progress_figures_always_fit_the_report_schema(done, total, expect):
+    figures = host_worker.progress_figures(done, total)
+    assert figures == expect
+    messages.check_fields('progress', {'id': 'a' * 32, 'done': figures[0], 'total': figures[1]}, messages.PROGRESS_ENTRY)
