@@ -490,7 +490,9 @@ def decode_request(frame):
     if not isinstance(kind, str) or kind not in REQUESTS:
         raise MessageError('unknown request type %r' % (str(kind)[:40],))
     if kind == 'report':
-        data['problems'] = check_report(data)
+        problems = check_report(data)
+        if problems:  # for the client worker's log; it takes them out before anything else sees the report
+            data['problems'] = problems
         return kind, data
     check_fields(kind, data, REQUESTS[kind])
     if kind == 'submit':

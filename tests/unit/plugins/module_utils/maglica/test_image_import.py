@@ -20,8 +20,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from maglica import cli, host_worker, image_import, messages
-from maglica.errors import MaglicaError, MessageError
+from maglica import actions, cli, config, host_worker, image_import, messages
+from maglica.errors import ConfigError, MaglicaError, MessageError
 from maglica.joblog import JobLog
 
 DIGEST = 'ab' * 32
@@ -583,3 +583,43 @@ def test_host_worker_progress_figures_always_fit_the_report_schema(done, total, 
     figures = host_worker.progress_figures(done, total)
     assert figures == expect
     messages.check_fields('progress', {'id': 'a' * 32, 'done': figures[0], 'total': figures[1]}, messages.PROGRESS_ENTRY)
+
+
+def test_cli_import_limits_reach_the_job_arguments():
+    parser = cli.build_parser()
+    base = ['image', 'import', '--name', 'deb.original', '--url', 'https://h/x.qcow2', '--checksum', DIGEST]
+    args = parser.parse_args(base + ['--max-virtual-size', '200G', '--max-download-size', '8G', '--max-download-time', '600',
+                                     '--redirect-scheme', 'https', '--redirect-scheme', 'http'])
+    job = messages.new_job('kvm1', 'image.import', image_import.job_args('deb.original', 'sha256:' + DIGEST, args.url,
+                                                                         cli.import_settings(args)))
+    assert {k: job['args'][k] for k in ('max_virtual_size', 'max_download_size', 'max_download_time', 'redirect_schemes')} == {
+        'max_virtual_size': 200 * 2 ** 30, 'max_download_size': 8 * 2 ** 30, 'max_download_time': 600,
+        'redirect_schemes': ['http', 'https']}
+    plain = image_import.job_args('deb.original', 'sha256:' + DIGEST, args.url, cli.import_settings(parser.parse_args(base)))
+    assert not set(plain) & {'max_virtual_size', 'max_download_size', 'max_download_time', 'redirect_schemes'}
+    assert image_import.job_limits(plain) == image_import.Limits()  # unset: the host worker's defaults
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ['--redirect-scheme', 'ftp'])
+
+
+def test_file_url_dirs_come_from_the_host_worker_configuration(tmp_path, pool, host_secret):
+    """The allowed directories are the host worker's configuration (host_worker.file_url_dirs), never the job's:
+    the action table passes them to run_import."""
+    secret, marker = host_secret
+    allowed = tmp_path / 'images'
+    allowed.mkdir()
+    good = good_qcow2(allowed)
+    base = {'hosts': [{'name': 'kvm1', 'uri': 'test:///default'}]}
+    assert config.validate(base).host_worker['file_url_dirs'] == []
+    for bad in (['relative/dir'], ['/'], [7], str(allowed)):
+        with pytest.raises(ConfigError, match='file_url_dirs'):
+            config.validate(dict(base, host_worker={'file_url_dirs': bad}))
+    settings = config.validate(dict(base, host_worker={'file_url_dirs': [str(allowed)]}))
+    for url, checksum, outcome in (('file://' + good, sha256_of(good), 'succeeded'),
+                                   ('file://%s' % secret, sha256_of(secret), 'failed')):
+        job = messages.new_job('kvm1', 'image.import', {'name': 'from-file-%s' % outcome, 'url': url, 'checksum': checksum,
+                                                        'pool': pool.name, 'domain_type': 'qemu'})
+        result = actions.run(actions.Context(settings, settings.host('kvm1'), job))
+        assert result['status'] == outcome, result
+    assert 'may name only regular files inside %s' % allowed in result['message'] and marker.decode() not in result['message']
+    assert pool.files_holding(marker) == []
