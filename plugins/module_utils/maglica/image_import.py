@@ -11,6 +11,10 @@ storage pool, and renames it into the cache only once verified. The image's disk
 (or a qcow2 overlay on it), grown with qemu-img resize - never the cache. Then it defines the inactive domain
 from XML made here, marked with the image metadata (virt.IMAGE_METADATA_NS). Any failure removes what the job
 made: part files, the cache entry it fetched, the disk, the domain.
+
+Everything fetched is hostile until parsed: only qcow2 and raw images that name no other file (sniff_format,
+image_info; qemu-img never probes, see pinned()), within the job's Limits (bytes, seconds, redirects, virtual size)
+and, for file:// URLs, only regular files in the host worker's file_url_dirs.
 """
 
 from __future__ import annotations
@@ -54,15 +58,15 @@ MIN_RAW_BYTES = 1024 * 1024
 FETCH_TIMEOUT = 60
 QEMU_IMG_TIMEOUT = 3600
 # Defaults of the job's limits (messages.ACTIONS['image.import']); the library sends none unless the user sets them.
-# 1 TiB of virtual size: over ten times the largest published cloud image, yet a thin disk that its clones cannot
-# grow past a common pool. 64 GiB downloaded: a raw image of a large disk fits; an endless body stops there.
+# 1 TiB of virtual size: over ten times any published cloud image, and a bound on what the image's thin disk and
+# each of its clones may grow to. 64 GiB downloaded: a raw image of a large disk fits; an endless body stops there.
 # 6 hours: 64 GiB at 3 MB/s.
 DEFAULT_MAX_VIRTUAL_SIZE = 2 ** 40
 DEFAULT_MAX_DOWNLOAD_SIZE = 64 * 2 ** 30
 DEFAULT_MAX_DOWNLOAD_TIME = 6 * 3600
 # Where a redirect may lead by default: https only (http->https and https->https); never file://, ftp:// or data:.
 DEFAULT_REDIRECT_SCHEMES = ('https',)
-REDIRECT_SCHEMES = ('http', 'https')
+REDIRECT_SCHEMES = messages.ACTIONS['image.import']['redirect_schemes'].items.choices
 Progress = Callable[[int, int], None]
 
 
@@ -610,8 +614,8 @@ def image_info(path: str, url: str, max_virtual_size: int = DEFAULT_MAX_VIRTUAL_
     if not isinstance(info, dict) or info.get('format') != fmt:
         raise MaglicaError('%s: qemu-img info reads a %s image as %s' % (url, fmt, info.get('format') if isinstance(info, dict) else '?'))
     if fmt == 'raw' and (size % 512 or size < MIN_RAW_BYTES):
-        raise MaglicaError('%s is not a disk image: it has no image format (qcow2) and is not raw disk data either '
-                           '(%d bytes, not whole 512-byte sectors of at least %d)' % (url, size, MIN_RAW_BYTES))
+        raise MaglicaError('%s is not a disk image: it has no image format (qcow2), and qemu-img info reads it as raw '
+                           'data of %d bytes, not whole 512-byte sectors of at least %d' % (url, size, MIN_RAW_BYTES))
     specific = (info.get('format-specific') or {}).get('data') or {}
     children = [child.get('name') for child in info.get('children') or [] if isinstance(child, dict)]
     problem = None

@@ -110,7 +110,7 @@ def test_import_job_arguments_are_validated():
 def test_qemu_img_tells_images_from_other_files(tmp_path):
     page = tmp_path / 'page.html'
     page.write_text('<html><body>404 Not Found</body></html>\n')
-    with pytest.raises(MaglicaError, match='is not a disk image: it has no image format'):
+    with pytest.raises(MaglicaError, match='is not a disk image: it has no image format .qcow2., and qemu-img info reads it as raw'):
         image_import.image_info(str(page), 'http://h/page.html')
     qcow = tmp_path / 'disk.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(qcow), '64M'], check=True)
