@@ -168,13 +168,13 @@ def image_create(config, args, out):
 def import_settings(args):
     """The image.import settings of `maglica image import`'s arguments (sizes in bytes, memory in MiB)."""
     return {'vcpus': args.vcpus, 'memory_mb': vm.parse_size(args.memory) // 1048576,
-                'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
-                'network': args.network, 'bridge': args.bridge, 'firmware': args.firmware,
-                'disk_mode': args.disk_mode, 'domain_type': args.domain_type,
-                'max_virtual_size': vm.parse_size(args.max_virtual_size, 'G') if args.max_virtual_size else None,
-                'max_download_size': vm.parse_size(args.max_download_size, 'G') if args.max_download_size else None,
-                'max_download_time': args.max_download_time,
-                'redirect_schemes': sorted(set(args.redirect_scheme)) if args.redirect_scheme else None}
+            'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
+            'network': args.network, 'bridge': args.bridge, 'firmware': args.firmware,
+            'disk_mode': args.disk_mode, 'domain_type': args.domain_type,
+            'max_virtual_size': vm.parse_size(args.max_virtual_size, 'G') if args.max_virtual_size else None,
+            'max_download_size': vm.parse_size(args.max_download_size, 'G') if args.max_download_size else None,
+            'max_download_time': args.max_download_time,
+            'redirect_schemes': sorted(set(args.redirect_scheme)) if args.redirect_scheme else None}
 
 
 def image_import_command(config, args, out):

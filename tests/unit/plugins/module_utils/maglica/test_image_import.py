@@ -570,7 +570,7 @@ def test_a_redirect_to_http_is_followed_when_the_user_allows_http(tmp_path, pool
 def test_import_limits_are_validated_in_the_job():
     args = {'name': 'x', 'url': 'http://h/x', 'checksum': DIGEST}
     messages.new_job('kvm1', 'image.import', dict(args, max_virtual_size=2 ** 30, max_download_size=1, max_download_time=60,
-                                                   redirect_schemes=['http', 'https']))
+                                                  redirect_schemes=['http', 'https']))
     for bad in ({'redirect_schemes': ['ftp']}, {'redirect_schemes': ['file']}, {'max_download_size': 0},
                 {'max_download_time': 0}, {'max_virtual_size': -1}, {'max_download_size': '1G'}):
         with pytest.raises(MessageError):
