@@ -458,6 +458,8 @@ def open_local_file(url: str, file_dirs: Iterable[str]) -> Tuple[Any, int]:
     def inside(real: str) -> bool:
         return any(real != d and real.startswith(d.rstrip('/') + '/') for d in dirs)
 
+    if '\0' in path:
+        raise refused
     real = os.path.realpath(path)
     if not dirs or not inside(real):
         raise refused
@@ -740,7 +742,7 @@ def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress
         with open(part, 'wb') as handle:
             os.chmod(part, 0o600)
             size, actual = write_sparse(read_chunks(stream, url, limits, deadline), handle,
-                                        (lambda done: progress(done, max(total, done))) if progress else None)
+                                        (lambda done: progress(done, total)) if progress else None)
             os.fsync(handle.fileno())
         if actual != expected:
             raise MaglicaError('checksum mismatch for %s: expected sha256:%s, got sha256:%s (%d bytes fetched)'

@@ -510,7 +510,8 @@ def test_file_urls_reach_only_regular_files_inside_the_allowed_directories(tmp_p
     os.symlink(str(secret.parent), str(inner))  # a directory link out of it
     for url in ('file://%s' % (allowed / 'link-out.img'), 'file://%s' % (allowed / 'zero.img'),
                 'file://%s' % (allowed / 'fifo.img'), 'file://%s/secret.bin' % inner, 'file://%s' % secret,
-                'file://%s/../host/secret.bin' % allowed, 'file:///dev/zero', 'file://%s' % allowed):
+                'file://%s/../host/secret.bin' % allowed, 'file:///dev/zero', 'file://%s' % allowed,
+                'file://%s/good.qcow2%%00' % allowed):
         message = refused(pool, 'may name only regular files inside %s' % allowed, [marker.decode()],
                           url=url, checksum=sha256_of(secret), file_dirs=[allowed])
         assert sha256_of(secret).split(':')[1] not in message
