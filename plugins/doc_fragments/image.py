@@ -44,4 +44,30 @@ options:
     type: str
     choices: [kvm, qemu]
     default: kvm
+  max_virtual_size:
+    description:
+      - Refuse an image whose virtual size (the disk its guest sees, before O(disk_size) grows it) is larger than
+        this, with a unit (V(200G), V(2T)).
+      - By default V(1T), the host workers' default - over ten times the largest published cloud image.
+    type: str
+  max_download_size:
+    description:
+      - Refuse a download of more bytes than this, with a unit; a server that announces more (C(Content-Length))
+        is refused before a byte is read. What was fetched is removed.
+      - By default V(64G), the host workers' default.
+    type: str
+  max_download_time:
+    description:
+      - Refuse a download that takes longer than this many seconds in all (each read also times out after 60
+        seconds). What was fetched is removed.
+      - By default V(21600) (6 hours), the host workers' default.
+    type: int
+  redirect_schemes:
+    description:
+      - Where HTTP redirects of O(url) may lead. A redirect elsewhere (V(ftp://), V(file://), or V(http://) unless
+        given here) is refused, saying where it pointed.
+      - By default V(https) only - http to https and https to https.
+    type: list
+    elements: str
+    choices: [http, https]
 '''

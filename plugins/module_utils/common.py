@@ -106,6 +106,11 @@ IMAGE_ARGUMENT_SPEC = dict(
     bridge=dict(type='str'),
     firmware=dict(type='str', choices=['bios', 'uefi'], default='bios'),
     domain_type=dict(type='str', choices=['kvm', 'qemu'], default='kvm'),
+    # Limits of an import (image_import.Limits); unset: the host worker's defaults.
+    max_virtual_size=dict(type='str'),
+    max_download_size=dict(type='str'),
+    max_download_time=dict(type='int'),
+    redirect_schemes=dict(type='list', elements='str', choices=['http', 'https']),
 )
 IMAGE_MUTUALLY_EXCLUSIVE = [('libvirt_network', 'bridge')]
 
@@ -121,6 +126,10 @@ def image_settings(params):
         'bridge': params.get('bridge'),
         'firmware': params['firmware'],
         'domain_type': params['domain_type'],
+        'max_virtual_size': vm.parse_size(params['max_virtual_size'], 'G') if params.get('max_virtual_size') else None,
+        'max_download_size': vm.parse_size(params['max_download_size'], 'G') if params.get('max_download_size') else None,
+        'max_download_time': params.get('max_download_time'),
+        'redirect_schemes': sorted(set(params['redirect_schemes'])) if params.get('redirect_schemes') else None,
     }
 
 

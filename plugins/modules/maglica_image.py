@@ -26,7 +26,10 @@ description:
   - Refused before any job is submitted - a target that is not in the configuration, a name taken by a VM (or by
     an image made from another file) on a target. Refused by the host worker, leaving no partial disk, domain or
     cache entry - a wrong checksum (expected and actual are shown), an HTTP error or an unreachable URL, a file
-    that is not a disk image, a full disk.
+    that is not a qcow2 or raw disk image, an image that names another file (a backing file, an external data
+    file), a download or a virtual size over its limit (O(max_download_size), O(max_download_time),
+    O(max_virtual_size)), a redirect elsewhere than O(redirect_schemes), a copy that would not fit in the pool,
+    a full disk.
   - With O(from_vm), the image is made instead from a shut-off VM, on that VM's host - its disks copied (a
     linked clone's flattened), then sealed with libguestfs so that it carries no identity - machine-id emptied,
     SSH host keys removed, hostname C(localhost), DHCP leases, cloud-init instance state and hard-wired MACs
@@ -44,7 +47,8 @@ options:
   url:
     description:
       - Where each host worker fetches the image from, V(http://), V(https://) or V(file:///path) (a path on each
-        host).
+        host - only a regular file inside a directory the host_worker role allows, C(host_worker_file_url_dirs),
+        none by default).
       - With O(state=present), one of O(url), O(path) and O(from_vm) is required.
     type: str
   path:

@@ -105,8 +105,13 @@ def served(testbed, tmp_path_factory):
     disk = testbed.bootable_image('ifupdown')
     text = work / 'notes.txt'
     text.write_text('this is a text file, not a disk image\n' * 1000)
-    server = Server({'/deb12.qcow2': disk, '/notes.txt': str(text)})
-    server.disk, server.checksum, server.text = disk, sha256_of(disk), str(text)
+    # A qcow2 whose external data file is a file of the host (/etc/hostname): it must never be copied in.
+    datafile = str(work / 'datafile.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'data_file=%s,data_file_raw=on' % (work / 'dummy.raw'),
+                    datafile, '1M'], check=True)
+    subprocess.run(['qemu-img', 'amend', '-q', '-o', 'data_file=/etc/hostname,data_file_raw=on', datafile], check=True)
+    server = Server({'/deb12.qcow2': disk, '/notes.txt': str(text), '/datafile.qcow2': datafile})
+    server.disk, server.checksum, server.text, server.datafile = disk, sha256_of(disk), str(text), datafile
     try:
         yield server
     finally:
@@ -245,15 +250,18 @@ BAD_INPUTS = {
     'http_404': ('/missing.qcow2', 'sha256:' + '1' * 64, ['HTTP 404']),
     'refused': ('http://127.0.0.1:1/x.qcow2', 'sha256:' + '1' * 64, ['Connection refused']),
     'not_an_image': ('/notes.txt', 'text', ['is not a disk image', 'qemu-img info']),
+    'external_data_file': ('/datafile.qcow2', 'datafile', ['qcow2 image with an external data file']),
+    # No host_worker.file_url_dirs in the testbed: no file:// URL is read, and the refusal says nothing of the file.
+    'file_url': ('file:///etc/hostname', 'sha256:' + '1' * 64, ['file:// URLs may name only regular files inside no directory']),
 }
 
 
 @pytest.mark.parametrize('case', list(BAD_INPUTS))
 def test_bad_input_is_refused_by_name_and_leaves_nothing(case, testbed, cloud, served):
     path, checksum, words = BAD_INPUTS[case]
-    url = path if path.startswith('http') else served.url(path)
-    if checksum == 'text':
-        checksum = sha256_of(served.text)
+    url = path if path.startswith(('http', 'file')) else served.url(path)
+    if checksum in ('text', 'datafile'):
+        checksum = sha256_of(served.text if checksum == 'text' else served.datafile)
     before = everything(testbed, cloud)
     try:
         run = run_import(cloud, image_name='bad.image', image_url=url, image_checksum=checksum, targets=['host1', 'host2'])

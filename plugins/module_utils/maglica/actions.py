@@ -76,7 +76,8 @@ def image_copy(context, reconcile):
 def import_image(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
         return image_import.run_import(conn, context.host.name, context.job['id'], context.args, reconcile,
-                                       context.ownership, context.progress)
+                                       context.ownership, context.progress,
+                                       file_dirs=context.config.host_worker['file_url_dirs'])
 
 
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.

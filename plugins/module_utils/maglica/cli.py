@@ -165,11 +165,20 @@ def image_create(config, args, out):
     out.message('made the image %s from %s on %s' % (args.name, args.from_vm, result['host']), result)
 
 
+def import_settings(args):
+    """The image.import settings of `maglica image import`'s arguments (sizes in bytes, memory in MiB)."""
+    return {'vcpus': args.vcpus, 'memory_mb': vm.parse_size(args.memory) // 1048576,
+            'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
+            'network': args.network, 'bridge': args.bridge, 'firmware': args.firmware,
+            'disk_mode': args.disk_mode, 'domain_type': args.domain_type,
+            'max_virtual_size': vm.parse_size(args.max_virtual_size, 'G') if args.max_virtual_size else None,
+            'max_download_size': vm.parse_size(args.max_download_size, 'G') if args.max_download_size else None,
+            'max_download_time': args.max_download_time,
+            'redirect_schemes': sorted(set(args.redirect_scheme)) if args.redirect_scheme else None}
+
+
 def image_import_command(config, args, out):
-    settings = {'vcpus': args.vcpus, 'memory_mb': vm.parse_size(args.memory) // 1048576,
-                'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
-                'network': args.network, 'bridge': args.bridge, 'firmware': args.firmware,
-                'disk_mode': args.disk_mode, 'domain_type': args.domain_type}
+    settings = import_settings(args)
     with ProgressBars(enabled=sys.stderr.isatty() and not args.json) as bars:
         result = image_import.import_image(config, args.name, args.url, args.checksum, args.on, settings, args.timeout,
                                            progress=bars.update, path=args.path)
@@ -464,6 +473,14 @@ def build_parser():
                      help='the disk is a copy of the cached file, or a qcow2 overlay on it (default copy)')
     sub.add_argument('--domain-type', choices=image_import.DOMAIN_TYPES, default='kvm',
                      help='kvm, or qemu for software emulation (default kvm)')
+    sub.add_argument('--max-virtual-size', type=_size_arg, metavar='SIZE',
+                     help="refuse an image whose virtual size is larger (default 1T, the host workers')")
+    sub.add_argument('--max-download-size', type=_size_arg, metavar='SIZE',
+                     help='refuse a download of more bytes than this (default 64G)')
+    sub.add_argument('--max-download-time', type=int, metavar='SECONDS',
+                     help='refuse a download that takes longer in all (default 21600, 6 hours)')
+    sub.add_argument('--redirect-scheme', action='append', choices=image_import.REDIRECT_SCHEMES,
+                     help='where HTTP redirects may lead (repeatable; default https only)')
     sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the jobs (default 3600)')
 
     vms = group('vm', 'virtual machines')

@@ -233,6 +233,8 @@ class ClientWorker(object):
         host = data['host']
         if host not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
+        for problem in data.pop('problems', None) or []:  # items messages.check_report dropped or made failures
+            LOG.warning('a report of %s had a bad item, refused alone: %s', host, problem)
         self.seen[host] = {'time': time.time(), 'pid': data.get('pid'), 'running': data.get('running') or []}
         if data.get('acks'):
             self.log.acknowledge(host, data['acks'])

@@ -82,6 +82,8 @@ SCHEMA = {
         # Independent jobs run at once; clone customisations within batch_window seconds share one appliance.
         'concurrency': (4, int),
         'batch_window': (1.0, float),
+        # Directories whose regular files image imports may name as file:// URLs; none by default (image_import).
+        'file_url_dirs': ([], list),
     },
 }
 # memory_mb: the host's memory for placement, instead of what its libvirtd reports.
@@ -315,6 +317,11 @@ def validate(data, source=None):
     if result['placement']['memory_overcommit'] <= 0:
         raise ConfigError('%s: placement.memory_overcommit must be positive (1.0: commit no more memory than a host has), got %g'
                           % (where, result['placement']['memory_overcommit']))
+    dirs = result['host_worker']['file_url_dirs']
+    if any(not isinstance(d, str) or not os.path.isabs(d) or d.rstrip('/') == '' for d in dirs):
+        raise ConfigError('%s: host_worker.file_url_dirs must be a list of absolute directory paths (not /), got %r'
+                          % (where, dirs))
+    result['host_worker']['file_url_dirs'] = [str(d) for d in dirs]
     result['hosts'] = _validate_hosts(data.get('hosts'), where)
     config = Config(result, source)
     for host in config.hosts:

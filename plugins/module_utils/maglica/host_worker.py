@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from . import actions, batching, clone, messages, service, transport
 from .errors import DispatchError, MessageError
@@ -147,6 +147,20 @@ def unsendable(result: Dict[str, Any], reason: Any) -> Dict[str, Any]:
     return {'id': result['id'], 'status': 'failed',
             'message': 'the job ended %s but its result cannot be sent to the client worker: %s'
                        % (result.get('status'), str(reason)[:500])}
+
+
+def progress_figures(done: Any, total: Any) -> Tuple[int, int]:
+    """(done, total) as the report schema takes them (messages.PROGRESS): whole bytes within its bounds, whatever a
+    job's figures came from (a server's Content-Length...). A total that is unknown or below done is 0 (unknown)."""
+    bound = messages.PROGRESS['done'].maximum
+
+    def whole(value: Any) -> int:
+        try:
+            return min(max(int(value), 0), bound)
+        except (TypeError, ValueError, OverflowError):
+            return 0
+    done, total = whole(done), whole(total)
+    return done, (total if total >= done else 0)
 
 
 class HostWorker(object):
@@ -309,7 +323,7 @@ class HostWorker(object):
     def set_progress(self, job_id: str, done: int, total: int) -> None:
         """Called from a job's thread: how far it is. The loop sends it with its next report."""
         with self.progress_lock:
-            self.progress[job_id] = (int(done), int(total))
+            self.progress[job_id] = progress_figures(done, total)
 
     def progress_due(self) -> List[Dict[str, Any]]:
         """Progress entries that changed since they were last sent. A job's last figures go with (or before) the

@@ -219,6 +219,12 @@ ACTIONS = {
         'disk_mode': Field(str, required=False, choices=('copy', 'overlay')),
         'domain_type': Field(str, required=False, choices=('kvm', 'qemu')),
         'pool': Field(str, required=False, pattern=NAME_RE, max_len=253),
+        # Limits of the import (image_import.Limits; the host worker's defaults when not given): the image's virtual
+        # size, the bytes and seconds of its download, and the schemes a redirect may lead to (never file or ftp).
+        'max_virtual_size': Field(int, required=False, minimum=1048576, maximum=2 ** 50),
+        'max_download_size': Field(int, required=False, minimum=1, maximum=2 ** 50),
+        'max_download_time': Field(int, required=False, minimum=1, maximum=86400 * 7),
+        'redirect_schemes': Field(list, required=False, max_len=2, items=Field(str, choices=('http', 'https'))),
     },
 }
 # Production has no test action: the test suite adds its `noop` to this table and actions.ACTIONS itself
@@ -483,10 +489,49 @@ def decode_request(frame):
     kind = data.pop('type', None)
     if not isinstance(kind, str) or kind not in REQUESTS:
         raise MessageError('unknown request type %r' % (str(kind)[:40],))
+    if kind == 'report':
+        problems = check_report(data)
+        if problems:  # for the client worker's log; it takes them out before anything else sees the report
+            data['problems'] = problems
+        return kind, data
     check_fields(kind, data, REQUESTS[kind])
     if kind == 'submit':
         validate_job(data['job'])
     return kind, data
+
+
+# The lists of a report, checked item by item (check_report).
+REPORT_LISTS = ('acks', 'results', 'running', 'progress')
+
+
+def check_report(data: Dict[str, Any]) -> List[str]:
+    """Validate a host worker's report so that one bad item costs that item, never the report: a refused report
+    is sent again and again, and meanwhile the host looks dead (no heartbeat) and its results and acks wait.
+
+    The envelope (host, pid, the lists' types and lengths) must validate. In the lists, an entry that does not is
+    dropped - a progress entry, an ack, a running id; a result whose id validates becomes a failure saying why (its
+    job ends, the host worker forgets it). Returns what was dropped or replaced, for the log."""
+    envelope = dict(REQUESTS['report'])
+    for name in REPORT_LISTS:
+        envelope[name] = Field(list, required=False, max_len=REQUESTS['report'][name].max_len)
+    check_fields('report', data, envelope)
+    problems: List[str] = []
+    for name in REPORT_LISTS:
+        items = REQUESTS['report'][name].items
+        kept = []
+        for index, item in enumerate(data.get(name) or []):
+            where = 'report.%s[%d]' % (name, index)
+            try:
+                kept.append(check_fields(where, item, items) if isinstance(items, dict) else items.check(where, item))
+            except MessageError as e:
+                problems.append(str(e)[:300])
+                job_id = item.get('id') if isinstance(item, dict) else None
+                if name == 'results' and isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id):
+                    kept.append({'id': job_id, 'status': 'failed',
+                                 'message': 'the host worker sent a result that does not validate: %s' % str(e)[:500]})
+        if name in data:
+            data[name] = kept
+    return problems
 
 
 # What PUB carries: a notice that a job waits, never its arguments (any host key can subscribe to any topic).

@@ -7,15 +7,21 @@ and the progress figures' way through the job log."""
 from __future__ import annotations
 
 import hashlib
+import http.server
+import json
 import os
 import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from maglica import cli, image_import, messages
-from maglica.errors import MaglicaError, MessageError
+from maglica import actions, cli, config, host_worker, image_import, messages
+from maglica.errors import ConfigError, MaglicaError, MessageError
 from maglica.joblog import JobLog
 
 DIGEST = 'ab' * 32
@@ -104,7 +110,7 @@ def test_import_job_arguments_are_validated():
 def test_qemu_img_tells_images_from_other_files(tmp_path):
     page = tmp_path / 'page.html'
     page.write_text('<html><body>404 Not Found</body></html>\n')
-    with pytest.raises(MaglicaError, match='is not a disk image: qemu-img info finds no image format'):
+    with pytest.raises(MaglicaError, match='is not a disk image: it has no image format .qcow2., and qemu-img info reads it as raw'):
         image_import.image_info(str(page), 'http://h/page.html')
     qcow = tmp_path / 'disk.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(qcow), '64M'], check=True)
@@ -217,3 +223,404 @@ def test_cli_progress_without_a_terminal_is_a_line_per_state(capsys):
         bars.update(import_job(state, 0, 0))
     lines = capsys.readouterr().err.splitlines()
     assert [line.rsplit(' ', 1)[1] for line in lines] == ['dispatched', 'running', 'succeeded']
+
+
+# -- hostile image files, URLs and servers (issue 18) -----------------------------------------------------
+# Each hostile input is made here for real (qemu-img, a hand-written VMDK descriptor, a local HTTP server) and fed
+# to the host worker's run_import against libvirt's test driver, with a storage pool in a temporary directory.
+
+def qemu_img(*args):
+    subprocess.run(('qemu-img',) + args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def sha256_of(path):
+    return 'sha256:' + hashlib.sha256(open(str(path), 'rb').read()).hexdigest()
+
+
+@pytest.fixture
+def host_secret(tmp_path):
+    """A file of the host that must never reach an image: 1 MiB of a marker. Returns (path, marker)."""
+    marker = b'MAGLICA-HOST-SECRET-%s-' % uuid.uuid4().hex.encode()
+    secret = tmp_path / 'host' / 'secret.bin'
+    secret.parent.mkdir()
+    secret.write_bytes((marker * (1024 * 1024 // len(marker) + 1))[:1024 * 1024])
+    return secret, marker
+
+
+class Pool(object):
+    """A directory storage pool of libvirt's test driver in a temporary directory, and run_import on it."""
+
+    def __init__(self, directory):
+        import libvirt  # only these tests need the bindings
+        self.directory = str(directory)
+        self.name = 'pool-%s' % uuid.uuid4().hex[:12]
+        self.conn = libvirt.open('test:///default')
+        self.pool = self.conn.storagePoolCreateXML('<pool type="dir"><name>%s</name><target><path>%s</path></target></pool>'
+                                                   % (self.name, self.directory), 0)
+        self.progress = []
+
+    def run(self, url, checksum, file_dirs=None, name=None, **args):
+        job = messages.new_job('kvm1', 'image.import', dict({'name': name or 'hostile-%s' % uuid.uuid4().hex[:8],
+                                                             'url': url, 'checksum': checksum, 'pool': self.name,
+                                                             'domain_type': 'qemu'}, **args))
+        extra = {'file_dirs': [str(d) for d in file_dirs]} if file_dirs is not None else {}
+        return image_import.run_import(self.conn, 'kvm1', job['id'], job['args'],
+                                       progress=lambda done, total: self.progress.append((done, total)), **extra)
+
+    def files(self):
+        return sorted(os.path.relpath(os.path.join(root, name), self.directory)
+                      for root, _dirs, names in os.walk(self.directory) for name in names)
+
+    def files_holding(self, data):
+        return [name for name in self.files() if data in open(os.path.join(self.directory, name), 'rb').read()]
+
+    def close(self):
+        self.pool.destroy()
+        self.conn.close()
+
+
+@pytest.fixture
+def pool(tmp_path):
+    directory = tmp_path / 'pool'
+    directory.mkdir()
+    made = Pool(directory)
+    yield made
+    made.close()
+
+
+class Server(object):
+    """A real HTTP server on 127.0.0.1, in a thread, that misbehaves on demand:
+    /file/NAME        the bytes of files[NAME] with their Content-Length
+    /negative/NAME    the same bytes, announced as Content-Length: -1
+    /huge             Content-Length 10**15 and a few bytes
+    /endless          random bytes without a Content-Length, until the client goes
+    /drip             one byte every 50 ms, until the client goes
+    /redirect?to=URL  302 to URL"""
+
+    def __init__(self):
+        self.files = {}
+        self.stop = threading.Event()
+        served = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.0'
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                try:
+                    served.answer(self)
+                except OSError:  # the client went away: what the endless routes wait for
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return 'http://127.0.0.1:%d%s' % (self.server.server_address[1], path)
+
+    def answer(self, request):
+        route, _sep, rest = request.path.lstrip('/').partition('/')
+        if route in ('file', 'negative'):
+            body = self.files[rest]
+            request.send_response(200)
+            request.send_header('Content-Length', str(len(body)) if route == 'file' else '-1')
+            request.end_headers()
+            request.wfile.write(body)
+        elif route == 'huge':
+            request.send_response(200)
+            request.send_header('Content-Length', str(10 ** 15))
+            request.end_headers()
+            request.wfile.write(b'x' * 4096)
+        elif route in ('endless', 'drip'):
+            request.send_response(200)
+            request.end_headers()
+            block = os.urandom(256 * 1024) if route == 'endless' else b'x'
+            while not self.stop.is_set():
+                request.wfile.write(block)
+                request.wfile.flush()
+                if route == 'drip':
+                    self.stop.wait(0.05)  # the server's pace, not synchronisation
+        elif route.startswith('redirect?to='):
+            request.send_response(302)
+            request.send_header('Location', urllib.parse.unquote(route[len('redirect?to='):]))
+            request.send_header('Content-Length', '0')
+            request.end_headers()
+        else:
+            request.send_error(404)
+
+    def redirect(self, to):
+        return self.url('/redirect?to=' + urllib.parse.quote(to, safe=''))
+
+    def close(self):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server():
+    made = Server()
+    yield made
+    made.close()
+
+
+def good_qcow2(directory, size='2M'):
+    path = os.path.join(str(directory), 'good.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', path, size)
+    return path
+
+
+def refused(pool, words, secrets=(), **kwargs):
+    """run_import refused with a message matching `words`; nothing is left in the pool; the message quotes no
+    secret. Returns the message."""
+    with pytest.raises(MaglicaError, match=words) as caught:
+        pool.run(**kwargs)
+    message = str(caught.value)
+    assert pool.files() == [], 'left behind: %s' % pool.files()
+    for secret in secrets:
+        assert secret not in message, 'the refusal tells %r' % secret
+    return message
+
+
+def test_qcow2_with_an_external_data_file_on_the_host_is_refused(tmp_path, pool, server, host_secret):
+    secret, marker = host_secret
+    image = tmp_path / 'datafile.qcow2'
+    qemu_img('create', '-q', '-f', 'qcow2', '-o', 'data_file=%s,data_file_raw=on' % (tmp_path / 'dummy.raw'), str(image), '1M')
+    qemu_img('amend', '-q', '-o', 'data_file=%s,data_file_raw=on' % secret, str(image))
+    server.files['datafile.qcow2'] = image.read_bytes()
+    for mode in ('copy', 'overlay'):
+        refused(pool, 'qcow2 image with an external data file', [marker.decode(), str(secret)],
+                url=server.url('/file/datafile.qcow2'), checksum=sha256_of(image), disk_mode=mode)
+    with pytest.raises(MaglicaError, match='external data file'):  # on its own, and before qemu-img reads it
+        image_import.sniff_format(str(image), 'u')
+    assert pool.files_holding(marker) == []
+
+
+def test_vmdk_descriptor_with_a_host_extent_is_refused(tmp_path, pool, server, host_secret):
+    secret, marker = host_secret
+    descriptor = ('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
+                  'RW 2048 FLAT "%s" 0\n\nddb.adapterType = "ide"\nddb.geometry.cylinders = "2"\n'
+                  'ddb.geometry.heads = "16"\nddb.geometry.sectors = "63"\n' % secret).encode()
+    server.files['disk.vmdk'] = descriptor
+    checksum = 'sha256:' + hashlib.sha256(descriptor).hexdigest()
+    message = refused(pool, 'is a VMDK descriptor .*only qcow2 and raw images are imported', [marker.decode(), str(secret)],
+                      url=server.url('/file/disk.vmdk'), checksum=checksum)
+    assert 'RW 2048' not in message
+    # A binary VMDK (and VDI, VHDX...) is refused by name too, never handed to qemu-img's probing.
+    sparse = tmp_path / 'sparse.vmdk'
+    qemu_img('create', '-q', '-f', 'vmdk', str(sparse), '1M')
+    server.files['sparse.vmdk'] = sparse.read_bytes()
+    refused(pool, 'is a vmdk image: only qcow2 and raw', url=server.url('/file/sparse.vmdk'), checksum=sha256_of(sparse))
+    assert pool.files_holding(marker) == []
+
+
+def test_qcow2_with_a_backing_file_on_the_host_is_refused(tmp_path, pool, server, host_secret):
+    secret, marker = host_secret
+    image = tmp_path / 'backed.qcow2'
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'json:{"driver":"raw","file":{"driver":"file","filename":"%s"}}' % secret,
+             '-F', 'raw', str(image), '1M')
+    server.files['backed.qcow2'] = image.read_bytes()
+    refused(pool, 'qcow2 image with a backing file', [marker.decode(), str(secret)],
+            url=server.url('/file/backed.qcow2'), checksum=sha256_of(image))
+
+
+def test_a_virtual_size_over_the_limit_is_refused(tmp_path, pool, server):
+    huge = tmp_path / 'huge.qcow2'
+    qemu_img('create', '-q', '-f', 'qcow2', str(huge), '2T')  # over the default max_virtual_size, 1 TiB
+    server.files['huge.qcow2'] = huge.read_bytes()
+    refused(pool, 'virtual size %d bytes, over max_virtual_size %d' % (2 * 2 ** 40, 2 ** 40),
+            url=server.url('/file/huge.qcow2'), checksum=sha256_of(huge))
+    small = good_qcow2(tmp_path, '64M')
+    server.files['small.qcow2'] = open(small, 'rb').read()
+    refused(pool, 'over max_virtual_size %d' % (32 * 2 ** 20), url=server.url('/file/small.qcow2'), checksum=sha256_of(small),
+            max_virtual_size=32 * 2 ** 20)
+
+
+@pytest.fixture
+def small_pool(tmp_path):
+    """A pool on a 16 MiB tmpfs: a pool that is really (nearly) full. Mounting needs root."""
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs for a full pool needs root')
+    directory = tmp_path / 'small'
+    directory.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', str(directory)], check=True)
+    made = Pool(directory)
+    try:
+        yield made
+    finally:
+        made.close()
+        subprocess.run(['umount', str(directory)], check=True)
+
+
+def test_a_compressed_qcow2_that_would_not_fit_once_copied_is_refused_before_the_copy(tmp_path, small_pool, server):
+    data = tmp_path / 'data.raw'
+    data.write_bytes(b'maglica ' * (64 * 2 ** 20 // 8))  # 64 MiB that compress to almost nothing
+    packed = tmp_path / 'packed.qcow2'
+    qemu_img('convert', '-q', '-c', '-f', 'raw', '-O', 'qcow2', str(data), str(packed))
+    assert packed.stat().st_size < 4 * 2 ** 20
+    server.files['packed.qcow2'] = packed.read_bytes()
+    refused(small_pool, 'no room for the copy of .* it needs \\d+ bytes, \\d+ are free',
+            url=server.url('/file/packed.qcow2'), checksum=sha256_of(packed))
+    # As an overlay it takes no room: imported (the compressed file is the read-only base).
+    made = small_pool.run(url=server.url('/file/packed.qcow2'), checksum=sha256_of(packed), disk_mode='overlay')
+    assert made['format'] == 'qcow2' and made['capacity'] == 64 * 2 ** 20
+
+
+def test_good_images_are_still_imported_copied_and_as_overlays(tmp_path, pool, server):
+    image = good_qcow2(tmp_path)
+    raw = tmp_path / 'disk.raw'
+    raw.write_bytes(b'\x55' * 2 ** 20 + bytes(2 ** 20))
+    server.files['good.qcow2'] = open(image, 'rb').read()
+    server.files['disk.raw'] = raw.read_bytes()
+    for path, checksum in (('good.qcow2', sha256_of(image)), ('disk.raw', sha256_of(raw))):
+        for mode in ('copy', 'overlay'):
+            made = pool.run(url=server.url('/file/' + path), checksum=checksum, disk_mode=mode, disk_size=4 * 2 ** 20)
+            assert made['capacity'] == 4 * 2 ** 20 and made['disk_mode'] == mode
+            info = json.loads(subprocess.run(['qemu-img', 'info', '--output=json', '-U', '-f', 'qcow2', made['path']],
+                                             check=True, stdout=subprocess.PIPE).stdout)
+            assert info['virtual-size'] == 4 * 2 ** 20
+            assert (info.get('backing-filename') == made['cache']) == (mode == 'overlay')
+
+
+# -- file:// URLs ------------------------------------------------------------------------------------------
+
+def test_file_urls_are_refused_without_allowed_directories(tmp_path, pool, host_secret):
+    secret, marker = host_secret
+    digest = sha256_of(secret)
+    for url in ('file:///dev/zero', 'file://%s' % secret, 'file:///etc/hostname', 'file:///nonexistent/at/all'):
+        message = refused(pool, 'file:// URLs may name only regular files inside no directory', [marker.decode()],
+                          url=url, checksum='sha256:' + DIGEST)
+        # Nothing of the file: not its checksum, not its size, not whether it exists.
+        assert digest.split(':')[1] not in message and str(secret.stat().st_size) not in message
+        assert 'No such file' not in message
+
+
+def test_file_urls_reach_only_regular_files_inside_the_allowed_directories(tmp_path, pool, host_secret):
+    secret, marker = host_secret
+    allowed = tmp_path / 'images'
+    allowed.mkdir()
+    os.symlink(str(secret), str(allowed / 'link-out.img'))
+    os.symlink('/dev/zero', str(allowed / 'zero.img'))
+    os.mkfifo(str(allowed / 'fifo.img'))
+    inner = allowed / 'sub'
+    os.symlink(str(secret.parent), str(inner))  # a directory link out of it
+    for url in ('file://%s' % (allowed / 'link-out.img'), 'file://%s' % (allowed / 'zero.img'),
+                'file://%s' % (allowed / 'fifo.img'), 'file://%s/secret.bin' % inner, 'file://%s' % secret,
+                'file://%s/../host/secret.bin' % allowed, 'file:///dev/zero', 'file://%s' % allowed,
+                'file://%s/good.qcow2%%00' % allowed):
+        message = refused(pool, 'may name only regular files inside %s' % allowed, [marker.decode()],
+                          url=url, checksum=sha256_of(secret), file_dirs=[allowed])
+        assert sha256_of(secret).split(':')[1] not in message
+    good = good_qcow2(allowed)
+    made = pool.run(url='file://' + good, checksum=sha256_of(good), file_dirs=[allowed])
+    assert made['format'] == 'qcow2' and made['fetched_bytes'] == os.path.getsize(good)
+    assert pool.files_holding(marker) == []
+
+
+# -- hostile servers ------------------------------------------------------------------------------------
+
+def test_an_endless_body_stops_at_max_download_size(pool, server):
+    refused(pool, 'more than max_download_size %d bytes' % (8 * 2 ** 20), url=server.url('/endless'),
+            checksum='sha256:' + DIGEST, max_download_size=8 * 2 ** 20)
+    assert max(done for done, _total in pool.progress) <= 8 * 2 ** 20 + image_import.CHUNK
+
+
+def test_a_content_length_over_max_download_size_is_refused_before_reading(pool, server):
+    refused(pool, 'announces %d bytes .*over max_download_size %d' % (10 ** 15, image_import.DEFAULT_MAX_DOWNLOAD_SIZE),
+            url=server.url('/huge'), checksum='sha256:' + DIGEST)
+    assert pool.progress == []
+
+
+def test_a_slow_drip_stops_at_max_download_time(pool, server):
+    started = time.monotonic()
+    refused(pool, 'did not finish within max_download_time 1s', url=server.url('/drip'), checksum='sha256:' + DIGEST,
+            max_download_time=1)
+    assert time.monotonic() - started < 10
+
+
+def test_a_negative_content_length_is_refused_and_progress_stays_in_the_schema(tmp_path, pool, server):
+    image = good_qcow2(tmp_path)
+    server.files['good.qcow2'] = open(image, 'rb').read()
+    refused(pool, 'bad Content-Length', url=server.url('/negative/good.qcow2'), checksum=sha256_of(image))
+    for done, total in pool.progress:
+        messages.check_fields('progress', {'done': done, 'total': total}, messages.PROGRESS)
+
+
+@pytest.mark.parametrize('target, words', [
+    ('ftp://127.0.0.1/pub/image.qcow2', 'redirected \\(HTTP 302\\) to ftp://127.0.0.1/pub/image.qcow2; refused: only redirects to https://'),
+    ('file:///etc/hostname', 'redirected \\(HTTP 302\\) to file:///etc/hostname; refused'),
+    ('http://127.0.0.2:9/elsewhere', 'redirected \\(HTTP 302\\) to http://127.0.0.2:9/elsewhere; refused: only redirects to https://'),
+])
+def test_redirects_go_only_to_the_allowed_schemes(pool, server, target, words):
+    refused(pool, words, url=server.redirect(target), checksum='sha256:' + DIGEST)
+
+
+def test_a_redirect_to_http_is_followed_when_the_user_allows_http(tmp_path, pool, server):
+    image = good_qcow2(tmp_path)
+    server.files['good.qcow2'] = open(image, 'rb').read()
+    url = server.redirect(server.url('/file/good.qcow2'))
+    refused(pool, 'refused: only redirects to https://', url=url, checksum=sha256_of(image))
+    made = pool.run(url=url, checksum=sha256_of(image), redirect_schemes=['http', 'https'])
+    assert made['fetched_bytes'] == os.path.getsize(image)
+
+
+def test_import_limits_are_validated_in_the_job():
+    args = {'name': 'x', 'url': 'http://h/x', 'checksum': DIGEST}
+    messages.new_job('kvm1', 'image.import', dict(args, max_virtual_size=2 ** 30, max_download_size=1, max_download_time=60,
+                                                  redirect_schemes=['http', 'https']))
+    for bad in ({'redirect_schemes': ['ftp']}, {'redirect_schemes': ['file']}, {'max_download_size': 0},
+                {'max_download_time': 0}, {'max_virtual_size': -1}, {'max_download_size': '1G'}):
+        with pytest.raises(MessageError):
+            messages.new_job('kvm1', 'image.import', dict(args, **bad))
+
+
+@pytest.mark.parametrize('done, total, expect', [(100, -1, (100, 0)), (-5, 10, (0, 10)), (5, 2 ** 70, (5, 2 ** 62)),
+                                                 (10, 5, (10, 0)), ('x', None, (0, 0)), (3, 10, (3, 10))])
+def test_host_worker_progress_figures_always_fit_the_report_schema(done, total, expect):
+    figures = host_worker.progress_figures(done, total)
+    assert figures == expect
+    messages.check_fields('progress', {'id': 'a' * 32, 'done': figures[0], 'total': figures[1]}, messages.PROGRESS_ENTRY)
+
+
+def test_cli_import_limits_reach_the_job_arguments():
+    parser = cli.build_parser()
+    base = ['image', 'import', '--name', 'deb.original', '--url', 'https://h/x.qcow2', '--checksum', DIGEST]
+    args = parser.parse_args(base + ['--max-virtual-size', '200G', '--max-download-size', '8G', '--max-download-time', '600',
+                                     '--redirect-scheme', 'https', '--redirect-scheme', 'http'])
+    job = messages.new_job('kvm1', 'image.import', image_import.job_args('deb.original', 'sha256:' + DIGEST, args.url,
+                                                                         cli.import_settings(args)))
+    assert {k: job['args'][k] for k in ('max_virtual_size', 'max_download_size', 'max_download_time', 'redirect_schemes')} == {
+        'max_virtual_size': 200 * 2 ** 30, 'max_download_size': 8 * 2 ** 30, 'max_download_time': 600,
+        'redirect_schemes': ['http', 'https']}
+    plain = image_import.job_args('deb.original', 'sha256:' + DIGEST, args.url, cli.import_settings(parser.parse_args(base)))
+    assert not set(plain) & {'max_virtual_size', 'max_download_size', 'max_download_time', 'redirect_schemes'}
+    assert image_import.job_limits(plain) == image_import.Limits()  # unset: the host worker's defaults
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ['--redirect-scheme', 'ftp'])
+
+
+def test_file_url_dirs_come_from_the_host_worker_configuration(tmp_path, pool, host_secret):
+    """The allowed directories are the host worker's configuration (host_worker.file_url_dirs), never the job's:
+    the action table passes them to run_import."""
+    secret, marker = host_secret
+    allowed = tmp_path / 'images'
+    allowed.mkdir()
+    good = good_qcow2(allowed)
+    base = {'hosts': [{'name': 'kvm1', 'uri': 'test:///default'}]}
+    assert config.validate(base).host_worker['file_url_dirs'] == []
+    for bad in (['relative/dir'], ['/'], [7], str(allowed)):
+        with pytest.raises(ConfigError, match='file_url_dirs'):
+            config.validate(dict(base, host_worker={'file_url_dirs': bad}))
+    settings = config.validate(dict(base, host_worker={'file_url_dirs': [str(allowed)]}))
+    for url, checksum, outcome in (('file://' + good, sha256_of(good), 'succeeded'),
+                                   ('file://%s' % secret, sha256_of(secret), 'failed')):
+        job = messages.new_job('kvm1', 'image.import', {'name': 'from-file-%s' % outcome, 'url': url, 'checksum': checksum,
+                                                        'pool': pool.name, 'domain_type': 'qemu'})
+        result = actions.run(actions.Context(settings, settings.host('kvm1'), job))
+        assert result['status'] == outcome, result
+    assert 'may name only regular files inside %s' % allowed in result['message'] and marker.decode() not in result['message']
+    assert pool.files_holding(marker) == []

@@ -115,18 +115,37 @@ def test_unhashable_request_type_is_a_message_error(kind):
     ({'type': 'list', 'limit': 0}, r'list\.limit must be between 1 and 10000'),
     ({'type': 'list', 'limit': True}, r'list\.limit must be int'),
     ({'type': 'list', 'host': 'bad host'}, r"list\.host 'bad host' is not a valid name"),
-    ({'type': 'report', 'host': 'kvm1', 'acks': ['nope']}, r"report\.acks\[0\] 'nope' is not a valid name"),
     ({'type': 'report', 'host': 'kvm1', 'acks': [JOB_ID] * 1025}, r'report\.acks is longer than 1024'),
-    ({'type': 'report', 'host': 'kvm1', 'results': [{'id': JOB_ID, 'status': 'running'}]},
-     r'report\.results\[0\]\.status must be one of succeeded, failed'),
-    ({'type': 'report', 'host': 'kvm1', 'results': [{'id': JOB_ID, 'status': 'failed', 'extra': 1}]},
-     r'report\.results\[0\] has unknown field\(s\) extra'),
-    ({'type': 'report', 'host': 'kvm1', 'results': ['x']}, r'report\.results\[0\] must be an object'),
+    ({'type': 'report', 'host': 'kvm1', 'acks': 'x'}, r'report\.acks must be list'),
+    ({'type': 'report', 'host': 'bad host'}, r"report\.host 'bad host' is not a valid name"),
+    ({'type': 'report', 'host': 'kvm1', 'pid': 'x'}, r'report\.pid must be int'),
     ({'type': 'submit', 'job': 'x'}, r'submit\.job must be dict'),
 ])
 def test_bad_requests(data, message):
     with pytest.raises(MessageError, match=message):
         messages.decode_request(request(**data))
+
+
+@pytest.mark.parametrize('data, kept, problem', [
+    ({'acks': ['nope', JOB_ID]}, {'acks': [JOB_ID]}, r"report\.acks\[0\] 'nope' is not a valid name"),
+    ({'running': [7]}, {'running': []}, r'report\.running\[0\] must be str'),
+    ({'progress': [{'id': JOB_ID, 'done': 100, 'total': -1}, {'id': JOB_ID, 'done': 1, 'total': 2}]},
+     {'progress': [{'id': JOB_ID, 'done': 1, 'total': 2}]}, r'report\.progress\[0\]\.total must be between 0 and'),
+    ({'results': [{'id': JOB_ID, 'status': 'running'}]},
+     {'results': [{'id': JOB_ID, 'status': 'failed', 'message': 'the host worker sent a result that does not validate: '
+                   'report.results[0].status must be one of succeeded, failed'}]},
+     r'report\.results\[0\]\.status must be one of succeeded, failed'),
+    ({'results': [{'id': JOB_ID, 'status': 'failed', 'extra': 1}]}, None, r'report\.results\[0\] has unknown field\(s\) extra'),
+    ({'results': ['x', {'id': 'nope', 'status': 'failed'}]}, {'results': []}, r'report\.results\[0\] must be an object'),
+])
+def test_a_bad_item_of_a_report_costs_that_item_only(data, kept, problem):
+    """A refused report is sent again for ever while its host looks dead: a bad item is dropped (a result whose id
+    validates becomes a failure saying why), the rest of the report stands."""
+    kind, decoded = messages.decode_request(request(type='report', host='kvm1', pid=7, **data))
+    assert kind == 'report' and decoded['host'] == 'kvm1' and decoded['pid'] == 7
+    assert re.match(problem, decoded.pop('problems')[0])
+    if kept is not None:
+        assert decoded == dict(kept, host='kvm1', pid=7)
 
 
 @pytest.mark.parametrize('job, message', [

@@ -251,6 +251,34 @@ def test_expired_job_reported_late_stays_expired(plain_cloud):
     assert shown.returncode == 0 and 'late_result' in shown.stdout and 'finished after all' in shown.stdout, shown.stdout
 
 
+def test_one_bad_item_of_a_report_costs_that_item_only(plain_cloud):
+    """A host worker's report with a bad progress entry (a server's Content-Length: -1 once made `total` -1), a bad
+    ack and a result the schema refuses: the rest of the report is taken - the good result, the acks, the
+    heartbeat - and the bad result ends its job failed, saying why, instead of the whole report being refused for
+    ever (the host then looked dead and its jobs stayed running)."""
+    jobs = [messages.new_job('lonely', 'noop', {'marker': 'bad-report-%d' % i}) for i in range(3)]
+    with Client(plain_cloud.config) as client:
+        for job in jobs:
+            client.submit(job)
+        report = {'type': 'report', 'host': 'lonely', 'acks': [j['id'] for j in jobs] + ['not a job id'],
+                  'running': [jobs[2]['id']], 'pid': 4242,
+                  'progress': [{'id': jobs[2]['id'], 'done': 100, 'total': -1}, {'id': jobs[1]['id'], 'done': 5, 'total': 10}],
+                  'results': [{'id': jobs[0]['id'], 'status': 'succeeded', 'data': {'marker': 'ok'}},
+                              {'id': jobs[1]['id'], 'status': 'finished', 'message': 'a status the schema does not know'}]}
+        reply = host_request(plain_cloud, 'lonely', report)
+        assert reply['ok'] is True, reply
+        assert sorted(reply['taken']) == sorted([jobs[0]['id'], jobs[1]['id']])
+        assert client.status(jobs[0]['id'])['state'] == 'succeeded'
+        second = client.status(jobs[1]['id'])
+        assert second['state'] == 'failed' and 'does not validate' in second['message'] and 'report.results[1].status' in second['message']
+        assert second['progress'] == {'done': 5, 'total': 10}
+        third = client.status(jobs[2]['id'])
+        assert third['state'] == 'running' and third['progress'] is None  # acknowledged; its bad figures dropped
+        assert next(h for h in client.hosts() if h['host'] == 'lonely')['pid'] == 4242  # the heartbeat counted
+        finish = {'type': 'report', 'host': 'lonely', 'results': [{'id': jobs[2]['id'], 'status': 'succeeded'}]}
+        assert host_request(plain_cloud, 'lonely', finish)['taken'] == [jobs[2]['id']]
+
+
 def test_host_worker_that_starts_late_gets_the_job_once(plain_cloud):
     assert plain_cloud.host_workers['kvm10'].stop() == 0, 'SIGTERM ends the host worker cleanly'
     job = messages.new_job('kvm10', 'noop', {'marker': 'late'})
