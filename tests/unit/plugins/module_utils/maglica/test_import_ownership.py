@@ -44,7 +44,9 @@ class Host(object):
         return dict({'name': name, 'checksum': self.checksum, 'url': 'file://' + self.source, 'domain_type': 'qemu'}, **extra)
 
     def run(self, job_id, name, reconcile=False, ownership=None, **extra):
-        return image_import.run_import(self.conn, 'kvm1', job_id, self.args(name, **extra), reconcile, ownership)
+        # file:// URLs are read only inside the directories the host worker allows: the source's is.
+        return image_import.run_import(self.conn, 'kvm1', job_id, self.args(name, **extra), reconcile, ownership,
+                                       file_dirs=[os.path.dirname(self.source)])
 
     def disk_of(self, name):
         return clone.domain_disks(virt.describe(self.conn.lookupByName(name), with_sizes=False))[0]
