@@ -1,17 +1,27 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Mutated messages from an authenticated peer against the client worker's REP socket.
+"""Mutated messages from an authenticated peer against the client worker's REP socket; hostile images, servers
+and guest agents against the host side (hostile.py).
 
-    make bench-fuzz          (python benchmarks/fuzz.py --messages 20000)
-    make bench-fuzz BENCH_ARGS=--quick   (--messages 2000)
+    make bench-fuzz          (python benchmarks/fuzz.py --messages 20000 --images 300 --servers 100 --agents 300)
+    make bench-fuzz BENCH_ARGS=--quick   (--messages 2000 --images 40 --servers 20 --agents 100)
 
 Mutations: byte flips, truncations, structure-aware changes to valid requests
 (fields dropped, retyped, oversized, unknown), deep nesting, huge frames,
 multi-frame messages. Every message must get an answer; the worker must keep
 its pid and its memory, and still run a valid job afterwards.
 Broken, in any run: a message without an answer, a restarted worker, no valid job afterwards, a job the host
-worker refused. Prints one JSON line last: {"messages", "worker_restarts", "rss_growth_mb", "valid_job_after", "quick"}.
+worker refused. Prints one JSON line last: {"messages", "worker_restarts", "rss_growth_mb", "valid_job_after",
+"hostile_cases", "hostile_refused", "host_bytes_leaked", "worker_stalls", "hostile_image", "hostile_server",
+"hostile_agent", "quick"}.
+
+Then the hostile phases (hostile.py, seeded): qemu-img-made hostile images served over HTTP on 127.0.0.1 into the
+host worker's run_import (libvirt's test driver, a pool in a temporary directory); misbehaving HTTP servers; lying
+guest-agent replies into reach.guest_addresses and hostkeys.known_hosts_lines. Broken too, in any run: a hostile
+case accepted (hostile_refused < hostile_cases), a byte run of the host secret in the pool or a message
+(host_bytes_leaked), an import that did not end within max_download_time + 3 s (worker_stalls), a refusal for
+another reason than the limit meant, anything left behind.
 """
 
 from __future__ import annotations
@@ -26,13 +36,14 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
 
 import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
+import hostile  # noqa: E402  pylint: disable=wrong-import-position
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
 from maglica import keys, messages, transport  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
 
 HOSTS = {'fz0': '127.0.0.1'}
-QUICK = {'messages': 2000}
+QUICK = {'messages': 2000, 'images': 40, 'servers': 20, 'agents': 100}
 ODD_VALUES = [None, True, -1, 2 ** 70, 1e308, '', 'x' * 5000, [], {}, [1, [2, [3]]], {'a': {'b': {}}}, '\u0000\ud7ff', 'kvm1\x00']
 
 
@@ -110,7 +121,10 @@ def arguments(argv=None):
     parser.add_argument('--messages', type=int, default=20000)
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 30)
     parser.add_argument('--seed', type=int, default=3)
-    return parse_args(parser, QUICK, '2000 messages', argv)
+    parser.add_argument('--images', type=int, default=300, help='hostile images')
+    parser.add_argument('--servers', type=int, default=100, help='hostile server behaviours')
+    parser.add_argument('--agents', type=int, default=300, help='hostile guest-agent replies')
+    return parse_args(parser, QUICK, '2000 messages, 40 images, 20 servers, 100 agent replies', argv)
 
 
 def main():
@@ -167,6 +181,14 @@ def main():
     refused = bench_workers.refusals(cloud.workdir)
     if refused:
         broken.append(bench_workers.describe(refused))
+    hostile_run = hostile.run_all(random.Random(args.seed), args.images, args.servers, args.agents)
+    result.update(hostile_run['result'])
+    if hostile_run['result']['hostile_refused'] < hostile_run['result']['hostile_cases']:
+        broken.append('%d of %d hostile cases were accepted' % (hostile_run['result']['hostile_cases'] - hostile_run['result']['hostile_refused'],
+                                                                 hostile_run['result']['hostile_cases']))
+    broken.extend(hostile_run['problems'][:20])
+    if len(hostile_run['problems']) > 20:
+        broken.append('and %d more hostile-case problems' % (len(hostile_run['problems']) - 20))
     return conclude(result, args.quick, broken, [])
 
 
