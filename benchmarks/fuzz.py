@@ -184,8 +184,9 @@ def main():
     hostile_run = hostile.run_all(random.Random(args.seed), args.images, args.servers, args.agents)
     result.update(hostile_run['result'])
     if hostile_run['result']['hostile_refused'] < hostile_run['result']['hostile_cases']:
-        broken.append('%d of %d hostile cases were accepted' % (hostile_run['result']['hostile_cases'] - hostile_run['result']['hostile_refused'],
-                                                                 hostile_run['result']['hostile_cases']))
+        hostile = hostile_run['result']
+        broken.append('%d of %d hostile cases were accepted' % (hostile['hostile_cases'] - hostile['hostile_refused'],
+                                                                hostile['hostile_cases']))
     broken.extend(hostile_run['problems'][:20])
     if len(hostile_run['problems']) > 20:
         broken.append('and %d more hostile-case problems' % (len(hostile_run['problems']) - 20))

@@ -29,12 +29,10 @@ import logging
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 
 from maglica import hostkeys, image_import, messages, reach
@@ -179,7 +177,8 @@ class Pool(object):
     """A directory storage pool of libvirt's test driver in a temporary directory, and run_import on it."""
 
     def __init__(self, directory: str) -> None:
-        import libvirt  # pylint: disable=import-outside-toplevel  (only the hostile phases need the bindings)
+        # Only the hostile phases need the bindings.
+        import libvirt  # pylint: disable=import-outside-toplevel
         self.directory = directory
         self.name = 'pool-%s' % uuid.uuid4().hex[:12]
         self.conn = libvirt.open('test:///default')
@@ -277,7 +276,7 @@ def image_case(rng, kind: str, work: str, secret: Secret) -> dict:
             case['args'] = {'max_virtual_size': 2 ** 20 * rng.randint(1, mib - 1)}
     elif kind == 'raw_small':
         length = rng.choice((rng.randint(1, 2 ** 20 - 1), 2 ** 20 + rng.randint(1, 511), rng.randint(1, 4096) * 512 - rng.randint(1, 511)))
-        body = bytes(rng.getrandbits(8) for _ in range(min(length, 4096))) + bytes(max(0, length - 4096))
+        body = bytes(rng.getrandbits(8) for _index in range(min(length, 4096))) + bytes(max(0, length - 4096))
         case['body'] = b'RAW!' + body[4:]  # no format's magic at its start
     elif kind == 'file_url':
         case['url'] = 'file://' + rng.choice((secret.path, '/etc/passwd', '/proc/self/environ', os.path.join(work, '..', 'host', 'secret.bin')))
@@ -387,7 +386,7 @@ def server_case(rng, kind: str) -> dict:
     """One hostile server behaviour: {'kind', 'route', 'case' (what the server serves), 'args'}."""
     limit = rng.randint(1, 4) * 2 ** 20
     args = {'max_download_time': rng.choice((1, 2)), 'max_download_size': limit}
-    body = bytes(rng.getrandbits(8) for _ in range(rng.randint(16, 4096)))
+    body = bytes(rng.getrandbits(8) for _index in range(rng.randint(16, 4096)))
     case: dict = {}
     route = kind
     checksum = sha256(body)
@@ -432,7 +431,7 @@ def server_case(rng, kind: str) -> dict:
         case['body_too'] = kind == 'silent_body'
     elif kind == 'garbage_status':
         route = 'raw'
-        case['raw'] = rng.choice(GARBAGE_STATUS + (bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))) + b'\r\n\r\n',))
+        case['raw'] = rng.choice(GARBAGE_STATUS + (bytes(rng.getrandbits(8) for _index in range(rng.randint(1, 300))) + b'\r\n\r\n',))
     elif kind == 'chunked_garbage':
         route = 'chunked'
         case['raw'] = rng.choice((b'zz\r\nabc\r\n', b'-5\r\nabcde\r\n', b'ffffffffffffffffffff\r\nx', b'5\r\nab',
@@ -554,7 +553,7 @@ def agent_case(rng, index: int) -> dict:
                 hostile.append((kind, value))
                 addrs.append({'addr': value, 'prefix': 24, 'type': rng.choice((0, 1, 7))} if rng.random() < 0.9 else value)
         name = 'eth%d' % number if rng.random() < 0.8 else '%s%d' % (rng.choice(('eth0\n', 'a,b', '*', 'x' * 100, 'ens3 ssh-rsa')), number)
-        mac = '52:54:00:%02x:%02x:%02x' % tuple(rng.randrange(256) for _ in range(3)) if rng.random() < 0.8 else \
+        mac = '52:54:00:%02x:%02x:%02x' % tuple(rng.randrange(256) for _index in range(3)) if rng.random() < 0.8 else \
             rng.choice(('52:54:00:12:34:56\n', 'zz', 7, '*'))
         reply[name] = {'hwaddr': mac, 'addrs': addrs}
     return {'reply': reply, 'good': good, 'hostile': hostile}

@@ -256,7 +256,7 @@ qemu_pids() {
   for f in "$HOSTS/$1"/run/qemu/*.pid; do
     [[ -e $f ]] || continue
     pid=$(pidof_file "$f") dom=$(basename "$f" .pid)
-    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || continue
+    if ! [[ $pid =~ ^[0-9]+$ ]] || ! alive "$pid"; then continue; fi
     cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
     [[ $cmd == *qemu-system* && $cmd == *"guest=$dom,"* ]] || continue
     [[ $(readlink "/proc/$pid/ns/mnt") != "$(readlink /proc/self/ns/mnt)" ]] || continue  # never the machine's own
@@ -272,7 +272,7 @@ dnsmasq_pids() {
   for f in "$HOSTS/$1"/run/network/*.pid; do
     [[ -e $f ]] || continue
     pid=$(pidof_file "$f")
-    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || continue
+    if ! [[ $pid =~ ^[0-9]+$ ]] || ! alive "$pid"; then continue; fi
     cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
     [[ $cmd == *dnsmasq* && $cmd == *"/var/lib/libvirt/dnsmasq/$(basename "$f" .pid).conf"* ]] || continue
     [[ $(readlink "/proc/$pid/ns/mnt") != "$(readlink /proc/self/ns/mnt)" ]] || continue
