@@ -184,9 +184,9 @@ def main():
     hostile_run = hostile.run_all(random.Random(args.seed), args.images, args.servers, args.agents)
     result.update(hostile_run['result'])
     if hostile_run['result']['hostile_refused'] < hostile_run['result']['hostile_cases']:
-        hostile = hostile_run['result']
-        broken.append('%d of %d hostile cases were accepted' % (hostile['hostile_cases'] - hostile['hostile_refused'],
-                                                                hostile['hostile_cases']))
+        counts = hostile_run['result']
+        broken.append('%d of %d hostile cases were accepted' % (counts['hostile_cases'] - counts['hostile_refused'],
+                                                                counts['hostile_cases']))
     broken.extend(hostile_run['problems'][:20])
     if len(hostile_run['problems']) > 20:
         broken.append('and %d more hostile-case problems' % (len(hostile_run['problems']) - 20))
