@@ -397,6 +397,15 @@ def test_qcow2_with_an_external_data_file_on_the_host_is_refused(tmp_path, pool,
                 url=server.url('/file/datafile.qcow2'), checksum=sha256_of(image), disk_mode=mode)
     with pytest.raises(MaglicaError, match='external data file'):  # on its own, and before qemu-img reads it
         image_import.sniff_format(str(image), 'u')
+    # The data file's name without the header bit that makes qemu open it: qemu-img info still shows the name.
+    unflagged = tmp_path / 'unflagged.qcow2'
+    header = bytearray(image.read_bytes())
+    header[79] &= ~image_import.QCOW2_DATA_FILE
+    unflagged.write_bytes(bytes(header))
+    assert image_import.sniff_format(str(unflagged), 'u') == 'qcow2'
+    server.files['unflagged.qcow2'] = unflagged.read_bytes()
+    refused(pool, 'qcow2 image with an external data file', [marker.decode(), str(secret)],
+            url=server.url('/file/unflagged.qcow2'), checksum=sha256_of(unflagged))
     assert pool.files_holding(marker) == []
 
 
