@@ -20,7 +20,7 @@ from hypothesis import given, settings, strategies as st
 from maglica import actions, cli, config, host_worker, image_import, messages
 from maglica.errors import ConfigError, MaglicaError, MessageError
 from maglica.joblog import JobLog
-from hostile import (Pool, Server, backed_qcow2, data_file_qcow2, good_qcow2, host_secret_file, qemu_img, sha256_of,
+from hostile_images import (Pool, Server, backed_qcow2, data_file_qcow2, good_qcow2, host_secret_file, qemu_img, sha256_of,
                      vmdk_descriptor)
 
 DIGEST = 'ab' * 32

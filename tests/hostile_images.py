@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Hostile inputs for image imports, made for real (issue 18): a misbehaving HTTP server on 127.0.0.1, images
 made with qemu-img that name files of the host, and a storage pool of libvirt's test driver in a directory, with
-the host worker's run_import on it. Used by the unit tests and by benchmarks/fuzz.py."""
+the host worker's run_import on it. Used by the unit tests (benchmarks/hostile.py has the fuzz benchmark's own)."""
 
 from __future__ import annotations
 
