@@ -21,7 +21,7 @@ from maglica import actions, cli, config, host_worker, image_import, messages
 from maglica.errors import ConfigError, MaglicaError, MessageError
 from maglica.joblog import JobLog
 from hostile_images import (Pool, Server, backed_qcow2, data_file_qcow2, good_qcow2, host_secret_file, qemu_img, sha256_of,
-                     vmdk_descriptor)
+                            vmdk_descriptor)
 
 DIGEST = 'ab' * 32
 
