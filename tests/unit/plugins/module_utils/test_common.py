@@ -136,7 +136,12 @@ def test_image_argument_spec_matches_its_doc_fragment():
 def test_image_settings_converts_sizes_and_refuses_bad_ones():
     params = {'vcpus': 2, 'memory': '2G', 'disk_size': '20G', 'libvirt_network': None, 'bridge': 'br0',
               'firmware': 'uefi', 'domain_type': 'qemu'}
-    assert common.image_settings(params) == {'vcpus': 2, 'memory_mb': 2048, 'disk_size': 20 * 1024 ** 3, 'network': None,
-                                             'bridge': 'br0', 'firmware': 'uefi', 'domain_type': 'qemu'}
+    unset = {'max_virtual_size': None, 'max_download_size': None, 'max_download_time': None, 'redirect_schemes': None}
+    assert common.image_settings(params) == dict(unset, vcpus=2, memory_mb=2048, disk_size=20 * 1024 ** 3, network=None,
+                                                 bridge='br0', firmware='uefi', domain_type='qemu')
+    limits = common.image_settings(dict(params, max_virtual_size='200G', max_download_size='8', max_download_time=600,
+                                        redirect_schemes=['https', 'http', 'https']))
+    assert {k: limits[k] for k in unset} == {'max_virtual_size': 200 * 1024 ** 3, 'max_download_size': 8 * 1024 ** 3,
+                                             'max_download_time': 600, 'redirect_schemes': ['http', 'https']}
     with pytest.raises(collection_errors.MaglicaError, match='bad size'):
         common.image_settings(dict(params, memory='lots'))

@@ -7,14 +7,11 @@ and the progress figures' way through the job log."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import os
+import pathlib
 import subprocess
-import threading
 import time
-import urllib.parse
-import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -23,6 +20,8 @@ from hypothesis import given, settings, strategies as st
 from maglica import actions, cli, config, host_worker, image_import, messages
 from maglica.errors import ConfigError, MaglicaError, MessageError
 from maglica.joblog import JobLog
+from hostile_images import (Pool, Server, backed_qcow2, data_file_qcow2, good_qcow2, host_secret_file, qemu_img, sha256_of,
+                            vmdk_descriptor)
 
 DIGEST = 'ab' * 32
 
@@ -229,54 +228,12 @@ def test_cli_progress_without_a_terminal_is_a_line_per_state(capsys):
 # Each hostile input is made here for real (qemu-img, a hand-written VMDK descriptor, a local HTTP server) and fed
 # to the host worker's run_import against libvirt's test driver, with a storage pool in a temporary directory.
 
-def qemu_img(*args):
-    subprocess.run(('qemu-img',) + args, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def sha256_of(path):
-    return 'sha256:' + hashlib.sha256(open(str(path), 'rb').read()).hexdigest()
-
-
 @pytest.fixture
 def host_secret(tmp_path):
     """A file of the host that must never reach an image: 1 MiB of a marker. Returns (path, marker)."""
-    marker = b'MAGLICA-HOST-SECRET-%s-' % uuid.uuid4().hex.encode()
-    secret = tmp_path / 'host' / 'secret.bin'
-    secret.parent.mkdir()
-    secret.write_bytes((marker * (1024 * 1024 // len(marker) + 1))[:1024 * 1024])
-    return secret, marker
-
-
-class Pool(object):
-    """A directory storage pool of libvirt's test driver in a temporary directory, and run_import on it."""
-
-    def __init__(self, directory):
-        import libvirt  # only these tests need the bindings
-        self.directory = str(directory)
-        self.name = 'pool-%s' % uuid.uuid4().hex[:12]
-        self.conn = libvirt.open('test:///default')
-        self.pool = self.conn.storagePoolCreateXML('<pool type="dir"><name>%s</name><target><path>%s</path></target></pool>'
-                                                   % (self.name, self.directory), 0)
-        self.progress = []
-
-    def run(self, url, checksum, file_dirs=None, name=None, **args):
-        job = messages.new_job('kvm1', 'image.import', dict({'name': name or 'hostile-%s' % uuid.uuid4().hex[:8],
-                                                             'url': url, 'checksum': checksum, 'pool': self.name,
-                                                             'domain_type': 'qemu'}, **args))
-        extra = {'file_dirs': [str(d) for d in file_dirs]} if file_dirs is not None else {}
-        return image_import.run_import(self.conn, 'kvm1', job['id'], job['args'],
-                                       progress=lambda done, total: self.progress.append((done, total)), **extra)
-
-    def files(self):
-        return sorted(os.path.relpath(os.path.join(root, name), self.directory)
-                      for root, _dirs, names in os.walk(self.directory) for name in names)
-
-    def files_holding(self, data):
-        return [name for name in self.files() if data in open(os.path.join(self.directory, name), 'rb').read()]
-
-    def close(self):
-        self.pool.destroy()
-        self.conn.close()
+    (tmp_path / 'host').mkdir()
+    path, marker = host_secret_file(tmp_path / 'host')
+    return pathlib.Path(path), marker
 
 
 @pytest.fixture
@@ -288,90 +245,11 @@ def pool(tmp_path):
     made.close()
 
 
-class Server(object):
-    """A real HTTP server on 127.0.0.1, in a thread, that misbehaves on demand:
-    /file/NAME        the bytes of files[NAME] with their Content-Length
-    /negative/NAME    the same bytes, announced as Content-Length: -1
-    /huge             Content-Length 10**15 and a few bytes
-    /endless          random bytes without a Content-Length, until the client goes
-    /drip             one byte every 50 ms, until the client goes
-    /redirect?to=URL  302 to URL"""
-
-    def __init__(self):
-        self.files = {}
-        self.stop = threading.Event()
-        served = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = 'HTTP/1.0'
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                try:
-                    served.answer(self)
-                except OSError:  # the client went away: what the endless routes wait for
-                    pass
-
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return 'http://127.0.0.1:%d%s' % (self.server.server_address[1], path)
-
-    def answer(self, request):
-        route, _sep, rest = request.path.lstrip('/').partition('/')
-        if route in ('file', 'negative'):
-            body = self.files[rest]
-            request.send_response(200)
-            request.send_header('Content-Length', str(len(body)) if route == 'file' else '-1')
-            request.end_headers()
-            request.wfile.write(body)
-        elif route == 'huge':
-            request.send_response(200)
-            request.send_header('Content-Length', str(10 ** 15))
-            request.end_headers()
-            request.wfile.write(b'x' * 4096)
-        elif route in ('endless', 'drip'):
-            request.send_response(200)
-            request.end_headers()
-            block = os.urandom(256 * 1024) if route == 'endless' else b'x'
-            while not self.stop.is_set():
-                request.wfile.write(block)
-                request.wfile.flush()
-                if route == 'drip':
-                    self.stop.wait(0.05)  # the server's pace, not synchronisation
-        elif route.startswith('redirect?to='):
-            request.send_response(302)
-            request.send_header('Location', urllib.parse.unquote(route[len('redirect?to='):]))
-            request.send_header('Content-Length', '0')
-            request.end_headers()
-        else:
-            request.send_error(404)
-
-    def redirect(self, to):
-        return self.url('/redirect?to=' + urllib.parse.quote(to, safe=''))
-
-    def close(self):
-        self.stop.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def server():
     made = Server()
     yield made
     made.close()
-
-
-def good_qcow2(directory, size='2M'):
-    path = os.path.join(str(directory), 'good.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', path, size)
-    return path
 
 
 def refused(pool, words, secrets=(), **kwargs):
@@ -388,23 +266,28 @@ def refused(pool, words, secrets=(), **kwargs):
 
 def test_qcow2_with_an_external_data_file_on_the_host_is_refused(tmp_path, pool, server, host_secret):
     secret, marker = host_secret
-    image = tmp_path / 'datafile.qcow2'
-    qemu_img('create', '-q', '-f', 'qcow2', '-o', 'data_file=%s,data_file_raw=on' % (tmp_path / 'dummy.raw'), str(image), '1M')
-    qemu_img('amend', '-q', '-o', 'data_file=%s,data_file_raw=on' % secret, str(image))
+    image = pathlib.Path(data_file_qcow2(tmp_path / 'datafile.qcow2', secret))
     server.files['datafile.qcow2'] = image.read_bytes()
     for mode in ('copy', 'overlay'):
         refused(pool, 'qcow2 image with an external data file', [marker.decode(), str(secret)],
                 url=server.url('/file/datafile.qcow2'), checksum=sha256_of(image), disk_mode=mode)
     with pytest.raises(MaglicaError, match='external data file'):  # on its own, and before qemu-img reads it
         image_import.sniff_format(str(image), 'u')
+    # The data file's name without the header bit that makes qemu open it: qemu-img info still shows the name.
+    unflagged = tmp_path / 'unflagged.qcow2'
+    header = bytearray(image.read_bytes())
+    header[79] &= ~image_import.QCOW2_DATA_FILE
+    unflagged.write_bytes(bytes(header))
+    assert image_import.sniff_format(str(unflagged), 'u') == 'qcow2'
+    server.files['unflagged.qcow2'] = unflagged.read_bytes()
+    refused(pool, 'qcow2 image with an external data file', [marker.decode(), str(secret)],
+            url=server.url('/file/unflagged.qcow2'), checksum=sha256_of(unflagged))
     assert pool.files_holding(marker) == []
 
 
 def test_vmdk_descriptor_with_a_host_extent_is_refused(tmp_path, pool, server, host_secret):
     secret, marker = host_secret
-    descriptor = ('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
-                  'RW 2048 FLAT "%s" 0\n\nddb.adapterType = "ide"\nddb.geometry.cylinders = "2"\n'
-                  'ddb.geometry.heads = "16"\nddb.geometry.sectors = "63"\n' % secret).encode()
+    descriptor = vmdk_descriptor(secret)
     server.files['disk.vmdk'] = descriptor
     checksum = 'sha256:' + hashlib.sha256(descriptor).hexdigest()
     message = refused(pool, 'is a VMDK descriptor .*only qcow2 and raw images are imported', [marker.decode(), str(secret)],
@@ -420,9 +303,7 @@ def test_vmdk_descriptor_with_a_host_extent_is_refused(tmp_path, pool, server, h
 
 def test_qcow2_with_a_backing_file_on_the_host_is_refused(tmp_path, pool, server, host_secret):
     secret, marker = host_secret
-    image = tmp_path / 'backed.qcow2'
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'json:{"driver":"raw","file":{"driver":"file","filename":"%s"}}' % secret,
-             '-F', 'raw', str(image), '1M')
+    image = pathlib.Path(backed_qcow2(tmp_path / 'backed.qcow2', secret))
     server.files['backed.qcow2'] = image.read_bytes()
     refused(pool, 'qcow2 image with a backing file', [marker.decode(), str(secret)],
             url=server.url('/file/backed.qcow2'), checksum=sha256_of(image))
