@@ -809,9 +809,11 @@ def test_import_image_waits_for_the_import_of_its_name_under_way(plain_cloud):
 
 
 def test_import_image_of_a_name_a_clone_holds_is_refused(plain_cloud):
-    held = clone_job('kvm10', 'imp6')
+    # On lonely, which has no host worker: the clone stays in flight (kvm10's worker would end it at once, failed,
+    # and free the name before the import is submitted).
+    held = clone_job('lonely', 'imp6')
     with Client(plain_cloud.config) as client:
         client.submit(held)
-    with pytest.raises(ConflictError, match='imp6 is being made on kvm10 by job %s \\(vm.clone\\): wait for it' % held['id']):
+    with pytest.raises(ConflictError, match='imp6 is being made on lonely by job %s \\(vm.clone\\): wait for it' % held['id']):
         image_import.import_image(import_config(plain_cloud), 'imp6', 'http://127.0.0.1:9/imp6.qcow2', 'sha256:' + '0' * 64,
                                   targets=['lonely'], timeout=2)
