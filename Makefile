@@ -47,7 +47,7 @@ integration: deps collection-link images
 # The bootable guest images, built from Debian's packages in the machine's own network namespace: the
 # testbed's has no route to the mirror. Cached in MAGLICA_IMAGE_CACHE (tests/testbed/env.sh).
 images: deps
-	bash tests/testbed/build_bootable.sh --cache ifupdown nm cloudinit
+	bash tests/testbed/build_bootable.sh --cache ifupdown nm cloudinit hypervisor
 
 sanity: deps
 	rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
