@@ -16,7 +16,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
-.PHONY: all deps collection-link images test sanity units integration lint typecheck demo demo-clean testbed-stop \
+.PHONY: all deps collection-link images images-hypervisor test sanity units integration lint typecheck demo demo-clean testbed-stop \
         bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image clean
 
 all: test
@@ -48,6 +48,10 @@ integration: deps collection-link images
 # testbed's has no route to the mirror. Cached in MAGLICA_IMAGE_CACHE (tests/testbed/env.sh).
 images: deps
 	bash tests/testbed/build_bootable.sh --cache ifupdown nm cloudinit
+
+# The roll-out test's hypervisor guests (tests/integration/test_rollout.py, opt-in: MAGLICA_ROLLOUT_TEST=1).
+images-hypervisor: deps
+	bash tests/testbed/build_bootable.sh --cache ifupdown hypervisor
 
 sanity: deps
 	rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# build_bootable.sh VARIANT OUT.qcow2   (VARIANT: ifupdown | nm | cloudinit)
+# build_bootable.sh VARIANT OUT.qcow2   (VARIANT: ifupdown | nm | cloudinit | hypervisor)
 # build_bootable.sh --cache VARIANT...   only fill the cache (run it outside any network namespace: see below)
 # A Debian 12 guest disk that really boots: its own kernel, GRUB on its own disk, systemd,
 # openssh-server, qemu-guest-agent, a serial console (ttyS0) and one network stack:
 #   ifupdown   /etc/network/interfaces with eth0 on DHCP (isc-dhcp-client)
 #   nm         NetworkManager, no keyfile (Debian's default "Wired connection")
 #   cloudinit  cloud-init enabled (ifupdown renderer), no seed: the clone gets one
-# Every variant is derived from ONE base tarball made by mmdebstrap from Debian's packages (the
+#   hypervisor ifupdown, plus what the host_worker role installs (libvirt-daemon-system, QEMU, virtinst,
+#              libguestfs and their Python bindings): a Debian 12 hypervisor the roles deploy onto (test_rollout.py)
+# The first three are derived from ONE base tarball made by mmdebstrap from Debian's packages (the
 # packages of all three stacks are in it; a variant only enables its own), so the download and
-# package installation happen once. The image's hostname is "original" and its machine-id fixed,
+# package installation happen once. The hypervisor variant has a tarball of its own (the base's packages
+# and the hypervisor's), so that the others' base does not grow and is not rebuilt. The image's hostname is "original" and its machine-id fixed,
 # so tests can tell the image's identity from a clone's.
 # Cached as $MAGLICA_IMAGE_CACHE/bootable-VARIANT-HASH.qcow2 (HASH of this script).
 # mmdebstrap needs Debian's mirror, which the machine's own network namespace reaches and the testbed's
@@ -18,8 +21,8 @@ set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
 . "$(dirname "$self")/env.sh"
-usage() { echo "usage: $0 ifupdown|nm|cloudinit OUT.qcow2 | $0 --cache VARIANT..." >&2; exit 2; }
-check_variant() { case $1 in ifupdown | nm | cloudinit) ;; *) echo "unknown variant: $1" >&2; exit 2 ;; esac; }
+usage() { echo "usage: $0 ifupdown|nm|cloudinit|hypervisor OUT.qcow2 | $0 --cache VARIANT..." >&2; exit 2; }
+check_variant() { case $1 in ifupdown | nm | cloudinit | hypervisor) ;; *) echo "unknown variant: $1" >&2; exit 2 ;; esac; }
 if [[ ${1:-} == --cache ]]; then
   shift
   (($#)) || usage
@@ -38,11 +41,19 @@ PACKAGES+=,qemu-guest-agent,network-manager,cloud-init,netbase,iproute2,procps,l
 # Ansible needs python3 on the guest; the client_worker role's packages ride along (the guest has no
 # network to install them: the role finds them present).
 PACKAGES+=,python3,python3-yaml,python3-zmq,python3-libvirt,python3-apt,sudo
+# The hypervisor variant: roles/host_worker/vars/Debian.yml's packages (the guest has no mirror: the role finds
+# them present), python3-cryptography for the roles' keys made on the guest (community.crypto), and iproute2's ss.
+HYPERVISOR_PACKAGES=libvirt-daemon-system,libvirt-clients,qemu-system-x86,qemu-utils,virtinst,libguestfs-tools
+HYPERVISOR_PACKAGES+=,python3-guestfs,python3-cryptography,openssh-client
 
 hash=$(sha256sum "$self" | cut -c1-12)
 mkdir -p "$MAGLICA_IMAGE_CACHE" "$LIBGUESTFS_CACHEDIR"
 # The base tarball changes only with its package list: a change to a variant does not download again.
-base=$MAGLICA_IMAGE_CACHE/debian12-base-$(echo "bookworm $PACKAGES" | sha256sum | cut -c1-12).tar
+base_name=base disk_size=3G
+if [[ $variant == hypervisor ]]; then
+  PACKAGES+=,$HYPERVISOR_PACKAGES base_name=hypervisor disk_size=4G
+fi
+base=$MAGLICA_IMAGE_CACHE/debian12-$base_name-$(echo "bookworm $PACKAGES" | sha256sum | cut -c1-12).tar
 cached=$MAGLICA_IMAGE_CACHE/bootable-$variant-$hash.qcow2
 exec 9>"$MAGLICA_IMAGE_CACHE/bootable.lock"
 flock 9  # parallel callers wait for one build instead of racing
@@ -65,7 +76,7 @@ if [[ ! -s $cached ]]; then
   printf '127.0.0.1\tlocalhost\n127.0.1.1\toriginal\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$work/etc/hosts"
   echo 'LABEL=root / ext4 defaults,errors=remount-ro 0 1' >"$work/etc/fstab"
   echo "$IMAGE_MACHINE_ID" >"$work/etc/machine-id"
-  if [[ $variant == ifupdown ]]; then
+  if [[ $variant == ifupdown || $variant == hypervisor ]]; then
     printf 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n' >"$work/etc/network/interfaces"
   else
     printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' >"$work/etc/network/interfaces"
@@ -87,9 +98,12 @@ EOF
     /etc/systemd/system/network-online.target.wants/NetworkManager-wait-online.service
     /etc/systemd/system/dbus-org.freedesktop.nm-dispatcher.service)
   cloud_off=$([[ $variant == cloudinit ]] && echo no || echo yes)
+  # A hypervisor guest defines domains but never boots one (QEMU inside QEMU's software emulation): libvirt's
+  # NAT network `default` (dnsmasq, firewall rules) would only cost it memory and boot time.
+  [[ $variant != hypervisor ]] || disable+=(/etc/libvirt/qemu/networks/autostart/default.xml)
 
   raw=$work/disk.raw
-  truncate -s 3G "$raw"
+  truncate -s "$disk_size" "$raw"
   guestfish --rw -a "$raw" <<EOF
 run
 part-init /dev/sda mbr
