@@ -269,7 +269,7 @@ def test_modules_from_the_controller(deployed, testbed):
     deployed.runs['clone'] = time.monotonic() - start
     assert clone.rc == 0, clone.output[-4000:]
     assert clone.last['changed'] is True and clone.last['host'] == hosts[0], clone.last
-    backing = deployed.ssh(hosts[0], 'qemu-img info --output=json /var/lib/libvirt/images/%s.qcow2' % CLONE.split('.')[0],
+    backing = deployed.ssh(hosts[0], 'qemu-img info --output=json /var/lib/libvirt/images/%s.qcow2' % CLONE.split('.', maxsplit=1)[0],
                            check=False)
     domains = deployed.ssh(hosts[0], 'virsh -q list --all --name').stdout.split()
     assert CLONE in domains, (domains, backing.stdout)
