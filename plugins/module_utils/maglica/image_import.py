@@ -392,10 +392,6 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        self.check(req, fp, code, newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
     def check(self, req, fp, code: int, newurl: str) -> None:
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         problem = None
@@ -510,7 +506,8 @@ def read_chunks(stream, url: str, limits: Limits = Limits(), deadline: Optional[
         try:
             chunk = read(CHUNK)
         except (OSError, http.client.HTTPException) as e:
-            raise HostError('reading %s failed: %s' % (url, getattr(e, 'strerror', None) or e.__class__.__name__))
+            why = 'timed out' if isinstance(e, TimeoutError) else getattr(e, 'strerror', None) or e.__class__.__name__
+            raise HostError('reading %s failed: %s' % (url, why))
         if not chunk:
             return
         done += len(chunk)
