@@ -248,45 +248,34 @@ ns_members() {
   return 0
 }
 
-# Pid of every guest's qemu that the host's libvirtd started and that still runs, found by the pid files
-# libvirt keeps for them (run/qemu/DOMAIN.pid) and checked to be that domain's qemu: they outlive a
-# libvirtd or a namespace holder that was killed, and then nothing else leads to them.
-qemu_pids() {
-  local f pid dom cmd
-  for f in "$HOSTS/$1"/run/qemu/*.pid; do
+# Pid of each process the host's libvirtd started that still runs, found by the pid files libvirt keeps and checked
+# to be what the file names: KIND qemu, each guest's qemu (run/qemu/DOMAIN.pid); KIND network, each network's
+# dnsmasq (run/network/NETWORK.pid). They outlive a libvirtd or a namespace holder that was killed, and then nothing
+# else leads to them; a dnsmasq left running holds its network's address, so the host's next start fails.
+libvirt_pids() {
+  local kind=$2 f pid item cmd
+  for f in "$HOSTS/$1/run/$kind"/*.pid; do
     [[ -e $f ]] || continue
-    pid=$(pidof_file "$f") dom=$(basename "$f" .pid)
+    pid=$(pidof_file "$f") item=$(basename "$f" .pid)
     if ! [[ $pid =~ ^[0-9]+$ ]] || ! alive "$pid"; then continue; fi
     cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-    [[ $cmd == *qemu-system* && $cmd == *"guest=$dom,"* ]] || continue
+    case $kind in
+      qemu) [[ $cmd == *qemu-system* && $cmd == *"guest=$item,"* ]] || continue ;;
+      network) [[ $cmd == *dnsmasq* && $cmd == *"/var/lib/libvirt/dnsmasq/$item.conf"* ]] || continue ;;
+    esac
     [[ $(readlink "/proc/$pid/ns/mnt") != "$(readlink /proc/self/ns/mnt)" ]] || continue  # never the machine's own
     echo "$pid"
   done
   return 0
 }
-
-# Likewise the dnsmasq of each libvirt network (run/network/NETWORK.pid): one left running holds the
-# network's address, and the host's next start cannot start its network.
-dnsmasq_pids() {
-  local f pid cmd
-  for f in "$HOSTS/$1"/run/network/*.pid; do
-    [[ -e $f ]] || continue
-    pid=$(pidof_file "$f")
-    if ! [[ $pid =~ ^[0-9]+$ ]] || ! alive "$pid"; then continue; fi
-    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-    [[ $cmd == *dnsmasq* && $cmd == *"/var/lib/libvirt/dnsmasq/$(basename "$f" .pid).conf"* ]] || continue
-    [[ $(readlink "/proc/$pid/ns/mnt") != "$(readlink /proc/self/ns/mnt)" ]] || continue
-    echo "$pid"
-  done
-  return 0
-}
+qemu_pids() { libvirt_pids "$1" qemu; }
 
 stop_one() {
   local name=$1 dir=$HOSTS/$1 holder ld lg dom pids p qemus
   holder=$(holder_pid "$name" || true)
   ld=$(pidof_file "$dir/run/libvirtd.pid"); alive "$ld" || ld=
   lg=$(pidof_file "$dir/run/virtlogd.pid"); alive "$lg" || lg=
-  mapfile -t qemus < <(qemu_pids "$name"; dnsmasq_pids "$name")
+  mapfile -t qemus < <(libvirt_pids "$name" qemu; libvirt_pids "$name" network)
   [[ -n $holder$ld$lg${qemus[*]} ]] || return 0
   if [[ -n $ld ]] && answers "$name" >/dev/null 2>&1; then
     for dom in $(virsh -q -c "$(uri "$name")" list --name); do
