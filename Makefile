@@ -61,7 +61,7 @@ sanity: deps
 
 # The library's type hints (it also runs as the worker daemons, without Ansible).
 typecheck: deps
-	cd plugins/module_utils && $(VENV)/bin/mypy --ignore-missing-imports maglica
+	cd plugins/module_utils && $(VENV)/bin/mypy --config-file $(CURDIR)/mypy.ini maglica
 
 lint: deps collection-link
 	$(VENV)/bin/ansible-lint --profile production --offline roles playbooks

@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, Testbed, read_guest_files  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import cloud as maglica_cloud, reach  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
-
+from maglica.controller import cloud as maglica_cloud  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+from maglica.controller import reach  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 HOST = 'host0'
 IMAGE = 'bench-boot.original'
 PLAIN = 'bench-boot-plain'

@@ -45,8 +45,11 @@ QUICK = {'data_mb': 50, 'rounds': 1, 'customize': False}
 # Runs inside the host's namespace (the disk paths exist only there).
 INSIDE = r'''
 import json, os, statistics, subprocess, sys, time, uuid
-from maglica import clone, customize, virt
-
+from maglica.host import clone  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.host import customize  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import virt  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.host import guest  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import domains  # noqa: E402  pylint: disable=wrong-import-position
 uri, image_name, rounds, with_customize = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == 'customize'
 problems = []
 
@@ -85,7 +88,7 @@ subprocess.run(['cat', source], stdout=subprocess.DEVNULL, check=True)  # both c
 result = {'virtual_bytes': info['disks'][0]['capacity'], 'allocated_bytes': info['disks'][0]['allocation']}
 
 copy = os.path.join(os.path.dirname(source), 'bench-copy.qcow2')
-full = clone.clone_disk_paths(info, 'bench-full')
+full = domains.clone_disk_paths(info, 'bench-full')
 copies, fulls, virt_clones = [], [], []
 for _round in range(rounds):
     copies.append(timed(lambda: (subprocess.run(['cp', '--sparse=always', source, copy], check=True), fsync(copy))))
@@ -100,7 +103,7 @@ for _round in range(rounds):
     clone.remove_domain(conn, 'bench-full')
 result.update(copy_s=statistics.median(copies), full_s=statistics.median(fulls), virt_clone_s=statistics.median(virt_clones))
 
-linked = clone.clone_disk_paths(info, 'bench-linked')
+linked = domains.clone_disk_paths(info, 'bench-linked')
 result['linked_s'] = timed(lambda: clone.clone_volumes(conn, image, 'bench-linked', clone.pool_volumes(conn, linked), linked=True,
                                                       domain_uuid=str(uuid.uuid4())))
 if disk_info(linked[0][1]).get('backing-filename') != source:
@@ -108,7 +111,7 @@ if disk_info(linked[0][1]).get('backing-filename') != source:
 
 disks = [(d['path'], d['format']) for d in virt.describe(conn.lookupByName('bench-linked'), with_sizes=False)['disks']
          if d['device'] == 'disk' and d['path']]
-settings = customize.GuestSettings('bench-linked', None, None, None)
+settings = guest.GuestSettings('bench-linked', None, None, None)
 changes = {}
 if with_customize:
     result['customize_s'] = timed(lambda: changes.update(customize.customize(disks, settings)))

@@ -35,8 +35,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, wait_until  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import client, config as maglica_config, messages  # noqa: E402  pylint: disable=wrong-import-position
-
+from maglica.controller import client  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import messages  # noqa: E402  pylint: disable=wrong-import-position
 HOSTS = {'hw%d' % i: '127.0.0.1' for i in range(10)}
 QUICK = {'jobs': 1000}
 

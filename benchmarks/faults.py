@@ -38,7 +38,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import MODULE_UTILS, PYTHON, Cloud, Testbed, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import client, messages  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.controller import client  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import messages  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
 
 GOALS = ('lost', 'duplicated_effects', 'unfinished', 'foreign_deleted', 'same_name_clones', 'missing_clones')

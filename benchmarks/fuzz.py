@@ -39,7 +39,9 @@ import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 import hostile  # noqa: E402  pylint: disable=wrong-import-position
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import keys, messages, transport  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import curve  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import messages  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import transport  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
 
 HOSTS = {'fz0': '127.0.0.1'}
@@ -148,7 +150,7 @@ def main():
             if sock is None:
                 sock = context.socket(zmq.REQ)
                 sock.linger = 0
-                transport.secure_client(sock, cloud.config, keys.LIBRARY)
+                transport.secure_client(sock, cloud.config, curve.LIBRARY)
                 sock.connect(cloud.config.endpoint('rep'))
             sock.send_multipart(frames_for(rng, requests, index))
             if sock.poll(5000):

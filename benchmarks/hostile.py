@@ -35,8 +35,11 @@ import threading
 import time
 import uuid
 
-from maglica import hostkeys, image_import, messages, reach
+from maglica.protocol import messages
+from maglica.controller import reach
 from maglica.errors import MaglicaError
+from maglica.host import image_fetch
+from maglica.controller import known_hosts
 
 # Kinds each phase makes (the unit test checks a generator makes them all).
 IMAGE_KINDS = ('data_file', 'vmdk_descriptor', 'vmdk_binary', 'json_backing', 'backing', 'huge_virtual', 'raw_small',
@@ -192,7 +195,7 @@ class Pool(object):
     def run(self, name: str, url: str, checksum: str, file_dirs=(), **args) -> dict:
         job = messages.new_job('kvm1', 'image.import', dict({'name': name, 'url': url, 'checksum': checksum,
                                                              'pool': self.name, 'domain_type': 'qemu'}, **args))
-        return image_import.run_import(self.conn, 'kvm1', job['id'], job['args'], file_dirs=list(file_dirs))
+        return image_fetch.run_import(self.conn, 'kvm1', job['id'], job['args'], file_dirs=list(file_dirs))
 
     def files(self) -> list:
         return sorted(os.path.relpath(os.path.join(root, name), self.directory)
@@ -602,7 +605,7 @@ def run_agent(rng, count: int) -> dict:
             problems.append('agent %d: %d hostile values, %d warnings' % (index, len(case['hostile']), len(warnings)))
         # known_hosts lines from what was kept: only the VM's name and parsed addresses, one line per key.
         allowed = {'guest'} | set(kept)
-        lines = hostkeys.known_hosts_lines(['guest'] + kept, [KEY])
+        lines = known_hosts.known_hosts_lines(['guest'] + kept, [KEY])
         for line in lines:
             if '\n' in line or '\0' in line or len(line.split(' ')) != 3 or not set(line_names(line)) <= allowed:
                 counts['known_hosts_bad_lines'] += 1
@@ -610,11 +613,11 @@ def run_agent(rng, count: int) -> dict:
         # Each hostile value handed to the line maker itself: refused, unless it is spelt like a host name (which
         # known_hosts_name takes by design: 'evil.example', 'e', '0192.0.2.1'), or empty (skipped, as ssh would).
         for kind, value in case['hostile']:
-            if not value or (isinstance(value, str) and hostkeys.HOST_NAME_RE.fullmatch(value)):
+            if not value or (isinstance(value, str) and known_hosts.HOST_NAME_RE.fullmatch(value)):
                 continue
             counts['cases'] += 1
             try:
-                made = hostkeys.known_hosts_lines([value], [KEY])
+                made = known_hosts.known_hosts_lines([value], [KEY])
             except MaglicaError:
                 counts['refused'] += 1
             else:

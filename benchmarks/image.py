@@ -39,7 +39,7 @@ import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from clone import make_image  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import image_import  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+from maglica.controller import image_import  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 from test_image_import import Server, sha256_of  # noqa: E402  pylint: disable=wrong-import-position
 
 MODES = ('overlay', 'copy')

@@ -43,8 +43,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Testbed  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import cloud, config as maglica_config, virt  # noqa: E402  pylint: disable=wrong-import-position
-
+from maglica.controller import cloud  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import virt  # noqa: E402  pylint: disable=wrong-import-position
 DOMAIN_XML = """  <domain type='test'>
     <name>%(name)s</name>
     <memory unit='MiB'>%(memory)d</memory>

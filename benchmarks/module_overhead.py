@@ -33,13 +33,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import MODULE_UTILS, PYTHON, Testbed, ansible_env  # noqa: E402  pylint: disable=wrong-import-position
-from maglica import cloud, config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
-
+from maglica.controller import cloud  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
 import yaml  # noqa: E402  pylint: disable=wrong-import-position
 
 ANSIBLE = os.path.join(os.path.dirname(PYTHON), 'ansible')
 QUICK = {'rounds': 1, 'hosts': 1}
-LIBRARY_ALONE = 'from maglica import cloud, config; print(len(cloud.image_list(config.load(%r))["images"]))'
+LIBRARY_ALONE = 'from maglica.controller import cloud; print(len(cloud.image_list(cloud.load_config(%r))["images"]))'
 
 
 def timed(step):

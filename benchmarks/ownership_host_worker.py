@@ -17,7 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
 
-from maglica import batching, host_worker  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.host import batching  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.host import worker as host_worker  # noqa: E402  pylint: disable=wrong-import-position
 import noop_action  # noqa: E402  pylint: disable=wrong-import-position
 
 

@@ -15,7 +15,8 @@ import threading
 import urllib.parse
 import uuid
 
-from maglica import image_import, messages
+from maglica.protocol import messages
+from maglica.host import image_fetch
 
 
 def qemu_img(*args):
@@ -80,7 +81,7 @@ class Pool(object):
                                                              'url': url, 'checksum': checksum, 'pool': self.name,
                                                              'domain_type': 'qemu'}, **args))
         extra = {'file_dirs': [str(d) for d in file_dirs]} if file_dirs is not None else {}
-        return image_import.run_import(self.conn, 'kvm1', job['id'], job['args'],
+        return image_fetch.run_import(self.conn, 'kvm1', job['id'], job['args'],
                                        progress=lambda done, total: self.progress.append((done, total)), **extra)
 
     def files(self):

@@ -7,8 +7,8 @@ register() adds it to the library's tables in this process (messages.ACTIONS for
 arguments, actions.ACTIONS for its code). Run as a program, this file is the test
 suite's entry point for a worker daemon with `noop` known:
 
-    python tests/noop_action.py maglica.client_worker --config FILE
-    python tests/noop_action.py maglica.host_worker --config FILE --name HOST
+    python tests/noop_action.py maglica.client_worker.worker --config FILE
+    python tests/noop_action.py maglica.host.worker --config FILE --name HOST
 
 A noop job waits `delay` seconds and, given a marker, appends one line `JOB_ID MARKER`
 to {state_dir}/{host}.effects: a side effect that can be counted.
@@ -20,12 +20,15 @@ import os
 import sys
 import time
 
-from maglica import actions, client_worker, host_worker, messages
-from maglica import config as maglica_config
+from maglica.host import actions
+from maglica.client_worker import worker as client_worker
+from maglica.host import worker as host_worker
+from maglica.protocol import messages
+from maglica.cluster import config as maglica_config
 
 NOOP_ARGS = {'marker': messages.Field(str, required=False, max_len=512),
              'delay': messages.Field((int, float), required=False, minimum=0, maximum=60)}
-WORKERS = {'maglica.client_worker': client_worker.main, 'maglica.host_worker': host_worker.main}
+WORKERS = {'maglica.client_worker.worker': client_worker.main, 'maglica.host.worker': host_worker.main}
 
 
 def effects_path(config: maglica_config.Config, host: str) -> str:

@@ -70,8 +70,7 @@ import tempfile
 from ansible.errors import AnsibleError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import config as maglica_config
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import hostkeys, reach, vm
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
 CONNECTION_OPTIONS = ('client', 'libvirt', 'security')
@@ -110,11 +109,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for section in CONNECTION_OPTIONS:
             if self.get_option(section):
                 inline[section] = {k: v for k, v in self.get_option(section).items() if v is not None}
-        return maglica_config.load(self.get_option('config'), inline or None)
+        return cloud.load_config(self.get_option('config'), inline or None)
 
     def fetch(self):
         try:
-            listing = vm.inventory(self.load_config(), include_images=self.get_option('include_images'))
+            listing = cloud.inventory(self.load_config(), include_images=self.get_option('include_images'))
         except MaglicaError as e:
             raise AnsibleError('maglica inventory: %s' % e)
         for entry in listing['hosts']:
@@ -152,7 +151,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             iface = interfaces.setdefault(address.get('interface'), {'hwaddr': address.get('mac'), 'addrs': []})
             iface['addrs'].append({'addr': address.get('address'), 'prefix': address.get('prefix')})
         warnings = []
-        parsed = reach.interface_addresses(interfaces, warnings)
+        parsed = cloud.interface_addresses(interfaces, warnings)
         for line in warnings:
             self.display.warning('maglica inventory: %s: %s' % (name, line))
         return parsed
@@ -173,7 +172,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self.inventory.add_host(name)
             variables = {
                 'maglica_host': entry['host'],
-                'maglica_state': vm.state_word(entry),
+                'maglica_state': cloud.state_word(entry),
                 'maglica_vcpus': entry['vcpus'],
                 'maglica_memory_mb': entry['memory_mb'],
                 'maglica_disks': entry['disks'],
@@ -187,9 +186,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if variables['maglica_addresses']:
                 variables['ansible_host'] = variables['maglica_addresses'][0]['address']
             variables['maglica_ssh_host_keys'] = entry.get('ssh_host_keys') or []
-            names = reach.clone_names(name, variables.get('ansible_host'))
+            names = cloud.clone_names(name, variables.get('ansible_host'))
             try:
-                variables['maglica_known_hosts'] = hostkeys.known_hosts_lines(names, variables['maglica_ssh_host_keys'])
+                variables['maglica_known_hosts'] = cloud.known_hosts_lines(names, variables['maglica_ssh_host_keys'])
             except MaglicaError as e:
                 self.display.warning('maglica inventory: %s: no known_hosts lines: %s' % (name, e))
                 variables['maglica_known_hosts'] = []

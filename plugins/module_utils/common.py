@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import config as maglica_config
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import deps, vm
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import JobFailed, MaglicaError
 
 CONNECTION_ARGUMENT_SPEC = dict(
@@ -106,7 +105,7 @@ IMAGE_ARGUMENT_SPEC = dict(
     bridge=dict(type='str'),
     firmware=dict(type='str', choices=['bios', 'uefi'], default='bios'),
     domain_type=dict(type='str', choices=['kvm', 'qemu'], default='kvm'),
-    # Limits of an import (image_import.Limits); unset: the host worker's defaults.
+    # Limits of an import (cloud.ImportLimits); unset: the host worker's defaults.
     max_virtual_size=dict(type='str'),
     max_download_size=dict(type='str'),
     max_download_time=dict(type='int'),
@@ -116,18 +115,18 @@ IMAGE_MUTUALLY_EXCLUSIVE = [('libvirt_network', 'bridge')]
 
 
 def image_settings(params):
-    """The image definition options as the library takes them: sizes in bytes and MiB (vm.parse_size: a bad size
+    """The image definition options as the library takes them: sizes in bytes and MiB (cloud.parse_size: a bad size
     raises MaglicaError, so call it inside run())."""
     return {
         'vcpus': params['vcpus'],
-        'memory_mb': vm.parse_size(params['memory']) // 1048576,
-        'disk_size': vm.parse_size(params['disk_size'], 'G') if params.get('disk_size') else None,
+        'memory_mb': cloud.parse_size(params['memory']) // 1048576,
+        'disk_size': cloud.parse_size(params['disk_size'], 'G') if params.get('disk_size') else None,
         'network': params.get('libvirt_network'),
         'bridge': params.get('bridge'),
         'firmware': params['firmware'],
         'domain_type': params['domain_type'],
-        'max_virtual_size': vm.parse_size(params['max_virtual_size'], 'G') if params.get('max_virtual_size') else None,
-        'max_download_size': vm.parse_size(params['max_download_size'], 'G') if params.get('max_download_size') else None,
+        'max_virtual_size': cloud.parse_size(params['max_virtual_size'], 'G') if params.get('max_virtual_size') else None,
+        'max_download_size': cloud.parse_size(params['max_download_size'], 'G') if params.get('max_download_size') else None,
         'max_download_time': params.get('max_download_time'),
         'redirect_schemes': sorted(set(params['redirect_schemes'])) if params.get('redirect_schemes') else None,
     }
@@ -142,7 +141,7 @@ def argument_spec(**module_options):
 
 def require(module, *libraries):
     """Fail with missing_required_lib and the import traceback when a library is not importable."""
-    for package, trace in deps.missing(('yaml',) + libraries):
+    for package, trace in cloud.missing_libraries(('yaml',) + libraries):
         module.fail_json(msg=missing_required_lib(package), exception=trace)
 
 
@@ -155,7 +154,7 @@ def load_config(module):
     for section in ('client', 'libvirt', 'security', 'placement'):
         if params.get(section):
             inline[section] = {k: v for k, v in params[section].items() if v is not None}
-    return maglica_config.load(params.get('config'), inline or None)
+    return cloud.load_config(params.get('config'), inline or None)
 
 
 def run(module, operation, *libraries):
@@ -165,7 +164,7 @@ def run(module, operation, *libraries):
         config = load_config(module)
         for host, uri in sorted(config.insecure_uris().items()):
             module.warn('libvirt of %s (%s) is insecure (libvirt.insecure: true): %s'
-                        % (host, uri, '; '.join(maglica_config.uri_problems(uri))))
+                        % (host, uri, '; '.join(cloud.uri_problems(uri))))
         return operation(config)
     except JobFailed as e:
         # A batch's failure carries what every clone of it did (cloud.clone_batch).

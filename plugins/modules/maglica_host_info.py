@@ -136,7 +136,7 @@ unreachable_hosts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import hosts
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
 def main():
@@ -150,7 +150,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    report = common.run(module, lambda config: hosts.host_info(config, p['require_workers'], p['wait_timeout'], p['host'],
+    report = common.run(module, lambda config: cloud.host_info(config, p['require_workers'], p['wait_timeout'], p['host'],
                                                                renew_days=p['cert_renew_days']),
                         'libvirt', 'zmq')
     for warning in report['warnings']:

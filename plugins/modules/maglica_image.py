@@ -187,7 +187,7 @@ result:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import image_import, image_lifecycle
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
 
@@ -217,11 +217,11 @@ def main():
         if p['state'] == 'absent':
             if p['url'] or p['path'] or p['from_vm']:
                 raise MaglicaError('state=absent takes the image name (and targets), not url, path or from_vm')
-            return image_lifecycle.remove(config, p['name'], p['targets'], p['force_dependants'], module.check_mode, p['timeout'])
+            return cloud.remove_image(config, p['name'], p['targets'], p['force_dependants'], module.check_mode, p['timeout'])
         if p['from_vm']:
-            return image_lifecycle.create_from_vm(config, p['name'], p['from_vm'], module.check_mode, p['timeout'])
+            return cloud.create_from_vm(config, p['name'], p['from_vm'], module.check_mode, p['timeout'])
         settings = dict(common.image_settings(p), disk_mode=p['disk_mode'])
-        return image_import.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
+        return cloud.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
                                          p['timeout'], module.check_mode, path=p['path'])
 
     module.exit_json(**common.run(module, operation, 'libvirt', 'zmq'))

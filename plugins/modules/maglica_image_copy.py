@@ -78,7 +78,7 @@ result:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import images
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
 def main():
@@ -92,7 +92,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    outcome = common.run(module, lambda config: images.copy(config, p['name'], p['dest'], p['source'], p['timeout'], module.check_mode),
+    outcome = common.run(module, lambda config: cloud.copy_image(config, p['name'], p['dest'], p['source'], p['timeout'], module.check_mode),
                          'libvirt', 'zmq')
     module.exit_json(**outcome)
 

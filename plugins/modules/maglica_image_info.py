@@ -88,7 +88,7 @@ unreachable_hosts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import cloud
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
 def main():

@@ -173,7 +173,7 @@ removed_dependants:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import vm
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
 def render(settings):
@@ -208,7 +208,7 @@ def main():
     p = module.params
 
     def ensure(config):
-        return vm.ensure(config, p['name'], state=p['state'], vcpus=p['vcpus'], memory=p['memory'], iso=p['iso'],
+        return cloud.ensure_vm(config, p['name'], state=p['state'], vcpus=p['vcpus'], memory=p['memory'], iso=p['iso'],
                          boot_device=p['boot_device'], disks=p['disks'], force=p['force'], timeout=p['timeout'],
                          force_dependants=p['force_dependants'], check_mode=module.check_mode)
 

@@ -122,7 +122,7 @@ unreachable_hosts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
-from ansible_collections.maglica.cloud.plugins.module_utils.maglica import vm
+from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
 def main():
@@ -135,7 +135,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    listing = common.run(module, lambda config: vm.vm_list(config, p['name'], p['host'], p['state']), 'libvirt')
+    listing = common.run(module, lambda config: cloud.vm_list(config, p['name'], p['host'], p['state']), 'libvirt')
     unreachable = [h['error'] for h in listing['hosts'] if not h['reachable']]
     for error in unreachable:
         module.warn('host not reachable: %s' % error)

@@ -27,7 +27,11 @@ PYTHON = sys.executable
 sys.path.insert(0, MODULE_UTILS)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from maglica import client, config as maglica_config, keys, messages, virt  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.controller import client  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import messages  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import curve as curve_keys  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import virt  # noqa: E402  pylint: disable=wrong-import-position
 from polling import wait_until  # noqa: E402  pylint: disable=wrong-import-position
 import noop_action  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -161,10 +165,10 @@ class Cloud(object):
         self.client_worker = None
         self.host_workers = {}
         if curve:
-            for name in [keys.SERVER, keys.LIBRARY] + list(self.hosts):
-                keys.create(self.key_dir, name)
-                if name != keys.SERVER:
-                    keys.allow(self.key_dir, name, keys.public_path(self.key_dir, name))
+            for name in [curve_keys.SERVER, curve_keys.LIBRARY] + list(self.hosts):
+                curve_keys.create(self.key_dir, name)
+                if name != curve_keys.SERVER:
+                    curve_keys.allow(self.key_dir, name, curve_keys.public_path(self.key_dir, name))
 
     def reconfigure(self, **sections):
         """Change configuration sections (merged key by key); workers started afterwards use them."""
@@ -183,7 +187,7 @@ class Cloud(object):
         return open(os.path.join(self.workdir, '%s.log' % name), 'ab')
 
     def start_client_worker(self):
-        self.client_worker = subprocess.Popen([PYTHON, NOOP_WORKER, 'maglica.client_worker', '--config', self.path],
+        self.client_worker = subprocess.Popen([PYTHON, NOOP_WORKER, 'maglica.client_worker.worker', '--config', self.path],
                                               env=self.env, stdout=self.log('client_worker'), stderr=subprocess.STDOUT)
         wait_until(self._answers, 20, 'the client worker to answer')
 
@@ -199,7 +203,7 @@ class Cloud(object):
             raise AssertionError('%s exited:\n%s' % (name, handle.read()[-3000:]))
 
     def start_host_worker(self, host, wait=True):
-        command = [PYTHON, NOOP_WORKER, 'maglica.host_worker', '--config', self.path, '--name', host]
+        command = [PYTHON, NOOP_WORKER, 'maglica.host.worker', '--config', self.path, '--name', host]
         if self.testbed:
             # Its own client certificate, for the libvirtd of the hosts it copies images from (an image copy's source).
             data = dict(self.data, libvirt=dict(self.data['libvirt'], pki_path=self.testbed.host_pki_path(host)))

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from maglica_testbed import PYTHON, ROOT, TESTBED, ansible_env, run_playbook, wait_until
-from maglica import cloud as maglica_cloud, virt  # pylint: disable=wrong-import-order
-
+from maglica_testbed import PYTHON, ROOT, TESTBED, ansible_env, run_playbook, wait_until  # pylint: disable=wrong-import-order
+from maglica.controller import cloud as maglica_cloud  # pylint: disable=wrong-import-order
+from maglica.cluster import virt  # pylint: disable=wrong-import-order
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 DOMAIN = 'boot.test'
 BOOT_TIMEOUT = 1500  # four TCG guests booting at once on two shared cores
@@ -209,7 +209,7 @@ def test_rerun_finds_the_clone_and_waits_again(booted):
 
 
 def test_cli_waits_for_ssh(booted):
-    out = subprocess.run([PYTHON, '-m', 'maglica.cli', '--config', booted.cloud.path, '--json', 'vm', 'clone',
+    out = subprocess.run([PYTHON, '-m', 'maglica.controller.cli', '--config', booted.cloud.path, '--json', 'vm', 'clone',
                           '--image', 'deb12.original', '--hostname', fqdn('web-b'), '--wait-for', 'ssh'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=booted.cloud.env,
                          check=False)

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The `maglica` command (python3 -m maglica.cli) against the testbed: its words, tables, --json and exit codes."""
+"""The `maglica` command (python3 -m maglica.controller.cli) against the testbed: its words, tables, --json and exit codes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ ISO = '/var/lib/libvirt/images/cli.iso'
 
 def maglica(cloud, *args, config=True):
     env = dict(cloud.env, PYTHONPATH=MODULE_UTILS)
-    command = [PYTHON, '-m', 'maglica.cli'] + (['--config', cloud.path] if config else []) + list(args)
+    command = [PYTHON, '-m', 'maglica.controller.cli'] + (['--config', cloud.path] if config else []) + list(args)
     return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
                           stdin=subprocess.DEVNULL, timeout=600, check=False)
 

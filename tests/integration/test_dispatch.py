@@ -17,7 +17,8 @@ import sqlite3
 import pytest
 
 from maglica_testbed import Cloud, run_playbook, wait_until
-from maglica import messages, transport
+from maglica.protocol import messages
+from maglica.protocol import transport
 from maglica.errors import DispatchError
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
@@ -140,8 +141,8 @@ def test_unauthenticated_peers_get_nothing_processed(dispatch):
         plain.send(frame)
         assert plain.poll(1500) == 0
         # A CURVE client whose key is not on the allow-list: no answer either.
-        from maglica import keys
-        keys.create(dispatch.key_dir, 'stranger')
+        from maglica.protocol import curve
+        curve.create(dispatch.key_dir, 'stranger')
         stranger = transport.Requester(dispatch.config, 'stranger', context=context)
         with pytest.raises(DispatchError):
             stranger.request({'type': 'list'}, 1.5)

@@ -294,7 +294,7 @@ def test_user_data_that_is_not_yaml_fails_before_anything_is_made(cloud, testbed
 
 def test_cli_reads_user_data_from_a_file_and_refuses_one_it_cannot_read(cloud, testbed, variants, tmp_path):
     env = dict(cloud.env, PYTHONPATH=MODULE_UTILS)
-    base = [PYTHON, '-m', 'maglica.cli', '--config', cloud.path, 'vm', 'clone', '--image', 'debci.original', '--hostname', 'ci3.test']
+    base = [PYTHON, '-m', 'maglica.controller.cli', '--config', cloud.path, 'vm', 'clone', '--image', 'debci.original', '--hostname', 'ci3.test']
     missing = subprocess.run(base + ['--cloud-init-user-data', str(tmp_path / 'nosuch')], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, universal_newlines=True, env=env, check=False)
     assert missing.returncode == 2 and 'cannot read %s' % (tmp_path / 'nosuch') in missing.stderr

@@ -15,7 +15,9 @@ import os
 
 import pytest
 
-from maglica import customize, deps
+from maglica.host import customize
+from maglica import deps
+from maglica.host import guest
 import maglica_testbed
 
 PASSWORD_HASH = '$6$saltsalt$Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFy'
@@ -35,7 +37,7 @@ def customised(tmp_path_factory):
         for family in ('rhel', 'debian'):
             disk = str(work / ('%s.qcow2' % family))
             bed.script('build_image.sh', family, disk)
-            settings = customize.GuestSettings('labels.test', {'mode': 'dhcp'}, PASSWORD_HASH, [SSH_KEY])
+            settings = guest.GuestSettings('labels.test', {'mode': 'dhcp'}, PASSWORD_HASH, [SSH_KEY])
             out[family] = (disk, customize.customize([(disk, 'qcow2')], settings))
         yield out
     finally:

@@ -15,14 +15,15 @@ import threading
 
 import pytest
 
-from maglica_testbed import PYTHON, TESTBED, run_playbook
-from maglica import cloud as maglica_cloud, image_import  # pylint: disable=wrong-import-order
+from maglica_testbed import PYTHON, TESTBED, run_playbook  # pylint: disable=wrong-import-order
+from maglica.controller import cloud as maglica_cloud  # pylint: disable=wrong-import-order
+from maglica.host import image_fetch  # pylint: disable=wrong-import-order
 from test_boot import BOOT_TIMEOUT, Booted  # pylint: disable=wrong-import-order
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 IMAGE = 'deb12.imported'
 POOL = '/var/lib/libvirt/images'
-CACHE = os.path.join(POOL, image_import.CACHE_DIR)
+CACHE = os.path.join(POOL, image_fetch.CACHE_DIR)
 GIB = 1024 ** 3
 OTHER_CHECKSUM = 'sha256:' + '0' * 64
 
@@ -304,13 +305,13 @@ def test_an_image_made_from_another_file_is_not_replaced(testbed, cloud, served)
 
 def test_cli_import_json_reports_present_hosts(imported, cloud, served):
     assert imported['run'].rc == 0
-    proc = subprocess.run([PYTHON, '-m', 'maglica.cli', '--config', cloud.path, '--json', 'image', 'import', '--name', IMAGE,
+    proc = subprocess.run([PYTHON, '-m', 'maglica.controller.cli', '--config', cloud.path, '--json', 'image', 'import', '--name', IMAGE,
                            '--url', served.url('/deb12.qcow2'), '--checksum', served.checksum, '--on', 'host0', '--on', 'host1'],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=cloud.testbed.env, check=False)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result['changed'] is False and result['present'] == ['host0', 'host1'] and result['fetch'] == []
-    bad = subprocess.run([PYTHON, '-m', 'maglica.cli', '--config', cloud.path, 'image', 'import', '--name', IMAGE,
+    bad = subprocess.run([PYTHON, '-m', 'maglica.controller.cli', '--config', cloud.path, 'image', 'import', '--name', IMAGE,
                           '--url', served.url('/deb12.qcow2'), '--checksum', 'md5:abc'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=cloud.testbed.env, check=False)
     assert bad.returncode == 1 and 'only sha256' in bad.stderr

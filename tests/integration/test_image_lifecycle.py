@@ -12,9 +12,11 @@ import os
 
 import pytest
 
-from maglica import cloud as cloud_mod, image_lifecycle, vm as vm_mod  # noqa: E402  (maglica_testbed puts it on sys.path)
-from maglica.errors import ConfigError, ConflictError, NotFoundError
-from maglica_testbed import read_guest_files, run_playbook
+from maglica.controller import cloud as cloud_mod  # noqa: E402  (maglica_testbed puts it on sys.path)
+from maglica.controller import image_lifecycle  # noqa: E402  (maglica_testbed puts it on sys.path)
+from maglica.controller import vm as vm_mod  # noqa: E402  (maglica_testbed puts it on sys.path)
+from maglica.errors import ConfigError, ConflictError, NotFoundError  # noqa: E402  (maglica_testbed puts it on sys.path)
+from maglica_testbed import read_guest_files, run_playbook  # noqa: E402  (maglica_testbed puts it on sys.path)
 from test_cli import CONFLICT, NOT_FOUND, OK, maglica
 
 IMAGES = '/var/lib/libvirt/images/'

@@ -9,8 +9,8 @@ import os
 import subprocess
 
 from maglica_testbed import wait_until
-from maglica import messages
-from maglica.client import Client
+from maglica.protocol import messages
+from maglica.controller.client import Client
 
 HOST = 'host1'
 

@@ -17,8 +17,8 @@ import subprocess
 import pytest
 
 from maglica_testbed import MODULE_UTILS, PYTHON, client, run_playbook, wait_until
-from maglica import messages
-from maglica.host_worker import Record
+from maglica.protocol import messages
+from maglica.host.worker import Record
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 IMAGES = '/var/lib/libvirt/images'
@@ -37,7 +37,7 @@ def define_renamed(testbed, host, old_name, new_name):
 
 def maglica(cloud, *args):
     """The `maglica` command, as test_cli.py runs it."""
-    command = [PYTHON, '-m', 'maglica.cli', '--config', cloud.path] + list(args)
+    command = [PYTHON, '-m', 'maglica.controller.cli', '--config', cloud.path] + list(args)
     return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           env=dict(cloud.env, PYTHONPATH=MODULE_UTILS), stdin=subprocess.DEVNULL, timeout=600, check=False)
 

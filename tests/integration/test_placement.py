@@ -20,8 +20,10 @@ import threading
 import pytest
 
 from maglica_testbed import Cloud
-from maglica import cloud as maglica_cloud, config as maglica_config, placement
-from maglica.client import Client
+from maglica.controller import cloud as maglica_cloud
+from maglica.cluster import config as maglica_config
+from maglica.controller import placement
+from maglica.controller.client import Client
 
 IMAGE = 'pl.original'
 # Held by host0 in its default pool and by host1 in the pool `small`, a tmpfs of its own with less room than a copy.

@@ -39,9 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from maglica_testbed import PYTHON, ROOT, PlaybookRun, ansible_env, run_playbook, wait_until
-from maglica import client as maglica_client, cloud as maglica_cloud, config as maglica_config, messages  # pylint: disable=wrong-import-order
-
+from maglica_testbed import PYTHON, ROOT, PlaybookRun, ansible_env, run_playbook, wait_until  # pylint: disable=wrong-import-order
+from maglica.controller import client as maglica_client  # pylint: disable=wrong-import-order
+from maglica.controller import cloud as maglica_cloud  # pylint: disable=wrong-import-order
+from maglica.cluster import config as maglica_config  # pylint: disable=wrong-import-order
+from maglica.protocol import messages  # pylint: disable=wrong-import-order
 # Opt-in: on this project's CI machine (two cores shared with the other test workers) one run of site.yml onto two
 # guests under software emulation took 24 minutes, far beyond the integration suite's budget (see the module doc).
 pytestmark = pytest.mark.skipif(os.environ.get('MAGLICA_ROLLOUT_TEST') != '1',

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from maglica import vm as maglica_vm
+from maglica.controller import vm as maglica_vm
 from maglica_testbed import MODULE_UTILS, PYTHON, run_playbook
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
@@ -83,7 +83,7 @@ def clone_batch(cloud, check=False, **variables):
 
 def maglica_cli(cloud, *args):
     env = dict(cloud.env, PYTHONPATH=MODULE_UTILS)
-    return subprocess.run([PYTHON, '-m', 'maglica.cli', '--config', cloud.path] + list(args), stdout=subprocess.PIPE,
+    return subprocess.run([PYTHON, '-m', 'maglica.controller.cli', '--config', cloud.path] + list(args), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, env=env, stdin=subprocess.DEVNULL, timeout=600,
                           check=False)
 

@@ -24,7 +24,9 @@ from cryptography import x509
 
 from maglica_testbed import ROOT, TESTBED, run_playbook, virt, wait_until
 import certificates  # noqa: E402  (tests/, on the path through maglica_testbed)
-from maglica import cloud as maglica_cloud, config as maglica_config, pki
+from maglica.controller import cloud as maglica_cloud
+from maglica.cluster import config as maglica_config
+from maglica.cluster import tls
 from maglica.errors import HostError
 
 HOST = 'host0'
@@ -45,10 +47,10 @@ def server_accepts(address, pki_path):
     context.verify_mode = ssl.CERT_NONE
     if os.path.exists(os.path.join(pki_path, 'clientcert.pem')):
         context.load_cert_chain(os.path.join(pki_path, 'clientcert.pem'), os.path.join(pki_path, 'clientkey.pem'))
-    with socket.create_connection((address, pki.TLS_PORT), timeout=10) as sock:
+    with socket.create_connection((address, tls.TLS_PORT), timeout=10) as sock:
         try:
-            with context.wrap_socket(sock) as tls:
-                return tls.recv(1) == b'\x01'
+            with context.wrap_socket(sock) as stream:
+                return stream.recv(1) == b'\x01'
         except (ssl.SSLError, ConnectionError):
             return False
 
@@ -199,7 +201,7 @@ def test_refused_a_server_certificate_whose_name_does_not_match(testbed, testbed
                               '_ns-daemons'], env=testbed.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
                              check=False)
     assert restart.returncode == 0, restart.stdout
-    wait_until(lambda: _listening(address, pki.TLS_PORT), 60, 'the libvirtd of %s to listen again' % name)
+    wait_until(lambda: _listening(address, tls.TLS_PORT), 60, 'the libvirtd of %s to listen again' % name)
     local = ['bash', os.path.join(TESTBED, 'testbed.sh'), 'exec', name, 'virsh', '-q', '-c', 'qemu:///system', 'list', '--all', '--name']
 
     def domains():

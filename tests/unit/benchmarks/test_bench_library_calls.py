@@ -29,7 +29,7 @@ def trees(path):
         tree = ast.parse(handle.read(), path)
     found = [(os.path.basename(path), tree)]
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search(r'^from maglica import', node.value, re.M):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.search(r'^from maglica[. ]', node.value, re.M):
             # A %-template (module_overhead's LIBRARY_ALONE) is filled in with a name before it runs.
             source = re.sub(r'%[rsd]', 'placeholder', node.value)
             label = '%s, the program in a string at line %d,' % (os.path.basename(path), node.lineno)
@@ -90,6 +90,6 @@ def test_library_calls_fit_the_library(script):
 
 def test_a_call_that_does_not_fit_is_found(tmp_path):
     path = tmp_path / 'stale.py'
-    path.write_text('PROGRAM = """\nfrom maglica import clone\nclone.clone_volumes(conn, image, "x", volumes, linked=False)\n"""\n')
+    path.write_text('PROGRAM = """\nfrom maglica.host import clone\nclone.clone_volumes(conn, image, "x", volumes, linked=False)\n"""\n')
     found = mismatches(str(path))
     assert len(found) == 1 and "missing a required argument: 'domain_uuid'" in found[0], found

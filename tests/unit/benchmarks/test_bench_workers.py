@@ -16,8 +16,9 @@ import sys
 
 import pytest
 
-from maglica import config, messages
-from maglica.client import Client
+from maglica.cluster import config
+from maglica.protocol import messages
+from maglica.controller.client import Client
 from maglica.errors import DispatchError
 from unit_helpers import Daemon, free_ports, wait_until, worker_env, write_yaml
 
@@ -70,15 +71,15 @@ class Launched(object):
 @pytest.fixture(scope='module')
 def cloud(tmp_path_factory):
     """A client worker that knows `noop`; host `launched` runs the ownership launcher, host `production` the
-    production host worker (python -m maglica.host_worker), which does not know `noop`."""
+    production host worker (python -m maglica.host.worker), which does not know `noop`."""
     base = str(tmp_path_factory.mktemp('bench-workers'))
     path = write_config(base, ['launched', 'production'])
     cfg = config.load(path)
-    daemons = [Daemon('maglica.client_worker', ['--config', path], os.path.join(base, 'client_worker.log'))]
+    daemons = [Daemon('maglica.client_worker.worker', ['--config', path], os.path.join(base, 'client_worker.log'))]
     try:
         wait_until(lambda: answers(cfg), START_TIMEOUT, 'the client worker')
         daemons.append(Launched(path, 'launched', os.path.join(base, 'host_worker-launched.log')))
-        daemons.append(Daemon('maglica.host_worker', ['--config', path, '--name', 'production'],
+        daemons.append(Daemon('maglica.host.worker', ['--config', path, '--name', 'production'],
                               os.path.join(base, 'host_worker-production.log'), production=True))
         wait_until(lambda: all(h['alive'] for h in answers(cfg) or [{'alive': False}]), START_TIMEOUT, 'both host workers')
         yield base, cfg
@@ -122,7 +123,7 @@ def test_a_job_the_client_worker_refuses_is_not_resent_for_ever(tmp_path):
     """The fault benchmarks resend a job while the client worker does not answer; a refusal is an answer."""
     path = write_config(str(tmp_path), ['kvm1'])
     cfg = config.load(path)
-    production = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'client_worker.log', production=True)
+    production = Daemon('maglica.client_worker.worker', ['--config', path], tmp_path / 'client_worker.log', production=True)
     try:
         wait_until(lambda: answers(cfg), START_TIMEOUT, 'the production client worker')
         with Client(cfg, timeout=2) as client:

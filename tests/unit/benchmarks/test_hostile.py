@@ -15,7 +15,9 @@ import random
 import struct
 import sys
 
-from maglica import image_import, reach
+from maglica.controller import reach
+from maglica.host import image_fetch
+from maglica.protocol import import_job
 
 BENCHMARKS = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'benchmarks'))
 sys.path.insert(0, BENCHMARKS)
@@ -33,14 +35,14 @@ def test_the_image_generator_makes_every_kind_and_each_names_the_secret_or_break
         assert os.path.basename(secret.path).encode() in by_kind[kind]['body'], kind
     descriptor = by_kind['vmdk_descriptor']['body']
     assert b'createType=' in descriptor and (b'secret.bin' in descriptor or b'/etc/passwd' in descriptor)
-    assert by_kind['data_file']['body'].startswith(image_import.QCOW2_MAGIC)
+    assert by_kind['data_file']['body'].startswith(image_fetch.QCOW2_MAGIC)
     assert by_kind['vmdk_binary']['body'].startswith(b'KDMV')
     assert b'"driver": "raw"' in by_kind['json_backing']['body'] and b'json:' in by_kind['json_backing']['body']
     huge = by_kind['huge_virtual']
     virtual = struct.unpack('>Q', huge['body'][24:32])[0]  # the qcow2 header's size field
-    assert virtual > huge['args'].get('max_virtual_size', image_import.DEFAULT_MAX_VIRTUAL_SIZE)
+    assert virtual > huge['args'].get('max_virtual_size', import_job.DEFAULT_MAX_VIRTUAL_SIZE)
     raw = by_kind['raw_small']['body']
-    assert len(raw) < image_import.MIN_RAW_BYTES or len(raw) % 512
+    assert len(raw) < image_fetch.MIN_RAW_BYTES or len(raw) % 512
     assert by_kind['file_url']['url'].startswith('file:///')
     assert by_kind['garbled']['body'][:4] != b'' and not by_kind['garbled']['must_refuse']
     assert all(c['must_refuse'] for c in cases if c['kind'] != 'garbled')

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The client worker: takes requests on REP, publishes job notices on PUB, keeps the durable job log.
 
-    python3 -m maglica.client_worker --config /etc/maglica.conf
+    python3 -m maglica.client_worker.worker --config /etc/maglica.conf
 
 A job is written to the log before its submitter is answered. A notice of it
 (id, host, action: never its arguments) is published to its host's topic, and
@@ -19,11 +19,12 @@ import logging
 import os
 import time
 
-from . import keys, messages, service, transport
-from .errors import MessageError
+from ..daemon import service
+from ..errors import MessageError
+from ..protocol import curve, messages, transport
 from .joblog import JobLog, name_key
 
-LOG = logging.getLogger('maglica.client_worker')
+LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots')
 SWEEP_INTERVAL = 0.25
@@ -74,8 +75,8 @@ class ClientWorker(object):
 
     def _secure(self, zmq):
         key_dir = self.config.security['key_dir']
-        self.allowed = keys.load_allowed(key_dir)
-        public, secret = keys.load_pair(key_dir, keys.SERVER)
+        self.allowed = curve.load_allowed(key_dir)
+        public, secret = curve.load_pair(key_dir, curve.SERVER)
         thread_auth = importlib.import_module('zmq.auth.thread')
         self.auth = thread_auth.ThreadAuthenticator(self.context, log=logging.getLogger('maglica.zap'))
         self.auth.start()
@@ -118,7 +119,7 @@ class ClientWorker(object):
             if who is None:
                 LOG.warning('refused %s from a key that is not in the allow-list', kind)
                 return {'ok': False, 'error': 'the sender key is not in the allow-list'}
-            if kind in LIBRARY_REQUESTS and who != keys.LIBRARY:
+            if kind in LIBRARY_REQUESTS and who != curve.LIBRARY:
                 LOG.warning('refused %s from %s: only the library key may make it', kind, who)
                 return {'ok': False, 'error': '%s may not make %s requests' % (who, kind)}
             if kind in ('report', 'fetch') and who != data['host']:
@@ -343,7 +344,7 @@ class ClientWorker(object):
 
 
 def main(argv=None):
-    return service.serve('python3 -m maglica.client_worker', 'Maglica client worker.',
+    return service.serve('python3 -m maglica.client_worker.worker', 'Maglica client worker.',
                          lambda config, args: ClientWorker(config), argv)
 
 

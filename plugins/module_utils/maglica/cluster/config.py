@@ -34,8 +34,9 @@ import re
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
-from . import deps, keys
-from .errors import ConfigError
+from .. import deps
+from ..errors import ConfigError
+from ..protocol import curve
 
 DEFAULT_PATH = '/etc/maglica.conf'
 
@@ -90,8 +91,8 @@ SCHEMA = {
 HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str, 'memory_mb': int}
 HOST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
 TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'libssh', 'unix', '')
-# Names of CURVE key roles (keys.py): a host so named would hold that role's key and rights.
-RESERVED_HOST_NAMES = (keys.LIBRARY, keys.SERVER)
+# Names of CURVE key roles (curve.py): a host so named would hold that role's key and rights.
+RESERVED_HOST_NAMES = (curve.LIBRARY, curve.SERVER)
 # placement.policy: placement.POLICIES (not imported: placement imports nothing of the configuration).
 PLACEMENT_POLICIES = ('seed', 'resources')
 # libvirt's test driver simulates hosts inside the daemon: no hypervisor is behind it, whatever the transport.
@@ -359,7 +360,7 @@ def _validate_hosts(hosts, where):
             raise ConfigError('%s: host name %r may only hold letters, digits and _.+- (it is also a job topic)' % (where, host['name']))
         if host['name'] in RESERVED_HOST_NAMES:
             raise ConfigError('%s: host name %r is reserved: it names the CURVE key of the %s; give the host another name'
-                              % (where, host['name'], 'library (modules, CLI)' if host['name'] == keys.LIBRARY else 'client worker'))
+                              % (where, host['name'], 'library (modules, CLI)' if host['name'] == curve.LIBRARY else 'client worker'))
         if host['weight'] <= 0:
             raise ConfigError('%s: host %s: weight must be a positive integer' % (where, host['name']))
         if host.get('memory_mb') is not None and host['memory_mb'] <= 0:

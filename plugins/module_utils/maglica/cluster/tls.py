@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from . import deps
+from .. import deps
+from ..errors import HostError
 from .config import uri_param, uri_transport
-from .errors import HostError
 
 CA_FILE = 'cacert.pem'
 CERT_FILE = 'clientcert.pem'
@@ -202,6 +202,7 @@ def _peer_certificate(uri: str, files: ClientFiles, verify: bool, timeout: float
 
 def _names_match(cert, address: str) -> bool:
     import ipaddress  # pylint: disable=import-outside-toplevel
+
     from cryptography import x509  # pylint: disable=import-outside-toplevel
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

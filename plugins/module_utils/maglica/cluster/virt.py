@@ -13,9 +13,10 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict
 
-from . import deps, pki
+from .. import deps
+from ..errors import ConflictError, HostError, NotFoundError
+from . import tls
 from .config import uri_problems
-from .errors import HostError
 
 LOG = logging.getLogger('maglica.virt')
 
@@ -53,13 +54,13 @@ def connect(uri, readonly=False, host=None):
     lv = libvirt()
     name = host or uri
     _warn_if_insecure(uri)
-    files = pki.client_files(uri)
-    dn = pki.check_client(files, name) if files else None
+    files = tls.client_files(uri)
+    dn = tls.check_client(files, name) if files else None
     try:
         return lv.openReadOnly(uri) if readonly else lv.open(uri)
     except lv.libvirtError as e:
         text = error_text(e)
-        raise HostError(pki.explain(uri, name, text, dn) or 'cannot connect to libvirtd at %s: %s' % (uri, text))
+        raise HostError(tls.explain(uri, name, text, dn) or 'cannot connect to libvirtd at %s: %s' % (uri, text))
 
 
 def _warn_if_insecure(uri: str) -> None:
@@ -344,3 +345,37 @@ def placement_survey(config, images=()):
     """host_resources of every host, asked in parallel (answers as ask_hosts gives them)."""
     wanted = frozenset(images)
     return ask_hosts(config, lambda conn, host: host_resources(conn, host, wanted))
+
+
+def call(what, function, *args):
+    lv = libvirt()
+    try:
+        return function(*args)
+    except lv.libvirtError as e:
+        raise HostError('%s: %s' % (what, error_text(e)))
+
+
+def send_all(stream, data: bytes, what: str) -> None:
+    """Write all of `data` to a libvirt stream (send() may take less than it is given)."""
+    view = memoryview(data)
+    while view:
+        written = stream.send(view.tobytes())
+        if written < 0:
+            raise HostError('writing %s failed (%d)' % (what, written))
+        view = view[written:]
+
+
+def locate(answers, name):
+    """[(host, domain info)] of every domain called `name` in a survey."""
+    return [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == name]
+
+
+def find_vm(config, name):
+    """(host, domain info) of the VM called `name`, or NotFoundError / ConflictError."""
+    answers = survey(config)
+    found = locate(answers, name)
+    if not found:
+        raise NotFoundError('no VM named %s on any reachable host' % name)
+    if len(found) > 1:
+        raise ConflictError('%s is defined on several hosts: %s' % (name, ', '.join(where for where, _domain in found)))
+    return found[0]

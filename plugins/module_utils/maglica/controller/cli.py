@@ -24,10 +24,12 @@ import json
 import os
 import sys
 
-from . import cloud, hosts, image_import, image_lifecycle, images, messages, reach, vm
-from . import config as config_mod
+from ..cluster import config as config_mod
+from ..cluster import virt
+from ..errors import ConflictError, MaglicaError, NotFoundError
+from ..protocol import import_job, messages
+from . import cloud, hosts, image_copy, image_import, image_lifecycle, reach, vm
 from .client import Client
-from .errors import ConflictError, MaglicaError, NotFoundError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
 
@@ -132,11 +134,11 @@ def image_list(config, args, out):
                                   ('DISK', _disk_total)], listing)
 
 
-def image_copy(config, args, out):
+def image_copy_command(config, args, out):
     def progress(job):
         _progress(job, state)
     state = {}
-    result = images.copy(config, args.name, args.dest, args.source, args.timeout, progress=progress)
+    result = image_copy.copy(config, args.name, args.dest, args.source, args.timeout, progress=progress)
     if result['changed']:
         out.message('copied %s from %s to %s' % (args.name, result['source'], args.dest), result)
     else:
@@ -201,8 +203,14 @@ class ProgressBars:
         if enabled:
             try:
                 from rich.console import Console
-                from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                           TransferSpeedColumn)
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                    TransferSpeedColumn,
+                )
             except ImportError:
                 return
             # On stderr, like every other progress line: stdout keeps the result alone.
@@ -322,7 +330,7 @@ def _ensure(config, args, out, done, **settings):
 def vm_state(state):
     def command(config, args, out):
         if state == 'absent':
-            cloud.find_vm(config, args.name)  # removing what is not there is "not found" for a command
+            virt.find_vm(config, args.name)  # removing what is not there is "not found" for a command
         _ensure(config, args, out, 'already %s' % {'running': 'running', 'stopped': 'stopped', 'destroyed': 'stopped'}.get(state, state),
                 state=state, force=getattr(args, 'force', False), timeout=getattr(args, 'timeout', 120),
                 force_dependants=getattr(args, 'force_dependants', False))
@@ -439,7 +447,7 @@ def build_parser():
 
     image = group('image', 'original images')
     with_filters(command(image, 'list', image_list, 'list the images of every host'))
-    sub = command(image, 'copy', image_copy, 'copy an image to another host')
+    sub = command(image, 'copy', image_copy_command, 'copy an image to another host')
     sub.add_argument('--name', required=True, help='the image')
     sub.add_argument('--dest', required=True, help='the host to copy it to')
     sub.add_argument('--source', help='the host to copy it from (default: any that holds it)')
@@ -468,10 +476,10 @@ def build_parser():
     net = sub.add_mutually_exclusive_group()
     net.add_argument('--network', help='libvirt network of its NIC (default: default)')
     net.add_argument('--bridge', help='host bridge of its NIC instead of a libvirt network')
-    sub.add_argument('--firmware', choices=image_import.FIRMWARES, default='bios', help='bios or uefi (default bios)')
-    sub.add_argument('--disk-mode', choices=image_import.DISK_MODES, default='copy',
+    sub.add_argument('--firmware', choices=import_job.FIRMWARES, default='bios', help='bios or uefi (default bios)')
+    sub.add_argument('--disk-mode', choices=import_job.DISK_MODES, default='copy',
                      help='the disk is a copy of the cached file, or a qcow2 overlay on it (default copy)')
-    sub.add_argument('--domain-type', choices=image_import.DOMAIN_TYPES, default='kvm',
+    sub.add_argument('--domain-type', choices=import_job.DOMAIN_TYPES, default='kvm',
                      help='kvm, or qemu for software emulation (default kvm)')
     sub.add_argument('--max-virtual-size', type=_size_arg, metavar='SIZE',
                      help="refuse an image whose virtual size is larger (default 1T, the host workers')")
@@ -479,7 +487,7 @@ def build_parser():
                      help='refuse a download of more bytes than this (default 64G)')
     sub.add_argument('--max-download-time', type=int, metavar='SECONDS',
                      help='refuse a download that takes longer in all (default 21600, 6 hours)')
-    sub.add_argument('--redirect-scheme', action='append', choices=image_import.REDIRECT_SCHEMES,
+    sub.add_argument('--redirect-scheme', action='append', choices=import_job.REDIRECT_SCHEMES,
                      help='where HTTP redirects may lead (repeatable; default https only)')
     sub.add_argument('--timeout', type=int, default=3600, help='seconds to wait for the jobs (default 3600)')
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 
-from . import keys, messages
-from .errors import DispatchError, JobFailed, NotFoundError, StalePlacement
-from .transport import Requester
+from ..errors import DispatchError, JobFailed, NotFoundError, StalePlacement
+from ..protocol import curve, messages
+from ..protocol.transport import Requester
 
 # Why a job that did not finish in time is still in its state, in words for the user.
 WAITING_REASONS = {
@@ -23,7 +23,7 @@ class Client(object):
     def __init__(self, config, timeout=None):
         self.config = config
         self.timeout = timeout or config.jobs['request_timeout']
-        self.requester = Requester(config, keys.LIBRARY)
+        self.requester = Requester(config, curve.LIBRARY)
 
     def close(self):
         self.requester.close()

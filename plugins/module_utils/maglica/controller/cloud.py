@@ -9,9 +9,67 @@ import collections
 import contextlib
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import hostkeys, messages, placement, reach, virt
+from ..cluster import virt
+
+# What modules and the `maglica` command call besides this module's own functions: they import this module
+# alone (an import-linter contract in `make test`).
+from ..cluster.config import load as load_config
+from ..cluster.config import uri_problems
+from ..deps import missing as missing_libraries
+from ..errors import (
+    ConflictError,
+    HostError,
+    JobFailed,
+    MaglicaError,
+    NotFoundError,
+    StalePlacement,
+)
+from ..protocol import messages
+from ..protocol.import_job import Limits as ImportLimits
+from . import placement, reach
 from .client import Client
-from .errors import ConflictError, HostError, JobFailed, MaglicaError, NotFoundError, StalePlacement
+from .hosts import host_info
+from .image_copy import copy as copy_image
+from .image_import import import_image
+from .image_lifecycle import create_from_vm
+from .image_lifecycle import remove as remove_image
+from .known_hosts import known_hosts_lines
+from .reach import clone_names, interface_addresses
+from .vm import ensure as ensure_vm
+from .vm import inventory, parse_size, state_word, vm_list
+
+__all__ = [
+    'CLONE_MODES',
+    'CONSOLE_TIMEOUT',
+    'ImportLimits',
+    'STALE_RETRIES',
+    'VM_KEYS',
+    'clone',
+    'clone_args',
+    'clone_batch',
+    'clone_names',
+    'console',
+    'copy_image',
+    'create_from_vm',
+    'ensure_vm',
+    'host_info',
+    'host_states',
+    'image_list',
+    'import_image',
+    'interface_addresses',
+    'inventory',
+    'job_info',
+    'known_hosts_lines',
+    'load_config',
+    'missing_libraries',
+    'parse_size',
+    'plan_clone',
+    'remove_image',
+    'reservations',
+    'state_word',
+    'uri_problems',
+    'vm_list',
+]
 
 CLONE_MODES = ('full', 'linked')
 
@@ -26,11 +84,6 @@ def image_list(config, patterns=None, hosts=None):
         return dict(domain, host=host) if virt.is_image(domain) and virt.matches(domain['name'], patterns) else None
     images, report = virt.collect(config, select, 'images', hosts)
     return {'images': images, 'hosts': report}
-
-
-def locate(answers, name):
-    """[(host, domain info)] of every domain called `name` in a survey."""
-    return [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == name]
 
 
 # Re-plans after the client worker refused a placement as stale (another clone took the host meanwhile).
@@ -363,7 +416,7 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
             seen = reach.wait(config, result['host'], vm['hostname'], wait_for, result['ssh_host_keys'], wait_for_timeout,
                               console=lambda host=result['host'], name=vm['hostname']: console(config, host, name))
             result['ip'] = seen.ip
-        result['known_hosts'] = hostkeys.known_hosts_lines(reach.clone_names(vm['hostname'], result['ip']), result['ssh_host_keys'])
+        result['known_hosts'] = known_hosts_lines(reach.clone_names(vm['hostname'], result['ip']), result['ssh_host_keys'])
     plan_summary = [{'hostname': vm['hostname'], 'host': r['host'], 'candidates': r['candidates'], 'filtered': r['filtered'],
                      'exists': plans[i]['exists']} for i, (vm, r) in enumerate(zip(vms, ordered))]
     return {'changed': any(r['changed'] for r in ordered), 'results': ordered, 'plan': plan_summary}
@@ -388,12 +441,3 @@ def job_info(config, job_id=None, limit=20, host=None):
         return client.recent(limit, host)
 
 
-def find_vm(config, name):
-    """(host, domain info) of the VM called `name`, or NotFoundError / ConflictError."""
-    answers = virt.survey(config)
-    found = locate(answers, name)
-    if not found:
-        raise NotFoundError('no VM named %s on any reachable host' % name)
-    if len(found) > 1:
-        raise ConflictError('%s is defined on several hosts: %s' % (name, ', '.join(where for where, _domain in found)))
-    return found[0]

@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from typing import Any, Dict
 
-from . import pki, virt
+from ..cluster import tls, virt
+from ..cluster.config import uri_transport
+from ..errors import DispatchError, HostError, MaglicaError
 from .client import Client
-from .config import uri_transport
-from .errors import DispatchError, HostError, MaglicaError
 
 WORKER_POLL_S = 0.5
 
@@ -61,7 +61,7 @@ def _tls_facts(uri: str) -> dict:
     facts: Dict[str, Any] = {'transport': uri_transport(uri)[1] or 'unix', 'server_cert_days': None, 'server_cert_error': None}
     if facts['transport'] == 'tls':
         try:
-            days = pki.server_certificate_days(uri)
+            days = tls.server_certificate_days(uri)
             facts['server_cert_days'] = None if days is None else round(days, 1)
         except HostError as e:
             facts['server_cert_error'] = str(e)

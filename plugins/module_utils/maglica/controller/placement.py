@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from .errors import ConflictError
+from ..errors import ConflictError
 
 POLICIES = ('seed', 'resources')
 # Weights of committed memory and committed vCPUs in the resources score.

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
-from . import hostkeys, virt
-from .errors import MaglicaError
+from ..cluster import virt
+from ..errors import MaglicaError
+from .known_hosts import known_hosts_lines
 
 WAIT_FOR = ('none', 'ip', 'ssh')
 SSH = os.environ.get('MAGLICA_SSH', 'ssh')
@@ -120,7 +121,7 @@ def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeou
                 elif mode == 'ip':
                     return seen
                 else:
-                    seen.ssh, seen.last_seen = ssh_answers(seen.ip, hostkeys.known_hosts_lines(clone_names(name, seen.ip),
+                    seen.ssh, seen.last_seen = ssh_answers(seen.ip, known_hosts_lines(clone_names(name, seen.ip),
                                                                                                public_keys))
                     if seen.ssh:
                         return seen

@@ -18,9 +18,16 @@ import re
 import time
 import xml.etree.ElementTree as ET
 
-from . import clone, cloud, messages, reach, virt
+from ..cluster import virt
+from ..cluster.domains import (
+    DISK_SEPARATOR,
+    check_removal,
+    dependants,
+)
+from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
+from ..protocol import messages
+from . import reach
 from .client import Client
-from .errors import ConflictError, HostError, MaglicaError, NotFoundError
 
 STATES = ('running', 'stopped', 'destroyed', 'absent')
 BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
@@ -28,7 +35,7 @@ SIZE_RE = re.compile(r'\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B)?\s*', re.I)
 UNIT_POWERS = {'': 2, 'K': 1, 'M': 2, 'G': 3, 'T': 4, 'P': 5}
 MIB = 1048576
 DISK_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}')
-# diskN: what clone.clone_disk_paths names a clone's further disks.
+# diskN: what clone_disk_paths names a clone's further disks.
 CLONE_DISK_RE = re.compile(r'disk[0-9]+')
 POLL_S = 0.2
 
@@ -107,7 +114,7 @@ def cdrom_source(info):
 
 def vm_info(config, name):
     """(host, VM entry) of the VM called `name`, wherever it is."""
-    host, domain = cloud.find_vm(config, name)
+    host, domain = virt.find_vm(config, name)
     return host, summary(domain, host)
 
 
@@ -184,12 +191,12 @@ def _set_iso(root, path):
 
 def disk_volume_name(vm_name, disk_name):
     """VM@DISK.qcow2: `@` is in no VM name, so VM `a` with disk `b-data1` and VM `a-b` with disk `data1` differ."""
-    return '%s%s%s.qcow2' % (vm_name, clone.DISK_SEPARATOR, disk_name)
+    return '%s%s%s.qcow2' % (vm_name, DISK_SEPARATOR, disk_name)
 
 
 def legacy_volume_name(volume: str) -> str:
     """The name the same disk had before VM@DISK (VM-DISK), so that a disk attached then is still found."""
-    return volume.replace(clone.DISK_SEPARATOR, '-', 1)
+    return volume.replace(DISK_SEPARATOR, '-', 1)
 
 
 def normalize_disks(vm_name, disks):
@@ -212,9 +219,9 @@ def normalize_disks(vm_name, disks):
 
 def next_disk_name(config, name):
     """The first free data disk name (data1, data2...) of a VM, from its persistent definition."""
-    host, _domain = cloud.find_vm(config, name)
+    host, _domain = virt.find_vm(config, name)
     with virt.Connection(config, config.host(host), readonly=True) as conn:
-        dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+        dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
         present = read_settings(ET.fromstring(dom.XMLDesc(virt.libvirt().VIR_DOMAIN_XML_INACTIVE)))['disks']
     number = 1
     while disk_volume_name(name, 'data%d' % number) in present or legacy_volume_name(disk_volume_name(name, 'data%d' % number)) in present:
@@ -252,14 +259,6 @@ def _wait_inactive(dom, timeout):
     return True
 
 
-def _call(what, function, *args):
-    lv = virt.libvirt()
-    try:
-        return function(*args)
-    except lv.libvirtError as e:
-        raise HostError('%s: %s' % (what, virt.error_text(e)))
-
-
 def stop(dom, name, host, timeout, force):
     """Graceful shutdown, waiting until the VM is off; with `force`, destroy it if it is not off in time.
 
@@ -279,7 +278,7 @@ def stop(dom, name, host, timeout, force):
         raise HostError('%s on %s did not shut down within %gs (does its guest handle ACPI shutdown?); '
                         'it is still running: use force to destroy it after the timeout' % (name, host, timeout))
     if dom.isActive():
-        _call('cannot destroy %s on %s' % (name, host), dom.destroy)
+        virt.call('cannot destroy %s on %s' % (name, host), dom.destroy)
     return 'destroyed'
 
 
@@ -317,7 +316,7 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
     result = {'changed': False, 'name': name, 'host': None, 'state': None, 'restart_required': False,
               'changes': [], 'jobs': [], 'before': {}, 'after': {}, 'vm': None}
     try:
-        host, domain = cloud.find_vm(config, name)
+        host, domain = virt.find_vm(config, name)
     except NotFoundError:
         if state == 'absent':
             result['state'] = 'absent'
@@ -331,8 +330,8 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
         if domain['active'] and not force:
             raise ConflictError('%s is running on %s: stop it first, or use force to remove it anyway' % (name, host))
         with virt.Connection(config, config.host(host), readonly=True) as conn:
-            found = clone.dependants(conn, name)
-        clone.check_removal(name, host, domain, found, force_dependants)  # the host worker checks again
+            found = dependants(conn, name)
+        check_removal(name, host, domain, found, force_dependants)  # the host worker checks again
         result.update(changed=True, state='absent', before={'state': before_state}, after={'state': 'absent'})
         if found:
             result['changes'].append('removed the dependants of %s first: %s' % (name, ', '.join(found)))
@@ -348,7 +347,7 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
 
     with virt.Connection(config, config.host(host)) as conn:
         lv = virt.libvirt()
-        dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+        dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
         root = ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
         before = read_settings(root)
         if iso:
@@ -396,22 +395,22 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
 
         if state in ('stopped', 'destroyed') and active:
             if state == 'destroyed':
-                _call('cannot destroy %s on %s' % (name, host), dom.destroy)
+                virt.call('cannot destroy %s on %s' % (name, host), dom.destroy)
                 result['stopped_by'] = 'destroy'
             else:
                 result['stopped_by'] = stop(dom, name, host, timeout, force)
         if xml_changed:
-            _call('cannot change the definition of %s on %s' % (name, host), conn.defineXML, ET.tostring(root, encoding='unicode'))
+            virt.call('cannot change the definition of %s on %s' % (name, host), conn.defineXML, ET.tostring(root, encoding='unicode'))
         for volume, size in missing_disks:
             job = _run_job(config, host, 'vm.attach_disk', {'name': name, 'volume': volume, 'size': size}, timeout)
             result['jobs'].append(job)
         if state == 'running' and before_state != 'running':
-            dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+            dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
             if dom.state()[0] == lv.VIR_DOMAIN_PAUSED:
-                _call('cannot resume %s on %s' % (name, host), dom.resume)
+                virt.call('cannot resume %s on %s' % (name, host), dom.resume)
             else:
-                _call('cannot start %s on %s' % (name, host), dom.create)
-        dom = _call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+                virt.call('cannot start %s on %s' % (name, host), dom.create)
+        dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
         result['vm'] = summary(virt.describe(dom), host)
         result['state'] = state_word(result['vm'])
     if result['restart_required']:
@@ -419,96 +418,3 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
     return result
 
 
-# -- the host worker's side ---------------------------------------------------------------
-
-def attach_disk(conn, host, args, reconcile=False, ownership=None):
-    """Create a qcow2 volume of args['size'] bytes beside the VM's first disk and attach it (persistent config).
-
-    Runs in the host worker. Idempotent: a volume already attached is reported, not made again;
-    a volume this job made but could not attach is deleted.
-    """
-    lv = virt.libvirt()
-    ownership = ownership if ownership is not None else clone.Ownership()
-    name, volume, size = args['name'], args['volume'], args['size']
-    try:
-        dom = conn.lookupByName(name)
-    except lv.libvirtError:
-        raise NotFoundError('no VM named %s on %s' % (name, host))
-    root = ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
-    disks = root.findall("./devices/disk[@device='disk']")
-    for disk in disks:
-        source = disk.find('source')
-        if source is not None and os.path.basename(source.get('file') or '') == volume:
-            return {'name': name, 'volume': volume, 'path': source.get('file'), 'target': disk.find('target').get('dev'),
-                    'created': False}
-    pool = None
-    for disk in disks:
-        source = disk.find('source')
-        if source is not None and source.get('file'):
-            try:
-                pool = conn.storageVolLookupByPath(source.get('file')).storagePoolLookupByVolume()
-                break
-            except lv.libvirtError:
-                continue
-    if pool is None:
-        try:
-            pool = conn.storagePoolLookupByName('default')
-        except lv.libvirtError:
-            raise HostError('%s has no disk in a storage pool and %s has no pool called default' % (name, host))
-    created = False
-    try:
-        vol = pool.storageVolLookupByName(volume)
-    except lv.libvirtError:
-        vol = None
-    if vol is not None and not (reconcile and ownership.owns_volume(pool.name(), volume)):
-        raise ConflictError('the volume %s already exists in pool %s on %s and is not attached to %s' % (volume, pool.name(), host, name))
-    if vol is None:
-        ownership.intend_volume(pool.name(), volume)
-        vol_xml = ('<volume><name>%s</name><capacity unit="bytes">%d</capacity><allocation>0</allocation>'
-                   '<target><format type="qcow2"/></target></volume>' % (volume, size))
-        try:
-            vol = pool.createXML(vol_xml, 0)
-        except lv.libvirtError as e:
-            raise HostError('cannot create the volume %s on %s: %s' % (volume, host, virt.error_text(e)))
-        created = True
-    used = set(t.get('dev') for t in root.findall('./devices/disk/target'))
-    target = next('vd' + c for c in 'bcdefghijklmnopqrstuvwxyz' if 'vd' + c not in used)
-    path = vol.path()
-    disk_xml = ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/>"
-                "<target dev='%s' bus='virtio'/></disk>" % (path.replace("'", '&apos;'), target))
-    try:
-        dom.attachDeviceFlags(disk_xml, lv.VIR_DOMAIN_AFFECT_CONFIG)
-    except lv.libvirtError as e:
-        if created:
-            try:
-                vol.delete(0)
-            except lv.libvirtError:
-                pass
-        raise HostError('cannot attach %s to %s on %s: %s' % (volume, name, host, virt.error_text(e)))
-    return {'name': name, 'volume': volume, 'path': path, 'target': target, 'created': created}
-
-
-CONSOLE_MAX_BYTES = 64 * 1024
-
-
-def console_tail(conn, name: str, lines: int = 40) -> dict:
-    """The last `lines` lines of a domain's serial console log, read where the host worker runs (the log is a file
-    of the hypervisor's). Returns {name, path, lines}; an empty list when the domain logs no console."""
-    dom = _call('cannot look up %s' % name, conn.lookupByName, name)
-    root = ET.fromstring(dom.XMLDesc(0))
-    paths = [str(log.get('file')) for log in root.findall('./devices/serial/log') + root.findall('./devices/console/log')
-             if log.get('file')]
-    if not paths:
-        return {'name': name, 'path': None, 'lines': []}
-    try:
-        with open(paths[0], 'rb') as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - CONSOLE_MAX_BYTES))
-            text = handle.read().decode('utf-8', 'replace')
-    except FileNotFoundError:
-        return {'name': name, 'path': paths[0], 'lines': []}
-    except OSError as e:
-        raise HostError('cannot read the console log %s of %s: %s' % (paths[0], name, e.strerror or e))
-    # Terminal control sequences and carriage returns say nothing to a reader of an error message.
-    text = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\r', '', text)
-    return {'name': name, 'path': paths[0], 'lines': [l for l in text.splitlines() if l.strip()][-lines:]}

@@ -10,9 +10,9 @@ import logging
 import signal
 import sys
 
-from . import config as config_mod
-from . import transport
-from .errors import MaglicaError
+from ..cluster import config as config_mod
+from ..errors import MaglicaError
+from ..protocol import transport
 
 LOG = logging.getLogger('maglica.service')
 

@@ -10,8 +10,14 @@ running after a restart: the action first checks what an earlier run left
 
 from __future__ import annotations
 
-from . import batching, clone, image_import, image_lifecycle, images, virt, vm
-from .errors import MaglicaError, NotFoundError
+from ..cluster import virt
+from ..cluster.domains import check_removal, dependants, lookup
+from ..errors import MaglicaError, NotFoundError
+from . import batching, clone
+from .image_copy import copy_image
+from .image_fetch import run_import
+from .image_from_vm import make_from_vm
+from .vm_disks import attach_disk, console_tail
 
 
 class Context(object):
@@ -39,13 +45,13 @@ def vm_remove(context, reconcile):
     force_dependants - checked here, where it runs, not only by the library - and then its dependants go first."""
     name = context.args['name']
     with virt.Connection(context.config, context.host) as conn:
-        dom = clone.lookup(conn, name)
+        dom = lookup(conn, name)
         if dom is None:
             if reconcile:
                 return {'name': name, 'deleted_disks': [], 'removed_dependants': [], 'reconciled': True}
             raise NotFoundError('no VM named %s on %s' % (name, context.host.name))
-        found = clone.dependants(conn, name)
-        clone.check_removal(name, context.host.name, virt.describe(dom, with_sizes=False), found,
+        found = dependants(conn, name)
+        check_removal(name, context.host.name, virt.describe(dom, with_sizes=False), found,
                             context.args.get('force_dependants', False), context.args.get('image', False))
         deleted = []
         for dependant in found:
@@ -55,37 +61,37 @@ def vm_remove(context, reconcile):
 
 
 def image_from_vm(context, reconcile):
-    return image_lifecycle.make_from_vm(context.config, context.host, context.job['id'], context.args, reconcile,
+    return make_from_vm(context.config, context.host, context.job['id'], context.args, reconcile,
                                         context.ownership)
 
 
 def vm_console(context, reconcile):
     with virt.Connection(context.config, context.host, readonly=True) as conn:
-        return vm.console_tail(conn, context.args['name'], context.args.get('lines') or 40)
+        return console_tail(conn, context.args['name'], context.args.get('lines') or 40)
 
 
 def vm_attach_disk(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
-        return vm.attach_disk(conn, context.host.name, context.args, reconcile, context.ownership)
+        return attach_disk(conn, context.host.name, context.args, reconcile, context.ownership)
 
 
 def image_copy(context, reconcile):
-    return images.copy_image(context.config, context.host, context.args, reconcile, context.ownership)
+    return copy_image(context.config, context.host, context.args, reconcile, context.ownership)
 
 
 def import_image(context, reconcile):
     with virt.Connection(context.config, context.host) as conn:
-        return image_import.run_import(conn, context.host.name, context.job['id'], context.args, reconcile,
+        return run_import(conn, context.host.name, context.job['id'], context.args, reconcile,
                                        context.ownership, context.progress,
                                        file_dirs=context.config.host_worker['file_url_dirs'])
 
 
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
 ACTIONS = {
-    'vm.clone': vm_clone,
-    'vm.remove': vm_remove,
-    'vm.attach_disk': vm_attach_disk,
-    'vm.console': vm_console,
+    'clone': vm_clone,
+    'remove': vm_remove,
+    'attach_disk': vm_attach_disk,
+    'console': vm_console,
     'image.copy': image_copy,
     'image.from_vm': image_from_vm,
     'image.import': import_image,

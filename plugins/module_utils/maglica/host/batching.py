@@ -32,7 +32,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from . import customize, private
+from .. import private
+from . import customize
 
 LOG = logging.getLogger('maglica.batching')
 

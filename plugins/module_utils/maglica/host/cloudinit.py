@@ -14,107 +14,23 @@ MIME multipart message beside ours, with merge headers so that ours still wins.
 from __future__ import annotations
 
 import copy
-import email
-import email.policy
-from email.message import Message
+import posixpath
+import uuid
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
-from . import deps
-from .errors import MessageError
+from ..protocol.user_data import CLOUD_CONFIG, dump, parse_user_data
+from .guest import NOCLOUD_DIR, Guest
+from .guest_network import netplan_config
 
 if TYPE_CHECKING:
-    from .customize import GuestSettings
+    from .guest import GuestSettings
 
-OPTION = 'cloud_init_user_data'
-CLOUD_CONFIG = '#cloud-config'
-# cloud-init's own user-data formats, by how they start (cloudinit/handlers INCLUSION_TYPES_MAP), longest first.
-FORMATS = (
-    ('#cloud-config-archive', 'text/cloud-config-archive'),
-    ('#cloud-config-jsonp', 'text/cloud-config-jsonp'),
-    ('#cloud-boothook', 'text/cloud-boothook'),
-    ('#include-once', 'text/x-include-once-url'),
-    ('#cloud-config', 'text/cloud-config'),
-    ('## template: jinja', 'text/jinja2'),
-    ('#part-handler', 'text/part-handler'),
-    ('#upstart-job', 'text/upstart-job'),
-    ('#include', 'text/x-include-url'),
-    ('#!', 'text/x-shellscript'),
-)
-# cloud-config keys the user may not set: they would replace the host keys whose known_hosts lines we return.
-REFUSED_KEYS = ('ssh_keys',)
 # How cloud-init merges our parts into what came before (cloudinit/mergers): the scalars part replaces the
 # user's values; the keys part appends our authorized keys to the user's list instead of replacing it.
 MERGE_REPLACE = 'dict(replace)+list()+str()'
 MERGE_APPEND_LISTS = 'dict(no_replace,recurse_list)+list(append)+str()'
-
-
-def yaml_module():
-    return deps.load('yaml')
-
-
-def dump(data: Any) -> str:
-    """YAML that reads back as exactly `data`: safe_dump quotes strings like `null`, `on`, `yes` or `1e3`."""
-    return yaml_module().safe_dump(data, default_flow_style=False, sort_keys=False)
-
-
-def parse_user_data(text: str, where: str = OPTION) -> Tuple[str, Any]:
-    """('cloud-config', mapping) for a #cloud-config document, else ('parts', [email.message.Message]).
-
-    A clear MessageError naming `where` when the text is no user-data format cloud-init knows,
-    not valid YAML, not a mapping, or sets a key that would replace our host keys.
-    """
-    head = text.lstrip()
-    if head.split('\n', 1)[0].rstrip() == CLOUD_CONFIG:
-        return 'cloud-config', parse_cloud_config(text, where)
-    if 'mime-version:' in text[:4096].lower():  # cloud-init's own test (cloudinit/user_data.py convert_string)
-        message = email.message_from_string(text, policy=email.policy.compat32)
-        parts = [part for part in message.walk() if part.get_content_maintype() != 'multipart']
-        if not parts:
-            raise MessageError('%s: the MIME message has no parts' % where)
-        for index, part in enumerate(parts):
-            if part.get_content_type() == 'text/cloud-config':
-                payload = part.get_payload(decode=True)
-                body = payload.decode('utf-8', 'replace') if isinstance(payload, bytes) else ''
-                parse_cloud_config(body, '%s (MIME part %d)' % (where, index + 1))
-        return 'parts', parts
-    content_type = format_of(head)
-    if content_type is None:
-        others = ', '.join(prefix for prefix, _type in FORMATS if prefix != CLOUD_CONFIG)
-        raise MessageError('%s must start with #cloud-config, another cloud-init user-data header (%s) or be a MIME '
-                           'multipart message; it starts with %r' % (where, others, head.split('\n', 1)[0][:40]))
-    return 'parts', [MIMEText(text, content_type.split('/', 1)[1], 'utf-8')]
-
-
-def format_of(text: str) -> Optional[str]:
-    lowered = text.lower()
-    for prefix, content_type in FORMATS:
-        if lowered.startswith(prefix):
-            return content_type
-    return None
-
-
-def parse_cloud_config(text: str, where: str) -> Dict[str, Any]:
-    yaml = yaml_module()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise MessageError('%s: #cloud-config is not valid YAML: %s' % (where, str(e).replace('\n', ' ')[:300]))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise MessageError('%s: #cloud-config must be a YAML mapping, not %s' % (where, type(data).__name__))
-    refused = [key for key in REFUSED_KEYS if key in data]
-    if refused:
-        raise MessageError('%s: %s would replace the SSH host keys that Maglica writes and returns for known_hosts; '
-                           'leave it out' % (where, ', '.join(refused)))
-    return data
-
-
-def check_user_data(where: str, value: str) -> None:
-    """Field check for messages.py: the user-data parses (the appliance is no place to find out)."""
-    parse_user_data(value, where)
 
 
 def our_cloud_config(settings: GuestSettings) -> Dict[str, Any]:
@@ -173,7 +89,33 @@ def meta_data(settings: GuestSettings, instance_id: str) -> str:
     return dump({'instance-id': instance_id, 'local-hostname': settings.hostname})
 
 
-def parts_of(text: str) -> List[Message]:
-    """The leaf parts of a MIME message (for tests and readers of the seed)."""
-    message = email.message_from_string(text, policy=email.policy.compat32)
-    return [part for part in message.walk() if part.get_content_maintype() != 'multipart']
+CLOUD_INIT = '/usr/bin/cloud-init'
+
+
+CLOUD_INIT_DISABLED = '/etc/cloud/cloud-init.disabled'
+
+
+CLOUD_DIR = '/var/lib/cloud'
+
+
+def has_cloud_init(guest: Guest) -> bool:
+    return guest.g.is_file(CLOUD_INIT, followsymlinks=True) and not guest.exists(CLOUD_INIT_DISABLED)
+
+
+def forget_cloud_init_instance(guest: Guest) -> None:
+    """What `cloud-init clean` removes: the instance state and logs; the seed and the image's own scripts stay."""
+    for name in ('instance', 'instances', 'data', 'sem', 'handlers'):
+        guest.remove(posixpath.join(CLOUD_DIR, name))
+    for path in guest.glob('/var/log/cloud-init*.log'):
+        guest.remove(path)
+
+
+def customize_cloud_init(guest: Guest, settings: GuestSettings, device: str) -> str:
+    """A NoCloud seed with a fresh instance-id, after the image's instance state is gone. Returns the instance-id."""
+    forget_cloud_init_instance(guest)
+    instance_id = 'iid-maglica-%s' % uuid.uuid4().hex
+    guest.g.mkdir_p(NOCLOUD_DIR)
+    guest.write(NOCLOUD_DIR + '/meta-data', meta_data(settings, instance_id), mode=0o644, owner=(0, 0))
+    guest.write(NOCLOUD_DIR + '/user-data', user_data(settings), mode=0o600, owner=(0, 0))
+    guest.write(NOCLOUD_DIR + '/network-config', dump(netplan_config(settings, device)), mode=0o644, owner=(0, 0))
+    return instance_id

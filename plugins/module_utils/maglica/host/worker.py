@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The host worker: one per hypervisor, runs the jobs published to its host's topic.
 
-    python3 -m maglica.host_worker --config /etc/maglica.conf --name host0.example.com
+    python3 -m maglica.host.worker --config /etc/maglica.conf --name host0.example.com
 
 Every job is recorded before it is acknowledged and is never run twice: a job
 delivered again is answered from the record. Results wait in the outbox
@@ -24,11 +24,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Tuple
 
-from . import actions, batching, clone, messages, service, transport
-from .errors import DispatchError, MessageError
-from .joblog import Store, drop_secrets_sql
+from ..daemon import service
+from ..daemon.store import Store, drop_secrets_sql
+from ..errors import DispatchError, MessageError
+from ..protocol import messages, transport
+from . import actions, batching, clone
 
-LOG = logging.getLogger('maglica.host_worker')
+LOG = logging.getLogger('maglica.host.worker')
 RECORD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -450,7 +452,7 @@ class HostWorker(object):
 
 
 def main(argv=None):
-    return service.serve('python3 -m maglica.host_worker', 'Maglica host worker.',
+    return service.serve('python3 -m maglica.host.worker', 'Maglica host worker.',
                          lambda config, args: HostWorker(config, args.name), argv,
                          [(('--name',), {'required': True, 'help': 'this host name, as in the configuration'})])
 

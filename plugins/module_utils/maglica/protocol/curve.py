@@ -12,8 +12,8 @@ Layout of a key directory (the same on every machine, each holding what it needs
                                       `library` or a host name, and decides what that peer may do
 
 Command line (used by the roles):
-    python3 -m maglica.keys create --key-dir DIR NAME      # make NAME's pair unless it exists
-    python3 -m maglica.keys allow --key-dir DIR IDENTITY FILE.key
+    python3 -m maglica.protocol.curve create --key-dir DIR NAME      # make NAME's pair unless it exists
+    python3 -m maglica.protocol.curve allow --key-dir DIR IDENTITY FILE.key
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import os
 import shutil
 import sys
 
-from . import deps
-from .errors import ConfigError, MaglicaError
+from .. import deps
+from ..errors import ConfigError, MaglicaError
 
 SERVER = 'server'
 LIBRARY = 'library'
@@ -79,7 +79,7 @@ def load_pair(key_dir, name):
     """(public, secret) of NAME, or ConfigError saying which file is missing."""
     path = secret_path(key_dir, name)
     if not os.path.exists(path):
-        raise ConfigError('CURVE key %s is missing: create it with `python3 -m maglica.keys create --key-dir %s %s`'
+        raise ConfigError('CURVE key %s is missing: create it with `python3 -m maglica.protocol.curve create --key-dir %s %s`'
                           % (path, key_dir, name))
     return _zmq_auth().load_certificate(path)
 
@@ -103,7 +103,7 @@ def load_allowed(key_dir):
                 allowed[public] = entry[:-len('.key')]
     if not allowed:
         raise ConfigError('the CURVE allow-list %s is empty or missing: the client worker refuses to run without it '
-                          '(add keys with `python3 -m maglica.keys allow`, or set security.curve: false to run '
+                          '(add keys with `python3 -m maglica.protocol.curve allow`, or set security.curve: false to run '
                           'unauthenticated)' % directory)
     return allowed
 
@@ -114,7 +114,7 @@ def _zmq_auth():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python3 -m maglica.keys', description='Maglica CURVE keys.')
+    parser = argparse.ArgumentParser(prog='python3 -m maglica.protocol.curve', description='Maglica CURVE keys.')
     parser.add_argument('--key-dir', default='/etc/maglica/keys')
     sub = parser.add_subparsers(dest='command', required=True)
     create_p = sub.add_parser('create', help='create a key pair unless it exists')
@@ -129,7 +129,7 @@ def main(argv=None):
         else:
             changed = allow(args.key_dir, args.identity, args.public_file)
     except (MaglicaError, OSError) as e:
-        sys.stderr.write('maglica.keys: %s\n' % e)
+        sys.stderr.write('maglica.protocol.curve: %s\n' % e)
         return 1
     sys.stdout.write('changed\n' if changed else 'unchanged\n')
     return 0

@@ -16,8 +16,8 @@ import urllib.parse
 import uuid
 from typing import Any, Dict, List
 
-from . import cloudinit
-from .errors import MessageError
+from ..errors import MessageError
+from .user_data import check_user_data
 
 VERSION = 1
 MAX_FRAME_BYTES = 256 * 1024
@@ -182,7 +182,7 @@ ACTIONS = {
         'root_password_hash': Field(str, required=False, max_len=512, pattern=PASSWORD_HASH_RE),
         'ssh_authorized_keys': Field(list, required=False, max_len=64, items=Field(str, max_len=16384, pattern=ONE_LINE_RE)),
         # Parsed here (YAML, MIME) so that bad user-data is refused before anything is made.
-        'cloud_init_user_data': Field(str, required=False, max_len=65536, check=cloudinit.check_user_data),
+        'cloud_init_user_data': Field(str, required=False, max_len=65536, check=check_user_data),
         # Placement sends the members of one group to different hosts; the host side keeps it in the metadata.
         'spread_group': Field(str, required=False, pattern=SPREAD_GROUP_RE, max_len=63),
         # A batch of clones submitted together (maglica_vm_clone vms:): `size` of its jobs go to this host, and
@@ -219,7 +219,7 @@ ACTIONS = {
         'disk_mode': Field(str, required=False, choices=('copy', 'overlay')),
         'domain_type': Field(str, required=False, choices=('kvm', 'qemu')),
         'pool': Field(str, required=False, pattern=NAME_RE, max_len=253),
-        # Limits of the import (image_import.Limits; the host worker's defaults when not given): the image's virtual
+        # Limits of the import (import_job.Limits; the host worker's defaults when not given): the image's virtual
         # size, the bytes and seconds of its download, and the schemes a redirect may lead to (never file or ftp).
         'max_virtual_size': Field(int, required=False, minimum=1048576, maximum=2 ** 50),
         'max_download_size': Field(int, required=False, minimum=1, maximum=2 ** 50),

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from . import deps, keys, messages
-from .errors import DispatchError, MessageError
+from .. import deps
+from ..errors import DispatchError, MessageError
+from . import curve, messages
 
 LOG = logging.getLogger('maglica.transport')
 ZAP_DOMAIN_PUB = 'maglica-pub'
@@ -27,10 +28,10 @@ def secure_client(sock, config, name):
     """Make `sock` a CURVE client with NAME's key pair, trusting the client worker's server key."""
     if not curve_enabled(config):
         return sock
-    public, secret = keys.load_pair(config.security['key_dir'], name)
+    public, secret = curve.load_pair(config.security['key_dir'], name)
     sock.curve_publickey = public
     sock.curve_secretkey = secret
-    sock.curve_serverkey = keys.load_public(config.security['key_dir'], keys.SERVER)
+    sock.curve_serverkey = curve.load_public(config.security['key_dir'], curve.SERVER)
     return sock
 
 
@@ -43,7 +44,7 @@ class AllowList(object):
 
     def callback(self, domain, key):
         identity = self.allowed.get(key)
-        if identity is None or self.hosts_only and identity == keys.LIBRARY:
+        if identity is None or self.hosts_only and identity == curve.LIBRARY:
             LOG.warning('refused CURVE key %s on %s', key.decode('ascii', 'replace'), domain)
             return False
         return True

@@ -11,8 +11,8 @@ import stat
 import threading
 import time
 
-from maglica.batching import CustomizeBatcher, LayoutCache
-from maglica.host_worker import Slot
+from maglica.host.batching import CustomizeBatcher, LayoutCache
+from maglica.host.worker import Slot
 
 WRITERS = 4
 PUTS = 25

@@ -5,21 +5,33 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 import pytest
 
-from maglica import cloudinit, customize, messages
+from maglica.host import cloudinit
+from maglica.protocol import messages
 from maglica.errors import MessageError
+from maglica.protocol import user_data
+from maglica.host import guest
 
 yaml = pytest.importorskip('yaml')
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMaglicaTestKeyOnlyForTests maglica@test'
 OTHER_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUsersOwnKey user@test'
 
 
+
+def parts_of(text):
+    """The leaf parts of a MIME message, as cloud-init reads the seed's user-data."""
+    message = email.message_from_string(text, policy=email.policy.compat32)
+    return [part for part in message.walk() if part.get_content_maintype() != 'multipart']
+
 def settings(user_data=None, hostname='web1.example.com'):
-    return customize.GuestSettings(hostname, ssh_authorized_keys=[KEY], cloud_init_user_data=user_data)
+    return guest.GuestSettings(hostname, ssh_authorized_keys=[KEY], cloud_init_user_data=user_data)
 
 
 def cloud_config(text):
@@ -61,7 +73,7 @@ def test_merge_is_deep_and_ours_wins_on_our_keys():
 ])
 def test_bad_user_data_is_refused_naming_the_option(text, message):
     with pytest.raises(MessageError, match=message.replace('[', r'\[')):
-        cloudinit.parse_user_data(text)
+        user_data.parse_user_data(text)
 
 
 def test_empty_cloud_config_is_ours_alone():
@@ -72,7 +84,7 @@ def test_a_script_travels_beside_ours_in_a_multipart_message():
     script = '#!/bin/sh\necho made by the user > /root/user-was-here\n'
     text = cloudinit.user_data(settings(script))
     assert 'mime-version:' in text[:4096].lower(), 'cloud-init takes it for MIME only with this header near the top'
-    parts = cloudinit.parts_of(text)
+    parts = parts_of(text)
     assert [p.get_content_type() for p in parts] == ['text/x-shellscript', 'text/cloud-config', 'text/cloud-config']
     assert parts[0].get_payload(decode=True).decode() == script
     keys, ours = (yaml.safe_load(p.get_payload(decode=True).decode()) for p in parts[1:])
@@ -85,17 +97,17 @@ def test_a_script_travels_beside_ours_in_a_multipart_message():
 def test_a_users_mime_message_is_flattened_and_its_cloud_config_checked():
     mime = cloudinit.user_data(settings('#!/bin/sh\ntrue\n'))  # any MIME multipart will do
     text = cloudinit.user_data(settings(mime))
-    assert [p.get_content_type() for p in cloudinit.parts_of(text)] == ['text/x-shellscript'] + ['text/cloud-config'] * 4
+    assert [p.get_content_type() for p in parts_of(text)] == ['text/x-shellscript'] + ['text/cloud-config'] * 4
     message = MIMEMultipart()
     message.attach(MIMEText('#cloud-config\nssh_keys: {rsa_private: x}\n', 'cloud-config'))
     with pytest.raises(MessageError, match=r'cloud_init_user_data \(MIME part 1\): ssh_keys would replace'):
-        cloudinit.parse_user_data(message.as_string())
+        user_data.parse_user_data(message.as_string())
     message = MIMEMultipart()
     message.attach(MIMEText('#cloud-config\n[1, 2\n', 'cloud-config'))
     with pytest.raises(MessageError, match=r'\(MIME part 1\): #cloud-config is not valid YAML'):
-        cloudinit.parse_user_data(message.as_string())
+        user_data.parse_user_data(message.as_string())
     with pytest.raises(MessageError, match='the MIME message has no parts'):
-        cloudinit.parse_user_data('MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n--b--\n')
+        user_data.parse_user_data('MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n--b--\n')
 
 
 @pytest.mark.parametrize('head, content_type', [
@@ -104,8 +116,8 @@ def test_a_users_mime_message_is_flattened_and_its_cloud_config_checked():
     ('## template: jinja\n#cloud-config\n', 'text/jinja2'), ('#part-handler\n', 'text/part-handler'),
 ])
 def test_other_formats_get_their_content_type(head, content_type):
-    assert cloudinit.format_of(head) == content_type
-    kind, parts = cloudinit.parse_user_data(head)
+    assert user_data.format_of(head) == content_type
+    kind, parts = user_data.parse_user_data(head)
     assert kind == 'parts' and parts[0].get_content_type() == content_type
 
 

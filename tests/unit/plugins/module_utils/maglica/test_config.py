@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from maglica import config
+from maglica.cluster import config
 from maglica.errors import ConfigError
 from unit_helpers import write_yaml
 

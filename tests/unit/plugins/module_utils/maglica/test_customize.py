@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import pytest
 
-from maglica import cloudinit, customize
+from maglica.host import cloudinit
+from maglica.host import customize
 from maglica.errors import MaglicaError
+from maglica.host import guest_network
+from maglica.host import guest
 
 STATIC = {'mode': 'static', 'address': '192.0.2.10', 'prefix': 26, 'gateway': '192.0.2.1', 'dns': ['192.0.2.53', '192.0.2.54'],
           'domain': 'example.com'}
 
 
 def dhcp(hostname='web1.example.com'):
-    return customize.GuestSettings(hostname)
+    return guest.GuestSettings(hostname)
 
 
 def static(hostname='web1.example.com', **network):
-    return customize.GuestSettings(hostname, dict(STATIC, **network))
+    return guest.GuestSettings(hostname, dict(STATIC, **network))
 
 
 def test_guest_settings():
@@ -83,7 +86,7 @@ iface eth1 inet dhcp
 
 
 def test_debian_interfaces_dhcp():
-    out = customize.debian_interfaces(INTERFACES, dhcp(), 'eth0')
+    out = guest_network.debian_interfaces(INTERFACES, dhcp(), 'eth0')
     lines = out.splitlines()
     assert 'auto lo' in lines, 'the other interface of an `auto lo eth0` line is kept'
     assert 'auto lo eth0' not in lines and 'allow-hotplug eth0' not in lines
@@ -95,38 +98,38 @@ def test_debian_interfaces_dhcp():
 
 
 def test_debian_interfaces_static():
-    out = customize.debian_interfaces(INTERFACES, static(), 'eth0')
+    out = guest_network.debian_interfaces(INTERFACES, static(), 'eth0')
     assert out.endswith('\n\nauto eth0\niface eth0 inet static\n    address 192.0.2.10/26\n    gateway 192.0.2.1\n'
                         '    dns-nameservers 192.0.2.53 192.0.2.54\n    dns-search example.com\n')
     assert out.count('iface eth0') == 1 and 'iface eth1 inet dhcp' in out
 
 
 def test_debian_interfaces_static_minimal_and_new_device():
-    settings = customize.GuestSettings('h', {'mode': 'static', 'address': '192.0.2.7'})
-    out = customize.debian_interfaces('auto lo\niface lo inet loopback\n', settings, 'ens3')
+    settings = guest.GuestSettings('h', {'mode': 'static', 'address': '192.0.2.7'})
+    out = guest_network.debian_interfaces('auto lo\niface lo inet loopback\n', settings, 'ens3')
     assert out == 'auto lo\niface lo inet loopback\n\nauto ens3\niface ens3 inet static\n    address 192.0.2.7/24\n'
 
 
 def test_debian_interfaces_auto_line_with_only_the_device_is_dropped():
-    out = customize.debian_interfaces('auto eth0 eth1\nauto eth0\niface eth0 inet6 auto\n', dhcp(), 'eth0')
+    out = guest_network.debian_interfaces('auto eth0 eth1\nauto eth0\niface eth0 inet6 auto\n', dhcp(), 'eth0')
     assert out.splitlines()[0] == 'auto eth1'
     assert out.count('auto eth0') == 1 and 'inet6' not in out
 
 
 def test_debian_interfaces_is_idempotent():
-    once = customize.debian_interfaces(INTERFACES, static(), 'eth0')
-    assert customize.debian_interfaces(once, static(), 'eth0') == once
+    once = guest_network.debian_interfaces(INTERFACES, static(), 'eth0')
+    assert guest_network.debian_interfaces(once, static(), 'eth0') == once
 
 
 def test_dhclient_conf_replaces_the_host_name():
     before = 'option rfc3442 code 121 = array of integer 8;\nsend host-name = gethostname();\nrequest subnet-mask;\n'
-    out = customize.dhclient_conf(before, dhcp())
+    out = guest_network.dhclient_conf(before, dhcp())
     assert out == 'option rfc3442 code 121 = array of integer 8;\nsend host-name = "web1.example.com";\nrequest subnet-mask;\n'
 
 
 def test_dhclient_conf_appends_when_missing():
-    assert customize.dhclient_conf('request subnet-mask;', dhcp()) == 'request subnet-mask;\nsend host-name = "web1.example.com";\n'
-    assert customize.dhclient_conf(None, dhcp()) == 'send host-name = "web1.example.com";\n'
+    assert guest_network.dhclient_conf('request subnet-mask;', dhcp()) == 'request subnet-mask;\nsend host-name = "web1.example.com";\n'
+    assert guest_network.dhclient_conf(None, dhcp()) == 'send host-name = "web1.example.com";\n'
 
 
 # -- RHEL ifcfg and NetworkManager ---------------------------------------------------
@@ -141,7 +144,7 @@ ONBOOT=no
 
 
 def test_ifcfg_dhcp():
-    out = customize.ifcfg(IFCFG, dhcp())
+    out = guest_network.ifcfg(IFCFG, dhcp())
     lines = out.splitlines()
     assert 'HWADDR' not in out and 'UUID' not in out
     assert 'ONBOOT=yes' in lines and 'ONBOOT=no' not in lines
@@ -151,7 +154,7 @@ def test_ifcfg_dhcp():
 
 def test_ifcfg_static():
     before = IFCFG + 'DHCP_HOSTNAME=old\nIPADDR=10.0.0.5\nNETMASK=255.255.255.0\nDNS1=10.0.0.53\nMACADDR=52:54:00:00:00:01\n'
-    out = customize.ifcfg(before, static())
+    out = guest_network.ifcfg(before, static())
     lines = out.splitlines()
     for expected in ('BOOTPROTO=none', 'IPADDR=192.0.2.10', 'PREFIX=26', 'GATEWAY=192.0.2.1', 'DNS1=192.0.2.53',
                      'DNS2=192.0.2.54', 'ONBOOT=yes', 'DEVICE=eth0'):
@@ -182,7 +185,7 @@ method=auto
 
 
 def test_nm_keyfile_dhcp():
-    out = customize.nm_keyfile(KEYFILE, dhcp())
+    out = guest_network.nm_keyfile(KEYFILE, dhcp())
     assert 'mac-address' not in out and 'mtu=1500' in out
     ipv4 = section(out, 'ipv4')
     assert 'method=auto' in ipv4 and 'dhcp-hostname=web1.example.com' in ipv4
@@ -192,28 +195,28 @@ def test_nm_keyfile_dhcp():
 
 
 def test_nm_keyfile_static():
-    ipv4 = section(customize.nm_keyfile(KEYFILE, static()), 'ipv4')
+    ipv4 = section(guest_network.nm_keyfile(KEYFILE, static()), 'ipv4')
     assert sorted(ipv4) == sorted(['method=manual', 'address1=192.0.2.10/26,192.0.2.1', 'dns=192.0.2.53;192.0.2.54;',
                                    'dns-search=example.com;'])
 
 
 def test_nm_keyfile_dhcp_drops_a_static_address_and_sends_the_name():
-    ipv4 = section(customize.nm_keyfile(KEYFILE, dhcp()), 'ipv4')
+    ipv4 = section(guest_network.nm_keyfile(KEYFILE, dhcp()), 'ipv4')
     assert sorted(ipv4) == sorted(['method=auto', 'dhcp-hostname=web1.example.com', 'dhcp-send-hostname=true', 'dns=10.0.0.53;'])
 
 
 def test_new_keyfile_for_a_device_is_a_complete_profile():
-    out = customize.nm_keyfile(customize.new_keyfile('ens3'), dhcp())
+    out = guest_network.nm_keyfile(guest_network.new_keyfile('ens3'), dhcp())
     connection = section(out, 'connection')
     assert 'type=ethernet' in connection and 'interface-name=ens3' in connection and 'id=ens3' in connection
     assert any(l.startswith('uuid=') and len(l) == 41 for l in connection)
     assert section(out, 'ipv4') == ['method=auto', 'dhcp-hostname=web1.example.com', 'dhcp-send-hostname=true']
-    assert customize.keyfile_device(out) == ('ens3', 'ethernet')
-    assert customize.new_keyfile('ens3') != customize.new_keyfile('ens3'), 'every profile gets its own uuid'
+    assert guest_network.keyfile_device(out) == ('ens3', 'ethernet')
+    assert guest_network.new_keyfile('ens3') != guest_network.new_keyfile('ens3'), 'every profile gets its own uuid'
 
 
 def test_nm_keyfile_adds_ipv4_and_keeps_leading_lines():
-    out = customize.nm_keyfile('# made by hand\n[connection]\nid=x\n[802-3-ethernet]\nmac-address=aa\n', dhcp('h'))
+    out = guest_network.nm_keyfile('# made by hand\n[connection]\nid=x\n[802-3-ethernet]\nmac-address=aa\n', dhcp('h'))
     assert out.startswith('# made by hand\n')
     assert 'mac-address' not in out
     assert section(out, 'ipv4') == ['method=auto', 'dhcp-hostname=h', 'dhcp-send-hostname=true']
@@ -246,26 +249,26 @@ def test_shadow_without_root_is_an_error():
 
 
 def test_set_key():
-    assert customize.set_key('A=1\nB=2\n', 'B', '3') == 'A=1\nB=3\n'
-    assert customize.set_key('A=1', 'B', '3') == 'A=1\nB=3\n'
-    assert customize.set_key('', 'B', '3') == 'B=3\n'
-    assert customize.set_key('  B = old\n', 'B', 'x', quote='"') == 'B="x"\n'
-    assert customize.set_key('AB=1\n', 'B', '2') == 'AB=1\nB=2\n', 'a key that ends with the name is another key'
-    assert customize.set_key('B=1\n', 'B', r'a\1b') == 'B=a\\1b\n', 'backslashes are written as they are'
-    assert customize.set_key('B=1\nB=2\n', 'B', '3') == 'B=3\nB=2\n'
+    assert guest.set_key('A=1\nB=2\n', 'B', '3') == 'A=1\nB=3\n'
+    assert guest.set_key('A=1', 'B', '3') == 'A=1\nB=3\n'
+    assert guest.set_key('', 'B', '3') == 'B=3\n'
+    assert guest.set_key('  B = old\n', 'B', 'x', quote='"') == 'B="x"\n'
+    assert guest.set_key('AB=1\n', 'B', '2') == 'AB=1\nB=2\n', 'a key that ends with the name is another key'
+    assert guest.set_key('B=1\n', 'B', r'a\1b') == 'B=a\\1b\n', 'backslashes are written as they are'
+    assert guest.set_key('B=1\nB=2\n', 'B', '3') == 'B=3\nB=2\n'
 
 
 def test_drop_keys():
-    assert customize.drop_keys('A=1\nHWADDR=x\n  UUID = y\nHWADDRESS_NOTE=z\n', ('HWADDR', 'UUID')) == 'A=1\nHWADDRESS_NOTE=z\n'
+    assert guest.drop_keys('A=1\nHWADDR=x\n  UUID = y\nHWADDRESS_NOTE=z\n', ('HWADDR', 'UUID')) == 'A=1\nHWADDRESS_NOTE=z\n'
 
 
 def test_netplan_dhcp_and_static():
     yaml = pytest.importorskip('yaml')
-    text = customize.netplan(dhcp(), 'ens3')
+    text = guest_network.netplan(dhcp(), 'ens3')
     assert text.startswith('# Written by maglica for web1.example.com\n')
     assert yaml.safe_load(text) == {'network': {'version': 2, 'ethernets': {'ens3': {
         'dhcp4': True, 'dhcp4-overrides': {'hostname': 'web1.example.com'}}}}}
-    data = yaml.safe_load(customize.netplan(static(), 'eth0'))
+    data = yaml.safe_load(guest_network.netplan(static(), 'eth0'))
     assert data == {'network': {'version': 2, 'ethernets': {'eth0': {
         'addresses': ['192.0.2.10/26'], 'routes': [{'to': '0.0.0.0/0', 'via': '192.0.2.1'}],
         'nameservers': {'addresses': ['192.0.2.53', '192.0.2.54'], 'search': ['example.com']}}}}}
@@ -273,11 +276,11 @@ def test_netplan_dhcp_and_static():
 
 def test_netplan_static_ipv6_gateway_and_minimal():
     yaml = pytest.importorskip('yaml')
-    settings = customize.GuestSettings('h', {'mode': 'static', 'address': '2001:db8::5', 'prefix': 64, 'gateway': '2001:db8::1'})
-    eth = yaml.safe_load(customize.netplan(settings, 'eth0'))['network']['ethernets']['eth0']
+    settings = guest.GuestSettings('h', {'mode': 'static', 'address': '2001:db8::5', 'prefix': 64, 'gateway': '2001:db8::1'})
+    eth = yaml.safe_load(guest_network.netplan(settings, 'eth0'))['network']['ethernets']['eth0']
     assert eth == {'addresses': ['2001:db8::5/64'], 'routes': [{'to': '::/0', 'via': '2001:db8::1'}]}
-    minimal = customize.GuestSettings('h', {'mode': 'static', 'address': '192.0.2.7'})
-    assert yaml.safe_load(customize.netplan(minimal, 'eth0'))['network']['ethernets']['eth0'] == {'addresses': ['192.0.2.7/24']}
+    minimal = guest.GuestSettings('h', {'mode': 'static', 'address': '192.0.2.7'})
+    assert yaml.safe_load(guest_network.netplan(minimal, 'eth0'))['network']['ethernets']['eth0'] == {'addresses': ['192.0.2.7/24']}
 
 
 @pytest.mark.parametrize('hostname', ['null', 'on', 'yes', 'no', 'off', 'true', '1e3', '010', '0x1f', '1_000', 'y', 'n',
@@ -285,8 +288,8 @@ def test_netplan_static_ipv6_gateway_and_minimal():
 def test_netplan_and_cloud_init_files_keep_a_hostname_yaml_would_misread(hostname):
     """A hostname the validator accepts must read back as the same string (the old hand-written YAML made `null` None)."""
     yaml = pytest.importorskip('yaml')
-    settings = customize.GuestSettings(hostname)
-    netplan = yaml.safe_load(customize.netplan(settings, 'eth0'))
+    settings = guest.GuestSettings(hostname)
+    netplan = yaml.safe_load(guest_network.netplan(settings, 'eth0'))
     assert netplan['network']['ethernets']['eth0']['dhcp4-overrides']['hostname'] == hostname
     meta = yaml.safe_load(cloudinit.meta_data(settings, 'iid-1'))
     assert meta == {'instance-id': 'iid-1', 'local-hostname': hostname}
@@ -298,41 +301,41 @@ def test_network_config_is_the_netplan_of_the_same_settings():
     """cloud-init's network-config and the offline netplan file come from one function: they cannot disagree."""
     yaml = pytest.importorskip('yaml')
     for settings in (dhcp(), static()):
-        config = customize.netplan_config(settings, 'eth0')
-        assert yaml.safe_load(customize.netplan(settings, 'eth0')) == {'network': config}
+        config = guest_network.netplan_config(settings, 'eth0')
+        assert yaml.safe_load(guest_network.netplan(settings, 'eth0')) == {'network': config}
         assert config['version'] == 2 and list(config['ethernets']) == ['eth0']
 
 
 def test_netplan_without_removes_only_the_device():
     yaml = pytest.importorskip('yaml')
     text = 'network:\n  version: 2\n  renderer: NetworkManager\n  ethernets:\n    eth0: {dhcp4: true}\n    eth1: {dhcp4: false}\n'
-    assert yaml.safe_load(customize.netplan_without(text, 'eth0')) == {
+    assert yaml.safe_load(guest_network.netplan_without(text, 'eth0')) == {
         'network': {'version': 2, 'renderer': 'NetworkManager', 'ethernets': {'eth1': {'dhcp4': False}}}}
-    assert customize.netplan_without(text, 'eth9') is None, 'a file without the device is left alone'
-    assert customize.netplan_without('network: [unclosed', 'eth0') is None, 'an unreadable file is left alone'
-    assert customize.netplan_without('- a list\n', 'eth0') is None
+    assert guest_network.netplan_without(text, 'eth9') is None, 'a file without the device is left alone'
+    assert guest_network.netplan_without('network: [unclosed', 'eth0') is None, 'an unreadable file is left alone'
+    assert guest_network.netplan_without('- a list\n', 'eth0') is None
 
 
 # -- ifupdown with cloud-init ------------------------------------------------------------
 
 def test_debian_interfaces_without_the_stanza():
-    out = customize.debian_interfaces(INTERFACES, dhcp(), 'eth0', stanza=False)
+    out = guest_network.debian_interfaces(INTERFACES, dhcp(), 'eth0', stanza=False)
     assert 'eth0' not in out and 'iface lo inet loopback' in out and 'iface eth1 inet dhcp' in out
-    assert customize.debian_interfaces('auto eth0\niface eth0 inet dhcp\n', dhcp(), 'eth0', stanza=False) == ''
+    assert guest_network.debian_interfaces('auto eth0\niface eth0 inet dhcp\n', dhcp(), 'eth0', stanza=False) == ''
 
 
 def test_debian_interfaces_of_an_empty_file_has_no_leading_blank_line():
-    assert customize.debian_interfaces('', dhcp('h'), 'eth0') == 'auto eth0\niface eth0 inet dhcp\n    hostname h\n'
+    assert guest_network.debian_interfaces('', dhcp('h'), 'eth0') == 'auto eth0\niface eth0 inet dhcp\n    hostname h\n'
 
 
 def test_interfaces_devices_and_sources():
-    assert customize.interfaces_devices(INTERFACES) == ['lo', 'eth0', 'eth1']
-    assert customize.interfaces_devices('iface eth0 inet6 auto\n') == ['eth0']
-    assert customize.interfaces_devices(None) == []
-    assert customize.sources_interfaces_d('source /etc/network/interfaces.d/*\n')
-    assert customize.sources_interfaces_d('auto lo\n  source-directory /etc/network/interfaces.d\n')
-    assert not customize.sources_interfaces_d('# source /etc/network/interfaces.d/*\nauto lo\n')
-    assert not customize.sources_interfaces_d(None)
+    assert guest_network.interfaces_devices(INTERFACES) == ['lo', 'eth0', 'eth1']
+    assert guest_network.interfaces_devices('iface eth0 inet6 auto\n') == ['eth0']
+    assert guest_network.interfaces_devices(None) == []
+    assert guest_network.sources_interfaces_d('source /etc/network/interfaces.d/*\n')
+    assert guest_network.sources_interfaces_d('auto lo\n  source-directory /etc/network/interfaces.d\n')
+    assert not guest_network.sources_interfaces_d('# source /etc/network/interfaces.d/*\nauto lo\n')
+    assert not guest_network.sources_interfaces_d(None)
 
 
 # -- the old hostname, secrets ------------------------------------------------------------
@@ -350,28 +353,28 @@ def test_replace_hostname_whole_words_only():
 def test_is_secret():
     for path in ('/etc/shadow', '/etc/gshadow', '/etc/ssh/ssh_host_rsa_key', '/etc/ssh/ssh_host_ed25519_key',
                  '/var/lib/systemd/random-seed', '/var/lib/cloud/seed/nocloud/user-data', '/var/lib/systemd/credential.secret'):
-        assert customize.is_secret(path), path
+        assert guest.is_secret(path), path
     for path in ('/etc/ssh/ssh_host_rsa_key.pub', '/etc/hostname', '/var/lib/cloud/seed/nocloud/meta-data',
                  '/etc/ssh/sshd_config', '/etc/ssh/ssh_host_rsa_key-cert.pub'):
-        assert not customize.is_secret(path), path
+        assert not guest.is_secret(path), path
 
 
 def test_keyfile_secrets_are_masked_in_diffs():
     text = '[wifi-security]\nkey-mgmt=wpa-psk\npsk=hunter22\n[802-1x]\npassword=s3cret\nprivate-key-password=pk\n[vpn-secrets]\nsecret=x\n'
-    out = customize.diff_text(customize.NM_DIR + '/wifi.nmconnection', text)
+    out = guest.diff_text(guest.NM_DIR + '/wifi.nmconnection', text)
     for secret in ('hunter22', 's3cret', '=pk', '=x\n'):
         assert secret not in out, secret
     assert 'psk=(secret)' in out and 'key-mgmt=wpa-psk' in out
-    assert customize.diff_text('/etc/hostname', 'psk=1\n') == 'psk=1\n'
-    assert customize.diff_text('/etc/hostname', None) == ''
+    assert guest.diff_text('/etc/hostname', 'psk=1\n') == 'psk=1\n'
+    assert guest.diff_text('/etc/hostname', None) == ''
 
 
 def test_guest_settings_repr_has_no_secrets():
-    settings = customize.GuestSettings('h', root_password_hash='$6$salt$hash', cloud_init_user_data='#cloud-config\npassword: pw\n')
+    settings = guest.GuestSettings('h', root_password_hash='$6$salt$hash', cloud_init_user_data='#cloud-config\npassword: pw\n')
     assert '$6$' not in repr(settings) and 'pw' not in repr(settings)
 
 
 def test_interface_name():
-    assert customize.interface_name(None, customize.GuestSettings('h', {'mode': 'dhcp', 'device': 'ens5'}), ['eth0']) == 'ens5'
-    assert customize.interface_name(None, dhcp(), ['lo', 'enp1s0']) == 'enp1s0'
-    assert customize.interface_name(None, dhcp(), ['lo']) == 'eth0'
+    assert guest_network.interface_name(None, guest.GuestSettings('h', {'mode': 'dhcp', 'device': 'ens5'}), ['eth0']) == 'ens5'
+    assert guest_network.interface_name(None, dhcp(), ['lo', 'enp1s0']) == 'enp1s0'
+    assert guest_network.interface_name(None, dhcp(), ['lo']) == 'eth0'

@@ -20,8 +20,10 @@ import libvirt
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from maglica import config as maglica_config, hostkeys, reach
+from maglica.cluster import config as maglica_config
+from maglica.controller import reach
 from maglica.errors import MaglicaError
+from maglica.controller import known_hosts
 
 settings.register_profile('maglica-guest', deadline=None, max_examples=200, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -102,7 +104,7 @@ def test_whatever_an_agent_reports_known_hosts_names_only_parsed_addresses(addre
     for entry in found:
         assert entry['address'] in reported
         assert entry['address'] == str(ipaddress.ip_address(entry['address']))
-        lines = hostkeys.known_hosts_lines(reach.clone_names('web1.example', entry['address']), [KEY])
+        lines = known_hosts.known_hosts_lines(reach.clone_names('web1.example', entry['address']), [KEY])
         assert len(lines) == 1 and '\n' not in lines[0]
         assert host_field(lines[0]) == ['web1.example', 'web1', entry['address']]
         assert not set('*?!\n\r ') & set(lines[0].split(' ')[0])
@@ -112,13 +114,13 @@ def test_whatever_an_agent_reports_known_hosts_names_only_parsed_addresses(addre
 @pytest.mark.parametrize('name', ['10.0.0.9,*', '*', 'web1\nx', 'web 1', '!web1', 'web?', '[web1]:22', ''], ids=repr)
 def test_known_hosts_lines_refuse_a_name_that_is_no_host_name_or_address(name):
     with pytest.raises(MaglicaError, match='not a host name or an IP address'):
-        hostkeys.known_hosts_lines(['web1', name] if name else [name, name + 'x*'], [KEY])
+        known_hosts.known_hosts_lines(['web1', name] if name else [name, name + 'x*'], [KEY])
 
 
 @pytest.mark.parametrize('key', ['ssh-ed25519 AAAA\n* ssh-rsa AAAA', 'ssh-ed25519,* AAAA', 'ssh-ed25519 AA,AA', 'x'], ids=repr)
 def test_known_hosts_lines_refuse_a_key_that_is_no_public_key(key):
     with pytest.raises(MaglicaError):
-        hostkeys.known_hosts_lines(['web1'], [key])
+        known_hosts.known_hosts_lines(['web1'], [key])
 
 
 class AgentSays(object):

@@ -26,8 +26,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from maglica import customize, messages
+from maglica.host import customize
+from maglica.protocol import messages
 from maglica.errors import MessageError
+from maglica.host import guest_network
+from maglica.host import guest
 
 settings.register_profile('maglica-unit', deadline=None, max_examples=50, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -195,7 +198,7 @@ def ini(text):
 # -- the property -------------------------------------------------------------
 
 def check_guest_files(args):
-    settings_ = customize.GuestSettings(args['hostname'], args.get('network'), args.get('root_password_hash'),
+    settings_ = guest.GuestSettings(args['hostname'], args.get('network'), args.get('root_password_hash'),
                                         args.get('ssh_authorized_keys'))
     net = settings_.network
     static = net['mode'] == 'static'
@@ -211,10 +214,10 @@ def check_guest_files(args):
         expected.update(('DNS%d' % i, server) for i, server in enumerate(net.get('dns') or [], 1))
     else:
         expected.update(BOOTPROTO='dhcp', DHCP_HOSTNAME=args['hostname'])
-    assert bash_source(customize.ifcfg(IFCFG_BEFORE, settings_)) == expected
+    assert bash_source(guest_network.ifcfg(IFCFG_BEFORE, settings_)) == expected
 
     # NetworkManager keyfile.
-    keyfile = ini(customize.nm_keyfile(NM_BEFORE, settings_))
+    keyfile = ini(guest_network.nm_keyfile(NM_BEFORE, settings_))
     if static:
         gateway = ',%s' % net['gateway'] if net.get('gateway') else ''
         ipv4 = {'method': 'manual', 'address1': '%s/%d%s' % (net['address'], prefix, gateway)}
@@ -228,7 +231,7 @@ def check_guest_files(args):
     assert keyfile == dict(before, ethernet={}, ipv4=ipv4)
 
     # Debian ifupdown, read by ifquery.
-    interfaces = customize.debian_interfaces(INTERFACES_BEFORE, settings_, device)
+    interfaces = guest_network.debian_interfaces(INTERFACES_BEFORE, settings_, device)
     auto, options = ifquery(interfaces, device)
     assert sorted(auto) == sorted(set(['lo', device])), interfaces
     if static:
@@ -272,15 +275,15 @@ def check_guest_files(args):
 
 def netplan_is_hand_written():
     """The netplan writer of main formats YAML by hand: a hostname or device such as `null` or `on` changes type."""
-    loaded = yaml.safe_load(customize.netplan(customize.GuestSettings('null'), 'on'))
+    loaded = yaml.safe_load(guest_network.netplan(guest.GuestSettings('null'), 'on'))
     return list(loaded['network']['ethernets']) != ['on']
 
 
 def check_netplan(args):
-    settings_ = customize.GuestSettings(args['hostname'], args.get('network'))
+    settings_ = guest.GuestSettings(args['hostname'], args.get('network'))
     net = settings_.network
     device = net.get('device') or 'eth0'
-    loaded = yaml.safe_load(customize.netplan(settings_, device))
+    loaded = yaml.safe_load(guest_network.netplan(settings_, device))
     assert loaded['network']['version'] == 2 and list(loaded['network']['ethernets']) == [device]
     ethernet = loaded['network']['ethernets'][device]
     if net['mode'] == 'static':

@@ -14,15 +14,18 @@ import threading
 import pytest
 import zmq
 
-from maglica import client_worker, config, keys, messages
-from maglica.client import Client
+from maglica.client_worker import worker as client_worker
+from maglica.cluster import config
+from maglica.protocol import curve
+from maglica.protocol import messages
+from maglica.controller.client import Client
 from maglica.errors import ConfigError, DispatchError
 from unit_helpers import free_ports, write_yaml
 
 JOB_ID = '0123456789abcdef0123456789abcdef'
 
 
-@pytest.mark.parametrize('name', [keys.LIBRARY, keys.SERVER])
+@pytest.mark.parametrize('name', [curve.LIBRARY, curve.SERVER])
 def test_host_named_after_a_key_role_is_refused(name):
     """A host called `library` would get the library's rights under CURVE; one called `server`, the client worker's key."""
     with pytest.raises(ConfigError, match="host name %r is reserved" % name):
@@ -47,10 +50,10 @@ class UnknownSender:
 @pytest.fixture
 def curve_worker(tmp_path):
     key_dir = str(tmp_path / 'keys')
-    for name in (keys.SERVER, keys.LIBRARY, 'kvm1'):
-        keys.create(key_dir, name)
-    for name in (keys.LIBRARY, 'kvm1'):
-        keys.allow(key_dir, name, keys.public_path(key_dir, name))
+    for name in (curve.SERVER, curve.LIBRARY, 'kvm1'):
+        curve.create(key_dir, name)
+    for name in (curve.LIBRARY, 'kvm1'):
+        curve.allow(key_dir, name, curve.public_path(key_dir, name))
     pub, rep = free_ports(2)
     cfg = config.load(write_yaml(tmp_path / 'maglica.conf', {
         'hosts': ['kvm1'], 'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub, 'rep_port': rep},
@@ -125,6 +128,6 @@ def test_malformed_reply_is_refused(call, reply, problem):
 
 def test_every_request_has_a_reply_schema_and_job_rows_cover_the_job_log():
     """A new request type or job log column needs its reply schema too, or its replies are refused."""
-    from maglica import joblog
+    from maglica.client_worker import joblog
     assert set(messages.REPLIES) == set(messages.REQUESTS)
     assert set(messages.JOB_ROW) == set(joblog.COLUMNS)

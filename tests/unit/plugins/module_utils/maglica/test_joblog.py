@@ -9,8 +9,8 @@ import sqlite3
 
 import pytest
 
-from maglica import messages
-from maglica.joblog import JobLog
+from maglica.protocol import messages
+from maglica.client_worker.joblog import JobLog
 
 T0 = 1700000000.0
 

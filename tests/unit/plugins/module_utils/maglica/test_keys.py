@@ -13,7 +13,7 @@ import sys
 import pytest
 import zmq  # a missing pyzmq fails the suite, never skips it
 
-from maglica import keys
+from maglica.protocol import curve
 from maglica.errors import ConfigError
 from unit_helpers import worker_env
 
@@ -23,7 +23,7 @@ def test_pyzmq_has_curve():
 
 
 def keys_cli(*args):
-    return subprocess.run([sys.executable, '-m', 'maglica.keys'] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.run([sys.executable, '-m', 'maglica.protocol.curve'] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           env=worker_env(), check=False)
 
 
@@ -31,36 +31,36 @@ def test_create_and_allow_through_the_command_line(tmp_path):
     key_dir = str(tmp_path / 'keys')
     first = keys_cli('--key-dir', key_dir, 'create', 'kvm1')
     assert (first.returncode, first.stdout) == (0, b'changed\n')
-    public = keys.public_path(key_dir, 'kvm1')
-    assert stat.S_IMODE(os.stat(keys.secret_path(key_dir, 'kvm1')).st_mode) == 0o600
+    public = curve.public_path(key_dir, 'kvm1')
+    assert stat.S_IMODE(os.stat(curve.secret_path(key_dir, 'kvm1')).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(public).st_mode) == 0o644
-    pair = keys.load_pair(key_dir, 'kvm1')
+    pair = curve.load_pair(key_dir, 'kvm1')
     again = keys_cli('--key-dir', key_dir, 'create', 'kvm1')
     assert (again.returncode, again.stdout) == (0, b'unchanged\n')
-    assert keys.load_pair(key_dir, 'kvm1') == pair, 'an existing pair is never replaced'
+    assert curve.load_pair(key_dir, 'kvm1') == pair, 'an existing pair is never replaced'
     allowed = keys_cli('--key-dir', key_dir, 'allow', 'kvm1', public)
     assert (allowed.returncode, allowed.stdout) == (0, b'changed\n')
     assert keys_cli('--key-dir', key_dir, 'allow', 'kvm1', public).stdout == b'unchanged\n'
-    assert keys.load_allowed(key_dir) == {pair[0]: 'kvm1'}
+    assert curve.load_allowed(key_dir) == {pair[0]: 'kvm1'}
     missing = keys_cli('--key-dir', key_dir, 'allow', 'kvm2', str(tmp_path / 'absent.key'))
-    assert missing.returncode == 1 and b'maglica.keys:' in missing.stderr and b'absent.key' in missing.stderr
+    assert missing.returncode == 1 and b'maglica.protocol.curve:' in missing.stderr and b'absent.key' in missing.stderr
 
 
 def test_allow_replaces_a_changed_key(tmp_path):
     key_dir = str(tmp_path)
-    keys.create(key_dir, 'a')
-    keys.create(key_dir, 'b')
-    assert keys.allow(key_dir, 'kvm1', keys.public_path(key_dir, 'a'))
-    assert keys.allow(key_dir, 'kvm1', keys.public_path(key_dir, 'b'))
-    assert list(keys.load_allowed(key_dir).values()) == ['kvm1']
-    assert keys.load_allowed(key_dir) == {keys.load_public(key_dir, 'b'): 'kvm1'}
+    curve.create(key_dir, 'a')
+    curve.create(key_dir, 'b')
+    assert curve.allow(key_dir, 'kvm1', curve.public_path(key_dir, 'a'))
+    assert curve.allow(key_dir, 'kvm1', curve.public_path(key_dir, 'b'))
+    assert list(curve.load_allowed(key_dir).values()) == ['kvm1']
+    assert curve.load_allowed(key_dir) == {curve.load_public(key_dir, 'b'): 'kvm1'}
 
 
 def test_missing_keys_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r'CURVE key .*/nobody\.key_secret is missing: create it with '
-                                          r'`python3 -m maglica.keys create --key-dir .* nobody`'):
-        keys.load_pair(str(tmp_path), 'nobody')
+                                          r'`python3 -m maglica.protocol.curve create --key-dir .* nobody`'):
+        curve.load_pair(str(tmp_path), 'nobody')
     with pytest.raises(ConfigError, match=r'CURVE public key .*/server\.key is missing'):
-        keys.load_public(str(tmp_path), keys.SERVER)
+        curve.load_public(str(tmp_path), curve.SERVER)
     with pytest.raises(ConfigError, match='the CURVE allow-list .* is empty or missing'):
-        keys.load_allowed(str(tmp_path))
+        curve.load_allowed(str(tmp_path))

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from maglica import messages
+from maglica.protocol import messages
 from maglica.errors import MessageError
 
 JOB_ID = '0123456789abcdef0123456789abcdef'

@@ -9,8 +9,9 @@ import itertools
 
 import pytest
 
-from maglica import clone, vm
+from maglica.controller import vm
 from maglica.errors import MaglicaError
+from maglica.cluster import domains
 
 IMAGE = {'disks': [{'device': 'disk', 'path': '/pool/image.qcow2'}, {'device': 'cdrom', 'path': '/pool/x.iso'},
                    {'device': 'disk', 'path': '/pool/image-data.qcow2'}, {'device': 'disk', 'path': '/pool/image-logs.qcow2'}]}
@@ -18,7 +19,7 @@ HOSTNAMES = ['web', 'web-1', 'web-2', 'web.1', 'web_1', 'web+1', 'web1', 'web-di
 
 
 def clone_files(hostname):
-    return [path for _disk, path in clone.clone_disk_paths(IMAGE, hostname)]
+    return [path for _disk, path in domains.clone_disk_paths(IMAGE, hostname)]
 
 
 def test_clone_disk_names_collide():

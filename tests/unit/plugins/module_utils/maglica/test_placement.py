@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from maglica import placement
+from maglica.controller import placement
 from maglica.errors import ConflictError
 
 

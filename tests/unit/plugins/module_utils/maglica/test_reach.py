@@ -11,8 +11,9 @@ import subprocess
 
 import pytest
 
-from maglica import hostkeys, reach
+from maglica.controller import reach
 from maglica.errors import MaglicaError
+from maglica.controller import known_hosts
 from unit_helpers import free_ports, wait_until
 
 SSHD = '/usr/sbin/sshd'
@@ -53,7 +54,7 @@ def sshd(tmp_path_factory):
 
 
 def test_ssh_answers_when_the_server_holds_our_key(sshd):
-    known = hostkeys.known_hosts_lines(['127.0.0.1'], [sshd['public_key']], port=sshd['port'])
+    known = known_hosts.known_hosts_lines(['127.0.0.1'], [sshd['public_key']], port=sshd['port'])
     ok, seen = reach.ssh_answers('127.0.0.1', known, port=sshd['port'])
     assert ok, seen
 
@@ -62,7 +63,7 @@ def test_ssh_does_not_answer_with_another_key(sshd, tmp_path):
     other = str(tmp_path / 'other')
     subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', other], check=True)
     with open(other + '.pub') as handle:
-        known = hostkeys.known_hosts_lines(['127.0.0.1'], [handle.read()], port=sshd['port'])
+        known = known_hosts.known_hosts_lines(['127.0.0.1'], [handle.read()], port=sshd['port'])
     ok, seen = reach.ssh_answers('127.0.0.1', known, port=sshd['port'])
     assert not ok and 'Host key verification failed' in seen
 

@@ -16,10 +16,11 @@ import stat
 
 import pytest
 
-from maglica import config, messages
+from maglica.cluster import config
+from maglica.protocol import messages
 from maglica.errors import ConfigError
-from maglica.host_worker import Record
-from maglica.joblog import JobLog
+from maglica.host.worker import Record
+from maglica.client_worker.joblog import JobLog
 from unit_helpers import files_holding
 
 T0 = 1700000000.0

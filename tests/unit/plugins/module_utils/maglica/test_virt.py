@@ -17,8 +17,12 @@ import libvirt  # a missing libvirt fails the suite, never skips it
 import pytest
 import yaml
 
-from maglica import cloud, clone, config, virt
+from maglica.controller import cloud
+from maglica.host import clone
+from maglica.cluster import config
+from maglica.cluster import virt
 from maglica.errors import ConfigError, ConflictError, HostError, MaglicaError, MessageError, NotFoundError
+from maglica.cluster import domains
 
 
 def test_libvirt_python_binding_is_there():
@@ -178,14 +182,14 @@ def test_lookup(default_conn):
     # remove_domain is not tested here: the test driver refuses its undefine flags (NVRAM, managed save).
     name = 'unit-lookup-%s' % uuid.uuid4().hex[:8]
     default_conn.define(name)
-    assert clone.lookup(default_conn, name).name() == name
-    assert clone.lookup(default_conn, 'no-such-domain') is None
+    assert domains.lookup(default_conn, name).name() == name
+    assert domains.lookup(default_conn, 'no-such-domain') is None
 
 
 def test_clone_disk_paths():
     info = {'disks': [{'device': 'cdrom', 'path': '/iso/x.iso'}, {'device': 'disk', 'path': '/var/lib/libvirt/images/img.qcow2'},
                       {'device': 'disk', 'path': None}, {'device': 'disk', 'path': '/data/second'}]}
-    assert [p for _d, p in clone.clone_disk_paths(info, 'web1')] == ['/var/lib/libvirt/images/web1.qcow2', '/data/web1@disk1.img']
+    assert [p for _d, p in domains.clone_disk_paths(info, 'web1')] == ['/var/lib/libvirt/images/web1.qcow2', '/data/web1@disk1.img']
 
 
 # -- cloud: image list ------------------------------------------------------------
@@ -279,12 +283,12 @@ def test_plan_clone_image_must_be_an_inactive_original(cloud_config):
 
 
 def test_find_vm(cloud_config):
-    host, domain = cloud.find_vm(cloud_config, 'vm3')
+    host, domain = virt.find_vm(cloud_config, 'vm3')
     assert host == 'b' and domain['active']
     with pytest.raises(NotFoundError, match='no VM named ghost on any reachable host'):
-        cloud.find_vm(cloud_config, 'ghost')
+        virt.find_vm(cloud_config, 'ghost')
     with pytest.raises(ConflictError, match='shared is defined on several hosts: a, b'):
-        cloud.find_vm(cloud_config, 'shared')
+        virt.find_vm(cloud_config, 'shared')
 
 
 def test_clone_check_mode_submits_nothing(cloud_config):
@@ -378,7 +382,7 @@ def test_plan_clone_of_a_name_in_flight_points_at_its_job(tmp_path):
 
 
 def test_cli_vm_clone_refuses_while_a_host_cannot_be_reached_unless_allowed(cloud_config, tmp_path, capsys):
-    from maglica import cli
+    from maglica.controller import cli
     path = tmp_path / 'maglica.conf'
     path.write_text(yaml.safe_dump({'hosts': [h.as_dict() for h in cloud_config.hosts]}))
     command = ['--config', str(path), 'vm', 'clone', '--image', 'debian.original', '--hostname', 'web1', '--dry-run']

@@ -18,8 +18,13 @@ import threading
 import pytest
 import zmq  # a missing pyzmq fails the suite, never skips it
 
-from maglica import config, host_worker, image_import, keys, messages, transport
-from maglica.client import Client
+from maglica.cluster import config
+from maglica.host import worker as host_worker
+from maglica.controller import image_import
+from maglica.protocol import curve as curve_keys
+from maglica.protocol import messages
+from maglica.protocol import transport
+from maglica.controller.client import Client
 from maglica.errors import ConflictError, DispatchError, JobFailed, NotFoundError, StalePlacement
 from unit_helpers import Daemon, files_holding, free_ports, wait_until, worker_env, write_yaml
 
@@ -44,10 +49,10 @@ class Cloud(object):
         self.config_path = None
         self.jobs_settings = {}
         if curve:
-            for name in (keys.SERVER, keys.LIBRARY, 'stranger') + HOSTS:
-                keys.create(self.key_dir, name)
-            for name in (keys.LIBRARY,) + HOSTS:  # 'stranger' has a key pair but is not allowed
-                keys.allow(self.key_dir, name, keys.public_path(self.key_dir, name))
+            for name in (curve_keys.SERVER, curve_keys.LIBRARY, 'stranger') + HOSTS:
+                curve_keys.create(self.key_dir, name)
+            for name in (curve_keys.LIBRARY,) + HOSTS:  # 'stranger' has a key pair but is not allowed
+                curve_keys.allow(self.key_dir, name, curve_keys.public_path(self.key_dir, name))
 
     def write_config(self, pub_port, rep_port):
         self.config_path = write_yaml(os.path.join(self.base, 'maglica.conf'), {
@@ -63,7 +68,7 @@ class Cloud(object):
     def start(self):
         for _attempt in range(3):
             self.write_config(*free_ports(2))
-            self.client_worker = Daemon('maglica.client_worker', ['--config', self.config_path],
+            self.client_worker = Daemon('maglica.client_worker.worker', ['--config', self.config_path],
                                         os.path.join(self.base, 'client_worker.log'))
             # REQ connects before the REP binds, so the first answer proves the worker is up.
             answered = wait_until(lambda: not self.client_worker.alive() or self.answers(), START_TIMEOUT, 'the client worker')
@@ -84,7 +89,7 @@ class Cloud(object):
             return None
 
     def start_host_worker(self, name):
-        self.host_workers[name] = Daemon('maglica.host_worker', ['--config', self.config_path, '--name', name],
+        self.host_workers[name] = Daemon('maglica.host.worker', ['--config', self.config_path, '--name', name],
                                          os.path.join(self.base, '%s.log' % name))
         wait_until(lambda: self.alive_hosts().get(name), START_TIMEOUT, 'the host worker of %s to report' % name)
 
@@ -246,7 +251,7 @@ def test_expired_job_reported_late_stays_expired(plain_cloud):
         assert state['late_result']['status'] == 'succeeded' and state['late_result']['message'] == 'finished after all'
         with pytest.raises(JobFailed, match='expired: no host worker for lonely .*; its host worker reported it late: succeeded'):
             client.wait(job['id'], 1)
-    shown = subprocess.run([sys.executable, '-m', 'maglica.cli', '--config', plain_cloud.config_path, 'log', 'status', '--id', job['id']],
+    shown = subprocess.run([sys.executable, '-m', 'maglica.controller.cli', '--config', plain_cloud.config_path, 'log', 'status', '--id', job['id']],
                            env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     assert shown.returncode == 0 and 'late_result' in shown.stdout and 'finished after all' in shown.stdout, shown.stdout
 
@@ -310,7 +315,7 @@ def test_oversized_report_does_not_crash_loop_the_host_worker(plain_cloud):
         for job in jobs:
             client.submit(job)
     # The results as a host worker that ran the jobs left them: recorded, not yet reported.
-    from maglica.host_worker import Record  # pylint: disable=import-outside-toplevel
+    from maglica.host.worker import Record  # pylint: disable=import-outside-toplevel
     record = Record(os.path.join(plain_cloud.state_dir, 'kvm10.sqlite'))
     with record.transaction():
         for index, job in enumerate(jobs):
@@ -394,7 +399,7 @@ def test_job_log_retention_prunes_ended_jobs(tmp_path):
 
 
 def test_host_worker_with_an_unknown_name_exits(plain_cloud, tmp_path):
-    daemon = Daemon('maglica.host_worker', ['--config', plain_cloud.config_path, '--name', 'kvm2'], tmp_path / 'kvm2.log')
+    daemon = Daemon('maglica.host.worker', ['--config', plain_cloud.config_path, '--name', 'kvm2'], tmp_path / 'kvm2.log')
     wait_until(lambda: not daemon.alive(), 10, 'the host worker to exit')
     assert daemon.stop() == 2
     assert "host 'kvm2' is not in the configuration" in daemon.output()
@@ -464,7 +469,7 @@ def test_curve_only_host_keys_may_subscribe(curve_cloud):
     context = zmq.Context.instance()
     subs = {}
     try:
-        for name in ('lonely', keys.LIBRARY):
+        for name in ('lonely', curve_keys.LIBRARY):
             sock = context.socket(zmq.SUB)
             sock.linger = 0
             transport.secure_client(sock, curve_cloud.config, name)
@@ -485,7 +490,7 @@ def test_curve_only_host_keys_may_subscribe(curve_cloud):
         # Two publications reached the host key; the library key was offered the same ones.
         wait_until(got_job_twice, 10, 'the lonely key to receive the job twice')
         assert received[0] == messages.topic('lonely')
-        assert not subs[keys.LIBRARY].poll(0), 'the library key must not read jobs on PUB'
+        assert not subs[curve_keys.LIBRARY].poll(0), 'the library key must not read jobs on PUB'
     finally:
         for sock in subs.values():
             sock.close()
@@ -521,39 +526,39 @@ def test_curve_host_key_cannot_read_another_hosts_jobs(curve_cloud):
 
 def test_client_worker_refuses_an_empty_allow_list(tmp_path):
     key_dir = str(tmp_path / 'keys')
-    keys.create(key_dir, keys.SERVER)
+    curve_keys.create(key_dir, curve_keys.SERVER)
     pub, rep = free_ports(2)
     path = write_yaml(tmp_path / 'maglica.conf', {
         'hosts': ['kvm1'], 'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub, 'rep_port': rep},
         'security': {'curve': True, 'key_dir': key_dir}, 'jobs': {'database': str(tmp_path / 'jobs.sqlite')}})
-    daemon = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw.log')
+    daemon = Daemon('maglica.client_worker.worker', ['--config', path], tmp_path / 'cw.log')
     wait_until(lambda: not daemon.alive(), 10, 'the client worker to exit')
     assert daemon.stop() == 2
     assert 'the CURVE allow-list %s/allowed is empty or missing' % key_dir in daemon.output()
     os.makedirs(os.path.join(key_dir, 'allowed'))
-    daemon = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw2.log')
+    daemon = Daemon('maglica.client_worker.worker', ['--config', path], tmp_path / 'cw2.log')
     wait_until(lambda: not daemon.alive(), 10, 'the client worker to exit')
     assert daemon.stop() == 2 and 'is empty or missing' in daemon.output(), 'an allowed/ directory without keys is empty too'
 
 
 def test_client_worker_without_its_server_key(tmp_path):
     key_dir = str(tmp_path / 'keys')
-    keys.create(key_dir, keys.LIBRARY)
-    keys.allow(key_dir, keys.LIBRARY, keys.public_path(key_dir, keys.LIBRARY))
+    curve_keys.create(key_dir, curve_keys.LIBRARY)
+    curve_keys.allow(key_dir, curve_keys.LIBRARY, curve_keys.public_path(key_dir, curve_keys.LIBRARY))
     pub, rep = free_ports(2)
     path = write_yaml(tmp_path / 'maglica.conf', {
         'hosts': ['kvm1'], 'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub, 'rep_port': rep},
         'security': {'curve': True, 'key_dir': key_dir}, 'jobs': {'database': str(tmp_path / 'jobs.sqlite')}})
-    daemon = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw.log')
+    daemon = Daemon('maglica.client_worker.worker', ['--config', path], tmp_path / 'cw.log')
     wait_until(lambda: not daemon.alive(), 10, 'the client worker to exit')
     assert daemon.stop() == 2
-    assert 'CURVE key %s is missing' % keys.secret_path(key_dir, keys.SERVER) in daemon.output()
+    assert 'CURVE key %s is missing' % curve_keys.secret_path(key_dir, curve_keys.SERVER) in daemon.output()
 
 
 def test_production_workers_refuse_the_test_action_noop(tmp_path):
     """`noop` is the test suite's (tests/noop_action.py): `python -m maglica.X`, as the roles run them, refuse it,
     the client worker on submit, the host worker when a client worker that knows it hands one over."""
-    listed = subprocess.run([sys.executable, '-c', 'from maglica import actions, messages\n'
+    listed = subprocess.run([sys.executable, '-c', 'from maglica.host import actions\nfrom maglica.protocol import messages\n'
                              'print(" ".join(sorted(set(actions.ACTIONS) | set(messages.ACTIONS))))'],
                             env=worker_env(), stdout=subprocess.PIPE, check=True).stdout.decode().split()
     assert 'noop' not in listed and 'vm.clone' in listed
@@ -572,17 +577,17 @@ def test_production_workers_refuse_the_test_action_noop(tmp_path):
         except DispatchError:
             return None
     job = messages.new_job('kvm1', 'noop', {'marker': 'must-not-run'})
-    production = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw.log', production=True)
+    production = Daemon('maglica.client_worker.worker', ['--config', path], tmp_path / 'cw.log', production=True)
     try:
         wait_until(answers, START_TIMEOUT, 'the production client worker')
-        requester = transport.Requester(cfg, keys.LIBRARY)
+        requester = transport.Requester(cfg, curve_keys.LIBRARY)
         reply = requester.request({'type': 'submit', 'job': job}, 5)
         requester.close()
         assert reply['ok'] is False and 'job.action must be one of vm.clone' in reply['error'] and 'noop' not in reply['error']
     finally:
         production.stop()
-    test_client = Daemon('maglica.client_worker', ['--config', path], tmp_path / 'cw-test.log')
-    host = Daemon('maglica.host_worker', ['--config', path, '--name', 'kvm1'], tmp_path / 'kvm1.log', production=True)
+    test_client = Daemon('maglica.client_worker.worker', ['--config', path], tmp_path / 'cw-test.log')
+    host = Daemon('maglica.host.worker', ['--config', path, '--name', 'kvm1'], tmp_path / 'kvm1.log', production=True)
     try:
         wait_until(answers, START_TIMEOUT, 'the test client worker')
         with Client(cfg) as client:
