@@ -14,8 +14,10 @@ APT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-
   ifupdown)  # ifupdown: its ifquery reads back the /etc/network/interfaces we write (unit tests)
 # `ansible` (12.x goes with ansible-core 2.19) ships community.crypto, which the roles' PKI uses; Galaxy is
 # out of reach here. cryptography: the library's certificate checks. rich: `maglica image import`'s progress bar.
+# import-linter: the library's import contracts (make typecheck). Every version comes from constraints.txt.
 PIP_REQS=('ansible-core>=2.19,<2.20' 'ansible>=12,<13' cryptography 'pyzmq>=26' pytest pytest-timeout pytest-xdist pyyaml
-  ansible-lint antsibull-changelog hypothesis mypy types-PyYAML rich)
+  ansible-lint antsibull-changelog hypothesis mypy types-PyYAML rich import-linter)
+CONSTRAINTS=$here/../constraints.txt
 
 # --- Debian packages -------------------------------------------------------
 missing=()
@@ -42,10 +44,15 @@ getent passwd libvirt-qemu >/dev/null ||
 # --- Python virtualenv -------------------------------------------------------
 # --system-site-packages so Debian's python3-libvirt / python3-guestfs are visible.
 [[ -x $VENV/bin/python ]] || /usr/bin/python3 -m venv --system-site-packages "$VENV"
-want=$(printf '%s\n' "${PIP_REQS[@]}" | sha256sum | cut -d' ' -f1)
+if [[ ${1:-} == --update-constraints ]]; then  # on purpose only: the newest releases, written back as the pins
+  "$VENV/bin/python" -m pip install --upgrade "${PIP_REQS[@]}"
+  { sed -n '/^#/p' "$CONSTRAINTS"; "$VENV/bin/python" -m pip freeze --local | grep -v '^-e '; } >"$CONSTRAINTS.new"
+  mv "$CONSTRAINTS.new" "$CONSTRAINTS"
+fi
+want=$({ printf '%s\n' "${PIP_REQS[@]}"; cat "$CONSTRAINTS"; } | sha256sum | cut -d' ' -f1)
 stamp=$VENV/.maglica-requirements.sha256
 if [[ $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
-  "$VENV/bin/python" -m pip install --upgrade "${PIP_REQS[@]}"
+  "$VENV/bin/python" -m pip install -c "$CONSTRAINTS" "${PIP_REQS[@]}"
   echo "$want" >"$stamp"
 fi
 

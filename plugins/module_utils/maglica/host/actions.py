@@ -88,10 +88,10 @@ def import_image(context, reconcile):
 
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
 ACTIONS = {
-    'clone': vm_clone,
-    'remove': vm_remove,
-    'attach_disk': vm_attach_disk,
-    'console': vm_console,
+    'vm.clone': vm_clone,
+    'vm.remove': vm_remove,
+    'vm.attach_disk': vm_attach_disk,
+    'vm.console': vm_console,
     'image.copy': image_copy,
     'image.from_vm': image_from_vm,
     'image.import': import_image,

@@ -15,7 +15,7 @@ import pytest
 from maglica.cluster import tls
 from maglica.errors import HostError
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..', '..')))  # tests/
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..', '..', '..')))  # tests/
 import certificates  # noqa: E402  pylint: disable=wrong-import-position
 
 
