@@ -16,7 +16,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
-.PHONY: all deps collection-link images images-hypervisor test sanity units integration lint typecheck demo demo-clean testbed-stop \
+.PHONY: all deps collection-link images images-hypervisor test sanity units integration lint typecheck imports demo demo-clean testbed-stop \
         bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image clean
 
 all: test
@@ -28,7 +28,7 @@ collection-link:
 	mkdir -p $(dir $(COLLECTION_LINK))
 	ln -sfn $(CURDIR) $(COLLECTION_LINK)
 
-test: deps collection-link sanity lint typecheck units integration
+test: deps collection-link sanity lint typecheck imports units integration
 
 units: deps collection-link
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
@@ -62,6 +62,10 @@ sanity: deps
 # The library's type hints (it also runs as the worker daemons, without Ansible).
 typecheck: deps
 	cd plugins/module_utils && $(VENV)/bin/mypy --config-file $(CURDIR)/mypy.ini maglica
+
+# The import contracts (.importlinter): the library's layers by where code runs, modules through the facade.
+imports: deps collection-link
+	$(VENV)/bin/lint-imports --no-cache
 
 lint: deps collection-link
 	$(VENV)/bin/ansible-lint --profile production --offline roles playbooks

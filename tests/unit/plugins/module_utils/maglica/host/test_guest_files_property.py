@@ -273,12 +273,6 @@ def check_guest_files(args):
         assert all(k.strip() for k in args['ssh_authorized_keys']), 'a blank key line'
 
 
-def netplan_is_hand_written():
-    """The netplan writer of main formats YAML by hand: a hostname or device such as `null` or `on` changes type."""
-    loaded = yaml.safe_load(guest_network.netplan(guest.GuestSettings('null'), 'on'))
-    return list(loaded['network']['ethernets']) != ['on']
-
-
 def check_netplan(args):
     settings_ = guest.GuestSettings(args['hostname'], args.get('network'))
     net = settings_.network
@@ -314,8 +308,6 @@ def test_hostile_values_are_refused_or_parse_back_exactly(field, data):
         check_guest_files(valid)
 
 
-@pytest.mark.xfail(netplan_is_hand_written(), strict=True,
-                   reason='netplan is formatted by hand on main: `null`/`on` change type (issue 9 has it written with yaml.safe_dump)')
 @given(clone_args())
 def test_accepted_settings_parse_back_exactly_from_netplan(args):
     valid = accepted(args)
