@@ -23,28 +23,36 @@ import argparse
 import json
 import os
 import sys
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tuple, Union
 
 from ..cluster import config as config_mod
 from ..cluster import virt
+from ..cluster.config import Config
 from ..errors import ConflictError, MaglicaError, NotFoundError
 from ..protocol import import_job, messages
 from . import cloud, hosts, image_copy, image_import, image_lifecycle, reach, vm
-from .client import Client
+from .client import Client, Job
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
+
+# A table column: its header, and the key of a row or a function of the row that gives the cell.
+Column = Tuple[str, Union[str, Callable[[Any], Any]]]
+# The last state printed of each job (_progress).
+Seen = Dict[str, Any]
 
 
 class Output(object):
     """Tables and messages for people, or one JSON document for scripts."""
 
-    def __init__(self, as_json, stream=None):
+    def __init__(self, as_json: bool, stream: Optional[TextIO] = None) -> None:
         self.as_json = as_json
         self.stream = stream or sys.stdout
 
-    def table(self, rows, columns, data=None):
+    def table(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[Column], data: Any = None) -> None:
         """rows: dicts; columns: [(header, key or function)]. With --json, `data` (default rows) is printed instead."""
         if self.as_json:
-            return self.json(rows if data is None else data)
+            self.json(rows if data is None else data)
+            return
         cells = [[h for h, _k in columns]]
         for row in rows:
             cells.append([_cell(k(row) if callable(k) else row.get(k)) for _h, k in columns])
@@ -52,24 +60,26 @@ class Output(object):
         for line in cells:
             self.stream.write('  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + '\n')
 
-    def fields(self, pairs, data):
+    def fields(self, pairs: Sequence[Tuple[str, Any]], data: Any) -> None:
         """Key: value lines, aligned; with --json, `data`."""
         if self.as_json:
-            return self.json(data)
+            self.json(data)
+            return
         width = max(len(k) for k, _v in pairs)
         for key, value in pairs:
             self.stream.write('%s  %s\n' % ((key + ':').ljust(width + 1), _cell(value)))
 
-    def message(self, text, data):
+    def message(self, text: str, data: Any) -> None:
         if self.as_json:
-            return self.json(data)
+            self.json(data)
+            return
         self.stream.write(text + '\n')
 
-    def json(self, data):
+    def json(self, data: Any) -> None:
         self.stream.write(json.dumps(data, indent=2, sort_keys=True, default=str) + '\n')
 
 
-def _cell(value):
+def _cell(value: Any) -> str:
     if value is None:
         return '-'
     if isinstance(value, bool):
@@ -81,7 +91,7 @@ def _cell(value):
     return str(value)
 
 
-def _size(value):
+def _size(value: Optional[float]) -> Optional[str]:
     """A human size of a byte count, in powers of 1024."""
     if value is None:
         return None
@@ -92,11 +102,11 @@ def _size(value):
     return None
 
 
-def _disk_total(entry):
+def _disk_total(entry: Mapping[str, Any]) -> Optional[str]:
     return _size(sum(d['capacity'] or 0 for d in entry['disks'] if d['device'] == 'disk')) if entry['disks'] else None
 
 
-def _size_arg(text):
+def _size_arg(text: str) -> str:
     """argparse type: a size with a unit, checked at parse time so a bad unit is a usage error."""
     try:
         vm.parse_size(text)
@@ -105,27 +115,31 @@ def _size_arg(text):
     return text
 
 
-def _bool_arg(text):
+def _bool_arg(text: str) -> bool:
     words = {'true': True, 'yes': True, 'on': True, '1': True, 'false': False, 'no': False, 'off': False, '0': False}
     if text.lower() not in words:
         raise argparse.ArgumentTypeError('expected true or false, got %r' % text)
     return words[text.lower()]
 
 
-def _job_id_arg(text):
+def _job_id_arg(text: str) -> str:
     if not messages.JOB_ID_RE.fullmatch(text):
         raise argparse.ArgumentTypeError('%r is not a job id (32 hexadecimal digits)' % text)
     return text
 
 
-def _stderr(text):
+def _stderr(text: str) -> None:
     sys.stderr.write('maglica: %s\n' % text)
     sys.stderr.flush()
 
 
+# What a command is: it does what `args` ask with `config`, and prints to `out`.
+Command = Callable[[Config, argparse.Namespace, Output], None]
+
+
 # -- commands ------------------------------------------------------------------------------
 
-def image_list(config, args, out):
+def image_list(config: Config, args: argparse.Namespace, out: Output) -> None:
     listing = cloud.image_list(config, args.name, args.host)
     for entry in listing['hosts']:
         if not entry['reachable']:
@@ -134,10 +148,10 @@ def image_list(config, args, out):
                                   ('DISK', _disk_total)], listing)
 
 
-def image_copy_command(config, args, out):
-    def progress(job):
+def image_copy_command(config: Config, args: argparse.Namespace, out: Output) -> None:
+    def progress(job: Job) -> None:
         _progress(job, state)
-    state = {}
+    state: Seen = {}
     result = image_copy.copy(config, args.name, args.dest, args.source, args.timeout, progress=progress)
     if result['changed']:
         out.message('copied %s from %s to %s' % (args.name, result['source'], args.dest), result)
@@ -145,7 +159,7 @@ def image_copy_command(config, args, out):
         out.message('%s already has %s' % (args.dest, args.name), result)
 
 
-def image_remove(config, args, out):
+def image_remove(config: Config, args: argparse.Namespace, out: Output) -> None:
     result = image_lifecycle.remove(config, args.name, args.on, args.force_dependants, timeout=args.timeout)
     if not result['changed']:  # removing what is not there is "not found" for a command
         raise NotFoundError('no image named %s on %s' % (args.name, ', '.join(args.on) if args.on else 'any host'))
@@ -156,8 +170,8 @@ def image_remove(config, args, out):
     out.message(text, result)
 
 
-def image_create(config, args, out):
-    seen = {}
+def image_create(config: Config, args: argparse.Namespace, out: Output) -> None:
+    seen: Seen = {}
     result = image_lifecycle.create_from_vm(config, args.name, args.from_vm, timeout=args.timeout,
                                             progress=lambda job: _progress(job, seen))
     if not result['changed'] and not result.get('message'):
@@ -167,7 +181,7 @@ def image_create(config, args, out):
     out.message('made the image %s from %s on %s' % (args.name, args.from_vm, result['host']), result)
 
 
-def import_settings(args):
+def import_settings(args: argparse.Namespace) -> Dict[str, Any]:
     """The image.import settings of `maglica image import`'s arguments (sizes in bytes, memory in MiB)."""
     return {'vcpus': args.vcpus, 'memory_mb': vm.parse_size(args.memory) // 1048576,
             'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
@@ -179,7 +193,7 @@ def import_settings(args):
             'redirect_schemes': sorted(set(args.redirect_scheme)) if args.redirect_scheme else None}
 
 
-def image_import_command(config, args, out):
+def image_import_command(config: Config, args: argparse.Namespace, out: Output) -> None:
     settings = import_settings(args)
     with ProgressBars(enabled=sys.stderr.isatty() and not args.json) as bars:
         result = image_import.import_image(config, args.name, args.url, args.checksum, args.on, settings, args.timeout,
@@ -197,9 +211,9 @@ class ProgressBars:
     need it); else, or without rich, a line on stderr when a job's state changes."""
 
     def __init__(self, enabled: bool) -> None:
-        self.progress = None
-        self.tasks: dict = {}
-        self.seen: dict = {}
+        self.progress: Any = None  # rich.progress.Progress, when rich is there
+        self.tasks: Dict[str, Any] = {}
+        self.seen: Dict[str, Seen] = {}
         if enabled:
             try:
                 from rich.console import Console
@@ -218,18 +232,19 @@ class ProgressBars:
                                      TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
                                      console=Console(stderr=True))
 
-    def __enter__(self):
+    def __enter__(self) -> ProgressBars:
         if self.progress is not None:
             self.progress.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
 
-    def update(self, job):
+    def update(self, job: Job) -> None:
         if self.progress is None:
-            return _progress(job, self.seen.setdefault(job['id'], {}))
+            _progress(job, self.seen.setdefault(job['id'], {}))
+            return
         figures = job.get('progress') or {}
         if job['id'] not in self.tasks:
             self.tasks[job['id']] = self.progress.add_task(job['host'], total=None)
@@ -242,14 +257,14 @@ class ProgressBars:
                              description='%s %s' % (job['host'], job['state']))
 
 
-def _progress(job, seen):
+def _progress(job: Job, seen: Seen) -> None:
     """Print a job's state when it changes, on stderr, so that --json output stays clean."""
     if seen.get('state') != job['state']:
         seen['state'] = job['state']
         _stderr('job %s (%s on %s): %s' % (job['id'], job['action'], job['host'], job['state']))
 
 
-def vm_list(config, args, out):
+def vm_list(config: Config, args: argparse.Namespace, out: Output) -> None:
     listing = vm.vm_list(config, args.name, args.host, args.state)
     for entry in listing['hosts']:
         if not entry['reachable']:
@@ -259,10 +274,11 @@ def vm_list(config, args, out):
                                ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of']), ('GROUP', 'spread_group')], listing)
 
 
-def vm_clone(config, args, out):
+def vm_clone(config: Config, args: argparse.Namespace, out: Output) -> None:
     if args.dry_run:
-        return vm_clone_plan(config, args, out)
-    seen = {}
+        vm_clone_plan(config, args, out)
+        return
+    seen: Seen = {}
     if args.wait_for != 'none':
         _stderr('%s: the job, then waiting up to %ds for %s\n' % (args.hostname, args.wait_for_timeout, args.wait_for))
     result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
@@ -284,7 +300,7 @@ def vm_clone(config, args, out):
     out.message(text, result)
 
 
-def vm_clone_plan(config, args, out):
+def vm_clone_plan(config: Config, args: argparse.Namespace, out: Output) -> None:
     """--dry-run: where the clone would go and why, per candidate host; nothing is submitted."""
     plan = cloud.plan_clone(config, args.image, args.hostname, host=args.on, exclude_hosts=args.exclude_host,
                             spread_group=args.spread_group, clone_mode=args.mode, start=args.start,
@@ -294,9 +310,11 @@ def vm_clone_plan(config, args, out):
     for warning in plan.get('warnings') or []:
         _stderr(warning)
     if out.as_json:
-        return out.json(plan)
+        out.json(plan)
+        return
     if plan['exists']:
-        return out.message('%s exists already on %s: nothing would be done' % (args.hostname, plan['host']), plan)
+        out.message('%s exists already on %s: nothing would be done' % (args.hostname, plan['host']), plan)
+        return
     out.message('%s would go to %s (policy %s)' % (args.hostname, plan['host'], plan.get('policy') or 'seed'), plan)
     out.table(plan['candidates'], [('HOST', 'host'), ('SCORE', lambda c: '%.3f' % c['score'] if c.get('score') is not None else None),
                                    ('WEIGHT', 'weight'), ('RESERVED', 'reserved'),
@@ -307,7 +325,7 @@ def vm_clone_plan(config, args, out):
         out.message('filtered out %s: %s' % (entry['host'], entry['reason']), plan)
 
 
-def _text_file_arg(text):
+def _text_file_arg(text: str) -> str:
     """argparse type: the content of a text file, read at parse time so that a bad path is a usage error."""
     try:
         with open(text, encoding='utf-8') as handle:
@@ -316,7 +334,7 @@ def _text_file_arg(text):
         raise argparse.ArgumentTypeError('cannot read %s: %s' % (text, getattr(e, 'strerror', None) or e))
 
 
-def _ensure(config, args, out, done, **settings):
+def _ensure(config: Config, args: argparse.Namespace, out: Output, done: str, **settings: Any) -> None:
     result = vm.ensure(config, args.name, **settings)
     if result['host'] is None:
         raise NotFoundError('no VM named %s on any reachable host' % args.name)
@@ -327,8 +345,8 @@ def _ensure(config, args, out, done, **settings):
     out.message(text, result)
 
 
-def vm_state(state):
-    def command(config, args, out):
+def vm_state(state: str) -> Command:
+    def command(config: Config, args: argparse.Namespace, out: Output) -> None:
         if state == 'absent':
             virt.find_vm(config, args.name)  # removing what is not there is "not found" for a command
         _ensure(config, args, out, 'already %s' % {'running': 'running', 'stopped': 'stopped', 'destroyed': 'stopped'}.get(state, state),
@@ -337,29 +355,29 @@ def vm_state(state):
     return command
 
 
-def vm_attach_iso(config, args, out):
+def vm_attach_iso(config: Config, args: argparse.Namespace, out: Output) -> None:
     _ensure(config, args, out, 'the CD-ROM holds %s already' % args.iso, iso=args.iso)
 
 
-def vm_set_boot_device(config, args, out):
+def vm_set_boot_device(config: Config, args: argparse.Namespace, out: Output) -> None:
     _ensure(config, args, out, 'boots from %s already' % ','.join(args.device), boot_device=args.device)
 
 
-def vm_set_vcpus(config, args, out):
+def vm_set_vcpus(config: Config, args: argparse.Namespace, out: Output) -> None:
     _ensure(config, args, out, 'has %d vCPUs already' % args.vcpus, vcpus=args.vcpus)
 
 
-def vm_set_memory(config, args, out):
+def vm_set_memory(config: Config, args: argparse.Namespace, out: Output) -> None:
     _ensure(config, args, out, 'has %s of memory already' % args.size, memory=args.size)
 
 
-def vm_attach_disk(config, args, out):
+def vm_attach_disk(config: Config, args: argparse.Namespace, out: Output) -> None:
     """Imperative: every call adds one more disk, named dataN after the ones there."""
     name = vm.next_disk_name(config, args.name)
     _ensure(config, args, out, 'nothing to do', disks=[{'name': name, 'size': args.size}])
 
 
-def vm_info(config, args, out):
+def vm_info(config: Config, args: argparse.Namespace, out: Output) -> None:
     host, entry = vm.vm_info(config, args.name)
     disks = ['%s %s (%s)' % (d['target'], d['path'], _size(d['capacity']) or d['device']) for d in entry['disks']]
     out.fields([('name', entry['name']), ('host', host), ('state', entry['state']), ('vcpus', entry['vcpus']),
@@ -369,12 +387,13 @@ def vm_info(config, args, out):
                 ('disks', '; '.join(disks) or None)], entry)
 
 
-def vm_console(config, args, out):
+def vm_console(config: Config, args: argparse.Namespace, out: Output) -> None:
     host, _entry = vm.vm_info(config, args.name)
     uri = config.uri(config.host(host))
     command = ['virsh', '-c', uri, 'console', args.name]
     if args.json:
-        return out.json({'host': host, 'command': command})
+        out.json({'host': host, 'command': command})
+        return
     sys.stdout.flush()
     try:
         os.execvp(command[0], command)
@@ -382,7 +401,7 @@ def vm_console(config, args, out):
         raise MaglicaError('cannot run %s: %s' % (command[0], e.strerror or e))
 
 
-def log_status(config, args, out):
+def log_status(config: Config, args: argparse.Namespace, out: Output) -> None:
     with Client(config) as client:
         job = client.status(args.id)
     out.fields([(k, job.get(k)) for k in ('id', 'host', 'action', 'state', 'message', 'attempts')] +
@@ -394,7 +413,7 @@ def log_status(config, args, out):
                 if job.get('progress') else []), job)
 
 
-def log_tail(config, args, out):
+def log_tail(config: Config, args: argparse.Namespace, out: Output) -> None:
     with Client(config) as client:
         jobs = client.recent(args.limit, args.host)
     jobs.sort(key=lambda j: j.get('created') or 0)  # oldest first, the latest at the bottom, like tail
@@ -402,7 +421,7 @@ def log_tail(config, args, out):
                      ('MESSAGE', lambda j: (j.get('message') or '')[:60] or None)], jobs)
 
 
-def host_list(config, args, out):
+def host_list(config: Config, args: argparse.Namespace, out: Output) -> None:
     report = hosts.host_info(config)
     for warning in report['warnings']:
         _stderr(warning)
@@ -414,7 +433,7 @@ def host_list(config, args, out):
 
 # -- the parser ------------------------------------------------------------------------------
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('--config', default=argparse.SUPPRESS, help='configuration file (default /etc/maglica.conf or $MAGLICA_CONFIG)')
     common.add_argument('--json', action='store_true', default=argparse.SUPPRESS, help='print JSON for scripts')
@@ -425,22 +444,23 @@ def build_parser():
     groups = parser.add_subparsers(dest='group', metavar='{image,vm,log,host}')
     groups.required = True
 
-    def group(name, help_text):
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         sub = groups.add_parser(name, help=help_text, description=help_text)
         commands = sub.add_subparsers(dest='command', metavar='COMMAND')
         commands.required = True
         return commands
 
-    def command(commands, name, function, help_text):
+    def command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, function: Command,
+                help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
         sub.set_defaults(function=function)
         return sub
 
-    def with_name(sub):
+    def with_name(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument('--name', required=True, help='the VM name')
         return sub
 
-    def with_filters(sub):
+    def with_filters(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument('--name', action='append', help='only names matching this shell pattern (repeatable)')
         sub.add_argument('--host', action='append', help='only this host (repeatable)')
         return sub
@@ -549,7 +569,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Output(args.json)

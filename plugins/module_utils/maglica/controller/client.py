@@ -6,10 +6,44 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, TypedDict
 
+from ..cluster.config import Config
 from ..errors import DispatchError, JobFailed, NotFoundError, StalePlacement
 from ..protocol import curve, messages
 from ..protocol.transport import Requester
+
+# A job as the client worker's log holds it (messages.JOB_ROW): id, host, action, args, state, message, data...
+Job = Dict[str, Any]
+# What is told of a job each time it is polled (wait's `progress`).
+Progress = Callable[[Job], None]
+
+
+class _Slot(TypedDict):
+    host: str
+    job_id: str
+    hostname: str
+    image: str
+    start: bool
+    clone_mode: str
+
+
+class Slot(_Slot, total=False):
+    """A slot reservation of a clone in flight (messages.SLOT): what it will make where."""
+    spread_group: str
+
+
+class _HostStatus(TypedDict):
+    host: str
+    alive: bool
+    last_seen_s: Optional[float]
+    running: List[str]
+
+
+class HostStatus(_HostStatus, total=False):
+    """A host worker as the client worker sees it (messages.HOST_STATUS)."""
+    pid: Optional[int]
+
 
 # Why a job that did not finish in time is still in its state, in words for the user.
 WAITING_REASONS = {
@@ -20,21 +54,21 @@ WAITING_REASONS = {
 
 
 class Client(object):
-    def __init__(self, config, timeout=None):
+    def __init__(self, config: Config, timeout: Optional[float] = None) -> None:
         self.config = config
         self.timeout = timeout or config.jobs['request_timeout']
         self.requester = Requester(config, curve.LIBRARY)
 
-    def close(self):
+    def close(self) -> None:
         self.requester.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, kind, timeout=None, **fields):
+    def call(self, kind: str, timeout: Optional[float] = None, **fields: Any) -> Dict[str, Any]:
         reply = self.requester.request(dict(fields, type=kind), min(timeout or self.timeout, self.timeout))
         if not reply.get('ok'):
             if reply.get('code') == 'not_found':
@@ -44,7 +78,7 @@ class Client(object):
             raise DispatchError('the client worker refused the %s request: %s' % (kind, reply.get('error')))
         return reply
 
-    def submit(self, job, timeout=None, seen=None):
+    def submit(self, job: Job, timeout: Optional[float] = None, seen: Optional[Iterable[str]] = None) -> Job:
         """Hand a validated job to the client worker; returns the job as logged. The id makes a resend harmless.
 
         `seen` (clones): the slot reservations on the job's host that its placement counted; the client worker
@@ -53,16 +87,16 @@ class Client(object):
         fields = {'job': job} if seen is None else {'job': job, 'seen': list(seen)}
         return self.call('submit', timeout=timeout, **fields)['job']
 
-    def slots(self):
+    def slots(self) -> List[Slot]:
         """The slot reservations of the clones in flight: [{host, job_id, hostname, image, start, clone_mode, spread_group}]."""
         return self.call('slots')['slots']
 
-    def status(self, job_id):
+    def status(self, job_id: str) -> Job:
         return self.call('status', id=job_id)['job']
 
-    def recent(self, limit=20, host=None):
+    def recent(self, limit: int = 20, host: Optional[str] = None) -> List[Job]:
         """The `limit` newest jobs, newest first, without their diffs. Asked for in pages that fit a frame each."""
-        jobs = []
+        jobs: List[Job] = []
         while len(jobs) < limit:
             reply = self.call('list', limit=limit - len(jobs), host=host, after=jobs[-1]['id'] if jobs else None)
             jobs.extend(reply['jobs'])
@@ -70,10 +104,10 @@ class Client(object):
                 break
         return jobs
 
-    def hosts(self):
+    def hosts(self) -> List[HostStatus]:
         return self.call('hosts')['hosts']
 
-    def wait(self, job_id, timeout, progress=None):
+    def wait(self, job_id: str, timeout: float, progress: Optional[Progress] = None) -> Job:
         """Poll a job until it ends or `timeout` seconds pass. Returns the finished job.
 
         Raises JobFailed when it ends failed or expired, or does not end in time.

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from typing import Any, Dict, List, Optional, Tuple
+import functools
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict
 
 from ..cluster import virt
 
 # What modules and the `maglica` command call besides this module's own functions: they import this module
 # alone (an import-linter contract in `make test`).
+from ..cluster.config import Config
 from ..cluster.config import load as load_config
 from ..cluster.config import uri_problems
 from ..deps import missing as missing_libraries
@@ -27,7 +29,7 @@ from ..errors import (
 from ..protocol import messages
 from ..protocol.import_job import Limits as ImportLimits
 from . import placement, reach
-from .client import Client
+from .client import Client, Job, Progress, Slot
 from .hosts import host_info
 from .image_copy import copy as copy_image
 from .image_import import import_image
@@ -74,13 +76,100 @@ __all__ = [
 CLONE_MODES = ('full', 'linked')
 
 
-def image_list(config, patterns=None, hosts=None):
+class ImageListing(TypedDict):
+    """image_list's result: the images, and per host {host, reachable, error, images: how many}."""
+    images: List[Dict[str, Any]]
+    hosts: List[Dict[str, Any]]
+
+
+class _ClonePlan(TypedDict):
+    exists: bool
+    host: str
+    candidates: List[placement.Candidate]
+    filtered: List[Dict[str, str]]
+    unreachable: List[str]
+    warnings: List[str]
+    policy: str
+    seen: List[str]
+
+
+class ClonePlan(_ClonePlan, total=False):
+    """Where a clone goes (plan_clone): `domain` when it exists already; `job_id` (_plan_batch) the id its job will have."""
+    domain: Dict[str, Any]
+    job_id: str
+
+
+class Batch(TypedDict):
+    """A clone job's place in its batch: the batch id and how many of its jobs go to the same host."""
+    id: str
+    size: int
+
+
+class _CloneArgs(TypedDict):
+    image: str
+    hostname: str
+    clone_mode: str
+    start: bool
+
+
+class CloneArgs(_CloneArgs, total=False):
+    """A vm.clone job's arguments (messages.ACTIONS['vm.clone'])."""
+    network: Dict[str, Any]
+    root_password_hash: str
+    ssh_authorized_keys: List[str]
+    cloud_init_user_data: str
+    spread_group: str
+    batch: Batch
+
+
+class _CloneResult(TypedDict):
+    changed: bool
+    hostname: str
+    host: str
+    candidates: List[placement.Candidate]
+    filtered: List[Dict[str, str]]
+    policy: str
+    unreachable: List[str]
+    warnings: List[str]
+    job_id: Optional[str]
+    job: Optional[Job]
+    result: Dict[str, Any]
+    ip: Optional[str]
+    ssh_host_keys: List[str]
+    known_hosts: List[str]
+
+
+class CloneResult(_CloneResult, total=False):
+    """clone's result (one per VM in clone_batch's): `domain` when the VM existed already, `message` when its clone
+    was under way already, `failed` when its job failed."""
+    domain: Dict[str, Any]
+    message: str
+    failed: str
+
+
+class PlannedClone(TypedDict):
+    """Where one VM of a batch went, and why."""
+    hostname: str
+    host: str
+    candidates: List[placement.Candidate]
+    filtered: List[Dict[str, str]]
+    exists: bool
+
+
+class BatchResult(TypedDict):
+    """clone_batch's result."""
+    changed: bool
+    results: List[CloneResult]
+    plan: List[PlannedClone]
+
+
+def image_list(config: Config, patterns: Optional[Sequence[str]] = None, hosts: Optional[Sequence[str]] = None) -> ImageListing:
     """Original images (inactive domains that are not clones) on every host, asked in parallel.
 
     Returns {images: [...], hosts: [{host, reachable, error, images}]}; a host that
     cannot be reached is reported in `hosts` and does not stop the others.
     """
-    def select(domain, host):
+    def select(domain: Mapping[str, Any], host: str) -> Optional[Dict[str, Any]]:
         return dict(domain, host=host) if virt.is_image(domain) and virt.matches(domain['name'], patterns) else None
     images, report = virt.collect(config, select, 'images', hosts)
     return {'images': images, 'hosts': report}
@@ -90,7 +179,7 @@ def image_list(config, patterns=None, hosts=None):
 STALE_RETRIES = 8
 
 
-def reservations(config, required: bool = False) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+def reservations(config: Config, required: bool = False) -> Tuple[List[Slot], Optional[str]]:
     """(the slot reservations of every clone in flight, None), or ([], why) when the client worker cannot say:
     then the plan counts domains only (check mode says so). With `required` (a clone that will be submitted),
     that failure is raised instead: the submission would meet the same silent client worker."""
@@ -103,7 +192,8 @@ def reservations(config, required: bool = False) -> Tuple[List[Dict[str, Any]], 
         return [], 'client worker: %s (clones in flight are not counted in this plan)' % e
 
 
-def host_states(config, answers, slots, images) -> List[placement.HostState]:
+def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Sequence[Slot],
+                images: Collection[str]) -> List[placement.HostState]:
     """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations."""
     states = []
     configured = {host.name: host.memory_mb for host in config.hosts}
@@ -137,7 +227,7 @@ def host_states(config, answers, slots, images) -> List[placement.HostState]:
     return states
 
 
-def _check_image(answers, image):
+def _check_image(answers: Sequence[Mapping[str, Any]], image: str) -> List[str]:
     """The image must be an inactive original wherever it is, and somewhere."""
     holders = []
     for answer in answers:
@@ -156,7 +246,8 @@ def _check_image(answers, image):
     return holders
 
 
-def _existing(answers, hostname, allow_unreachable=False):
+def _existing(answers: Sequence[Mapping[str, Any]], hostname: str,
+              allow_unreachable: bool = False) -> Optional[Tuple[str, Dict[str, Any]]]:
     """(host, domain) of the domain called `hostname`, None when there is none.
 
     Fail closed: when it is on no host that answered and a host did not answer, it may be there - a clone now
@@ -177,20 +268,21 @@ def _existing(answers, hostname, allow_unreachable=False):
     return None
 
 
-def _check_hosts(config, host, exclude_hosts):
+def _check_hosts(config: Config, host: Optional[str], exclude_hosts: Optional[Sequence[str]]) -> None:
     for name in ([host] if host is not None else []) + list(exclude_hosts or []):
         config.host(name)
     if host is not None and host in (exclude_hosts or []):
         raise ConflictError('host %s is both forced (host) and excluded (exclude_hosts)' % host)
 
 
-def _request(vm) -> placement.Request:
+def _request(vm: Mapping[str, Any]) -> placement.Request:
     return placement.Request(image=vm['image'], hostname=vm['hostname'], start=vm.get('start', True),
                              clone_mode=vm.get('clone_mode') or 'full', spread_group=vm.get('spread_group'),
                              host=vm.get('host'), exclude_hosts=tuple(vm.get('exclude_hosts') or ()))
 
 
-def _plan_batch(config, vms, slots=None, skip=(), submitting=False, allow_unreachable=False):
+def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optional[List[Slot]] = None, skip: Collection[int] = (),
+                submitting: bool = False, allow_unreachable: bool = False) -> Dict[int, ClonePlan]:
     """Place every VM of `vms` (dicts of clone()'s per-VM keywords) except the indexes in `skip`, in order, as one
     decision: each VM's host is reserved before the next is placed. Returns {index: plan} (plan_clone's, plus
     `job_id`, the id its job will have)."""
@@ -204,8 +296,8 @@ def _plan_batch(config, vms, slots=None, skip=(), submitting=False, allow_unreac
     unreachable = [a['error'] for a in answers if not a['reachable']]
     policy = config.placement['policy']
     overcommit = config.placement['memory_overcommit']
-    states = None
-    plans = {}
+    states: Optional[List[placement.HostState]] = None
+    plans: Dict[int, ClonePlan] = {}
     for index, vm in enumerate(vms):
         if index in skip:
             continue
@@ -241,8 +333,9 @@ def _plan_batch(config, vms, slots=None, skip=(), submitting=False, allow_unreac
     return plans
 
 
-def plan_clone(config, image, hostname, host=None, exclude_hosts=None, spread_group=None, clone_mode='full', start=True,
-               slots=None, allow_unreachable=False):
+def plan_clone(config: Config, image: str, hostname: str, host: Optional[str] = None, exclude_hosts: Optional[Sequence[str]] = None,
+               spread_group: Optional[str] = None, clone_mode: str = 'full', start: bool = True,
+               slots: Optional[List[Slot]] = None, allow_unreachable: bool = False) -> ClonePlan:
     """Decide where a clone goes, without changing anything.
 
     Returns {exists, host, candidates, filtered, unreachable, warnings, policy, seen}: `exists` when a domain called
@@ -260,9 +353,10 @@ def plan_clone(config, image, hostname, host=None, exclude_hosts=None, spread_gr
     return plan
 
 
-def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None,
-               cloud_init_user_data=None, spread_group=None):
-    args = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
+def clone_args(image: str, hostname: str, clone_mode: str = 'full', start: bool = True, network: Optional[Mapping[str, Any]] = None,
+               root_password_hash: Optional[str] = None, ssh_authorized_keys: Optional[Sequence[str]] = None,
+               cloud_init_user_data: Optional[str] = None, spread_group: Optional[str] = None) -> CloneArgs:
+    args: CloneArgs = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
     if network:
         args['network'] = {k: v for k, v in network.items() if v is not None}
     if root_password_hash:
@@ -281,9 +375,12 @@ VM_KEYS = ('image', 'hostname', 'host', 'clone_mode', 'start', 'network', 'root_
            'cloud_init_user_data', 'spread_group', 'exclude_hosts')
 
 
-def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
-          ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none',
-          wait_for_timeout=300, cloud_init_user_data=None, spread_group=None, exclude_hosts=None, allow_unreachable=False):
+def clone(config: Config, image: str, hostname: str, host: Optional[str] = None, clone_mode: str = 'full', start: bool = True,
+          network: Optional[Mapping[str, Any]] = None, root_password_hash: Optional[str] = None,
+          ssh_authorized_keys: Optional[Sequence[str]] = None, wait: bool = True, timeout: float = 600, check_mode: bool = False,
+          progress: Optional[Progress] = None, wait_for: str = 'none', wait_for_timeout: float = 300,
+          cloud_init_user_data: Optional[str] = None, spread_group: Optional[str] = None,
+          exclude_hosts: Optional[Sequence[str]] = None, allow_unreachable: bool = False) -> CloneResult:
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`: refused when a host cannot
     be reached (the VM may be there), unless `allow_unreachable`.
 
@@ -299,7 +396,7 @@ def clone(config, image, hostname, host=None, clone_mode='full', start=True, net
                        allow_unreachable)['results'][0]
 
 
-def _vm_args(config, index, vm):
+def _vm_args(config: Config, index: int, vm: Mapping[str, Any]) -> CloneArgs:
     """The job arguments of one batch item, checked before anything is asked or submitted."""
     unknown = set(vm) - set(VM_KEYS)
     if unknown:
@@ -316,8 +413,9 @@ def _vm_args(config, index, vm):
     return args
 
 
-def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none', wait_for_timeout=300,
-                allow_unreachable=False):
+def clone_batch(config: Config, vms: List[Dict[str, Any]], wait: bool = True, timeout: float = 600, check_mode: bool = False,
+                progress: Optional[Progress] = None, wait_for: str = 'none', wait_for_timeout: float = 300,
+                allow_unreachable: bool = False) -> BatchResult:
     """Clone several VMs, placed as one decision: each VM's host is reserved before the next is placed, every job is
     submitted, then all are waited for. `vms`: dicts of clone()'s per-VM keywords (VM_KEYS).
 
@@ -339,10 +437,10 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
     for vm in vms:
         if wait_for != 'none' and not (vm.get('start', True) and wait):
             raise MaglicaError('wait_for=%s needs start=true and wait=true: only a started clone can answer' % wait_for)
-    results: Dict[int, Dict[str, Any]] = {}
-    plans: Dict[int, Dict[str, Any]] = {}
+    results: Dict[int, CloneResult] = {}
+    plans: Dict[int, ClonePlan] = {}
     with contextlib.ExitStack() as stack:
-        client = None
+        client: Optional[Client] = None
         for attempt in range(STALE_RETRIES + 1):
             pending = [i for i in range(len(vms)) if i not in results]
             if not pending:
@@ -355,11 +453,12 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
             per_host = collections.Counter(planned[i]['host'] for i in pending if not planned[i]['exists'])
             for index in pending:
                 plan = planned[index]
-                results[index] = result = {
+                result: CloneResult = {
                     'changed': False, 'hostname': vms[index]['hostname'], 'host': plan['host'], 'candidates': plan['candidates'],
                     'filtered': plan['filtered'], 'policy': plan['policy'], 'unreachable': plan['unreachable'],
                     'warnings': plan['warnings'],
                     'job_id': None, 'job': None, 'result': {}, 'ip': None, 'ssh_host_keys': [], 'known_hosts': []}
+                results[index] = result
                 if plan['exists']:
                     result['domain'] = plan['domain']
                     result['ssh_host_keys'] = plan['domain'].get('ssh_host_keys') or []
@@ -369,13 +468,13 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
                     continue
                 args = all_args[index]
                 if len(vms) > 1:
-                    args = dict(args, batch={'id': batch_id, 'size': per_host[plan['host']]})
+                    args = {**args, 'batch': {'id': batch_id, 'size': per_host[plan['host']]}}
                 job = messages.new_job(plan['host'], 'vm.clone', args, ttl=max(1, int(timeout)))
                 job['id'] = plan['job_id']
                 if client is None:
                     client = stack.enter_context(Client(config))
                 try:
-                    result['job'] = client.submit(job, seen=plan['seen'])
+                    result['job'] = submitted = client.submit(job, seen=plan['seen'])
                 except StalePlacement:
                     # Another clone took room on that host since it was planned: place this VM and the rest again.
                     for later in pending[pending.index(index):]:
@@ -383,26 +482,26 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
                     if attempt == STALE_RETRIES:
                         raise
                     break
-                result['job_id'] = result['job']['id']
+                result['job_id'] = submitted['id']
                 if result['job_id'] != job['id']:
                     # The client worker holds the name for a clone already in flight (an earlier run that timed out or
                     # did not wait): that job is this task's, and this run changes nothing itself.
-                    result.update(changed=False, host=result['job']['host'],
-                                  message='a clone of %s is already under way as job %s on %s'
-                                  % (vms[index]['hostname'], result['job_id'], result['job']['host']))
+                    result.update({'changed': False, 'host': submitted['host'],
+                                   'message': 'a clone of %s is already under way as job %s on %s'
+                                   % (vms[index]['hostname'], result['job_id'], submitted['host'])})
         ordered = [results[i] for i in range(len(vms))]
         if wait and not check_mode:
             failures = []
             for result in ordered:
-                if result['job_id'] is None:
+                if result['job_id'] is None or client is None:  # a job id: it was submitted through the client
                     continue
                 try:
-                    result['job'] = client.wait(result['job_id'], timeout, progress=progress)
+                    result['job'] = finished = client.wait(result['job_id'], timeout, progress=progress)
                 except JobFailed as e:
                     result['failed'] = str(e)
                     failures.append(e)
                     continue
-                result['result'] = result['job']['data']
+                result['result'] = finished['data']
             if failures:
                 error = failures[0] if len(failures) == 1 else JobFailed('%d clones failed: %s' % (
                     len(failures), '; '.join(str(e) for e in failures)), failures[0].job)
@@ -414,18 +513,19 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
                                        or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
         if wait_for != 'none' and not check_mode and wait:
             seen = reach.wait(config, result['host'], vm['hostname'], wait_for, result['ssh_host_keys'], wait_for_timeout,
-                              console=lambda host=result['host'], name=vm['hostname']: console(config, host, name))
+                              console=functools.partial(console, config, result['host'], vm['hostname']))
             result['ip'] = seen.ip
         result['known_hosts'] = known_hosts_lines(reach.clone_names(vm['hostname'], result['ip']), result['ssh_host_keys'])
-    plan_summary = [{'hostname': vm['hostname'], 'host': r['host'], 'candidates': r['candidates'], 'filtered': r['filtered'],
-                     'exists': plans[i]['exists']} for i, (vm, r) in enumerate(zip(vms, ordered))]
+    plan_summary: List[PlannedClone] = [{'hostname': vm['hostname'], 'host': r['host'], 'candidates': r['candidates'],
+                                         'filtered': r['filtered'], 'exists': plans[i]['exists']}
+                                        for i, (vm, r) in enumerate(zip(vms, ordered))]
     return {'changed': any(r['changed'] for r in ordered), 'results': ordered, 'plan': plan_summary}
 
 
 CONSOLE_TIMEOUT = 30
 
 
-def console(config, host, name, lines=40):
+def console(config: Config, host: str, name: str, lines: int = 40) -> List[str]:
     """The last lines of a VM's serial console, read by its host's worker (the log is a file of that host)."""
     job = messages.new_job(host, 'vm.console', {'name': name, 'lines': lines}, ttl=CONSOLE_TIMEOUT)
     with Client(config) as client:
@@ -433,11 +533,9 @@ def console(config, host, name, lines=40):
         return client.wait(job['id'], CONSOLE_TIMEOUT)['data'].get('lines') or []
 
 
-def job_info(config, job_id=None, limit=20, host=None):
+def job_info(config: Config, job_id: Optional[str] = None, limit: int = 20, host: Optional[str] = None) -> List[Job]:
     """One job by id, or the most recent ones."""
     with Client(config) as client:
         if job_id:
             return [client.status(job_id)]
         return client.recent(limit, host)
-
-

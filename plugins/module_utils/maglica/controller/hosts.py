@@ -6,17 +6,64 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TypedDict
 
 from ..cluster import tls, virt
-from ..cluster.config import uri_transport
+from ..cluster.config import Config, Host, uri_transport
 from ..errors import DispatchError, HostError, MaglicaError
-from .client import Client
+from .client import Client, HostStatus
 
 WORKER_POLL_S = 0.5
+# A libvirt connection (libvirt.virConnect): python3-libvirt has no type stubs.
+Connect = Any
 
 
-def _libvirt_facts(conn, host):
+class LibvirtFacts(TypedDict):
+    """What a host's libvirtd says of the host and its load."""
+    hostname: Optional[str]
+    active_domains: Optional[int]
+    inactive_domains: Optional[int]
+    cpus: Optional[int]
+    cpu_model: Optional[str]
+    memory_mb: Optional[int]
+    free_memory_mb: Optional[int]
+    vcpus_in_use: Optional[int]
+
+
+class TlsFacts(TypedDict):
+    """The transport of a host's URI and, over tls, the days left on its server certificate."""
+    transport: str
+    server_cert_days: Optional[float]
+    server_cert_error: Optional[str]
+
+
+class HostFacts(LibvirtFacts):
+    """What is asked of each host: its libvirtd's facts and its TLS facts (TlsFacts; one base only, which pylint
+    reads right)."""
+    transport: str
+    server_cert_days: Optional[float]
+    server_cert_error: Optional[str]
+
+
+class HostEntry(HostFacts):
+    """One host in host_info: its configuration, libvirtd facts (None when unreachable) and its worker's liveness."""
+    name: str
+    weight: int
+    uri: str
+    reachable: bool
+    error: Optional[str]
+    worker_alive: Optional[bool]
+    worker_last_seen_s: Optional[float]
+    worker_pid: Optional[int]
+
+
+class HostReport(TypedDict):
+    """host_info's result."""
+    hosts: List[HostEntry]
+    warnings: List[str]
+
+
+def _libvirt_facts(conn: Connect, host: Host) -> LibvirtFacts:
     lv = virt.libvirt()
     info = conn.getInfo()
     active = conn.listAllDomains(lv.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
@@ -33,13 +80,13 @@ def _libvirt_facts(conn, host):
     }
 
 
-def worker_status(config):
+def worker_status(config: Config) -> Dict[str, HostStatus]:
     """{host: status from the client worker} or a DispatchError when the client worker does not answer."""
     with Client(config, timeout=min(config.jobs['request_timeout'], 5.0)) as client:
         return {entry['host']: entry for entry in client.hosts()}
 
 
-def wait_for_workers(config, timeout):
+def wait_for_workers(config: Config, timeout: float) -> Dict[str, HostStatus]:
     """Poll the client worker until every host worker is alive or `timeout` passes; returns the last status.
 
     A client worker that does not answer is asked again until the deadline, then its error is raised.
@@ -56,9 +103,9 @@ def wait_for_workers(config, timeout):
         time.sleep(WORKER_POLL_S)
 
 
-def _tls_facts(uri: str) -> dict:
+def _tls_facts(uri: str) -> TlsFacts:
     """The transport of a host's URI and, over tls, the days left on its server certificate."""
-    facts: Dict[str, Any] = {'transport': uri_transport(uri)[1] or 'unix', 'server_cert_days': None, 'server_cert_error': None}
+    facts: TlsFacts = {'transport': uri_transport(uri)[1] or 'unix', 'server_cert_days': None, 'server_cert_error': None}
     if facts['transport'] == 'tls':
         try:
             days = tls.server_certificate_days(uri)
@@ -68,7 +115,15 @@ def _tls_facts(uri: str) -> dict:
     return facts
 
 
-def host_info(config, require_workers=False, wait_timeout=0, hosts=None, renew_days=30):
+def _no_facts(uri: str) -> HostFacts:
+    """The facts of a host whose libvirtd did not answer: None but for the transport of its URI."""
+    return {'hostname': None, 'active_domains': None, 'inactive_domains': None, 'cpus': None, 'cpu_model': None,
+            'memory_mb': None, 'free_memory_mb': None, 'vcpus_in_use': None,
+            'transport': uri_transport(uri)[1] or 'unix', 'server_cert_days': None, 'server_cert_error': None}
+
+
+def host_info(config: Config, require_workers: bool = False, wait_timeout: float = 0, hosts: Optional[Sequence[str]] = None,
+              renew_days: float = 30) -> HostReport:
     """Every host (or those named in `hosts`): weight, libvirtd reachability and load, its worker's liveness,
     the transport and the days until its server certificate expires.
 
@@ -81,30 +136,29 @@ def host_info(config, require_workers=False, wait_timeout=0, hosts=None, renew_d
     if hosts:
         for name in hosts:
             config.host(name)
-    warnings = []
+    warnings: List[str] = []
+    workers: Optional[Dict[str, HostStatus]]
     try:
         workers = wait_for_workers(config, wait_timeout if require_workers or wait_timeout else 0)
     except DispatchError as e:
         workers = None
         warnings.append('worker liveness unknown: %s' % e)
 
-    def facts(conn, host):
-        return dict(_libvirt_facts(conn, host), **_tls_facts(config.uri(host)))
+    def facts(conn: Connect, host: Host) -> HostFacts:
+        return {**_libvirt_facts(conn, host), **_tls_facts(config.uri(host))}
 
     answers = virt.ask_hosts(config, facts, hosts)
-    result = []
+    result: List[HostEntry] = []
     for answer in answers:
-        entry = {'name': answer['host'], 'weight': answer['weight'], 'uri': answer['uri'],
-                 'reachable': answer['reachable'], 'error': answer['error'],
-                 'worker_alive': None, 'worker_last_seen_s': None, 'worker_pid': None}
-        entry.update(answer['result'] or {'hostname': None, 'active_domains': None, 'inactive_domains': None, 'cpus': None,
-                                          'cpu_model': None, 'memory_mb': None, 'free_memory_mb': None, 'vcpus_in_use': None,
-                                          'transport': uri_transport(answer['uri'])[1] or 'unix', 'server_cert_days': None,
-                                          'server_cert_error': None})
+        found: HostFacts = answer['result'] or _no_facts(answer['uri'])
+        entry: HostEntry = {'name': answer['host'], 'weight': answer['weight'], 'uri': answer['uri'],
+                            'reachable': answer['reachable'], 'error': answer['error'],
+                            'worker_alive': None, 'worker_last_seen_s': None, 'worker_pid': None, **found}
         if workers is not None:
-            status = workers.get(answer['host']) or {}
-            entry.update(worker_alive=bool(status.get('alive')), worker_last_seen_s=status.get('last_seen_s'),
-                         worker_pid=status.get('pid'))
+            status: Mapping[str, Any] = workers.get(answer['host']) or {}
+            entry['worker_alive'] = bool(status.get('alive'))
+            entry['worker_last_seen_s'] = status.get('last_seen_s')
+            entry['worker_pid'] = status.get('pid')
         result.append(entry)
     if require_workers:
         if workers is None:

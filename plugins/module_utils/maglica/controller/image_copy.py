@@ -12,13 +12,34 @@ in the source files are sent as holes (sparse streams), so a thin image stays th
 
 from __future__ import annotations
 
+from typing import Any, Dict, Optional, TypedDict
+
 from ..cluster import virt
+from ..cluster.config import Config
 from ..errors import ConflictError, NotFoundError
 from ..protocol import messages
-from .client import Client
+from .client import Client, Job, Progress
 
 
-def plan_copy(config, name, dest, source=None):
+class CopyPlan(TypedDict):
+    """plan_copy's answer: whether `dest` has the image already, else the host it is copied from."""
+    exists: bool
+    source: Optional[str]
+    dest: str
+
+
+class CopyResult(TypedDict):
+    """copy's result."""
+    changed: bool
+    name: str
+    source: Optional[str]
+    dest: str
+    job_id: Optional[str]
+    job: Optional[Job]
+    result: Dict[str, Any]
+
+
+def plan_copy(config: Config, name: str, dest: str, source: Optional[str] = None) -> CopyPlan:
     """Where the image comes from, or that the destination has it already. Changes nothing.
 
     Returns {exists, source, dest}.
@@ -50,13 +71,14 @@ def plan_copy(config, name, dest, source=None):
     return {'exists': False, 'source': images[0][0], 'dest': dest}
 
 
-def copy(config, name, dest, source=None, timeout=3600, check_mode=False, progress=None):
+def copy(config: Config, name: str, dest: str, source: Optional[str] = None, timeout: float = 3600, check_mode: bool = False,
+         progress: Optional[Progress] = None) -> CopyResult:
     """Copy the image `name` to host `dest` (from `source` or any host holding it). Idempotent on the destination.
 
     Returns {changed, source, dest, job_id, job, result}.
     """
     plan = plan_copy(config, name, dest, source)
-    result = {'changed': False, 'name': name, 'source': plan['source'], 'dest': dest, 'job_id': None, 'job': None, 'result': {}}
+    result: CopyResult = {'changed': False, 'name': name, 'source': plan['source'], 'dest': dest, 'job_id': None, 'job': None, 'result': {}}
     if plan['exists']:
         return result
     result['changed'] = True
@@ -66,8 +88,6 @@ def copy(config, name, dest, source=None, timeout=3600, check_mode=False, progre
     with Client(config) as client:
         client.submit(job)
         result['job_id'] = job['id']
-        result['job'] = client.wait(job['id'], timeout, progress=progress)
-    result['result'] = result['job']['data']
+        result['job'] = finished = client.wait(job['id'], timeout, progress=progress)
+    result['result'] = finished['data']
     return result
-
-

@@ -24,24 +24,49 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, TypedDict
 
 from ..cluster import virt
+from ..cluster.config import Config
 from ..errors import ConflictError, HostError, JobFailed, MaglicaError
 from ..protocol import messages
 from ..protocol.import_job import CHUNK, check_url, parse_checksum
-from .client import Client
+from .client import Client, Job, Progress
+
+# A libvirt stream (libvirt.virStream): python3-libvirt has no type stubs.
+Stream = Any
+
+
+class ImportPlan(TypedDict):
+    """plan_import's answer: the targets, in configuration order, that have the image and that would fetch it."""
+    present: List[str]
+    fetch: List[str]
+    targets: List[str]
+
+
+class ImportResult(TypedDict):
+    """import_image's result: `jobs` {host: finished job}, `imported` {host: its job's data}."""
+    changed: bool
+    name: str
+    checksum: str
+    url: Optional[str]
+    path: Optional[str]
+    present: List[str]
+    fetch: List[str]
+    jobs: Dict[str, Job]
+    imported: Dict[str, Dict[str, Any]]
+
 
 # -- the controller's side ------------------------------------------------------------------------
 
-def plan_import(config, name: str, checksum: str, targets: Optional[List[str]] = None) -> Dict[str, Any]:
+def plan_import(config: Config, name: str, checksum: str, targets: Optional[List[str]] = None) -> ImportPlan:
     """Per target host: `present` (the image with this checksum is there) or `fetch`. Changes nothing.
 
     Refuses, before anything is submitted: a target that is not configured, a target that cannot be reached,
     and a name taken there by a VM or by an image made from something else.
     """
     names = config.target_names(targets)  # ConfigError naming the known hosts
-    plan: Dict[str, Any] = {'present': [], 'fetch': [], 'targets': names}
+    plan: ImportPlan = {'present': [], 'fetch': [], 'targets': names}
     for answer in virt.survey(config, hosts=names):
         host = answer['host']
         if not answer['reachable']:
@@ -81,9 +106,9 @@ def file_sha256(path: str) -> str:
     return 'sha256:' + digest.hexdigest()
 
 
-def import_image(config, name: str, url: Optional[str], checksum: Optional[str], targets: Optional[List[str]] = None,
+def import_image(config: Config, name: str, url: Optional[str], checksum: Optional[str], targets: Optional[List[str]] = None,
                  settings: Optional[Dict[str, Any]] = None, timeout: int = 3600, check_mode: bool = False,
-                 progress: Optional[Callable[[Dict[str, Any]], None]] = None, path: Optional[str] = None) -> Dict[str, Any]:
+                 progress: Optional[Progress] = None, path: Optional[str] = None) -> ImportResult:
     """Make the original image `name` from `url` on every target that lacks it; one job per host, run at once.
     With `path` instead of `url`: a local file, uploaded to each host through libvirt storage streams (sparse);
     its checksum is computed here (and must equal `checksum` when that is given).
@@ -109,8 +134,8 @@ def import_image(config, name: str, url: Optional[str], checksum: Optional[str],
     if settings.get('network') and settings.get('bridge'):
         raise MaglicaError('give network or bridge, not both')
     plan = plan_import(config, name, checksum, targets)
-    result: Dict[str, Any] = {'changed': bool(plan['fetch']), 'name': name, 'checksum': checksum, 'url': url, 'path': path,
-                              'present': plan['present'], 'fetch': plan['fetch'], 'jobs': {}, 'imported': {}}
+    result: ImportResult = {'changed': bool(plan['fetch']), 'name': name, 'checksum': checksum, 'url': url, 'path': path,
+                            'present': plan['present'], 'fetch': plan['fetch'], 'jobs': {}, 'imported': {}}
     if check_mode or not plan['fetch']:
         return result
     args = job_args(name, checksum, url, settings)
@@ -158,7 +183,7 @@ def upload_volume_name(job_id: str) -> str:
     return '.maglica-upload-%s' % job_id
 
 
-def upload_all(config, path: str, jobs: List[Dict[str, Any]], pool_name: str) -> None:
+def upload_all(config: Config, path: str, jobs: List[Job], pool_name: str) -> None:
     """Upload `path` to each job's host at once; on any failure, every volume uploaded is deleted again."""
     with ThreadPoolExecutor(max_workers=min(virt.MAX_PARALLEL, len(jobs))) as pool:
         outcomes = list(pool.map(lambda job: _upload_one(config, path, job, pool_name), jobs))
@@ -170,7 +195,7 @@ def upload_all(config, path: str, jobs: List[Dict[str, Any]], pool_name: str) ->
         raise HostError('uploading %s failed: %s' % (path, '; '.join(failures)))
 
 
-def _upload_one(config, path: str, job: Dict[str, Any], pool_name: str) -> Tuple[Dict[str, Any], Optional[Exception]]:
+def _upload_one(config: Config, path: str, job: Job, pool_name: str) -> Tuple[Job, Optional[Exception]]:
     try:
         upload(config, job['host'], path, job['args']['upload'], pool_name)
     except MaglicaError as e:
@@ -178,7 +203,7 @@ def _upload_one(config, path: str, job: Dict[str, Any], pool_name: str) -> Tuple
     return job, None
 
 
-def _delete_upload(config, job: Dict[str, Any], pool_name: str) -> None:
+def _delete_upload(config: Config, job: Job, pool_name: str) -> None:
     lv = virt.libvirt()
     try:
         with virt.Connection(config, config.host(job['host'])) as conn:
@@ -187,7 +212,7 @@ def _delete_upload(config, job: Dict[str, Any], pool_name: str) -> None:
         pass  # gone already, or the host went away: the host worker never saw a job for it
 
 
-def upload(config, host_name: str, path: str, volume: str, pool_name: str = 'default') -> int:
+def upload(config: Config, host_name: str, path: str, volume: str, pool_name: str = 'default') -> int:
     """Upload the local file `path` into a new volume of `host_name`'s pool through a libvirt storage stream,
     holes as holes (SEEK_DATA/SEEK_HOLE). Returns the bytes of data sent; the volume is deleted on failure."""
     lv = virt.libvirt()
@@ -220,7 +245,7 @@ def upload(config, host_name: str, path: str, volume: str, pool_name: str = 'def
     return sent
 
 
-def send_sparse(stream, path: str) -> int:
+def send_sparse(stream: Stream, path: str) -> int:
     """Send a file's data extents and holes down a sparse libvirt stream. Returns the bytes of data sent."""
     fd = os.open(path, os.O_RDONLY)
     sent = 0
@@ -253,10 +278,10 @@ def send_sparse(stream, path: str) -> int:
 
 
 def wait_all(client: Client, job_ids: List[str], timeout: float,
-             progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+             progress: Optional[Progress] = None) -> List[Job]:
     """Poll every job until each has ended or `timeout` passes; returns them in the given order."""
     deadline = time.monotonic() + timeout
-    jobs: Dict[str, Dict[str, Any]] = {}
+    jobs: Dict[str, Job] = {}
     interval = 0.05
     while True:
         for job_id in job_ids:
@@ -273,5 +298,3 @@ def wait_all(client: Client, job_ids: List[str], timeout: float,
                 '%s on %s is %s' % (j['id'], j['host'], j['state']) for j in late)), {'jobs': {j['host']: j for j in jobs.values()}})
         time.sleep(interval)
         interval = min(interval * 2, 0.2)  # status requests are cheap; a finished import is seen soon
-
-

@@ -15,13 +15,14 @@ create_from_vm:  a shut-off VM is copied on its host into a new original image (
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict, Union
 
 from ..cluster import virt
+from ..cluster.config import Config, Host
 from ..cluster.domains import dependants, lookup
 from ..errors import ConflictError, HostError, JobFailed, MaglicaError, NotFoundError
 from ..protocol import messages
-from .client import Client
+from .client import Client, Job, Progress
 
 GENERIC_HOSTNAME = 'localhost'
 # What an image made from a VM says in its image metadata (virt.IMAGE_METADATA_NS).
@@ -38,16 +39,67 @@ KEYFILE_MACHINE_KEYS = ('mac-address', 'dhcp-hostname')
 MAGLICA_INSTANCE_PREFIX = 'iid-maglica-'
 
 
+# A libvirt connection (libvirt.virConnect): python3-libvirt has no type stubs.
+Connect = Any
+
+
+class Found(TypedDict):
+    """The domain called like the image on one host: its description and the linked clones on its disks."""
+    domain: Dict[str, Any]
+    dependants: List[str]
+
+
+class _HostRemoval(TypedDict):
+    host: str
+    state: str
+    dependants: List[str]
+
+
+class HostRemoval(_HostRemoval, total=False):
+    """What removing an image does (plan_remove: remove | absent) or did (remove: removed | absent | failed |
+    would remove) on one host; deleted_disks once removed."""
+    deleted_disks: List[str]
+
+
+class RemoveResult(TypedDict):
+    """remove's result."""
+    changed: bool
+    name: str
+    hosts: List[HostRemoval]
+    dependants: List[str]
+    jobs: List[Job]
+
+
+class FromVmPlan(TypedDict):
+    """plan_from_vm's answer: where the image is made, or that it was made already (exists) there."""
+    exists: bool
+    host: str
+
+
+class _CreateResult(TypedDict):
+    changed: bool
+    name: str
+    host: str
+    job_id: Optional[str]
+    job: Optional[Job]
+    result: Dict[str, Any]
+
+
+class CreateResult(_CreateResult, total=False):
+    """create_from_vm's result; `message` when another run's job was making the image already."""
+    message: str
+
+
 # -- removal ----------------------------------------------------------------------------------
 
-def plan_remove(name: str, found: Dict[str, Optional[Dict[str, Any]]], force_dependants: bool) -> Tuple[List[Dict[str, Any]], List[str]]:
+def plan_remove(name: str, found: Mapping[str, Optional[Found]], force_dependants: bool) -> Tuple[List[HostRemoval], List[str]]:
     """What removing image `name` does on each host. Changes nothing.
 
     `found`: {host: None where no domain is called `name`, else {domain: its description, dependants: [names]}}.
     Returns ([{host, state: 'remove' | 'absent', dependants}], every dependant's name) or raises ConflictError:
     for a domain that is not an original image, or linked clones without force_dependants - naming them all.
     """
-    plan: List[Dict[str, Any]] = []
+    plan: List[HostRemoval] = []
     dependants: List[str] = []
     not_images: List[str] = []
     blocked: List[str] = []
@@ -72,9 +124,9 @@ def plan_remove(name: str, found: Dict[str, Optional[Dict[str, Any]]], force_dep
     return plan, sorted(dependants)
 
 
-def _survey_name(config, name: str, targets: List[str]) -> Dict[str, Optional[Dict[str, Any]]]:
+def _survey_name(config: Config, name: str, targets: List[str]) -> Dict[str, Optional[Found]]:
     """{host: None or {domain, dependants}} for every target, asked at once; an unreachable target is an error."""
-    def query(conn, host):
+    def query(conn: Connect, host: Host) -> Optional[Found]:
         dom = lookup(conn, name)
         if dom is None:
             return None
@@ -86,9 +138,9 @@ def _survey_name(config, name: str, targets: List[str]) -> Dict[str, Optional[Di
     return {a['host']: a['result'] for a in answers}
 
 
-def _run_jobs(config, jobs: List[Dict[str, Any]], timeout: int) -> Dict[str, Any]:
+def _run_jobs(config: Config, jobs: List[Job], timeout: float) -> Dict[str, Union[Job, JobFailed]]:
     """Submit the jobs together, then wait for each: {host: finished job or the JobFailed it ended with}."""
-    ended: Dict[str, Any] = {}
+    ended: Dict[str, Union[Job, JobFailed]] = {}
     with Client(config) as client:
         for job in jobs:
             client.submit(job)
@@ -100,8 +152,8 @@ def _run_jobs(config, jobs: List[Dict[str, Any]], timeout: int) -> Dict[str, Any
     return ended
 
 
-def remove(config, name: str, targets: Optional[List[str]] = None, force_dependants: bool = False,
-           check_mode: bool = False, timeout: int = 600) -> Dict[str, Any]:
+def remove(config: Config, name: str, targets: Optional[List[str]] = None, force_dependants: bool = False,
+           check_mode: bool = False, timeout: float = 600) -> RemoveResult:
     """Remove the original image `name` (its domain and disk volumes) from `targets` (default: every host).
 
     Refused, before anything changes, when it is a VM on any target or, without `force_dependants`, while linked
@@ -112,8 +164,8 @@ def remove(config, name: str, targets: Optional[List[str]] = None, force_dependa
     messages.NAME.check('name', name)
     hosts = config.target_names(targets)
     plan, dependants = plan_remove(name, _survey_name(config, name, hosts), force_dependants)
-    result: Dict[str, Any] = {'changed': any(p['state'] == 'remove' for p in plan), 'name': name, 'hosts': [],
-                              'dependants': dependants, 'jobs': []}
+    result: RemoveResult = {'changed': any(p['state'] == 'remove' for p in plan), 'name': name, 'hosts': [],
+                            'dependants': dependants, 'jobs': []}
     if check_mode or not result['changed']:
         result['hosts'] = [{'host': p['host'], 'state': 'would remove' if p['state'] == 'remove' else 'absent',
                             'dependants': p['dependants']} for p in plan]
@@ -146,7 +198,7 @@ def remove(config, name: str, targets: Optional[List[str]] = None, force_dependa
 
 # -- an image from a VM: the library's side ----------------------------------------------------
 
-def plan_from_vm(answers: List[Dict[str, Any]], name: str, from_vm: str) -> Dict[str, Any]:
+def plan_from_vm(answers: Sequence[Mapping[str, Any]], name: str, from_vm: str) -> FromVmPlan:
     """Where the image `name` is made from the VM `from_vm`, or that it was made already. Changes nothing.
 
     `answers`: a survey (virt.survey). Returns {exists, host}; raises NotFoundError / ConflictError / HostError.
@@ -178,8 +230,8 @@ def plan_from_vm(answers: List[Dict[str, Any]], name: str, from_vm: str) -> Dict
     return {'exists': False, 'host': host}
 
 
-def create_from_vm(config, name: str, from_vm: str, check_mode: bool = False, timeout: int = 3600,
-                   progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+def create_from_vm(config: Config, name: str, from_vm: str, check_mode: bool = False, timeout: float = 3600,
+                   progress: Optional[Progress] = None) -> CreateResult:
     """Make the original image `name` from the shut-off VM `from_vm`, on its host, sealed; the VM is left as it was.
 
     Idempotent: an image `name` made from `from_vm` already gives changed=false; any other domain of that name
@@ -189,8 +241,8 @@ def create_from_vm(config, name: str, from_vm: str, check_mode: bool = False, ti
     messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'image.from_vm',
                            'args': {'image': name, 'vm': from_vm}})
     plan = plan_from_vm(virt.survey(config), name, from_vm)
-    result: Dict[str, Any] = {'changed': not plan['exists'], 'name': name, 'host': plan['host'], 'job_id': None,
-                              'job': None, 'result': {}}
+    result: CreateResult = {'changed': not plan['exists'], 'name': name, 'host': plan['host'], 'job_id': None,
+                            'job': None, 'result': {}}
     if plan['exists'] or check_mode:
         return result
     job = messages.new_job(plan['host'], 'image.from_vm', {'image': name, 'vm': from_vm}, ttl=max(1, int(timeout)))
@@ -200,10 +252,8 @@ def create_from_vm(config, name: str, from_vm: str, check_mode: bool = False, ti
         if submitted['id'] != job['id']:
             # The client worker holds the name while a job makes it (an earlier run that timed out, a second
             # run at once): that job is this task's, and this run changes nothing itself.
-            result.update(changed=False, host=submitted['host'], message='%s is already being made by job %s on %s'
-                          % (name, submitted['id'], submitted['host']))
-        result['job'] = client.wait(submitted['id'], timeout, progress=progress)
-    result['result'] = result['job']['data']
+            result.update({'changed': False, 'host': submitted['host'], 'message': '%s is already being made by job %s on %s'
+                           % (name, submitted['id'], submitted['host'])})
+        result['job'] = finished = client.wait(submitted['id'], timeout, progress=progress)
+    result['result'] = finished['data']
     return result
-
-

@@ -19,7 +19,7 @@ other, each decision reserving its host before the next.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, TypedDict
 
 from ..errors import ConflictError
 
@@ -141,7 +141,19 @@ def score_resources(state: HostState, request: Request, overcommit: float) -> fl
     return (100.0 * share + state.reserved) / state.weight
 
 
-def candidate(state: HostState, request: Request, score: float, overcommit: float) -> Dict:
+class Candidate(TypedDict):
+    """A host that can take the clone, as check mode and --dry-run show it."""
+    host: str
+    weight: int
+    score: float
+    active: int
+    reserved: int
+    free_memory_mb: int
+    free_disk_bytes: Optional[int]
+    group_members: int
+
+
+def candidate(state: HostState, request: Request, score: float, overcommit: float) -> Candidate:
     """What check mode and --dry-run show of a host that can take the clone."""
     info = state.images[request.image]
     free_disk = state.pool_free_bytes.get(info.pool) if info.pool is not None else None
@@ -154,7 +166,7 @@ def candidate(state: HostState, request: Request, score: float, overcommit: floa
 @dataclass
 class Decision:
     host: str
-    candidates: List[Dict]   # best first, the CANDIDATES_SHOWN best
+    candidates: List[Candidate]   # best first, the CANDIDATES_SHOWN best
     filtered: List[Dict[str, str]]
 
 
@@ -234,12 +246,12 @@ def plan(states: Sequence[HostState], requests: Sequence[Request], policy: str =
 
 # -- the seed's interface, kept for callers of rank() -------------------------------------------------
 
-def score(active_domains, weight):
+def score(active_domains: int, weight: float) -> float:
     """Lower is better. A host of weight 20 carries twice the domains of one of weight 10 at the same score."""
     return active_domains * 10.0 / weight
 
 
-def rank(candidates):
+def rank(candidates: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Score candidates [{host, weight, active}] and sort best first (ties by configuration order).
 
     Returns new dicts with a `score` key added.

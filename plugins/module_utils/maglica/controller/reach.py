@@ -20,9 +20,10 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple, TypedDict
 
 from ..cluster import virt
+from ..cluster.config import Config
 from ..errors import MaglicaError
 from .known_hosts import known_hosts_lines
 
@@ -34,6 +35,17 @@ LOG = logging.getLogger('maglica.reach')
 # What the guest agent may call an interface or its MAC address: printable, short (Windows names have spaces).
 INTERFACE_NAME_RE = re.compile(r'[A-Za-z0-9_.:@ ()#-]{1,64}')
 MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
+# A libvirt domain (libvirt.virDomain): python3-libvirt has no type stubs.
+Domain = Any
+
+
+class GuestAddress(TypedDict):
+    """One address of a guest, parsed (see interface_addresses)."""
+    interface: Optional[str]
+    mac: Optional[str]
+    address: str
+    prefix: Optional[int]
+    family: str
 
 
 class NotReachable(MaglicaError):
@@ -47,7 +59,7 @@ class Reachability:
     ssh: bool = False
     last_seen: str = 'nothing yet'
     waited_s: float = 0.0
-    addresses: List[dict] = field(default_factory=list)
+    addresses: List[GuestAddress] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
 
 
@@ -56,7 +68,7 @@ def clone_names(hostname: str, ip: Optional[str] = None) -> List[str]:
     return [hostname, hostname.split('.')[0]] + ([ip] if ip else [])
 
 
-def ssh_answers(address: str, known_hosts: List[str], port: int = 22, timeout: int = SSH_CONNECT_TIMEOUT):
+def ssh_answers(address: str, known_hosts: List[str], port: int = 22, timeout: int = SSH_CONNECT_TIMEOUT) -> Tuple[bool, str]:
     """(True, what was seen) when sshd at `address` proves it holds a host key of `known_hosts`."""
     with tempfile.TemporaryDirectory(prefix='maglica-ssh-') as tmp:
         path = os.path.join(tmp, 'known_hosts')
@@ -83,7 +95,7 @@ def ssh_answers(address: str, known_hosts: List[str], port: int = 22, timeout: i
     return False, 'ssh %s: %s' % (address, last)
 
 
-def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeout: float,
+def wait(config: Config, host: str, name: str, mode: str, public_keys: List[str], timeout: float,
          console: Optional[Callable[[], List[str]]] = None) -> Reachability:
     """Wait until the clone `name` on `host` has an address (`ip`), or also answers SSH with one of its
     `public_keys` (`ssh`), checked against known_hosts lines naming it by that address.
@@ -112,7 +124,7 @@ def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeou
                 warnings: List[str] = []
                 seen.addresses = guest_addresses(dom, warnings)
                 seen.warnings = list(dict.fromkeys(seen.warnings + warnings))
-                ipv4 = [a['address'] for a in seen.addresses if a['family'] == 'ipv4']
+                ipv4: List[Optional[str]] = [a['address'] for a in seen.addresses if a['family'] == 'ipv4']
                 seen.ip = (ipv4 or [a['address'] for a in seen.addresses] or [None])[0]
                 if seen.ip is None:
                     seen.last_seen = 'no address yet (neither the guest agent nor the DHCP leases know one)'
@@ -122,7 +134,7 @@ def wait(config, host: str, name: str, mode: str, public_keys: List[str], timeou
                     return seen
                 else:
                     seen.ssh, seen.last_seen = ssh_answers(seen.ip, known_hosts_lines(clone_names(name, seen.ip),
-                                                                                               public_keys))
+                                                                                      public_keys))
                     if seen.ssh:
                         return seen
             if time.monotonic() >= deadline:
@@ -172,13 +184,13 @@ def is_guest_address(address: str) -> bool:
     return not (parsed.is_loopback or parsed.is_link_local or parsed.is_multicast or parsed.is_unspecified)
 
 
-def interface_addresses(interfaces: Any, warnings: List[str]) -> List[dict]:
+def interface_addresses(interfaces: Any, warnings: List[str]) -> List[GuestAddress]:
     """libvirt's interfaceAddresses reply, parsed: [{interface, mac, address, prefix, family}], IPv4 first.
 
     Everything in it may come from the guest (its agent): an address that is not an IP address is dropped, an
     interface name or MAC that does not parse is left out (None), each with a line in `warnings`.
     """
-    found: List[dict] = []
+    found: List[GuestAddress] = []
     if not isinstance(interfaces, dict):
         return found
     for iface_name, iface in sorted(interfaces.items(), key=lambda item: str(item[0])):
@@ -213,7 +225,7 @@ def interface_addresses(interfaces: Any, warnings: List[str]) -> List[dict]:
     return sorted(found, key=lambda a: a['family'] != 'ipv4')
 
 
-def guest_addresses(dom, warnings: Optional[List[str]] = None) -> List[dict]:
+def guest_addresses(dom: Domain, warnings: Optional[List[str]] = None) -> List[GuestAddress]:
     """The guest's IP addresses where libvirt knows them: the guest agent, else the DHCP leases of its network.
 
     Only parsed IP addresses (see interface_addresses); what was dropped is logged and added to `warnings`.

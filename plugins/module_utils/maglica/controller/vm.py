@@ -17,8 +17,10 @@ import os
 import re
 import time
 import xml.etree.ElementTree as ET
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, TypedDict, Union
 
 from ..cluster import virt
+from ..cluster.config import Config, Host
 from ..cluster.domains import (
     DISK_SEPARATOR,
     check_removal,
@@ -27,7 +29,7 @@ from ..cluster.domains import (
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from ..protocol import messages
 from . import reach
-from .client import Client
+from .client import Client, Job
 
 STATES = ('running', 'stopped', 'destroyed', 'absent')
 BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
@@ -38,9 +40,51 @@ DISK_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}')
 # diskN: what clone_disk_paths names a clone's further disks.
 CLONE_DISK_RE = re.compile(r'disk[0-9]+')
 POLL_S = 0.2
+# A libvirt connection and domain (libvirt.virConnect, libvirt.virDomain): python3-libvirt has no type stubs.
+Connect = Any
+Domain = Any
+# A VM entry (summary): a domain's description (virt.describe) with host, image, vnc_display and iso.
+VmEntry = Dict[str, Any]
 
 
-def parse_size(text, default_unit='M'):
+class VmListing(TypedDict):
+    """vm_list's and inventory's result: the VMs, and per host {host, reachable, error, vms: how many}."""
+    vms: List[VmEntry]
+    hosts: List[Dict[str, Any]]
+
+
+class Settings(TypedDict):
+    """The settings Maglica manages in a domain's persistent XML."""
+    vcpus: int
+    memory_mb: int
+    iso: Optional[str]
+    boot_devices: List[str]
+    disks: List[str]
+
+
+class _EnsureResult(TypedDict):
+    changed: bool
+    name: str
+    host: Optional[str]
+    state: Optional[str]
+    restart_required: bool
+    changes: List[str]
+    jobs: List[Job]
+    before: Dict[str, Any]
+    after: Dict[str, Any]
+    vm: Optional[VmEntry]
+
+
+class EnsureResult(_EnsureResult, total=False):
+    """ensure's result. state=absent adds removed_dependants (and deleted_disks once removed); a stop adds stopped_by
+    (shutdown | destroyed | destroy); new settings on a running VM add message."""
+    deleted_disks: List[str]
+    removed_dependants: List[str]
+    stopped_by: str
+    message: str
+
+
+def parse_size(text: Union[str, int, None], default_unit: str = 'M') -> int:
     """Bytes in a size such as "2G", "512M", "10GiB" or "1024" (in `default_unit`). Units are powers of 1024."""
     if isinstance(text, int) and not isinstance(text, bool):
         text = str(text)
@@ -54,12 +98,13 @@ def parse_size(text, default_unit='M'):
     return size
 
 
-def vm_list(config, patterns=None, hosts=None, states=None):
+def vm_list(config: Config, patterns: Optional[Sequence[str]] = None, hosts: Optional[Sequence[str]] = None,
+            states: Optional[Sequence[str]] = None) -> VmListing:
     """Every domain on every host (or those in `hosts`), asked in parallel, filtered by name pattern and state.
 
     Returns {vms: [...], hosts: [{host, reachable, error, vms}]}.
     """
-    def select(domain, host):
+    def select(domain: Mapping[str, Any], host: str) -> Optional[VmEntry]:
         if not virt.matches(domain['name'], patterns):
             return None
         vm = summary(domain, host)
@@ -68,12 +113,12 @@ def vm_list(config, patterns=None, hosts=None, states=None):
     return {'vms': vms, 'hosts': report}
 
 
-def inventory(config, include_images=False):
+def inventory(config: Config, include_images: bool = False) -> VmListing:
     """Every VM of every host, with the guest addresses libvirt knows, for the inventory plugin.
 
     Returns {vms: [...], hosts: [{host, reachable, error, vms}]}.
     """
-    def query(conn, host):
+    def query(conn: Connect, host: Host) -> List[Dict[str, Any]]:
         result = []
         for dom in conn.listAllDomains(0):
             info = virt.describe(dom, with_sizes=False)
@@ -83,7 +128,8 @@ def inventory(config, include_images=False):
             result.append(info)
         return result
 
-    vms, report = [], []
+    vms: List[VmEntry] = []
+    report: List[Dict[str, Any]] = []
     for answer in virt.ask_hosts(config, query):
         found = [summary(d, answer['host']) for d in answer['result'] or [] if include_images or not virt.is_image(d)]
         vms.extend(found)
@@ -92,7 +138,7 @@ def inventory(config, include_images=False):
     return {'vms': vms, 'hosts': report}
 
 
-def summary(domain, host):
+def summary(domain: Mapping[str, Any], host: str) -> VmEntry:
     """A surveyed domain as a VM entry: its description plus host, image flag and VNC display."""
     entry = dict(domain, host=host, image=virt.is_image(domain))
     entry['vnc_display'] = domain['vnc_port'] - 5900 if domain.get('vnc_port') else None
@@ -100,19 +146,19 @@ def summary(domain, host):
     return entry
 
 
-def state_word(info):
+def state_word(info: Mapping[str, Any]) -> str:
     """The module's word for a domain's state: running, stopped (any inactive state) or libvirt's own."""
     if info['active']:
         return 'running' if info['state'] == 'running' else info['state']
     return 'stopped'
 
 
-def cdrom_source(info):
+def cdrom_source(info: Mapping[str, Any]) -> Optional[str]:
     sources = [d['path'] for d in info['disks'] if d['device'] == 'cdrom' and d['path']]
     return sources[0] if sources else None
 
 
-def vm_info(config, name):
+def vm_info(config: Config, name: str) -> Tuple[str, VmEntry]:
     """(host, VM entry) of the VM called `name`, wherever it is."""
     host, domain = virt.find_vm(config, name)
     return host, summary(domain, host)
@@ -120,12 +166,12 @@ def vm_info(config, name):
 
 # -- settings in the domain XML ---------------------------------------------------
 
-def read_settings(root):
+def read_settings(root: ET.Element) -> Settings:
     """The settings Maglica manages, from a domain's persistent XML."""
     memory = root.find('memory')
     cdrom = root.find("./devices/disk[@device='cdrom']")
     source = cdrom.find('source') if cdrom is not None else None
-    present = set()
+    present: Set[str] = set()
     for disk in root.findall("./devices/disk[@device='disk']"):
         src = disk.find('source')
         path = src.get('file') if src is not None else None
@@ -133,14 +179,22 @@ def read_settings(root):
             present.add(os.path.basename(path))
     return {
         'vcpus': int(root.findtext('vcpu') or 1),
-        'memory_mb': virt._to_mib(int(memory.text), memory.get('unit') or 'KiB') if memory is not None else 0,
+        'memory_mb': virt._to_mib(int(memory.text or 0), memory.get('unit') or 'KiB') if memory is not None else 0,
         'iso': source.get('file') if source is not None else None,
-        'boot_devices': [b.get('dev') for b in root.findall('./os/boot')],
+        'boot_devices': [b.get('dev', '') for b in root.findall('./os/boot')],
         'disks': sorted(present),
     }
 
 
-def _set_vcpus(root, vcpus):
+def _child(root: ET.Element, tag: str) -> ET.Element:
+    """The element `tag` of a domain's XML, which libvirt always writes (<os>, <devices>)."""
+    element = root.find(tag)
+    if element is None:
+        raise MaglicaError('the definition of %s has no <%s> element' % (root.findtext('name'), tag))
+    return element
+
+
+def _set_vcpus(root: ET.Element, vcpus: int) -> None:
     element = root.find('vcpu')
     if element is None:
         element = ET.SubElement(root, 'vcpu')
@@ -148,7 +202,7 @@ def _set_vcpus(root, vcpus):
     element.attrib.pop('current', None)
 
 
-def _set_memory(root, memory_mb):
+def _set_memory(root: ET.Element, memory_mb: int) -> None:
     for tag in ('memory', 'currentMemory'):
         element = root.find(tag)
         if element is None:
@@ -157,19 +211,20 @@ def _set_memory(root, memory_mb):
         element.set('unit', 'KiB')
 
 
-def _set_boot(root, devices):
-    os_element = root.find('os')
+def _set_boot(root: ET.Element, devices: Iterable[str]) -> None:
+    os_element = _child(root, 'os')
     for boot in os_element.findall('boot'):
         os_element.remove(boot)
     for dev in devices:
         ET.SubElement(os_element, 'boot', {'dev': dev})
 
 
-def _set_iso(root, path):
-    devices = root.find('devices')
+def _set_iso(root: ET.Element, path: str) -> None:
+    devices = _child(root, 'devices')
     cdrom = devices.find("./disk[@device='cdrom']")
     if cdrom is None:
-        machine = (root.find('./os/type').get('machine') or '') if root.find('./os/type') is not None else ''
+        os_type = root.find('./os/type')
+        machine = (os_type.get('machine') or '') if os_type is not None else ''
         bus, prefix = ('sata', 'sd') if 'q35' in machine else ('ide', 'hd')
         used = set(t.get('dev') for t in root.findall('./devices/disk/target'))
         target = next(prefix + c for c in 'cdefghijklmnopqrstuvwxyzab' if prefix + c not in used)
@@ -189,7 +244,7 @@ def _set_iso(root, path):
     source.set('file', path)
 
 
-def disk_volume_name(vm_name, disk_name):
+def disk_volume_name(vm_name: str, disk_name: str) -> str:
     """VM@DISK.qcow2: `@` is in no VM name, so VM `a` with disk `b-data1` and VM `a-b` with disk `data1` differ."""
     return '%s%s%s.qcow2' % (vm_name, DISK_SEPARATOR, disk_name)
 
@@ -199,7 +254,7 @@ def legacy_volume_name(volume: str) -> str:
     return volume.replace(DISK_SEPARATOR, '-', 1)
 
 
-def normalize_disks(vm_name, disks):
+def normalize_disks(vm_name: str, disks: Optional[Sequence[Any]]) -> List[Tuple[str, int]]:
     """[(volume name, bytes)] of the disks asked for: each {size, name}; names default to data1, data2..."""
     result = []
     for index, disk in enumerate(disks or []):
@@ -217,7 +272,7 @@ def normalize_disks(vm_name, disks):
     return result
 
 
-def next_disk_name(config, name):
+def next_disk_name(config: Config, name: str) -> str:
     """The first free data disk name (data1, data2...) of a VM, from its persistent definition."""
     host, _domain = virt.find_vm(config, name)
     with virt.Connection(config, config.host(host), readonly=True) as conn:
@@ -229,7 +284,7 @@ def next_disk_name(config, name):
     return 'data%d' % number
 
 
-def check_iso(conn, host, path):
+def check_iso(conn: Connect, host: str, path: str) -> None:
     """The ISO must exist on the host itself (the path is in the host's file system): ask its storage pools."""
     lv = virt.libvirt()
     if not path.startswith('/'):
@@ -250,7 +305,7 @@ def check_iso(conn, host, path):
 
 # -- state changes --------------------------------------------------------------------
 
-def _wait_inactive(dom, timeout):
+def _wait_inactive(dom: Domain, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while dom.isActive():
         if time.monotonic() >= deadline:
@@ -259,7 +314,7 @@ def _wait_inactive(dom, timeout):
     return True
 
 
-def stop(dom, name, host, timeout, force):
+def stop(dom: Domain, name: str, host: str, timeout: float, force: bool) -> str:
     """Graceful shutdown, waiting until the VM is off; with `force`, destroy it if it is not off in time.
 
     Returns how it ended: 'shutdown' or 'destroyed'.
@@ -282,15 +337,17 @@ def stop(dom, name, host, timeout, force):
     return 'destroyed'
 
 
-def _run_job(config, host, action, args, timeout):
+def _run_job(config: Config, host: str, action: str, args: Dict[str, Any], timeout: float) -> Job:
     job = messages.new_job(host, action, args, ttl=max(1, int(timeout)))
     with Client(config) as client:
         client.submit(job)
         return client.wait(job['id'], timeout)
 
 
-def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_device=None, disks=None,
-           force=False, timeout=120, check_mode=False, force_dependants=False):
+def ensure(config: Config, name: str, state: Optional[str] = None, vcpus: Optional[int] = None,
+           memory: Union[str, int, None] = None, iso: Optional[str] = None,
+           boot_device: Union[str, Sequence[str], None] = None, disks: Optional[Sequence[Any]] = None,
+           force: bool = False, timeout: float = 120, check_mode: bool = False, force_dependants: bool = False) -> EnsureResult:
     """Bring the VM called `name` to `state` with the given settings; only what differs is changed.
 
     `force` stops a running VM before removing it; `force_dependants` lets an original image, or a VM whose disks
@@ -313,8 +370,8 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
         if bad or not boot_devices:
             raise MaglicaError('boot device %s is not one of %s' % (', '.join(bad) or '(none)', ', '.join(BOOT_DEVICES)))
     wanted_disks = normalize_disks(name, disks)
-    result = {'changed': False, 'name': name, 'host': None, 'state': None, 'restart_required': False,
-              'changes': [], 'jobs': [], 'before': {}, 'after': {}, 'vm': None}
+    result: EnsureResult = {'changed': False, 'name': name, 'host': None, 'state': None, 'restart_required': False,
+                            'changes': [], 'jobs': [], 'before': {}, 'after': {}, 'vm': None}
     try:
         host, domain = virt.find_vm(config, name)
     except NotFoundError:
@@ -332,7 +389,7 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
         with virt.Connection(config, config.host(host), readonly=True) as conn:
             found = dependants(conn, name)
         check_removal(name, host, domain, found, force_dependants)  # the host worker checks again
-        result.update(changed=True, state='absent', before={'state': before_state}, after={'state': 'absent'})
+        result.update({'changed': True, 'state': 'absent', 'before': {'state': before_state}, 'after': {'state': 'absent'}})
         if found:
             result['changes'].append('removed the dependants of %s first: %s' % (name, ', '.join(found)))
         result['changes'].append('removed %s and its disks from %s' % (name, host))
@@ -375,7 +432,7 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
         active = bool(dom.isActive())
         settings_changed = bool(result['changes'])
         # Stop before changing what a stop should precede; start after the settings are in.
-        target_active = {'running': True, 'stopped': False, 'destroyed': False}.get(state, active)
+        target_active = {'running': True, 'stopped': False, 'destroyed': False}.get(state or '', active)
         if settings_changed and active and target_active:
             result['restart_required'] = True
         result['before'] = dict(before, state=before_state)
@@ -411,10 +468,8 @@ def ensure(config, name, state=None, vcpus=None, memory=None, iso=None, boot_dev
             else:
                 virt.call('cannot start %s on %s' % (name, host), dom.create)
         dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
-        result['vm'] = summary(virt.describe(dom), host)
-        result['state'] = state_word(result['vm'])
+        result['vm'] = entry = summary(virt.describe(dom), host)
+        result['state'] = state_word(entry)
     if result['restart_required']:
         result['message'] = '%s is running: the new settings take effect at its next start' % name
     return result
-
-
