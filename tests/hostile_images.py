@@ -82,7 +82,7 @@ class Pool(object):
                                                              'domain_type': 'qemu'}, **args))
         extra = {'file_dirs': [str(d) for d in file_dirs]} if file_dirs is not None else {}
         return image_fetch.run_import(self.conn, 'kvm1', job['id'], job['args'],
-                                       progress=lambda done, total: self.progress.append((done, total)), **extra)
+                                      progress=lambda done, total: self.progress.append((done, total)), **extra)
 
     def files(self):
         return sorted(os.path.relpath(os.path.join(root, name), self.directory)

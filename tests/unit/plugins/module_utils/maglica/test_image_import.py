@@ -136,7 +136,7 @@ def test_qemu_img_tells_images_from_other_files(tmp_path):
 ])
 def test_domain_definition(args, expect):
     root = ET.fromstring(image_fetch.domain_xml('deb.original', '/pool/deb.original.qcow2', dict(args, memory_mb=2048, vcpus=2),
-                                                 'f' * 8 + '-' + 'f' * 4 + '-' + 'f' * 4 + '-' + 'f' * 4 + '-' + 'f' * 12))
+                                                'f' * 8 + '-' + 'f' * 4 + '-' + 'f' * 4 + '-' + 'f' * 4 + '-' + 'f' * 12))
     kind, source, firmware, domain_type = expect
     assert root.get('type') == domain_type and root.findtext('name') == 'deb.original'
     assert root.findtext('memory') == '2048' and root.findtext('vcpu') == '2'

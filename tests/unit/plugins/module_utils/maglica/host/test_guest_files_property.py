@@ -199,7 +199,7 @@ def ini(text):
 
 def check_guest_files(args):
     settings_ = guest.GuestSettings(args['hostname'], args.get('network'), args.get('root_password_hash'),
-                                        args.get('ssh_authorized_keys'))
+                                    args.get('ssh_authorized_keys'))
     net = settings_.network
     static = net['mode'] == 'static'
     prefix = net.get('prefix', 24)

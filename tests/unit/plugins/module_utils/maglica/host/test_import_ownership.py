@@ -50,7 +50,7 @@ class Host(object):
     def run(self, job_id, name, reconcile=False, ownership=None, **extra):
         # file:// URLs are read only inside the directories the host worker allows: the source's is.
         return image_fetch.run_import(self.conn, 'kvm1', job_id, self.args(name, **extra), reconcile, ownership,
-                                       file_dirs=[os.path.dirname(self.source)])
+                                      file_dirs=[os.path.dirname(self.source)])
 
     def disk_of(self, name):
         return domains.domain_disks(virt.describe(self.conn.lookupByName(name), with_sizes=False))[0]
