@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 from ..daemon.store import Store, drop_secrets_sql
 from ..protocol.messages import FINAL_STATES
@@ -69,17 +69,20 @@ def name_key(name: str, host: Optional[str] = None) -> str:
 
 
 DROP_SECRETS = drop_secrets_sql('jobs', 'args')
+# A job as the log holds it: a dict of COLUMNS, its JSON columns (args, data, late_result, progress) decoded - what
+# status, list and submit replies carry (messages.JOB_ROW).
+JobRow = Dict[str, Any]
 
 
 class JobLog(Store):
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         super(JobLog, self).__init__(path, SCHEMA)
         present = set(row[1] for row in self.db.execute('PRAGMA table_info(jobs)'))
         for column, kind in ADDED_COLUMNS:
             if column not in present:
                 self.db.execute('ALTER TABLE jobs ADD COLUMN %s %s' % (column, kind))
 
-    def add(self, job, default_ttl, now=None):
+    def add(self, job: Dict[str, Any], default_ttl: float, now: Optional[float] = None) -> Tuple[JobRow, bool]:
         """Record a validated job as queued. Returns (job row, created) - a resubmitted id is not added twice."""
         now = now or time.time()
         ttl = job.get('ttl') or default_ttl
@@ -88,7 +91,8 @@ class JobLog(Store):
                 'INSERT OR IGNORE INTO jobs (id, host, action, args, state, created, updated, expires) '
                 "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
                 (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
-        return self.get(job['id']), cursor.rowcount == 1
+        row = cast(JobRow, self.get(job['id']))  # there: inserted now, or by the first submission of the id
+        return row, cursor.rowcount == 1
 
     def holder(self, kind: str, key: str) -> Optional[str]:
         """The id of the open job that holds the claim (kind, key), or None."""
@@ -134,27 +138,29 @@ class JobLog(Store):
 
     def claims(self, kind: Optional[str] = None, host: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
         """[(kind, key, host, job_id)] of the claims held, optionally of one kind and one host."""
-        query, params = 'SELECT kind, key, host, job_id FROM claims WHERE 1 = 1', []
+        query = 'SELECT kind, key, host, job_id FROM claims WHERE 1 = 1'
+        params: List[str] = []
         if kind is not None:
             query += ' AND kind = ?'
             params.append(kind)
         if host is not None:
             query += ' AND host = ?'
             params.append(host)
-        return [tuple(r) for r in self.db.execute(query + ' ORDER BY created, key', params)]
+        return [(r[0], r[1], r[2], r[3]) for r in self.db.execute(query + ' ORDER BY created, key', params)]
 
     def release_ended(self) -> None:
         """Drop the claims of jobs that have ended (or are gone)."""
         with self.transaction():
             self.db.execute('DELETE FROM claims WHERE job_id NOT IN (SELECT id FROM jobs WHERE state NOT IN %s)' % FINAL_STATES_SQL)
 
-    def get(self, job_id):
+    def get(self, job_id: str) -> Optional[JobRow]:
         return _row(self.db.execute('SELECT %s FROM jobs WHERE id = ?' % ', '.join(COLUMNS), (job_id,)).fetchone())
 
-    def recent(self, limit=20, host=None, after=None):
+    def recent(self, limit: int = 20, host: Optional[str] = None, after: Optional[str] = None) -> List[JobRow]:
         """The `limit` newest jobs (of `host`), newest first; with `after` (a job id), those listed after it."""
         query = 'SELECT %s FROM jobs' % ', '.join(COLUMNS)
-        conditions, params = [], []
+        conditions: List[str] = []
+        params: List[Any] = []
         if host:
             conditions.append('host = ?')
             params.append(host)
@@ -168,18 +174,18 @@ class JobLog(Store):
             query += ' WHERE ' + ' AND '.join(conditions)
         query += ' ORDER BY created DESC, rowid DESC LIMIT ?'
         params.append(limit)
-        return [_row(r) for r in self.db.execute(query, params)]
+        return [_job(r) for r in self.db.execute(query, params)]
 
-    def due_for_publish(self, interval, now=None):
+    def due_for_publish(self, interval: float, now: Optional[float] = None) -> List[JobRow]:
         """Jobs no worker has acknowledged yet, not published within `interval` seconds."""
         now = now or time.time()
         rows = self.db.execute(
             "SELECT %s FROM jobs WHERE state IN ('queued', 'dispatched') AND expires > ? "
             'AND (published IS NULL OR published <= ?) ORDER BY created' % ', '.join(COLUMNS),
             (now, now - interval))
-        return [_row(r) for r in rows]
+        return [_job(r) for r in rows]
 
-    def mark_published(self, job_ids, now=None):
+    def mark_published(self, job_ids: Iterable[str], now: Optional[float] = None) -> None:
         now = now or time.time()
         with self.transaction():
             self.db.executemany(
@@ -187,7 +193,7 @@ class JobLog(Store):
                 'attempts = attempts + 1, published = ?, updated = ? WHERE id = ?',
                 [(now, now, i) for i in job_ids])
 
-    def acknowledge(self, host, job_ids, now=None):
+    def acknowledge(self, host: str, job_ids: Sequence[str], now: Optional[float] = None) -> None:
         """The host's worker has the jobs: they are running. Only jobs of that host count, and only
         while they are waiting: an expired job stays expired (its submitter was told so)."""
         now = now or time.time()
@@ -200,7 +206,7 @@ class JobLog(Store):
             self.drop_secrets(DROP_SECRETS, [i for i in job_ids if self.db.execute(
                 'SELECT 1 FROM jobs WHERE id = ? AND host = ? AND acked IS NOT NULL', (i, host)).fetchone()])
 
-    def set_progress(self, host: str, entries: List[dict], now: Optional[float] = None) -> None:
+    def set_progress(self, host: str, entries: List[Dict[str, Any]], now: Optional[float] = None) -> None:
         """Record how far running jobs of `host` are ({id, done, total}); other hosts' jobs and ended ones are left alone."""
         now = now or time.time()
         with self.transaction():
@@ -208,7 +214,7 @@ class JobLog(Store):
                 "UPDATE jobs SET progress = ?, updated = ? WHERE id = ? AND host = ? AND state NOT IN %s" % FINAL_STATES_SQL,
                 [(json.dumps({'done': e['done'], 'total': e['total']}, sort_keys=True), now, e['id'], host) for e in entries])
 
-    def finish(self, host, result, now=None):
+    def finish(self, host: str, result: Dict[str, Any], now: Optional[float] = None) -> bool:
         """Store a host's result. Returns False when the job is not that host's (or unknown).
 
         A final state is never overwritten: the result of a job that ended already (sent again because
@@ -235,7 +241,7 @@ class JobLog(Store):
             self.db.execute('DELETE FROM claims WHERE job_id = ?', (result['id'],))
         return True
 
-    def expire(self, now=None):
+    def expire(self, now: Optional[float] = None) -> int:
         """Jobs whose host worker never acknowledged them within their TTL end expired."""
         now = now or time.time()
         with self.transaction():
@@ -259,9 +265,12 @@ class JobLog(Store):
         return cursor.rowcount
 
 
-def _row(row):
-    if row is None:
-        return None
+def _row(row: Optional[Sequence[Any]]) -> Optional[JobRow]:
+    return None if row is None else _job(row)
+
+
+def _job(row: Sequence[Any]) -> JobRow:
+    """A job of the log from its row of COLUMNS."""
     job = dict(zip(COLUMNS, row))
     job['args'] = json.loads(job['args'])
     job['data'] = json.loads(job['data']) if job['data'] else {}

@@ -18,11 +18,13 @@ import importlib
 import logging
 import os
 import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDict, cast
 
+from ..cluster.config import Config
 from ..daemon import service
 from ..errors import MessageError
 from ..protocol import curve, messages, transport
-from .joblog import JobLog, name_key
+from .joblog import JobLog, JobRow, name_key
 
 LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
@@ -42,12 +44,28 @@ PRUNE_INTERVAL = 600.0
 # Bytes of jobs in one reply, leaving room in the frame for the rest of the reply.
 REPLY_BUDGET = messages.MAX_FRAME_BYTES - 4096
 
+# pyzmq is loaded on first use (transport.zmq, deps.load): to mypy its module and objects are Any.
+ZmqModule = Any  # the zmq module
+Frame = Any  # zmq.Frame: a request's frame, with the sender's identity under CURVE (`User-Id`)
+# A request's data (messages.decode_request) and the reply to it (messages.REPLIES, ERROR_REPLY).
+Request = Dict[str, Any]
+Reply = Dict[str, Any]
+
+
+class Seen(TypedDict):
+    """A host worker's last heartbeat (its report)."""
+
+    time: float
+    pid: Optional[int]
+    running: List[str]  # ids of the jobs it runs
+
 
 class ClientWorker(object):
-    def __init__(self, config):
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.allowed = None
-        self.auth = None
+        # Under CURVE: {public key: identity} of the keys allowed in, and the ZAP authenticator thread.
+        self.allowed: Optional[Dict[bytes, str]] = None
+        self.auth: Any = None
         zmq = transport.zmq()
         self.context = zmq.Context()
         self.pub = self.context.socket(zmq.PUB)
@@ -67,13 +85,13 @@ class ClientWorker(object):
         self.pub.bind(config.bind_endpoint('pub'))
         self.rep.bind(config.bind_endpoint('rep'))
         self.host_names = set(h.name for h in config.hosts)
-        self.seen = {}
+        self.seen: Dict[str, Seen] = {}
         self.stopping = False
         self.last_sweep = 0.0
         self.last_prune = 0.0
-        self.notices = []
+        self.notices: List[JobRow] = []
 
-    def _secure(self, zmq):
+    def _secure(self, zmq: ZmqModule) -> None:
         key_dir = self.config.security['key_dir']
         self.allowed = curve.load_allowed(key_dir)
         public, secret = curve.load_pair(key_dir, curve.SERVER)
@@ -89,7 +107,7 @@ class ClientWorker(object):
             sock.zap_domain = domain.encode()
         LOG.info('CURVE on, %d key(s) allowed: %s', len(self.allowed), ', '.join(sorted(self.allowed.values())))
 
-    def close(self):
+    def close(self) -> None:
         self.log.close()
         if self.auth is not None:
             self.auth.stop()
@@ -99,14 +117,14 @@ class ClientWorker(object):
 
     # -- requests ---------------------------------------------------------
 
-    def identity(self, frame):
+    def identity(self, frame: Frame) -> Optional[str]:
         """Who sent a frame: an allow-list identity under CURVE, None in plain mode."""
         if self.allowed is None:
             return None
         user = frame.get('User-Id')
         return self.allowed.get(user.encode('ascii')) if user else None
 
-    def handle(self, frame):
+    def handle(self, frame: Frame) -> Reply:
         """Answer one request frame. Never raises on bad input: the error goes back as the reply."""
         try:
             kind, data = messages.decode_request(frame.bytes)
@@ -125,12 +143,13 @@ class ClientWorker(object):
             if kind in ('report', 'fetch') and who != data['host']:
                 LOG.warning('refused a report for %s from the key of %s', data['host'], who)
                 return {'ok': False, 'error': 'the key of %s may not report for %s' % (who, data['host'])}
-        handlers = {'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
-                    'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
-                    'slots': self.request_slots}
+        handlers: Dict[str, Callable[[Request], Reply]] = {
+            'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
+            'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
+            'slots': self.request_slots}
         return handlers[kind](data)
 
-    def request_submit(self, data):
+    def request_submit(self, data: Request) -> Reply:
         """Log a job. A clone's placement and its slot reservation are one step here: the library sends the
         reservations it counted on the chosen host (`seen`); when that host has any other open one now, the
         placement is stale and refused, and the library plans again with the reservations as they are."""
@@ -145,7 +164,8 @@ class ClientWorker(object):
             holder = self.log.name_holder(name, job['host'] if job['action'] in CLAIMED_ON_HOST else None)
             if holder is not None:
                 LOG.info('job %s not queued: %s is being made by job %s', job['id'], name, holder)
-                return {'ok': True, 'job': messages.redact(self.log.get(holder))}
+                # name_holder found it by joining the jobs table: the row is there.
+                return {'ok': True, 'job': messages.redact(cast(JobRow, self.log.get(holder)))}
         if new and job['action'] in SLOT_ACTIONS and data.get('seen') is not None:
             seen = set(data['seen'])
             others = [slot['job_id'] for slot in self.log.open_slots(job['host']) if slot['job_id'] not in seen]
@@ -166,9 +186,9 @@ class ClientWorker(object):
             self.publish([row])
         return {'ok': True, 'job': messages.redact(row)}
 
-    def request_slots(self, data):
+    def request_slots(self, data: Request) -> Reply:
         """The slot reservations of the open clone jobs: what placement counts besides the hosts' domains."""
-        slots = []
+        slots: List[Dict[str, Any]] = []
         for slot in self.log.open_slots():
             args = slot['args']
             entry = {'host': slot['host'], 'job_id': slot['job_id'], 'hostname': args['hostname'], 'image': args['image'],
@@ -178,17 +198,18 @@ class ClientWorker(object):
             slots.append(entry)
         return {'ok': True, 'slots': slots}
 
-    def request_status(self, data):
+    def request_status(self, data: Request) -> Reply:
         row = self.log.get(data['id'])
         if row is None:
             return {'ok': False, 'code': 'not_found', 'error': 'no job with id %s' % data['id']}
         return {'ok': True, 'job': messages.fit_job(messages.redact(row), REPLY_BUDGET)}
 
-    def request_list(self, data):
+    def request_list(self, data: Request) -> Reply:
         """One page of the newest jobs, diffs left out, as many as fit one frame; `more` when the limit
         was not reached (the library asks again `after` the last one)."""
         limit = data.get('limit') or 20
-        jobs, used = [], 0
+        jobs: List[JobRow] = []
+        used = 0
         for row in self.log.recent(limit, data.get('host'), data.get('after')):
             job = messages.fit_job(messages.without_diffs(messages.redact(row)), REPLY_BUDGET)
             size = messages.encoded_size(job) + 1
@@ -198,9 +219,9 @@ class ClientWorker(object):
             used += size
         return {'ok': True, 'jobs': jobs, 'more': False}
 
-    def request_hosts(self, data):
+    def request_hosts(self, data: Request) -> Reply:
         now = time.time()
-        hosts = []
+        hosts: List[Dict[str, Any]] = []
         for host in self.config.hosts:
             seen = self.seen.get(host.name)
             age = now - seen['time'] if seen else None
@@ -209,10 +230,11 @@ class ClientWorker(object):
                           'running': seen['running'] if seen else []})
         return {'ok': True, 'hosts': hosts}
 
-    def request_fetch(self, data):
+    def request_fetch(self, data: Request) -> Reply:
         """The jobs of this host that are still to run; the others are `gone` (finished, expired, unknown).
         As many jobs as fit one frame (at least one); the ids in neither list are asked for again."""
-        jobs, gone = [], []
+        jobs: List[Dict[str, Any]] = []
+        gone: List[str] = []
         used = 0
         for job_id in data['ids']:
             row = self.log.get(job_id)
@@ -230,7 +252,7 @@ class ClientWorker(object):
             used += size
         return {'ok': True, 'jobs': jobs, 'gone': gone}
 
-    def request_report(self, data):
+    def request_report(self, data: Request) -> Reply:
         host = data['host']
         if host not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
@@ -241,7 +263,8 @@ class ClientWorker(object):
             self.log.acknowledge(host, data['acks'])
         if data.get('progress'):
             self.log.set_progress(host, data['progress'])
-        taken, refused = [], []
+        taken: List[str] = []
+        refused: List[str] = []
         for result in data.get('results') or []:
             if self.log.finish(host, result):
                 LOG.info('job %s on %s %s', result['id'], host, result['status'])
@@ -253,18 +276,18 @@ class ClientWorker(object):
 
     # -- publishing -------------------------------------------------------
 
-    def publish(self, rows):
+    def publish(self, rows: List[JobRow]) -> None:
         """Mark jobs published in the current transaction; their notices go out once it is committed."""
         self.log.mark_published([row['id'] for row in rows])
         self.notices.extend(rows)
 
-    def send_notices(self):
+    def send_notices(self) -> None:
         for row in self.notices:
             notice = {'id': row['id'], 'host': row['host'], 'action': row['action']}
             self.pub.send_multipart([messages.topic(row['host']), messages.encode(notice)])
         self.notices = []
 
-    def sweep(self):
+    def sweep(self) -> None:
         """Expire jobs past their TTL and publish again those no host worker has acknowledged."""
         with self.log.transaction():
             expired = self.log.expire()
@@ -285,9 +308,9 @@ class ClientWorker(object):
 
     # -- the loop ---------------------------------------------------------
 
-    def receive(self, zmq):
+    def receive(self, zmq: ZmqModule) -> List[Tuple[List[bytes], Optional[Frame]]]:
         """Every request waiting on the socket (at most MAX_BATCH): [(envelope, frame or None when malformed)]."""
-        requests = []
+        requests: List[Tuple[List[bytes], Optional[Frame]]] = []
         while len(requests) < MAX_BATCH:
             try:
                 frames = self.rep.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -301,7 +324,7 @@ class ClientWorker(object):
             requests.append((envelope, body[0] if len(body) == 1 else None))
         return requests
 
-    def answer(self, frame):
+    def answer(self, frame: Optional[Frame]) -> Reply:
         """The reply to one request. Its writes are undone when it fails; never raises."""
         if frame is None:
             return {'ok': False, 'error': 'a request must be one frame'}
@@ -312,7 +335,7 @@ class ClientWorker(object):
             LOG.exception('request failed')
             return {'ok': False, 'error': 'internal error: %s' % e}
 
-    def serve_waiting(self, zmq):
+    def serve_waiting(self, zmq: ZmqModule) -> None:
         """Answer every waiting request after one commit of the job log: one fsync for all of them."""
         requests = self.receive(zmq)
         try:
@@ -331,7 +354,7 @@ class ClientWorker(object):
             self.rep.send_multipart(envelope + [data])
         self.send_notices()
 
-    def run(self):
+    def run(self) -> None:
         zmq = transport.zmq()
         LOG.info('client worker pid %d: PUB %s, REP %s', os.getpid(), self.config.bind_endpoint('pub'), self.config.bind_endpoint('rep'))
         while not self.stopping:
@@ -343,7 +366,7 @@ class ClientWorker(object):
                 self.sweep()
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     return service.serve('python3 -m maglica.client_worker.worker', 'Maglica client worker.',
                          lambda config, args: ClientWorker(config), argv)
 

@@ -9,6 +9,8 @@ import argparse
 import logging
 import signal
 import sys
+from types import FrameType
+from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Sequence, Tuple
 
 from ..cluster import config as config_mod
 from ..errors import MaglicaError
@@ -17,12 +19,29 @@ from ..protocol import transport
 LOG = logging.getLogger('maglica.service')
 
 
-def setup_logging(verbose=False):
+class Daemon(Protocol):
+    """What serve() runs: a worker whose loop ends once `stopping` is set."""
+
+    stopping: bool
+
+    def run(self) -> None:
+        """Work until `stopping` is set."""
+
+    def close(self) -> None:
+        """Let go of sockets, threads and files."""
+
+
+# extra_arguments of serve(): (flags, keyword arguments) of argparse's add_argument.
+Argument = Tuple[Sequence[str], Dict[str, Any]]
+
+
+def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format='%(asctime)s %(name)s %(levelname)s %(message)s')
 
 
-def serve(prog, description, make_worker, argv=None, extra_arguments=()):
+def serve(prog: str, description: str, make_worker: Callable[[config_mod.Config, argparse.Namespace], Daemon],
+          argv: Optional[Sequence[str]] = None, extra_arguments: Iterable[Argument] = ()) -> int:
     """Parse `--config`/`--verbose` (and extra_arguments [(flags, kwargs)]), build the worker
     with make_worker(config, args), run it until SIGTERM/SIGINT. Returns the exit code: 2 when it cannot start."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
@@ -41,7 +60,7 @@ def serve(prog, description, make_worker, argv=None, extra_arguments=()):
         LOG.error('cannot open the worker sockets: %s', e)
         return 2
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Optional[FrameType]) -> None:
         worker.stopping = True
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from typing import Iterable, List
+from typing import Iterable, Iterator, List
 
 from .. import private
 from ..protocol.messages import SECRET_ARGS
 
 
-def open_database(path):
+def open_database(path: str) -> sqlite3.Connection:
     """Open (creating) an SQLite database in WAL mode with durable commits, readable by its owner only."""
     # The directory 0700 and the file 0600 before SQLite opens it: its -wal and -shm get the file's mode.
     private.make_dir(os.path.dirname(os.path.abspath(path)))
@@ -48,14 +48,14 @@ def drop_secrets_sql(table: str, column: str, prefix: str = '') -> str:
 class Store(object):
     """An SQLite database from open_database, with `schema` applied, whose writes can share one commit."""
 
-    def __init__(self, path, schema):
+    def __init__(self, path: str, schema: str) -> None:
         self.db = open_database(path)
         self.db.executescript(schema)
         self.depth = 0
         # Secrets dropped since the last checkpoint: their old pages may still be in the WAL.
         self.dropped = 0
 
-    def close(self):
+    def close(self) -> None:
         self.db.close()
 
     def drop_secrets(self, sql: str, job_ids: Iterable[str]) -> None:
@@ -74,7 +74,7 @@ class Store(object):
             self.checkpoint()
 
     @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[None]:
         """Everything inside is committed at once when the outermost block ends. A nested block is a
         savepoint: when it raises, only its own writes are undone and the error goes on."""
         savepoint = 's%d' % self.depth

@@ -10,18 +10,71 @@ running after a restart: the action first checks what an earlier run left
 
 from __future__ import annotations
 
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypedDict, cast
+
 from ..cluster import virt
+from ..cluster.config import Config, Host
 from ..cluster.domains import check_removal, dependants, lookup
 from ..errors import MaglicaError, NotFoundError
 from . import batching, clone
-from .image_copy import copy_image
-from .image_fetch import run_import
-from .image_from_vm import make_from_vm
-from .vm_disks import attach_disk, console_tail
+from .image_copy import CopyArgs, CopyResult, copy_image
+from .image_fetch import ImportArgs, ImportResult, Progress, run_import
+from .image_from_vm import FromVmArgs, FromVmResult, make_from_vm
+from .vm_disks import AttachDiskArgs, AttachedDisk, ConsoleArgs, ConsoleTail, attach_disk, console_tail
+
+
+class _Job(TypedDict):
+    id: str
+    host: str
+    action: str  # a key of ACTIONS
+    args: Dict[str, Any]  # checked against messages.ACTIONS[action]: each action reads them as its own TypedDict
+
+
+class Job(_Job, total=False):
+    """A job as the host worker fetches it (messages.JOB) and records it."""
+
+    ttl: float
+    created: float
+
+
+class _Result(TypedDict):
+    status: str  # succeeded or failed
+    message: str
+
+
+class Result(_Result, total=False):
+    """A job's result (messages.RESULT): run() makes it, the host worker adds the job's `id`."""
+
+    id: str
+    data: Mapping[str, Any]  # the action's result data: its own TypedDict (clone.CloneResult...)
+
+
+class _RemoveArgs(TypedDict):
+    name: str
+
+
+class RemoveArgs(_RemoveArgs, total=False):
+    """A vm.remove job's args (messages.ACTIONS['vm.remove'])."""
+
+    force_dependants: bool  # also an original image, or a VM whose disks back linked clones (they go first)
+    image: bool  # only an original image is removed
+
+
+class _RemoveResult(TypedDict):
+    name: str
+    deleted_disks: List[str]
+    removed_dependants: List[str]
+
+
+class RemoveResult(_RemoveResult, total=False):
+    """A vm.remove job's result data."""
+
+    reconciled: bool  # the VM was gone already after a restart
 
 
 class Context(object):
-    def __init__(self, config, host, job, customizer=batching.customize_alone, ownership=None, progress=None):
+    def __init__(self, config: Config, host: Host, job: Job, customizer: batching.Customizer = batching.customize_alone,
+                 ownership: Optional[clone.Ownership] = None, progress: Optional[Progress] = None) -> None:
         self.config = config
         # progress(done, total): how far a long job is, reported with the host worker's next report.
         self.progress = progress
@@ -34,16 +87,20 @@ class Context(object):
         self.uri = config.uri(host)
 
 
-def vm_clone(context, reconcile):
+# Each action reads its job's args as the TypedDict of the module that consumes them: messages.validate_job checked
+# them against messages.ACTIONS before the job was recorded (the casts below say so; they do nothing at runtime).
+
+def vm_clone(context: Context, reconcile: bool) -> clone.CloneResult:
     with virt.Connection(context.config, context.host) as conn:
-        return clone.make_clone(conn, context.uri, context.job['id'], context.args, reconcile, context.customizer,
-                                context.ownership)
+        return clone.make_clone(conn, context.uri, context.job['id'], cast(clone.CloneArgs, context.args), reconcile,
+                                context.customizer, context.ownership)
 
 
-def vm_remove(context, reconcile):
+def vm_remove(context: Context, reconcile: bool) -> RemoveResult:
     """Remove a VM and its disks. An original image, or a VM whose disks back linked clones, only with
     force_dependants - checked here, where it runs, not only by the library - and then its dependants go first."""
-    name = context.args['name']
+    args = cast(RemoveArgs, context.args)
+    name = args['name']
     with virt.Connection(context.config, context.host) as conn:
         dom = lookup(conn, name)
         if dom is None:
@@ -52,7 +109,7 @@ def vm_remove(context, reconcile):
             raise NotFoundError('no VM named %s on %s' % (name, context.host.name))
         found = dependants(conn, name)
         check_removal(name, context.host.name, virt.describe(dom, with_sizes=False), found,
-                            context.args.get('force_dependants', False), context.args.get('image', False))
+                      args.get('force_dependants', False), args.get('image', False))
         deleted = []
         for dependant in found:
             deleted.extend(clone.remove_domain(conn, dependant))
@@ -60,34 +117,36 @@ def vm_remove(context, reconcile):
         return {'name': name, 'deleted_disks': deleted, 'removed_dependants': found}
 
 
-def image_from_vm(context, reconcile):
-    return make_from_vm(context.config, context.host, context.job['id'], context.args, reconcile,
-                                        context.ownership)
+def image_from_vm(context: Context, reconcile: bool) -> FromVmResult:
+    return make_from_vm(context.config, context.host, context.job['id'], cast(FromVmArgs, context.args), reconcile,
+                        context.ownership)
 
 
-def vm_console(context, reconcile):
+def vm_console(context: Context, reconcile: bool) -> ConsoleTail:
+    args = cast(ConsoleArgs, context.args)
     with virt.Connection(context.config, context.host, readonly=True) as conn:
-        return console_tail(conn, context.args['name'], context.args.get('lines') or 40)
+        return console_tail(conn, args['name'], args.get('lines') or 40)
 
 
-def vm_attach_disk(context, reconcile):
+def vm_attach_disk(context: Context, reconcile: bool) -> AttachedDisk:
     with virt.Connection(context.config, context.host) as conn:
-        return attach_disk(conn, context.host.name, context.args, reconcile, context.ownership)
+        return attach_disk(conn, context.host.name, cast(AttachDiskArgs, context.args), reconcile, context.ownership)
 
 
-def image_copy(context, reconcile):
-    return copy_image(context.config, context.host, context.args, reconcile, context.ownership)
+def image_copy(context: Context, reconcile: bool) -> CopyResult:
+    return copy_image(context.config, context.host, cast(CopyArgs, context.args), reconcile, context.ownership)
 
 
-def import_image(context, reconcile):
+def import_image(context: Context, reconcile: bool) -> ImportResult:
     with virt.Connection(context.config, context.host) as conn:
-        return run_import(conn, context.host.name, context.job['id'], context.args, reconcile,
-                                       context.ownership, context.progress,
-                                       file_dirs=context.config.host_worker['file_url_dirs'])
+        return run_import(conn, context.host.name, context.job['id'], cast(ImportArgs, context.args), reconcile,
+                          context.ownership, context.progress, file_dirs=context.config.host_worker['file_url_dirs'])
 
 
+# An action: (context, reconcile) -> its result data.
+Action = Callable[[Context, bool], Mapping[str, Any]]
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
-ACTIONS = {
+ACTIONS: Dict[str, Action] = {
     'vm.clone': vm_clone,
     'vm.remove': vm_remove,
     'vm.attach_disk': vm_attach_disk,
@@ -98,7 +157,7 @@ ACTIONS = {
 }
 
 
-def run(context, reconcile=False):
+def run(context: Context, reconcile: bool = False) -> Result:
     """Run the job's action; returns {status, message, data}. Library errors end the job failed, with their message."""
     action = ACTIONS[context.job['action']]
     try:

@@ -30,15 +30,28 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 from .. import private
 from . import customize
+from .customize import Customization, Disks
+from .guest import GuestSettings, Layout
 
 LOG = logging.getLogger('maglica.batching')
 
 
-def image_key(image_name, disk_paths):
+class Customizer(Protocol):
+    """What customises a clone: customize_alone, or the host worker's CustomizeBatcher (with `on_join` bound)."""
+
+    def __call__(self, key: Optional[str], disks: Disks, settings: GuestSettings) -> Customization:
+        """Customise the clone on `disks`, an image whose layout is cached under `key` (image_key)."""
+
+
+# A clone waiting in the shared appliance: its disks, settings, image layout and where its result goes.
+Waiting = Tuple[Disks, GuestSettings, Layout, 'Future[Union[Customization, Exception]]']
+
+
+def image_key(image_name: str, disk_paths: Sequence[str]) -> Optional[str]:
     """Identifies an image's content well enough to reuse its layout: name, and each disk's path, size and mtime."""
     stats = []
     for path in disk_paths:
@@ -50,7 +63,8 @@ def image_key(image_name, disk_paths):
     return json.dumps([image_name, stats])
 
 
-def customize_alone(key, disks, settings, on_join=None):
+def customize_alone(key: Optional[str], disks: Disks, settings: GuestSettings,
+                    on_join: Optional[Callable[[], None]] = None) -> Customization:
     """The customizer without batching or layout cache: one launch and one inspection per clone (the seed's way)."""
     LOG.info('appliance launch: customising 1 clone alone (no batching)')
     result = customize.customize(disks, settings)
@@ -69,12 +83,12 @@ class LayoutCache:
 
     def __init__(self, path: Optional[str] = None) -> None:
         self.path = path
-        self.layouts: Dict[str, Any] = {}
+        self.layouts: Dict[str, Layout] = {}
         self.lock = threading.Lock()
         if path:
             self.layouts = self._read()
 
-    def _read(self) -> Dict[str, Any]:
+    def _read(self) -> Dict[str, Layout]:
         if not self.path or not os.path.exists(self.path):
             return {}
         try:
@@ -85,10 +99,10 @@ class LayoutCache:
             return {}
         return layouts if isinstance(layouts, dict) else {}
 
-    def get(self, key: Optional[str]) -> Optional[Dict[str, Any]]:
+    def get(self, key: Optional[str]) -> Optional[Layout]:
         return self.layouts.get(key) if key else None
 
-    def put(self, key: Optional[str], layout: Dict[str, Any]) -> None:
+    def put(self, key: Optional[str], layout: Layout) -> None:
         if not key:
             return
         with self.lock:
@@ -109,18 +123,19 @@ class LayoutCache:
 
 
 class CustomizeBatcher(object):
-    def __init__(self, window=1.0, max_batch=32, max_wait=60.0, cache_path=None):
+    def __init__(self, window: float = 1.0, max_batch: int = 32, max_wait: float = 60.0,
+                 cache_path: Optional[str] = None) -> None:
         self.window = window
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.layouts = LayoutCache(cache_path)
-        self.first_locks = {}
+        self.first_locks: Dict[Optional[str], threading.Lock] = {}
         self.cond = threading.Condition()
-        self.waiting = []
+        self.waiting: List[Waiting] = []
         self.expected = 0
-        # batch id -> [members not arrived yet, when its first member arrived]; those members count in `expected`.
-        self.batches: Dict[str, list] = {}
-        self.thread = None
+        # batch id -> [members not arrived yet (an int), when its first member arrived]; those members count in `expected`.
+        self.batches: Dict[str, List[float]] = {}
+        self.thread: Optional[threading.Thread] = None
 
     @contextlib.contextmanager
     def expecting(self, batch_id: Optional[str] = None, batch_size: int = 1) -> Iterator[None]:
@@ -148,10 +163,11 @@ class CustomizeBatcher(object):
         """Members of a batch that have not come within max_wait (their submission failed) are expected no more."""
         for pending in self.batches.values():
             if pending[0] > 0 and now - pending[1] >= self.max_wait:
-                self.expected -= pending[0]
+                self.expected -= int(pending[0])
                 pending[0] = 0
 
-    def __call__(self, key, disks, settings, on_join: Optional[Callable[[], None]] = None):
+    def __call__(self, key: Optional[str], disks: Disks, settings: GuestSettings,
+                 on_join: Optional[Callable[[], None]] = None) -> Customization:
         """Customise one clone; returns its result or raises its MaglicaError. `on_join` is called when the clone
         joins the shared appliance (and waits there for the others)."""
         layout = self.layouts.get(key)
@@ -170,29 +186,29 @@ class CustomizeBatcher(object):
             return result
         if on_join is not None:
             on_join()
-        done: Future = Future()
+        done: Future[Union[Customization, Exception]] = Future()
         with self.cond:
             self.waiting.append((disks, settings, layout, done))
             self.cond.notify_all()
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name='customize-batcher', daemon=True)
                 self.thread.start()
-        result = done.result()
-        if isinstance(result, Exception):
-            raise result
-        return result
+        outcome = done.result()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _first_lock(self, key):
+    def _first_lock(self, key: Optional[str]) -> threading.Lock:
         with self.cond:
             return self.first_locks.setdefault(key, threading.Lock())
 
-    def _gather(self):
+    def _gather(self) -> List[Waiting]:
         """Wait for the next batch: every running clone job arrived (then `window` more), or max_wait."""
         with self.cond:
             while not self.waiting:
                 self.cond.wait()
             deadline = time.monotonic() + self.max_wait
-            quiet_since = None
+            quiet_since: Optional[float] = None
             while len(self.waiting) < self.max_batch:
                 now = time.monotonic()
                 if now >= deadline:
@@ -209,10 +225,11 @@ class CustomizeBatcher(object):
             batch, self.waiting = self.waiting[:self.max_batch], self.waiting[self.max_batch:]
             return batch
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             batch = self._gather()
             LOG.info('appliance launch: customising %d clone(s) in one appliance', len(batch))
+            results: Sequence[Union[Customization, Exception]]
             try:
                 results = customize.customize_batch([(disks, settings, layout) for disks, settings, layout, _done in batch])
             except Exception as e:  # the launch itself failed: every clone of the batch fails with it

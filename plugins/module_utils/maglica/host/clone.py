@@ -19,13 +19,15 @@ import threading
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypedDict
 
 from ..cluster import virt
 from ..cluster.domains import clone_disk_paths, disk_users, in_pool, lookup
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from . import batching
-from .guest import GuestSettings
+from .customize import Customization
+from .guest import GuestSettings, Network
+from .handles import Conn, Domain, Pool, Volume
 
 VIRT_CLONE = os.environ.get('MAGLICA_VIRT_CLONE', 'virt-clone')
 VIRT_CLONE_TIMEOUT = 3600
@@ -33,6 +35,52 @@ VIRT_CLONE_TIMEOUT = 3600
 # jobs running"), which virt-clone does: the volume-making step of concurrent clones takes turns. The
 # copies would share the disk's bandwidth anyway; customisation, the long part, still runs at once.
 VOLUME_LOCK = threading.Lock()
+
+
+class Batch(TypedDict):
+    """A batch of clones submitted together (messages.BATCH): `size` of its jobs go to this host."""
+
+    id: str
+    size: int
+
+
+class _CloneArgs(TypedDict):
+    image: str
+    hostname: str
+    clone_mode: str  # full or linked
+    start: bool
+
+
+class CloneArgs(_CloneArgs, total=False):
+    """A vm.clone job's args (messages.ACTIONS['vm.clone'])."""
+
+    network: Network
+    root_password_hash: str
+    ssh_authorized_keys: List[str]
+    cloud_init_user_data: str
+    spread_group: str
+    batch: Batch
+
+
+class _CloneResult(TypedDict):
+    hostname: str
+    ssh_host_keys: List[str]  # public halves only, for known_hosts
+    domain: Dict[str, Any]  # virt.describe of the clone
+
+
+class CloneResult(_CloneResult, total=False):
+    """A vm.clone job's result data: the clone made, or (reconciled) found complete after a restart."""
+
+    reconciled: bool
+    image: str
+    clone_mode: str
+    customization: Customization
+
+
+# A disk of the clone: (the image's disk, as virt.describe gives it; the clone's path for it).
+Target = Tuple[Dict[str, Any], str]
+# ... when the image's disk is a pool volume: (disk, the clone's path, the image's volume, its pool).
+PoolVolume = Tuple[Dict[str, Any], str, Volume, Pool]
 
 
 @dataclass
@@ -69,7 +117,7 @@ class Ownership:
     def owns_volume(self, pool: str, name: str) -> bool:
         return '%s/%s' % (pool, name) in self.volumes
 
-    def owns_domain(self, dom) -> bool:
+    def owns_domain(self, dom: Domain) -> bool:
         """Whether `dom` is the domain this job made: the UUID it recorded (a domain of the same name is not enough)."""
         name = dom.name()
         if name not in self.domains:
@@ -81,7 +129,8 @@ class Ownership:
         return bool(disks) and set(disks) <= self.files
 
     @classmethod
-    def from_rows(cls, rows, save=None) -> 'Ownership':
+    def from_rows(cls, rows: Iterable[Tuple[str, str, str]],
+                  save: Optional[Callable[[str, str, str], None]] = None) -> 'Ownership':
         """From recorded (kind, key, detail) rows."""
         owned = cls(save=save)
         for kind, key, detail in rows:
@@ -94,7 +143,7 @@ class Ownership:
         return owned
 
 
-def delete_disk(conn, path):
+def delete_disk(conn: Conn, path: str) -> None:
     """Delete a disk file through libvirt's storage API when a pool holds it, else directly."""
     lv = virt.libvirt()
     try:
@@ -107,7 +156,7 @@ def delete_disk(conn, path):
         os.unlink(path)
 
 
-def remove_domain(conn, name, disk_paths=None):
+def remove_domain(conn: Conn, name: str, disk_paths: Optional[Iterable[str]] = None) -> List[str]:
     """Destroy (if running) and undefine a domain and delete its disks - not those another domain's definition
     uses too. Returns the disks deleted."""
     lv = virt.libvirt()
@@ -134,7 +183,7 @@ def remove_domain(conn, name, disk_paths=None):
     return deleted
 
 
-def full_clone(uri, image, hostname, targets):
+def full_clone(uri: str, image: str, hostname: str, targets: Sequence[Target]) -> None:
     command = [VIRT_CLONE, '--connect', uri, '--original', image, '--name', hostname]
     for _disk, path in targets:
         command += ['--file', path]
@@ -149,7 +198,7 @@ def full_clone(uri, image, hostname, targets):
         raise HostError('virt-clone failed (exit %d): %s' % (proc.returncode, ' / '.join(output[-3:])))
 
 
-def pool_volumes(conn, targets):
+def pool_volumes(conn: Conn, targets: Sequence[Target]) -> Optional[List[PoolVolume]]:
     """[(image disk, clone path, its volume, its pool)] when every image disk is a pool volume, else None."""
     lv = virt.libvirt()
     volumes = []
@@ -162,7 +211,8 @@ def pool_volumes(conn, targets):
     return volumes
 
 
-def clone_volumes(conn, image_dom, hostname, volumes, linked, domain_uuid):
+def clone_volumes(conn: Conn, image_dom: Domain, hostname: str, volumes: Sequence[PoolVolume], linked: bool,
+                  domain_uuid: Optional[str]) -> None:
     """Make the clone's volumes through libvirt's storage API and define the clone on them.
 
     linked: a qcow2 overlay backed by each image volume. Full: a copy of each - a file copy (reflink where
@@ -170,7 +220,7 @@ def clone_volumes(conn, image_dom, hostname, volumes, linked, domain_uuid):
     as virt-clone does); either copies only allocated data.
     """
     lv = virt.libvirt()
-    new_disks = {}
+    new_disks: Dict[str, Tuple[str, str]] = {}
     for disk, path, base_vol, pool in volumes:
         fmt = 'qcow2' if linked else (disk['format'] or 'raw')
         backing = ('<backingStore><path>%s</path><format type="%s"/></backingStore>'
@@ -188,7 +238,7 @@ def clone_volumes(conn, image_dom, hostname, volumes, linked, domain_uuid):
     define_clone(conn, image_dom, hostname, new_disks, domain_uuid)
 
 
-def copy_file(base_vol, source, target, pool):
+def copy_file(base_vol: Volume, source: str, target: str, pool: Pool) -> bool:
     """Copy a volume that has no backing file as a plain file, where this process can see it (the host worker
     runs beside its disks): a reflink where the filesystem can, else only the allocated data - as fast as the
     disk. Returns False when it cannot, for libvirt's own volume copy (qemu-img convert) to do it."""
@@ -204,21 +254,29 @@ def copy_file(base_vol, source, target, pool):
     return True
 
 
-def define_clone(conn, image_dom, hostname, new_disks, domain_uuid):
+def define_clone(conn: Conn, image_dom: Domain, hostname: str, new_disks: Dict[str, Tuple[str, str]],
+                 domain_uuid: Optional[str]) -> None:
     """Define `hostname` from the image's definition: new name, the UUID this job recorded, no MACs (libvirt makes
     fresh ones), new disks."""
     lv = virt.libvirt()
     root = ET.fromstring(image_dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
-    root.find('name').text = hostname
+    name = root.find('name')
+    if name is None:  # libvirt's definitions always name the domain
+        raise HostError('the definition of the image has no name: cannot define the clone %s from it' % hostname)
+    name.text = hostname
     for element in root.findall('uuid') + root.findall('metadata'):
         root.remove(element)
     ET.SubElement(root, 'uuid').text = domain_uuid
     for disk in root.findall('./devices/disk'):
         source = disk.find('source')
-        if source is not None and source.get('file') in new_disks:
-            path, fmt = new_disks[source.get('file')]
+        image_file = source.get('file') if source is not None else None
+        if source is not None and image_file is not None and image_file in new_disks:
+            path, fmt = new_disks[image_file]
             source.set('file', path)
-            disk.find('driver').set('type', fmt)
+            driver = disk.find('driver')
+            if driver is None:  # the image's format was left to libvirt: the clone's is not, a linked one is qcow2
+                driver = ET.SubElement(disk, 'driver', name='qemu')
+            driver.set('type', fmt)
             backing = disk.find('backingStore')
             if backing is not None:
                 disk.remove(backing)
@@ -228,8 +286,9 @@ def define_clone(conn, image_dom, hostname, new_disks, domain_uuid):
             iface.remove(mac)
     # A console log file of the image's would be shared by every clone (and truncated by each boot).
     for log in root.findall('./devices/serial/log') + root.findall('./devices/console/log'):
-        if log.get('file'):
-            log.set('file', console_log_path(log.get('file'), hostname))
+        log_file = log.get('file')
+        if log_file:
+            log.set('file', console_log_path(log_file, hostname))
     try:
         conn.defineXML(ET.tostring(root, encoding='unicode'))
     except lv.libvirtError as e:
@@ -241,11 +300,11 @@ def console_log_path(image_log: str, hostname: str) -> str:
     return os.path.join(os.path.dirname(image_log), '%s-console.log' % hostname)
 
 
-def _xml_text(value):
+def _xml_text(value: str) -> str:
     return value.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace('"', '&quot;')
 
 
-def set_metadata(dom, host_keys=(), **attributes):
+def set_metadata(dom: Domain, host_keys: Optional[Iterable[str]] = (), **attributes: str) -> None:
     lv = virt.libvirt()
     element = ET.Element('clone', {k: str(v) for k, v in attributes.items()})
     for key in host_keys or ():
@@ -254,7 +313,7 @@ def set_metadata(dom, host_keys=(), **attributes):
                     virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
-def remove_owned(conn, name: str, ownership: Ownership) -> List[str]:
+def remove_owned(conn: Conn, name: str, ownership: Ownership) -> List[str]:
     """Remove what this job made: the domain `name` if it is the one it recorded, and the recorded files that
     exist and that no other domain's definition uses. Returns the files deleted."""
     dom = lookup(conn, name)
@@ -270,7 +329,7 @@ def remove_owned(conn, name: str, ownership: Ownership) -> List[str]:
     return deleted
 
 
-def _check_absent(conn, hostname: str, targets) -> None:
+def _check_absent(conn: Conn, hostname: str, targets: Sequence[Target]) -> None:
     """The clone's name and files must not exist: they would belong to someone else."""
     if lookup(conn, hostname) is not None:
         raise ConflictError('a domain named %s already exists on this host' % hostname)
@@ -281,7 +340,8 @@ def _check_absent(conn, hostname: str, targets) -> None:
             path, ' (a disk of %s)' % ', '.join(users[path]) if path in users else '') for path in taken))
 
 
-def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.customize_alone, ownership=None):
+def make_clone(conn: Conn, uri: str, job_id: str, args: CloneArgs, reconcile: bool = False,
+               customizer: batching.Customizer = batching.customize_alone, ownership: Optional[Ownership] = None) -> CloneResult:
     """Clone args['image'] to args['hostname'] on this host, customise it, start it. Returns result data.
 
     Everything the clone makes is first recorded in `ownership` (an Ownership; the host worker's is durable).
@@ -336,7 +396,7 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         disks = [(d['path'], d['format']) for d in virt.describe(dom, with_sizes=False)['disks']
                  if d['device'] == 'disk' and d['path']]
         settings = GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
-                                           args.get('ssh_authorized_keys'), args.get('cloud_init_user_data'))
+                                 args.get('ssh_authorized_keys'), args.get('cloud_init_user_data'))
         key = batching.image_key(image_name, [d['path'] for d, _path in targets])
         changes = customizer(key, disks, settings)
         set_metadata(dom, host_keys=changes.get('ssh_host_keys'), image=image_name, job=job_id, mode=args['clone_mode'],
@@ -357,5 +417,5 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         raise
 
 
-def _text(error):
+def _text(error: BaseException) -> str:
     return str(error) if isinstance(error, MaglicaError) else '%s: %s' % (type(error).__name__, error)

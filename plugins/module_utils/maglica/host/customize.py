@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple, TypedDict, Union
 
 from ..errors import MaglicaError
 from . import ssh_host_keys
@@ -27,11 +27,13 @@ from .guest import (
     URANDOM_SEED,
     Guest,
     GuestSettings,
+    Layout,
     absolute,
     inspect,
     launch,
 )
 from .guest_network import DEBIAN_FAMILY, RHEL_FAMILY, customize_network
+from .handles import GuestFS
 
 SSH_DIR = '/etc/ssh'
 SSHD_PATHS = ('/usr/sbin/sshd', '/sbin/sshd', '/usr/bin/sshd')
@@ -49,8 +51,47 @@ GENERIC_HOSTNAMES = ('localhost', 'localhost.localdomain', 'localhost6', 'unknow
 SELINUX_CONFIG = '/etc/selinux/config'
 AUTORELABEL = '/.autorelabel'
 
+# A clone's disks as libguestfs opens them: [(path, format)].
+Disks = Sequence[Tuple[str, Optional[str]]]
 
-def hosts_file(before, settings, old_hostname):
+
+class OsFacts(TypedDict):
+    distro: str
+    family: str  # debian, rhel or unknown
+    major_version: int
+    previous_hostname: str
+
+
+class NetworkFacts(TypedDict):
+    device: str
+    configured_by: List[str]
+
+
+class CloudInitFacts(TypedDict):
+    instance_id: str
+    seed: str
+
+
+class _Changes(TypedDict):
+    os: OsFacts
+    network: NetworkFacts
+    cloud_init: Optional[CloudInitFacts]
+    changed_files: List[str]
+    removed_files: List[str]
+    diff: List[Dict[str, str]]
+    notes: List[str]
+
+
+class Customization(_Changes, total=False):
+    """What a clone's customisation changed: the clone's result carries it (`customization`)."""
+
+    # Always there once customised; the clone job moves them to its result's own `ssh_host_keys`.
+    ssh_host_keys: List[str]
+    # The image's layout, from customize() for the layout cache (batching.py); never in a clone's result.
+    layout: Layout
+
+
+def hosts_file(before: Optional[str], settings: GuestSettings, old_hostname: Optional[str]) -> str:
     """/etc/hosts with the old name gone and a line for the new one."""
     address = settings.network['address'] if settings.static else '127.0.1.1'
     lines = []
@@ -60,14 +101,14 @@ def hosts_file(before, settings, old_hostname):
         if fields and (fields[0] in ('127.0.1.1', address) or old_hostname and (old_hostname in names or old_hostname.split('.')[0] in names)):
             continue
         lines.append(line)
-    names = settings.hostname if settings.hostname == settings.short else '%s %s' % (settings.hostname, settings.short)
+    new_names = settings.hostname if settings.hostname == settings.short else '%s %s' % (settings.hostname, settings.short)
     if not any(l.split()[:1] == ['127.0.0.1'] for l in lines):
         lines.insert(0, '127.0.0.1\tlocalhost')
-    lines.insert(1, '%s\t%s' % (address, names))
+    lines.insert(1, '%s\t%s' % (address, new_names))
     return '\n'.join(lines) + '\n'
 
 
-def shadow(before, password_hash):
+def shadow(before: Optional[str], password_hash: str) -> str:
     if before is None:
         raise MaglicaError('the guest has no /etc/shadow to set the root password in')
     lines = []
@@ -194,7 +235,7 @@ def selinux_policy(guest: Guest) -> str | None:
     text = guest.read(SELINUX_CONFIG)
     if text is None:
         return None
-    values = {}
+    values: Dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.strip().partition('=')
         if sep and not key.startswith('#'):
@@ -224,7 +265,7 @@ def relabel(guest: Guest, notes: list[str]) -> str | None:
     return 'autorelabel'
 
 
-def customize_mounted(g, mountpoints, layout, settings):
+def customize_mounted(g: GuestFS, mountpoints: Dict[str, str], layout: Layout, settings: GuestSettings) -> Customization:
     """Mount one guest's filesystems, customise it, unmount. Returns what changed."""
     for mountpoint in sorted(mountpoints, key=len):
         g.mount(mountpoints[mountpoint], mountpoint)
@@ -238,7 +279,9 @@ def customize_mounted(g, mountpoints, layout, settings):
         customize_common(guest, settings, old_hostname if old_hostname not in GENERIC_HOSTNAMES else None)
         public_keys = customize_host_keys(guest, settings, notes)
         device, stacks = customize_network(guest, settings, family, cloud_init, notes)
-        instance_id = customize_cloud_init(guest, settings, device) if cloud_init else None
+        cloud_init_facts: Optional[CloudInitFacts] = None
+        if cloud_init:
+            cloud_init_facts = {'instance_id': customize_cloud_init(guest, settings, device), 'seed': NOCLOUD_DIR}
         relabel(guest, notes)
         g.sync()
     finally:
@@ -246,7 +289,7 @@ def customize_mounted(g, mountpoints, layout, settings):
     return {
         'os': {'distro': distro, 'family': family, 'major_version': layout['major_version'], 'previous_hostname': old_hostname},
         'network': {'device': device, 'configured_by': stacks},
-        'cloud_init': {'instance_id': instance_id, 'seed': NOCLOUD_DIR} if cloud_init else None,
+        'cloud_init': cloud_init_facts,
         'ssh_host_keys': public_keys,
         'changed_files': guest.changed,
         'removed_files': guest.removed,
@@ -255,7 +298,7 @@ def customize_mounted(g, mountpoints, layout, settings):
     }
 
 
-def customize(disks, settings, layout=None):
+def customize(disks: Disks, settings: GuestSettings, layout: Optional[Layout] = None) -> Customization:
     """Customise the guest on `disks` [(path, format)] per `settings`, in one appliance launch.
 
     With a `layout` from an earlier inspection of the same image, inspection is skipped.
@@ -263,7 +306,8 @@ def customize(disks, settings, layout=None):
     """
     g = launch(disks)
     try:
-        if layout is None:
+        if layout is None or not layout['batchable']:
+            # A layout whose devices are not named by drive (LVM) cannot skip inspection: absolute() cannot name them.
             layout, mountpoints = inspect(g)
         else:
             mountpoints = absolute(g, layout, 0)
@@ -277,7 +321,7 @@ def customize(disks, settings, layout=None):
     return result
 
 
-def customize_batch(guests):
+def customize_batch(guests: Sequence[Tuple[Disks, GuestSettings, Layout]]) -> List[Union[Customization, MaglicaError]]:
     """Customise several guests [(disks, settings, layout)] in ONE appliance launch.
 
     Every layout must be batchable (plain partitions: identical LVM names of clones
@@ -286,7 +330,7 @@ def customize_batch(guests):
     """
     drives = [disk for disks, _settings, _layout in guests for disk in disks]
     g = launch(drives)
-    results = []
+    results: List[Union[Customization, MaglicaError]] = []
     try:
         first = 0
         for disks, settings, layout in guests:

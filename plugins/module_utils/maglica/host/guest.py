@@ -7,10 +7,11 @@ written, and what each change did, secrets left out of the diff."""
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, TypedDict, Union
 
 from .. import deps
 from ..errors import MaglicaError
+from .handles import GuestFS
 
 NOCLOUD_DIR = '/var/lib/cloud/seed/nocloud'
 
@@ -51,14 +52,45 @@ def diff_text(path: str, text: Optional[str]) -> str:
     return text
 
 
+class _NetworkMode(TypedDict):
+    mode: str  # dhcp or static
+
+
+class Network(_NetworkMode, total=False):
+    """A vm.clone job's `network` argument (messages.NETWORK): a static address needs `address`."""
+
+    device: str
+    address: str
+    prefix: int
+    gateway: str
+    dns: List[str]
+    domain: str
+
+
+# A mountpoint's device relative to the guest's drives: [disk index counted from its first drive, partition suffix]
+# (a list, as the layout cache's JSON gives it back), or None when it cannot be named so (LVM, device mapper).
+RelativeDevice = Optional[List[Union[int, str]]]
+
+
+class Layout(TypedDict):
+    """What inspection learnt of an image, kept for its later clones (batching.LayoutCache, a JSON file)."""
+
+    distro: str
+    major_version: int
+    hostname: str
+    mountpoints: Dict[str, RelativeDevice]
+    # Every mountpoint names a device relative to the guest's own drives: it can share an appliance.
+    batchable: bool
+
+
 class GuestSettings:
     """What to write into the guest, from a vm.clone job's args."""
 
-    def __init__(self, hostname: str, network: Optional[Dict[str, Any]] = None, root_password_hash: Optional[str] = None,
-                 ssh_authorized_keys: Optional[Sequence[str]] = None, cloud_init_user_data: Optional[str] = None):
+    def __init__(self, hostname: str, network: Optional[Network] = None, root_password_hash: Optional[str] = None,
+                 ssh_authorized_keys: Optional[Sequence[str]] = None, cloud_init_user_data: Optional[str] = None) -> None:
         self.hostname = hostname
         self.short = hostname.split('.')[0]
-        self.network = network or {'mode': 'dhcp'}
+        self.network: Network = network or {'mode': 'dhcp'}
         self.root_password_hash = root_password_hash
         self.ssh_authorized_keys = list(ssh_authorized_keys or [])
         self.cloud_init_user_data = cloud_init_user_data
@@ -74,7 +106,7 @@ class GuestSettings:
 class Guest:
     """An open guestfs handle on a guest's disks, mounted, recording every change."""
 
-    def __init__(self, handle):
+    def __init__(self, handle: GuestFS) -> None:
         self.g = handle
         self.changed: List[str] = []
         self.removed: List[str] = []
@@ -134,7 +166,7 @@ class Guest:
         return info['st_mode'] & 0o7777, info['st_uid'], info['st_gid']
 
 
-def set_key(text, key, value, sep='=', quote=''):
+def set_key(text: str, key: str, value: str, sep: str = '=', quote: str = '') -> str:
     """Set `key=value` in a shell-style or ini-style block of lines, replacing an existing assignment."""
     line = '%s%s%s%s%s' % (key, sep, quote, value, quote)
     pattern = re.compile(r'^\s*%s\s*%s.*$' % (re.escape(key), re.escape(sep)), re.M)
@@ -143,7 +175,7 @@ def set_key(text, key, value, sep='=', quote=''):
     return text + ('' if not text or text.endswith('\n') else '\n') + line + '\n'
 
 
-def drop_keys(text, keys):
+def drop_keys(text: str, keys: Sequence[str]) -> str:
     return ''.join(line for line in text.splitlines(True)
                    if not re.match(r'^\s*(%s)\s*=' % '|'.join(re.escape(k) for k in keys), line))
 
@@ -151,7 +183,7 @@ def drop_keys(text, keys):
 DEVICE_RE = re.compile(r'(/dev/[sv]d[a-z]+)(\d*)')
 
 
-def launch(drives):
+def launch(drives: Sequence[Tuple[str, Optional[str]]]) -> GuestFS:
     """One appliance with every drive [(path, format)] attached, read-write."""
     guestfs = deps.load('guestfs')
     g = guestfs.GuestFS(python_return_dict=True)
@@ -168,7 +200,7 @@ def launch(drives):
     return g
 
 
-def relative(devices, device, first):
+def relative(devices: List[str], device: str, first: int) -> RelativeDevice:
     """A device as [disk index counted from the guest's first drive, partition suffix], or None (LVM, mapper)."""
     match = DEVICE_RE.fullmatch(device)
     if not match or match.group(1) not in devices:
@@ -176,7 +208,7 @@ def relative(devices, device, first):
     return [devices.index(match.group(1)) - first, match.group(2)]
 
 
-def inspect(g, first=0, count=None):
+def inspect(g: GuestFS, first: int = 0, count: Optional[int] = None) -> Tuple[Layout, Dict[str, str]]:
     """Inspect the guest on drives first..first+count-1 of `g`.
 
     Returns its layout: distro, version, hostname and mountpoints as relative devices, so
@@ -192,16 +224,24 @@ def inspect(g, first=0, count=None):
         raise MaglicaError('libguestfs found no operating system on the clone disks')
     root = roots[0]
     mountpoints = g.inspect_get_mountpoints(root)
-    layout = {
+    relatives = {mp: relative(devices, dev, first) for mp, dev in mountpoints.items()}
+    layout: Layout = {
         'distro': g.inspect_get_distro(root),
         'major_version': g.inspect_get_major_version(root),
         'hostname': g.inspect_get_hostname(root),
-        'mountpoints': {mp: relative(devices, dev, first) for mp, dev in mountpoints.items()},
+        'mountpoints': relatives,
+        'batchable': all(rel is not None and 0 <= int(rel[0]) < count for rel in relatives.values()),
     }
-    layout['batchable'] = all(rel is not None and 0 <= rel[0] < count for rel in layout['mountpoints'].values())
     return layout, mountpoints
 
 
-def absolute(g, layout, first):
-    devices = g.list_devices()
-    return {mp: devices[first + rel[0]] + rel[1] for mp, rel in layout['mountpoints'].items()}
+def absolute(g: GuestFS, layout: Layout, first: int) -> Dict[str, str]:
+    """The layout's mountpoints as devices of `g`, the guest's drives starting at drive `first`. Only for a batchable
+    layout: every mountpoint has a relative device."""
+    devices: List[str] = g.list_devices()
+    mounts = {}
+    for mp, rel in layout['mountpoints'].items():
+        if rel is None:  # customize() inspects such a guest again
+            raise MaglicaError('the layout names the device of %s by no drive of the guest (LVM?): it cannot be reused' % mp)
+        mounts[mp] = devices[first + int(rel[0])] + str(rel[1])
+    return mounts

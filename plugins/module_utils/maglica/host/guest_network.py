@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import re
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict
 
 from .. import deps
 from ..protocol.user_data import dump
@@ -93,7 +93,7 @@ def sources_interfaces_d(text: Optional[str]) -> bool:
     return bool(re.search(r'^\s*source(-directory)?\s+/etc/network/interfaces\.d(/\*)?\s*$', text or '', re.M))
 
 
-def dhclient_conf(before, settings):
+def dhclient_conf(before: Optional[str], settings: GuestSettings) -> str:
     """dhclient.conf sending the new name as the DHCP host name (the seed's way)."""
     line = 'send host-name = "%s";' % settings.hostname
     pattern = re.compile(r'^\s*send\s+host-name\s+.*;\s*$', re.M)
@@ -103,7 +103,7 @@ def dhclient_conf(before, settings):
     return text + ('' if not text or text.endswith('\n') else '\n') + line + '\n'
 
 
-def ifcfg(before, settings):
+def ifcfg(before: str, settings: GuestSettings) -> str:
     """An RHEL ifcfg file: DHCP_HOSTNAME, or a static address; the image's MAC and UUID dropped."""
     text = drop_keys(before, ('HWADDR', 'UUID', 'MACADDR'))
     text = set_key(text, 'ONBOOT', 'yes')
@@ -123,9 +123,10 @@ def ifcfg(before, settings):
     return text
 
 
-def nm_keyfile(before, settings):
+def nm_keyfile(before: str, settings: GuestSettings) -> str:
     """A NetworkManager keyfile: [ipv4] dhcp-hostname or a manual address; the image's MAC dropped."""
-    sections, current = {}, None
+    sections: Dict[str, List[str]] = {}
+    current: Optional[str] = None
     order = []
     for line in before.splitlines():
         match = re.match(r'^\s*\[(.+)\]\s*$', line)
@@ -171,7 +172,7 @@ def nm_keyfile(before, settings):
     return '\n'.join(out).rstrip('\n') + '\n'
 
 
-def interface_name(guest, settings, candidates):
+def interface_name(guest: Guest, settings: GuestSettings, candidates: Sequence[Optional[str]]) -> str:
     """The device to configure: the one asked for, else the first the image configures, else eth0."""
     if settings.network.get('device'):
         return settings.network['device']
@@ -234,7 +235,17 @@ def new_keyfile(device: str) -> str:
             '[ipv4]\n\n[ipv6]\nmethod=auto\n' % (device, uuid.uuid4(), device))
 
 
-def network_stacks(guest: Guest) -> Dict[str, Any]:
+class Stacks(TypedDict):
+    """What configures a guest's network (network_stacks)."""
+
+    netplan: List[str]  # netplan files
+    networkmanager: bool  # enabled, or has keyfiles
+    keyfiles: List[str]  # NetworkManager keyfiles
+    interfaces: Optional[str]  # /etc/network/interfaces, None when there is none
+    ifcfg: List[str]  # RHEL ifcfg files but the loopback's
+
+
+def network_stacks(guest: Guest) -> Stacks:
     """What configures the guest's network, read from its files (not from its distribution)."""
     keyfiles = guest.glob(NM_DIR + '/*.nmconnection')
     return {
@@ -280,7 +291,7 @@ def customize_network(guest: Guest, settings: GuestSettings, family: str, cloud_
             if network is not None:
                 guest.write('/etc/sysconfig/network', set_key(network, 'HOSTNAME', settings.hostname))
             for path in stacks['ifcfg']:
-                guest.write(path, ifcfg(guest.read(path), settings))
+                guest.write(path, ifcfg(guest.read(path) or '', settings))
             if stacks['ifcfg']:
                 written.append('ifcfg')
         if stacks['networkmanager']:

@@ -16,16 +16,46 @@ import contextlib
 import os
 import uuid
 import xml.etree.ElementTree as ET
+from typing import List, Optional, TypedDict
 
 from ..cluster import virt
+from ..cluster.config import Config, Host
 from ..cluster.domains import lookup
 from ..errors import ConflictError, HostError, NotFoundError
 from ..protocol.import_job import CHUNK
 from . import clone
+from .handles import Conn, Pool, Volume
+
+
+class CopyArgs(TypedDict):
+    """An image.copy job's args (messages.ACTIONS['image.copy']): the image, and the host it is copied from."""
+
+    image: str
+    source: str
+
+
+class CopiedDisk(TypedDict):
+    source: str  # the disk's path on the source host
+    path: str  # ... and here
+    bytes: int  # of data sent (holes are not)
+    capacity: int
+
+
+class _CopyResult(TypedDict):
+    image: str
+    source: str
+
+
+class CopyResult(_CopyResult, total=False):
+    """An image.copy job's result data: the disks copied, or (reconciled) the copy found made after a restart."""
+
+    disks: List[CopiedDisk]
+    reconciled: bool
+
 
 # -- the destination host worker's side ---------------------------------------------------
 
-def _pool_for(conn, directory):
+def _pool_for(conn: Conn, directory: str) -> Pool:
     """The active pool of `conn` whose target directory is `directory`, else its `default` pool."""
     lv = virt.libvirt()
     for pool in conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
@@ -38,7 +68,7 @@ def _pool_for(conn, directory):
         raise HostError('no storage pool for %s and no pool called default' % directory)
 
 
-def _stream_volume(src_conn, src_vol, dst_conn, dst_vol):
+def _stream_volume(src_conn: Conn, src_vol: Volume, dst_conn: Conn, dst_vol: Volume) -> int:
     """Pump one volume from a source libvirtd to a destination libvirtd, holes as holes. Returns bytes of data sent."""
     lv = virt.libvirt()
     src = src_conn.newStream(0)
@@ -70,7 +100,8 @@ def _stream_volume(src_conn, src_vol, dst_conn, dst_vol):
     return sent
 
 
-def copy_image(config, host, args, reconcile=False, ownership=None):
+def copy_image(config: Config, host: Host, args: CopyArgs, reconcile: bool = False,
+               ownership: Optional[clone.Ownership] = None) -> CopyResult:
     """Runs in the destination's host worker: copy the image's volumes from args['source'] and define it here.
 
     Each volume, and the domain's UUID, is recorded in `ownership` (a clone.Ownership) before it is made. A
@@ -102,12 +133,13 @@ def copy_image(config, host, args, reconcile=False, ownership=None):
         if src_dom.isActive():
             raise ConflictError('image %s is running on %s; only an inactive image is copied' % (name, source))
         root = ET.fromstring(src_dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
-        created, copied = [], []
+        created: List[Volume] = []
+        copied: List[CopiedDisk] = []
         try:
             for disk in root.findall("./devices/disk[@device='disk']"):
                 source_element = disk.find('source')
                 path = source_element.get('file') if source_element is not None else None
-                if not path:
+                if source_element is None or not path:
                     raise ConflictError('image %s has a disk that is not a file: it cannot be copied' % name)
                 try:
                     src_vol = src_conn.storageVolLookupByPath(path)

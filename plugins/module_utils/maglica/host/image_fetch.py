@@ -33,7 +33,8 @@ import urllib.parse
 import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from email.message import Message
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypedDict, cast
 
 from ..cluster import virt
 from ..cluster.domains import disk_users, in_pool, lookup
@@ -49,6 +50,7 @@ from ..protocol.import_job import (
     job_limits,
 )
 from . import clone
+from .handles import Conn, Pool
 
 CACHE_DIR = '.maglica-image-cache'
 # The formats imported: qcow2 and raw, nothing else (issue 18; the class of OpenStack's CVE-2022-47951 and
@@ -63,11 +65,71 @@ QEMU_IMG_TIMEOUT = 3600
 Progress = Callable[[int, int], None]
 
 
+class _ImportArgs(TypedDict):
+    name: str
+    checksum: str  # sha256:HEX
+
+
+class ImportArgs(_ImportArgs, total=False):
+    """An image.import job's args (messages.ACTIONS['image.import']): `url`, or `upload` (and its `origin`)."""
+
+    url: str
+    upload: str  # the file the library uploaded into the pool
+    origin: str  # its path on the machine that uploaded it
+    vcpus: int
+    memory_mb: int
+    disk_size: int
+    network: str
+    bridge: str
+    firmware: str  # bios or uefi
+    disk_mode: str  # copy or overlay
+    domain_type: str  # kvm or qemu
+    pool: str
+    max_virtual_size: int
+    max_download_size: int
+    max_download_time: int
+    redirect_schemes: List[str]
+
+
+class _Fetched(TypedDict):
+    bytes: int
+    format: str
+    virtual_size: int
+
+
+class Fetched(_Fetched, total=False):
+    """What is in the cache entry: fetched (or uploaded) now, or there already (a cache hit)."""
+
+    created: bool  # this job made the entry (fetch_to_cache, adopt_upload): only then may it remove it
+    cache_hit: bool
+
+
+class _ImportResult(TypedDict):
+    name: str
+
+
+class ImportResult(_ImportResult, total=False):
+    """An image.import job's result data: the image made, or one there already (reconciled, present)."""
+
+    reconciled: bool  # made by this job before the host worker restarted
+    present: bool  # made meanwhile by another job of the same image
+    checksum: str
+    url: str
+    path: str
+    cache: str
+    cache_hit: bool
+    fetched_bytes: int
+    format: str
+    disk_mode: str
+    capacity: int
+    allocation: int
+
+
 # -- what both sides check ----------------------------------------------------------------------
 
 # -- the host worker's side --------------------------------------------------------------------------
 
-def write_sparse(chunks: Iterable[bytes], handle, progress: Optional[Callable[[int], None]] = None) -> Tuple[int, str]:
+def write_sparse(chunks: Iterable[bytes], handle: IO[bytes], progress: Optional[Callable[[int], None]] = None) -> Tuple[int, str]:
     """Write `chunks` to the binary file `handle` from its start, seeking over all-zero BLOCKs (holes), hashing
     every byte. Returns (bytes, sha256 hex). The file is truncated to the length, so trailing zeros are a hole too."""
     digest = hashlib.sha256()
@@ -99,7 +161,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, schemes: Tuple[str, ...]) -> None:
         self.schemes = schemes
 
-    def http_error_302(self, req, fp, code, msg, headers):
+    def http_error_302(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                       headers: http.client.HTTPMessage) -> Optional[IO[bytes]]:
         location = headers.get('location') or headers.get('uri')
         if location:  # checked before the standard library's own check, so every refusal says the same
             self.check(req, fp, code, urllib.parse.urljoin(req.full_url, location))
@@ -107,7 +170,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
-    def check(self, req, fp, code: int, newurl: str) -> None:
+    def check(self, req: urllib.request.Request, fp: IO[bytes], code: int, newurl: str) -> None:
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         problem = None
         if scheme not in self.schemes:
@@ -123,7 +186,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
                                % (req.full_url[:300], code, newurl[:300], problem))
 
 
-def content_length(headers, url: str) -> int:
+def content_length(headers: Message, url: str) -> int:
     """The body's length from Content-Length: 0 when absent; a value that is not one byte count is refused."""
     values = set(v.strip() for v in (headers.get_all('Content-Length') or []))
     if not values:
@@ -207,7 +270,7 @@ def open_local_file(url: str, file_dirs: Iterable[str]) -> Tuple[Any, int]:
         raise
 
 
-def read_chunks(stream, url: str, limits: Limits = Limits(), deadline: Optional[float] = None) -> Iterable[bytes]:
+def read_chunks(stream: IO[bytes], url: str, limits: Limits = Limits(), deadline: Optional[float] = None) -> Iterator[bytes]:
     """The stream's bytes in chunks, stopped with an error past max_download_size bytes or past the deadline
     (time.monotonic(); a read waits at most FETCH_TIMEOUT, so the deadline is overrun by that at most)."""
     read = getattr(stream, 'read1', stream.read)  # what has come, not a whole CHUNK: a slow drip meets the deadline
@@ -387,7 +450,7 @@ def check_room_for_copy(source: str, fmt: str, directory: str, what: str) -> int
     return need
 
 
-def domain_xml(name: str, disk_path: str, args: Dict[str, Any], domain_uuid: str) -> str:
+def domain_xml(name: str, disk_path: str, args: ImportArgs, domain_uuid: str) -> str:
     """The original image's definition: virtio disk and NIC, serial console logged to a file, guest agent
     channel, VNC on localhost; bios or uefi firmware. Clones copy it (and rename the console log)."""
     kind = args.get('domain_type') or 'kvm'
@@ -431,7 +494,7 @@ def domain_xml(name: str, disk_path: str, args: Dict[str, Any], domain_uuid: str
     return ET.tostring(domain, encoding='unicode')
 
 
-def _pool(conn, name: str):
+def _pool(conn: Conn, name: str) -> Tuple[Pool, str]:
     lv = virt.libvirt()
     try:
         pool = conn.storagePoolLookupByName(name)
@@ -456,7 +519,7 @@ def _no_space(error: OSError) -> bool:
 
 
 def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress: Optional[Progress] = None,
-                   limits: Limits = Limits()) -> Dict[str, Any]:
+                   limits: Limits = Limits()) -> Fetched:
     """Fetch `url` into `part` (sparse, hashed), check it, and rename it to `cache_file`. Returns what was fetched.
     `part` is removed on any failure; the caller records it before. Bounded by `limits` (bytes, seconds, redirects,
     file:// directories, the image's virtual size)."""
@@ -485,7 +548,7 @@ def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress
         raise
     finally:
         stream.close()
-    return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'created': created}
+    return {'bytes': size, 'format': info['format'], 'virtual_size': info['virtual-size'], 'created': created}
 
 
 def settle(part: str, cache_file: str) -> bool:
@@ -501,7 +564,7 @@ def settle(part: str, cache_file: str) -> bool:
 
 
 def adopt_upload(uploaded: str, checksum: str, cache_file: str, label: str, progress: Optional[Progress] = None,
-                 max_virtual_size: int = DEFAULT_MAX_VIRTUAL_SIZE) -> Dict[str, Any]:
+                 max_virtual_size: int = DEFAULT_MAX_VIRTUAL_SIZE) -> Fetched:
     """Check an uploaded file (checksum, qemu-img info) and rename it into the cache, read-only."""
     expected = checksum.split(':', 1)[1]
     digest = hashlib.sha256()
@@ -519,10 +582,10 @@ def adopt_upload(uploaded: str, checksum: str, cache_file: str, label: str, prog
     info = image_info(uploaded, label, max_virtual_size)
     os.chmod(uploaded, 0o444)
     created = settle(uploaded, cache_file)
-    return {'bytes': size, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'created': created}
+    return {'bytes': size, 'format': info['format'], 'virtual_size': info['virtual-size'], 'created': created}
 
 
-def settle_disk(conn, name: str, host_name: str, part_disk: str, disk_path: str, ownership: clone.Ownership) -> None:
+def settle_disk(conn: Conn, name: str, host_name: str, part_disk: str, disk_path: str, ownership: clone.Ownership) -> None:
     """Give the finished disk its name - never over a file that is there (another job's, or a clone's disk of the same
     name): checked and linked under the lock every clone's disk-making takes, so nothing appears in between."""
     with clone.VOLUME_LOCK:
@@ -554,7 +617,7 @@ def qcow2_backing(path: str) -> Optional[str]:
         return None
 
 
-def cache_users(conn, cache_file: str, pool_dir: str) -> List[str]:
+def cache_users(conn: Conn, cache_file: str, pool_dir: str) -> List[str]:
     """What depends on a cache entry: domains whose disks it backs, and the pool's files backed by it (overlays of
     images being imported, not yet defined)."""
     users = list(disk_users(conn, [cache_file]).get(cache_file, []))
@@ -569,7 +632,7 @@ def cache_users(conn, cache_file: str, pool_dir: str) -> List[str]:
     return users
 
 
-def remove_own(conn, paths: List[str], cache_file: str, pool_dir: str) -> None:
+def remove_own(conn: Conn, paths: List[str], cache_file: str, pool_dir: str) -> None:
     """Remove files this job made (rollback) or recorded (reconcile): never a disk a domain uses, and the cache entry
     only while nothing depends on it - under the lock an overlay on it is made under."""
     for path in paths:
@@ -581,13 +644,13 @@ def remove_own(conn, paths: List[str], cache_file: str, pool_dir: str) -> None:
             _remove(path)
 
 
-def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcile: bool = False,
+def run_import(conn: Conn, host_name: str, job_id: str, args: ImportArgs, reconcile: bool = False,
                ownership: Optional[clone.Ownership] = None, progress: Optional[Progress] = None,
-               file_dirs: Iterable[str] = ()) -> Dict[str, Any]:
+               file_dirs: Iterable[str] = ()) -> ImportResult:
     """The host worker's image.import: cache (fetching on a miss), the disk, the domain. Leaves nothing on failure.
     `file_dirs`: where file:// URLs may point (the host worker's host_worker.file_url_dirs)."""
     lv = virt.libvirt()
-    limits = job_limits(args, file_dirs)
+    limits = job_limits(cast(Dict[str, Any], args), file_dirs)  # an ImportArgs: job_limits reads its limits only
     ownership = ownership if ownership is not None else clone.Ownership()
     name, checksum = args['name'], args['checksum']
     # What the image was made from: the URL, or the uploaded file's path on the machine that uploaded it.
@@ -618,10 +681,10 @@ def run_import(conn, host_name: str, job_id: str, args: Dict[str, Any], reconcil
         remove_own(conn, [path for path in sorted(ownership.files) if path != uploaded], cache_file, pool_dir)
     try:
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-        fetched: Dict[str, Any] = {}
+        fetched: Fetched
         if os.path.exists(cache_file):
             info = image_info(cache_file, url, limits.max_virtual_size)
-            fetched = {'bytes': 0, 'format': info['format'], 'virtual_size': info.get('virtual-size'), 'cache_hit': True}
+            fetched = {'bytes': 0, 'format': info['format'], 'virtual_size': info['virtual-size'], 'cache_hit': True}
         elif uploaded:
             fetched = adopt_upload(uploaded, checksum, cache_file, url, progress, limits.max_virtual_size)
             if fetched.pop('created'):  # recorded once made: a crash before leaves a verified entry, never a loss

@@ -17,15 +17,17 @@ from __future__ import annotations
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, TypedDict
 
 from ..cluster import virt
+from ..cluster.config import Config, Host
 from ..cluster.domains import clone_disk_paths, lookup
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from . import clone, customize
 from .cloudinit import NOCLOUD_DIR, forget_cloud_init_instance
 from .guest import Guest, GuestSettings, drop_keys, inspect, launch
 from .guest_network import IFCFG_DIR, INTERFACES, INTERFACES_D, NM_DIR
+from .handles import Domain
 
 GENERIC_HOSTNAME = 'localhost'
 # What an image made from a VM says in its image metadata (virt.IMAGE_METADATA_NS).
@@ -40,6 +42,42 @@ IFCFG_MACHINE_KEYS = ('HWADDR', 'MACADDR', 'UUID', 'HOSTNAME', 'DHCP_HOSTNAME')
 KEYFILE_MACHINE_KEYS = ('mac-address', 'dhcp-hostname')
 # A NoCloud seed written by Maglica's clone customisation: its instance-id says so.
 MAGLICA_INSTANCE_PREFIX = 'iid-maglica-'
+
+
+class FromVmArgs(TypedDict):
+    """An image.from_vm job's args (messages.ACTIONS['image.from_vm']): the new image, and the VM it is made from."""
+
+    image: str
+    vm: str
+
+
+class SealedOs(TypedDict):
+    distro: str
+    major_version: int
+    previous_hostname: str
+
+
+class Sealed(TypedDict):
+    """What seal() changed."""
+
+    os: SealedOs
+    hostname: str
+    changed_files: List[str]
+    removed_files: List[str]
+
+
+class _FromVmResult(TypedDict):
+    image: str
+    from_vm: str
+
+
+class FromVmResult(_FromVmResult, total=False):
+    """An image.from_vm job's result data: the image's disks and what sealing changed, or (reconciled) the image
+    found complete after a restart."""
+
+    disks: List[str]
+    seal: Sealed
+    reconciled: bool
 
 
 # -- removal ----------------------------------------------------------------------------------
@@ -108,7 +146,7 @@ def seal_guest(guest: Guest, old_hostname: Optional[str]) -> None:
         guest.remove(NOCLOUD_DIR)
 
 
-def seal(disks: List[Tuple[str, str]]) -> Dict[str, Any]:
+def seal(disks: customize.Disks) -> Sealed:
     """Seal the guest on `disks` [(path, format)], in one libguestfs appliance launch. Returns what changed."""
     g = launch(disks)
     try:
@@ -132,14 +170,14 @@ def seal(disks: List[Tuple[str, str]]) -> Dict[str, Any]:
             'hostname': GENERIC_HOSTNAME, 'changed_files': guest.changed, 'removed_files': guest.removed}
 
 
-def _complete(dom, job_id: str) -> bool:
+def _complete(dom: Domain, job_id: str) -> bool:
     lv = virt.libvirt()
     meta = virt.image_metadata_of(ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)))
     return meta.get('job') == job_id and meta.get('complete') == 'yes'
 
 
-def make_from_vm(config, host, job_id: str, args: Dict[str, Any], reconcile: bool = False,
-                 ownership: Optional[clone.Ownership] = None) -> Dict[str, Any]:
+def make_from_vm(config: Config, host: Host, job_id: str, args: FromVmArgs, reconcile: bool = False,
+                 ownership: Optional[clone.Ownership] = None) -> FromVmResult:
     """Runs in the VM's host worker: copy the shut-off VM args['vm'] into the image args['image'], and seal it.
 
     The copy is a clone's full copy (clone.clone_volumes: a linked clone's disk is flattened, the definition gets a

@@ -67,5 +67,3 @@ def generate(types: Iterable[str], comment: str) -> List[HostKey]:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     return keys
-
-

@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
+from typing import List, Optional, TypedDict
 
 from ..cluster import virt
 from ..errors import ConflictError, HostError, NotFoundError
 from . import clone
+from .handles import Conn
 
 STATES = ('running', 'stopped', 'destroyed', 'absent')
 BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
@@ -34,7 +36,44 @@ POLL_S = 0.2
 
 # -- the host worker's side ---------------------------------------------------------------
 
-def attach_disk(conn, host, args, reconcile=False, ownership=None):
+class AttachDiskArgs(TypedDict):
+    """A vm.attach_disk job's args (messages.ACTIONS['vm.attach_disk']): a new volume of `size` bytes for VM `name`."""
+
+    name: str
+    volume: str
+    size: int
+
+
+class AttachedDisk(TypedDict):
+    """A vm.attach_disk job's result data."""
+
+    name: str
+    volume: str
+    path: Optional[str]
+    target: Optional[str]  # the disk's device in the guest (vdb...)
+    created: bool  # False: the volume was attached already
+
+
+class _ConsoleArgs(TypedDict):
+    name: str
+
+
+class ConsoleArgs(_ConsoleArgs, total=False):
+    """A vm.console job's args (messages.ACTIONS['vm.console'])."""
+
+    lines: int
+
+
+class ConsoleTail(TypedDict):
+    """A vm.console job's result data: the last lines of the VM's console log, at `path` (None: it logs none)."""
+
+    name: str
+    path: Optional[str]
+    lines: List[str]
+
+
+def attach_disk(conn: Conn, host: str, args: AttachDiskArgs, reconcile: bool = False,
+                ownership: Optional[clone.Ownership] = None) -> AttachedDisk:
     """Create a qcow2 volume of args['size'] bytes beside the VM's first disk and attach it (persistent config).
 
     Runs in the host worker. Idempotent: a volume already attached is reported, not made again;
@@ -52,8 +91,9 @@ def attach_disk(conn, host, args, reconcile=False, ownership=None):
     for disk in disks:
         source = disk.find('source')
         if source is not None and os.path.basename(source.get('file') or '') == volume:
-            return {'name': name, 'volume': volume, 'path': source.get('file'), 'target': disk.find('target').get('dev'),
-                    'created': False}
+            target_element = disk.find('target')
+            return {'name': name, 'volume': volume, 'path': source.get('file'),
+                    'target': target_element.get('dev') if target_element is not None else None, 'created': False}
     pool = None
     for disk in disks:
         source = disk.find('source')
@@ -104,7 +144,7 @@ def attach_disk(conn, host, args, reconcile=False, ownership=None):
 CONSOLE_MAX_BYTES = 64 * 1024
 
 
-def console_tail(conn, name: str, lines: int = 40) -> dict:
+def console_tail(conn: Conn, name: str, lines: int = 40) -> ConsoleTail:
     """The last `lines` lines of a domain's serial console log, read where the host worker runs (the log is a file
     of the hypervisor's). Returns {name, path, lines}; an empty list when the domain logs no console."""
     dom = virt.call('cannot look up %s' % name, conn.lookupByName, name)

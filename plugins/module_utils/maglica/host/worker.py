@@ -22,8 +22,9 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Tuple
+from typing import Any, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, cast
 
+from ..cluster.config import Config
 from ..daemon import service
 from ..daemon.store import Store, drop_secrets_sql
 from ..errors import DispatchError, MessageError
@@ -64,39 +65,40 @@ RECORD_KEEP_S = 7 * 86400
 class Record(Store):
     """The host worker's own SQLite: jobs it has taken, their results, and which results are not yet taken."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         super(Record, self).__init__(path, RECORD_SCHEMA)
 
-    def get(self, job_id):
+    def get(self, job_id: str) -> Optional[Tuple[str, int]]:
+        """(state, reported) of a job taken, None when it was not."""
         row = self.db.execute('SELECT state, reported FROM jobs WHERE id = ?', (job_id,)).fetchone()
         return row
 
-    def take(self, job):
+    def take(self, job: actions.Job) -> None:
         self.db.execute("INSERT INTO jobs (id, job, state, received) VALUES (?, ?, 'running', ?)",
                         (job['id'], json.dumps(job), time.time()))
 
-    def finish(self, job_id, result):
+    def finish(self, job_id: str, result: Mapping[str, Any]) -> None:
         """Record a job's result. Its secret arguments are dropped: reconcile never runs a finished job again."""
         self.db.execute("UPDATE jobs SET state = 'done', result = ?, reported = 0, finished = ? WHERE id = ?",
                         (json.dumps(result), time.time(), job_id))
         self.db.execute('DELETE FROM owned WHERE job_id = ?', (job_id,))  # a finished job never runs again
         self.drop_secrets(DROP_SECRETS, [job_id])
 
-    def report_again(self, job_id):
+    def report_again(self, job_id: str) -> None:
         self.db.execute("UPDATE jobs SET reported = 0 WHERE id = ? AND state = 'done'", (job_id,))
 
-    def running(self):
+    def running(self) -> List[actions.Job]:
         return [json.loads(r[0]) for r in self.db.execute("SELECT job FROM jobs WHERE state = 'running' ORDER BY received")]
 
-    def outbox(self, limit):
+    def outbox(self, limit: int) -> List[Dict[str, Any]]:
         return [json.loads(r[0]) for r in self.db.execute("SELECT result FROM jobs WHERE state = 'done' AND reported = 0 "
                                                           'ORDER BY finished LIMIT ?', (limit,))]
 
-    def mark_reported(self, job_ids):
+    def mark_reported(self, job_ids: Iterable[str]) -> None:
         with self.transaction():
             self.db.executemany('UPDATE jobs SET reported = 1 WHERE id = ?', [(i,) for i in job_ids])
 
-    def prune(self):
+    def prune(self) -> None:
         self.db.execute("DELETE FROM jobs WHERE state = 'done' AND reported = 1 AND finished < ?", (time.time() - RECORD_KEEP_S,))
 
 
@@ -104,7 +106,7 @@ class Intents(Store):
     """The record's `owned` table, on a connection of its own: job threads write their intents there, each
     committed (durable) before the thing is made, while the loop's connection writes the rest."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         super(Intents, self).__init__(path, RECORD_SCHEMA)
         self.lock = threading.Lock()
 
@@ -113,7 +115,7 @@ class Intents(Store):
         with self.lock:
             rows = self.db.execute('SELECT kind, key, detail FROM owned WHERE job_id = ?', (job_id,)).fetchall()
 
-        def save(kind, key, detail):
+        def save(kind: str, key: str, detail: str) -> None:
             with self.lock, self.transaction():
                 self.db.execute('INSERT OR REPLACE INTO owned (job_id, kind, key, detail) VALUES (?, ?, ?, ?)',
                                 (job_id, kind, key, detail))
@@ -140,7 +142,7 @@ class Slot:
                 self.held = False
                 self.slots.release()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
@@ -166,7 +168,7 @@ def progress_figures(done: Any, total: Any) -> Tuple[int, int]:
 
 
 class HostWorker(object):
-    def __init__(self, config, name):
+    def __init__(self, config: Config, name: str) -> None:
         self.config = config
         self.host = config.host(name)
         # Its own libvirtd over the local socket; other hosts' (an image copy's source) over the configured transport.
@@ -185,7 +187,7 @@ class HostWorker(object):
         self.requester = transport.Requester(config, self.name, context=self.context)
         window = config.host_worker['batch_window']
         # batch_window 0: one launch and one inspection per clone, as the seed did.
-        self.batcher = None
+        self.batcher: Optional[batching.CustomizeBatcher] = None
         if window > 0:
             self.batcher = batching.CustomizeBatcher(window=window, cache_path=os.path.join(state_dir, '%s.layouts.json' % self.name))
         # At most `concurrency` jobs work at once (each holds a Slot); clones waiting in the shared appliance hold
@@ -193,7 +195,7 @@ class HostWorker(object):
         concurrency = max(1, config.host_worker['concurrency'])
         self.slots = threading.Semaphore(concurrency)
         self.pool = ThreadPoolExecutor(max_workers=concurrency + (self.batcher.max_batch if self.batcher else 0))
-        self.finished = queue.Queue()
+        self.finished: queue.Queue[actions.Result] = queue.Queue()
         # A job thread that finishes writes a byte here, so the loop wakes at once to report its result.
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
@@ -201,18 +203,18 @@ class HostWorker(object):
         self.poller = zmq.Poller()
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.wake_read, zmq.POLLIN)
-        self.acks = set()
-        self.to_fetch = set()
-        self.running = set()
+        self.acks: Set[str] = set()
+        self.to_fetch: Set[str] = set()
+        self.running: Set[str] = set()
         # {job id: (done, total)} reported by running jobs' threads, sent with the next report (under progress_lock).
-        self.progress: Dict[str, Any] = {}
+        self.progress: Dict[str, Tuple[int, int]] = {}
         self.progress_lock = threading.Lock()
-        self.progress_sent: Dict[str, Any] = {}
+        self.progress_sent: Dict[str, Tuple[int, int]] = {}
         self.stopping = False
         self.last_report = 0.0
         self.backoff_until = 0.0
 
-    def close(self):
+    def close(self) -> None:
         # Let running jobs end and keep their results in the outbox for the next start.
         self.pool.shutdown(wait=True)
         self.collect()
@@ -225,7 +227,7 @@ class HostWorker(object):
 
     # -- jobs -------------------------------------------------------------
 
-    def receive(self, frames):
+    def receive(self, frames: Sequence[bytes]) -> None:
         """Take one PUB notice: a job we know is acknowledged again, a new one is fetched."""
         try:
             if len(frames) != 2 or frames[0] != messages.topic(self.name):
@@ -245,7 +247,7 @@ class HostWorker(object):
             # Delivered again: the client worker has not stored our result yet. Send it again, never re-run.
             self.record.report_again(notice['id'])
 
-    def fetch(self):
+    def fetch(self) -> None:
         """Get the jobs we have notices of; record each before it is acknowledged, and start it once."""
         ids = sorted(self.to_fetch)[:256]
         try:
@@ -266,17 +268,17 @@ class HostWorker(object):
         if not answered:  # never ask for the same ids in a tight loop
             LOG.error('the client worker answered none of the %d job(s) fetched, will retry', len(ids))
             self.backoff_until = time.monotonic() + 5.0
-        taken = []
+        taken: List[actions.Job] = []
         with self.record.transaction():  # one commit for every job of the reply; none runs before it
             for job in reply.get('jobs') or []:
                 taken.extend(self._take(job, ids))
         for job in taken:
             self.start(job)
 
-    def _take(self, job, ids):
+    def _take(self, fetched: Any, ids: Sequence[str]) -> List[actions.Job]:
         """[job] when it is new and ours: recorded (in the caller's transaction) and acknowledged."""
         try:
-            job = messages.validate_job(job)
+            job = cast(actions.Job, messages.validate_job(fetched))  # validated: a Job
             if job['host'] != self.name or job['id'] not in ids:
                 raise MessageError('job %s is not one we asked for' % job['id'])
         except MessageError as e:
@@ -288,18 +290,19 @@ class HostWorker(object):
         self.acks.add(job['id'])
         return [job] if new else []
 
-    def start(self, job, reconcile=False):
+    def start(self, job: actions.Job, reconcile: bool = False) -> None:
         LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
         self.running.add(job['id'])
         self.pool.submit(self.execute, job, reconcile)
 
-    def execute(self, job, reconcile):
+    def execute(self, job: actions.Job, reconcile: bool) -> None:
         slot = Slot(self.slots)
-        customizer = batching.customize_alone
-        around = [slot]
+        customizer: batching.Customizer = batching.customize_alone
+        # What the job runs inside, entered in order: its slot, and a clone's place in the customisation batch.
+        around: List[ContextManager[Any]] = [slot]
         if self.batcher and job['action'] == 'vm.clone':
             customizer = functools.partial(self.batcher, on_join=slot.release)
-            batch = job['args'].get('batch')
+            batch = cast(clone.CloneArgs, job['args']).get('batch')
             if batch:
                 # Expected before it waits for a slot: the appliance waits for every job of its batch.
                 around.insert(0, self.batcher.expecting(batch['id'], batch['size']))
@@ -307,6 +310,7 @@ class HostWorker(object):
                 around.append(self.batcher.expecting())  # once it runs, as any clone job
         context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id']),
                                   lambda done, total: self.set_progress(job['id'], done, total))
+        result: actions.Result
         try:
             with contextlib.ExitStack() as stack:
                 for manager in around:
@@ -343,9 +347,9 @@ class HostWorker(object):
                     del self.progress[job_id]
                     del self.progress_sent[job_id]
 
-    def collect(self):
+    def collect(self) -> None:
         """Record every finished job's result, in one commit."""
-        results = []
+        results: List[actions.Result] = []
         while True:
             try:
                 results.append(self.finished.get_nowait())
@@ -355,13 +359,13 @@ class HostWorker(object):
             return
         with self.record.transaction():
             for result in results:
-                self.record.finish(result['id'], messages.bound_result(result))
+                self.record.finish(result['id'], messages.bound_result(dict(result)))
         self.record.checkpoint_if_dropped()
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
 
-    def resume(self):
+    def resume(self) -> None:
         """After a restart: jobs recorded as running are reconciled against what exists."""
         for job in self.record.running():
             self.acks.add(job['id'])
@@ -369,7 +373,7 @@ class HostWorker(object):
 
     # -- reporting --------------------------------------------------------
 
-    def report(self):
+    def report(self) -> None:
         """Send acks, results and a heartbeat in one request. On no answer, keep everything for the next try.
 
         The results are as many of the outbox as fit one frame (the rest go in the next report, at once);
@@ -377,8 +381,8 @@ class HostWorker(object):
         """
         acks = sorted(self.acks)[:1024]
         progress = self.progress_due()
-        message = {'type': 'report', 'host': self.name, 'acks': acks, 'results': [],
-                   'running': sorted(self.running)[:1024], 'pid': os.getpid()}
+        message: Dict[str, Any] = {'type': 'report', 'host': self.name, 'acks': acks, 'results': [],
+                                   'running': sorted(self.running)[:1024], 'pid': os.getpid()}
         if progress:
             message['progress'] = progress
         message['results'] = self.results_that_fit(messages.MAX_FRAME_BYTES - messages.encoded_size(message) - 256)
@@ -421,14 +425,14 @@ class HostWorker(object):
             used += size
         return results
 
-    def report_due(self):
+    def report_due(self) -> bool:
         now = time.monotonic()
         if now < self.backoff_until:
             return False
         return bool(self.acks) or now - self.last_report >= self.config.host_worker['heartbeat_interval'] or \
             bool(self.record.outbox(1)) or now - self.last_report >= PROGRESS_INTERVAL and bool(self.progress_due())
 
-    def run(self):
+    def run(self) -> None:
         LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), self.config.endpoint('pub'))
         self.resume()
         while not self.stopping:
@@ -451,7 +455,7 @@ class HostWorker(object):
         self.record.prune()
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     return service.serve('python3 -m maglica.host.worker', 'Maglica host worker.',
                          lambda config, args: HostWorker(config, args.name), argv,
                          [(('--name',), {'required': True, 'help': 'this host name, as in the configuration'})])
