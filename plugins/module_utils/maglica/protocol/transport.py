@@ -6,14 +6,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol
 
 from .. import deps
 from ..errors import DispatchError, MessageError
 from . import curve, messages
-
-if TYPE_CHECKING:  # the configuration's package runs wherever this one does; imported for its type only
-    from ..cluster.config import Config
 
 LOG = logging.getLogger('maglica.transport')
 ZAP_DOMAIN_PUB = 'maglica-pub'
@@ -22,6 +19,14 @@ ZAP_DOMAIN_REP = 'maglica-rep'
 # pyzmq is imported on first use (deps.load), so its objects are not typed here: a zmq.Socket and a zmq.Context.
 Socket = Any
 Context = Any
+
+
+class Config(Protocol):
+    """What the sockets take of the configuration (cluster.config.Config, a package above this one)."""
+    security: Dict[str, Any]
+
+    def endpoint(self, which: str) -> str:
+        """The client worker's address for `which` socket."""
 
 
 def zmq() -> deps.Library:
