@@ -184,6 +184,8 @@ result:
   type: dict
 '''
 
+from typing import Any, Dict
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
@@ -191,7 +193,7 @@ from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller i
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=common.argument_spec(
             name=dict(type='str', required=True),
@@ -213,7 +215,7 @@ def main():
     )
     p = module.params
 
-    def operation(config):
+    def operation(config: common.Config) -> Dict[str, Any]:
         if p['state'] == 'absent':
             if p['url'] or p['path'] or p['from_vm']:
                 raise MaglicaError('state=absent takes the image name (and targets), not url, path or from_vm')
