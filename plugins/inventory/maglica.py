@@ -74,7 +74,7 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
-CONNECTION_OPTIONS = ('client', 'libvirt', 'security')
+CONNECTION_OPTIONS = ('client', 'libvirt', 'security', 'placement')
 # The configuration the facade loads (its type is not exported) and a VM of its inventory listing.
 Config = Any
 VM = Dict[str, Any]

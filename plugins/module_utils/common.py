@@ -18,6 +18,8 @@ Module = Any
 Config = Any
 T = TypeVar('T')
 
+# The configuration's keys (maglica.cluster.config.SCHEMA) that modules take; the doc fragment maglica documents them.
+# tests/unit/plugins/module_utils/test_schema.py checks both against the configuration's schema.
 CONNECTION_ARGUMENT_SPEC: Dict[str, Any] = dict(
     config=dict(type='path'),
     hosts=dict(type='list', elements='dict', options=dict(
@@ -50,20 +52,23 @@ CONNECTION_ARGUMENT_SPEC: Dict[str, Any] = dict(
     )),
 )
 
+# The configuration's sections among them.
+CONNECTION_SECTIONS = tuple(name for name, option in CONNECTION_ARGUMENT_SPEC.items() if option['type'] == 'dict')
+
 
 # What one clone is made of: maglica_vm_clone's top-level options and the keys of each of its `vms` items
-# (cloud.clone_batch's per-VM keywords). Defaults only at the top level: an item's unset key takes the top level's.
-CLONE_VM_KEYS = ('image', 'host', 'clone_mode', 'start', 'network', 'root_password_hash', 'ssh_authorized_keys',
-                 'cloud_init_user_data', 'spread_group', 'exclude_hosts')
+# (cloud.clone_batch's per-VM keywords, cloud.VM_KEYS, but the hostname each item names). Defaults only at the top
+# level: an item's unset key takes the top level's.
+CLONE_VM_KEYS = tuple(key for key in cloud.VM_KEYS if key != 'hostname')
 
 
 def clone_vm_options(defaults: bool = True) -> Dict[str, Dict[str, Any]]:
-    """The argument spec of one clone (top level with defaults, a `vms` item without)."""
+    """The argument spec of one clone (top level with defaults, a `vms` item without): an option per cloud.VM_KEYS."""
     options: Dict[str, Dict[str, Any]] = dict(
         image=dict(type='str'),
         hostname=dict(type='str', aliases=['name']),
         host=dict(type='str'),
-        clone_mode=dict(type='str', choices=['full', 'linked']),
+        clone_mode=dict(type='str', choices=list(cloud.CLONE_MODES)),
         start=dict(type='bool'),
         network=dict(type='dict', options=dict(
             mode=dict(type='str', choices=['dhcp', 'static'], default='dhcp'),
@@ -158,7 +163,7 @@ def load_config(module: Module) -> Config:
     inline: Dict[str, Any] = {}
     if params.get('hosts'):
         inline['hosts'] = [{k: v for k, v in h.items() if v is not None} for h in params['hosts']]
-    for section in ('client', 'libvirt', 'security', 'placement'):
+    for section in CONNECTION_SECTIONS:
         if params.get(section):
             inline[section] = {k: v for k, v in params[section].items() if v is not None}
     return cloud.load_config(params.get('config'), inline or None)

@@ -433,7 +433,7 @@ def main() -> None:
         argument_spec=common.argument_spec(
             wait=dict(type='bool', default=True),
             timeout=dict(type='int', default=600),
-            wait_for=dict(type='str', choices=['none', 'ip', 'ssh'], default='none'),
+            wait_for=dict(type='str', choices=list(cloud.WAIT_FOR), default='none'),
             wait_for_timeout=dict(type='int', default=300),
             allow_unreachable=dict(type='bool', default=False),
             vms=dict(type='list', elements='dict', options=common.clone_vm_options(defaults=False)),

@@ -83,7 +83,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
         'state_dir': ('/var/lib/maglica/host', str),
         'heartbeat_interval': (5.0, float),
         # Independent jobs run at once; clone customisations within batch_window seconds share one appliance.
-        'concurrency': (4, int),
+        'concurrency': (2, int),
         'batch_window': (1.0, float),
         # Directories whose regular files image imports may name as file:// URLs; none by default (image_import).
         'file_url_dirs': ([], list),
@@ -91,6 +91,8 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
 }
 # memory_mb: the host's memory for placement, instead of what its libvirtd reports.
 HOST_KEYS: Dict[str, type] = {'name': str, 'weight': int, 'address': str, 'uri': str, 'memory_mb': int}
+# What a host has when its entry does not say (address: its name).
+HOST_DEFAULTS: Dict[str, Any] = {'weight': 10}
 HOST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
 TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'libssh', 'unix', '')
 # Names of CURVE key roles (curve.py): a host so named would hold that role's key and rights.
@@ -355,7 +357,7 @@ def _validate_hosts(hosts: Any, where: str) -> List[Dict[str, Any]]:
         if bad:
             raise ConfigError('%s: hosts[%d] has unknown key(s) %s; known: %s'
                               % (where, index, ', '.join(sorted(bad)), ', '.join(sorted(HOST_KEYS))))
-        host: Dict[str, Any] = {'weight': 10}
+        host: Dict[str, Any] = dict(HOST_DEFAULTS)
         for key, kind in HOST_KEYS.items():
             if entry.get(key) is not None:
                 host[key] = _check_type('%s: hosts[%d].%s' % (where, index, key), entry[key], kind)
