@@ -224,7 +224,7 @@ def main() -> None:
             return cloud.create_from_vm(config, p['name'], p['from_vm'], module.check_mode, p['timeout'])
         settings = dict(common.image_settings(p), disk_mode=p['disk_mode'])
         return cloud.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
-                                         p['timeout'], module.check_mode, path=p['path'])
+                                  p['timeout'], module.check_mode, path=p['path'])
 
     module.exit_json(**common.run(module, operation, 'libvirt', 'zmq'))
 
