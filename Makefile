@@ -59,9 +59,13 @@ sanity: deps
 	cd $(SANITY_COPY) && git init -q && git add -A && \
 	  $(VENV)/bin/ansible-test sanity --requirements --venv --python 3.11 --color no $(SANITY_ARGS)
 
-# The library's type hints (it also runs as the worker daemons, without Ansible).
-typecheck: deps
+# The library's type hints (it also runs as the worker daemons, without Ansible); then the modules, the inventory
+# plugin and module_utils/common.py, which import it by the collection's names (build/collections).
+typecheck: deps collection-link
 	cd plugins/module_utils && $(VENV)/bin/mypy --config-file $(CURDIR)/mypy.ini maglica
+	cd $(COLLECTIONS) && MYPYPATH=$(COLLECTIONS) $(VENV)/bin/mypy --config-file $(CURDIR)/mypy.ini \
+	  --namespace-packages --explicit-package-bases -p ansible_collections.maglica.cloud.plugins.modules \
+	  -p ansible_collections.maglica.cloud.plugins.inventory -m ansible_collections.maglica.cloud.plugins.module_utils.common
 
 # The import contracts (.importlinter): the library's layers by where code runs, modules through the facade.
 imports: deps collection-link

@@ -66,6 +66,7 @@ cache_connection: /var/cache/ansible/maglica
 import os
 import re
 import tempfile
+from typing import Any, Dict, List, Optional
 
 from ansible.errors import AnsibleError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
@@ -73,14 +74,17 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
-CONNECTION_OPTIONS = ('client', 'libvirt', 'security')
+CONNECTION_OPTIONS = ('client', 'libvirt', 'security', 'placement')
+# The configuration the facade loads (its type is not exported) and a VM of its inventory listing.
+Config = Any
+VM = Dict[str, Any]
 
 
-def group_name(prefix, value):
+def group_name(prefix: str, value: Any) -> str:
     return '%s_%s' % (prefix, re.sub(r'[^A-Za-z0-9_]', '_', str(value)))
 
 
-def write_known_hosts(path, lines):
+def write_known_hosts(path: str, lines: List[str]) -> None:
     """Replace `path` with `lines` at once (a reader never sees half a file)."""
     directory = os.path.dirname(path) or '.'
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -99,11 +103,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     NAME = 'maglica.cloud.maglica'
 
-    def verify_file(self, path):
+    def verify_file(self, path: str) -> bool:
         return super(InventoryModule, self).verify_file(path) and path.endswith(('maglica.yml', 'maglica.yaml'))
 
-    def load_config(self):
-        inline = {}
+    def load_config(self) -> Config:
+        inline: Dict[str, Any] = {}
         if self.get_option('hosts'):
             inline['hosts'] = [{k: v for k, v in h.items() if v is not None} for h in self.get_option('hosts')]
         for section in CONNECTION_OPTIONS:
@@ -111,7 +115,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 inline[section] = {k: v for k, v in self.get_option(section).items() if v is not None}
         return cloud.load_config(self.get_option('config'), inline or None)
 
-    def fetch(self):
+    def fetch(self) -> List[VM]:
         try:
             listing = cloud.inventory(self.load_config(), include_images=self.get_option('include_images'))
         except MaglicaError as e:
@@ -121,7 +125,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self.display.warning('maglica inventory: host not reachable: %s' % entry['error'])
         return listing['vms']
 
-    def parse(self, inventory, loader, path, cache=True):
+    def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         super(InventoryModule, self).parse(inventory, loader, path, cache)
         self._read_config_data(path)
         cache_key = self.get_cache_key(path)
@@ -139,28 +143,28 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._cache[cache_key] = vms
         self.populate(vms)
 
-    def addresses(self, name, reported):
+    def addresses(self, name: str, reported: Any) -> List[Dict[str, Any]]:
         """The guest's addresses, parsed again: they may come from the cache, written by an older version.
 
         Whatever a guest reports is its choice; only IP addresses (ipaddress) become ansible_host or a known_hosts name.
         """
-        interfaces = {}
+        interfaces: Dict[Optional[str], Dict[str, Any]] = {}
         for address in reported if isinstance(reported, list) else []:
             if not isinstance(address, dict):
                 continue
             iface = interfaces.setdefault(address.get('interface'), {'hwaddr': address.get('mac'), 'addrs': []})
             iface['addrs'].append({'addr': address.get('address'), 'prefix': address.get('prefix')})
-        warnings = []
+        warnings: List[str] = []
         parsed = cloud.interface_addresses(interfaces, warnings)
         for line in warnings:
             self.display.warning('maglica inventory: %s: %s' % (name, line))
         return parsed
 
-    def populate(self, vms):
+    def populate(self, vms: List[VM]) -> None:
         strict = self.get_option('strict')
         known_hosts_file = self.get_option('known_hosts_file')
-        known_hosts = []
-        seen = {}
+        known_hosts: List[str] = []
+        seen: Dict[str, str] = {}
         for entry in vms:
             name = entry['name']
             if name in seen:

@@ -6,12 +6,21 @@ the dependency check, and turning library errors into fail_json."""
 
 from __future__ import annotations
 
+from typing import Any, Callable, Dict, List, NoReturn, TypeVar
+
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import JobFailed, MaglicaError
 
-CONNECTION_ARGUMENT_SPEC = dict(
+# AnsibleModule (ansible-core has no type hints), and the configuration the facade loads (its type is not exported).
+Module = Any
+Config = Any
+T = TypeVar('T')
+
+# The configuration's keys (maglica.cluster.config.SCHEMA) that modules take; the doc fragment maglica documents them.
+# tests/unit/plugins/module_utils/test_schema.py checks both against the configuration's schema.
+CONNECTION_ARGUMENT_SPEC: Dict[str, Any] = dict(
     config=dict(type='path'),
     hosts=dict(type='list', elements='dict', options=dict(
         name=dict(type='str', required=True),
@@ -43,20 +52,23 @@ CONNECTION_ARGUMENT_SPEC = dict(
     )),
 )
 
+# The configuration's sections among them.
+CONNECTION_SECTIONS = tuple(name for name, option in CONNECTION_ARGUMENT_SPEC.items() if option['type'] == 'dict')
+
 
 # What one clone is made of: maglica_vm_clone's top-level options and the keys of each of its `vms` items
-# (cloud.clone_batch's per-VM keywords). Defaults only at the top level: an item's unset key takes the top level's.
-CLONE_VM_KEYS = ('image', 'host', 'clone_mode', 'start', 'network', 'root_password_hash', 'ssh_authorized_keys',
-                 'cloud_init_user_data', 'spread_group', 'exclude_hosts')
+# (cloud.clone_batch's per-VM keywords, cloud.VM_KEYS, but the hostname each item names). Defaults only at the top
+# level: an item's unset key takes the top level's.
+CLONE_VM_KEYS = tuple(key for key in cloud.VM_KEYS if key != 'hostname')
 
 
-def clone_vm_options(defaults=True):
-    """The argument spec of one clone (top level with defaults, a `vms` item without)."""
-    options = dict(
+def clone_vm_options(defaults: bool = True) -> Dict[str, Dict[str, Any]]:
+    """The argument spec of one clone (top level with defaults, a `vms` item without): an option per cloud.VM_KEYS."""
+    options: Dict[str, Dict[str, Any]] = dict(
         image=dict(type='str'),
         hostname=dict(type='str', aliases=['name']),
         host=dict(type='str'),
-        clone_mode=dict(type='str', choices=['full', 'linked']),
+        clone_mode=dict(type='str', choices=list(cloud.CLONE_MODES)),
         start=dict(type='bool'),
         network=dict(type='dict', options=dict(
             mode=dict(type='str', choices=['dhcp', 'static'], default='dhcp'),
@@ -81,13 +93,13 @@ def clone_vm_options(defaults=True):
     return options
 
 
-def clone_batch_vms(params):
+def clone_batch_vms(params: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The `vms` items as cloud.clone_batch takes them: each item's keys, the top-level options where it sets none."""
     if not params['vms']:
         raise MaglicaError('vms is empty: give at least one VM (a dict with its hostname)')
     vms = []
     for index, item in enumerate(params['vms']):
-        vm = {'hostname': item['hostname']}
+        vm: Dict[str, Any] = {'hostname': item['hostname']}
         for key in CLONE_VM_KEYS:
             vm[key] = item[key] if item.get(key) is not None else params.get(key)
         if not vm['image']:
@@ -97,7 +109,7 @@ def clone_batch_vms(params):
 
 
 # The definition of an original image Maglica makes (matching doc_fragments/image.py).
-IMAGE_ARGUMENT_SPEC = dict(
+IMAGE_ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     vcpus=dict(type='int', default=1),
     memory=dict(type='str', default='1G'),
     disk_size=dict(type='str'),
@@ -114,7 +126,7 @@ IMAGE_ARGUMENT_SPEC = dict(
 IMAGE_MUTUALLY_EXCLUSIVE = [('libvirt_network', 'bridge')]
 
 
-def image_settings(params):
+def image_settings(params: Dict[str, Any]) -> Dict[str, Any]:
     """The image definition options as the library takes them: sizes in bytes and MiB (cloud.parse_size: a bad size
     raises MaglicaError, so call it inside run())."""
     return {
@@ -132,32 +144,32 @@ def image_settings(params):
     }
 
 
-def argument_spec(**module_options):
+def argument_spec(**module_options: Dict[str, Any]) -> Dict[str, Any]:
     """The module's own options with the shared connection options."""
     spec = dict(CONNECTION_ARGUMENT_SPEC)
     spec.update(module_options)
     return spec
 
 
-def require(module, *libraries):
+def require(module: Module, *libraries: str) -> None:
     """Fail with missing_required_lib and the import traceback when a library is not importable."""
     for package, trace in cloud.missing_libraries(('yaml',) + libraries):
         module.fail_json(msg=missing_required_lib(package), exception=trace)
 
 
-def load_config(module):
+def load_config(module: Module) -> Config:
     """The configuration from the `config` file and the inline options."""
     params = module.params
-    inline = {}
+    inline: Dict[str, Any] = {}
     if params.get('hosts'):
         inline['hosts'] = [{k: v for k, v in h.items() if v is not None} for h in params['hosts']]
-    for section in ('client', 'libvirt', 'security', 'placement'):
+    for section in CONNECTION_SECTIONS:
         if params.get(section):
             inline[section] = {k: v for k, v in params[section].items() if v is not None}
     return cloud.load_config(params.get('config'), inline or None)
 
 
-def run(module, operation, *libraries):
+def run(module: Module, operation: Callable[[Config], T], *libraries: str) -> T:
     """Check dependencies, load the configuration, call operation(config); library errors become fail_json."""
     require(module, *libraries)
     try:
@@ -168,7 +180,14 @@ def run(module, operation, *libraries):
         return operation(config)
     except JobFailed as e:
         # A batch's failure carries what every clone of it did (cloud.clone_batch).
-        extra = {'results': e.results} if getattr(e, 'results', None) is not None else {}
-        module.fail_json(msg=str(e), job=e.job, **extra)
+        results = getattr(e, 'results', None)
+        extra = {'results': results} if results is not None else {}
+        fail(module, msg=str(e), job=e.job, **extra)
     except MaglicaError as e:
-        module.fail_json(msg=str(e))
+        fail(module, msg=str(e))
+
+
+def fail(module: Module, **result: Any) -> NoReturn:
+    """module.fail_json, which exits."""
+    module.fail_json(**result)
+    raise AssertionError('fail_json returned')  # pragma: no cover

@@ -184,6 +184,8 @@ result:
   type: dict
 '''
 
+from typing import Any, Dict
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
@@ -191,7 +193,7 @@ from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller i
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.errors import MaglicaError
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=common.argument_spec(
             name=dict(type='str', required=True),
@@ -213,7 +215,7 @@ def main():
     )
     p = module.params
 
-    def operation(config):
+    def operation(config: common.Config) -> Dict[str, Any]:
         if p['state'] == 'absent':
             if p['url'] or p['path'] or p['from_vm']:
                 raise MaglicaError('state=absent takes the image name (and targets), not url, path or from_vm')
@@ -222,7 +224,7 @@ def main():
             return cloud.create_from_vm(config, p['name'], p['from_vm'], module.check_mode, p['timeout'])
         settings = dict(common.image_settings(p), disk_mode=p['disk_mode'])
         return cloud.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
-                                         p['timeout'], module.check_mode, path=p['path'])
+                                  p['timeout'], module.check_mode, path=p['path'])
 
     module.exit_json(**common.run(module, operation, 'libvirt', 'zmq'))
 

@@ -94,7 +94,7 @@ from ansible_collections.maglica.cloud.plugins.module_utils import common
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=common.argument_spec(
             id=dict(type='str'),

@@ -170,14 +170,16 @@ removed_dependants:
   sample: [web1, web2]
 '''
 
+from typing import Any, Dict, List
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
-def render(settings):
-    lines = []
+def render(settings: Dict[str, Any]) -> str:
+    lines: List[str] = []
     for key in sorted(settings):
         value = settings[key]
         if isinstance(value, list):
@@ -186,7 +188,7 @@ def render(settings):
     return ''.join(lines)
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=common.argument_spec(
             name=dict(type='str', required=True),
@@ -207,10 +209,10 @@ def main():
     )
     p = module.params
 
-    def ensure(config):
+    def ensure(config: common.Config) -> Dict[str, Any]:
         return cloud.ensure_vm(config, p['name'], state=p['state'], vcpus=p['vcpus'], memory=p['memory'], iso=p['iso'],
-                         boot_device=p['boot_device'], disks=p['disks'], force=p['force'], timeout=p['timeout'],
-                         force_dependants=p['force_dependants'], check_mode=module.check_mode)
+                               boot_device=p['boot_device'], disks=p['disks'], force=p['force'], timeout=p['timeout'],
+                               force_dependants=p['force_dependants'], check_mode=module.check_mode)
 
     outcome = common.run(module, ensure, 'libvirt', 'zmq')
     before, after = outcome.pop('before'), outcome.pop('after')

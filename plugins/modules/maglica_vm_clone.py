@@ -420,18 +420,20 @@ unreachable_hosts:
   elements: str
 '''
 
+from typing import Any, Dict, List, Optional, Set
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.maglica.cloud.plugins.module_utils import common
 from ansible_collections.maglica.cloud.plugins.module_utils.maglica.controller import cloud
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=common.argument_spec(
             wait=dict(type='bool', default=True),
             timeout=dict(type='int', default=600),
-            wait_for=dict(type='str', choices=['none', 'ip', 'ssh'], default='none'),
+            wait_for=dict(type='str', choices=list(cloud.WAIT_FOR), default='none'),
             wait_for_timeout=dict(type='int', default=300),
             allow_unreachable=dict(type='bool', default=False),
             vms=dict(type='list', elements='dict', options=common.clone_vm_options(defaults=False)),
@@ -446,7 +448,7 @@ def main():
     if p['vms'] is not None:
         batch(module)
 
-    def clone(config):
+    def clone(config: common.Config) -> Dict[str, Any]:
         return cloud.clone(config, p['image'], p['hostname'], host=p['host'], clone_mode=p['clone_mode'], start=p['start'],
                            network=p['network'], root_password_hash=p['root_password_hash'],
                            ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
@@ -464,32 +466,32 @@ def main():
     module.exit_json(**outcome)
 
 
-def take_diff(outcome):
+def take_diff(outcome: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
     """The customisation's diff, out of the result (it goes to Ansible's diff, not into the registered value)."""
     return ((outcome.get('result') or {}).get('customization') or {}).pop('diff', None)
 
 
-def diff_of(vm, outcome, diff):
+def diff_of(vm: Dict[str, Any], outcome: Dict[str, Any], diff: Optional[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
     where = '%s on %s' % (vm['hostname'], outcome['host'])
     return [{'before_header': where, 'after_header': where, 'before': '',
              'after': 'clone of %s (%s)\n' % (vm['image'], vm['clone_mode'])}] + (diff or [])
 
 
-def batch(module):
+def batch(module: common.Module) -> None:
     """maglica_vm_clone vms: one clone_batch call; one result per VM, changed for the whole batch."""
     p = module.params
-    vms = []
+    vms: List[Dict[str, Any]] = []
 
-    def clone_batch(config):
+    def clone_batch(config: common.Config) -> Dict[str, Any]:
         vms.extend(common.clone_batch_vms(p))
         return cloud.clone_batch(config, vms, wait=p['wait'], timeout=p['timeout'], check_mode=module.check_mode,
                                  wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
                                  allow_unreachable=p['allow_unreachable'])
 
     outcome = common.run(module, clone_batch, 'libvirt', 'zmq')
-    diffs = []
-    unreachable = set()
-    warnings = []
+    diffs: List[Dict[str, Any]] = []
+    unreachable: Set[str] = set()
+    warnings: List[str] = []
     for vm, result in zip(vms, outcome['results']):
         unreachable.update(result.pop('unreachable', None) or [])
         warnings.extend(w for w in result.pop('warnings', None) or [] if w not in warnings)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import traceback
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, List, Tuple
 
 from .errors import MissingDependency
 
@@ -24,11 +24,15 @@ PACKAGES = {
     'cryptography': 'cryptography (Debian: python3-cryptography)',
 }
 
-_modules: Dict[str, Any] = {}
+# An imported library: libvirt and guestfs have no type stubs, and every library here is imported by name at
+# run time, so what load() gives is not typed.
+Library = Any
+
+_modules: Dict[str, Library] = {}
 _tracebacks: Dict[str, str] = {}
 
 
-def load(name):
+def load(name: str) -> Library:
     """Return the imported library `name` (one of PACKAGES) or raise MissingDependency."""
     if name not in PACKAGES:
         raise ValueError('unknown dependency %r' % name)
@@ -42,9 +46,9 @@ def load(name):
     return _modules[name]
 
 
-def missing(names):
+def missing(names: Iterable[str]) -> List[Tuple[str, str]]:
     """Return [(package, traceback)] for each of `names` that cannot be imported."""
-    result = []
+    result: List[Tuple[str, str]] = []
     for name in names:
         try:
             load(name)

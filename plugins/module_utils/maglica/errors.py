@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 
 class MaglicaError(Exception):
     """Base class: the message is meant for the user as it is."""
@@ -41,15 +43,15 @@ class StalePlacement(DispatchError):
 class JobFailed(MaglicaError):
     """A job ended failed or expired."""
 
-    def __init__(self, message, job=None):
+    def __init__(self, message: str, job: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(message)
-        self.job = job or {}
+        self.job: Dict[str, Any] = job or {}
 
 
 class MissingDependency(MaglicaError):
     """A third-party Python library the operation needs is not importable."""
 
-    def __init__(self, library, error):
+    def __init__(self, library: str, error: str) -> None:
         super().__init__('the Python library %s is required: %s' % (library, error))
         self.library = library
         self.error = error

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from .. import deps
@@ -40,8 +40,10 @@ from ..protocol import curve
 
 DEFAULT_PATH = '/etc/maglica.conf'
 
-# Every section and key the configuration knows, with its default and type.
-SCHEMA = {
+# Every section and key the configuration knows, with its default and type. The modules' connection options
+# (module_utils/common.py), their documentation (doc_fragments/maglica.py) and the roles' options that write these
+# keys (roles/*/meta/argument_specs.yml) are checked against it (tests/unit/plugins/module_utils/test_schema.py).
+SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
     'client': {
         'host': ('localhost', str),
         'pub_port': (5555, int),
@@ -81,14 +83,16 @@ SCHEMA = {
         'state_dir': ('/var/lib/maglica/host', str),
         'heartbeat_interval': (5.0, float),
         # Independent jobs run at once; clone customisations within batch_window seconds share one appliance.
-        'concurrency': (4, int),
+        'concurrency': (2, int),
         'batch_window': (1.0, float),
         # Directories whose regular files image imports may name as file:// URLs; none by default (image_import).
         'file_url_dirs': ([], list),
     },
 }
 # memory_mb: the host's memory for placement, instead of what its libvirtd reports.
-HOST_KEYS = {'name': str, 'weight': int, 'address': str, 'uri': str, 'memory_mb': int}
+HOST_KEYS: Dict[str, type] = {'name': str, 'weight': int, 'address': str, 'uri': str, 'memory_mb': int}
+# What a host has when its entry does not say (address: its name).
+HOST_DEFAULTS: Dict[str, Any] = {'weight': 10}
 HOST_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,252}')
 TRANSPORTS = ('tcp', 'tls', 'ssh', 'libssh2', 'libssh', 'unix', '')
 # Names of CURVE key roles (curve.py): a host so named would hold that role's key and rights.
@@ -195,38 +199,39 @@ class Host(object):
 
     __slots__ = ('name', 'weight', 'address', 'uri', 'memory_mb')
 
-    def __init__(self, name, weight=10, address=None, uri=None, memory_mb=None):
+    def __init__(self, name: str, weight: int = 10, address: Optional[str] = None, uri: Optional[str] = None,
+                 memory_mb: Optional[int] = None) -> None:
         self.name = name
         self.weight = weight
         self.address = address or name
         self.uri = uri
         self.memory_mb = memory_mb
 
-    def as_dict(self):
+    def as_dict(self) -> Dict[str, Any]:
         return {'name': self.name, 'weight': self.weight, 'address': self.address, 'uri': self.uri, 'memory_mb': self.memory_mb}
 
 
 class Config(object):
     """A validated configuration. Sections are plain dicts with every key present."""
 
-    def __init__(self, data, source=None):
+    def __init__(self, data: Dict[str, Any], source: Optional[str] = None) -> None:
         self.source = source or 'inline configuration'
         self.hosts = [Host(**h) for h in data['hosts']]
-        self.client = data['client']
-        self.libvirt = data['libvirt']
-        self.security = data['security']
-        self.jobs = data['jobs']
-        self.host_worker = data['host_worker']
-        self.placement = data['placement']
+        self.client: Dict[str, Any] = data['client']
+        self.libvirt: Dict[str, Any] = data['libvirt']
+        self.security: Dict[str, Any] = data['security']
+        self.jobs: Dict[str, Any] = data['jobs']
+        self.host_worker: Dict[str, Any] = data['host_worker']
+        self.placement: Dict[str, Any] = data['placement']
         # The host whose libvirtd is reached over its local socket: a host worker's own (see use_local_socket).
-        self.local_host = None
+        self.local_host: Optional[str] = None
 
     def use_local_socket(self, name: str) -> None:
         """Reach host `name`'s libvirtd over the local socket (the host worker runs beside it) unless its `uri` is set."""
         self.host(name)
         self.local_host = name
 
-    def host(self, name):
+    def host(self, name: str) -> Host:
         """Return the Host called `name` or raise ConfigError naming the known ones."""
         for host in self.hosts:
             if host.name == name:
@@ -234,7 +239,7 @@ class Config(object):
         raise ConfigError('host %r is not in the configuration (%s); known hosts: %s'
                           % (name, self.source, ', '.join(h.name for h in self.hosts) or 'none'))
 
-    def target_names(self, names=None):
+    def target_names(self, names: Optional[Iterable[str]] = None) -> List[str]:
         """The hosts a command is aimed at: `names` (each checked with host(), a repeated one once, in order),
         or every configured host when none are named."""
         if not names:
@@ -243,7 +248,7 @@ class Config(object):
             self.host(name)
         return list(dict.fromkeys(names))
 
-    def uri(self, host):
+    def uri(self, host: Host) -> str:
         """The libvirt URI of a Host: its own `uri`, else built from the libvirt section."""
         if host.uri:
             return host.uri
@@ -260,15 +265,15 @@ class Config(object):
         """{host name: URI} of the hosts reached over plain TCP or without a check of the host's identity."""
         return {h.name: self.uri(h) for h in self.hosts if is_insecure_uri(self.uri(h))}
 
-    def endpoint(self, which):
+    def endpoint(self, which: str) -> str:
         """tcp:// address of the client worker's PUB (`pub`) or REP (`rep`) socket, for connecting."""
         return 'tcp://%s:%d' % (self.client['host'], self.client['%s_port' % which])
 
-    def bind_endpoint(self, which):
+    def bind_endpoint(self, which: str) -> str:
         return 'tcp://%s:%d' % (self.client['bind'], self.client['%s_port' % which])
 
 
-def _check_type(where, value, kind):
+def _check_type(where: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
@@ -276,7 +281,7 @@ def _check_type(where, value, kind):
     return value
 
 
-def validate(data, source=None):
+def validate(data: Any, source: Optional[str] = None) -> Config:
     """Check raw configuration data (a dict) and return a Config with defaults filled in."""
     where = source or 'configuration'
     if not isinstance(data, dict):
@@ -285,7 +290,7 @@ def validate(data, source=None):
     if unknown:
         raise ConfigError('%s: unknown section(s) %s; known: hosts, %s'
                           % (where, ', '.join(sorted(unknown)), ', '.join(sorted(SCHEMA))))
-    result = {}
+    result: Dict[str, Any] = {}
     for section, keys in SCHEMA.items():
         given = data.get(section) or {}
         if not isinstance(given, dict):
@@ -338,7 +343,7 @@ def validate(data, source=None):
     return config
 
 
-def _validate_hosts(hosts, where):
+def _validate_hosts(hosts: Any, where: str) -> List[Dict[str, Any]]:
     if not isinstance(hosts, list) or not hosts:
         raise ConfigError('%s: hosts must be a non-empty list of {name, weight}' % where)
     seen = set()
@@ -352,7 +357,7 @@ def _validate_hosts(hosts, where):
         if bad:
             raise ConfigError('%s: hosts[%d] has unknown key(s) %s; known: %s'
                               % (where, index, ', '.join(sorted(bad)), ', '.join(sorted(HOST_KEYS))))
-        host = {'weight': 10}
+        host: Dict[str, Any] = dict(HOST_DEFAULTS)
         for key, kind in HOST_KEYS.items():
             if entry.get(key) is not None:
                 host[key] = _check_type('%s: hosts[%d].%s' % (where, index, key), entry[key], kind)
@@ -372,12 +377,12 @@ def _validate_hosts(hosts, where):
     return result
 
 
-def load(path=None, inline=None):
+def load(path: Optional[str] = None, inline: Optional[Dict[str, Any]] = None) -> Config:
     """Load the configuration from `inline` data (a dict) or a YAML file (default /etc/maglica.conf).
 
     Inline settings win over the file's where both are given.
     """
-    data = {}
+    data: Any = {}
     source = None
     if path or not inline or 'hosts' not in inline:
         path = path or os.environ.get('MAGLICA_CONFIG') or DEFAULT_PATH
@@ -396,7 +401,7 @@ def load(path=None, inline=None):
     return validate(data, source)
 
 
-def merge(base, override):
+def merge(base: Any, override: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """Merge two raw configurations section by section (hosts are replaced, not merged)."""
     result = copy.deepcopy(base) if isinstance(base, dict) else {}
     for key, value in (override or {}).items():

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import ConflictError, HostError
 from . import virt
+from .virt import DomainInfo, VirConnect, VirDomain
 
 # Between a VM's name and the name of one of its further disks; NAME_RE allows it in no VM name.
 DISK_SEPARATOR = '@'
 
 
-def lookup(conn, name):
+def lookup(conn: VirConnect, name: str) -> Optional[VirDomain]:
     lv = virt.libvirt()
     try:
         return conn.lookupByName(name)
@@ -29,10 +30,10 @@ def lookup(conn, name):
         raise HostError('cannot look up domain %s: %s' % (name, virt.error_text(e)))
 
 
-def clone_disk_paths(image_info, hostname):
+def clone_disk_paths(image_info: DomainInfo, hostname: str) -> List[Tuple[Dict[str, Any], str]]:
     """Where each disk of the clone goes: beside the image's disk, named after the clone. The first is HOSTNAME.ext,
     the others HOSTNAME@diskN.ext: `@` is in no VM name, so no two clones (`web` with two disks, `web-1`) share a file."""
-    paths = []
+    paths: List[Tuple[Dict[str, Any], str]] = []
     for index, disk in enumerate(d for d in image_info['disks'] if d['device'] == 'disk' and d['path']):
         directory = os.path.dirname(disk['path'])
         extension = os.path.splitext(disk['path'])[1] or '.img'
@@ -41,11 +42,11 @@ def clone_disk_paths(image_info, hostname):
     return paths
 
 
-def domain_disks(info: dict) -> List[str]:
+def domain_disks(info: DomainInfo) -> List[str]:
     return [d['path'] for d in info['disks'] if d['device'] == 'disk' and d['path']]
 
 
-def backing_chain(conn, path: str, limit: int = 16) -> List[str]:
+def backing_chain(conn: VirConnect, path: str, limit: int = 16) -> List[str]:
     """The files a disk is backed by, nearest first, as libvirt's storage pools know them."""
     lv = virt.libvirt()
     chain: List[str] = []
@@ -61,7 +62,7 @@ def backing_chain(conn, path: str, limit: int = 16) -> List[str]:
     return chain
 
 
-def disk_users(conn, paths, but: Optional[str] = None) -> Dict[str, List[str]]:
+def disk_users(conn: VirConnect, paths: Iterable[str], but: Optional[str] = None) -> Dict[str, List[str]]:
     """{path: [names of the domains (other than `but`) whose definitions use it as a disk or a backing file]}."""
     wanted = set(paths)
     users: Dict[str, List[str]] = {}
@@ -77,24 +78,24 @@ def disk_users(conn, paths, but: Optional[str] = None) -> Dict[str, List[str]]:
     return {path: sorted(names) for path, names in users.items()}
 
 
-def dependants(conn, name: str) -> List[str]:
+def dependants(conn: VirConnect, name: str) -> List[str]:
     """The other domains of this host whose disks are backed (at any depth) by a disk of `name`: its linked clones."""
     dom = lookup(conn, name)
     if dom is None:
         return []
     own = domain_disks(virt.describe(dom, with_sizes=False))
-    found = set()
+    found: Set[str] = set()
     for users in disk_users(conn, own, but=name).values():
         found.update(users)
     # A domain that uses the very same file is not a dependant but a co-owner; backing users are.
-    direct = set()
+    direct: Set[str] = set()
     for other in conn.listAllDomains(0):
         if other.name() != name and set(domain_disks(virt.describe(other, with_sizes=False))) & set(own):
             direct.add(other.name())
     return sorted(found - direct)
 
 
-def check_removal(name: str, host: str, info: dict, found: List[str], force_dependants: bool, image: bool = False) -> None:
+def check_removal(name: str, host: str, info: DomainInfo, found: List[str], force_dependants: bool, image: bool = False) -> None:
     """Refuse removing an original image, or a VM whose disks back linked clones (`found`), unless forced.
 
     With `image` (an image's removal, asked as such): refuse anything but an original image, and its linked
@@ -116,7 +117,7 @@ def check_removal(name: str, host: str, info: dict, found: List[str], force_depe
     raise ConflictError('%s on %s: %s: use force_dependants to remove them first' % (name, host, users))
 
 
-def in_pool(conn, path):
+def in_pool(conn: VirConnect, path: str) -> bool:
     lv = virt.libvirt()
     try:
         conn.storageVolLookupByPath(path)

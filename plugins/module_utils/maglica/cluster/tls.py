@@ -18,12 +18,15 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .. import deps
 from ..errors import HostError
 from .config import uri_param, uri_transport
+
+if TYPE_CHECKING:  # cryptography is imported on first use (deps.load), its types here only
+    from cryptography.x509 import Certificate
 
 CA_FILE = 'cacert.pem'
 CERT_FILE = 'clientcert.pem'
@@ -56,7 +59,7 @@ def client_files(uri: str) -> Optional[ClientFiles]:
                        os.path.join(DEFAULT_CLIENT_DIR, 'private', KEY_FILE), None)
 
 
-def distinguished_name(cert) -> str:
+def distinguished_name(cert: Certificate) -> str:
     """A certificate's subject as libvirt (GnuTLS) writes it and tls_allowed_dn_list matches it:
     RFC 4514 escaping, in the subject's own order (O=maglica.cloud,CN=host0), as virt-pki-query-dn shows it."""
     return ','.join(rdn.rfc4514_string() for rdn in cert.subject.rdns)
@@ -72,7 +75,7 @@ def _read(path: str, what: str, host: str) -> bytes:
         raise HostError('%s: cannot read the %s %s: %s' % (host, what, path, e.strerror or e))
 
 
-def _certificate(path: str, what: str, host: str):
+def _certificate(path: str, what: str, host: str) -> Certificate:
     deps.load('cryptography')
     from cryptography import x509  # pylint: disable=import-outside-toplevel
     data = _read(path, what, host)
@@ -82,27 +85,34 @@ def _certificate(path: str, what: str, host: str):
         raise HostError('%s: the %s %s is not a PEM certificate: %s' % (host, what, path, e))
 
 
-def _issued_by(cert, ca) -> bool:
+def _issued_by(cert: Certificate, ca: Certificate) -> bool:
     """Whether `ca` signed `cert` (cryptography's verify_directly_issued_by is newer than Debian 12's cryptography)."""
     deps.load('cryptography')
     from cryptography.exceptions import InvalidSignature  # pylint: disable=import-outside-toplevel
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa  # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives.asymmetric import (  # pylint: disable=import-outside-toplevel
+        dsa, ec, ed448, ed25519, padding, rsa)
     if cert.issuer != ca.subject:
         return False
     public = ca.public_key()
+    algorithm = cert.signature_hash_algorithm  # None for Ed25519 and Ed448, which hash as they sign
+    signature, data = cert.signature, cert.tbs_certificate_bytes
     try:
-        if isinstance(public, rsa.RSAPublicKey):
-            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
-        elif isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
-        else:
-            public.verify(cert.signature, cert.tbs_certificate_bytes)
+        if isinstance(public, rsa.RSAPublicKey) and algorithm is not None:
+            public.verify(signature, data, padding.PKCS1v15(), algorithm)
+        elif isinstance(public, ec.EllipticCurvePublicKey) and algorithm is not None:
+            public.verify(signature, data, ec.ECDSA(algorithm))
+        elif isinstance(public, dsa.DSAPublicKey) and algorithm is not None:
+            public.verify(signature, data, algorithm)
+        elif isinstance(public, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            public.verify(signature, data)
+        else:  # a key that cannot sign certificates (X25519...), or no hash where the key's algorithm needs one
+            return False
     except InvalidSignature:
         return False
     return True
 
 
-def _utc(cert, which: str) -> datetime.datetime:
+def _utc(cert: Certificate, which: str) -> datetime.datetime:
     """not_valid_before/after as an aware UTC datetime, with old and new cryptography alike."""
     value = getattr(cert, which + '_utc', None)
     return value if value is not None else getattr(cert, which).replace(tzinfo=datetime.timezone.utc)
@@ -115,7 +125,7 @@ def _allowed_dns(path: Optional[str]) -> Optional[List[str]]:
         return [line.strip() for line in handle if line.strip() and not line.startswith('#')]
 
 
-_checked: Dict[Tuple, str] = {}
+_checked: Dict[Tuple[ClientFiles, Tuple[Optional[int], ...]], str] = {}
 _checked_lock = threading.Lock()
 
 
@@ -125,7 +135,7 @@ def check_client(files: ClientFiles, host: str) -> str:
     Raises HostError naming the host, the file or DN and the check that failed. The answer is kept
     while the files' modification times stay the same (the listing asks every host at once).
     """
-    stamp = []
+    stamp: List[Optional[int]] = []
     for path in (files.ca, files.cert, files.key, files.allowed_dns):
         try:
             stamp.append(os.stat(path).st_mtime_ns if path else None)
@@ -200,7 +210,7 @@ def _peer_certificate(uri: str, files: ClientFiles, verify: bool, timeout: float
         raise HostError('cannot read the server certificate of %s:%d: %s' % (parts.hostname, parts.port or TLS_PORT, e))
 
 
-def _names_match(cert, address: str) -> bool:
+def _names_match(cert: Certificate, address: str) -> bool:
     import ipaddress  # pylint: disable=import-outside-toplevel
 
     from cryptography import x509  # pylint: disable=import-outside-toplevel

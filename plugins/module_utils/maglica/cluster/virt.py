@@ -11,12 +11,13 @@ import logging
 import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict
+from types import TracebackType
+from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
 
 from .. import deps
 from ..errors import ConflictError, HostError, NotFoundError
 from . import tls
-from .config import uri_problems
+from .config import Config, Host, uri_problems
 
 LOG = logging.getLogger('maglica.virt')
 
@@ -31,10 +32,19 @@ MAX_PARALLEL = 64
 # Domains of one host described at once, on its one connection.
 DOMAIN_PARALLEL = 8
 
+# libvirt-python has no type stubs, and the library imports it on first use (deps.load): its objects are untyped.
+VirConnect = Any  # libvirt.virConnect
+VirDomain = Any  # libvirt.virDomain
+VirStream = Any  # libvirt.virStream
+# A domain as describe() gives it (name, state, disks...), and one host's answer in ask_hosts.
+DomainInfo = Dict[str, Any]
+Answer = Dict[str, Any]
+T = TypeVar('T')
+
 STATE_NAMES = {0: 'nostate', 1: 'running', 2: 'blocked', 3: 'paused', 4: 'shutdown', 5: 'shutoff', 6: 'crashed', 7: 'pmsuspended'}
 
 
-def libvirt():
+def libvirt() -> deps.Library:
     module = deps.load('libvirt')
     if not getattr(module, '_maglica_quiet', False):
         # libvirt prints every error to stderr by default; we raise them as exceptions instead.
@@ -43,12 +53,12 @@ def libvirt():
     return module
 
 
-def error_text(error):
-    message = error.get_error_message() if hasattr(error, 'get_error_message') else None
+def error_text(error: BaseException) -> str:
+    message = getattr(error, 'get_error_message', lambda: None)()
     return message or str(error)
 
 
-def connect(uri, readonly=False, host=None):
+def connect(uri: str, readonly: bool = False, host: Optional[str] = None) -> VirConnect:
     """Open a libvirt connection. Over tls the client's certificate files are checked first, and a failure
     names the host (`host`, else the URI's address), the file or DN, and the check that found it."""
     lv = libvirt()
@@ -72,11 +82,11 @@ def _warn_if_insecure(uri: str) -> None:
 # Read-only connections are kept, one per URI, and reused: over TLS, opening one (certificate files loaded and
 # checked on both sides, a handshake, libvirt's confirmation) costs more than a host's whole listing
 # (benchmarks/list.py, tls_vs_tcp). libvirt connections may be used by several threads at once.
-_kept: dict = {}
+_kept: Dict[str, VirConnect] = {}
 _kept_lock = threading.Lock()
 
 
-def _kept_connection(uri: str, host: str):
+def _kept_connection(uri: str, host: str) -> VirConnect:
     with _kept_lock:
         conn = _kept.get(uri)
     if conn is not None:
@@ -89,7 +99,7 @@ def _kept_connection(uri: str, host: str):
         return _kept.setdefault(uri, conn)
 
 
-def _drop_kept(uri: str, conn) -> None:
+def _drop_kept(uri: str, conn: VirConnect) -> None:
     with _kept_lock:
         if _kept.get(uri) is conn:
             del _kept[uri]
@@ -115,18 +125,19 @@ class Connection(object):
     """Context manager: a libvirt connection to one configured host. Read-write connections are closed on exit;
     read-only ones are kept for the next use, unless the connection died (then `stale` is set)."""
 
-    def __init__(self, config, host, readonly=False):
+    def __init__(self, config: Config, host: Host, readonly: bool = False) -> None:
         self.uri = config.uri(host)
         self.host = host.name
         self.readonly = readonly
-        self.conn = None
+        self.conn: VirConnect = None
         self.stale = False
 
-    def __enter__(self):
+    def __enter__(self) -> VirConnect:
         self.conn = _kept_connection(self.uri, self.host) if self.readonly else connect(self.uri, False, self.host)
         return self.conn
 
-    def __exit__(self, exc_type, exc, traceback):
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 traceback: Optional[TracebackType]) -> None:
         if self.readonly:
             if exc_type is not None and not _alive(self.conn):
                 self.stale = True  # its libvirtd restarted or went away since it was opened
@@ -138,19 +149,19 @@ class Connection(object):
             pass
 
 
-def _alive(conn) -> bool:
+def _alive(conn: VirConnect) -> bool:
     try:
         return conn.isAlive() == 1
     except Exception:  # a broken connection may fail to answer even this
         return False
 
 
-def describe(dom, with_sizes=True):
+def describe(dom: VirDomain, with_sizes: bool = True) -> DomainInfo:
     """A domain as a plain dict: name, state, vcpus, memory, disks (with sizes), MACs, VNC port, clone metadata."""
     lv = libvirt()
     root = ET.fromstring(dom.XMLDesc(0))
     state = dom.state()[0]
-    info = {
+    info: DomainInfo = {
         'name': dom.name(),
         'uuid': dom.UUIDString(),
         'active': bool(dom.isActive()),
@@ -162,7 +173,7 @@ def describe(dom, with_sizes=True):
         'clone_of': None,
     }
     memory = root.find('memory')
-    info['memory_mb'] = _to_mib(int(memory.text), memory.get('unit') or 'KiB') if memory is not None else 0
+    info['memory_mb'] = _to_mib(int(memory.text or 0), memory.get('unit') or 'KiB') if memory is not None else 0
     for disk in root.findall('./devices/disk'):
         source = disk.find('source')
         target = disk.find('target')
@@ -188,8 +199,9 @@ def describe(dom, with_sizes=True):
         mac = iface.find('mac')
         info['interfaces'].append({'type': iface.get('type'), 'mac': mac.get('address') if mac is not None else None})
     graphics = root.find("./devices/graphics[@type='vnc']")
-    if graphics is not None and graphics.get('port') not in (None, '-1'):
-        info['vnc_port'] = int(graphics.get('port'))
+    port = graphics.get('port') if graphics is not None else None
+    if port is not None and port != '-1':
+        info['vnc_port'] = int(port)
     meta = clone_metadata(dom)
     info['clone_of'] = meta.get('image')
     info['ssh_host_keys'] = meta.get('host_keys', [])
@@ -199,13 +211,13 @@ def describe(dom, with_sizes=True):
     return info
 
 
-def _to_mib(value, unit):
+def _to_mib(value: int, unit: str) -> int:
     factors = {'b': 1.0 / 1048576, 'bytes': 1.0 / 1048576, 'kib': 1.0 / 1024, 'k': 1.0 / 1024, 'kb': 1000.0 / 1048576,
                'mib': 1, 'm': 1, 'mb': 1e6 / 1048576, 'gib': 1024, 'g': 1024, 'gb': 1e9 / 1048576}
     return int(value * factors.get(unit.lower(), 1.0 / 1024))
 
 
-def clone_metadata(dom):
+def clone_metadata(dom: VirDomain) -> Dict[str, Any]:
     """Maglica's clone metadata on a domain: its attributes and `host_keys` ({} when it is not a clone)."""
     lv = libvirt()
     try:
@@ -213,7 +225,7 @@ def clone_metadata(dom):
     except lv.libvirtError:
         return {}
     element = ET.fromstring(text)
-    meta = dict(element.attrib)
+    meta: Dict[str, Any] = dict(element.attrib)
     # The public SSH host keys written into the clone, for known_hosts lines on every later run.
     meta['host_keys'] = [key.text.strip() for key in element.findall('host-key') if key.text]
     return meta
@@ -225,7 +237,7 @@ def image_metadata_of(root: ET.Element) -> Dict[str, str]:
     return dict(element.attrib) if element is not None else {}
 
 
-def set_image_metadata(dom, attributes: Dict[str, str]) -> None:
+def set_image_metadata(dom: VirDomain, attributes: Dict[str, str]) -> None:
     """Mark a domain as an original image made by Maglica, with these attributes (strings), in its persistent config."""
     lv = libvirt()
     element = ET.Element('image', {key: str(value) for key, value in attributes.items()})
@@ -233,12 +245,12 @@ def set_image_metadata(dom, attributes: Dict[str, str]) -> None:
                     IMAGE_METADATA_PREFIX, IMAGE_METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
-def is_image(info):
+def is_image(info: DomainInfo) -> bool:
     """An original image: an inactive domain that is not a Maglica clone."""
     return not info['active'] and not info['clone_of']
 
 
-def list_domains(conn, with_sizes=False):
+def list_domains(conn: VirConnect, with_sizes: bool = False) -> List[DomainInfo]:
     """Every domain of a connection, described. Each description takes several libvirt calls, each a round
     trip to the host; the remote driver carries concurrent calls on one connection, so domains are described
     side by side (DOMAIN_PARALLEL at a time) and a host costs a few round trips, not a few per domain."""
@@ -253,7 +265,8 @@ def list_domains(conn, with_sizes=False):
         raise HostError('cannot list domains: %s' % error_text(e))
 
 
-def ask_hosts(config, query, hosts=None):
+def ask_hosts(config: Config, query: Callable[[VirConnect, Host], Any],
+              hosts: Optional[Collection[str]] = None) -> List[Answer]:
     """Run query(conn, host) on every host at once, each on its own connection.
 
     Returns one dict per host, in configuration order: {host, weight, reachable, error, result}.
@@ -261,8 +274,8 @@ def ask_hosts(config, query, hosts=None):
     """
     selected = [h for h in config.hosts if hosts is None or h.name in hosts]
 
-    def one(host):
-        entry = {'host': host.name, 'weight': host.weight, 'uri': config.uri(host), 'reachable': True, 'error': None, 'result': None}
+    def one(host: Host) -> Answer:
+        entry: Answer = {'host': host.name, 'weight': host.weight, 'uri': config.uri(host), 'reachable': True, 'error': None, 'result': None}
         try:
             connection = Connection(config, host, readonly=True)
             try:
@@ -286,18 +299,20 @@ def ask_hosts(config, query, hosts=None):
         return list(pool.map(one, selected))
 
 
-def survey(config, hosts=None, with_sizes=False):
+def survey(config: Config, hosts: Optional[Collection[str]] = None, with_sizes: bool = False) -> List[Answer]:
     """Every host's domains, asked in parallel."""
     return ask_hosts(config, lambda conn, host: list_domains(conn, with_sizes=with_sizes), hosts)
 
 
-def collect(config, select, count_key, hosts=None):
+def collect(config: Config, select: Callable[[DomainInfo, str], Optional[Dict[str, Any]]], count_key: str,
+            hosts: Optional[Collection[str]] = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """Domains of every host (or of those named in `hosts`), asked in parallel: select(domain, host) gives an
     item or None. Returns (items sorted by name and host, one report per host {host, reachable, error, count_key})."""
     if hosts:
         for name in hosts:
             config.host(name)
-    items, report = [], []
+    items: List[Dict[str, Any]] = []
+    report: List[Dict[str, Any]] = []
     for answer in survey(config, hosts=hosts, with_sizes=True):
         found = [item for item in (select(domain, answer['host']) for domain in answer['result'] or []) if item is not None]
         items.extend(found)
@@ -306,11 +321,11 @@ def collect(config, select, count_key, hosts=None):
     return items, report
 
 
-def matches(name, patterns):
+def matches(name: str, patterns: Optional[Iterable[str]]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def image_storage(conn, domain: dict) -> dict:
+def image_storage(conn: VirConnect, domain: DomainInfo) -> Dict[str, Any]:
     """{disk_bytes, pool, pool_free_bytes} of an image: the allocation of its disks (what a full clone copies) and
     the free space of the pool holding its first disk; pool None when no libvirt pool holds its disks."""
     lv = libvirt()
@@ -329,7 +344,7 @@ def image_storage(conn, domain: dict) -> dict:
     return {'disk_bytes': total, 'pool': pool_name, 'pool_free_bytes': pool_free}
 
 
-def host_resources(conn, host, images=()) -> dict:
+def host_resources(conn: VirConnect, host: Host, images: Collection[str] = ()) -> Dict[str, Any]:
     """What placement needs of one host: its domains, its memory (MiB) and CPUs, and the storage of `images`."""
     domains = list_domains(conn, with_sizes=False)
     try:
@@ -341,13 +356,13 @@ def host_resources(conn, host, images=()) -> dict:
     return {'domains': domains, 'memory_mb': memory_mb, 'cpus': cpus, 'storage': storage}
 
 
-def placement_survey(config, images=()):
+def placement_survey(config: Config, images: Iterable[str] = ()) -> List[Answer]:
     """host_resources of every host, asked in parallel (answers as ask_hosts gives them)."""
     wanted = frozenset(images)
     return ask_hosts(config, lambda conn, host: host_resources(conn, host, wanted))
 
 
-def call(what, function, *args):
+def call(what: str, function: Callable[..., T], *args: Any) -> T:
     lv = libvirt()
     try:
         return function(*args)
@@ -355,7 +370,7 @@ def call(what, function, *args):
         raise HostError('%s: %s' % (what, error_text(e)))
 
 
-def send_all(stream, data: bytes, what: str) -> None:
+def send_all(stream: VirStream, data: bytes, what: str) -> None:
     """Write all of `data` to a libvirt stream (send() may take less than it is given)."""
     view = memoryview(data)
     while view:
@@ -365,12 +380,12 @@ def send_all(stream, data: bytes, what: str) -> None:
         view = view[written:]
 
 
-def locate(answers, name):
+def locate(answers: Iterable[Answer], name: str) -> List[Tuple[str, DomainInfo]]:
     """[(host, domain info)] of every domain called `name` in a survey."""
     return [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == name]
 
 
-def find_vm(config, name):
+def find_vm(config: Config, name: str) -> Tuple[str, DomainInfo]:
     """(host, domain info) of the VM called `name`, or NotFoundError / ConflictError."""
     answers = survey(config)
     found = locate(answers, name)

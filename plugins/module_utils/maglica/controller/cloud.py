@@ -36,7 +36,7 @@ from .image_import import import_image
 from .image_lifecycle import create_from_vm
 from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
-from .reach import clone_names, interface_addresses
+from .reach import WAIT_FOR, clone_names, interface_addresses
 from .vm import ensure as ensure_vm
 from .vm import inventory, parse_size, state_word, vm_list
 
@@ -46,6 +46,7 @@ __all__ = [
     'ImportLimits',
     'STALE_RETRIES',
     'VM_KEYS',
+    'WAIT_FOR',
     'clone',
     'clone_args',
     'clone_batch',

@@ -23,6 +23,7 @@ import importlib
 import os
 import shutil
 import sys
+from typing import Dict, List, Optional, Tuple
 
 from .. import deps
 from ..errors import ConfigError, MaglicaError
@@ -31,19 +32,19 @@ SERVER = 'server'
 LIBRARY = 'library'
 
 
-def public_path(key_dir, name):
+def public_path(key_dir: str, name: str) -> str:
     return os.path.join(key_dir, '%s.key' % name)
 
 
-def secret_path(key_dir, name):
+def secret_path(key_dir: str, name: str) -> str:
     return os.path.join(key_dir, '%s.key_secret' % name)
 
 
-def allowed_dir(key_dir):
+def allowed_dir(key_dir: str) -> str:
     return os.path.join(key_dir, 'allowed')
 
 
-def create(key_dir, name):
+def create(key_dir: str, name: str) -> bool:
     """Create NAME's key pair in key_dir unless it already exists. Returns True when created."""
     if os.path.exists(secret_path(key_dir, name)):
         return False
@@ -59,7 +60,7 @@ def create(key_dir, name):
     return True
 
 
-def allow(key_dir, identity, public_file):
+def allow(key_dir: str, identity: str, public_file: str) -> bool:
     """Put a public key into the allow-list under `identity`. Returns True when it changed."""
     target_dir = allowed_dir(key_dir)
     if not os.path.isdir(target_dir):
@@ -75,7 +76,7 @@ def allow(key_dir, identity, public_file):
     return True
 
 
-def load_pair(key_dir, name):
+def load_pair(key_dir: str, name: str) -> Tuple[bytes, Optional[bytes]]:
     """(public, secret) of NAME, or ConfigError saying which file is missing."""
     path = secret_path(key_dir, name)
     if not os.path.exists(path):
@@ -84,18 +85,18 @@ def load_pair(key_dir, name):
     return _zmq_auth().load_certificate(path)
 
 
-def load_public(key_dir, name):
+def load_public(key_dir: str, name: str) -> bytes:
     path = public_path(key_dir, name)
     if not os.path.exists(path):
         raise ConfigError('CURVE public key %s is missing' % path)
     return _zmq_auth().load_certificate(path)[0]
 
 
-def load_allowed(key_dir):
+def load_allowed(key_dir: str) -> Dict[bytes, str]:
     """{z85 public key: identity} of the allow-list. Refuses an empty or missing list."""
     directory = allowed_dir(key_dir)
     zmq_auth = _zmq_auth()
-    allowed = {}
+    allowed: Dict[bytes, str] = {}
     if os.path.isdir(directory):
         for entry in sorted(os.listdir(directory)):
             if entry.endswith('.key'):
@@ -108,12 +109,12 @@ def load_allowed(key_dir):
     return allowed
 
 
-def _zmq_auth():
+def _zmq_auth() -> deps.Library:
     deps.load('zmq')
     return importlib.import_module('zmq.auth')
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python3 -m maglica.protocol.curve', description='Maglica CURVE keys.')
     parser.add_argument('--key-dir', default='/etc/maglica/keys')
     sub = parser.add_subparsers(dest='command', required=True)

@@ -23,13 +23,13 @@ ZERO_BLOCK = bytes(BLOCK)
 ZERO_CHUNK = bytes(CHUNK)
 
 
-DISK_MODES = messages.ACTIONS['image.import']['disk_mode'].choices
+DISK_MODES = messages.DISK_MODES
 
 
-FIRMWARES = messages.ACTIONS['image.import']['firmware'].choices
+FIRMWARES = messages.FIRMWARES
 
 
-DOMAIN_TYPES = messages.ACTIONS['image.import']['domain_type'].choices
+DOMAIN_TYPES = messages.DOMAIN_TYPES
 
 
 # Defaults of the job's limits (messages.ACTIONS['image.import']); the library sends none unless the user sets them.
@@ -49,7 +49,7 @@ DEFAULT_MAX_DOWNLOAD_TIME = 6 * 3600
 DEFAULT_REDIRECT_SCHEMES = ('https',)
 
 
-REDIRECT_SCHEMES = messages.ACTIONS['image.import']['redirect_schemes'].items.choices
+REDIRECT_SCHEMES = messages.REDIRECT_SCHEMES
 
 
 class Limits(NamedTuple):

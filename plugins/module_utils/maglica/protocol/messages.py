@@ -14,7 +14,7 @@ import json
 import re
 import urllib.parse
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Pattern, Tuple, TypedDict, Union, cast
 
 from ..errors import MessageError
 from .user_data import check_user_data
@@ -29,13 +29,64 @@ JOB_ID_RE = re.compile(r'[0-9a-f]{32}')
 SPREAD_GROUP_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}')
 STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
 FINAL_STATES = ('succeeded', 'failed', 'expired')
+# Choices of job arguments, named for the library's options (image_import, the modules' argument specs).
+CLONE_MODES = ('full', 'linked')
+NETWORK_MODES = ('dhcp', 'static')
+FIRMWARES = ('bios', 'uefi')
+DISK_MODES = ('copy', 'overlay')
+DOMAIN_TYPES = ('kvm', 'qemu')
+# Where a redirect of an image download may lead (never file://, ftp:// or data:).
+REDIRECT_SCHEMES = ('http', 'https')
+
+# The type (or types) a field's value has.
+Kind = Union[type, Tuple[type, ...]]
+# A field's own check: (where, value) -> the value normalised, or None to keep it as it is.
+Check = Callable[[str, Any], Any]
+
+
+# Records of the job protocol, as TypedDicts of their schemas below (JOB, NOTICE, RESULT); on the wire and in memory
+# they are plain dicts. A test checks each against its schema (tests/unit/plugins/module_utils/test_schema.py).
+class _JobRequired(TypedDict):
+    id: str
+    host: str
+    action: str
+    args: Dict[str, Any]
+
+
+class Job(_JobRequired, total=False):
+    """A job (JOB) as new_job makes it: what the library submits and a host worker fetches.
+
+    new_job and validate_job return it as Dict[str, Any] for now: the library's callers still keep jobs in variables of
+    that type (controller.client), which a TypedDict does not convert to."""
+    ttl: float
+    created: float
+
+
+class Notice(TypedDict):
+    """What PUB carries of a job (NOTICE): never its arguments."""
+    id: str
+    host: str
+    action: str
+
+
+class _ResultRequired(TypedDict):
+    id: str
+    status: str
+
+
+class Result(_ResultRequired, total=False):
+    """A host worker's result of one job (RESULT), in its report."""
+    message: str
+    data: Dict[str, Any]
 
 
 class Field(object):
     """A field of a message: its type, whether it must be there, and its bounds."""
 
-    def __init__(self, kind, required=True, max_len=MAX_STRING, pattern=None, choices=None, items=None, minimum=None, maximum=None,
-                 check=None, fields=None):
+    def __init__(self, kind: Kind, required: bool = True, max_len: int = MAX_STRING, pattern: Optional[Pattern[str]] = None,
+                 choices: Optional[Collection[str]] = None, items: Union[Field, Fields, None] = None,
+                 minimum: Optional[float] = None, maximum: Optional[float] = None, check: Optional[Check] = None,
+                 fields: Optional[Fields] = None) -> None:
         self.kind = kind
         self.fields = fields  # the schema of an object (dict) value
         self.extra_check = check
@@ -44,13 +95,14 @@ class Field(object):
         self.pattern = pattern
         self.choices = choices
         self.items = items
-        self.minimum = minimum
-        self.maximum = maximum
+        # Any: callers read a field's bounds as the numbers they know them to be (host.worker.progress_figures).
+        self.minimum: Any = minimum
+        self.maximum: Any = maximum
 
-    def check(self, where, value):
+    def check(self, where: str, value: Any) -> Any:
         """The value, checked; a `check` function may return it normalised (addresses), which replaces it."""
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if not _is_of(value, kinds):
             raise MessageError('%s must be %s' % (where, ' or '.join(k.__name__ for k in kinds)))
         if isinstance(value, (str, list, dict)) and len(value) > self.max_len:
             raise MessageError('%s is longer than %d' % (where, self.max_len))
@@ -76,7 +128,16 @@ class Field(object):
         return value
 
 
-def check_fields(where, data, fields):
+def _is_of(value: Any, kinds: Tuple[type, ...]) -> bool:
+    """Whether `value` has one of `kinds`; a bool only when bool is one of them (isinstance takes it for an int)."""
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+# A message's schema: {field name: Field}.
+Fields = Dict[str, Field]
+
+
+def check_fields(where: str, data: Any, fields: Fields) -> Dict[str, Any]:
     """Validate a dict against {name: Field}; unknown fields are refused."""
     if not isinstance(data, dict):
         raise MessageError('%s must be an object' % where)
@@ -157,7 +218,7 @@ OPT_NAME = Field(str, required=False, pattern=NAME_RE, max_len=253)
 STRINGS = Field(list, required=False, max_len=64, items=Field(str))
 
 NETWORK = {
-    'mode': Field(str, choices=('dhcp', 'static')),
+    'mode': Field(str, choices=NETWORK_MODES),
     'device': Field(str, required=False, pattern=NAME_RE, max_len=15),
     'address': Field(str, required=False, max_len=64, check=ipv4_address),
     'prefix': Field(int, required=False, minimum=0, maximum=32),
@@ -176,7 +237,7 @@ ACTIONS = {
     'vm.clone': {
         'image': NAME,
         'hostname': NAME,
-        'clone_mode': Field(str, choices=('full', 'linked')),
+        'clone_mode': Field(str, choices=CLONE_MODES),
         'start': Field(bool),
         'network': Field(dict, required=False),
         'root_password_hash': Field(str, required=False, max_len=512, pattern=PASSWORD_HASH_RE),
@@ -215,16 +276,16 @@ ACTIONS = {
         'disk_size': Field(int, required=False, minimum=1048576, maximum=2 ** 50),
         'network': Field(str, required=False, pattern=NAME_RE, max_len=253),
         'bridge': Field(str, required=False, pattern=NAME_RE, max_len=15),
-        'firmware': Field(str, required=False, choices=('bios', 'uefi')),
-        'disk_mode': Field(str, required=False, choices=('copy', 'overlay')),
-        'domain_type': Field(str, required=False, choices=('kvm', 'qemu')),
+        'firmware': Field(str, required=False, choices=FIRMWARES),
+        'disk_mode': Field(str, required=False, choices=DISK_MODES),
+        'domain_type': Field(str, required=False, choices=DOMAIN_TYPES),
         'pool': Field(str, required=False, pattern=NAME_RE, max_len=253),
         # Limits of the import (import_job.Limits; the host worker's defaults when not given): the image's virtual
         # size, the bytes and seconds of its download, and the schemes a redirect may lead to (never file or ftp).
         'max_virtual_size': Field(int, required=False, minimum=1048576, maximum=2 ** 50),
         'max_download_size': Field(int, required=False, minimum=1, maximum=2 ** 50),
         'max_download_time': Field(int, required=False, minimum=1, maximum=86400 * 7),
-        'redirect_schemes': Field(list, required=False, max_len=2, items=Field(str, choices=('http', 'https'))),
+        'redirect_schemes': Field(list, required=False, max_len=2, items=Field(str, choices=REDIRECT_SCHEMES)),
     },
 }
 # Production has no test action: the test suite adds its `noop` to this table and actions.ACTIONS itself
@@ -326,7 +387,7 @@ REPLIES = {
 ERROR_REPLY = {'ok': Field(bool), 'error': Field(str, max_len=MAX_FRAME_BYTES), 'code': Field(str, required=False, max_len=64)}
 
 
-def validate_reply(kind: str, reply: dict) -> dict:
+def validate_reply(kind: str, reply: Dict[str, Any]) -> Dict[str, Any]:
     """A decoded reply to a `kind` request, checked like requests are: types, sizes, no unknown fields."""
     Field(bool).check('%s reply.ok' % kind, reply.get('ok'))
     fields = dict(REPLIES[kind], ok=Field(bool)) if reply['ok'] else ERROR_REPLY
@@ -337,7 +398,7 @@ def validate_reply(kind: str, reply: dict) -> dict:
 SECRET_ARGS = ('root_password_hash', 'cloud_init_user_data')
 
 
-def redact(job):
+def redact(job: Dict[str, Any]) -> Dict[str, Any]:
     """A copy of a logged job with secret arguments masked, for status and list replies."""
     args = dict(job['args'])
     for key in SECRET_ARGS:
@@ -426,19 +487,20 @@ def fit_job(job: Dict[str, Any], limit: int) -> Dict[str, Any]:
                 late_result=job.get('late_result') and {'status': job['late_result'].get('status')})
 
 
-def new_job_id():
+def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_job(host, action, args, ttl=None):
-    """Build and validate a job for `host`."""
-    job = {'id': new_job_id(), 'host': host, 'action': action, 'args': args}
+def new_job(host: str, action: str, args: Dict[str, Any], ttl: Optional[float] = None) -> Dict[str, Any]:
+    """Build and validate a job (a Job) for `host`."""
+    job: Job = {'id': new_job_id(), 'host': host, 'action': action, 'args': args}
     if ttl is not None:
         job['ttl'] = ttl
-    return validate_job(job)
+    return validate_job(cast(Dict[str, Any], job))
 
 
-def validate_job(job):
+def validate_job(job: Dict[str, Any]) -> Dict[str, Any]:
+    """`job` itself, checked against JOB and its action's arguments (values normalised in place)."""
     check_fields('job', job, JOB)
     check_fields('job.args', job['args'], ACTIONS[job['action']])
     if job['action'] == 'vm.clone' and job['args'].get('network'):
@@ -448,7 +510,7 @@ def validate_job(job):
     return job
 
 
-def check_network(where, network):
+def check_network(where: str, network: Any) -> None:
     """Guest network settings: every value checked, since they are written into guest files."""
     check_fields(where, network, NETWORK)
     if network['mode'] == 'static':
@@ -456,7 +518,7 @@ def check_network(where, network):
             raise MessageError('%s: mode static needs an address' % where)
 
 
-def encode(message):
+def encode(message: Mapping[str, Any]) -> bytes:
     """Serialise a message (adds the version) to one frame of bytes."""
     data = dict(message, version=VERSION)
     frame = json.dumps(data, separators=(',', ':'), sort_keys=True).encode('utf-8')
@@ -465,7 +527,7 @@ def encode(message):
     return frame
 
 
-def decode(frame):
+def decode(frame: Union[bytes, bytearray, memoryview]) -> Dict[str, Any]:
     """Parse one frame into a dict, checking size, JSON, version and that it is an object."""
     if len(frame) > MAX_FRAME_BYTES:
         raise MessageError('frame of %d bytes is over the limit of %d' % (len(frame), MAX_FRAME_BYTES))
@@ -483,7 +545,7 @@ def decode(frame):
     return data
 
 
-def decode_request(frame):
+def decode_request(frame: Union[bytes, bytearray, memoryview]) -> Tuple[str, Dict[str, Any]]:
     """Decode and validate a request for the client worker's REP socket."""
     data = decode(frame)
     kind = data.pop('type', None)
@@ -518,7 +580,8 @@ def check_report(data: Dict[str, Any]) -> List[str]:
     problems: List[str] = []
     for name in REPORT_LISTS:
         items = REQUESTS['report'][name].items
-        kept = []
+        assert items is not None  # every list of a report says what its items are
+        kept: List[Any] = []
         for index, item in enumerate(data.get(name) or []):
             where = 'report.%s[%d]' % (name, index)
             try:
@@ -527,8 +590,9 @@ def check_report(data: Dict[str, Any]) -> List[str]:
                 problems.append(str(e)[:300])
                 job_id = item.get('id') if isinstance(item, dict) else None
                 if name == 'results' and isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id):
-                    kept.append({'id': job_id, 'status': 'failed',
-                                 'message': 'the host worker sent a result that does not validate: %s' % str(e)[:500]})
+                    failure: Result = {'id': job_id, 'status': 'failed',
+                                       'message': 'the host worker sent a result that does not validate: %s' % str(e)[:500]}
+                    kept.append(failure)
         if name in data:
             data[name] = kept
     return problems
@@ -538,10 +602,10 @@ def check_report(data: Dict[str, Any]) -> List[str]:
 NOTICE = {'id': Field(str, pattern=JOB_ID_RE), 'host': NAME, 'action': Field(str, choices=ACTIONS)}
 
 
-def validate_notice(notice):
-    return check_fields('notice', notice, NOTICE)
+def validate_notice(notice: Any) -> Notice:
+    return cast(Notice, check_fields('notice', notice, NOTICE))
 
 
-def topic(host):
+def topic(host: str) -> bytes:
     """The PUB topic frame of a host: its name and a NUL, so that `kvm1` never matches `kvm10`."""
     return host.encode('utf-8') + b'\0'

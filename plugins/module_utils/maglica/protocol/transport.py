@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Dict, Optional, Protocol
 
 from .. import deps
 from ..errors import DispatchError, MessageError
@@ -15,16 +16,28 @@ LOG = logging.getLogger('maglica.transport')
 ZAP_DOMAIN_PUB = 'maglica-pub'
 ZAP_DOMAIN_REP = 'maglica-rep'
 
+# pyzmq is imported on first use (deps.load), so its objects are not typed here: a zmq.Socket and a zmq.Context.
+Socket = Any
+Context = Any
 
-def zmq():
+
+class Config(Protocol):
+    """What the sockets take of the configuration (cluster.config.Config, a package above this one)."""
+    security: Dict[str, Any]
+
+    def endpoint(self, which: str) -> str:
+        """The client worker's address for `which` socket."""
+
+
+def zmq() -> deps.Library:
     return deps.load('zmq')
 
 
-def curve_enabled(config):
+def curve_enabled(config: Config) -> bool:
     return bool(config.security['curve'])
 
 
-def secure_client(sock, config, name):
+def secure_client(sock: Socket, config: Config, name: str) -> Socket:
     """Make `sock` a CURVE client with NAME's key pair, trusting the client worker's server key."""
     if not curve_enabled(config):
         return sock
@@ -38,11 +51,11 @@ def secure_client(sock, config, name):
 class AllowList(object):
     """ZAP credentials provider: a key is let in when it is in the allow-list and its role fits the socket."""
 
-    def __init__(self, allowed, hosts_only=False):
+    def __init__(self, allowed: Dict[bytes, str], hosts_only: bool = False) -> None:
         self.allowed = allowed
         self.hosts_only = hosts_only
 
-    def callback(self, domain, key):
+    def callback(self, domain: str, key: bytes) -> bool:
         identity = self.allowed.get(key)
         if identity is None or self.hosts_only and identity == curve.LIBRARY:
             LOG.warning('refused CURVE key %s on %s', key.decode('ascii', 'replace'), domain)
@@ -53,37 +66,37 @@ class AllowList(object):
 class Requester(object):
     """A REQ socket that times out instead of wedging: after a timeout it is closed and reopened."""
 
-    def __init__(self, config, name, endpoint=None, context=None):
+    def __init__(self, config: Config, name: str, endpoint: Optional[str] = None, context: Optional[Context] = None) -> None:
         self.config = config
         self.name = name
         self.endpoint = endpoint or config.endpoint('rep')
         self.context = context or zmq().Context.instance()
-        self.sock = None
+        self.sock: Optional[Socket] = None
 
-    def _open(self):
+    def _open(self) -> Socket:
         z = zmq()
         sock = self.context.socket(z.REQ)
         sock.linger = 0
         secure_client(sock, self.config, self.name)
         sock.connect(self.endpoint)
         self.sock = sock
+        return sock
 
-    def close(self):
+    def close(self) -> None:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
 
-    def request(self, message, timeout):
+    def request(self, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
         """Send one request and return its reply, decoded and validated, or raise DispatchError after `timeout` seconds."""
-        if self.sock is None:
-            self._open()
-        self.sock.send(messages.encode(message))
-        if not self.sock.poll(int(timeout * 1000)):
+        sock = self.sock if self.sock is not None else self._open()
+        sock.send(messages.encode(message))
+        if not sock.poll(int(timeout * 1000)):
             self.close()
             hint = ' and accepts the key %r' % self.name if curve_enabled(self.config) else ''
             raise DispatchError('no answer from the client worker at %s within %gs: check that it is running%s'
                                 % (self.endpoint, timeout, hint))
-        frame = self.sock.recv()
+        frame = sock.recv()
         try:
             return messages.validate_reply(message['type'], messages.decode(frame))
         except MessageError as e:

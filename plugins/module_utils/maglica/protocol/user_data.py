@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import email
+import email.policy
 from email.mime.text import MIMEText
 from typing import Any, Dict, Optional, Tuple
 
@@ -37,7 +38,7 @@ FORMATS = (
 REFUSED_KEYS = ('ssh_keys',)
 
 
-def yaml_module():
+def yaml_module() -> deps.Library:
     return deps.load('yaml')
 
 
