@@ -158,7 +158,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         parsed = cloud.interface_addresses(interfaces, warnings)
         for line in warnings:
             self.display.warning('maglica inventory: %s: %s' % (name, line))
-        return parsed
+        return [dict(address) for address in parsed]
 
     def populate(self, vms: List[VM]) -> None:
         strict = self.get_option('strict')

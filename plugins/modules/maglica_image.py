@@ -219,12 +219,12 @@ def main() -> None:
         if p['state'] == 'absent':
             if p['url'] or p['path'] or p['from_vm']:
                 raise MaglicaError('state=absent takes the image name (and targets), not url, path or from_vm')
-            return cloud.remove_image(config, p['name'], p['targets'], p['force_dependants'], module.check_mode, p['timeout'])
+            return dict(cloud.remove_image(config, p['name'], p['targets'], p['force_dependants'], module.check_mode, p['timeout']))
         if p['from_vm']:
-            return cloud.create_from_vm(config, p['name'], p['from_vm'], module.check_mode, p['timeout'])
+            return dict(cloud.create_from_vm(config, p['name'], p['from_vm'], module.check_mode, p['timeout']))
         settings = dict(common.image_settings(p), disk_mode=p['disk_mode'])
-        return cloud.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
-                                  p['timeout'], module.check_mode, path=p['path'])
+        return dict(cloud.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
+                                       p['timeout'], module.check_mode, path=p['path']))
 
     module.exit_json(**common.run(module, operation, 'libvirt', 'zmq'))
 

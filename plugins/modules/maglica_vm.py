@@ -210,9 +210,9 @@ def main() -> None:
     p = module.params
 
     def ensure(config: common.Config) -> Dict[str, Any]:
-        return cloud.ensure_vm(config, p['name'], state=p['state'], vcpus=p['vcpus'], memory=p['memory'], iso=p['iso'],
-                               boot_device=p['boot_device'], disks=p['disks'], force=p['force'], timeout=p['timeout'],
-                               force_dependants=p['force_dependants'], check_mode=module.check_mode)
+        return dict(cloud.ensure_vm(config, p['name'], state=p['state'], vcpus=p['vcpus'], memory=p['memory'], iso=p['iso'],
+                                    boot_device=p['boot_device'], disks=p['disks'], force=p['force'], timeout=p['timeout'],
+                                    force_dependants=p['force_dependants'], check_mode=module.check_mode))
 
     outcome = common.run(module, ensure, 'libvirt', 'zmq')
     before, after = outcome.pop('before'), outcome.pop('after')

@@ -449,12 +449,12 @@ def main() -> None:
         batch(module)
 
     def clone(config: common.Config) -> Dict[str, Any]:
-        return cloud.clone(config, p['image'], p['hostname'], host=p['host'], clone_mode=p['clone_mode'], start=p['start'],
-                           network=p['network'], root_password_hash=p['root_password_hash'],
-                           ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
-                           check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
-                           cloud_init_user_data=p['cloud_init_user_data'], spread_group=p['spread_group'],
-                           exclude_hosts=p['exclude_hosts'], allow_unreachable=p['allow_unreachable'])
+        return dict(cloud.clone(config, p['image'], p['hostname'], host=p['host'], clone_mode=p['clone_mode'], start=p['start'],
+                                network=p['network'], root_password_hash=p['root_password_hash'],
+                                ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
+                                check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
+                                cloud_init_user_data=p['cloud_init_user_data'], spread_group=p['spread_group'],
+                                exclude_hosts=p['exclude_hosts'], allow_unreachable=p['allow_unreachable']))
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
     outcome['unreachable_hosts'] = outcome.pop('unreachable')
@@ -484,9 +484,9 @@ def batch(module: common.Module) -> None:
 
     def clone_batch(config: common.Config) -> Dict[str, Any]:
         vms.extend(common.clone_batch_vms(p))
-        return cloud.clone_batch(config, vms, wait=p['wait'], timeout=p['timeout'], check_mode=module.check_mode,
-                                 wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
-                                 allow_unreachable=p['allow_unreachable'])
+        return dict(cloud.clone_batch(config, vms, wait=p['wait'], timeout=p['timeout'], check_mode=module.check_mode,
+                                      wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
+                                      allow_unreachable=p['allow_unreachable']))
 
     outcome = common.run(module, clone_batch, 'libvirt', 'zmq')
     diffs: List[Dict[str, Any]] = []

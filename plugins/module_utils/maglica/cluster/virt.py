@@ -12,7 +12,7 @@ import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from .. import deps
 from ..errors import ConflictError, HostError, NotFoundError
@@ -245,7 +245,7 @@ def set_image_metadata(dom: VirDomain, attributes: Dict[str, str]) -> None:
                     IMAGE_METADATA_PREFIX, IMAGE_METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
-def is_image(info: DomainInfo) -> bool:
+def is_image(info: Mapping[str, Any]) -> bool:
     """An original image: an inactive domain that is not a Maglica clone."""
     return not info['active'] and not info['clone_of']
 

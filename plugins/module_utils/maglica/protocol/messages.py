@@ -491,9 +491,9 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def new_job(host: str, action: str, args: Dict[str, Any], ttl: Optional[float] = None) -> Dict[str, Any]:
+def new_job(host: str, action: str, args: Mapping[str, Any], ttl: Optional[float] = None) -> Dict[str, Any]:
     """Build and validate a job (a Job) for `host`."""
-    job: Job = {'id': new_job_id(), 'host': host, 'action': action, 'args': args}
+    job: Job = {'id': new_job_id(), 'host': host, 'action': action, 'args': dict(args)}
     if ttl is not None:
         job['ttl'] = ttl
     return validate_job(cast(Dict[str, Any], job))
