@@ -272,7 +272,12 @@ def ask_hosts(config: Config, query: Callable[[VirConnect, Host], Any],
     Returns one dict per host, in configuration order: {host, weight, reachable, error, result}.
     A host whose libvirtd cannot be reached is reported, never fatal.
     """
-    selected = [h for h in config.hosts if hosts is None or h.name in hosts]
+    if hosts is None:
+        selected = list(config.hosts)
+    else:
+        # An unknown name is a ConfigError naming the known hosts, never a host silently left out.
+        named = set(config.target_names(hosts)) if hosts else set()
+        selected = [h for h in config.hosts if h.name in named]
 
     def one(host: Host) -> Answer:
         entry: Answer = {'host': host.name, 'weight': host.weight, 'uri': config.uri(host), 'reachable': True, 'error': None, 'result': None}
@@ -309,8 +314,7 @@ def collect(config: Config, select: Callable[[DomainInfo, str], Optional[Dict[st
     """Domains of every host (or of those named in `hosts`), asked in parallel: select(domain, host) gives an
     item or None. Returns (items sorted by name and host, one report per host {host, reachable, error, count_key})."""
     if hosts:
-        for name in hosts:
-            config.host(name)
+        config.target_names(hosts)
     items: List[Dict[str, Any]] = []
     report: List[Dict[str, Any]] = []
     for answer in survey(config, hosts=hosts, with_sizes=True):

@@ -270,8 +270,7 @@ def _existing(answers: Sequence[Mapping[str, Any]], hostname: str,
 
 
 def _check_hosts(config: Config, host: Optional[str], exclude_hosts: Optional[Sequence[str]]) -> None:
-    for name in ([host] if host is not None else []) + list(exclude_hosts or []):
-        config.host(name)
+    config.target_names(([host] if host is not None else []) + list(exclude_hosts or []))
     if host is not None and host in (exclude_hosts or []):
         raise ConflictError('host %s is both forced (host) and excluded (exclude_hosts)' % host)
 
@@ -322,15 +321,13 @@ def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optiona
         if states is None:
             states = host_states(config, answers, slots, images)
         request = _request(vm)
-        decision = placement.decide(states, request, policy, overcommit)
-        chosen = next(state for state in states if state.host == decision.host)
+        decision = placement.place(states, request, policy, overcommit)
         # The reservations on the chosen host that this plan counted: the client worker checks them.
         seen = [slot['job_id'] for slot in slots if slot['host'] == decision.host]
         seen.extend(plan['job_id'] for plan in plans.values() if plan.get('job_id') and plan['host'] == decision.host)
         plans[index] = {'exists': False, 'host': decision.host, 'candidates': decision.candidates, 'filtered': decision.filtered,
                         'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': seen,
                         'job_id': messages.new_job_id()}
-        chosen.reserve(request.image, request.start, request.clone_mode, request.spread_group, request.hostname)
     return plans
 
 

@@ -134,8 +134,7 @@ def host_info(config: Config, require_workers: bool = False, wait_timeout: float
     `renew_days`, raises MaglicaError naming it.
     """
     if hosts:
-        for name in hosts:
-            config.host(name)
+        config.target_names(hosts)
     warnings: List[str] = []
     workers: Optional[Dict[str, HostStatus]]
     try:

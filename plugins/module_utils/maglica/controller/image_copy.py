@@ -44,9 +44,8 @@ def plan_copy(config: Config, name: str, dest: str, source: Optional[str] = None
 
     Returns {exists, source, dest}.
     """
-    config.host(dest)
+    config.target_names([dest] + ([source] if source is not None else []))
     if source is not None:
-        config.host(source)
         if source == dest:
             raise ConflictError('the source and the destination are both %s' % dest)
     answers = virt.survey(config)

@@ -19,7 +19,7 @@ other, each decision reserving its host before the next.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, TypedDict
+from typing import Dict, Iterable, List, Optional, Sequence, TypedDict
 
 from ..errors import ConflictError
 
@@ -210,54 +210,10 @@ def decide(states: Iterable[HostState], request: Request, policy: str = 'seed', 
     return Decision(host=scored[0][3].host, candidates=candidates, filtered=filtered)
 
 
-def choose(states: Sequence[HostState], request: Request, policy: str = 'seed', overcommit: float = 1.0) -> str:
-    """The host decide() picks, without building the explanation: what a fast path (the benchmark) needs."""
-    if request.host is not None or request.exclude_hosts or request.spread_group:
-        return decide(states, request, policy, overcommit).host
-    best, best_key = None, None
-    resources = policy == 'resources'
-    for state in states:
-        if request.image not in state.images:
-            continue
-        if resources:
-            if unfit_reason(state, request, overcommit) is not None:
-                continue
-            key = (score_resources(state, request, overcommit), state.order)
-        else:
-            key = (score_seed(state), state.order)
-        if best_key is None or key < best_key:
-            best, best_key = state, key
-    if best is None:
-        return decide(states, request, policy, overcommit).host  # raises with every reason
-    return best.host
-
-
-def plan(states: Sequence[HostState], requests: Sequence[Request], policy: str = 'seed', overcommit: float = 1.0) -> List[Decision]:
-    """Place a batch as one decision: each VM in order, its host reserved before the next is placed.
-    Raises NoHostFits for the first VM that fits nowhere (then nothing of the batch should be submitted)."""
-    by_host = {state.host: state for state in states}
-    decisions = []
-    for request in requests:
-        decision = decide(states, request, policy, overcommit)
-        by_host[decision.host].reserve(request.image, request.start, request.clone_mode, request.spread_group, request.hostname)
-        decisions.append(decision)
-    return decisions
-
-
-# -- the seed's interface, kept for callers of rank() -------------------------------------------------
-
-def score(active_domains: int, weight: float) -> float:
-    """Lower is better. A host of weight 20 carries twice the domains of one of weight 10 at the same score."""
-    return active_domains * 10.0 / weight
-
-
-def rank(candidates: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Score candidates [{host, weight, active}] and sort best first (ties by configuration order).
-
-    Returns new dicts with a `score` key added.
-    """
-    scored = [dict(c, score=score(c['active'], c['weight']), order=i) for i, c in enumerate(candidates)]
-    scored.sort(key=lambda c: (c['score'], c['order']))
-    for entry in scored:
-        del entry['order']
-    return scored
+def place(states: Sequence[HostState], request: Request, policy: str = 'seed', overcommit: float = 1.0) -> Decision:
+    """decide(), then the clone reserved on the host chosen: a batch is placed by calling this for each VM in order,
+    so that each VM's host is counted before the next is placed."""
+    decision = decide(states, request, policy, overcommit)
+    chosen = next(state for state in states if state.host == decision.host)
+    chosen.reserve(request.image, request.start, request.clone_mode, request.spread_group, request.hostname)
+    return decision

@@ -580,7 +580,8 @@ def check_report(data: Dict[str, Any]) -> List[str]:
     problems: List[str] = []
     for name in REPORT_LISTS:
         items = REQUESTS['report'][name].items
-        assert items is not None  # every list of a report says what its items are
+        if items is None:  # every list of a report says what its items are
+            raise AssertionError('REQUESTS[report].%s has no item schema' % name)
         kept: List[Any] = []
         for index, item in enumerate(data.get(name) or []):
             where = 'report.%s[%d]' % (name, index)

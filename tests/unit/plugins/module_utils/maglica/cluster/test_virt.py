@@ -167,7 +167,8 @@ def test_ask_hosts_reports_a_failing_query_per_host(cloud_config):
     answers = virt.ask_hosts(cloud_config, lambda conn, host: conn.lookupByName('rhel.original').name(), hosts=['a', 'c'])
     assert [(a['host'], a['reachable'], a['result']) for a in answers] == [('a', False, None), ('c', True, 'rhel.original')]
     assert answers[0]['error'] == 'a: Domain not found'
-    assert virt.ask_hosts(cloud_config, lambda conn, host: 1, hosts=['nohost']) == []
+    with pytest.raises(ConfigError, match='nohost'):  # a name not configured is refused, never left out
+        virt.ask_hosts(cloud_config, lambda conn, host: 1, hosts=['nohost'])
 
 
 def test_matches_and_units():
@@ -390,3 +391,12 @@ def test_cli_vm_clone_refuses_while_a_host_cannot_be_reached_unless_allowed(clou
     assert 'down cannot be reached' in capsys.readouterr().err
     assert cli.main(command + ['--allow-unreachable']) == cli.EXIT_OK
     assert 'web1 would go to b' in capsys.readouterr().out
+
+
+def test_asking_hosts_by_name_refuses_an_unknown_name_instead_of_leaving_it_out(cloud_config):
+    """One resolver (Config.target_names) for every command: a misspelt host is an error naming the known ones."""
+    answers = virt.ask_hosts(cloud_config, lambda conn, host: host.name, hosts=['c', 'a'])
+    assert [a['host'] for a in answers] == ['a', 'c'] and all(a['result'] == a['host'] for a in answers)
+    assert virt.ask_hosts(cloud_config, lambda conn, host: host.name, hosts=[]) == []
+    with pytest.raises(ConfigError, match=r"\bkvm9\b.*\ba, b, c, down\b"):
+        virt.ask_hosts(cloud_config, lambda conn, host: host.name, hosts=['a', 'kvm9'])

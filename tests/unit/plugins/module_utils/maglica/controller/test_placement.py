@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""placement.py: the seed's score (active x 10 / weight), and the engine of issue 13: filter, score, reservations,
-spread groups, batch plans, with Hypothesis for its properties."""
+"""placement.py: filter, score (seed: active x 10 / weight; resources), reservations, spread groups, batches placed
+in order, with Hypothesis for its properties."""
 
 from __future__ import annotations
 
@@ -13,43 +13,36 @@ from maglica.controller import placement
 from maglica.errors import ConflictError
 
 
-def test_score():
-    assert placement.score(0, 10) == 0
-    assert placement.score(3, 10) == 3.0
-    assert placement.score(4, 20) == 2.0
-    assert placement.score(1, 3) == 10.0 / 3
+def seed_load(active, weight):
+    return placement.score_seed(placement.HostState(host='h', weight=weight, active=active))
+
+
+def test_seed_score():
+    assert seed_load(0, 10) == 0
+    assert seed_load(3, 10) == 3.0
+    assert seed_load(4, 20) == 2.0
+    assert seed_load(1, 3) == 10.0 / 3
 
 
 def test_weight_doubles_capacity():
-    assert placement.score(4, 20) == placement.score(2, 10)
+    assert seed_load(4, 20) == seed_load(2, 10)
 
 
-def test_rank_least_loaded_first():
-    ranked = placement.rank([
-        {'host': 'a', 'weight': 10, 'active': 3},
-        {'host': 'b', 'weight': 10, 'active': 1},
-        {'host': 'c', 'weight': 40, 'active': 6},
-    ])
-    assert [(c['host'], c['score']) for c in ranked] == [('b', 1.0), ('c', 1.5), ('a', 3.0)]
-    assert set(ranked[0]) == {'host', 'weight', 'active', 'score'}
+def test_seed_policy_takes_the_least_loaded_host():
+    states = [placement.HostState(host=h, weight=w, order=n, active=a, images={'img': placement.ImageOnHost(1024, 1, 1, 'default')})
+              for n, (h, w, a) in enumerate((('a', 10, 3), ('b', 10, 1), ('c', 40, 6)))]
+    decision = placement.decide(states, placement.Request('img', 'x'), 'seed')
+    assert decision.host == 'b' and [(c['host'], c['score']) for c in decision.candidates] == [('b', 1.0), ('c', 1.5), ('a', 3.0)]
 
 
 def test_weight_decides_between_equal_loads():
-    ranked = placement.rank([{'host': 'small', 'weight': 5, 'active': 2}, {'host': 'big', 'weight': 50, 'active': 2}])
-    assert [c['host'] for c in ranked] == ['big', 'small']
+    states = hosts(('small', {'weight': 5, 'active': 2}), ('big', {'weight': 50, 'active': 2}))
+    assert placement.decide(states, placement.Request('img', 'x'), 'seed').host == 'big'
 
 
 def test_ties_keep_configuration_order():
-    candidates = [{'host': h, 'weight': 10, 'active': 1} for h in ('z', 'm', 'a')]
-    assert [c['host'] for c in placement.rank(candidates)] == ['z', 'm', 'a']
-    assert [c['host'] for c in placement.rank(list(reversed(candidates)))] == ['a', 'm', 'z']
-
-
-def test_rank_does_not_change_its_input():
-    candidates = [{'host': 'a', 'weight': 10, 'active': 0}]
-    placement.rank(candidates)
-    assert candidates == [{'host': 'a', 'weight': 10, 'active': 0}]
-    assert placement.rank([]) == []
+    assert placement.decide(hosts(('z', {}), ('m', {}), ('a', {})), placement.Request('img', 'x'), 'seed').host == 'z'
+    assert placement.decide(hosts(('a', {}), ('m', {}), ('z', {})), placement.Request('img', 'x'), 'seed').host == 'a'
 
 
 # -- the engine (issue 13): filter, score, reservations, spread groups, batches -------------------
@@ -74,9 +67,7 @@ def place_many(states, count, policy, **request):
     """Place `count` clones one after another, each reserved before the next; returns {host: clones}."""
     placed = {s.host: 0 for s in states}
     for n in range(count):
-        decision = placement.decide(states, placement.Request('img', 'vm%d' % n, **request), policy)
-        next(s for s in states if s.host == decision.host).reserve('img', request.get('start', True), 'full',
-                                                                   request.get('spread_group'), 'vm%d' % n)
+        decision = placement.place(states, placement.Request('img', 'vm%d' % n, **request), policy)
         placed[decision.host] += 1
     return placed
 
@@ -183,20 +174,12 @@ def test_spread_group_counts_members_already_there():
     assert decision.host == 'b' and [c['group_members'] for c in decision.candidates] == [0, 1]
 
 
-def test_batch_plan_reserves_as_it_goes():
+def test_a_batch_placed_in_order_reserves_as_it_goes():
     states = hosts(('a', {'memory_mb': 2048}), ('b', {'memory_mb': 2048}))
-    requests = [placement.Request('img', 'vm%d' % n) for n in range(4)]
-    decisions = placement.plan(states, requests, 'resources')
+    decisions = [placement.place(states, placement.Request('img', 'vm%d' % n), 'resources') for n in range(4)]
     assert [d.host for d in decisions] == ['a', 'b', 'a', 'b']
     with pytest.raises(placement.NoHostFits, match='a: 0 MiB uncommitted, clone needs 1 GiB; b: 0 MiB'):
-        placement.plan(states, [placement.Request('img', 'vm4')], 'resources')
-
-
-def test_choose_agrees_with_decide():
-    states = hosts(('a', {'weight': 3, 'active': 2, 'committed_mb': 2048}), ('b', {'weight': 1}), ('c', {'weight': 2, 'committed_mb': 512}))
-    for policy in placement.POLICIES:
-        request = placement.Request('img', 'x')
-        assert placement.choose(states, request, policy) == placement.decide(states, request, policy).host
+        placement.place(states, placement.Request('img', 'vm4'), 'resources')
 
 
 # -- properties ---------------------------------------------------------------------------------
