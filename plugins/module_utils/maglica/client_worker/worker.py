@@ -52,7 +52,7 @@ Request = Dict[str, Any]
 Reply = Dict[str, Any]
 
 
-class Seen(TypedDict):
+class Heartbeat(TypedDict):
     """A host worker's last heartbeat (its report)."""
 
     time: float
@@ -70,7 +70,7 @@ class ClientWorker(object):
         self.context = zmq.Context()
         self.pub = self.context.socket(zmq.PUB)
         # ROUTER, not REP: it can take every waiting request, commit them to the log at once, then answer
-        # each. Peers still use REQ; to them it is the REP socket of the seed.
+        # each. Peers use REQ; to them it is a REP socket.
         self.rep = self.context.socket(zmq.ROUTER)
         for sock in (self.pub, self.rep):
             sock.linger = 0
@@ -85,7 +85,7 @@ class ClientWorker(object):
         self.pub.bind(config.bind_endpoint('pub'))
         self.rep.bind(config.bind_endpoint('rep'))
         self.host_names = set(h.name for h in config.hosts)
-        self.seen: Dict[str, Seen] = {}
+        self.heartbeats: Dict[str, Heartbeat] = {}
         self.stopping = False
         self.last_sweep = 0.0
         self.last_prune = 0.0
@@ -167,8 +167,8 @@ class ClientWorker(object):
                 # name_holder found it by joining the jobs table: the row is there.
                 return {'ok': True, 'job': messages.redact(cast(JobRow, self.log.get(holder)))}
         if new and job['action'] in SLOT_ACTIONS and data.get('seen') is not None:
-            seen = set(data['seen'])
-            others = [slot['job_id'] for slot in self.log.open_slots(job['host']) if slot['job_id'] not in seen]
+            counted = set(data['seen'])
+            others = [slot['job_id'] for slot in self.log.open_slots(job['host']) if slot['job_id'] not in counted]
             if others:
                 LOG.info('job %s refused: placement on %s is stale (%d clone(s) reserved there since)', job['id'], job['host'], len(others))
                 return {'ok': False, 'code': 'stale',
@@ -223,11 +223,11 @@ class ClientWorker(object):
         now = time.time()
         hosts: List[Dict[str, Any]] = []
         for host in self.config.hosts:
-            seen = self.seen.get(host.name)
-            age = now - seen['time'] if seen else None
+            heartbeat = self.heartbeats.get(host.name)
+            age = now - heartbeat['time'] if heartbeat else None
             hosts.append({'host': host.name, 'alive': age is not None and age < 3 * self.config.host_worker['heartbeat_interval'],
-                          'last_seen_s': age, 'pid': seen['pid'] if seen else None,
-                          'running': seen['running'] if seen else []})
+                          'last_seen_s': age, 'pid': heartbeat['pid'] if heartbeat else None,
+                          'running': heartbeat['running'] if heartbeat else []})
         return {'ok': True, 'hosts': hosts}
 
     def request_fetch(self, data: Request) -> Reply:
@@ -258,7 +258,7 @@ class ClientWorker(object):
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
         for problem in data.pop('problems', None) or []:  # items messages.check_report dropped or made failures
             LOG.warning('a report of %s had a bad item, refused alone: %s', host, problem)
-        self.seen[host] = {'time': time.time(), 'pid': data.get('pid'), 'running': data.get('running') or []}
+        self.heartbeats[host] = {'time': time.time(), 'pid': data.get('pid'), 'running': data.get('running') or []}
         if data.get('acks'):
             self.log.acknowledge(host, data['acks'])
         if data.get('progress'):

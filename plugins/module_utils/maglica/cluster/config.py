@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Maglica configuration: the seed's /etc/maglica.conf YAML, validated, with defaults.
+"""Maglica configuration: /etc/maglica.conf (YAML), validated, with defaults.
 
     hosts:
       - name: host0.example.com
@@ -73,7 +73,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
         'retention_days': (30.0, float),
     },
     'placement': {
-        # seed: the seed's least loaded host (running domains and reserved clones per weight); resources: hosts
+        # seed: the least loaded host (running domains and reserved clones per weight); resources: hosts
         # without the memory or pool space for the clone are filtered out, the rest scored (see placement.py).
         'policy': ('seed', str),
         # Memory a host may commit to domains, as a multiple of its total (hosts[].memory_mb, else libvirt's).

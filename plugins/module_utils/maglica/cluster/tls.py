@@ -90,7 +90,13 @@ def _issued_by(cert: Certificate, ca: Certificate) -> bool:
     deps.load('cryptography')
     from cryptography.exceptions import InvalidSignature  # pylint: disable=import-outside-toplevel
     from cryptography.hazmat.primitives.asymmetric import (  # pylint: disable=import-outside-toplevel
-        dsa, ec, ed448, ed25519, padding, rsa)
+        dsa,
+        ec,
+        ed448,
+        ed25519,
+        padding,
+        rsa,
+    )
     if cert.issuer != ca.subject:
         return False
     public = ca.public_key()

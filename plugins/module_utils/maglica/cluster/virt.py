@@ -12,7 +12,19 @@ import threading
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Callable, Collection, Dict, Iterable, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+)
 
 from .. import deps
 from ..errors import ConflictError, HostError, NotFoundError
@@ -205,7 +217,7 @@ def describe(dom: VirDomain, with_sizes: bool = True) -> DomainInfo:
     meta = clone_metadata(dom)
     info['clone_of'] = meta.get('image')
     info['ssh_host_keys'] = meta.get('host_keys', [])
-    # The spread group a clone was placed in (issue 13): kept in its metadata, so it outlives every worker.
+    # The spread group a clone was placed in: kept in its metadata, so it outlives every worker.
     info['spread_group'] = meta.get('spread-group')
     info['image'] = image_metadata_of(root) or None
     return info

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The `maglica` command: the seed's command line on top of the library.
+"""The `maglica` command: the command line on top of the library.
 
     maglica [--config FILE] [--json] image list | image copy --name=IMAGE --dest=HOST
     maglica image import --name=IMAGE --url=URL --checksum=sha256:HEX | --path=FILE [--on=HOST]...
@@ -23,7 +23,17 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, TextIO, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Mapping,
+    Optional,
+    Sequence,
+    TextIO,
+    Tuple,
+    Union,
+)
 
 from ..cluster import config as config_mod
 from ..cluster import virt
@@ -37,8 +47,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
 
 # A table column: its header, and the key of a row or a function of the row that gives the cell.
 Column = Tuple[str, Union[str, Callable[[Any], Any]]]
-# The last state printed of each job (_progress).
-Seen = Dict[str, Any]
 
 
 class Output(object):
@@ -149,10 +157,8 @@ def image_list(config: Config, args: argparse.Namespace, out: Output) -> None:
 
 
 def image_copy_command(config: Config, args: argparse.Namespace, out: Output) -> None:
-    def progress(job: Job) -> None:
-        _progress(job, state)
-    state: Seen = {}
-    result = image_copy.copy(config, args.name, args.dest, args.source, args.timeout, progress=progress)
+    with JobProgress() as progress:
+        result = image_copy.copy(config, args.name, args.dest, args.source, args.timeout, progress=progress.update)
     if result['changed']:
         out.message('copied %s from %s to %s' % (args.name, result['source'], args.dest), result)
     else:
@@ -171,9 +177,8 @@ def image_remove(config: Config, args: argparse.Namespace, out: Output) -> None:
 
 
 def image_create(config: Config, args: argparse.Namespace, out: Output) -> None:
-    seen: Seen = {}
-    result = image_lifecycle.create_from_vm(config, args.name, args.from_vm, timeout=args.timeout,
-                                            progress=lambda job: _progress(job, seen))
+    with JobProgress() as progress:
+        result = image_lifecycle.create_from_vm(config, args.name, args.from_vm, timeout=args.timeout, progress=progress.update)
     if not result['changed'] and not result.get('message'):
         raise ConflictError('%s already exists on %s (made from %s)' % (args.name, result['host'], args.from_vm))
     if result.get('message'):
@@ -195,9 +200,9 @@ def import_settings(args: argparse.Namespace) -> Dict[str, Any]:
 
 def image_import_command(config: Config, args: argparse.Namespace, out: Output) -> None:
     settings = import_settings(args)
-    with ProgressBars(enabled=sys.stderr.isatty() and not args.json) as bars:
+    with JobProgress(bars=sys.stderr.isatty() and not args.json) as progress:
         result = image_import.import_image(config, args.name, args.url, args.checksum, args.on, settings, args.timeout,
-                                           progress=bars.update, path=args.path)
+                                           progress=progress.update, path=args.path)
     lines = ['%s: already there' % host for host in result['present']]
     for host in result['fetch']:
         data = result['imported'].get(host) or {}
@@ -206,15 +211,16 @@ def image_import_command(config: Config, args: argparse.Namespace, out: Output) 
     out.message('\n'.join(lines), result)
 
 
-class ProgressBars:
-    """A progress bar per import job on a terminal (rich, imported here only: the library and the modules never
-    need it); else, or without rich, a line on stderr when a job's state changes."""
+class JobProgress:
+    """How every command shows the jobs it waits on, on stderr (stdout keeps the result alone): a line when a job's
+    state changes; with `bars` on a terminal, a progress bar per job instead (rich, imported here only: the library
+    and the modules never need it)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, bars: bool = False) -> None:
         self.progress: Any = None  # rich.progress.Progress, when rich is there
         self.tasks: Dict[str, Any] = {}
-        self.seen: Dict[str, Seen] = {}
-        if enabled:
+        self.printed: Dict[str, str] = {}  # job id: the last state printed
+        if bars:
             try:
                 from rich.console import Console
                 from rich.progress import (
@@ -232,7 +238,7 @@ class ProgressBars:
                                      TransferSpeedColumn(), TimeRemainingColumn(), transient=False,
                                      console=Console(stderr=True))
 
-    def __enter__(self) -> ProgressBars:
+    def __enter__(self) -> JobProgress:
         if self.progress is not None:
             self.progress.start()
         return self
@@ -243,7 +249,9 @@ class ProgressBars:
 
     def update(self, job: Job) -> None:
         if self.progress is None:
-            _progress(job, self.seen.setdefault(job['id'], {}))
+            if self.printed.get(job['id']) != job['state']:
+                self.printed[job['id']] = job['state']
+                _stderr('job %s (%s on %s): %s' % (job['id'], job['action'], job['host'], job['state']))
             return
         figures = job.get('progress') or {}
         if job['id'] not in self.tasks:
@@ -255,13 +263,6 @@ class ProgressBars:
             done = total
         self.progress.update(self.tasks[job['id']], completed=done, total=total,
                              description='%s %s' % (job['host'], job['state']))
-
-
-def _progress(job: Job, seen: Seen) -> None:
-    """Print a job's state when it changes, on stderr, so that --json output stays clean."""
-    if seen.get('state') != job['state']:
-        seen['state'] = job['state']
-        _stderr('job %s (%s on %s): %s' % (job['id'], job['action'], job['host'], job['state']))
 
 
 def vm_list(config: Config, args: argparse.Namespace, out: Output) -> None:
@@ -278,14 +279,14 @@ def vm_clone(config: Config, args: argparse.Namespace, out: Output) -> None:
     if args.dry_run:
         vm_clone_plan(config, args, out)
         return
-    seen: Seen = {}
     if args.wait_for != 'none':
         _stderr('%s: the job, then waiting up to %ds for %s\n' % (args.hostname, args.wait_for_timeout, args.wait_for))
-    result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
-                         timeout=args.timeout, progress=lambda job: _progress(job, seen), wait_for=args.wait_for,
-                         wait_for_timeout=args.wait_for_timeout, cloud_init_user_data=args.cloud_init_user_data,
-                         spread_group=args.spread_group, exclude_hosts=args.exclude_host,
-                         allow_unreachable=args.allow_unreachable)
+    with JobProgress() as progress:
+        result = cloud.clone(config, args.image, args.hostname, host=args.on, clone_mode=args.mode, start=args.start,
+                             timeout=args.timeout, progress=progress.update, wait_for=args.wait_for,
+                             wait_for_timeout=args.wait_for_timeout, cloud_init_user_data=args.cloud_init_user_data,
+                             spread_group=args.spread_group, exclude_hosts=args.exclude_host,
+                             allow_unreachable=args.allow_unreachable)
     if not result['changed'] and args.wait_for == 'none' and not result.get('message'):
         raise ConflictError('%s already exists on %s' % (args.hostname, result['host']))
     if result.get('message'):

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, TypedDict
 
 from ..cluster.config import Config
 from ..errors import DispatchError, JobFailed, NotFoundError, StalePlacement
 from ..protocol import curve, messages
 from ..protocol.transport import Requester
+from .waiting import Waiter
 
 # A job as the client worker's log holds it (messages.JOB_ROW): id, host, action, args, state, message, data...
 Job = Dict[str, Any]
@@ -112,11 +112,9 @@ class Client(object):
 
         Raises JobFailed when it ends failed or expired, or does not end in time.
         """
-        deadline = time.monotonic() + timeout
-        interval = 0.05
+        waiter = Waiter(timeout, first=0.05, most=0.5)
         while True:
-            remaining = deadline - time.monotonic()
-            job = self.call('status', id=job_id, timeout=max(0.5, remaining))['job']
+            job = self.call('status', id=job_id, timeout=max(0.5, waiter.remaining()))['job']
             if progress:
                 progress(job)
             if job['state'] in messages.FINAL_STATES:
@@ -128,9 +126,8 @@ class Client(object):
                         note += ' (%s)' % late['message']
                     raise JobFailed('job %s (%s on %s) %s: %s%s' % (job_id, job['action'], job['host'], job['state'], job['message'], note), job)
                 return job
-            if remaining <= 0:
+            if waiter.expired():
                 reason = WAITING_REASONS.get(job['state'], '') % {'host': job['host']}
                 raise JobFailed('job %s (%s on %s) did not finish within %gs; it is %s: %s'
                                 % (job_id, job['action'], job['host'], timeout, job['state'], reason), job)
-            time.sleep(min(interval, max(0.0, remaining)))
-            interval = min(interval * 2, 0.5)
+            waiter.pause()

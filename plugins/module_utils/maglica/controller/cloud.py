@@ -8,15 +8,24 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict
+from typing import (
+    Any,
+    Collection,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypedDict,
+)
 
 from ..cluster import virt
 
 # What modules and the `maglica` command call besides this module's own functions: they import this module
 # alone (an import-linter contract in `make test`).
-from ..cluster.config import Config
+from ..cluster.config import Config, uri_problems
 from ..cluster.config import load as load_config
-from ..cluster.config import uri_problems
 from ..deps import missing as missing_libraries
 from ..errors import (
     ConflictError,
@@ -323,10 +332,10 @@ def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optiona
         request = _request(vm)
         decision = placement.place(states, request, policy, overcommit)
         # The reservations on the chosen host that this plan counted: the client worker checks them.
-        seen = [slot['job_id'] for slot in slots if slot['host'] == decision.host]
-        seen.extend(plan['job_id'] for plan in plans.values() if plan.get('job_id') and plan['host'] == decision.host)
+        counted = [slot['job_id'] for slot in slots if slot['host'] == decision.host]
+        counted.extend(plan['job_id'] for plan in plans.values() if plan.get('job_id') and plan['host'] == decision.host)
         plans[index] = {'exists': False, 'host': decision.host, 'candidates': decision.candidates, 'filtered': decision.filtered,
-                        'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': seen,
+                        'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': counted,
                         'job_id': messages.new_job_id()}
     return plans
 
@@ -510,9 +519,9 @@ def clone_batch(config: Config, vms: List[Dict[str, Any]], wait: bool = True, ti
             result['ssh_host_keys'] = (result['result'].get('ssh_host_keys')
                                        or (result['result'].get('domain') or {}).get('ssh_host_keys') or [])
         if wait_for != 'none' and not check_mode and wait:
-            seen = reach.wait(config, result['host'], vm['hostname'], wait_for, result['ssh_host_keys'], wait_for_timeout,
-                              console=functools.partial(console, config, result['host'], vm['hostname']))
-            result['ip'] = seen.ip
+            reached = reach.wait(config, result['host'], vm['hostname'], wait_for, result['ssh_host_keys'], wait_for_timeout,
+                                 console=functools.partial(console, config, result['host'], vm['hostname']))
+            result['ip'] = reached.ip
         result['known_hosts'] = known_hosts_lines(reach.clone_names(vm['hostname'], result['ip']), result['ssh_host_keys'])
     plan_summary: List[PlannedClone] = [{'hostname': vm['hostname'], 'host': r['host'], 'candidates': r['candidates'],
                                          'filtered': r['filtered'], 'exists': plans[i]['exists']}

@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TypedDict
 
 from ..cluster import tls, virt
 from ..cluster.config import Config, Host, uri_transport
 from ..errors import DispatchError, HostError, MaglicaError
 from .client import Client, HostStatus
+from .waiting import Waiter
 
 WORKER_POLL_S = 0.5
 # A libvirt connection (libvirt.virConnect): python3-libvirt has no type stubs.
@@ -91,16 +91,16 @@ def wait_for_workers(config: Config, timeout: float) -> Dict[str, HostStatus]:
 
     A client worker that does not answer is asked again until the deadline, then its error is raised.
     """
-    deadline = time.monotonic() + max(0, timeout)
+    waiter = Waiter(timeout, first=WORKER_POLL_S, most=WORKER_POLL_S)
     while True:
         try:
             status = worker_status(config)
-            if all(s['alive'] for s in status.values()) or time.monotonic() >= deadline:
+            if all(s['alive'] for s in status.values()) or waiter.expired():
                 return status
         except DispatchError:
-            if time.monotonic() >= deadline:
+            if waiter.expired():
                 raise
-        time.sleep(WORKER_POLL_S)
+        waiter.pause()
 
 
 def _tls_facts(uri: str) -> TlsFacts:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple, TypedDict
 
@@ -32,6 +31,7 @@ from ..errors import ConflictError, HostError, JobFailed, MaglicaError
 from ..protocol import messages
 from ..protocol.import_job import CHUNK, check_url, parse_checksum
 from .client import Client, Job, Progress
+from .waiting import Waiter
 
 # A libvirt stream (libvirt.virStream): python3-libvirt has no type stubs.
 Stream = Any
@@ -280,9 +280,9 @@ def send_sparse(stream: Stream, path: str) -> int:
 def wait_all(client: Client, job_ids: List[str], timeout: float,
              progress: Optional[Progress] = None) -> List[Job]:
     """Poll every job until each has ended or `timeout` passes; returns them in the given order."""
-    deadline = time.monotonic() + timeout
+    # Status requests are cheap: a finished import is seen soon.
+    waiter = Waiter(timeout, first=0.05, most=0.2)
     jobs: Dict[str, Job] = {}
-    interval = 0.05
     while True:
         for job_id in job_ids:
             if job_id in jobs and jobs[job_id]['state'] in messages.FINAL_STATES:
@@ -292,9 +292,8 @@ def wait_all(client: Client, job_ids: List[str], timeout: float,
                 progress(jobs[job_id])
         if all(job['state'] in messages.FINAL_STATES for job in jobs.values()):
             return [jobs[i] for i in job_ids]
-        if time.monotonic() > deadline:
+        if waiter.expired():
             late = [j for j in jobs.values() if j['state'] not in messages.FINAL_STATES]
             raise JobFailed('image jobs did not finish within %gs: %s' % (timeout, ', '.join(
                 '%s on %s is %s' % (j['id'], j['host'], j['state']) for j in late)), {'jobs': {j['host']: j for j in jobs.values()}})
-        time.sleep(interval)
-        interval = min(interval * 2, 0.2)  # status requests are cheap; a finished import is seen soon
+        waiter.pause()

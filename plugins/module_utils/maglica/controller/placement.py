@@ -5,7 +5,7 @@
 
 Two policies (configuration `placement.policy`):
 
-- `seed` (the default): the seed's least loaded host, load = (running domains + reserved clones) x 10 / weight.
+- `seed` (the default): the least loaded host, load = (running domains + reserved clones) x 10 / weight.
   No host is filtered out for its resources.
 - `resources`: hosts whose uncommitted memory or pool space cannot take the clone are filtered out, each with
   its reason; the others are scored by the memory and vCPUs they would have committed, plus their reserved
@@ -126,7 +126,7 @@ def unfit_reason(state: HostState, request: Request, overcommit: float) -> Optio
 
 
 def score_seed(state: HostState) -> float:
-    """The seed's load, with reserved clones counted as running: (active + reserved) x 10 / weight."""
+    """The load of a host, with reserved clones counted as running: (active + reserved) x 10 / weight."""
     return (state.active + state.reserved) * 10.0 / state.weight
 
 

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple, TypedDict
 
@@ -26,6 +25,7 @@ from ..cluster import virt
 from ..cluster.config import Config
 from ..errors import MaglicaError
 from .known_hosts import known_hosts_lines
+from .waiting import Waiter
 
 WAIT_FOR = ('none', 'ip', 'ssh')
 SSH = os.environ.get('MAGLICA_SSH', 'ssh')
@@ -54,7 +54,7 @@ class NotReachable(MaglicaError):
 
 @dataclass
 class Reachability:
-    """What was seen of a started clone: its address, whether SSH answered with our key, the last thing seen."""
+    """What was observed of a started clone: its address, whether SSH answered with our key, the last thing observed."""
     ip: Optional[str] = None
     ssh: bool = False
     last_seen: str = 'nothing yet'
@@ -69,7 +69,7 @@ def clone_names(hostname: str, ip: Optional[str] = None) -> List[str]:
 
 
 def ssh_answers(address: str, known_hosts: List[str], port: int = 22, timeout: int = SSH_CONNECT_TIMEOUT) -> Tuple[bool, str]:
-    """(True, what was seen) when sshd at `address` proves it holds a host key of `known_hosts`."""
+    """(True, what was observed) when sshd at `address` proves it holds a host key of `known_hosts`."""
     with tempfile.TemporaryDirectory(prefix='maglica-ssh-') as tmp:
         path = os.path.join(tmp, 'known_hosts')
         with open(path, 'w') as handle:
@@ -100,46 +100,45 @@ def wait(config: Config, host: str, name: str, mode: str, public_keys: List[str]
     """Wait until the clone `name` on `host` has an address (`ip`), or also answers SSH with one of its
     `public_keys` (`ssh`), checked against known_hosts lines naming it by that address.
 
-    Raises NotReachable, with the last thing seen and the console's last lines (from `console()`), when it
+    Raises NotReachable, with the last thing observed and the console's last lines (from `console()`), when it
     does not get there within `timeout` seconds. The clone is left as it is.
     """
-    seen = Reachability()
+    observed = Reachability()
     if mode == 'none':
-        return seen
+        return observed
     if mode not in WAIT_FOR:
         raise MaglicaError('wait_for must be one of %s, not %r' % (', '.join(WAIT_FOR), mode))
     if mode == 'ssh' and not public_keys:
         raise MaglicaError('wait_for=ssh needs the clone\'s SSH host keys, and %s has none recorded' % name)
-    start = time.monotonic()
-    deadline = start + timeout
+    waiter = Waiter(timeout, first=POLL_INTERVAL, most=POLL_INTERVAL)
     # Read-write: libvirt answers guest-agent address queries only on a read-write connection, and without the
     # agent a DHCP lease of an earlier boot of the same MAC could be taken for the address.
     with virt.Connection(config, config.host(host)) as conn:
         while True:
-            seen.waited_s = round(time.monotonic() - start, 1)
+            observed.waited_s = round(waiter.elapsed(), 1)
             dom = conn.lookupByName(name)
             if not dom.isActive():
-                seen.last_seen = '%s is not running' % name
+                observed.last_seen = '%s is not running' % name
             else:
                 warnings: List[str] = []
-                seen.addresses = guest_addresses(dom, warnings)
-                seen.warnings = list(dict.fromkeys(seen.warnings + warnings))
-                ipv4: List[Optional[str]] = [a['address'] for a in seen.addresses if a['family'] == 'ipv4']
-                seen.ip = (ipv4 or [a['address'] for a in seen.addresses] or [None])[0]
-                if seen.ip is None:
-                    seen.last_seen = 'no address yet (neither the guest agent nor the DHCP leases know one)'
+                observed.addresses = guest_addresses(dom, warnings)
+                observed.warnings = list(dict.fromkeys(observed.warnings + warnings))
+                ipv4: List[Optional[str]] = [a['address'] for a in observed.addresses if a['family'] == 'ipv4']
+                observed.ip = (ipv4 or [a['address'] for a in observed.addresses] or [None])[0]
+                if observed.ip is None:
+                    observed.last_seen = 'no address yet (neither the guest agent nor the DHCP leases know one)'
                     if warnings:
-                        seen.last_seen = 'no address yet (%s)' % '; '.join(warnings[:3])
+                        observed.last_seen = 'no address yet (%s)' % '; '.join(warnings[:3])
                 elif mode == 'ip':
-                    return seen
+                    return observed
                 else:
-                    seen.ssh, seen.last_seen = ssh_answers(seen.ip, known_hosts_lines(clone_names(name, seen.ip),
-                                                                                      public_keys))
-                    if seen.ssh:
-                        return seen
-            if time.monotonic() >= deadline:
+                    observed.ssh, observed.last_seen = ssh_answers(observed.ip, known_hosts_lines(clone_names(name, observed.ip),
+                                                                                                  public_keys))
+                    if observed.ssh:
+                        return observed
+            if waiter.expired():
                 break
-            time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+            waiter.pause()
     lines = []
     if console is not None:
         try:
@@ -148,9 +147,9 @@ def wait(config: Config, host: str, name: str, mode: str, public_keys: List[str]
             lines = ['(its console could not be read: %s)' % e]
     tail = '\n'.join(lines[-20:]) if lines else '(no console output recorded)'
     raise NotReachable('%s on %s was made and started but %s within %ds; the clone was kept. Last seen: %s. '
-                       'Its console ended with:\n%s' % (name, host, 'has no address' if mode == 'ip' or seen.ip is None
+                       'Its console ended with:\n%s' % (name, host, 'has no address' if mode == 'ip' or observed.ip is None
                                                         else 'does not answer SSH with its host key', timeout,
-                                                        seen.last_seen, tail))
+                                                        observed.last_seen, tail))
 
 
 def shown(value: Any) -> str:

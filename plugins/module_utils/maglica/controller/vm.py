@@ -15,9 +15,20 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, TypedDict, Union
+from typing import (
+    Any,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypedDict,
+    Union,
+)
 
 from ..cluster import virt
 from ..cluster.config import Config, Host
@@ -30,6 +41,7 @@ from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from ..protocol import messages
 from . import reach
 from .client import Client, Job
+from .waiting import Waiter
 
 STATES = ('running', 'stopped', 'destroyed', 'absent')
 BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
@@ -306,11 +318,11 @@ def check_iso(conn: Connect, host: str, path: str) -> None:
 # -- state changes --------------------------------------------------------------------
 
 def _wait_inactive(dom: Domain, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+    waiter = Waiter(timeout, first=POLL_S, most=POLL_S)
     while dom.isActive():
-        if time.monotonic() >= deadline:
+        if waiter.expired():
             return False
-        time.sleep(POLL_S)
+        waiter.pause()
     return True
 
 

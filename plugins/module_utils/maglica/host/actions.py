@@ -20,7 +20,14 @@ from . import batching, clone
 from .image_copy import CopyArgs, CopyResult, copy_image
 from .image_fetch import ImportArgs, ImportResult, Progress, run_import
 from .image_from_vm import FromVmArgs, FromVmResult, make_from_vm
-from .vm_disks import AttachDiskArgs, AttachedDisk, ConsoleArgs, ConsoleTail, attach_disk, console_tail
+from .vm_disks import (
+    AttachDiskArgs,
+    AttachedDisk,
+    ConsoleArgs,
+    ConsoleTail,
+    attach_disk,
+    console_tail,
+)
 
 
 class _Job(TypedDict):

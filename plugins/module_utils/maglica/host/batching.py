@@ -30,7 +30,17 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import (
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .. import private
 from . import customize
@@ -65,7 +75,7 @@ def image_key(image_name: str, disk_paths: Sequence[str]) -> Optional[str]:
 
 def customize_alone(key: Optional[str], disks: Disks, settings: GuestSettings,
                     on_join: Optional[Callable[[], None]] = None) -> Customization:
-    """The customizer without batching or layout cache: one launch and one inspection per clone (the seed's way)."""
+    """The customizer without batching or layout cache: one launch and one inspection per clone."""
     LOG.info('appliance launch: customising 1 clone alone (no batching)')
     result = customize.customize(disks, settings)
     result.pop('layout', None)

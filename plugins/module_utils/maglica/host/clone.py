@@ -6,7 +6,7 @@
 full:   a copy of each disk. For disks in libvirt storage pools (the usual case) a file copy, a
         reflink where the filesystem can (or libvirt's volume copy for disks with a backing file),
         and the clone's definition made here: no virt-clone start-up. Disks outside any pool are
-        cloned by virt-clone, as the seed did.
+        cloned by virt-clone.
 linked: a qcow2 overlay on each of the image's disks, made through libvirt's storage API.
 A clone that fails midway is removed with every disk it created.
 """
@@ -19,7 +19,18 @@ import threading
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypedDict
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypedDict,
+)
 
 from ..cluster import virt
 from ..cluster.domains import clone_disk_paths, disk_users, in_pool, lookup

@@ -94,7 +94,7 @@ def sources_interfaces_d(text: Optional[str]) -> bool:
 
 
 def dhclient_conf(before: Optional[str], settings: GuestSettings) -> str:
-    """dhclient.conf sending the new name as the DHCP host name (the seed's way)."""
+    """dhclient.conf sending the new name as the DHCP host name."""
     line = 'send host-name = "%s";' % settings.hostname
     pattern = re.compile(r'^\s*send\s+host-name\s+.*;\s*$', re.M)
     text = before or ''

@@ -34,7 +34,19 @@ import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from email.message import Message
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypedDict, cast
+from typing import (
+    IO,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    TypedDict,
+    cast,
+)
 
 from ..cluster import virt
 from ..cluster.domains import disk_users, in_pool, lookup
@@ -53,7 +65,7 @@ from . import clone
 from .handles import Conn, Pool
 
 CACHE_DIR = '.maglica-image-cache'
-# The formats imported: qcow2 and raw, nothing else (issue 18; the class of OpenStack's CVE-2022-47951 and
+# The formats imported: qcow2 and raw, nothing else (the class of OpenStack's CVE-2022-47951 and
 # OSSA-2024-001). VMDK, VDI, VHD(X), QED... can name other files of the host (extents, data files) that qemu-img
 # would copy into the image; they are refused by name (sniff_format). A raw file must be whole sectors and at
 # least MIN_RAW_BYTES (an HTML error page or a text file is neither).

@@ -22,7 +22,19 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, cast
+from typing import (
+    Any,
+    ContextManager,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    cast,
+)
 
 from ..cluster.config import Config
 from ..daemon import service
@@ -186,7 +198,7 @@ class HostWorker(object):
         self.sub.connect(config.endpoint('pub'))
         self.requester = transport.Requester(config, self.name, context=self.context)
         window = config.host_worker['batch_window']
-        # batch_window 0: one launch and one inspection per clone, as the seed did.
+        # batch_window 0: one launch and one inspection per clone.
         self.batcher: Optional[batching.CustomizeBatcher] = None
         if window > 0:
             self.batcher = batching.CustomizeBatcher(window=window, cache_path=os.path.join(state_dir, '%s.layouts.json' % self.name))

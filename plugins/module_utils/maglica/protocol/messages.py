@@ -14,7 +14,20 @@ import json
 import re
 import urllib.parse
 import uuid
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Pattern, Tuple, TypedDict, Union, cast
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Pattern,
+    Tuple,
+    TypedDict,
+    Union,
+    cast,
+)
 
 from ..errors import MessageError
 from .user_data import check_user_data

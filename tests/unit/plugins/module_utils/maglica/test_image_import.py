@@ -216,7 +216,7 @@ def import_job_in_state(state, done, total):
 
 
 def test_cli_progress_bar_shows_bytes_of_each_host_on_stderr(capsys):
-    with cli.ProgressBars(enabled=True) as bars:  # rich, imported in there only
+    with cli.JobProgress(bars=True) as bars:  # rich, imported in there only
         bars.update(import_job_in_state('running', 100 * 10 ** 6, 400 * 10 ** 6))
         bars.update(import_job_in_state('succeeded', 400 * 10 ** 6, 400 * 10 ** 6))
     out, err = capsys.readouterr()
@@ -224,7 +224,7 @@ def test_cli_progress_bar_shows_bytes_of_each_host_on_stderr(capsys):
 
 
 def test_cli_progress_without_a_terminal_is_a_line_per_state(capsys):
-    bars = cli.ProgressBars(enabled=False)
+    bars = cli.JobProgress()
     for state in ('dispatched', 'running', 'running', 'succeeded'):
         bars.update(import_job_in_state(state, 0, 0))
     lines = capsys.readouterr().err.splitlines()
