@@ -14,13 +14,13 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import ConflictError, HostError
 from . import virt
-from .virt import DomainInfo, VirConnect, VirDomain
+from .virt import Connect, Domain, DomainInfo
 
 # Between a VM's name and the name of one of its further disks; NAME_RE allows it in no VM name.
 DISK_SEPARATOR = '@'
 
 
-def lookup(conn: VirConnect, name: str) -> Optional[VirDomain]:
+def lookup(conn: Connect, name: str) -> Optional[Domain]:
     lv = virt.libvirt()
     try:
         return conn.lookupByName(name)
@@ -46,7 +46,7 @@ def domain_disks(info: DomainInfo) -> List[str]:
     return [d['path'] for d in info['disks'] if d['device'] == 'disk' and d['path']]
 
 
-def backing_chain(conn: VirConnect, path: str, limit: int = 16) -> List[str]:
+def backing_chain(conn: Connect, path: str, limit: int = 16) -> List[str]:
     """The files a disk is backed by, nearest first, as libvirt's storage pools know them."""
     lv = virt.libvirt()
     chain: List[str] = []
@@ -62,7 +62,7 @@ def backing_chain(conn: VirConnect, path: str, limit: int = 16) -> List[str]:
     return chain
 
 
-def disk_users(conn: VirConnect, paths: Iterable[str], but: Optional[str] = None) -> Dict[str, List[str]]:
+def disk_users(conn: Connect, paths: Iterable[str], but: Optional[str] = None) -> Dict[str, List[str]]:
     """{path: [names of the domains (other than `but`) whose definitions use it as a disk or a backing file]}."""
     wanted = set(paths)
     users: Dict[str, List[str]] = {}
@@ -78,7 +78,7 @@ def disk_users(conn: VirConnect, paths: Iterable[str], but: Optional[str] = None
     return {path: sorted(names) for path, names in users.items()}
 
 
-def dependants(conn: VirConnect, name: str) -> List[str]:
+def dependants(conn: Connect, name: str) -> List[str]:
     """The other domains of this host whose disks are backed (at any depth) by a disk of `name`: its linked clones."""
     dom = lookup(conn, name)
     if dom is None:
@@ -117,7 +117,7 @@ def check_removal(name: str, host: str, info: DomainInfo, found: List[str], forc
     raise ConflictError('%s on %s: %s: use force_dependants to remove them first' % (name, host, users))
 
 
-def in_pool(conn: VirConnect, path: str) -> bool:
+def in_pool(conn: Connect, path: str) -> bool:
     lv = virt.libvirt()
     try:
         conn.storageVolLookupByPath(path)

@@ -44,10 +44,12 @@ MAX_PARALLEL = 64
 # Domains of one host described at once, on its one connection.
 DOMAIN_PARALLEL = 8
 
-# libvirt-python has no type stubs, and the library imports it on first use (deps.load): its objects are untyped.
-VirConnect = Any  # libvirt.virConnect
-VirDomain = Any  # libvirt.virDomain
-VirStream = Any  # libvirt.virStream
+# libvirt's objects, by name: python3-libvirt has no type stubs, so to mypy each is Any.
+Connect = Any  # libvirt.virConnect
+Domain = Any  # libvirt.virDomain
+Pool = Any  # libvirt.virStoragePool
+Volume = Any  # libvirt.virStorageVol
+Stream = Any  # libvirt.virStream
 # A domain as describe() gives it (name, state, disks...), and one host's answer in ask_hosts.
 DomainInfo = Dict[str, Any]
 Answer = Dict[str, Any]
@@ -70,7 +72,7 @@ def error_text(error: BaseException) -> str:
     return message or str(error)
 
 
-def connect(uri: str, readonly: bool = False, host: Optional[str] = None) -> VirConnect:
+def connect(uri: str, readonly: bool = False, host: Optional[str] = None) -> Connect:
     """Open a libvirt connection. Over tls the client's certificate files are checked first, and a failure
     names the host (`host`, else the URI's address), the file or DN, and the check that found it."""
     lv = libvirt()
@@ -94,11 +96,11 @@ def _warn_if_insecure(uri: str) -> None:
 # Read-only connections are kept, one per URI, and reused: over TLS, opening one (certificate files loaded and
 # checked on both sides, a handshake, libvirt's confirmation) costs more than a host's whole listing
 # (benchmarks/list.py, tls_vs_tcp). libvirt connections may be used by several threads at once.
-_kept: Dict[str, VirConnect] = {}
+_kept: Dict[str, Connect] = {}
 _kept_lock = threading.Lock()
 
 
-def _kept_connection(uri: str, host: str) -> VirConnect:
+def _kept_connection(uri: str, host: str) -> Connect:
     with _kept_lock:
         conn = _kept.get(uri)
     if conn is not None:
@@ -111,7 +113,7 @@ def _kept_connection(uri: str, host: str) -> VirConnect:
         return _kept.setdefault(uri, conn)
 
 
-def _drop_kept(uri: str, conn: VirConnect) -> None:
+def _drop_kept(uri: str, conn: Connect) -> None:
     with _kept_lock:
         if _kept.get(uri) is conn:
             del _kept[uri]
@@ -141,10 +143,10 @@ class Connection(object):
         self.uri = config.uri(host)
         self.host = host.name
         self.readonly = readonly
-        self.conn: VirConnect = None
+        self.conn: Connect = None
         self.stale = False
 
-    def __enter__(self) -> VirConnect:
+    def __enter__(self) -> Connect:
         self.conn = _kept_connection(self.uri, self.host) if self.readonly else connect(self.uri, False, self.host)
         return self.conn
 
@@ -161,14 +163,14 @@ class Connection(object):
             pass
 
 
-def _alive(conn: VirConnect) -> bool:
+def _alive(conn: Connect) -> bool:
     try:
         return conn.isAlive() == 1
     except Exception:  # a broken connection may fail to answer even this
         return False
 
 
-def describe(dom: VirDomain, with_sizes: bool = True) -> DomainInfo:
+def describe(dom: Domain, with_sizes: bool = True) -> DomainInfo:
     """A domain as a plain dict: name, state, vcpus, memory, disks (with sizes), MACs, VNC port, clone metadata."""
     lv = libvirt()
     root = ET.fromstring(dom.XMLDesc(0))
@@ -229,7 +231,7 @@ def _to_mib(value: int, unit: str) -> int:
     return int(value * factors.get(unit.lower(), 1.0 / 1024))
 
 
-def clone_metadata(dom: VirDomain) -> Dict[str, Any]:
+def clone_metadata(dom: Domain) -> Dict[str, Any]:
     """Maglica's clone metadata on a domain: its attributes and `host_keys` ({} when it is not a clone)."""
     lv = libvirt()
     try:
@@ -249,7 +251,7 @@ def image_metadata_of(root: ET.Element) -> Dict[str, str]:
     return dict(element.attrib) if element is not None else {}
 
 
-def set_image_metadata(dom: VirDomain, attributes: Dict[str, str]) -> None:
+def set_image_metadata(dom: Domain, attributes: Dict[str, str]) -> None:
     """Mark a domain as an original image made by Maglica, with these attributes (strings), in its persistent config."""
     lv = libvirt()
     element = ET.Element('image', {key: str(value) for key, value in attributes.items()})
@@ -262,7 +264,7 @@ def is_image(info: Mapping[str, Any]) -> bool:
     return not info['active'] and not info['clone_of']
 
 
-def list_domains(conn: VirConnect, with_sizes: bool = False) -> List[DomainInfo]:
+def list_domains(conn: Connect, with_sizes: bool = False) -> List[DomainInfo]:
     """Every domain of a connection, described. Each description takes several libvirt calls, each a round
     trip to the host; the remote driver carries concurrent calls on one connection, so domains are described
     side by side (DOMAIN_PARALLEL at a time) and a host costs a few round trips, not a few per domain."""
@@ -277,7 +279,7 @@ def list_domains(conn: VirConnect, with_sizes: bool = False) -> List[DomainInfo]
         raise HostError('cannot list domains: %s' % error_text(e))
 
 
-def ask_hosts(config: Config, query: Callable[[VirConnect, Host], Any],
+def ask_hosts(config: Config, query: Callable[[Connect, Host], Any],
               hosts: Optional[Collection[str]] = None) -> List[Answer]:
     """Run query(conn, host) on every host at once, each on its own connection.
 
@@ -341,7 +343,7 @@ def matches(name: str, patterns: Optional[Iterable[str]]) -> bool:
     return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def image_storage(conn: VirConnect, domain: DomainInfo) -> Dict[str, Any]:
+def image_storage(conn: Connect, domain: DomainInfo) -> Dict[str, Any]:
     """{disk_bytes, pool, pool_free_bytes} of an image: the allocation of its disks (what a full clone copies) and
     the free space of the pool holding its first disk; pool None when no libvirt pool holds its disks."""
     lv = libvirt()
@@ -360,7 +362,7 @@ def image_storage(conn: VirConnect, domain: DomainInfo) -> Dict[str, Any]:
     return {'disk_bytes': total, 'pool': pool_name, 'pool_free_bytes': pool_free}
 
 
-def host_resources(conn: VirConnect, host: Host, images: Collection[str] = ()) -> Dict[str, Any]:
+def host_resources(conn: Connect, host: Host, images: Collection[str] = ()) -> Dict[str, Any]:
     """What placement needs of one host: its domains, its memory (MiB) and CPUs, and the storage of `images`."""
     domains = list_domains(conn, with_sizes=False)
     try:
@@ -386,7 +388,7 @@ def call(what: str, function: Callable[..., T], *args: Any) -> T:
         raise HostError('%s: %s' % (what, error_text(e)))
 
 
-def send_all(stream: VirStream, data: bytes, what: str) -> None:
+def send_all(stream: Stream, data: bytes, what: str) -> None:
     """Write all of `data` to a libvirt stream (send() may take less than it is given)."""
     view = memoryview(data)
     while view:

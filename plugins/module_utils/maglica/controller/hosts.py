@@ -9,13 +9,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TypedDict
 
 from ..cluster import tls, virt
 from ..cluster.config import Config, Host, uri_transport
+from ..cluster.virt import Connect
 from ..errors import DispatchError, HostError, MaglicaError
 from .client import Client, HostStatus
 from .waiting import Waiter
 
 WORKER_POLL_S = 0.5
-# A libvirt connection (libvirt.virConnect): python3-libvirt has no type stubs.
-Connect = Any
 
 
 class LibvirtFacts(TypedDict):

@@ -27,14 +27,12 @@ from typing import Any, Dict, List, Optional, Tuple, TypedDict
 
 from ..cluster import virt
 from ..cluster.config import Config
+from ..cluster.virt import Stream
 from ..errors import ConflictError, HostError, JobFailed, MaglicaError
 from ..protocol import messages
 from ..protocol.import_job import CHUNK, check_url, parse_checksum
 from .client import Client, Job, Progress
 from .waiting import Waiter
-
-# A libvirt stream (libvirt.virStream): python3-libvirt has no type stubs.
-Stream = Any
 
 
 class ImportPlan(TypedDict):

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDic
 from ..cluster import virt
 from ..cluster.config import Config, Host
 from ..cluster.domains import dependants, lookup
+from ..cluster.virt import Connect
 from ..errors import ConflictError, HostError, JobFailed, MaglicaError, NotFoundError
 from ..protocol import messages
 from .client import Client, Job, Progress
@@ -37,10 +38,6 @@ IFCFG_MACHINE_KEYS = ('HWADDR', 'MACADDR', 'UUID', 'HOSTNAME', 'DHCP_HOSTNAME')
 KEYFILE_MACHINE_KEYS = ('mac-address', 'dhcp-hostname')
 # A NoCloud seed written by Maglica's clone customisation: its instance-id says so.
 MAGLICA_INSTANCE_PREFIX = 'iid-maglica-'
-
-
-# A libvirt connection (libvirt.virConnect): python3-libvirt has no type stubs.
-Connect = Any
 
 
 class Found(TypedDict):

@@ -23,6 +23,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypedDict
 
 from ..cluster import virt
 from ..cluster.config import Config
+from ..cluster.virt import Domain
 from ..errors import MaglicaError
 from .known_hosts import known_hosts_lines
 from .waiting import Waiter
@@ -35,8 +36,6 @@ LOG = logging.getLogger('maglica.reach')
 # What the guest agent may call an interface or its MAC address: printable, short (Windows names have spaces).
 INTERFACE_NAME_RE = re.compile(r'[A-Za-z0-9_.:@ ()#-]{1,64}')
 MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
-# A libvirt domain (libvirt.virDomain): python3-libvirt has no type stubs.
-Domain = Any
 
 
 class GuestAddress(TypedDict):

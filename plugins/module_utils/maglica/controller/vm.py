@@ -37,6 +37,7 @@ from ..cluster.domains import (
     check_removal,
     dependants,
 )
+from ..cluster.virt import Connect, Domain
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from ..protocol import messages
 from . import reach
@@ -52,9 +53,6 @@ DISK_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}')
 # diskN: what clone_disk_paths names a clone's further disks.
 CLONE_DISK_RE = re.compile(r'disk[0-9]+')
 POLL_S = 0.2
-# A libvirt connection and domain (libvirt.virConnect, libvirt.virDomain): python3-libvirt has no type stubs.
-Connect = Any
-Domain = Any
 # A VM entry (summary): a domain's description (virt.describe) with host, image, vnc_display and iso.
 VmEntry = Dict[str, Any]
 

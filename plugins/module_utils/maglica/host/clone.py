@@ -34,11 +34,11 @@ from typing import (
 
 from ..cluster import virt
 from ..cluster.domains import clone_disk_paths, disk_users, in_pool, lookup
+from ..cluster.virt import Connect, Domain, Pool, Volume
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from . import batching
 from .customize import Customization
 from .guest import GuestSettings, Network
-from .handles import Conn, Domain, Pool, Volume
 
 VIRT_CLONE = os.environ.get('MAGLICA_VIRT_CLONE', 'virt-clone')
 VIRT_CLONE_TIMEOUT = 3600
@@ -154,7 +154,7 @@ class Ownership:
         return owned
 
 
-def delete_disk(conn: Conn, path: str) -> None:
+def delete_disk(conn: Connect, path: str) -> None:
     """Delete a disk file through libvirt's storage API when a pool holds it, else directly."""
     lv = virt.libvirt()
     try:
@@ -167,7 +167,7 @@ def delete_disk(conn: Conn, path: str) -> None:
         os.unlink(path)
 
 
-def remove_domain(conn: Conn, name: str, disk_paths: Optional[Iterable[str]] = None) -> List[str]:
+def remove_domain(conn: Connect, name: str, disk_paths: Optional[Iterable[str]] = None) -> List[str]:
     """Destroy (if running) and undefine a domain and delete its disks - not those another domain's definition
     uses too. Returns the disks deleted."""
     lv = virt.libvirt()
@@ -209,7 +209,7 @@ def full_clone(uri: str, image: str, hostname: str, targets: Sequence[Target]) -
         raise HostError('virt-clone failed (exit %d): %s' % (proc.returncode, ' / '.join(output[-3:])))
 
 
-def pool_volumes(conn: Conn, targets: Sequence[Target]) -> Optional[List[PoolVolume]]:
+def pool_volumes(conn: Connect, targets: Sequence[Target]) -> Optional[List[PoolVolume]]:
     """[(image disk, clone path, its volume, its pool)] when every image disk is a pool volume, else None."""
     lv = virt.libvirt()
     volumes = []
@@ -222,7 +222,7 @@ def pool_volumes(conn: Conn, targets: Sequence[Target]) -> Optional[List[PoolVol
     return volumes
 
 
-def clone_volumes(conn: Conn, image_dom: Domain, hostname: str, volumes: Sequence[PoolVolume], linked: bool,
+def clone_volumes(conn: Connect, image_dom: Domain, hostname: str, volumes: Sequence[PoolVolume], linked: bool,
                   domain_uuid: Optional[str]) -> None:
     """Make the clone's volumes through libvirt's storage API and define the clone on them.
 
@@ -265,7 +265,7 @@ def copy_file(base_vol: Volume, source: str, target: str, pool: Pool) -> bool:
     return True
 
 
-def define_clone(conn: Conn, image_dom: Domain, hostname: str, new_disks: Dict[str, Tuple[str, str]],
+def define_clone(conn: Connect, image_dom: Domain, hostname: str, new_disks: Dict[str, Tuple[str, str]],
                  domain_uuid: Optional[str]) -> None:
     """Define `hostname` from the image's definition: new name, the UUID this job recorded, no MACs (libvirt makes
     fresh ones), new disks."""
@@ -324,7 +324,7 @@ def set_metadata(dom: Domain, host_keys: Optional[Iterable[str]] = (), **attribu
                     virt.METADATA_PREFIX, virt.METADATA_NS, lv.VIR_DOMAIN_AFFECT_CONFIG)
 
 
-def remove_owned(conn: Conn, name: str, ownership: Ownership) -> List[str]:
+def remove_owned(conn: Connect, name: str, ownership: Ownership) -> List[str]:
     """Remove what this job made: the domain `name` if it is the one it recorded, and the recorded files that
     exist and that no other domain's definition uses. Returns the files deleted."""
     dom = lookup(conn, name)
@@ -340,7 +340,7 @@ def remove_owned(conn: Conn, name: str, ownership: Ownership) -> List[str]:
     return deleted
 
 
-def _check_absent(conn: Conn, hostname: str, targets: Sequence[Target]) -> None:
+def _check_absent(conn: Connect, hostname: str, targets: Sequence[Target]) -> None:
     """The clone's name and files must not exist: they would belong to someone else."""
     if lookup(conn, hostname) is not None:
         raise ConflictError('a domain named %s already exists on this host' % hostname)
@@ -351,7 +351,7 @@ def _check_absent(conn: Conn, hostname: str, targets: Sequence[Target]) -> None:
             path, ' (a disk of %s)' % ', '.join(users[path]) if path in users else '') for path in taken))
 
 
-def make_clone(conn: Conn, uri: str, job_id: str, args: CloneArgs, reconcile: bool = False,
+def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile: bool = False,
                customizer: batching.Customizer = batching.customize_alone, ownership: Optional[Ownership] = None) -> CloneResult:
     """Clone args['image'] to args['hostname'] on this host, customise it, start it. Returns result data.
 

@@ -26,6 +26,7 @@ from .guest import (
     RANDOM_SEED,
     URANDOM_SEED,
     Guest,
+    GuestFS,
     GuestSettings,
     Layout,
     absolute,
@@ -33,7 +34,6 @@ from .guest import (
     launch,
 )
 from .guest_network import DEBIAN_FAMILY, RHEL_FAMILY, customize_network
-from .handles import GuestFS
 
 SSH_DIR = '/etc/ssh'
 SSHD_PATHS = ('/usr/sbin/sshd', '/sbin/sshd', '/usr/bin/sshd')

@@ -7,11 +7,12 @@ written, and what each change did, secrets left out of the diff."""
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, TypedDict, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict, Union
 
 from .. import deps
 from ..errors import MaglicaError
-from .handles import GuestFS
+
+GuestFS = Any  # guestfs.GuestFS: python3-guestfs has no type stubs
 
 NOCLOUD_DIR = '/var/lib/cloud/seed/nocloud'
 

@@ -21,10 +21,10 @@ from typing import List, Optional, TypedDict
 from ..cluster import virt
 from ..cluster.config import Config, Host
 from ..cluster.domains import lookup
+from ..cluster.virt import Connect, Pool, Volume
 from ..errors import ConflictError, HostError, NotFoundError
 from ..protocol.import_job import CHUNK
 from . import clone
-from .handles import Conn, Pool, Volume
 
 
 class CopyArgs(TypedDict):
@@ -55,7 +55,7 @@ class CopyResult(_CopyResult, total=False):
 
 # -- the destination host worker's side ---------------------------------------------------
 
-def _pool_for(conn: Conn, directory: str) -> Pool:
+def _pool_for(conn: Connect, directory: str) -> Pool:
     """The active pool of `conn` whose target directory is `directory`, else its `default` pool."""
     lv = virt.libvirt()
     for pool in conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
@@ -68,7 +68,7 @@ def _pool_for(conn: Conn, directory: str) -> Pool:
         raise HostError('no storage pool for %s and no pool called default' % directory)
 
 
-def _stream_volume(src_conn: Conn, src_vol: Volume, dst_conn: Conn, dst_vol: Volume) -> int:
+def _stream_volume(src_conn: Connect, src_vol: Volume, dst_conn: Connect, dst_vol: Volume) -> int:
     """Pump one volume from a source libvirtd to a destination libvirtd, holes as holes. Returns bytes of data sent."""
     lv = virt.libvirt()
     src = src_conn.newStream(0)

@@ -50,6 +50,7 @@ from typing import (
 
 from ..cluster import virt
 from ..cluster.domains import disk_users, in_pool, lookup
+from ..cluster.virt import Connect, Pool
 from ..errors import ConflictError, HostError, MaglicaError, MessageError
 from ..protocol import messages
 from ..protocol.import_job import (
@@ -62,7 +63,6 @@ from ..protocol.import_job import (
     job_limits,
 )
 from . import clone
-from .handles import Conn, Pool
 
 CACHE_DIR = '.maglica-image-cache'
 # The formats imported: qcow2 and raw, nothing else (the class of OpenStack's CVE-2022-47951 and
@@ -506,7 +506,7 @@ def domain_xml(name: str, disk_path: str, args: ImportArgs, domain_uuid: str) ->
     return ET.tostring(domain, encoding='unicode')
 
 
-def _pool(conn: Conn, name: str) -> Tuple[Pool, str]:
+def _pool(conn: Connect, name: str) -> Tuple[Pool, str]:
     lv = virt.libvirt()
     try:
         pool = conn.storagePoolLookupByName(name)
@@ -597,7 +597,7 @@ def adopt_upload(uploaded: str, checksum: str, cache_file: str, label: str, prog
     return {'bytes': size, 'format': info['format'], 'virtual_size': info['virtual-size'], 'created': created}
 
 
-def settle_disk(conn: Conn, name: str, host_name: str, part_disk: str, disk_path: str, ownership: clone.Ownership) -> None:
+def settle_disk(conn: Connect, name: str, host_name: str, part_disk: str, disk_path: str, ownership: clone.Ownership) -> None:
     """Give the finished disk its name - never over a file that is there (another job's, or a clone's disk of the same
     name): checked and linked under the lock every clone's disk-making takes, so nothing appears in between."""
     with clone.VOLUME_LOCK:
@@ -629,7 +629,7 @@ def qcow2_backing(path: str) -> Optional[str]:
         return None
 
 
-def cache_users(conn: Conn, cache_file: str, pool_dir: str) -> List[str]:
+def cache_users(conn: Connect, cache_file: str, pool_dir: str) -> List[str]:
     """What depends on a cache entry: domains whose disks it backs, and the pool's files backed by it (overlays of
     images being imported, not yet defined)."""
     users = list(disk_users(conn, [cache_file]).get(cache_file, []))
@@ -644,7 +644,7 @@ def cache_users(conn: Conn, cache_file: str, pool_dir: str) -> List[str]:
     return users
 
 
-def remove_own(conn: Conn, paths: List[str], cache_file: str, pool_dir: str) -> None:
+def remove_own(conn: Connect, paths: List[str], cache_file: str, pool_dir: str) -> None:
     """Remove files this job made (rollback) or recorded (reconcile): never a disk a domain uses, and the cache entry
     only while nothing depends on it - under the lock an overlay on it is made under."""
     for path in paths:
@@ -656,7 +656,7 @@ def remove_own(conn: Conn, paths: List[str], cache_file: str, pool_dir: str) -> 
             _remove(path)
 
 
-def run_import(conn: Conn, host_name: str, job_id: str, args: ImportArgs, reconcile: bool = False,
+def run_import(conn: Connect, host_name: str, job_id: str, args: ImportArgs, reconcile: bool = False,
                ownership: Optional[clone.Ownership] = None, progress: Optional[Progress] = None,
                file_dirs: Iterable[str] = ()) -> ImportResult:
     """The host worker's image.import: cache (fetching on a miss), the disk, the domain. Leaves nothing on failure.

@@ -22,12 +22,12 @@ from typing import Callable, List, Optional, TypedDict
 from ..cluster import virt
 from ..cluster.config import Config, Host
 from ..cluster.domains import clone_disk_paths, lookup
+from ..cluster.virt import Domain
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from . import clone, customize
 from .cloudinit import NOCLOUD_DIR, forget_cloud_init_instance
 from .guest import Guest, GuestSettings, drop_keys, inspect, launch
 from .guest_network import IFCFG_DIR, INTERFACES, INTERFACES_D, NM_DIR
-from .handles import Domain
 
 GENERIC_HOSTNAME = 'localhost'
 # What an image made from a VM says in its image metadata (virt.IMAGE_METADATA_NS).

@@ -19,9 +19,9 @@ import xml.etree.ElementTree as ET
 from typing import List, Optional, TypedDict
 
 from ..cluster import virt
+from ..cluster.virt import Connect
 from ..errors import ConflictError, HostError, NotFoundError
 from . import clone
-from .handles import Conn
 
 STATES = ('running', 'stopped', 'destroyed', 'absent')
 BOOT_DEVICES = ('hd', 'cdrom', 'network', 'fd')
@@ -72,7 +72,7 @@ class ConsoleTail(TypedDict):
     lines: List[str]
 
 
-def attach_disk(conn: Conn, host: str, args: AttachDiskArgs, reconcile: bool = False,
+def attach_disk(conn: Connect, host: str, args: AttachDiskArgs, reconcile: bool = False,
                 ownership: Optional[clone.Ownership] = None) -> AttachedDisk:
     """Create a qcow2 volume of args['size'] bytes beside the VM's first disk and attach it (persistent config).
 
@@ -144,7 +144,7 @@ def attach_disk(conn: Conn, host: str, args: AttachDiskArgs, reconcile: bool = F
 CONSOLE_MAX_BYTES = 64 * 1024
 
 
-def console_tail(conn: Conn, name: str, lines: int = 40) -> ConsoleTail:
+def console_tail(conn: Connect, name: str, lines: int = 40) -> ConsoleTail:
     """The last `lines` lines of a domain's serial console log, read where the host worker runs (the log is a file
     of the hypervisor's). Returns {name, path, lines}; an empty list when the domain logs no console."""
     dom = virt.call('cannot look up %s' % name, conn.lookupByName, name)
