@@ -101,8 +101,6 @@ RESERVED_HOST_NAMES = (curve.LIBRARY, curve.SERVER)
 PLACEMENT_POLICIES = ('seed', 'resources')
 # libvirt's test driver simulates hosts inside the daemon: no hypervisor is behind it, whatever the transport.
 EXEMPT_DRIVERS = ('test',)
-
-
 # libvirt's URI scheme (libxml2's grammar): DRIVER[+TRANSPORT].
 URI_SCHEME_RE = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*')
 # Query parameters with which libvirt's client stops checking the host it talks to (remote_driver.c): no_verify

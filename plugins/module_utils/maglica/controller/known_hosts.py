@@ -14,11 +14,7 @@ from ..errors import MaglicaError
 # What a known_hosts line may name: a host name, or an IP address (parsed by ipaddress). Never a pattern
 # (*, ?, !), a list (,), a bracket or a line break: each would make the key trusted for hosts of someone's choosing.
 HOST_NAME_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}')
-
-
 PUBLIC_KEY_TYPE_RE = re.compile(r'[a-z0-9][a-z0-9@.-]{0,63}')
-
-
 PUBLIC_KEY_BLOB_RE = re.compile(r'[A-Za-z0-9+/]{16,16384}={0,3}')
 
 

@@ -90,11 +90,7 @@ def meta_data(settings: GuestSettings, instance_id: str) -> str:
 
 
 CLOUD_INIT = '/usr/bin/cloud-init'
-
-
 CLOUD_INIT_DISABLED = '/etc/cloud/cloud-init.disabled'
-
-
 CLOUD_DIR = '/var/lib/cloud'
 
 

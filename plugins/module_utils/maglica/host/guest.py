@@ -15,26 +15,14 @@ from ..errors import MaglicaError
 GuestFS = Any  # guestfs.GuestFS: python3-guestfs has no type stubs
 
 NOCLOUD_DIR = '/var/lib/cloud/seed/nocloud'
-
-
 HOST_KEY_RE = re.compile(r'/etc/ssh/ssh_host_([a-z0-9]+)_key')
-
-
 RANDOM_SEED = '/var/lib/systemd/random-seed'
-
-
 URANDOM_SEED = '/var/lib/urandom/random-seed'  # sysvinit's urandom script
-
-
 CREDENTIAL_SECRET = '/var/lib/systemd/credential.secret'
-
-
 NM_DIR = '/etc/NetworkManager/system-connections'
 
 # Files whose content must never show up in a diff; see is_secret() for the SSH host keys.
 SECRET_FILES = ('/etc/shadow', '/etc/gshadow', RANDOM_SEED, URANDOM_SEED, CREDENTIAL_SECRET, NOCLOUD_DIR + '/user-data')
-
-
 # Secret values in NetworkManager keyfiles (Wi-Fi PSKs, 802.1x and VPN passwords), masked line by line.
 NM_SECRET_RE = re.compile(r'^(\s*(?:psk|password|pin|wep-key\d|[\w-]*-password|[\w-]*secret[\w-]*)\s*=).*$', re.M | re.I)
 

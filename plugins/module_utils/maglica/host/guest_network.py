@@ -16,32 +16,16 @@ from ..protocol.user_data import dump
 from .guest import NM_DIR, Guest, GuestSettings, drop_keys, set_key
 
 DEBIAN_FAMILY = ('debian', 'ubuntu', 'linuxmint', 'kalilinux')
-
-
 RHEL_FAMILY = ('rhel', 'centos', 'fedora', 'rocky', 'almalinux', 'oraclelinux', 'scientificlinux', 'redhat-based', 'circle', 'eurolinux')
-
-
 # How Debian (and RHEL) enable NetworkManager: `systemctl enable` makes this link.
 NM_WANTS = '/etc/systemd/system/multi-user.target.wants/NetworkManager.service'
-
-
 IFCFG_DIR = '/etc/sysconfig/network-scripts'
-
-
 INTERFACES = '/etc/network/interfaces'
-
-
 INTERFACES_D = '/etc/network/interfaces.d'
-
-
 NETPLAN_DIR = '/etc/netplan'
-
-
 # Where cloud-init writes its own rendering of the network-config on Debian (cloudinit/distros/debian.py) and
 # with NetworkManager (cloudinit/net/network_manager.py): the offline config goes there, see network_target().
 CLOUD_INIT_ENI = INTERFACES_D + '/50-cloud-init'
-
-
 CLOUD_INIT_NETPLAN = NETPLAN_DIR + '/50-cloud-init.yaml'
 
 

@@ -12,43 +12,21 @@ from ..errors import MaglicaError, MessageError
 from . import messages
 
 CHUNK = 1024 * 1024
-
-
 BLOCK = 4096
-
-
 ZERO_BLOCK = bytes(BLOCK)
-
-
 ZERO_CHUNK = bytes(CHUNK)
-
-
 DISK_MODES = messages.DISK_MODES
-
-
 FIRMWARES = messages.FIRMWARES
-
-
 DOMAIN_TYPES = messages.DOMAIN_TYPES
-
-
 # Defaults of the job's limits (messages.ACTIONS['image.import']); the library sends none unless the user sets them.
 # 1 TiB of virtual size: over ten times any published cloud image, and a bound on what the image's thin disk and
 # each of its clones may grow to. 64 GiB downloaded: a raw image of a large disk fits; an endless body stops there.
 # 6 hours: 64 GiB at 3 MB/s.
 DEFAULT_MAX_VIRTUAL_SIZE = 2 ** 40
-
-
 DEFAULT_MAX_DOWNLOAD_SIZE = 64 * 2 ** 30
-
-
 DEFAULT_MAX_DOWNLOAD_TIME = 6 * 3600
-
-
 # Where a redirect may lead by default: https only (http->https and https->https); never file://, ftp:// or data:.
 DEFAULT_REDIRECT_SCHEMES = ('https',)
-
-
 REDIRECT_SCHEMES = messages.REDIRECT_SCHEMES
 
 

@@ -14,11 +14,7 @@ from .. import deps
 from ..errors import MessageError
 
 OPTION = 'cloud_init_user_data'
-
-
 CLOUD_CONFIG = '#cloud-config'
-
-
 # cloud-init's own user-data formats, by how they start (cloudinit/handlers INCLUSION_TYPES_MAP), longest first.
 FORMATS = (
     ('#cloud-config-archive', 'text/cloud-config-archive'),
