@@ -443,7 +443,7 @@ def make_clone(conn, uri, job_id, args, reconcile=False, customizer=batching.cus
         settings = customize.GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
                                            args.get('ssh_authorized_keys'), args.get('cloud_init_user_data'))
         key = batching.image_key(image_name, [d['path'] for d, _path in targets])
-        changes = customizer(key, disks, settings)
+        changes = customizer(key, disks, settings) if args.get('customize', True) else {'customized': False}
         set_metadata(dom, host_keys=changes.get('ssh_host_keys'), image=image_name, job=job_id, mode=args['clone_mode'],
                      complete='yes', **group)
         if args['start']:

@@ -208,8 +208,13 @@ def plan_clone(config, image, hostname, host=None, exclude_hosts=None, spread_gr
 
 
 def clone_args(image, hostname, clone_mode='full', start=True, network=None, root_password_hash=None, ssh_authorized_keys=None,
-               cloud_init_user_data=None, spread_group=None):
+               cloud_init_user_data=None, spread_group=None, customize=True):
     args = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
+    if not customize:
+        if network or root_password_hash or ssh_authorized_keys or cloud_init_user_data:
+            raise MaglicaError('%s: customize=false writes nothing into the clone, so network, root_password_hash, '
+                               'ssh_authorized_keys and cloud_init_user_data cannot be given' % hostname)
+        args['customize'] = False
     if network:
         args['network'] = {k: v for k, v in network.items() if v is not None}
     if root_password_hash:
@@ -225,23 +230,27 @@ def clone_args(image, hostname, clone_mode='full', start=True, network=None, roo
 
 # The per-VM keywords of clone() that a batch item may carry.
 VM_KEYS = ('image', 'hostname', 'host', 'clone_mode', 'start', 'network', 'root_password_hash', 'ssh_authorized_keys',
-           'cloud_init_user_data', 'spread_group', 'exclude_hosts')
+           'cloud_init_user_data', 'spread_group', 'exclude_hosts', 'customize')
 
 
 def clone(config, image, hostname, host=None, clone_mode='full', start=True, network=None, root_password_hash=None,
           ssh_authorized_keys=None, wait=True, timeout=600, check_mode=False, progress=None, wait_for='none',
-          wait_for_timeout=300, cloud_init_user_data=None, spread_group=None, exclude_hosts=None, allow_unreachable=False):
+          wait_for_timeout=300, cloud_init_user_data=None, spread_group=None, exclude_hosts=None, allow_unreachable=False,
+          customize=True):
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`: refused when a host cannot
     be reached (the VM may be there), unless `allow_unreachable`.
 
     With `wait_for` ip or ssh, also waits (up to `wait_for_timeout` seconds, apart from the job's `timeout`)
     until the started clone has an address, or answers SSH with the host key it was given; a clone that
     does not get there is kept and reach.NotReachable is raised.
+    With `customize` false the clone's disks stay as the image's (its hostname, network settings, machine-id and SSH
+    host keys are the image's): no appliance is launched, and wait_for ssh cannot be asked (no host key is made).
     Returns {changed, host, candidates, filtered, policy, unreachable, job_id, job, result, ip, ssh_host_keys, known_hosts}.
     """
     vm = {'image': image, 'hostname': hostname, 'host': host, 'clone_mode': clone_mode, 'start': start, 'network': network,
           'root_password_hash': root_password_hash, 'ssh_authorized_keys': ssh_authorized_keys,
-          'cloud_init_user_data': cloud_init_user_data, 'spread_group': spread_group, 'exclude_hosts': exclude_hosts}
+          'cloud_init_user_data': cloud_init_user_data, 'spread_group': spread_group, 'exclude_hosts': exclude_hosts,
+          'customize': customize}
     return clone_batch(config, [vm], wait, timeout, check_mode, progress, wait_for, wait_for_timeout,
                        allow_unreachable)['results'][0]
 
@@ -256,7 +265,7 @@ def _vm_args(config, index, vm):
             raise MaglicaError('vms[%d] needs %s' % (index, key))
     args = clone_args(vm['image'], vm['hostname'], vm.get('clone_mode') or 'full', vm.get('start', True), vm.get('network'),
                       vm.get('root_password_hash'), vm.get('ssh_authorized_keys'), vm.get('cloud_init_user_data'),
-                      vm.get('spread_group'))
+                      vm.get('spread_group'), vm.get('customize') is not False)
     # The host name is a placeholder here.
     messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'vm.clone', 'args': args})
     _check_hosts(config, vm.get('host'), vm.get('exclude_hosts'))
@@ -286,6 +295,8 @@ def clone_batch(config, vms, wait=True, timeout=600, check_mode=False, progress=
     for vm in vms:
         if wait_for != 'none' and not (vm.get('start', True) and wait):
             raise MaglicaError('wait_for=%s needs start=true and wait=true: only a started clone can answer' % wait_for)
+        if wait_for == 'ssh' and vm.get('customize') is False:
+            raise MaglicaError('wait_for=ssh needs customize=true: the SSH host keys it checks are made in customisation')
     results: Dict[int, Dict[str, Any]] = {}
     plans: Dict[int, Dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
