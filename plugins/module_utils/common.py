@@ -48,7 +48,7 @@ CONNECTION_ARGUMENT_SPEC = dict(
 # What one clone is made of: maglica_vm_clone's top-level options and the keys of each of its `vms` items
 # (cloud.clone_batch's per-VM keywords). Defaults only at the top level: an item's unset key takes the top level's.
 CLONE_VM_KEYS = ('image', 'host', 'clone_mode', 'start', 'network', 'root_password_hash', 'ssh_authorized_keys',
-                 'cloud_init_user_data', 'spread_group', 'exclude_hosts')
+                 'cloud_init_user_data', 'spread_group', 'exclude_hosts', 'customize')
 
 
 def clone_vm_options(defaults=True):
@@ -73,10 +73,12 @@ def clone_vm_options(defaults=True):
         cloud_init_user_data=dict(type='str', no_log=True),
         spread_group=dict(type='str'),
         exclude_hosts=dict(type='list', elements='str'),
+        customize=dict(type='bool'),
     )
     if defaults:
         options['clone_mode']['default'] = 'full'
         options['start']['default'] = True
+        options['customize']['default'] = True
     else:
         options['hostname']['required'] = True
     return options
