@@ -35,11 +35,11 @@ those the roles read. Each site.yml run writes its per-task times (profile_tasks
 directory.
 Measured (the test's own figures, printed by test_report_times):
   2026-12-06, two cores shared with other sessions' test runs (a load of 5-9 throughout; no quiet machine was to
-  be had): testbed and guests' boot 3-4 min; the first site.yml 353 s (load ~2, an early version of these cuts),
-  429 s (load ~6) and 645 s (load 6-9); the image upload to both guests and the linked clone about 2.5 min together;
-  the second site.yml 381 s (load ~6, changed=0). The whole module took 17.4 min up to step 6 in one run; with the
-  third site.yml (one hypervisor) about 22-24 min under that load. The 15-minute budget is for a quiet machine,
-  where a module run costs a third to a half of what it costs at a load of 6-8.
+  be had). The full passing run (all 10 tests, pytest 2036 s): boot 228 s, first site.yml 648 s, image 39 s, clone
+  4 s, second site.yml 557 s (changed=0), removal run 413 s, the module 1955 s. Other runs: first site.yml 353 s at a
+  load of ~2 (an early version of these cuts), 429 s at ~6; second 381 s at ~6. That is far over the 15-minute
+  budget under such load; on a quiet machine a module run costs a third to a half as much, which puts the module
+  at roughly 15 minutes: not yet measured there.
 What the test found: the roles deploy, listen, supervise, stay unchanged on a second run and lock a removed host
 out as documented. Its own mistakes were fixed: step 6 assumed a host worker may open every libvirtd (only those
 it copies images from: host_worker_image_copy_from, set here for hv-b), its last assertion could not fail, the
