@@ -16,7 +16,7 @@ export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
-.PHONY: all deps collection-link images images-hypervisor test sanity units integration lint typecheck imports demo demo-clean testbed-stop \
+.PHONY: all deps collection-link images images-hypervisor test sanity units integration rollout lint typecheck imports demo demo-clean testbed-stop \
         bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image clean
 
 all: test
@@ -28,7 +28,7 @@ collection-link:
 	mkdir -p $(dir $(COLLECTION_LINK))
 	ln -sfn $(CURDIR) $(COLLECTION_LINK)
 
-test: deps collection-link sanity lint typecheck imports units integration
+test: deps collection-link sanity lint typecheck imports units integration rollout
 
 units: deps collection-link
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
@@ -42,14 +42,21 @@ IN_TESTBED_NETNS := bash tests/testbed/testbed.sh locked bash tests/testbed/test
 # Most of a test's time is spent waiting on guests and daemons, so two workers share the two cores well.
 INTEGRATION_WORKERS ?= 2
 integration: deps collection-link images
-	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile tests/integration
+	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile \
+	  --ignore=tests/integration/test_rollout.py tests/integration
+
+# The roll-out test: site.yml over SSH onto two booted Debian 12 hypervisor guests (tests/integration/test_rollout.py).
+# A phase of its own after the integration suite, so that its guests (software emulation) have the cores to themselves;
+# about 15 minutes.
+rollout: deps collection-link images-hypervisor
+	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -rA tests/integration/test_rollout.py
 
 # The bootable guest images, built from Debian's packages in the machine's own network namespace: the
 # testbed's has no route to the mirror. Cached in MAGLICA_IMAGE_CACHE (tests/testbed/env.sh).
 images: deps
 	bash tests/testbed/build_bootable.sh --cache ifupdown nm cloudinit
 
-# The roll-out test's hypervisor guests (tests/integration/test_rollout.py, opt-in: MAGLICA_ROLLOUT_TEST=1).
+# The roll-out test's hypervisor guests (make rollout), built like `make images` outside the testbed's namespace.
 images-hypervisor: deps
 	bash tests/testbed/build_bootable.sh --cache ifupdown hypervisor
 

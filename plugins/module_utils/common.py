@@ -84,10 +84,12 @@ def clone_vm_options(defaults: bool = True) -> Dict[str, Dict[str, Any]]:
         cloud_init_user_data=dict(type='str', no_log=True),
         spread_group=dict(type='str'),
         exclude_hosts=dict(type='list', elements='str'),
+        customize=dict(type='bool'),
     )
     if defaults:
         options['clone_mode']['default'] = 'full'
         options['start']['default'] = True
+        options['customize']['default'] = True
     else:
         options['hostname']['required'] = True
     return options

@@ -124,6 +124,9 @@ options:
       cloud_init_user_data:
         description: cloud-init user-data; default the top-level O(cloud_init_user_data).
         type: str
+      customize:
+        description: Customise it; default the top-level O(customize).
+        type: bool
   clone_mode:
     description:
       - V(full) copies the image's disks with virt-clone.
@@ -133,6 +136,17 @@ options:
     default: full
   start:
     description: Start the clone once it is made.
+    type: bool
+    default: true
+  customize:
+    description:
+      - Customise the clone inside its disk (hostname, network settings, machine-id, new SSH host keys, and the settings
+        below), in one libguestfs appliance launch on its host.
+      - V(false) skips that launch - for hosts where it is slow (a hypervisor under software emulation) or images that
+        set themselves up. The clone then keeps the image's hostname, network settings, machine-id and SSH host keys,
+        so two such clones of one image running on one network collide; O(network), O(root_password_hash),
+        O(ssh_authorized_keys) and O(cloud_init_user_data) cannot be given, RV(ssh_host_keys) is empty and
+        O(wait_for=ssh) cannot be asked.
     type: bool
     default: true
   wait:
@@ -385,7 +399,8 @@ job:
 result:
   description:
     - What the host worker did. C(customization) lists C(changed_files), C(removed_files), the guest's C(os), its
-      C(network) (the device and what configures it), C(cloud_init) (the new instance-id) and C(notes).
+      C(network) (the device and what configures it), C(cloud_init) (the new instance-id) and C(notes); with
+      O(customize=false) it holds only C(customized), V(false).
   returned: when the job ended
   type: dict
 domain:
@@ -454,7 +469,7 @@ def main() -> None:
                                 ssh_authorized_keys=p['ssh_authorized_keys'], wait=p['wait'], timeout=p['timeout'],
                                 check_mode=module.check_mode, wait_for=p['wait_for'], wait_for_timeout=p['wait_for_timeout'],
                                 cloud_init_user_data=p['cloud_init_user_data'], spread_group=p['spread_group'],
-                                exclude_hosts=p['exclude_hosts'], allow_unreachable=p['allow_unreachable']))
+                                exclude_hosts=p['exclude_hosts'], allow_unreachable=p['allow_unreachable'], customize=p['customize']))
 
     outcome = common.run(module, clone, 'libvirt', 'zmq')
     outcome['unreachable_hosts'] = outcome.pop('unreachable')

@@ -130,6 +130,7 @@ class CloneArgs(_CloneArgs, total=False):
     cloud_init_user_data: str
     spread_group: str
     batch: Batch
+    customize: bool  # false: the disks stay the image's
 
 
 class _CloneResult(TypedDict):
@@ -362,8 +363,13 @@ def plan_clone(config: Config, image: str, hostname: str, host: Optional[str] = 
 
 def clone_args(image: str, hostname: str, clone_mode: str = 'full', start: bool = True, network: Optional[Mapping[str, Any]] = None,
                root_password_hash: Optional[str] = None, ssh_authorized_keys: Optional[Sequence[str]] = None,
-               cloud_init_user_data: Optional[str] = None, spread_group: Optional[str] = None) -> CloneArgs:
+               cloud_init_user_data: Optional[str] = None, spread_group: Optional[str] = None, customize: bool = True) -> CloneArgs:
     args: CloneArgs = {'image': image, 'hostname': hostname, 'clone_mode': clone_mode, 'start': start}
+    if not customize:
+        if network or root_password_hash or ssh_authorized_keys or cloud_init_user_data:
+            raise MaglicaError('%s: customize=false writes nothing into the clone, so network, root_password_hash, '
+                               'ssh_authorized_keys and cloud_init_user_data cannot be given' % hostname)
+        args['customize'] = False
     if network:
         args['network'] = {k: v for k, v in network.items() if v is not None}
     if root_password_hash:
@@ -379,7 +385,7 @@ def clone_args(image: str, hostname: str, clone_mode: str = 'full', start: bool 
 
 # The per-VM keywords of clone() that a batch item may carry.
 VM_KEYS = ('image', 'hostname', 'host', 'clone_mode', 'start', 'network', 'root_password_hash', 'ssh_authorized_keys',
-           'cloud_init_user_data', 'spread_group', 'exclude_hosts')
+           'cloud_init_user_data', 'spread_group', 'exclude_hosts', 'customize')
 
 
 def clone(config: Config, image: str, hostname: str, host: Optional[str] = None, clone_mode: str = 'full', start: bool = True,
@@ -387,18 +393,21 @@ def clone(config: Config, image: str, hostname: str, host: Optional[str] = None,
           ssh_authorized_keys: Optional[Sequence[str]] = None, wait: bool = True, timeout: float = 600, check_mode: bool = False,
           progress: Optional[Progress] = None, wait_for: str = 'none', wait_for_timeout: float = 300,
           cloud_init_user_data: Optional[str] = None, spread_group: Optional[str] = None,
-          exclude_hosts: Optional[Sequence[str]] = None, allow_unreachable: bool = False) -> CloneResult:
+          exclude_hosts: Optional[Sequence[str]] = None, allow_unreachable: bool = False, customize: bool = True) -> CloneResult:
     """Clone `image` to a VM called `hostname` on the best host. Idempotent on `hostname`: refused when a host cannot
     be reached (the VM may be there), unless `allow_unreachable`.
 
     With `wait_for` ip or ssh, also waits (up to `wait_for_timeout` seconds, apart from the job's `timeout`)
     until the started clone has an address, or answers SSH with the host key it was given; a clone that
     does not get there is kept and reach.NotReachable is raised.
+    With `customize` false the clone's disks stay as the image's (its hostname, network settings, machine-id and SSH
+    host keys are the image's): no appliance is launched, and wait_for ssh cannot be asked (no host key is made).
     Returns {changed, host, candidates, filtered, policy, unreachable, job_id, job, result, ip, ssh_host_keys, known_hosts}.
     """
     vm = {'image': image, 'hostname': hostname, 'host': host, 'clone_mode': clone_mode, 'start': start, 'network': network,
           'root_password_hash': root_password_hash, 'ssh_authorized_keys': ssh_authorized_keys,
-          'cloud_init_user_data': cloud_init_user_data, 'spread_group': spread_group, 'exclude_hosts': exclude_hosts}
+          'cloud_init_user_data': cloud_init_user_data, 'spread_group': spread_group, 'exclude_hosts': exclude_hosts,
+          'customize': customize}
     return clone_batch(config, [vm], wait, timeout, check_mode, progress, wait_for, wait_for_timeout,
                        allow_unreachable)['results'][0]
 
@@ -413,7 +422,7 @@ def _vm_args(config: Config, index: int, vm: Mapping[str, Any]) -> CloneArgs:
             raise MaglicaError('vms[%d] needs %s' % (index, key))
     args = clone_args(vm['image'], vm['hostname'], vm.get('clone_mode') or 'full', vm.get('start', True), vm.get('network'),
                       vm.get('root_password_hash'), vm.get('ssh_authorized_keys'), vm.get('cloud_init_user_data'),
-                      vm.get('spread_group'))
+                      vm.get('spread_group'), vm.get('customize') is not False)
     # The host name is a placeholder here.
     messages.validate_job({'id': messages.new_job_id(), 'host': config.hosts[0].name, 'action': 'vm.clone', 'args': args})
     _check_hosts(config, vm.get('host'), vm.get('exclude_hosts'))
@@ -444,6 +453,8 @@ def clone_batch(config: Config, vms: List[Dict[str, Any]], wait: bool = True, ti
     for vm in vms:
         if wait_for != 'none' and not (vm.get('start', True) and wait):
             raise MaglicaError('wait_for=%s needs start=true and wait=true: only a started clone can answer' % wait_for)
+        if wait_for == 'ssh' and vm.get('customize') is False:
+            raise MaglicaError('wait_for=ssh needs customize=true: the SSH host keys it checks are made in customisation')
     results: Dict[int, CloneResult] = {}
     plans: Dict[int, ClonePlan] = {}
     with contextlib.ExitStack() as stack:

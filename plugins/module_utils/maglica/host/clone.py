@@ -30,6 +30,7 @@ from typing import (
     Set,
     Tuple,
     TypedDict,
+    Union,
 )
 
 from ..cluster import virt
@@ -62,6 +63,11 @@ class _CloneArgs(TypedDict):
     start: bool
 
 
+class NotCustomized(TypedDict):
+    """The customization of a clone made with customize false: nothing was written into it."""
+    customized: bool
+
+
 class CloneArgs(_CloneArgs, total=False):
     """A vm.clone job's args (messages.ACTIONS['vm.clone'])."""
 
@@ -71,6 +77,7 @@ class CloneArgs(_CloneArgs, total=False):
     cloud_init_user_data: str
     spread_group: str
     batch: Batch
+    customize: bool  # false: the disks stay the image's
 
 
 class _CloneResult(TypedDict):
@@ -85,7 +92,7 @@ class CloneResult(_CloneResult, total=False):
     reconciled: bool
     image: str
     clone_mode: str
-    customization: Customization
+    customization: Union[Customization, NotCustomized]
 
 
 # A disk of the clone: (the image's disk, as virt.describe gives it; the clone's path for it).
@@ -409,8 +416,13 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
         settings = GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
                                  args.get('ssh_authorized_keys'), args.get('cloud_init_user_data'))
         key = batching.image_key(image_name, [d['path'] for d, _path in targets])
-        changes = customizer(key, disks, settings)
-        set_metadata(dom, host_keys=changes.get('ssh_host_keys'), image=image_name, job=job_id, mode=args['clone_mode'],
+        customization: Union[Customization, NotCustomized] = {'customized': False}
+        host_keys: List[str] = []
+        if args.get('customize', True):
+            changes = customizer(key, disks, settings)
+            host_keys = changes.pop('ssh_host_keys', [])  # public halves only, for known_hosts
+            customization = changes
+        set_metadata(dom, host_keys=host_keys or None, image=image_name, job=job_id, mode=args['clone_mode'],
                      complete='yes', **group)
         if args['start']:
             try:
@@ -418,8 +430,7 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
             except lv.libvirtError as e:
                 raise HostError('the clone %s could not be started: %s' % (hostname, virt.error_text(e)))
         return {'hostname': hostname, 'image': image_name, 'clone_mode': args['clone_mode'],
-                'ssh_host_keys': changes.pop('ssh_host_keys', []),  # public halves only, for known_hosts
-                'customization': changes, 'domain': virt.describe(dom, with_sizes=False)}
+                'ssh_host_keys': host_keys, 'customization': customization, 'domain': virt.describe(dom, with_sizes=False)}
     except BaseException as failure:
         try:
             remove_owned(conn, hostname, ownership)

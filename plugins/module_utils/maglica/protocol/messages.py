@@ -262,6 +262,8 @@ ACTIONS = {
         # A batch of clones submitted together (maglica_vm_clone vms:): `size` of its jobs go to this host, and
         # its host worker customises them in one appliance launch whatever its concurrency (batching.py).
         'batch': Field(dict, required=False, fields=BATCH),
+        # False: the clone's disks are left as the image's (no appliance launch; none of the settings above apply).
+        'customize': Field(bool, required=False),
     },
     # force_dependants: also an original image, or a VM whose disks back linked clones (those are removed first).
     # image: only an original image is removed (anything else fails the job); its linked clones with force_dependants.

@@ -309,6 +309,22 @@ def test_clone_args_drop_empty_values():
                     'network': {'mode': 'static', 'address': '192.0.2.1'}, 'ssh_authorized_keys': ['k1']}
 
 
+def test_clone_without_customisation():
+    """customize=false travels in the job only when false, and refuses the settings it would not write."""
+    assert 'customize' not in cloud.clone_args('img', 'h')
+    assert cloud.clone_args('img', 'h', customize=False) == {
+        'image': 'img', 'hostname': 'h', 'clone_mode': 'full', 'start': True, 'customize': False}
+    with pytest.raises(MaglicaError, match='customize=false writes nothing'):
+        cloud.clone_args('img', 'h', ssh_authorized_keys=['k1'], customize=False)
+
+
+def test_clone_without_customisation_cannot_wait_for_ssh(cloud_config):
+    with pytest.raises(MaglicaError, match='wait_for=ssh needs customize=true'):
+        cloud.clone(cloud_config, 'debian.original', 'web1', customize=False, wait_for='ssh', check_mode=True)
+    plan = cloud.clone(cloud_config, 'debian.original', 'web1', customize=False, check_mode=True, allow_unreachable=True)
+    assert plan['changed'] and plan['job_id'] is None
+
+
 def test_read_only_connections_are_kept_and_a_dead_one_is_replaced(cloud_config):
     """A listing reuses the connection of the last one; a kept connection that died is replaced at once."""
     virt.forget_connections()
