@@ -238,8 +238,12 @@ def test_site_deploys_the_cloud(deployment):
         host_vars = deployment.host_vars(host)
         with open(os.path.join(host_vars['host_worker_key_dir'], 'server.key')) as handle:
             assert handle.read() == server_key
-        assert os.access(os.path.join(host_vars['host_worker_prefix'], 'bin', 'maglica'), os.X_OK)
-        assert os.path.exists(os.path.join(host_vars['host_worker_prefix'], 'lib', 'maglica', 'host_worker.py'))
+        # A hypervisor carries what it runs: the host worker's packages, not the controller's (nor its command).
+        library = os.path.join(host_vars['host_worker_prefix'], 'lib', 'maglica')
+        assert os.path.exists(os.path.join(library, 'host', 'worker.py'))
+        assert not os.path.exists(os.path.join(library, 'controller'))
+        assert not os.path.exists(os.path.join(library, 'client_worker'))
+        assert not os.path.exists(os.path.join(host_vars['host_worker_prefix'], 'bin', 'maglica'))
         assert 'subscribed' in open(os.path.join(host_vars['host_worker_log_dir'], 'maglica-host-worker.log')).read()
         # The worker lives in its host's mount namespace.
         holder = open(os.path.join(deployment.testbed.dir, 'hosts', host, 'ns.pid')).read().strip()
