@@ -34,12 +34,10 @@ lines one block, the sockets' state one read, systemd's daemon-reload only when 
 those the roles read. Each site.yml run writes its per-task times (profile_tasks) to site-N.log in the test's
 directory.
 Measured (the test's own figures, printed by test_report_times):
-  2026-12-06, two cores shared with other sessions' test runs (a load of 5-9 throughout; no quiet machine was to
-  be had). The full passing run (all 10 tests, pytest 2036 s): boot 228 s, first site.yml 648 s, image 39 s, clone
-  4 s, second site.yml 557 s (changed=0), removal run 413 s, the module 1955 s. Other runs: first site.yml 353 s at a
-  load of ~2 (an early version of these cuts), 429 s at ~6; second 381 s at ~6. That is far over the 15-minute
-  budget under such load; on a quiet machine a module run costs a third to a half as much, which puts the module
-  at roughly 15 minutes: not yet measured there.
+  2026-12-06, CI's own run (.ci/run, empty caches, two cores, nothing else running): 10 passed in 665 s; boot 77 s,
+  first site.yml 215 s, image 11 s, clone 1 s, second site.yml 155 s (changed=0), removal run 153 s, the module 642 s.
+  Under a load of 5-9 from other test runs the same test took 2036 s (first site.yml 648 s): a remote module run on
+  a guest costs 2.5-3.5 s quiet and 2-3 times that under load, so the count of remote module runs is what matters.
 What the test found: the roles deploy, listen, supervise, stay unchanged on a second run and lock a removed host
 out as documented. Its own mistakes were fixed: step 6 assumed a host worker may open every libvirtd (only those
 it copies images from: host_worker_image_copy_from, set here for hv-b), its last assertion could not fail, the
