@@ -40,6 +40,7 @@ from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wro
 from clone import make_image  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.controller import image_import  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+from maglica.host import image_fetch  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 from test_image_import import Server, sha256_of  # noqa: E402  pylint: disable=wrong-import-position
 
 MODES = ('overlay', 'copy')
@@ -123,7 +124,7 @@ def main():
                              'jobs_s': max(j['finished'] for j in jobs) - min(j['acked'] for j in jobs)}
             for host in hosts:  # cold again for the next mode
                 testbed.virsh(host, 'undefine', '--remove-all-storage', name, check=False)
-                shutil.rmtree(os.path.join(pools[host], image_import.CACHE_DIR), ignore_errors=True)
+                shutil.rmtree(os.path.join(pools[host], image_fetch.CACHE_DIR), ignore_errors=True)
     finally:
         if server is not None:
             server.close()

@@ -93,3 +93,16 @@ def test_a_call_that_does_not_fit_is_found(tmp_path):
     path.write_text('PROGRAM = """\nfrom maglica.host import clone\nclone.clone_volumes(conn, image, "x", volumes, linked=False)\n"""\n')
     found = mismatches(str(path))
     assert len(found) == 1 and "missing a required argument: 'domain_uuid'" in found[0], found
+
+
+@pytest.mark.parametrize('script', sorted(os.path.basename(p) for p in glob.glob(os.path.join(BENCHMARKS, '*.py'))))
+def test_every_library_name_a_script_reads_exists(script):
+    """`module.NAME` read anywhere (not only called): bench-image once read image_import.CACHE_DIR after it moved."""
+    missing = []
+    for label, tree in trees(os.path.join(BENCHMARKS, script)):
+        names = library_names(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and inspect.ismodule(names.get(node.value.id))
+                    and not hasattr(names[node.value.id], node.attr)):
+                missing.append('%s line %d: %s has no %s' % (label, node.lineno, names[node.value.id].__name__, node.attr))
+    assert missing == []
