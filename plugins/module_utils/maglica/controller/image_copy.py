@@ -1,13 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Copying an original image to another host, through libvirt storage streams.
-
-The copy runs as an `image.copy` job in the destination's host worker: it reads each
-disk volume from the source host's libvirtd (virStorageVolDownload) and writes it to
-its own (virStorageVolUpload), so the data goes from host to host and not through
-the machine that asked, and the job log records it like any other change. Holes
-in the source files are sent as holes (sparse streams), so a thin image stays thin.
+"""Copying an original image to another host, as the controller asks: where it comes from (plan_copy), then one
+`image.copy` job in the destination's host worker, which does the copy (host/image_copy.py).
 """
 
 from __future__ import annotations

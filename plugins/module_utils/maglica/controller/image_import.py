@@ -1,20 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Getting images in: a cloud image (a URL) becomes an original image on the hosts chosen.
-
-The controller side plans per target host (which have the image with the same checksum, which would fetch),
-refuses bad input before anything is submitted, then submits one `image.import` job per host; the jobs run at
-once and each host worker fetches the file itself. The host worker's side streams the URL in chunks, hashes
-it as it goes, writes it sparse (seeks over all-zero blocks) into a cache keyed by the checksum beside its
-storage pool, and renames it into the cache only once verified. The image's disk is a copy of the cached file
-(or a qcow2 overlay on it), grown with qemu-img resize - never the cache. Then it defines the inactive domain
-from XML made here, marked with the image metadata (virt.IMAGE_METADATA_NS). Any failure removes what the job
-made: part files, the cache entry it fetched, the disk, the domain.
-
-Everything fetched is hostile until parsed: only qcow2 and raw images that name no other file (sniff_format,
-image_info; qemu-img never probes, see pinned()), within the job's Limits (bytes, seconds, redirects, virtual size)
-and, for file:// URLs, only regular files in the host worker's file_url_dirs.
+"""Getting images in, as the controller asks: a cloud image (a URL, or a local file uploaded) becomes an original
+image on the hosts chosen. Plans per target host (which have the image with the same checksum, which would
+fetch), refuses bad input before anything is submitted, then submits one `image.import` job per host, run at once;
+each host worker fetches the file itself (host/image_fetch.py).
 """
 
 from __future__ import annotations

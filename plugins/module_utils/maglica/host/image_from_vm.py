@@ -1,15 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The end and the other beginning of an original image: removing it from hosts, and making one from a VM.
-
-remove:          the image's domain and disks go from each target host, by that host's worker (`vm.remove` with
-                 `image: true`, one job per host, run at once); refused while linked clones use its disks as
-                 backing files, unless force_dependants (then they go first).
-create_from_vm:  a shut-off VM is copied on its host into a new original image (`image.from_vm`), which is then
-                 "sealed": the clone customisation in reverse, so that it carries no machine identity (empty
-                 machine-id, no SSH host keys, a generic hostname, no DHCP leases, no hard-wired MAC or DHCP host
-                 name) - all things every clone of it gets anew. The VM itself is only read.
+"""An original image made from a shut-off VM, on the host worker (`image.from_vm`): its disks copied, then
+"sealed" - the clone customisation in reverse, so that it carries no machine identity (empty machine-id, no SSH
+host keys, a generic hostname, no DHCP leases, no hard-wired MAC or DHCP host name), all things every clone of it
+gets anew. The VM itself is only read.
 """
 
 from __future__ import annotations
