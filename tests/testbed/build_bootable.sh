@@ -55,21 +55,32 @@ if [[ $variant == hypervisor ]]; then
 fi
 base=$MAGLICA_IMAGE_CACHE/debian12-$base_name-$(echo "bookworm $PACKAGES" | sha256sum | cut -c1-12).tar
 cached=$MAGLICA_IMAGE_CACHE/bootable-$variant-$hash.qcow2
+# CI builds the images in the machine's own namespace while the tests already run in the testbed's
+# (MAGLICA_IMAGE_BUILDER_PID: that build): a caller here waits for the build to cache this variant, until the
+# builder ends or MAGLICA_IMAGE_WAIT_S pass; then what follows says what is missing. The wait comes before the
+# lock, which the builder takes once per variant.
+if [[ ! -s $cached ]] && in_named_netns && [[ ${MAGLICA_IMAGE_BUILDER_PID:-} =~ ^[0-9]+$ ]]; then
+  echo "build_bootable: waiting for $cached from the image build (pid $MAGLICA_IMAGE_BUILDER_PID)" >&2
+  wait_end=$((SECONDS + ${MAGLICA_IMAGE_WAIT_S:-1800}))
+  while [[ ! -s $cached ]] && kill -0 "$MAGLICA_IMAGE_BUILDER_PID" 2>/dev/null && ((SECONDS < wait_end)); do
+    sleep 1
+  done
+fi
 exec 9>"$MAGLICA_IMAGE_CACHE/bootable.lock"
 flock 9  # parallel callers wait for one build instead of racing
 
-if [[ ! -s $base ]]; then
-  if in_named_netns; then
-    echo "build_bootable: $base is not built, and mmdebstrap cannot reach Debian's mirror from this network" \
-      "namespace ($(ip netns identify "$$")): build it first from the machine's own (make images)" >&2
-    exit 1
-  fi
-  echo "build_bootable: mmdebstrap bookworm -> $base" >&2
-  mmdebstrap --quiet --format=tar --variant=minbase --include="$PACKAGES" bookworm "$base.tmp"
-  mv "$base.tmp" "$base"
-fi
-
 if [[ ! -s $cached ]]; then
+  # The base tarball is needed only to build the image: a cache that holds the image may lack it.
+  if [[ ! -s $base ]]; then
+    if in_named_netns; then
+      echo "build_bootable: $base is not built, and mmdebstrap cannot reach Debian's mirror from this network" \
+        "namespace ($(ip netns identify "$$")): build it first from the machine's own (make images)" >&2
+      exit 1
+    fi
+    echo "build_bootable: mmdebstrap bookworm -> $base" >&2
+    mmdebstrap --quiet --format=tar --variant=minbase --include="$PACKAGES" bookworm "$base.tmp"
+    mv "$base.tmp" "$base"
+  fi
   work=$(mktemp -d) && trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/etc/network" "$work/boot/grub" "$work/etc/NetworkManager/conf.d"
   echo original >"$work/etc/hostname"
