@@ -83,6 +83,14 @@ options:
     type: str
     choices: [copy, overlay]
     default: copy
+  keep_cache:
+    description:
+      - With O(disk_mode=copy), keep the downloaded file in the host's cache once the image's disk is copied from it,
+        so that a later image of the same file needs no download. By default the entry goes once the copy is made, and
+        a host stores the data once. An entry that was there before the import (kept, or backing an overlay image)
+        always stays.
+    type: bool
+    default: false
   state:
     description: V(present) makes the image where it is missing; V(absent) removes it from the targets.
     type: str
@@ -155,7 +163,8 @@ jobs:
 imported:
   description:
     - What each host made, by host - C(path) of the disk, C(cache) file, C(cache_hit) (no download),
-      C(fetched_bytes), C(format) of the source, C(disk_mode), C(capacity) and C(allocation) of the disk in bytes.
+      C(cache_kept) (whether the cache file is still there), C(fetched_bytes), C(format) of the source, C(disk_mode),
+      C(capacity) and C(allocation) of the disk in bytes.
   returned: when importing (O(url) or O(path))
   type: dict
 hosts:
@@ -204,6 +213,7 @@ def main() -> None:
             from_vm=dict(type='str'),
             force_dependants=dict(type='bool', default=False),
             disk_mode=dict(type='str', choices=['copy', 'overlay'], default='copy'),
+            keep_cache=dict(type='bool', default=False),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             timeout=dict(type='int', default=3600),
             **common.IMAGE_ARGUMENT_SPEC
@@ -222,7 +232,7 @@ def main() -> None:
             return dict(cloud.remove_image(config, p['name'], p['targets'], p['force_dependants'], module.check_mode, p['timeout']))
         if p['from_vm']:
             return dict(cloud.create_from_vm(config, p['name'], p['from_vm'], module.check_mode, p['timeout']))
-        settings = dict(common.image_settings(p), disk_mode=p['disk_mode'])
+        settings = dict(common.image_settings(p), disk_mode=p['disk_mode'], keep_cache=p['keep_cache'] or None)
         return dict(cloud.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
                                        p['timeout'], module.check_mode, path=p['path']))
 

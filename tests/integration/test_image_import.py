@@ -121,13 +121,14 @@ def served(testbed, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def imported(testbed, cloud, served):
-    """The bootable Debian image imported onto host0 and host1 through the module (after a check-mode run)."""
+    """The bootable Debian image imported onto host0 and host1 through the module (after a check-mode run), its
+    cache entry kept (keep_cache) for the tests of the cache below."""
     before = everything(testbed, cloud)
     check = run_import(cloud, check=True, image_name=IMAGE, image_url=served.url('/deb12.qcow2'),
                        image_checksum=served.checksum, targets=['host0', 'host1'])
     checked_after = everything(testbed, cloud)
     run = run_import(cloud, image_name=IMAGE, image_url=served.url('/deb12.qcow2'), image_checksum=served.checksum,
-                     targets=['host0', 'host1'], disk_size='4G', memory='1G')
+                     targets=['host0', 'host1'], disk_size='4G', memory='1G', keep_cache=True)
     try:
         yield {'check': check, 'before_check': before, 'after_check': checked_after, 'run': run}
     finally:
@@ -151,7 +152,7 @@ def test_import_makes_the_image_on_exactly_the_targets(imported, testbed, cloud,
     assert served.count('/deb12.qcow2') == 2  # each host worker fetched it once itself
     for host in ('host0', 'host1'):
         result = run.last['imported'][host]
-        assert result['cache_hit'] is False and result['fetched_bytes'] == size
+        assert result['cache_hit'] is False and result['fetched_bytes'] == size and result['cache_kept'] is True
         assert result['path'] == os.path.join(POOL, IMAGE + '.qcow2') and result['capacity'] == 4 * GIB
         # The job log kept the host worker's last progress figures: the whole file.
         assert run.last['jobs'][host]['progress'] == {'done': size, 'total': size}
@@ -315,6 +316,21 @@ def test_cli_import_json_reports_present_hosts(imported, cloud, served):
                           '--url', served.url('/deb12.qcow2'), '--checksum', 'md5:abc'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=cloud.testbed.env, check=False)
     assert bad.returncode == 1 and 'only sha256' in bad.stderr
+
+
+def test_a_copy_keeps_no_cache_entry_by_default(testbed, cloud, served):
+    """disk_mode copy, the default: the host stores the data once - the disk, not the disk and the fetched file."""
+    name = 'deb12.once'
+    before = pool_files(testbed, 'host2')
+    try:
+        run = run_import(cloud, image_name=name, image_url=served.url('/deb12.qcow2'), image_checksum=served.checksum,
+                         targets=['host2'])
+        assert run.rc == 0 and run.last['changed'] is True, run
+        result = run.last['imported']['host2']
+        assert result['cache_hit'] is False and result['cache_kept'] is False
+        assert pool_files(testbed, 'host2') - before == {result['path']}, 'only the disk may be left'
+    finally:
+        testbed.virsh('host2', 'undefine', '--remove-all-storage', name, check=False)
 
 
 def test_a_local_file_is_uploaded_through_libvirt_streams(testbed, cloud, served):

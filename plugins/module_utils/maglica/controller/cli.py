@@ -191,7 +191,7 @@ def import_settings(args: argparse.Namespace) -> Dict[str, Any]:
     return {'vcpus': args.vcpus, 'memory_mb': vm.parse_size(args.memory) // 1048576,
             'disk_size': vm.parse_size(args.disk_size, 'G') if args.disk_size else None,
             'network': args.network, 'bridge': args.bridge, 'firmware': args.firmware,
-            'disk_mode': args.disk_mode, 'domain_type': args.domain_type,
+            'disk_mode': args.disk_mode, 'keep_cache': args.keep_cache or None, 'domain_type': args.domain_type,
             'max_virtual_size': vm.parse_size(args.max_virtual_size, 'G') if args.max_virtual_size else None,
             'max_download_size': vm.parse_size(args.max_download_size, 'G') if args.max_download_size else None,
             'max_download_time': args.max_download_time,
@@ -500,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--firmware', choices=import_job.FIRMWARES, default='bios', help='bios or uefi (default bios)')
     sub.add_argument('--disk-mode', choices=import_job.DISK_MODES, default='copy',
                      help='the disk is a copy of the cached file, or a qcow2 overlay on it (default copy)')
+    sub.add_argument('--keep-cache', action='store_true',
+                     help='with --disk-mode copy, keep the downloaded file in the cache for later imports of it')
     sub.add_argument('--domain-type', choices=import_job.DOMAIN_TYPES, default='kvm',
                      help='kvm, or qemu for software emulation (default kvm)')
     sub.add_argument('--max-virtual-size', type=_size_arg, metavar='SIZE',

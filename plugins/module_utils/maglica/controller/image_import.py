@@ -101,7 +101,7 @@ def import_image(config: Config, name: str, url: Optional[str], checksum: Option
     With `path` instead of `url`: a local file, uploaded to each host through libvirt storage streams (sparse);
     its checksum is computed here (and must equal `checksum` when that is given).
 
-    settings: vcpus, memory_mb, disk_size (bytes), network | bridge, firmware, disk_mode, domain_type.
+    settings: vcpus, memory_mb, disk_size (bytes), network | bridge, firmware, disk_mode, keep_cache, domain_type.
     Returns {changed, name, checksum, present, fetch, jobs: {host: job}, imported: {host: data}}.
     """
     if (url is None) == (path is None):

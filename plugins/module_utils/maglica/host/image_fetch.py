@@ -91,6 +91,7 @@ class ImportArgs(_ImportArgs, total=False):
     bridge: str
     firmware: str  # bios or uefi
     disk_mode: str  # copy or overlay
+    keep_cache: bool  # copy: keep the cache entry the copy was made from
     domain_type: str  # kvm or qemu
     pool: str
     max_virtual_size: int
@@ -126,6 +127,7 @@ class ImportResult(_ImportResult, total=False):
     path: str
     cache: str
     cache_hit: bool
+    cache_kept: bool  # whether the cache entry is still there (overlay, keep_cache, an entry made before)
     fetched_bytes: int
     format: str
     disk_mode: str
@@ -666,18 +668,23 @@ def run_import(conn: Connect, host_name: str, job_id: str, args: ImportArgs, rec
     pool, pool_dir = _pool(conn, args.get('pool') or 'default')
     # A `path` import: the library uploaded the file into the pool; this job takes it into the cache or removes it.
     uploaded = os.path.join(pool_dir, args['upload']) if args.get('upload') else None
+    cache_dir = os.path.join(pool_dir, CACHE_DIR)
+    cache_file = os.path.join(cache_dir, '%s.img' % checksum.split(':', 1)[1])
+    mode = args.get('disk_mode') or 'copy'
+    # A copy needs its cache entry no longer: one this job made goes once the image is defined, unless kept.
+    drop_cache = mode == 'copy' and not args.get('keep_cache', False)
     there = lookup(conn, name)
     if there is not None:
         if uploaded:
             _remove(uploaded)
             pool.refresh(0)
         if reconcile and ownership.owns_domain(there):
+            if drop_cache and cache_file in ownership.files:  # the restart came between the define and the drop
+                remove_own(conn, [cache_file], cache_file, pool_dir)
             return {'name': name, 'reconciled': True}
         if virt.image_metadata_of(ET.fromstring(there.XMLDesc(0))).get('checksum') == checksum and not there.isActive():
             return {'name': name, 'present': True}  # made meanwhile by another job of the same image
         raise ConflictError('%s is already defined on %s and this job did not make it' % (name, host_name))
-    cache_dir = os.path.join(pool_dir, CACHE_DIR)
-    cache_file = os.path.join(cache_dir, '%s.img' % checksum.split(':', 1)[1])
     disk_path = os.path.join(pool_dir, '%s.qcow2' % name)
     part_disk = disk_path + '.part-' + job_id
     part_cache = cache_file + '.part-' + job_id
@@ -711,7 +718,6 @@ def run_import(conn: Connect, host_name: str, job_id: str, args: ImportArgs, rec
             raise ConflictError('the volume %s already exists on %s' % (disk_path, host_name))
         ownership.intend_file(part_disk)
         made.append(part_disk)
-        mode = args.get('disk_mode') or 'copy'
         virtual = int(fetched['virtual_size'])  # a copy or an overlay has the source's virtual size
         # The cache file's format is pinned (-F, or pinned()): never probed again. -u: the size is given, so
         # creating the overlay does not open the cache file at all.
@@ -759,7 +765,10 @@ def run_import(conn: Connect, host_name: str, job_id: str, args: ImportArgs, rec
                 raise HostError('no space left on %s for %s: %s' % (host_name, name, failure.strerror))
             raise HostError('importing %s on %s failed: %s' % (name, host_name, failure.strerror or failure))
         raise
+    if drop_cache and cache_file in made:  # an entry there before this job (kept, or backing overlays) stays
+        remove_own(conn, [cache_file], cache_file, pool_dir)
     allocation = os.stat(disk_path).st_blocks * 512
     return {'name': name, 'checksum': checksum, 'url': url, 'path': disk_path, 'cache': cache_file,
-            'cache_hit': fetched['cache_hit'], 'fetched_bytes': fetched['bytes'], 'format': fetched['format'],
+            'cache_hit': fetched['cache_hit'], 'cache_kept': os.path.exists(cache_file),
+            'fetched_bytes': fetched['bytes'], 'format': fetched['format'],
             'disk_mode': mode, 'capacity': virtual, 'allocation': allocation}

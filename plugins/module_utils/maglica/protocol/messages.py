@@ -293,6 +293,8 @@ ACTIONS = {
         'bridge': Field(str, required=False, pattern=NAME_RE, max_len=15),
         'firmware': Field(str, required=False, choices=FIRMWARES),
         'disk_mode': Field(str, required=False, choices=DISK_MODES),
+        # disk_mode copy: keep the cache entry the copy was made from (by default it goes once the copy is made).
+        'keep_cache': Field(bool, required=False),
         'domain_type': Field(str, required=False, choices=DOMAIN_TYPES),
         'pool': Field(str, required=False, pattern=NAME_RE, max_len=253),
         # Limits of the import (import_job.Limits; the host worker's defaults when not given): the image's virtual

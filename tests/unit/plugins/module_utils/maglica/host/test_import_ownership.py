@@ -132,3 +132,38 @@ def test_qcow2_backing_names_an_overlays_backing_file_only(host):
     assert image_fetch.qcow2_backing(host.disk_of('cpy')) is None
     assert image_fetch.qcow2_backing(host.source) is None
     assert image_fetch.qcow2_backing(host.cache) is None
+
+
+def test_a_copy_drops_the_cache_entry_it_fetched(host):
+    """disk_mode copy (the default): once the image is defined, the entry it was copied from goes, so a host stores
+    the data once (issue 21: bytes per host <= 1.1 x the data)."""
+    data = host.run('job1', 'cpy')
+    assert not os.path.exists(host.cache) and data['cache_kept'] is False
+    assert image_fetch.qcow2_backing(host.disk_of('cpy')) is None, 'the copy must not need the entry'
+    assert host.files() == (sorted([image_fetch.CACHE_DIR, 'cpy.qcow2']), [])
+
+
+def test_keep_cache_keeps_the_entry_for_the_next_import(host):
+    first = host.run('job1', 'cpy', keep_cache=True)
+    inode = os.stat(host.cache).st_ino
+    second = host.run('job2', 'cpy2')
+    assert first['cache_kept'] and not first['cache_hit']
+    assert second['cache_hit'], 'the kept entry was fetched again'
+    # An entry this job did not make (kept by the first) stays after the second copy.
+    assert second['cache_kept'] and os.stat(host.cache).st_ino == inode
+
+
+def test_an_overlay_keeps_the_entry_it_is_backed_by(host):
+    data = host.run('job1', 'ovl', disk_mode='overlay')
+    assert data['cache_kept'] and image_fetch.qcow2_backing(host.disk_of('ovl')) == host.cache
+
+
+def test_a_copy_restarted_after_its_define_drops_the_entry(host):
+    """The host worker restarted between the define and the drop: the reconciled job drops the entry it recorded."""
+    host.run('job1', 'cpy', keep_cache=True)  # as if the drop had not happened yet
+    dom = host.conn.lookupByName('cpy')
+    ownership = clone.Ownership(files={host.cache})
+    ownership.intend_domain('cpy', dom.UUIDString())
+    data = host.run('job1', 'cpy', reconcile=True, ownership=ownership)
+    assert data == {'name': 'cpy', 'reconciled': True}
+    assert not os.path.exists(host.cache)
