@@ -530,9 +530,21 @@ def _no_space(error: OSError) -> bool:
 
 def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress: Optional[Progress] = None,
                    limits: Limits = Limits()) -> Fetched:
-    """Fetch `url` into `part` (sparse, hashed), check it, and rename it to `cache_file`. Returns what was fetched.
-    `part` is removed on any failure; the caller records it before. Bounded by `limits` (bytes, seconds, redirects,
-    file:// directories, the image's virtual size)."""
+    """Fetch `url` into `part` (fetch_verified), make it read-only and rename it to `cache_file`."""
+    fetched, _info = fetch_verified(url, checksum, part, progress, limits, then=lambda: os.chmod(part, 0o444))
+    try:
+        fetched['created'] = settle(part, cache_file)
+    except BaseException:
+        _remove(part)
+        raise
+    return fetched
+
+
+def fetch_verified(url: str, checksum: str, part: str, progress: Optional[Progress] = None, limits: Limits = Limits(),
+                   then: Callable[[], Any] = lambda: None) -> Tuple[Fetched, Dict[str, Any]]:
+    """Fetch `url` into `part` (sparse, hashed) and check it (checksum, image_info); `then` runs once it is checked.
+    Returns what was fetched and qemu-img's info of it. `part` is removed on any failure; the caller records it
+    before. Bounded by `limits` (bytes, seconds, redirects, file:// directories, the image's virtual size)."""
     expected = checksum.split(':', 1)[1]
     deadline = time.monotonic() + limits.max_download_time
     stream, total = open_url(url, limits)
@@ -546,8 +558,7 @@ def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress
             raise MaglicaError('checksum mismatch for %s: expected sha256:%s, got sha256:%s (%d bytes fetched)'
                                % (url, expected, actual, size))
         info = image_info(part, url, limits.max_virtual_size)
-        os.chmod(part, 0o444)  # the cache is a read-only base
-        created = settle(part, cache_file)
+        then()
     except OSError as e:
         _remove(part)
         if _no_space(e):
@@ -558,7 +569,7 @@ def fetch_to_cache(url: str, checksum: str, cache_file: str, part: str, progress
         raise
     finally:
         stream.close()
-    return {'bytes': size, 'format': info['format'], 'virtual_size': info['virtual-size'], 'created': created}
+    return {'bytes': size, 'format': info['format'], 'virtual_size': info['virtual-size']}, info
 
 
 def settle(part: str, cache_file: str) -> bool:
@@ -687,6 +698,8 @@ def run_import(conn: Connect, host_name: str, job_id: str, args: ImportArgs, rec
         raise ConflictError('%s is already defined on %s and this job did not make it' % (name, host_name))
     disk_path = os.path.join(pool_dir, '%s.qcow2' % name)
     part_disk = disk_path + '.part-' + job_id
+    fetch_part = disk_path + '.fetch-' + job_id
+    source, as_is = cache_file, False  # what the disk is made from; as_is: it becomes the disk, renamed
     part_cache = cache_file + '.part-' + job_id
     made: List[str] = []  # files this job made, removed on failure (the cache entry only if this job fetched it)
     dom = None
@@ -700,6 +713,15 @@ def run_import(conn: Connect, host_name: str, job_id: str, args: ImportArgs, rec
         if os.path.exists(cache_file):
             info = image_info(cache_file, url, limits.max_virtual_size)
             fetched = {'bytes': 0, 'format': info['format'], 'virtual_size': info['virtual-size'], 'cache_hit': True}
+        elif drop_cache and not uploaded:
+            # A copy that keeps no cache entry: fetched beside the disk, never into the cache, where another job
+            # could find it. A self-contained qcow2 with no snapshots of its own becomes the disk as it is.
+            ownership.intend_file(fetch_part)
+            made.append(fetch_part)
+            fetched, info = fetch_verified(url, checksum, fetch_part, progress, limits)
+            fetched['cache_hit'] = False
+            source = fetch_part
+            as_is = info['format'] == 'qcow2' and not info.get('snapshots')
         elif uploaded:
             fetched = adopt_upload(uploaded, checksum, cache_file, url, progress, limits.max_virtual_size)
             if fetched.pop('created'):  # recorded once made: a crash before leaves a verified entry, never a loss
@@ -727,9 +749,14 @@ def run_import(conn: Connect, host_name: str, job_id: str, args: ImportArgs, rec
                     raise HostError('the cache entry %s went away before the overlay on it was made' % cache_file)
                 qemu_img('create', '-q', '-f', 'qcow2', '-u', '-b', cache_file, '-F', fetched['format'], part_disk,
                          str(virtual))
+        elif as_is:
+            os.chmod(source, 0o600)
+            os.rename(source, part_disk)
         else:
-            check_room_for_copy(cache_file, fetched['format'], pool_dir, url)
-            qemu_img('convert', '-q', '-O', 'qcow2', pinned(cache_file, fetched['format']), part_disk)
+            check_room_for_copy(source, fetched['format'], pool_dir, url)
+            qemu_img('convert', '-q', '-O', 'qcow2', pinned(source, fetched['format']), part_disk)
+            if source == fetch_part:
+                _remove(fetch_part)
         if args.get('disk_size'):
             if args['disk_size'] < virtual:
                 raise MaglicaError('disk_size %d is smaller than the image (%d bytes): images are grown, never shrunk'

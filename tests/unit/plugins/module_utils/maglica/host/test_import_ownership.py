@@ -82,13 +82,14 @@ def during(monkeypatch, step, action):
 
 def test_a_second_import_of_a_name_never_takes_the_first_ones_disk(host, monkeypatch):
     """Two jobs import `deb` at once (a re-run that the claim did not stop, e.g. a job log lost): the one that ends
-    second is refused when it would name its disk, and its rollback leaves the first one's disk alone."""
+    second is refused when it would name its disk, and its rollback leaves the first one's disk alone. (The second
+    grows its disk: the first runs inside that step.)"""
     def first():
         data = host.run('job1', 'deb')
         return data, os.stat(data['path']).st_ino
-    done = during(monkeypatch, 'convert', first)
+    done = during(monkeypatch, 'resize', first)
     with pytest.raises(MaglicaError) as refused:
-        host.run('job2', 'deb')
+        host.run('job2', 'deb', disk_size=2 * 1048576)
     (data, inode), = done
     assert host.disk_of('deb') == data['path']
     assert os.path.exists(data['path']) and os.stat(data['path']).st_ino == inode, "the first import's disk is kept"
@@ -98,10 +99,11 @@ def test_a_second_import_of_a_name_never_takes_the_first_ones_disk(host, monkeyp
 
 
 def test_a_cache_entry_with_a_dependant_overlay_survives_a_failed_import(host, monkeypatch):
-    """The job that fetched the cache entry fails after an overlay image was made on it: the entry stays."""
+    """The job that fetched the cache entry (kept: keep_cache) fails after an overlay image was made on it: the entry
+    stays."""
     done = during(monkeypatch, 'convert', lambda: host.run('job1', 'ovl', disk_mode='overlay'))
     with pytest.raises(MaglicaError, match='smaller than the image'):
-        host.run('job2', 'deb', disk_size=512)
+        host.run('job2', 'deb', disk_size=512, keep_cache=True)
     (overlay,), = [[d['path']] for d in done]
     assert os.path.exists(host.cache), 'the backing file of the image ovl was deleted'
     assert image_fetch.qcow2_backing(overlay) == host.cache
@@ -167,3 +169,33 @@ def test_a_copy_restarted_after_its_define_drops_the_entry(host):
     data = host.run('job1', 'cpy', reconcile=True, ownership=ownership)
     assert data == {'name': 'cpy', 'reconciled': True}
     assert not os.path.exists(host.cache)
+
+
+def test_a_copy_of_a_fetched_qcow2_is_the_fetched_file_itself(host):
+    """No cache entry kept: the verified download becomes the disk (one write of the data, not two)."""
+    data = host.run('job1', 'cpy')
+    disk = host.disk_of('cpy')
+    assert image_import.file_sha256(disk) == host.checksum, 'the disk is not the fetched file as it was'
+    assert data['fetched_bytes'] == os.path.getsize(host.source) and os.stat(disk).st_mode & 0o777 == 0o600
+
+
+def test_a_fetched_raw_file_or_one_with_snapshots_is_converted(host, tmp_path):
+    raw = str(tmp_path / 'source.raw')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'raw', raw, '1M'], check=True)
+    with_snapshot = str(tmp_path / 'snap.qcow2')
+    subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', with_snapshot, '1M'], check=True)
+    subprocess.run(['qemu-img', 'snapshot', '-c', 'vendor', with_snapshot], check=True)
+    for name, source in (('from-raw', raw), ('from-snap', with_snapshot)):
+        host.source = source
+        host.checksum = image_import.file_sha256(source)
+        host.run('job-' + name, name)
+        info = subprocess.run(['qemu-img', 'info', '--output=json', host.disk_of(name)], stdout=subprocess.PIPE,
+                              universal_newlines=True, check=True).stdout
+        assert '"format": "qcow2"' in info and 'vendor' not in info, info
+    assert host.files() == (sorted([image_fetch.CACHE_DIR, 'from-raw.qcow2', 'from-snap.qcow2']), [])
+
+
+def test_a_failed_fetch_of_a_copy_leaves_nothing(host):
+    with pytest.raises(MaglicaError, match='checksum mismatch'):
+        host.run('job1', 'cpy', checksum='sha256:' + '0' * 64)
+    assert host.files() == ([image_fetch.CACHE_DIR], [])
