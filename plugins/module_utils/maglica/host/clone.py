@@ -186,7 +186,9 @@ def remove_domain(conn: Connect, name: str, disk_paths: Optional[Iterable[str]] 
         try:
             if dom.isActive():
                 dom.destroy()
-            flags = getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0) | getattr(lv, 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 0)
+            # Its snapshots' metadata goes too (libvirt refuses otherwise); internal snapshots live in its disks.
+            flags = getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0) | getattr(lv, 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 0) \
+                | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             dom.undefineFlags(flags)
         except lv.libvirtError as e:
             raise HostError('cannot remove domain %s: %s' % (name, virt.error_text(e)))
