@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, TypedDict
 from xml.sax.saxutils import escape
@@ -35,6 +36,9 @@ QEMU_IMG = 'qemu-img'
 QEMU_IMG_TIMEOUT = 60
 # How long the guest agent may take to freeze or thaw (seconds).
 AGENT_TIMEOUT = 30
+# After a revert to a running state: how long to keep asking the agent to thaw, and how often.
+THAW_WAIT = 20
+THAW_POLL_S = 0.5
 
 
 class _SnapshotArgs(TypedDict):
@@ -151,15 +155,20 @@ def freeze(dom: Domain) -> bool:
         return False
 
 
-def thaw(dom: Domain) -> bool:
-    """Thaw the guest's filesystems; harmless when none is frozen. True when the agent answered."""
+def thaw(dom: Domain, wait: float = 0) -> bool:
+    """Thaw the guest's filesystems; harmless when none is frozen. True when the agent answered. With `wait`, ask
+    again until it answers or `wait` seconds passed (after a revert, libvirt reconnects to the agent first)."""
     lv = virt.libvirt()
     _agent_timeout(dom)
-    try:
-        dom.fsThaw(None, 0)
-        return True
-    except lv.libvirtError:
-        return False
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            dom.fsThaw(None, 0)
+            return True
+        except lv.libvirtError:
+            if time.monotonic() >= deadline:
+                return False
+        time.sleep(THAW_POLL_S)  # polling the agent, within the deadline above
 
 
 def _find(found: List[SnapshotInfo], name: str) -> Optional[SnapshotInfo]:
@@ -202,7 +211,7 @@ def run_snapshot(conn: Connect, host: str, args: SnapshotArgs, reconcile: bool =
         result['changed'] = True
         if dom.isActive() and existing['memory']:
             # Taken frozen (memory: false on a running VM): its memory holds frozen filesystems.
-            result['thawed'] = thaw(dom)
+            result['thawed'] = thaw(dom, wait=THAW_WAIT)
     else:
         root = _check_vm(conn, dom, name, host)
         if existing is None:
