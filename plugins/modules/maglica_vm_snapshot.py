@@ -132,11 +132,6 @@ thawed:
   description: After a revert to a running state, whether the guest agent thawed the filesystems.
   returned: when a revert ran on a running VM
   type: bool
-warnings:
-  description: What the host worker noted (no agent, memory kept by libvirt).
-  returned: when a job ran
-  type: list
-  elements: str
 job:
   description: The host worker's job.
   returned: when a job ran
@@ -178,7 +173,7 @@ def main() -> None:
         outcome['diff'] = {'before_header': where, 'after_header': where,
                            'before': ''.join('%s\n' % n for n in before['snapshots']),
                            'after': ''.join('%s\n' % n for n in after['snapshots'])}
-    for warning in outcome.get('warnings') or []:
+    for warning in outcome.pop('warnings', None) or []:  # what the host worker noted: no agent, memory kept by libvirt
         module.warn(warning)
     module.exit_json(**outcome)
 
