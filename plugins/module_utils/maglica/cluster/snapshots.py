@@ -9,20 +9,19 @@ never used as they come."""
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 from typing import List, Optional, TypedDict
 
 from ..errors import ConflictError, MaglicaError
+from ..protocol import messages
 from . import virt
 from .virt import Domain
 
-# A snapshot name: it becomes a qcow2 snapshot tag and a libvirt name; an allow-list, like VM names.
-SNAPSHOT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}')
-# A description: one line of printable text (it is shown in listings and kept in libvirt's XML).
-DESCRIPTION_RE = re.compile(r'[^\x00-\x1f\x7f]{0,1024}')
-STATES = ('present', 'absent', 'reverted')
-CONSISTENCIES = ('memory', 'quiesced', 'crash', 'offline')
+# A snapshot name (a qcow2 snapshot tag and a libvirt name: an allow-list, like VM names), a description (one line of
+# printable text) and the states asked for: the job protocol's, one definition.
+SNAPSHOT_NAME_RE = messages.SNAPSHOT_NAME_RE
+DESCRIPTION_RE = messages.SNAPSHOT_DESCRIPTION_RE
+STATES = messages.SNAPSHOT_STATES
 # libvirt versions (getLibVersion: major * 1000000 + minor * 1000 + release) that day-two features need.
 EXTERNAL_REVERT_VERSION = 9009000  # reverting external snapshots
 PFLASH_INTERNAL_VERSION = 10009000  # internal snapshots of UEFI (pflash) VMs

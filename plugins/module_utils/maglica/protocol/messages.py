@@ -42,7 +42,8 @@ JOB_ID_RE = re.compile(r'[0-9a-f]{32}')
 SPREAD_GROUP_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}')
 STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
 FINAL_STATES = ('succeeded', 'failed', 'expired')
-# A snapshot's name (a qcow2 snapshot tag and a libvirt name) and description: cluster/snapshots.py's, again here.
+# A snapshot's name (a qcow2 snapshot tag and a libvirt name) and description (one printable line); cluster/snapshots.py
+# parses what users and libvirt give with them.
 SNAPSHOT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}')
 SNAPSHOT_DESCRIPTION_RE = re.compile(r'[^\x00-\x1f\x7f]{0,1024}')
 SNAPSHOT_STATES = ('present', 'absent', 'reverted')

@@ -235,3 +235,15 @@ def test_plan_refuses_in_check_mode_too(conn, cloud_config):
     name, _dom = conn.define(disk_format='raw')
     with pytest.raises(ConflictError, match='not qcow2'):
         controller_snapshots.snapshot(cloud_config, name, 's1', check_mode=True)
+
+
+def test_cli_snapshot_commands_parse():
+    from maglica.controller import cli
+    parser = cli.build_parser()
+    args = parser.parse_args(['vm', 'snapshot', 'create', '--name', 'web1', '--snapshot', 's1', '--memory', '--keep', '2'])
+    assert (args.name, args.snapshot, args.memory, args.keep, args.timeout) == ('web1', 's1', True, 2, 600)
+    assert parser.parse_args(['vm', 'snapshot', 'list', '--name', 'web1', '--json']).json is True
+    for verb in ('revert', 'delete'):
+        assert parser.parse_args(['vm', 'snapshot', verb, '--name', 'web1', '--snapshot', 's1']).snapshot == 's1'
+    with pytest.raises(SystemExit):
+        parser.parse_args(['vm', 'snapshot', 'revert', '--name', 'web1'])
