@@ -247,3 +247,21 @@ def test_cli_snapshot_commands_parse():
         assert parser.parse_args(['vm', 'snapshot', verb, '--name', 'web1', '--snapshot', 's1']).snapshot == 's1'
     with pytest.raises(SystemExit):
         parser.parse_args(['vm', 'snapshot', 'revert', '--name', 'web1'])
+
+
+def test_listing_reads_no_disk_outside_the_pools(conn):
+    """A domain's XML names its disks; only a volume of a pool, inside that pool's directory, is read by qemu-img."""
+    name, _dom = conn.define()
+    run(conn, name, 's1')
+    listing = host_snapshots.list_snapshots(conn, 'a', name)
+    assert [(s['name'], s['size']) for s in listing['snapshots']] == [('s1', 0)]
+    assert listing['warnings'] == ["disk vda is in no libvirt pool: its snapshots' sizes are not read"]
+    pool = conn.storagePoolLookupByName('default-pool')
+    vol = pool.createXML("<volume><name>%s.qcow2</name><capacity>1048576</capacity><target><format type='qcow2'/></target>"
+                         "</volume>" % name, 0)
+    try:
+        assert host_snapshots.pool_disk(conn, '/default-pool/%s.qcow2' % name) == '/default-pool/%s.qcow2' % name
+        assert host_snapshots.pool_disk(conn, '/default-pool/../etc/passwd') is None
+        assert host_snapshots.pool_disk(conn, '/etc/passwd') is None
+    finally:
+        vol.delete(0)
