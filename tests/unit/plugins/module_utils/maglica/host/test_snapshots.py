@@ -265,3 +265,11 @@ def test_listing_reads_no_disk_outside_the_pools(conn):
         assert host_snapshots.pool_disk(conn, '/etc/passwd') is None
     finally:
         vol.delete(0)
+
+
+def test_reconcile_thaws_a_guest_a_dead_worker_left_frozen(conn):
+    name, dom = conn.define()
+    assert dom.fsFreeze(None, 0) > 0  # what a worker killed between freeze and thaw leaves
+    result = run(conn, name, 's1', reconcile=True)
+    assert result['changed'] is True and result['consistency'] == 'quiesced'
+    assert dom.fsThaw(None, 0) == 0, 'nothing left frozen'
