@@ -122,6 +122,9 @@ def test_listing_shows_time_memory_and_size(guest):
                          env=guest.cloud.env, check=False)
     assert cli.returncode == 0, cli.stderr
     assert [s['name'] for s in json.loads(cli.stdout)['snapshots']] == ['disk1', 'crash1', 'mem1']
+    # maglica_vm_info snapshots: true lists the same, per VM; images get none.
+    vms = {v['name']: v for v in maglica_cloud.vm_list_with_snapshots(guest.cloud.config, [VM, IMAGE], [HOST])['vms']}
+    assert [s['name'] for s in vms[VM]['snapshots']] == ['disk1', 'crash1', 'mem1'] and 'snapshots' not in vms[IMAGE]
     # The snapshots live in the clone's own overlay, where qemu-img sees them too.
     assert qemu_img_snapshots(guest.overlay()) == ['disk1', 'crash1', 'mem1']
 
