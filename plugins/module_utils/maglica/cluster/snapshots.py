@@ -108,9 +108,9 @@ def check_internal_support(root: ET.Element, version: int, name: str, host: str)
     """Refuse, naming the reason, what this libvirt cannot snapshot internally: a UEFI (pflash) VM before libvirt
     10.9, a disk that is not qcow2 (raw cannot hold internal snapshots), a disk that is no file."""
     if uses_pflash(root) and version < PFLASH_INTERNAL_VERSION:
+        needed, found = version_text(PFLASH_INTERNAL_VERSION), version_text(version)
         raise ConflictError('%s on %s boots UEFI from pflash: internal snapshots of such VMs need libvirt %s or '
-                            'later, and this host has libvirt %s' % (name, host, version_text(PFLASH_INTERNAL_VERSION),
-                                                                    version_text(version)))
+                            'later, and this host has libvirt %s' % (name, host, needed, found))
     for disk in root.findall('./devices/disk'):
         if disk.get('device', 'disk') != 'disk':
             continue  # CD-ROMs and floppies are read-only: libvirt leaves them out of snapshots
@@ -128,10 +128,9 @@ def check_internal_support(root: ET.Element, version: int, name: str, host: str)
 
 def check_revert_support(snapshot: SnapshotInfo, version: int, name: str, host: str) -> None:
     if snapshot['external'] and version < EXTERNAL_REVERT_VERSION:
+        needed, found = version_text(EXTERNAL_REVERT_VERSION), version_text(version)
         raise ConflictError('snapshot %s of %s on %s is external: reverting external snapshots needs libvirt %s or '
-                            'later, and this host has libvirt %s' % (snapshot['name'], name, host,
-                                                                    version_text(EXTERNAL_REVERT_VERSION),
-                                                                    version_text(version)))
+                            'later, and this host has libvirt %s' % (snapshot['name'], name, host, needed, found))
 
 
 def to_prune(snapshots: List[SnapshotInfo], keep: Optional[int], spare: str) -> List[str]:
