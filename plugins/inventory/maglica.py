@@ -40,6 +40,18 @@ options:
     description: Also list the original images (inactive domains that are not Maglica clones).
     type: bool
     default: false
+  agent_connection:
+    description:
+      - Reach the VMs through their QEMU guest agent instead of SSH, with community.libvirt's C(libvirt_qemu) connection
+        (install the community.libvirt collection). Each running VM gets C(ansible_connection) set to
+        C(community.libvirt.libvirt_qemu), C(ansible_libvirt_uri) set to its hypervisor's libvirt URI (with the
+        TLS certificates of the configuration's C(libvirt.pki_path)), and C(ansible_host) set to its domain name.
+      - The guest needs C(qemu-guest-agent) running and allowing C(guest-exec) and C(guest-file-*) (Debian's does), and no
+        SSH at all. Every command and file of a task goes through the agent, whose calls are slower than SSH.
+      - C(maglica_libvirt_uri) is set on every VM either way.
+    type: bool
+    default: false
+    version_added: 1.1.0
   known_hosts_file:
     description:
       - A file this plugin (re)writes with the known_hosts lines of every clone that has recorded host keys.
@@ -141,7 +153,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             vms = self.fetch()
         if update_cache:
             self._cache[cache_key] = vms
-        self.populate(vms)
+        try:
+            config = self.load_config()
+        except MaglicaError as e:
+            raise AnsibleError('maglica inventory: %s' % e)
+        # Each hypervisor's libvirt URI, from the configuration (never from the cache, which is only data).
+        self.populate(vms, {host.name: config.uri(host) for host in config.hosts})
 
     def addresses(self, name: str, reported: Any) -> List[Dict[str, Any]]:
         """The guest's addresses, parsed again: they may come from the cache, written by an older version.
@@ -160,7 +177,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self.display.warning('maglica inventory: %s: %s' % (name, line))
         return [dict(address) for address in parsed]
 
-    def populate(self, vms: List[VM]) -> None:
+    def populate(self, vms: List[VM], uris: Dict[str, str]) -> None:
         strict = self.get_option('strict')
         known_hosts_file = self.get_option('known_hosts_file')
         known_hosts: List[str] = []
@@ -186,6 +203,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 'maglica_image': entry['image'],
                 'maglica_uuid': entry['uuid'],
                 'maglica_addresses': self.addresses(name, entry.get('addresses')),
+                'maglica_libvirt_uri': uris.get(entry['host']),
             }
             if variables['maglica_addresses']:
                 variables['ansible_host'] = variables['maglica_addresses'][0]['address']
@@ -199,6 +217,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if known_hosts_file and variables['maglica_known_hosts']:
                 known_hosts.extend(variables['maglica_known_hosts'])
                 variables['ansible_ssh_common_args'] = '-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes' % known_hosts_file
+            if self.get_option('agent_connection') and entry.get('active') and variables['maglica_libvirt_uri']:
+                # libvirt_qemu takes the domain's name from ansible_host (else the inventory name).
+                variables.update({'ansible_connection': 'community.libvirt.libvirt_qemu', 'ansible_host': name,
+                                  'ansible_libvirt_uri': variables['maglica_libvirt_uri']})
             for key, value in variables.items():
                 self.inventory.set_variable(name, key, value)
             for group in (group_name('maglica_host', entry['host']), group_name('maglica_state', variables['maglica_state'])):

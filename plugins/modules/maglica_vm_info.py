@@ -30,6 +30,13 @@ options:
         (V(running), V(paused), V(shutoff), V(crashed)...) match too.
     type: list
     elements: str
+  snapshots:
+    description:
+      - Also list each VM's snapshots (RV(vms[].snapshots)), read by its host worker (a read-only job per VM, so the
+        client worker must answer). Original images have none listed.
+    type: bool
+    default: false
+    version_added: 1.1.0
 extends_documentation_fragment:
   - maglica.cloud.maglica
   - maglica.cloud.attributes.info_module
@@ -101,6 +108,16 @@ vms:
     vnc_display:
       description: VNC display number (port - 5900) while it runs.
       type: int
+    snapshots:
+      description:
+        - With O(snapshots=true), the VM's snapshots, oldest first, each with C(name), C(creation_time) (seconds since
+          the epoch), C(state) (the VM's state when taken), C(memory) (whether its RAM is in it), C(external),
+          C(description), C(parent), C(current) and C(size) (bytes of guest memory it holds; an internal snapshot's
+          disk clusters are shared with the live disk and have no size of their own).
+      type: list
+      elements: dict
+      returned: with O(snapshots=true), for VMs that are not original images
+      version_added: 1.1.0
   sample:
     - {name: web1, host: kvm1.example.com, state: running, active: true, image: false, clone_of: debian.original, spread_group: web,
        vcpus: 1, memory_mb: 512, iso: null, vnc_port: 5901, vnc_display: 1, interfaces: [{type: network, mac: '52:54:00:12:34:56'}],
@@ -131,11 +148,16 @@ def main() -> None:
             name=dict(type='list', elements='str', aliases=['names']),
             host=dict(type='list', elements='str'),
             state=dict(type='list', elements='str'),
+            snapshots=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    listing = common.run(module, lambda config: cloud.vm_list(config, p['name'], p['host'], p['state']), 'libvirt')
+    if p['snapshots']:
+        listing = common.run(module, lambda config: cloud.vm_list_with_snapshots(config, p['name'], p['host'], p['state']),
+                             'libvirt', 'zmq')
+    else:
+        listing = common.run(module, lambda config: dict(cloud.vm_list(config, p['name'], p['host'], p['state'])), 'libvirt')
     unreachable = [h['error'] for h in listing['hosts'] if not h['reachable']]
     for error in unreachable:
         module.warn('host not reachable: %s' % error)

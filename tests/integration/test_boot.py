@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from guests import Booted  # pylint: disable=wrong-import-order
 from maglica_testbed import PYTHON, ROOT, TESTBED, ansible_env, run_playbook, wait_until  # pylint: disable=wrong-import-order
 from maglica.controller import cloud as maglica_cloud  # pylint: disable=wrong-import-order
-from maglica.cluster import virt  # pylint: disable=wrong-import-order
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 DOMAIN = 'boot.test'
 BOOT_TIMEOUT = 1500  # four TCG guests booting at once on two shared cores
@@ -35,44 +35,6 @@ def image_machine_id():
     """The machine-id the image builder gives every bootable image (one place: build_bootable.sh)."""
     with open(os.path.join(TESTBED, 'build_bootable.sh')) as handle:
         return re.search(r'^IMAGE_MACHINE_ID=(\w+)$', handle.read(), re.M).group(1)
-
-
-class Booted:
-    """The booted clones: their module/library results, and how to reach them."""
-
-    def __init__(self, testbed, cloud, work):
-        self.testbed = testbed
-        self.cloud = cloud
-        self.work = work
-        self.key = os.path.join(work, 'id_ed25519')
-        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'maglica-test', '-f', self.key], check=True)
-        with open(self.key + '.pub') as handle:
-            self.public_key = handle.read().strip()
-        self.results = {}
-
-    def ssh(self, name, command, known_hosts=None, check=True):
-        """Run `command` as root on the clone over SSH, checking its host key strictly against `known_hosts`."""
-        result = self.results[name]
-        path = os.path.join(self.work, 'known_hosts-%s' % name)
-        with open(path, 'w') as handle:
-            handle.write(''.join('%s\n' % l for l in (result['known_hosts'] if known_hosts is None else known_hosts)))
-        proc = subprocess.run(['ssh', '-F', '/dev/null', '-i', self.key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-                               '-o', 'StrictHostKeyChecking=yes', '-o', 'UserKnownHostsFile=%s' % path,
-                               '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=20',
-                               'root@%s' % result['ip'], command],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, timeout=120, check=False)
-        if check:
-            assert proc.returncode == 0, '%s: %r exited %d: %s' % (name, command, proc.returncode, proc.stderr)
-        return proc
-
-    def leases(self, host):
-        """The DHCP leases of the host's libvirt network `default`: {ip: lease}."""
-        conn = virt.connect(self.testbed.uri(host), readonly=True)
-        try:
-            return {lease['ipaddr']: lease for lease in conn.networkLookupByName('default').DHCPLeases()}
-        finally:
-            conn.close()
 
 
 CLONES = {

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import (
     Any,
     Callable,
@@ -402,6 +403,37 @@ def vm_console(config: Config, args: argparse.Namespace, out: Output) -> None:
         raise MaglicaError('cannot run %s: %s' % (command[0], e.strerror or e))
 
 
+def vm_snapshot_list(config: Config, args: argparse.Namespace, out: Output) -> None:
+    listing = cloud.vm_snapshots(config, args.name, timeout=args.timeout)
+    for warning in listing['warnings']:
+        _stderr(warning)
+    out.table(listing['snapshots'], [
+        ('NAME', 'name'), ('CREATED', lambda s: time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(s['creation_time']))),
+        ('STATE', 'state'), ('MEMORY', 'memory'), ('SIZE', lambda s: _size(s['size'])), ('CURRENT', 'current'),
+        ('DESCRIPTION', lambda s: s['description'] or None)], listing)
+
+
+def vm_snapshot(state: str) -> Command:
+    def command(config: Config, args: argparse.Namespace, out: Output) -> None:
+        result = cloud.vm_snapshot(config, args.name, args.snapshot, state=state, memory=getattr(args, 'memory', False),
+                                   description=getattr(args, 'description', None), keep=getattr(args, 'keep', None),
+                                   timeout=args.timeout)
+        for warning in result.get('warnings') or []:
+            _stderr(warning)
+        done = {'present': 'made', 'absent': 'deleted', 'reverted': 'reverted to'}[state]
+        if result['changed']:
+            text = '%s on %s: %s snapshot %s' % (args.name, result['host'], done, args.snapshot)
+            if result.get('consistency'):
+                text += ' (%s)' % result['consistency']
+        else:
+            text = '%s on %s: snapshot %s %s' % (args.name, result['host'], args.snapshot,
+                                                 'is not there' if state == 'absent' else 'exists already')
+        if result['pruned']:
+            text += '; pruned %s' % ', '.join(result['pruned'])
+        out.message(text, result)
+    return command
+
+
 def log_status(config: Config, args: argparse.Namespace, out: Output) -> None:
     with Client(config) as client:
         job = client.status(args.id)
@@ -559,6 +591,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--size', required=True, type=_size_arg, help='memory with a unit, for example 2G or 512M')
     with_name(command(vms, 'info', vm_info, 'show a VM: its host, state and VNC port'))
     with_name(command(vms, 'console', vm_console, 'attach to its serial console (virsh console)'))
+    snapshot_help = 'internal snapshots of a VM (made, reverted and deleted by its host worker)'
+    snaps = vms.add_parser('snapshot', help=snapshot_help, description=snapshot_help).add_subparsers(
+        dest='snapshot_command', metavar='COMMAND')
+    snaps.required = True
+    sub = with_name(command(snaps, 'list', vm_snapshot_list, 'list its snapshots: time, memory, size'))
+    sub.add_argument('--timeout', type=int, default=120, help='seconds to wait for the listing job (default 120)')
+    for verb, state, text in (('create', 'present', 'make a snapshot (nothing if it exists)'),
+                              ('revert', 'reverted', 'roll the VM back to a snapshot'),
+                              ('delete', 'absent', 'delete a snapshot')):
+        sub = with_name(command(snaps, verb, vm_snapshot(state), text))
+        sub.add_argument('--snapshot', required=True, help='the snapshot name')
+        sub.add_argument('--timeout', type=int, default=600, help='seconds to wait for the job (default 600)')
+        if verb == 'create':
+            sub.add_argument('--memory', action='store_true', help='a running VM: save its memory too')
+            sub.add_argument('--description', help='one line kept with the snapshot')
+            sub.add_argument('--keep', type=int, help='then keep at most this many snapshots (the oldest others go)')
 
     log = group('log', 'the job log of the client worker')
     sub = command(log, 'status', log_status, 'show one job')

@@ -46,6 +46,8 @@ from .image_lifecycle import create_from_vm
 from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
 from .reach import WAIT_FOR, clone_names, interface_addresses
+from .snapshots import SnapshotList, SnapshotResult, add_snapshots, list_snapshots
+from .snapshots import snapshot as vm_snapshot
 from .vm import ensure as ensure_vm
 from .vm import inventory, parse_size, state_word, vm_list
 
@@ -81,6 +83,9 @@ __all__ = [
     'state_word',
     'uri_problems',
     'vm_list',
+    'vm_snapshot',
+    'vm_snapshots',
+    'vm_list_with_snapshots',
 ]
 
 CLONE_MODES = ('full', 'linked')
@@ -557,3 +562,20 @@ def job_info(config: Config, job_id: Optional[str] = None, limit: int = 20, host
         if job_id:
             return [client.status(job_id)]
         return client.recent(limit, host)
+
+
+def vm_snapshots(config: Config, vm: str, timeout: float = 120) -> SnapshotList:
+    """The snapshots of VM `vm` with their sizes (its host worker reads them): see controller.snapshots."""
+    return list_snapshots(config, vm, timeout)
+
+
+def vm_list_with_snapshots(config: Config, patterns: Optional[Sequence[str]] = None, hosts: Optional[Sequence[str]] = None,
+                           states: Optional[Sequence[str]] = None, timeout: float = 120) -> Dict[str, Any]:
+    """vm_list, each VM (not the images) with its `snapshots` as vm_snapshots lists them."""
+    listing = vm_list(config, patterns, hosts, states)
+    add_snapshots(config, listing['vms'], timeout)
+    return dict(listing)
+
+
+# What vm_snapshot returns (controller.snapshots.snapshot).
+VmSnapshotResult = SnapshotResult

@@ -16,7 +16,7 @@ from ..cluster import virt
 from ..cluster.config import Config, Host
 from ..cluster.domains import check_removal, dependants, lookup
 from ..errors import MaglicaError, NotFoundError
-from . import batching, clone
+from . import batching, clone, snapshots
 from .image_copy import CopyArgs, CopyResult, copy_image
 from .image_fetch import ImportArgs, ImportResult, Progress, run_import
 from .image_from_vm import FromVmArgs, FromVmResult, make_from_vm
@@ -150,6 +150,17 @@ def import_image(context: Context, reconcile: bool) -> ImportResult:
                           context.ownership, context.progress, file_dirs=context.config.host_worker['file_url_dirs'])
 
 
+def vm_snapshot(context: Context, reconcile: bool) -> snapshots.SnapshotResult:
+    with virt.Connection(context.config, context.host) as conn:
+        return snapshots.run_snapshot(conn, context.host.name, cast(snapshots.SnapshotArgs, context.args), reconcile)
+
+
+def vm_snapshot_list(context: Context, reconcile: bool) -> snapshots.SnapshotListing:
+    args = cast(snapshots.ListArgs, context.args)
+    with virt.Connection(context.config, context.host, readonly=True) as conn:
+        return snapshots.list_snapshots(conn, context.host.name, args['name'])
+
+
 # An action: (context, reconcile) -> its result data.
 Action = Callable[[Context, bool], Mapping[str, Any]]
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
@@ -161,6 +172,8 @@ ACTIONS: Dict[str, Action] = {
     'image.copy': image_copy,
     'image.from_vm': image_from_vm,
     'image.import': import_image,
+    'vm.snapshot': vm_snapshot,
+    'vm.snapshot_list': vm_snapshot_list,
 }
 
 

@@ -186,7 +186,11 @@ def remove_domain(conn: Connect, name: str, disk_paths: Optional[Iterable[str]] 
         try:
             if dom.isActive():
                 dom.destroy()
-            flags = getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0) | getattr(lv, 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 0)
+            # Its snapshots' metadata goes too (libvirt refuses otherwise; internal snapshots live in the disks
+            # deleted below), and its NVRAM file when it has one.
+            flags = getattr(lv, 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 0) | lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            if ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)).find('./os/nvram') is not None:
+                flags |= getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0)
             dom.undefineFlags(flags)
         except lv.libvirtError as e:
             raise HostError('cannot remove domain %s: %s' % (name, virt.error_text(e)))

@@ -42,6 +42,11 @@ JOB_ID_RE = re.compile(r'[0-9a-f]{32}')
 SPREAD_GROUP_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}')
 STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
 FINAL_STATES = ('succeeded', 'failed', 'expired')
+# A snapshot's name (a qcow2 snapshot tag and a libvirt name) and description (one printable line); cluster/snapshots.py
+# parses what users and libvirt give with them.
+SNAPSHOT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}')
+SNAPSHOT_DESCRIPTION_RE = re.compile(r'[^\x00-\x1f\x7f]{0,1024}')
+SNAPSHOT_STATES = ('present', 'absent', 'reverted')
 # Choices of job arguments, named for the library's options (image_import, the modules' argument specs).
 CLONE_MODES = ('full', 'linked')
 NETWORK_MODES = ('dhcp', 'static')
@@ -304,6 +309,17 @@ ACTIONS = {
         'max_download_time': Field(int, required=False, minimum=1, maximum=86400 * 7),
         'redirect_schemes': Field(list, required=False, max_len=2, items=Field(str, choices=REDIRECT_SCHEMES)),
     },
+    # Snapshots (host/snapshots.py): create (present, then prune the oldest beyond `keep`), revert, delete one
+    # internal snapshot of VM `name`; and list them with their sizes (read-only).
+    'vm.snapshot': {
+        'name': NAME,
+        'snapshot': Field(str, pattern=SNAPSHOT_NAME_RE, max_len=63),
+        'state': Field(str, choices=SNAPSHOT_STATES),
+        'memory': Field(bool, required=False),
+        'description': Field(str, required=False, max_len=1024, pattern=SNAPSHOT_DESCRIPTION_RE),
+        'keep': Field(int, required=False, minimum=1, maximum=1000),
+    },
+    'vm.snapshot_list': {'name': NAME},
 }
 # Production has no test action: the test suite adds its `noop` to this table and actions.ACTIONS itself
 # (tests/noop_action.py). `choices` below are the live table, so such an entry is known wherever it was added.

@@ -76,3 +76,17 @@ def test_hostile_cached_addresses_never_reach_ansible_host_or_known_hosts(tmp_pa
     assert facts['ansible_host'] == '10.0.0.7'
     assert [a['address'] for a in facts['maglica_addresses']] == ['10.0.0.7', '2001:db8::7']
     assert known_hosts.read_text() == 'test,10.0.0.7 %s\n' % KEY
+
+
+def test_agent_connection_goes_through_libvirt_qemu_with_the_host_uri(tmp_path):
+    source = str(tmp_path / 'agent.maglica.yml')
+    with open(source, 'w') as handle:
+        yaml.safe_dump({'plugin': 'maglica.cloud.maglica', 'hosts': [{'name': 'sim', 'uri': 'test:///default'}]}, handle)
+    facts = ansible_inventory(source)[0]['_meta']['hostvars']['test']
+    assert facts['maglica_libvirt_uri'] == 'test:///default' and 'ansible_connection' not in facts
+    with open(source, 'w') as handle:
+        yaml.safe_dump({'plugin': 'maglica.cloud.maglica', 'hosts': [{'name': 'sim', 'uri': 'test:///default'}],
+                        'agent_connection': True}, handle)
+    facts = ansible_inventory(source)[0]['_meta']['hostvars']['test']
+    assert facts['ansible_connection'] == 'community.libvirt.libvirt_qemu'
+    assert facts['ansible_libvirt_uri'] == 'test:///default' and facts['ansible_host'] == 'test'
