@@ -14,6 +14,7 @@ itself over REP, where its key is checked against the job's host.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -29,6 +30,8 @@ from .joblog import JobLog, JobRow, name_key
 LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots')
+# Requests that write the job log: each runs in a transaction (a savepoint of its batch's), the others only read.
+WRITING_REQUESTS = ('submit', 'report')
 SWEEP_INTERVAL = 0.25
 # Actions that make a domain, and the argument naming it: the client worker lets one job at a time make a name.
 CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image', 'image.import': 'name'}
@@ -147,7 +150,11 @@ class ClientWorker(object):
             'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
             'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
             'slots': self.request_slots}
-        return handlers[kind](data)
+        if kind not in WRITING_REQUESTS:
+            return handlers[kind](data)
+        # In a batch, a savepoint: a failing request undoes only itself. Alone, its own transaction.
+        with self.log.transaction():
+            return handlers[kind](data)
 
     def request_submit(self, data: Request) -> Reply:
         """Log a job. A clone's placement and its slot reservation are one step here: the library sends the
@@ -156,7 +163,10 @@ class ClientWorker(object):
         job = data['job']
         if job['host'] not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
-        new = self.log.get(job['id']) is None  # a resent id is answered below, as it was the first time
+        claims = job['action'] in CLAIMED_NAMES or job['action'] in SLOT_ACTIONS
+        # A resent id is answered below, as it was the first time; a job that claims nothing needs no look first
+        # (the log's insert leaves the first submission as it is).
+        new = claims and not self.log.exists(job['id'])
         if new and job['action'] in CLAIMED_NAMES:
             # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
             # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
@@ -180,10 +190,11 @@ class ClientWorker(object):
                            job['host'], job['id'])
         if new and job['action'] in SLOT_ACTIONS:
             self.log.claim('slot', job['id'], job['host'], job['id'])
-        row, created = self.log.add(job, self.config.jobs['ttl'])
+        # Logged as published: its notice goes out once the transaction is committed.
+        row, created = self.log.add(job, self.config.jobs['ttl'], claims=claims, published=True)
         if created:
             LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
-            self.publish([row])
+            self.notices.append(row)
         return {'ok': True, 'job': messages.redact(row)}
 
     def request_slots(self, data: Request) -> Reply:
@@ -325,21 +336,23 @@ class ClientWorker(object):
         return requests
 
     def answer(self, frame: Optional[Frame]) -> Reply:
-        """The reply to one request. Its writes are undone when it fails; never raises."""
+        """The reply to one request. Its writes (and notices) are undone when it fails; never raises."""
         if frame is None:
             return {'ok': False, 'error': 'a request must be one frame'}
+        notices = len(self.notices)
         try:
-            with self.log.transaction():
-                return self.handle(frame)
+            return self.handle(frame)
         except Exception as e:  # a bug must not take the worker down
+            del self.notices[notices:]
             LOG.exception('request failed')
             return {'ok': False, 'error': 'internal error: %s' % e}
 
     def serve_waiting(self, zmq: ZmqModule) -> None:
-        """Answer every waiting request after one commit of the job log: one fsync for all of them."""
+        """Answer every waiting request after one commit of the job log: one fsync for all of them. A request
+        alone is its own transaction (when it writes at all)."""
         requests = self.receive(zmq)
         try:
-            with self.log.transaction():
+            with self.log.transaction() if len(requests) > 1 else contextlib.nullcontext():
                 replies = [self.answer(frame) for _envelope, frame in requests]
         except Exception as e:  # the commit failed (a full disk): nothing of this batch is logged
             LOG.exception('cannot commit the job log')

@@ -74,6 +74,17 @@ class Store(object):
             self.checkpoint()
 
     @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Writes that belong together: inside the caller's transaction when there is one - its savepoint or
+        rollback undoes them when they raise, without a savepoint of their own (two statements fewer) - else in a
+        transaction of their own."""
+        if self.depth:
+            yield
+            return
+        with self.transaction():
+            yield
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Everything inside is committed at once when the outermost block ends. A nested block is a
         savepoint: when it raises, only its own writes are undone and the error goes on."""

@@ -85,16 +85,21 @@ class Record(Store):
         row = self.db.execute('SELECT state, reported FROM jobs WHERE id = ?', (job_id,)).fetchone()
         return row
 
-    def take(self, job: actions.Job) -> None:
-        self.db.execute("INSERT INTO jobs (id, job, state, received) VALUES (?, ?, 'running', ?)",
-                        (job['id'], json.dumps(job), time.time()))
+    def take(self, job: actions.Job) -> bool:
+        """Record a job as running; False when it was taken before (it is never run twice)."""
+        cursor = self.db.execute("INSERT OR IGNORE INTO jobs (id, job, state, received) VALUES (?, ?, 'running', ?)",
+                                 (job['id'], json.dumps(job), time.time()))
+        return cursor.rowcount == 1
 
-    def finish(self, job_id: str, result: Mapping[str, Any]) -> None:
-        """Record a job's result. Its secret arguments are dropped: reconcile never runs a finished job again."""
+    def finish(self, job_id: str, result: Mapping[str, Any], secrets: bool = True, owned: bool = True) -> None:
+        """Record a job's result. Its secret arguments are dropped (`secrets`: it has any) and its ownership records
+        (`owned`: it has any): reconcile never runs a finished job again."""
         self.db.execute("UPDATE jobs SET state = 'done', result = ?, reported = 0, finished = ? WHERE id = ?",
                         (json.dumps(result), time.time(), job_id))
-        self.db.execute('DELETE FROM owned WHERE job_id = ?', (job_id,))  # a finished job never runs again
-        self.drop_secrets(DROP_SECRETS, [job_id])
+        if owned:
+            self.db.execute('DELETE FROM owned WHERE job_id = ?', (job_id,))
+        if secrets:
+            self.drop_secrets(DROP_SECRETS, [job_id])
 
     def report_again(self, job_id: str) -> None:
         self.db.execute("UPDATE jobs SET reported = 0 WHERE id = ? AND state = 'done'", (job_id,))
@@ -121,17 +126,33 @@ class Intents(Store):
     def __init__(self, path: str) -> None:
         super(Intents, self).__init__(path, RECORD_SCHEMA)
         self.lock = threading.Lock()
+        # Jobs of this process that have ownership rows (read on reconcile, or written): the rows a job's end deletes.
+        self.owners: Set[str] = set()
 
-    def ownership(self, job_id: str) -> clone.Ownership:
-        """What the job recorded so far, and where it records more."""
-        with self.lock:
-            rows = self.db.execute('SELECT kind, key, detail FROM owned WHERE job_id = ?', (job_id,)).fetchall()
+    def ownership(self, job_id: str, recorded: bool = True) -> clone.Ownership:
+        """What the job recorded so far, and where it records more. `recorded` False: a job just taken, which cannot
+        have recorded anything yet (the record is read only for a job that ran before: a reconcile)."""
+        rows: List[Tuple[str, str, str]] = []
+        if recorded:
+            with self.lock:
+                rows = self.db.execute('SELECT kind, key, detail FROM owned WHERE job_id = ?', (job_id,)).fetchall()
+                if rows:
+                    self.owners.add(job_id)
 
         def save(kind: str, key: str, detail: str) -> None:
             with self.lock, self.transaction():
                 self.db.execute('INSERT OR REPLACE INTO owned (job_id, kind, key, detail) VALUES (?, ?, ?, ?)',
                                 (job_id, kind, key, detail))
+                self.owners.add(job_id)
         return clone.Ownership.from_rows(rows, save)
+
+    def ended(self, job_id: str) -> bool:
+        """Forget a job that ends; whether it has ownership rows to delete."""
+        with self.lock:
+            if job_id in self.owners:
+                self.owners.discard(job_id)
+                return True
+            return False
 
 
 class Slot:
@@ -218,6 +239,8 @@ class HostWorker(object):
         self.acks: Set[str] = set()
         self.to_fetch: Set[str] = set()
         self.running: Set[str] = set()
+        # Running jobs whose arguments hold secrets: their end drops them from the record.
+        self.secret_jobs: Set[str] = set()
         # {job id: (done, total)} reported by running jobs' threads, sent with the next report (under progress_lock).
         self.progress: Dict[str, Tuple[int, int]] = {}
         self.progress_lock = threading.Lock()
@@ -296,15 +319,15 @@ class HostWorker(object):
         except MessageError as e:
             LOG.warning('dropped a fetched job: %s', e)
             return []
-        new = self.record.get(job['id']) is None
-        if new:
-            self.record.take(job)
+        new = self.record.take(job)
         self.acks.add(job['id'])
         return [job] if new else []
 
     def start(self, job: actions.Job, reconcile: bool = False) -> None:
         LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
         self.running.add(job['id'])
+        if any(key in job['args'] for key in messages.SECRET_ARGS):
+            self.secret_jobs.add(job['id'])
         self.pool.submit(self.execute, job, reconcile)
 
     def execute(self, job: actions.Job, reconcile: bool) -> None:
@@ -320,7 +343,7 @@ class HostWorker(object):
                 around.insert(0, self.batcher.expecting(batch['id'], batch['size']))
             else:
                 around.append(self.batcher.expecting())  # once it runs, as any clone job
-        context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id']),
+        context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id'], reconcile),
                                   lambda done, total: self.set_progress(job['id'], done, total))
         result: actions.Result
         try:
@@ -371,7 +394,9 @@ class HostWorker(object):
             return
         with self.record.transaction():
             for result in results:
-                self.record.finish(result['id'], messages.bound_result(dict(result)))
+                self.record.finish(result['id'], messages.bound_result(dict(result)), secrets=result['id'] in self.secret_jobs,
+                                   owned=self.intents.ended(result['id']))
+                self.secret_jobs.discard(result['id'])
         self.record.checkpoint_if_dropped()
         for result in results:
             self.running.discard(result['id'])
