@@ -80,8 +80,8 @@ JobRow = Dict[str, Any]
 
 
 class JobLog(Store):
-    def __init__(self, path: str) -> None:
-        super(JobLog, self).__init__(path, SCHEMA)
+    def __init__(self, path: str, synced_by_caller: bool = False) -> None:
+        super(JobLog, self).__init__(path, SCHEMA, synced_by_caller)
         present = set(row[1] for row in self.db.execute('PRAGMA table_info(jobs)'))
         for column, kind in ADDED_COLUMNS:
             if column not in present:

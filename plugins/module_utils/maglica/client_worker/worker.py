@@ -5,7 +5,9 @@
 
     python3 -m maglica.client_worker.worker --config /etc/maglica.conf
 
-A job is written to the log before its submitter is answered. A notice of it
+A job is written to the log, and the log is on disk, before its submitter is answered: every reply and notice
+waits for the fsync of the WAL that follows the commit it may depend on (store.WalSync, a thread of its own),
+while the loop takes the next requests - one fsync makes the commits of several batches durable at once. A notice of it
 (id, host, action: never its arguments) is published to its host's topic, and
 published again until that host's worker acknowledges it or its TTL runs out
 (PUB drops messages for absent subscribers). The host worker fetches the job
@@ -23,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDi
 
 from ..cluster.config import Config
 from ..daemon import service
+from ..daemon.store import WalSync
 from ..errors import MessageError
 from ..protocol import curve, messages, transport
 from .joblog import JobLog, JobRow, name_key
@@ -84,7 +87,17 @@ class ClientWorker(object):
         else:
             LOG.warning('CURVE is off (security.curve: false): anyone who reaches ports %d and %d can submit jobs',
                         config.client['pub_port'], config.client['rep_port'])
-        self.log = JobLog(config.jobs['database'])
+        # Commits are made durable by self.syncer before anything that depends on them leaves the worker.
+        self.log = JobLog(config.jobs['database'], synced_by_caller=True)
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.syncer = WalSync(config.jobs['database'], self.wake_write)
+        # Commits that wrote something, counted; total_changes of the log when last counted.
+        self.commits = 0
+        self.changes = self.log.db.total_changes
+        # Replies (ROUTER messages) and notices waiting for the fsync of commit number N: [(N, replies, notices)].
+        self.outgoing: List[Tuple[int, List[List[bytes]], List[JobRow]]] = []
         self.pub.bind(config.bind_endpoint('pub'))
         self.rep.bind(config.bind_endpoint('rep'))
         self.host_names = set(h.name for h in config.hosts)
@@ -111,7 +124,15 @@ class ClientWorker(object):
         LOG.info('CURVE on, %d key(s) allowed: %s', len(self.allowed), ', '.join(sorted(self.allowed.values())))
 
     def close(self) -> None:
+        # Whatever waits for the disk is sent once it is there: one last fsync, here.
+        self.syncer.stop()
+        if self.outgoing and self.syncer.error is None:
+            self.syncer.sync()
+            self.syncer.synced = self.commits
+            self.release()
         self.log.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
         if self.auth is not None:
             self.auth.stop()
         self.pub.close()
@@ -292,11 +313,41 @@ class ClientWorker(object):
         self.log.mark_published([row['id'] for row in rows])
         self.notices.extend(rows)
 
+    def committed(self) -> int:
+        """The number of the last commit that wrote to the log, after asking for its fsync if it is a new one."""
+        changes = self.log.db.total_changes
+        if changes != self.changes:
+            self.changes = changes
+            self.commits += 1
+            self.syncer.want(self.commits)
+        return self.commits
+
+    def send_after_sync(self, replies: List[List[bytes]]) -> None:
+        """Send `replies` and the notices gathered so far once every commit made so far is on disk (they may tell
+        of any of them: a reply that only read may have read a commit still in the page cache)."""
+        commit = self.committed()
+        if replies or self.notices:
+            self.outgoing.append((commit, replies, self.notices))
+            self.notices = []
+        self.release()
+
+    def release(self) -> None:
+        """Send what waited for commits that are on disk now, in order. A failed fsync stops the worker: what it
+        would say might not be durable, so it says nothing (the requesters resend, the restarted worker answers)."""
+        if self.syncer.error is not None:
+            self.outgoing = []
+            raise RuntimeError('the job log cannot be made durable: %s' % self.syncer.error)
+        synced = self.syncer.synced
+        while self.outgoing and self.outgoing[0][0] <= synced:
+            _commit, replies, notices = self.outgoing.pop(0)
+            for reply in replies:
+                self.rep.send_multipart(reply)
+            for row in notices:
+                notice = {'id': row['id'], 'host': row['host'], 'action': row['action']}
+                self.pub.send_multipart([messages.topic(row['host']), messages.encode(notice)])
+
     def send_notices(self) -> None:
-        for row in self.notices:
-            notice = {'id': row['id'], 'host': row['host'], 'action': row['action']}
-            self.pub.send_multipart([messages.topic(row['host']), messages.encode(notice)])
-        self.notices = []
+        self.send_after_sync([])
 
     def sweep(self) -> None:
         """Expire jobs past their TTL and publish again those no host worker has acknowledged."""
@@ -359,19 +410,30 @@ class ClientWorker(object):
             replies = [{'ok': False, 'error': 'internal error: the job log cannot be written: %s' % e}] * len(requests)
             self.notices = []
         self.log.checkpoint_if_dropped()
+        messages_out: List[List[bytes]] = []
         for (envelope, _frame), reply in zip(requests, replies):
             try:
                 data = messages.encode(reply)
             except MessageError as e:  # e.g. a listing too long for one frame
                 data = messages.encode({'ok': False, 'error': 'the reply cannot be sent: %s' % e})
-            self.rep.send_multipart(envelope + [data])
-        self.send_notices()
+            messages_out.append(envelope + [data])
+        self.send_after_sync(messages_out)
 
     def run(self) -> None:
         zmq = transport.zmq()
         LOG.info('client worker pid %d: PUB %s, REP %s', os.getpid(), self.config.bind_endpoint('pub'), self.config.bind_endpoint('rep'))
+        poller = zmq.Poller()
+        poller.register(self.rep, zmq.POLLIN)
+        poller.register(self.wake_read, zmq.POLLIN)
         while not self.stopping:
-            if self.rep.poll(int(SWEEP_INTERVAL * 1000)):
+            events = dict(poller.poll(int(SWEEP_INTERVAL * 1000)))
+            if self.wake_read in events:
+                try:
+                    os.read(self.wake_read, 4096)
+                except BlockingIOError:
+                    pass
+                self.release()
+            if self.rep in events:
                 self.serve_waiting(zmq)
             now = time.monotonic()
             if now - self.last_sweep >= SWEEP_INTERVAL:

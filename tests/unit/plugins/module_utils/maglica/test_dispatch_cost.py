@@ -66,7 +66,11 @@ def request(sock, worker, message):
     sock.send(messages.encode(message))
     assert worker.rep.poll(5000), 'the request reached the client worker'
     worker.serve_waiting(zmq)
-    assert sock.poll(5000)
+
+    def answered():
+        worker.release()  # what the loop does when the WAL's fsync has ended (its thread wakes it)
+        return sock.poll(0)
+    wait_until(answered, 5, 'the reply, once the job log is on disk')
     return messages.validate_reply(message['type'], messages.decode(sock.recv()))
 
 
