@@ -12,36 +12,22 @@ A change that adds statements to every job fails here, not weeks later in `make 
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pytest
 import zmq
 
 from maglica.client_worker import worker as client_worker
-from maglica.cluster import config
 from maglica.controller.client import Client
 from maglica.host import worker as host_worker
 from maglica.protocol import messages
-from unit_helpers import free_ports, wait_until, write_yaml
+from unit_helpers import plain_worker_config, wait_until
 
 JOBS = 20
 # Statements per no-op job, each request in its own batch. Before issue 21's fix: 28.5 (client worker) and
 # 11 (host worker, its job's own statements: take, ownership, finish, outbox, mark_reported).
 MAX_CLIENT_WORKER_STATEMENTS = 10
 MAX_HOST_WORKER_STATEMENTS = 10
-
-
-def write_config(base):
-    pub_port, rep_port = free_ports(2)
-    path = write_yaml(os.path.join(base, 'maglica.conf'), {
-        'hosts': ['kvm1'],
-        'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub_port, 'rep_port': rep_port},
-        'security': {'curve': False, 'key_dir': os.path.join(base, 'keys')},
-        'jobs': {'database': os.path.join(base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 30, 'request_timeout': 5.0},
-        'host_worker': {'state_dir': os.path.join(base, 'state'), 'heartbeat_interval': 30, 'concurrency': 2},
-    })
-    return config.load(path)
 
 
 class Counter(object):
@@ -75,7 +61,7 @@ def request(sock, worker, message):
 
 
 def test_a_noop_job_costs_the_client_worker_few_statements(tmp_path):
-    cfg = write_config(str(tmp_path))
+    cfg = plain_worker_config(str(tmp_path))
     worker = client_worker.ClientWorker(cfg)
     context = zmq.Context()
     library, host = context.socket(zmq.REQ), context.socket(zmq.REQ)
@@ -107,7 +93,7 @@ def test_a_noop_job_costs_the_client_worker_few_statements(tmp_path):
 @pytest.fixture
 def serving_client_worker(tmp_path):
     """A real client worker answering in a thread of this process."""
-    cfg = write_config(str(tmp_path))
+    cfg = plain_worker_config(str(tmp_path))
     worker = client_worker.ClientWorker(cfg)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
