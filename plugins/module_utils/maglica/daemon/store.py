@@ -54,6 +54,19 @@ def drop_secrets_sql(table: str, column: str, prefix: str = '') -> str:
     return 'UPDATE %s SET %s = %s WHERE id = ? AND (%s)' % (table, column, replace, present)
 
 
+def wal_sync(path: str) -> None:
+    """fdatasync the WAL of the database at `path`: every commit so far is on disk after it. When there is no WAL
+    (every connection closed meanwhile), its frames were checkpointed into the database: that file is synced."""
+    try:
+        fd = os.open(path + '-wal', os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 class WalSync(object):
     """Makes the commits of a connection opened with synced_by_caller durable, on a thread of its own: what
     synchronous=FULL does inside COMMIT (one fdatasync of the WAL, after the commit's frames are written), while
@@ -63,14 +76,12 @@ class WalSync(object):
 
     def __init__(self, path: str, wake_fd: int) -> None:
         self.path = path
-        self.wal = path + '-wal'
         self.wake_fd = wake_fd
         self.cond = threading.Condition()
         self.wanted = 0
         self.synced = 0
         self.error: Optional[OSError] = None
         self.stopping = False
-        self.fd: Optional[int] = None
         self.thread = threading.Thread(target=self._run, name='wal-sync', daemon=True)
         self.thread.start()
 
@@ -81,24 +92,7 @@ class WalSync(object):
                 self.cond.notify()
 
     def sync(self) -> None:
-        """fdatasync the WAL (or the database, when there is no WAL: its frames were checkpointed into it)."""
-        try:
-            if self.fd is not None and os.fstat(self.fd).st_ino != os.stat(self.wal).st_ino:
-                os.close(self.fd)  # the WAL was deleted and made again (every connection closed meanwhile)
-                self.fd = None
-            if self.fd is None:
-                self.fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if self.fd is not None:
-                os.close(self.fd)
-                self.fd = None
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            return
-        os.fdatasync(self.fd)
+        wal_sync(self.path)
 
     def _run(self) -> None:
         while True:
@@ -127,9 +121,6 @@ class WalSync(object):
             self.stopping = True
             self.cond.notify()
         self.thread.join()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class Store(object):

@@ -38,7 +38,7 @@ from typing import (
 
 from ..cluster.config import Config
 from ..daemon import service
-from ..daemon.store import Store, drop_secrets_sql
+from ..daemon.store import Store, drop_secrets_sql, wal_sync
 from ..errors import DispatchError, MessageError
 from ..protocol import messages, transport
 from . import actions, batching, clone
@@ -75,10 +75,22 @@ RECORD_KEEP_S = 7 * 86400
 
 
 class Record(Store):
-    """The host worker's own SQLite: jobs it has taken, their results, and which results are not yet taken."""
+    """The host worker's own SQLite: jobs it has taken, their results, and which results are not yet taken.
 
-    def __init__(self, path: str) -> None:
-        super(Record, self).__init__(path, RECORD_SCHEMA)
+    `synced_by_caller` (the host worker's): commits do not wait for the disk, the worker calls sync() where its
+    promises need it - jobs on disk before any of them starts or is acknowledged, results on disk before they
+    are reported. A mark that a result was taken needs no fsync: lost, the result is reported again, and the
+    client worker takes it again without a change."""
+
+    def __init__(self, path: str, synced_by_caller: bool = False) -> None:
+        super(Record, self).__init__(path, RECORD_SCHEMA, synced_by_caller)
+        self.path = path
+        self.synced_by_caller = synced_by_caller
+
+    def sync(self) -> None:
+        """Make every commit so far durable: the fsync of the WAL that synchronous=FULL makes inside COMMIT."""
+        if self.synced_by_caller:
+            wal_sync(self.path)
 
     def get(self, job_id: str) -> Optional[Tuple[str, int]]:
         """(state, reported) of a job taken, None when it was not."""
@@ -210,7 +222,7 @@ class HostWorker(object):
         zmq = transport.zmq()
         self.context = zmq.Context()
         state_dir = config.host_worker['state_dir']
-        self.record = Record(os.path.join(state_dir, '%s.sqlite' % self.name))
+        self.record = Record(os.path.join(state_dir, '%s.sqlite' % self.name), synced_by_caller=True)
         self.intents = Intents(os.path.join(state_dir, '%s.sqlite' % self.name))
         self.sub = self.context.socket(zmq.SUB)
         self.sub.linger = 0
@@ -304,9 +316,11 @@ class HostWorker(object):
             LOG.error('the client worker answered none of the %d job(s) fetched, will retry', len(ids))
             self.backoff_until = time.monotonic() + 5.0
         taken: List[actions.Job] = []
-        with self.record.transaction():  # one commit for every job of the reply; none runs before it
+        with self.record.transaction():  # one commit for every job of the reply; none runs before it is on disk
             for job in reply.get('jobs') or []:
                 taken.extend(self._take(job, ids))
+        if taken:
+            self.record.sync()
         for job in taken:
             self.start(job)
 
@@ -397,6 +411,7 @@ class HostWorker(object):
                 self.record.finish(result['id'], messages.bound_result(dict(result)), secrets=result['id'] in self.secret_jobs,
                                    owned=self.intents.ended(result['id']))
                 self.secret_jobs.discard(result['id'])
+        self.record.sync()  # the results are on disk before they are reported
         self.record.checkpoint_if_dropped()
         for result in results:
             self.running.discard(result['id'])

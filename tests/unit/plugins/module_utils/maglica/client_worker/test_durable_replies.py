@@ -10,7 +10,6 @@ requests while the disk works; the guarantee of synchronous=FULL must stay whole
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 
@@ -19,7 +18,7 @@ import zmq
 
 from maglica.client_worker import worker as client_worker
 from maglica.daemon.store import WalSync
-from maglica.host.worker import Record
+from maglica.host.worker import HostWorker, Record
 from maglica.protocol import messages
 from unit_helpers import plain_worker_config, wait_until
 
@@ -102,15 +101,19 @@ def test_a_failed_fsync_stops_the_worker_without_a_reply(held_worker):
     assert library.poll(300) == 0, 'nothing is said of a commit that may not be on disk'
 
 
-def test_the_job_log_leaves_its_fsync_to_the_worker_and_the_host_record_does_not(tmp_path):
+def test_which_connections_leave_their_fsync_to_their_worker(tmp_path):
     cfg = plain_worker_config(str(tmp_path))
     worker = client_worker.ClientWorker(cfg)
-    record = Record(str(tmp_path / 'state' / 'kvm1.sqlite'))
+    hw = HostWorker(cfg, 'kvm1')
+    record = Record(str(tmp_path / 'other' / 'kvm1.sqlite'))
     try:
-        # 1: NORMAL (the WAL's fsync is WalSync's), 2: FULL (every commit fsyncs the WAL itself).
+        # 1: NORMAL (the WAL's fsync is the worker's), 2: FULL (every commit fsyncs the WAL itself). The ownership
+        # records a job writes before it makes a thing are durable at their commit.
         assert worker.log.db.execute('PRAGMA synchronous').fetchone()[0] == 1
-        assert record.db.execute('PRAGMA synchronous').fetchone()[0] == 2
-        assert os.path.basename(worker.syncer.wal) == 'jobs.sqlite-wal'
+        assert hw.record.db.execute('PRAGMA synchronous').fetchone()[0] == 1
+        assert hw.intents.db.execute('PRAGMA synchronous').fetchone()[0] == 2
+        assert record.db.execute('PRAGMA synchronous').fetchone()[0] == 2, 'FULL unless asked'
     finally:
         record.close()
+        hw.close()
         worker.close()
