@@ -294,19 +294,21 @@ class HostWorker(object):
             # Delivered again: the client worker has not stored our result yet. Send it again, never re-run.
             self.record.report_again(notice['id'])
 
-    def fetch(self) -> None:
-        """Get the jobs we have notices of; record each before it is acknowledged, and start it once."""
+    def fetch(self, start: bool = True) -> List[actions.Job]:
+        """Get the jobs we have notices of; record each before it is acknowledged, and start it once the record is on
+        disk. `start` False: the new jobs are returned, recorded but neither synced nor started (run() syncs them
+        with the results of the same turn, in one fsync, then starts them)."""
         ids = sorted(self.to_fetch)[:256]
         try:
             reply = self.requester.request({'type': 'fetch', 'host': self.name, 'ids': ids}, REPORT_TIMEOUT)
         except DispatchError as e:
             LOG.warning('fetch failed, will retry: %s', e)
             self.backoff_until = time.monotonic() + 1.0
-            return
+            return []
         if not reply.get('ok'):
             LOG.error('the client worker refused our fetch: %s', reply.get('error'))
             self.backoff_until = time.monotonic() + 5.0
-            return
+            return []
         # A reply holds as many jobs as fit one frame: the ids it does not answer stay, for the next fetch (at once).
         answered = set(job.get('id') for job in reply.get('jobs') or [] if isinstance(job, dict))
         answered.update(job_id for job_id in reply.get('gone') or [] if isinstance(job_id, str))
@@ -319,10 +321,13 @@ class HostWorker(object):
         with self.record.transaction():  # one commit for every job of the reply; none runs before it is on disk
             for job in reply.get('jobs') or []:
                 taken.extend(self._take(job, ids))
+        if not start:
+            return taken
         if taken:
             self.record.sync()
         for job in taken:
             self.start(job)
+        return []
 
     def _take(self, fetched: Any, ids: Sequence[str]) -> List[actions.Job]:
         """[job] when it is new and ours: recorded (in the caller's transaction) and acknowledged."""
@@ -396,8 +401,9 @@ class HostWorker(object):
                     del self.progress[job_id]
                     del self.progress_sent[job_id]
 
-    def collect(self) -> None:
-        """Record every finished job's result, in one commit."""
+    def collect(self, sync: bool = True) -> bool:
+        """Record every finished job's result, in one commit, on disk before they are reported - `sync` False: the
+        caller syncs the record before it reports. Whether any was recorded."""
         results: List[actions.Result] = []
         while True:
             try:
@@ -405,17 +411,19 @@ class HostWorker(object):
             except queue.Empty:
                 break
         if not results:
-            return
+            return False
         with self.record.transaction():
             for result in results:
                 self.record.finish(result['id'], messages.bound_result(dict(result)), secrets=result['id'] in self.secret_jobs,
                                    owned=self.intents.ended(result['id']))
                 self.secret_jobs.discard(result['id'])
-        self.record.sync()  # the results are on disk before they are reported
-        self.record.checkpoint_if_dropped()
+        if sync:
+            self.record.sync()
+        self.record.checkpoint_if_dropped()  # (its checkpoint syncs the WAL first)
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
+        return True
 
     def resume(self) -> None:
         """After a restart: jobs recorded as running are reconciled against what exists."""
@@ -499,9 +507,14 @@ class HostWorker(object):
                     self.receive(self.sub.recv_multipart())
                     if len(self.acks) >= REPORT_BATCH:
                         break
-            self.collect()
-            if self.to_fetch and time.monotonic() >= self.backoff_until:
-                self.fetch()
+            # One fsync for the turn: the results it recorded and the jobs it took, before any of those jobs starts
+            # and before the results (and the jobs' acknowledgements) are reported.
+            collected = self.collect(sync=False)
+            taken = self.fetch(start=False) if self.to_fetch and time.monotonic() >= self.backoff_until else []
+            if collected or taken:
+                self.record.sync()
+            for job in taken:
+                self.start(job)
             if self.report_due():
                 self.report()
         self.record.prune()
