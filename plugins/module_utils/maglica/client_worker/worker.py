@@ -35,6 +35,10 @@ LOG = logging.getLogger('maglica.client_worker.worker')
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots')
 # Requests that write the job log: each runs in a transaction (a savepoint of its batch's), the others only read.
 WRITING_REQUESTS = ('submit', 'report')
+# Replies sent without waiting for the fsync of the commits before them: a fetch gives out only jobs whose
+# notices went out, so after their logging was on disk, and an id it says is gone comes back in a notice should
+# the log lose the job's end in a power cut (the job is then as it was on disk, and published again).
+UNSYNCED_REPLIES = ('fetch',)
 SWEEP_INTERVAL = 0.25
 # Actions that make a domain, and the argument naming it: the client worker lets one job at a time make a name.
 CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image', 'image.import': 'name'}
@@ -106,6 +110,8 @@ class ClientWorker(object):
         self.last_sweep = 0.0
         self.last_prune = 0.0
         self.notices: List[JobRow] = []
+        # The kind of the request handle() took last (None when it could not be decoded).
+        self.kind: Optional[str] = None
 
     def _secure(self, zmq: ZmqModule) -> None:
         key_dir = self.config.security['key_dir']
@@ -150,8 +156,10 @@ class ClientWorker(object):
 
     def handle(self, frame: Frame) -> Reply:
         """Answer one request frame. Never raises on bad input: the error goes back as the reply."""
+        self.kind = None
         try:
             kind, data = messages.decode_request(frame.bytes)
+            self.kind = kind
         except MessageError as e:
             LOG.warning('refused a malformed request: %s', e)
             return {'ok': False, 'error': str(e)}
@@ -402,21 +410,30 @@ class ClientWorker(object):
         """Answer every waiting request after one commit of the job log: one fsync for all of them. A request
         alone is its own transaction (when it writes at all)."""
         requests = self.receive(zmq)
+        replies: List[Reply] = []
+        at_once: List[bool] = []
         try:
             with self.log.transaction() if len(requests) > 1 else contextlib.nullcontext():
-                replies = [self.answer(frame) for _envelope, frame in requests]
+                for _envelope, frame in requests:
+                    self.kind = None
+                    replies.append(self.answer(frame))
+                    at_once.append(self.kind in UNSYNCED_REPLIES)
         except Exception as e:  # the commit failed (a full disk): nothing of this batch is logged
             LOG.exception('cannot commit the job log')
             replies = [{'ok': False, 'error': 'internal error: the job log cannot be written: %s' % e}] * len(requests)
+            at_once = [False] * len(requests)
             self.notices = []
         self.log.checkpoint_if_dropped()
         messages_out: List[List[bytes]] = []
-        for (envelope, _frame), reply in zip(requests, replies):
+        for (envelope, _frame), reply, now in zip(requests, replies, at_once):
             try:
                 data = messages.encode(reply)
             except MessageError as e:  # e.g. a listing too long for one frame
                 data = messages.encode({'ok': False, 'error': 'the reply cannot be sent: %s' % e})
-            messages_out.append(envelope + [data])
+            if now:
+                self.rep.send_multipart(envelope + [data])
+            else:
+                messages_out.append(envelope + [data])
         self.send_after_sync(messages_out)
 
     def run(self) -> None:

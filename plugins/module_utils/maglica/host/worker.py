@@ -475,8 +475,12 @@ class HostWorker(object):
         results: List[Dict[str, Any]] = []
         used = 0
         for result in self.record.outbox(REPORT_BATCH):
-            result = messages.bound_result(result)
             size = messages.encoded_size(result) + 1
+            # Bounded when it was recorded (collect); a small result is within every bound, one recorded by an older
+            # version may not be.
+            if size > messages.MAX_RESULT_MESSAGE or len(result.get('data') or {}) > 1024:
+                result = messages.bound_result(result)
+                size = messages.encoded_size(result) + 1
             if used + size > budget:
                 if not results:
                     results.append(unsendable(result, 'it is %d bytes' % size))

@@ -117,3 +117,34 @@ def test_which_connections_leave_their_fsync_to_their_worker(tmp_path):
         record.close()
         hw.close()
         worker.close()
+
+
+def test_a_fetch_is_answered_without_waiting_for_the_fsync_of_others_commits(held_worker):
+    # A host worker fetches only jobs whose notices it got - sent once their logging was on disk - so its fetch
+    # need not wait behind the fsync of a submission that came meanwhile.
+    cfg, worker, library = held_worker
+
+    def answered(sock):
+        worker.release()
+        return sock.poll(0)
+    worker.syncer.gate.set()
+    first = submit(worker, library)
+    wait_until(lambda: answered(library), 10, 'the first job logged')
+    library.recv()
+    worker.syncer.gate.clear()
+    second = submit(worker, library)  # its fsync is held
+    host = zmq.Context.instance().socket(zmq.REQ)
+    host.linger = 0
+    try:
+        host.connect(cfg.endpoint('rep'))
+        host.send(messages.encode({'type': 'fetch', 'host': 'kvm1', 'ids': [first['id']]}))
+        assert worker.rep.poll(5000)
+        worker.serve_waiting(zmq)
+        assert host.poll(5000), 'the fetch is answered at once'
+        assert [j['id'] for j in messages.decode(host.recv())['jobs']] == [first['id']]
+        assert library.poll(0) == 0, 'the second submission is still waiting for its fsync'
+        worker.syncer.gate.set()
+        wait_until(lambda: answered(library), 10, 'the second job logged')
+        assert messages.decode(library.recv())['job']['id'] == second['id']
+    finally:
+        host.close()
