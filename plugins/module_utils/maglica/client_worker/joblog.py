@@ -6,8 +6,9 @@
 A job is written here before its submitter is told its id. States move
 queued -> dispatched -> running -> succeeded | failed | expired.
 
-Writes made inside transaction() share one commit (one fsync): the client worker
-answers every request waiting on its socket after a single commit of them all.
+Writes made inside transaction() share one commit: the client worker answers every
+request waiting on its socket after a single commit of them all. It opens the log with
+synced_by_caller: the fsync of the WAL is its WalSync's, before any reply goes out.
 """
 
 from __future__ import annotations

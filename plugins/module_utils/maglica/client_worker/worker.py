@@ -6,9 +6,9 @@
     python3 -m maglica.client_worker.worker --config /etc/maglica.conf
 
 A job is written to the log, and the log is on disk, before its submitter is answered: every reply and notice
-waits for the fsync of the WAL that follows the commit it may depend on (store.WalSync, a thread of its own),
-while the loop takes the next requests - one fsync makes the commits of several batches durable at once. A notice of it
-(id, host, action: never its arguments) is published to its host's topic, and
+waits for the fsync of the WAL that follows the commits it may depend on (store.WalSync, a thread of its own),
+while the loop takes the next requests - one fsync makes the commits of several batches durable at once.
+A notice of the job (id, host, action: never its arguments) is published to its host's topic, and
 published again until that host's worker acknowledges it or its TTL runs out
 (PUB drops messages for absent subscribers). The host worker fetches the job
 itself over REP, where its key is checked against the job's host.
