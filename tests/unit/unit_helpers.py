@@ -98,3 +98,17 @@ class Daemon(object):
 
 
 __all__ = ['Daemon', 'files_holding', 'free_ports', 'wait_until', 'worker_env', 'write_yaml']
+
+
+def plain_worker_config(base, hosts=('kvm1',)):
+    """The configuration (loaded) of workers without CURVE on free ports, state under `base`: for a client worker
+    and host workers built in the test's own process."""
+    from maglica.cluster import config  # pylint: disable=import-outside-toplevel
+    pub_port, rep_port = free_ports(2)
+    return config.load(write_yaml(os.path.join(base, 'maglica.conf'), {
+        'hosts': list(hosts),
+        'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub_port, 'rep_port': rep_port},
+        'security': {'curve': False, 'key_dir': os.path.join(base, 'keys')},
+        'jobs': {'database': os.path.join(base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 30, 'request_timeout': 5.0},
+        'host_worker': {'state_dir': os.path.join(base, 'state'), 'heartbeat_interval': 30, 'concurrency': 2},
+    }))

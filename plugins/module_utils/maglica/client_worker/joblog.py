@@ -6,8 +6,9 @@
 A job is written here before its submitter is told its id. States move
 queued -> dispatched -> running -> succeeded | failed | expired.
 
-Writes made inside transaction() share one commit (one fsync): the client worker
-answers every request waiting on its socket after a single commit of them all.
+Writes made inside transaction() share one commit: the client worker answers every
+request waiting on its socket after a single commit of them all. It opens the log with
+synced_by_caller: the fsync of the WAL is its WalSync's, before any reply goes out.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 from ..daemon.store import Store, drop_secrets_sql
-from ..protocol.messages import FINAL_STATES
+from ..protocol.messages import SECRET_ARGS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -36,7 +37,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     acked REAL,
     finished REAL,
     late_result TEXT,
-    progress TEXT
+    progress TEXT,
+    secrets INTEGER NOT NULL DEFAULT 1,
+    claims INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_open ON jobs (state) WHERE state IN ('queued', 'dispatched', 'running');
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
@@ -58,7 +61,10 @@ FINAL_STATES_SQL = "('succeeded', 'failed', 'expired')"
 COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
            'created', 'updated', 'expires', 'published', 'acked', 'finished', 'late_result', 'progress')
 # Columns added after the first release, with their type: an older database gets them when opened.
-ADDED_COLUMNS = (('late_result', 'TEXT'), ('progress', 'TEXT'))
+# `secrets` (the job's args hold a messages.SECRET_ARGS entry) and `claims` (it may hold claims) say what a job's
+# end must clean up; a row logged before they existed gets 1 for both, so it is cleaned as every job once was.
+ADDED_COLUMNS = (('late_result', 'TEXT'), ('progress', 'TEXT'), ('secrets', 'INTEGER NOT NULL DEFAULT 1'),
+                 ('claims', 'INTEGER NOT NULL DEFAULT 1'))
 # Between a domain name and a host in the key of a claim on that name for one host: `@` is in no name (NAME_RE).
 NAME_HOST_SEPARATOR = '@'
 
@@ -75,24 +81,38 @@ JobRow = Dict[str, Any]
 
 
 class JobLog(Store):
-    def __init__(self, path: str) -> None:
-        super(JobLog, self).__init__(path, SCHEMA)
+    def __init__(self, path: str, synced_by_caller: bool = False) -> None:
+        super(JobLog, self).__init__(path, SCHEMA, synced_by_caller)
         present = set(row[1] for row in self.db.execute('PRAGMA table_info(jobs)'))
         for column, kind in ADDED_COLUMNS:
             if column not in present:
                 self.db.execute('ALTER TABLE jobs ADD COLUMN %s %s' % (column, kind))
 
-    def add(self, job: Dict[str, Any], default_ttl: float, now: Optional[float] = None) -> Tuple[JobRow, bool]:
-        """Record a validated job as queued. Returns (job row, created) - a resubmitted id is not added twice."""
+    def add(self, job: Dict[str, Any], default_ttl: float, now: Optional[float] = None, claims: bool = True,
+            published: bool = False) -> Tuple[JobRow, bool]:
+        """Record a validated job as queued - or, `published`, as dispatched once (its notice goes out when the
+        caller's transaction is committed). `claims`: the job may hold claims (its end releases them). Returns
+        (job row, created) - a resubmitted id is not added twice, and its row is the one logged the first time."""
         now = now or time.time()
         ttl = job.get('ttl') or default_ttl
-        with self.transaction():
+        args = json.dumps(job['args'], sort_keys=True)
+        secrets = any(key in job['args'] for key in SECRET_ARGS)
+        state, attempts = ('dispatched', 1) if published else ('queued', 0)
+        with self.writing():
             cursor = self.db.execute(
-                'INSERT OR IGNORE INTO jobs (id, host, action, args, state, created, updated, expires) '
-                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
-                (job['id'], job['host'], job['action'], json.dumps(job['args'], sort_keys=True), now, now, now + ttl))
-        row = cast(JobRow, self.get(job['id']))  # there: inserted now, or by the first submission of the id
-        return row, cursor.rowcount == 1
+                'INSERT OR IGNORE INTO jobs (id, host, action, args, state, attempts, created, updated, expires, published, '
+                'secrets, claims) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (job['id'], job['host'], job['action'], args, state, attempts, now, now, now + ttl,
+                 now if published else None, int(secrets), int(claims)))
+        if cursor.rowcount != 1:
+            return cast(JobRow, self.get(job['id'])), False  # there: logged by the first submission of the id
+        # The row as inserted, without reading it back: what _job would make of it.
+        row = dict(zip(COLUMNS, (job['id'], job['host'], job['action'], json.loads(args), state, '', {}, attempts, now, now,
+                                 now + ttl, now if published else None, None, None, None, None)))
+        return row, True
+
+    def exists(self, job_id: str) -> bool:
+        return self.db.execute('SELECT 1 FROM jobs WHERE id = ?', (job_id,)).fetchone() is not None
 
     def holder(self, kind: str, key: str) -> Optional[str]:
         """The id of the open job that holds the claim (kind, key), or None."""
@@ -116,7 +136,7 @@ class JobLog(Store):
         """Take the claim (kind, key) for job_id, in the caller's transaction. Returns the id of the job that
         holds it: job_id, or an open job that took it first. A claim left by an ended job is taken over."""
         now = now or time.time()
-        with self.transaction():
+        with self.writing():
             held = self.holder(kind, key)
             if held is not None:
                 return held
@@ -187,7 +207,7 @@ class JobLog(Store):
 
     def mark_published(self, job_ids: Iterable[str], now: Optional[float] = None) -> None:
         now = now or time.time()
-        with self.transaction():
+        with self.writing():
             self.db.executemany(
                 "UPDATE jobs SET state = CASE state WHEN 'queued' THEN 'dispatched' ELSE state END, "
                 'attempts = attempts + 1, published = ?, updated = ? WHERE id = ?',
@@ -197,19 +217,21 @@ class JobLog(Store):
         """The host's worker has the jobs: they are running. Only jobs of that host count, and only
         while they are waiting: an expired job stays expired (its submitter was told so)."""
         now = now or time.time()
-        with self.transaction():
-            self.db.executemany(
-                "UPDATE jobs SET state = 'running', acked = ?, updated = ? "
-                "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched')",
-                [(now, now, i, host) for i in job_ids])
-            # The host worker has recorded the job: its secrets are not needed here any more.
-            self.drop_secrets(DROP_SECRETS, [i for i in job_ids if self.db.execute(
-                'SELECT 1 FROM jobs WHERE id = ? AND host = ? AND acked IS NOT NULL', (i, host)).fetchone()])
+        with self.writing():
+            # The host worker has recorded the job: its secrets are not needed here any more. A job whose args
+            # hold none has nothing to drop; one acknowledged before, or ended, had them dropped then.
+            for job_id in job_ids:
+                acked = self.db.execute(
+                    "UPDATE jobs SET state = 'running', acked = ?, updated = ? "
+                    "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched') RETURNING secrets",
+                    (now, now, job_id, host)).fetchone()
+                if acked is not None and acked[0]:
+                    self.drop_secrets(DROP_SECRETS, [job_id])
 
     def set_progress(self, host: str, entries: List[Dict[str, Any]], now: Optional[float] = None) -> None:
         """Record how far running jobs of `host` are ({id, done, total}); other hosts' jobs and ended ones are left alone."""
         now = now or time.time()
-        with self.transaction():
+        with self.writing():
             self.db.executemany(
                 "UPDATE jobs SET progress = ?, updated = ? WHERE id = ? AND host = ? AND state NOT IN %s" % FINAL_STATES_SQL,
                 [(json.dumps({'done': e['done'], 'total': e['total']}, sort_keys=True), now, e['id'], host) for e in entries])
@@ -222,23 +244,29 @@ class JobLog(Store):
         kept as its `late_result` - the job stays expired.
         """
         now = now or time.time()
-        with self.transaction():
-            row = self.db.execute('SELECT state FROM jobs WHERE id = ? AND host = ?', (result['id'], host)).fetchone()
-            if row is None:
-                return False
-            if row[0] == 'expired':
-                late = {'status': result['status'], 'message': result.get('message', ''), 'data': result.get('data') or {},
-                        'received': now}
-                self.db.execute('UPDATE jobs SET late_result = ?, updated = ? WHERE id = ?',
-                                (json.dumps(late, sort_keys=True), now, result['id']))
-            elif row[0] not in FINAL_STATES:
-                self.db.execute(
-                    'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, '
-                    'acked = COALESCE(acked, ?) WHERE id = ?',
-                    (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
-                     now, now, now, result['id']))
-            self.drop_secrets(DROP_SECRETS, [result['id']])
-            self.db.execute('DELETE FROM claims WHERE job_id = ?', (result['id'],))
+        with self.writing():
+            # The usual case in one statement: an open job of that host ends.
+            ended = self.db.execute(
+                'UPDATE jobs SET state = ?, message = ?, data = ?, updated = ?, finished = ?, acked = COALESCE(acked, ?) '
+                'WHERE id = ? AND host = ? AND state NOT IN %s RETURNING secrets, claims' % FINAL_STATES_SQL,
+                (result['status'], result.get('message', ''), json.dumps(result.get('data') or {}, sort_keys=True),
+                 now, now, now, result['id'], host)).fetchone()
+            if ended is None:
+                row = self.db.execute('SELECT state, secrets, claims FROM jobs WHERE id = ? AND host = ?',
+                                      (result['id'], host)).fetchone()
+                if row is None:
+                    return False
+                if row[0] == 'expired':
+                    late = {'status': result['status'], 'message': result.get('message', ''),
+                            'data': result.get('data') or {}, 'received': now}
+                    self.db.execute('UPDATE jobs SET late_result = ?, updated = ? WHERE id = ?',
+                                    (json.dumps(late, sort_keys=True), now, result['id']))
+                ended = row[1:]
+            # Secrets and claims go with the job's end: only a job that had them pays for it.
+            if ended[0]:
+                self.drop_secrets(DROP_SECRETS, [result['id']])
+            if ended[1]:
+                self.db.execute('DELETE FROM claims WHERE job_id = ?', (result['id'],))
         return True
 
     def expire(self, now: Optional[float] = None) -> int:

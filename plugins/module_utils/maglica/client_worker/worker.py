@@ -5,8 +5,10 @@
 
     python3 -m maglica.client_worker.worker --config /etc/maglica.conf
 
-A job is written to the log before its submitter is answered. A notice of it
-(id, host, action: never its arguments) is published to its host's topic, and
+A job is written to the log, and the log is on disk, before its submitter is answered: every reply and notice
+waits for the fsync of the WAL that follows the commits it may depend on (store.WalSync, a thread of its own),
+while the loop takes the next requests - one fsync makes the commits of several batches durable at once.
+A notice of the job (id, host, action: never its arguments) is published to its host's topic, and
 published again until that host's worker acknowledges it or its TTL runs out
 (PUB drops messages for absent subscribers). The host worker fetches the job
 itself over REP, where its key is checked against the job's host.
@@ -14,6 +16,7 @@ itself over REP, where its key is checked against the job's host.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -22,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDi
 
 from ..cluster.config import Config
 from ..daemon import service
+from ..daemon.store import WalSync
 from ..errors import MessageError
 from ..protocol import curve, messages, transport
 from .joblog import JobLog, JobRow, name_key
@@ -29,6 +33,12 @@ from .joblog import JobLog, JobRow, name_key
 LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots')
+# Requests that write the job log: each runs in a transaction (a savepoint of its batch's), the others only read.
+WRITING_REQUESTS = ('submit', 'report')
+# Replies sent without waiting for the fsync of the commits before them: a fetch gives out only jobs whose
+# notices went out, so after their logging was on disk, and an id it says is gone comes back in a notice should
+# the log lose the job's end in a power cut (the job is then as it was on disk, and published again).
+UNSYNCED_REPLIES = ('fetch',)
 SWEEP_INTERVAL = 0.25
 # Actions that make a domain, and the argument naming it: the client worker lets one job at a time make a name.
 CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image', 'image.import': 'name'}
@@ -81,7 +91,17 @@ class ClientWorker(object):
         else:
             LOG.warning('CURVE is off (security.curve: false): anyone who reaches ports %d and %d can submit jobs',
                         config.client['pub_port'], config.client['rep_port'])
-        self.log = JobLog(config.jobs['database'])
+        # Commits are made durable by self.syncer before anything that depends on them leaves the worker.
+        self.log = JobLog(config.jobs['database'], synced_by_caller=True)
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.syncer = WalSync(config.jobs['database'], self.wake_write)
+        # Commits that wrote something, counted; total_changes of the log when last counted.
+        self.commits = 0
+        self.changes = self.log.db.total_changes
+        # Replies (ROUTER messages) and notices waiting for the fsync of commit number N: [(N, replies, notices)].
+        self.outgoing: List[Tuple[int, List[List[bytes]], List[JobRow]]] = []
         self.pub.bind(config.bind_endpoint('pub'))
         self.rep.bind(config.bind_endpoint('rep'))
         self.host_names = set(h.name for h in config.hosts)
@@ -90,6 +110,8 @@ class ClientWorker(object):
         self.last_sweep = 0.0
         self.last_prune = 0.0
         self.notices: List[JobRow] = []
+        # The kind of the request handle() took last (None when it could not be decoded).
+        self.kind: Optional[str] = None
 
     def _secure(self, zmq: ZmqModule) -> None:
         key_dir = self.config.security['key_dir']
@@ -108,7 +130,15 @@ class ClientWorker(object):
         LOG.info('CURVE on, %d key(s) allowed: %s', len(self.allowed), ', '.join(sorted(self.allowed.values())))
 
     def close(self) -> None:
+        # Whatever waits for the disk is sent once it is there: one last fsync, here.
+        self.syncer.stop()
+        if self.outgoing and self.syncer.error is None:
+            self.syncer.sync()
+            self.syncer.synced = self.commits
+            self.release()
         self.log.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
         if self.auth is not None:
             self.auth.stop()
         self.pub.close()
@@ -126,8 +156,10 @@ class ClientWorker(object):
 
     def handle(self, frame: Frame) -> Reply:
         """Answer one request frame. Never raises on bad input: the error goes back as the reply."""
+        self.kind = None
         try:
             kind, data = messages.decode_request(frame.bytes)
+            self.kind = kind
         except MessageError as e:
             LOG.warning('refused a malformed request: %s', e)
             return {'ok': False, 'error': str(e)}
@@ -147,7 +179,11 @@ class ClientWorker(object):
             'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
             'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
             'slots': self.request_slots}
-        return handlers[kind](data)
+        if kind not in WRITING_REQUESTS:
+            return handlers[kind](data)
+        # In a batch, a savepoint: a failing request undoes only itself. Alone, its own transaction.
+        with self.log.transaction():
+            return handlers[kind](data)
 
     def request_submit(self, data: Request) -> Reply:
         """Log a job. A clone's placement and its slot reservation are one step here: the library sends the
@@ -156,7 +192,10 @@ class ClientWorker(object):
         job = data['job']
         if job['host'] not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
-        new = self.log.get(job['id']) is None  # a resent id is answered below, as it was the first time
+        claims = job['action'] in CLAIMED_NAMES or job['action'] in SLOT_ACTIONS
+        # A resent id is answered below, as it was the first time; a job that claims nothing needs no look first
+        # (the log's insert leaves the first submission as it is).
+        new = claims and not self.log.exists(job['id'])
         if new and job['action'] in CLAIMED_NAMES:
             # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
             # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
@@ -180,10 +219,11 @@ class ClientWorker(object):
                            job['host'], job['id'])
         if new and job['action'] in SLOT_ACTIONS:
             self.log.claim('slot', job['id'], job['host'], job['id'])
-        row, created = self.log.add(job, self.config.jobs['ttl'])
+        # Logged as published: its notice goes out once the transaction is committed.
+        row, created = self.log.add(job, self.config.jobs['ttl'], claims=claims, published=True)
         if created:
             LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
-            self.publish([row])
+            self.notices.append(row)
         return {'ok': True, 'job': messages.redact(row)}
 
     def request_slots(self, data: Request) -> Reply:
@@ -281,11 +321,41 @@ class ClientWorker(object):
         self.log.mark_published([row['id'] for row in rows])
         self.notices.extend(rows)
 
+    def committed(self) -> int:
+        """The number of the last commit that wrote to the log, after asking for its fsync if it is a new one."""
+        changes = self.log.db.total_changes
+        if changes != self.changes:
+            self.changes = changes
+            self.commits += 1
+            self.syncer.want(self.commits)
+        return self.commits
+
+    def send_after_sync(self, replies: List[List[bytes]]) -> None:
+        """Send `replies` and the notices gathered so far once every commit made so far is on disk (they may tell
+        of any of them: a reply that only read may have read a commit still in the page cache)."""
+        commit = self.committed()
+        if replies or self.notices:
+            self.outgoing.append((commit, replies, self.notices))
+            self.notices = []
+        self.release()
+
+    def release(self) -> None:
+        """Send what waited for commits that are on disk now, in order. A failed fsync stops the worker: what it
+        would say might not be durable, so it says nothing (the requesters resend, the restarted worker answers)."""
+        if self.syncer.error is not None:
+            self.outgoing = []
+            raise RuntimeError('the job log cannot be made durable: %s' % self.syncer.error)
+        synced = self.syncer.synced
+        while self.outgoing and self.outgoing[0][0] <= synced:
+            _commit, replies, notices = self.outgoing.pop(0)
+            for reply in replies:
+                self.rep.send_multipart(reply)
+            for row in notices:
+                notice = {'id': row['id'], 'host': row['host'], 'action': row['action']}
+                self.pub.send_multipart([messages.topic(row['host']), messages.encode(notice)])
+
     def send_notices(self) -> None:
-        for row in self.notices:
-            notice = {'id': row['id'], 'host': row['host'], 'action': row['action']}
-            self.pub.send_multipart([messages.topic(row['host']), messages.encode(notice)])
-        self.notices = []
+        self.send_after_sync([])
 
     def sweep(self) -> None:
         """Expire jobs past their TTL and publish again those no host worker has acknowledged."""
@@ -325,40 +395,62 @@ class ClientWorker(object):
         return requests
 
     def answer(self, frame: Optional[Frame]) -> Reply:
-        """The reply to one request. Its writes are undone when it fails; never raises."""
+        """The reply to one request. Its writes (and notices) are undone when it fails; never raises."""
         if frame is None:
             return {'ok': False, 'error': 'a request must be one frame'}
+        notices = len(self.notices)
         try:
-            with self.log.transaction():
-                return self.handle(frame)
+            return self.handle(frame)
         except Exception as e:  # a bug must not take the worker down
+            del self.notices[notices:]
             LOG.exception('request failed')
             return {'ok': False, 'error': 'internal error: %s' % e}
 
     def serve_waiting(self, zmq: ZmqModule) -> None:
-        """Answer every waiting request after one commit of the job log: one fsync for all of them."""
+        """Answer every waiting request after one commit of the job log: one fsync for all of them. A request
+        alone is its own transaction (when it writes at all)."""
         requests = self.receive(zmq)
+        replies: List[Reply] = []
+        at_once: List[bool] = []
         try:
-            with self.log.transaction():
-                replies = [self.answer(frame) for _envelope, frame in requests]
+            with self.log.transaction() if len(requests) > 1 else contextlib.nullcontext():
+                for _envelope, frame in requests:
+                    self.kind = None
+                    replies.append(self.answer(frame))
+                    at_once.append(self.kind in UNSYNCED_REPLIES)
         except Exception as e:  # the commit failed (a full disk): nothing of this batch is logged
             LOG.exception('cannot commit the job log')
             replies = [{'ok': False, 'error': 'internal error: the job log cannot be written: %s' % e}] * len(requests)
+            at_once = [False] * len(requests)
             self.notices = []
         self.log.checkpoint_if_dropped()
-        for (envelope, _frame), reply in zip(requests, replies):
+        messages_out: List[List[bytes]] = []
+        for (envelope, _frame), reply, now in zip(requests, replies, at_once):
             try:
                 data = messages.encode(reply)
             except MessageError as e:  # e.g. a listing too long for one frame
                 data = messages.encode({'ok': False, 'error': 'the reply cannot be sent: %s' % e})
-            self.rep.send_multipart(envelope + [data])
-        self.send_notices()
+            if now:
+                self.rep.send_multipart(envelope + [data])
+            else:
+                messages_out.append(envelope + [data])
+        self.send_after_sync(messages_out)
 
     def run(self) -> None:
         zmq = transport.zmq()
         LOG.info('client worker pid %d: PUB %s, REP %s', os.getpid(), self.config.bind_endpoint('pub'), self.config.bind_endpoint('rep'))
+        poller = zmq.Poller()
+        poller.register(self.rep, zmq.POLLIN)
+        poller.register(self.wake_read, zmq.POLLIN)
         while not self.stopping:
-            if self.rep.poll(int(SWEEP_INTERVAL * 1000)):
+            events = dict(poller.poll(int(SWEEP_INTERVAL * 1000)))
+            if self.wake_read in events:
+                try:
+                    os.read(self.wake_read, 4096)
+                except BlockingIOError:
+                    pass
+                self.release()
+            if self.rep in events:
                 self.serve_waiting(zmq)
             now = time.monotonic()
             if now - self.last_sweep >= SWEEP_INTERVAL:

@@ -6,23 +6,32 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
-from typing import Iterable, Iterator, List
+import threading
+from typing import Iterable, Iterator, List, Optional
 
 from .. import private
 from ..protocol.messages import SECRET_ARGS
 
+LOG = logging.getLogger('maglica.daemon.store')
 
-def open_database(path: str) -> sqlite3.Connection:
-    """Open (creating) an SQLite database in WAL mode with durable commits, readable by its owner only."""
+
+def open_database(path: str, synced_by_caller: bool = False) -> sqlite3.Connection:
+    """Open (creating) an SQLite database in WAL mode with durable commits, readable by its owner only.
+
+    `synced_by_caller`: a commit does not wait for the disk (synchronous=NORMAL); the caller makes it durable with
+    WalSync before it tells anyone of it - the fsync of the WAL that synchronous=FULL does inside COMMIT, moved off
+    the caller's thread."""
     # The directory 0700 and the file 0600 before SQLite opens it: its -wal and -shm get the file's mode.
     private.make_dir(os.path.dirname(os.path.abspath(path)))
     private.make_file(path)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute('PRAGMA journal_mode=WAL')
-    # FULL: a commit survives a power cut, not only a process kill.
-    db.execute('PRAGMA synchronous=FULL')
+    # FULL: a commit survives a power cut, not only a process kill. NORMAL writes the WAL without an fsync at
+    # commit (it still syncs the WAL's header and at checkpoints): that part is WalSync's, before anyone is told.
+    db.execute('PRAGMA synchronous=NORMAL' if synced_by_caller else 'PRAGMA synchronous=FULL')
     db.execute('PRAGMA busy_timeout=5000')
     # A dropped secret is overwritten with zeros in the file, not only unlinked from its page.
     db.execute('PRAGMA secure_delete=ON')
@@ -45,11 +54,80 @@ def drop_secrets_sql(table: str, column: str, prefix: str = '') -> str:
     return 'UPDATE %s SET %s = %s WHERE id = ? AND (%s)' % (table, column, replace, present)
 
 
+def wal_sync(path: str) -> None:
+    """fdatasync the WAL of the database at `path`: every commit so far is on disk after it. When there is no WAL
+    (every connection closed meanwhile), its frames were checkpointed into the database: that file is synced."""
+    try:
+        fd = os.open(path + '-wal', os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+class WalSync(object):
+    """Makes the commits of a connection opened with synced_by_caller durable, on a thread of its own: what
+    synchronous=FULL does inside COMMIT (one fdatasync of the WAL, after the commit's frames are written), while
+    the caller goes on with its next requests. want(n) asks for everything committed up to the caller's n-th
+    commit; `synced` is the last n on disk. Each time it grows, one byte is written to `wake_fd` (a pipe the
+    caller polls). A failed fsync is kept in `error`: nothing after it may be called durable."""
+
+    def __init__(self, path: str, wake_fd: int) -> None:
+        self.path = path
+        self.wake_fd = wake_fd
+        self.cond = threading.Condition()
+        self.wanted = 0
+        self.synced = 0
+        self.error: Optional[OSError] = None
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name='wal-sync', daemon=True)
+        self.thread.start()
+
+    def want(self, commit: int) -> None:
+        with self.cond:
+            if commit > self.wanted:
+                self.wanted = commit
+                self.cond.notify()
+
+    def sync(self) -> None:
+        wal_sync(self.path)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.wanted <= self.synced and not self.stopping and self.error is None:
+                    self.cond.wait()
+                if self.stopping or self.error is not None:
+                    return
+                target = self.wanted
+            try:
+                self.sync()
+            except OSError as e:
+                LOG.critical('cannot make the database %s durable: %s', self.path, e)
+                with self.cond:
+                    self.error = e
+            else:
+                with self.cond:
+                    self.synced = target
+            try:
+                os.write(self.wake_fd, b'.')
+            except BlockingIOError:  # the pipe is full: the caller is woken already
+                pass
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join()
+
+
 class Store(object):
     """An SQLite database from open_database, with `schema` applied, whose writes can share one commit."""
 
-    def __init__(self, path: str, schema: str) -> None:
-        self.db = open_database(path)
+    def __init__(self, path: str, schema: str, synced_by_caller: bool = False) -> None:
+        self.db = open_database(path, synced_by_caller)
         self.db.executescript(schema)
         self.depth = 0
         # Secrets dropped since the last checkpoint: their old pages may still be in the WAL.
@@ -72,6 +150,17 @@ class Store(object):
     def checkpoint_if_dropped(self) -> None:
         if self.dropped:
             self.checkpoint()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Writes that belong together: inside the caller's transaction when there is one - its savepoint or
+        rollback undoes them when they raise, without a savepoint of their own (two statements fewer) - else in a
+        transaction of their own."""
+        if self.depth:
+            yield
+            return
+        with self.transaction():
+            yield
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

@@ -38,7 +38,7 @@ from typing import (
 
 from ..cluster.config import Config
 from ..daemon import service
-from ..daemon.store import Store, drop_secrets_sql
+from ..daemon.store import Store, drop_secrets_sql, wal_sync
 from ..errors import DispatchError, MessageError
 from ..protocol import messages, transport
 from . import actions, batching, clone
@@ -75,26 +75,43 @@ RECORD_KEEP_S = 7 * 86400
 
 
 class Record(Store):
-    """The host worker's own SQLite: jobs it has taken, their results, and which results are not yet taken."""
+    """The host worker's own SQLite: jobs it has taken, their results, and which results are not yet taken.
 
-    def __init__(self, path: str) -> None:
-        super(Record, self).__init__(path, RECORD_SCHEMA)
+    `synced_by_caller` (the host worker's): commits do not wait for the disk, the worker calls sync() where its
+    promises need it - jobs on disk before any of them starts or is acknowledged, results on disk before they
+    are reported. A mark that a result was taken needs no fsync: lost, the result is reported again, and the
+    client worker takes it again without a change."""
+
+    def __init__(self, path: str, synced_by_caller: bool = False) -> None:
+        super(Record, self).__init__(path, RECORD_SCHEMA, synced_by_caller)
+        self.path = path
+        self.synced_by_caller = synced_by_caller
+
+    def sync(self) -> None:
+        """Make every commit so far durable: the fsync of the WAL that synchronous=FULL makes inside COMMIT."""
+        if self.synced_by_caller:
+            wal_sync(self.path)
 
     def get(self, job_id: str) -> Optional[Tuple[str, int]]:
         """(state, reported) of a job taken, None when it was not."""
         row = self.db.execute('SELECT state, reported FROM jobs WHERE id = ?', (job_id,)).fetchone()
         return row
 
-    def take(self, job: actions.Job) -> None:
-        self.db.execute("INSERT INTO jobs (id, job, state, received) VALUES (?, ?, 'running', ?)",
-                        (job['id'], json.dumps(job), time.time()))
+    def take(self, job: actions.Job) -> bool:
+        """Record a job as running; False when it was taken before (it is never run twice)."""
+        cursor = self.db.execute("INSERT OR IGNORE INTO jobs (id, job, state, received) VALUES (?, ?, 'running', ?)",
+                                 (job['id'], json.dumps(job), time.time()))
+        return cursor.rowcount == 1
 
-    def finish(self, job_id: str, result: Mapping[str, Any]) -> None:
-        """Record a job's result. Its secret arguments are dropped: reconcile never runs a finished job again."""
+    def finish(self, job_id: str, result: Mapping[str, Any], secrets: bool = True, owned: bool = True) -> None:
+        """Record a job's result. Its secret arguments are dropped (`secrets`: it has any) and its ownership records
+        (`owned`: it has any): reconcile never runs a finished job again."""
         self.db.execute("UPDATE jobs SET state = 'done', result = ?, reported = 0, finished = ? WHERE id = ?",
                         (json.dumps(result), time.time(), job_id))
-        self.db.execute('DELETE FROM owned WHERE job_id = ?', (job_id,))  # a finished job never runs again
-        self.drop_secrets(DROP_SECRETS, [job_id])
+        if owned:
+            self.db.execute('DELETE FROM owned WHERE job_id = ?', (job_id,))
+        if secrets:
+            self.drop_secrets(DROP_SECRETS, [job_id])
 
     def report_again(self, job_id: str) -> None:
         self.db.execute("UPDATE jobs SET reported = 0 WHERE id = ? AND state = 'done'", (job_id,))
@@ -121,17 +138,33 @@ class Intents(Store):
     def __init__(self, path: str) -> None:
         super(Intents, self).__init__(path, RECORD_SCHEMA)
         self.lock = threading.Lock()
+        # Jobs of this process that have ownership rows (read on reconcile, or written): the rows a job's end deletes.
+        self.owners: Set[str] = set()
 
-    def ownership(self, job_id: str) -> clone.Ownership:
-        """What the job recorded so far, and where it records more."""
-        with self.lock:
-            rows = self.db.execute('SELECT kind, key, detail FROM owned WHERE job_id = ?', (job_id,)).fetchall()
+    def ownership(self, job_id: str, recorded: bool = True) -> clone.Ownership:
+        """What the job recorded so far, and where it records more. `recorded` False: a job just taken, which cannot
+        have recorded anything yet (the record is read only for a job that ran before: a reconcile)."""
+        rows: List[Tuple[str, str, str]] = []
+        if recorded:
+            with self.lock:
+                rows = self.db.execute('SELECT kind, key, detail FROM owned WHERE job_id = ?', (job_id,)).fetchall()
+                if rows:
+                    self.owners.add(job_id)
 
         def save(kind: str, key: str, detail: str) -> None:
             with self.lock, self.transaction():
                 self.db.execute('INSERT OR REPLACE INTO owned (job_id, kind, key, detail) VALUES (?, ?, ?, ?)',
                                 (job_id, kind, key, detail))
+                self.owners.add(job_id)
         return clone.Ownership.from_rows(rows, save)
+
+    def ended(self, job_id: str) -> bool:
+        """Forget a job that ends; whether it has ownership rows to delete."""
+        with self.lock:
+            if job_id in self.owners:
+                self.owners.discard(job_id)
+                return True
+            return False
 
 
 class Slot:
@@ -189,7 +222,7 @@ class HostWorker(object):
         zmq = transport.zmq()
         self.context = zmq.Context()
         state_dir = config.host_worker['state_dir']
-        self.record = Record(os.path.join(state_dir, '%s.sqlite' % self.name))
+        self.record = Record(os.path.join(state_dir, '%s.sqlite' % self.name), synced_by_caller=True)
         self.intents = Intents(os.path.join(state_dir, '%s.sqlite' % self.name))
         self.sub = self.context.socket(zmq.SUB)
         self.sub.linger = 0
@@ -218,6 +251,8 @@ class HostWorker(object):
         self.acks: Set[str] = set()
         self.to_fetch: Set[str] = set()
         self.running: Set[str] = set()
+        # Running jobs whose arguments hold secrets: their end drops them from the record.
+        self.secret_jobs: Set[str] = set()
         # {job id: (done, total)} reported by running jobs' threads, sent with the next report (under progress_lock).
         self.progress: Dict[str, Tuple[int, int]] = {}
         self.progress_lock = threading.Lock()
@@ -259,19 +294,21 @@ class HostWorker(object):
             # Delivered again: the client worker has not stored our result yet. Send it again, never re-run.
             self.record.report_again(notice['id'])
 
-    def fetch(self) -> None:
-        """Get the jobs we have notices of; record each before it is acknowledged, and start it once."""
+    def fetch(self, start: bool = True) -> List[actions.Job]:
+        """Get the jobs we have notices of; record each before it is acknowledged, and start it once the record is on
+        disk. `start` False: the new jobs are returned, recorded but neither synced nor started (run() syncs them
+        with the results of the same turn, in one fsync, then starts them)."""
         ids = sorted(self.to_fetch)[:256]
         try:
             reply = self.requester.request({'type': 'fetch', 'host': self.name, 'ids': ids}, REPORT_TIMEOUT)
         except DispatchError as e:
             LOG.warning('fetch failed, will retry: %s', e)
             self.backoff_until = time.monotonic() + 1.0
-            return
+            return []
         if not reply.get('ok'):
             LOG.error('the client worker refused our fetch: %s', reply.get('error'))
             self.backoff_until = time.monotonic() + 5.0
-            return
+            return []
         # A reply holds as many jobs as fit one frame: the ids it does not answer stay, for the next fetch (at once).
         answered = set(job.get('id') for job in reply.get('jobs') or [] if isinstance(job, dict))
         answered.update(job_id for job_id in reply.get('gone') or [] if isinstance(job_id, str))
@@ -281,11 +318,16 @@ class HostWorker(object):
             LOG.error('the client worker answered none of the %d job(s) fetched, will retry', len(ids))
             self.backoff_until = time.monotonic() + 5.0
         taken: List[actions.Job] = []
-        with self.record.transaction():  # one commit for every job of the reply; none runs before it
+        with self.record.transaction():  # one commit for every job of the reply; none runs before it is on disk
             for job in reply.get('jobs') or []:
                 taken.extend(self._take(job, ids))
+        if not start:
+            return taken
+        if taken:
+            self.record.sync()
         for job in taken:
             self.start(job)
+        return []
 
     def _take(self, fetched: Any, ids: Sequence[str]) -> List[actions.Job]:
         """[job] when it is new and ours: recorded (in the caller's transaction) and acknowledged."""
@@ -296,15 +338,15 @@ class HostWorker(object):
         except MessageError as e:
             LOG.warning('dropped a fetched job: %s', e)
             return []
-        new = self.record.get(job['id']) is None
-        if new:
-            self.record.take(job)
+        new = self.record.take(job)
         self.acks.add(job['id'])
         return [job] if new else []
 
     def start(self, job: actions.Job, reconcile: bool = False) -> None:
         LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
         self.running.add(job['id'])
+        if any(key in job['args'] for key in messages.SECRET_ARGS):
+            self.secret_jobs.add(job['id'])
         self.pool.submit(self.execute, job, reconcile)
 
     def execute(self, job: actions.Job, reconcile: bool) -> None:
@@ -320,7 +362,7 @@ class HostWorker(object):
                 around.insert(0, self.batcher.expecting(batch['id'], batch['size']))
             else:
                 around.append(self.batcher.expecting())  # once it runs, as any clone job
-        context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id']),
+        context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id'], reconcile),
                                   lambda done, total: self.set_progress(job['id'], done, total))
         result: actions.Result
         try:
@@ -359,8 +401,9 @@ class HostWorker(object):
                     del self.progress[job_id]
                     del self.progress_sent[job_id]
 
-    def collect(self) -> None:
-        """Record every finished job's result, in one commit."""
+    def collect(self, sync: bool = True) -> bool:
+        """Record every finished job's result, in one commit, on disk before they are reported - `sync` False: the
+        caller syncs the record before it reports. Whether any was recorded."""
         results: List[actions.Result] = []
         while True:
             try:
@@ -368,14 +411,19 @@ class HostWorker(object):
             except queue.Empty:
                 break
         if not results:
-            return
+            return False
         with self.record.transaction():
             for result in results:
-                self.record.finish(result['id'], messages.bound_result(dict(result)))
-        self.record.checkpoint_if_dropped()
+                self.record.finish(result['id'], messages.bound_result(dict(result)), secrets=result['id'] in self.secret_jobs,
+                                   owned=self.intents.ended(result['id']))
+                self.secret_jobs.discard(result['id'])
+        if sync:
+            self.record.sync()
+        self.record.checkpoint_if_dropped()  # (its checkpoint syncs the WAL first)
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
+        return True
 
     def resume(self) -> None:
         """After a restart: jobs recorded as running are reconciled against what exists."""
@@ -427,8 +475,12 @@ class HostWorker(object):
         results: List[Dict[str, Any]] = []
         used = 0
         for result in self.record.outbox(REPORT_BATCH):
-            result = messages.bound_result(result)
             size = messages.encoded_size(result) + 1
+            # Bounded when it was recorded (collect); a small result is within every bound, one recorded by an older
+            # version may not be.
+            if size > messages.MAX_RESULT_MESSAGE or len(result.get('data') or {}) > 1024:
+                result = messages.bound_result(result)
+                size = messages.encoded_size(result) + 1
             if used + size > budget:
                 if not results:
                     results.append(unsendable(result, 'it is %d bytes' % size))
@@ -459,9 +511,14 @@ class HostWorker(object):
                     self.receive(self.sub.recv_multipart())
                     if len(self.acks) >= REPORT_BATCH:
                         break
-            self.collect()
-            if self.to_fetch and time.monotonic() >= self.backoff_until:
-                self.fetch()
+            # One fsync for the turn: the results it recorded and the jobs it took, before any of those jobs starts
+            # and before the results (and the jobs' acknowledgements) are reported.
+            collected = self.collect(sync=False)
+            taken = self.fetch(start=False) if self.to_fetch and time.monotonic() >= self.backoff_until else []
+            if collected or taken:
+                self.record.sync()
+            for job in taken:
+                self.start(job)
             if self.report_due():
                 self.report()
         self.record.prune()

@@ -241,3 +241,49 @@ def test_job_log_adds_the_late_result_column_to_an_old_database(tmp_path):
         assert upgraded.get('a' * 32)['late_result'] is None
     finally:
         upgraded.close()
+
+
+def test_a_job_logged_before_the_cleanup_columns_is_scrubbed_and_released_at_its_end(tmp_path):
+    # A job logged by a version without the `secrets` and `claims` columns (each job's end scrubbed and released
+    # then): it must still lose its secret and its claim when it ends, though no column says it has them.
+    path = str(tmp_path / 'old.sqlite')
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE jobs (id TEXT PRIMARY KEY, host TEXT NOT NULL, action TEXT NOT NULL, args TEXT NOT NULL, "
+                      "state TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', data TEXT, attempts INTEGER NOT NULL DEFAULT 0, "
+                      "created REAL NOT NULL, updated REAL NOT NULL, expires REAL NOT NULL, published REAL, acked REAL, "
+                      "finished REAL, late_result TEXT, progress TEXT);")
+    old.execute("INSERT INTO jobs (id, host, action, args, state, created, updated, expires) "
+                "VALUES (?, 'kvm1', 'vm.clone', ?, 'dispatched', 1, 1, 1e12)",
+                ('b' * 32, '{"hostname": "web1", "image": "debian", "root_password_hash": "$6$s$secret"}'))
+    old.commit()
+    old.close()
+    upgraded = JobLog(path)
+    try:
+        upgraded.claim('hostname', 'web1', 'kvm1', 'b' * 32)
+        assert upgraded.finish('kvm1', {'id': 'b' * 32, 'status': 'succeeded'})
+        assert upgraded.get('b' * 32)['args']['root_password_hash'] == '(secret)'
+        assert upgraded.claims() == []
+    finally:
+        upgraded.close()
+
+
+def test_only_a_job_with_secrets_or_claims_pays_for_their_cleanup(log):
+    # The cleanup is known from the job at submission (its args, its action's claims): a job with a secret
+    # is scrubbed when acknowledged, one with claims releases them when it ends, whatever else it is.
+    secret = messages.new_job('kvm1', 'noop', {'marker': 'm'})
+    secret['args']['root_password_hash'] = '$6$s$secret'  # noop takes no such argument: set past validation
+    claiming = job()
+    log.add(secret, 60, now=T0, claims=False)
+    log.add(claiming, 60, now=T0, claims=True)
+    log.claim('slot', claiming['id'], 'kvm1', claiming['id'], now=T0)
+    statements = []
+    log.db.set_trace_callback(statements.append)
+    log.acknowledge('kvm1', [secret['id'], claiming['id']], now=T0 + 1)
+    assert log.get(secret['id'])['args']['root_password_hash'] == '(secret)'
+    assert sum('json_replace' in s for s in statements) == 1, 'only the job with a secret is scrubbed'
+    del statements[:]
+    for j in (secret, claiming):
+        assert log.finish('kvm1', {'id': j['id'], 'status': 'succeeded'}, now=T0 + 2)
+    assert log.claims() == []
+    assert sum(s.startswith('DELETE FROM claims') for s in statements) == 1, 'only the job with claims releases them'
+    assert sum('json_replace' in s for s in statements) == 1, 'only the job with a secret is scrubbed again at its end'

@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What one no-op job costs the workers' SQLite, counted statement by statement (issue 21: dispatch regressed).
+
+A no-op job carries no secret, makes no claim and records no ownership: it must not pay for those. The counts
+are taken on the real request paths - a real ClientWorker and a real HostWorker in this process over real
+ZeroMQ sockets, each job's requests answered one batch each (the worst case: no request shares a commit) -
+with sqlite3's trace callback, which sees every statement a connection runs (BEGIN, SAVEPOINT and COMMIT too).
+A change that adds statements to every job fails here, not weeks later in `make bench-dispatch`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import zmq
+
+from maglica.client_worker import worker as client_worker
+from maglica.controller.client import Client
+from maglica.host import worker as host_worker
+from maglica.protocol import messages
+from unit_helpers import plain_worker_config, wait_until
+
+JOBS = 20
+# Statements per no-op job, each request in its own batch. Before issue 21's fix: 28.5 (client worker) and
+# 11 (host worker, its job's own statements: take, ownership, finish, outbox, mark_reported).
+MAX_CLIENT_WORKER_STATEMENTS = 10
+MAX_HOST_WORKER_STATEMENTS = 10
+
+
+class Counter(object):
+    """Statements run on sqlite3 connections, by the first word, while `counting` is set."""
+
+    def __init__(self, *connections):
+        self.statements = []
+        self.counting = False
+        for db in connections:
+            db.set_trace_callback(self.trace)
+
+    def trace(self, statement):
+        if self.counting:
+            self.statements.append(statement)
+
+    def per_job(self):
+        return len(self.statements) / float(JOBS)
+
+
+def request(sock, worker, message):
+    """Send one request on the REQ socket `sock` and have the client worker answer it in a batch of its own."""
+    sock.send(messages.encode(message))
+    assert worker.rep.poll(5000), 'the request reached the client worker'
+    worker.serve_waiting(zmq)
+
+    def answered():
+        worker.release()  # what the loop does when the WAL's fsync has ended (its thread wakes it)
+        return sock.poll(0)
+    wait_until(answered, 5, 'the reply, once the job log is on disk')
+    return messages.validate_reply(message['type'], messages.decode(sock.recv()))
+
+
+def test_a_noop_job_costs_the_client_worker_few_statements(tmp_path):
+    cfg = plain_worker_config(str(tmp_path))
+    worker = client_worker.ClientWorker(cfg)
+    context = zmq.Context()
+    library, host = context.socket(zmq.REQ), context.socket(zmq.REQ)
+    try:
+        for sock in (library, host):
+            sock.linger = 0
+            sock.connect(cfg.endpoint('rep'))
+        counter = Counter(worker.log.db)
+        jobs = [messages.new_job('kvm1', 'noop', {}) for _i in range(JOBS)]
+        counter.counting = True
+        for job in jobs:  # what a host worker sends for each job: a fetch, a report of its ack, one of its result
+            assert request(library, worker, {'type': 'submit', 'job': job})['job']['state'] in ('queued', 'dispatched')
+            assert [j['id'] for j in request(host, worker, {'type': 'fetch', 'host': 'kvm1', 'ids': [job['id']]})['jobs']] == [job['id']]
+            request(host, worker, {'type': 'report', 'host': 'kvm1', 'acks': [job['id']], 'results': [], 'running': [job['id']]})
+            reply = request(host, worker, {'type': 'report', 'host': 'kvm1', 'acks': [], 'running': [],
+                                           'results': [{'id': job['id'], 'status': 'succeeded', 'message': '', 'data': {}}]})
+            assert reply['taken'] == [job['id']]
+        counter.counting = False
+        assert all(worker.log.get(j['id'])['state'] == 'succeeded' for j in jobs)
+        assert counter.per_job() <= MAX_CLIENT_WORKER_STATEMENTS, \
+            'a no-op job ran %.1f statements in the client worker:\n%s' % (counter.per_job(), '\n'.join(counter.statements[:40]))
+    finally:
+        library.close()
+        host.close()
+        context.term()
+        worker.close()
+
+
+@pytest.fixture
+def serving_client_worker(tmp_path):
+    """A real client worker answering in a thread of this process."""
+    cfg = plain_worker_config(str(tmp_path))
+    worker = client_worker.ClientWorker(cfg)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    yield cfg, worker
+    worker.stopping = True
+    thread.join(10)
+    worker.close()
+
+
+def test_a_noop_job_costs_the_host_worker_few_statements(serving_client_worker):
+    cfg, cw = serving_client_worker
+    hw = host_worker.HostWorker(cfg, 'kvm1')
+    try:
+        counter = Counter(hw.record.db, hw.intents.db)
+        jobs = [messages.new_job('kvm1', 'noop', {}) for _i in range(JOBS)]
+        with Client(cfg) as library:
+            for job in jobs:
+                library.submit(job)
+        ids = [job['id'] for job in jobs]
+        counter.counting = True
+        for job_id in ids:  # the host worker's own path for each job, as run() takes it
+            hw.to_fetch.add(job_id)
+            hw.fetch()
+            wait_until(lambda: not hw.finished.empty(), 10, 'the noop job to end')
+            hw.collect()
+            hw.report()
+        counter.counting = False
+        wait_until(lambda: all(cw.log.get(i)['state'] == 'succeeded' for i in ids), 10, 'every job to succeed')
+        assert counter.per_job() <= MAX_HOST_WORKER_STATEMENTS, \
+            'a no-op job ran %.1f statements in the host worker:\n%s' % (counter.per_job(), '\n'.join(counter.statements[:40]))
+    finally:
+        hw.close()
