@@ -108,9 +108,17 @@ write_config() {
   [[ -s $dir/host_uuid ]] || cat /proc/sys/kernel/random/uuid >"$dir/host_uuid"
   [[ -s $dir/pki/server/servercert.pem ]] || certificates "$name" "$addr"
   local tcp=0; [[ ${MAGLICA_TESTBED_LISTEN_TCP:-0} == 1 ]] && tcp=1
-  # The certificate is the credential: the testbed's library, the host's own worker, and the one worker that
-  # copies images from this host in the integration tests (host2 from host0 and host1, host1 from host2), as
-  # the host_worker role's host_worker_image_copy_from would allow.
+  # The certificate is the credential: the testbed's library, the host's own worker, and the workers of the
+  # testbed's other hosts (every host whose certificates exist: `certificates` makes them all first). Those
+  # copy images from this host (as the host_worker role's host_worker_image_copy_from would allow) and migrate
+  # guests to it: a source libvirtd connects to its destination with its host worker's client certificate
+  # (as host_worker_migration_peers allows).
+  local peers="" peer
+  for peer in "$HOSTS"/*/pki/client/clientcert.pem; do
+    [[ -e $peer ]] || continue
+    peer=${peer#"$HOSTS"/} peer=${peer%%/*}
+    peers+=", \"O=maglica.cloud,CN=host-worker@$peer\""
+  done
   cat >"$dir/etc/libvirtd.conf" <<EOF
 listen_tls = 1
 listen_tcp = $tcp
@@ -122,7 +130,7 @@ auth_tcp = "none"
 key_file = "$dir/pki/server/serverkey.pem"
 cert_file = "$dir/pki/server/servercert.pem"
 ca_file = "$dir/pki/server/cacert.pem"
-tls_allowed_dn_list = ["O=maglica.cloud,CN=library@*", "O=maglica.cloud,CN=host-worker@$name", "O=maglica.cloud,CN=host-worker@$([[ $name == host2 ]] && echo host1 || echo host2)"]
+tls_allowed_dn_list = ["O=maglica.cloud,CN=library@*", "O=maglica.cloud,CN=host-worker@$name"$peers]
 host_uuid = "$(cat "$dir/host_uuid")"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOF
@@ -139,7 +147,20 @@ cgroup_controllers = [ ]
 vnc_listen = "127.0.0.1"
 remote_display_port_min = $vnc_min
 remote_display_port_max = $((vnc_min + 19))
+migrate_tls_x509_cert_dir = "$dir/pki/migrate"
+migrate_tls_x509_verify = 1
+migration_address = "$addr"
+migration_host = "$addr"
+migration_port_min = $((49152 + ${addr##*.} * 16))
+migration_port_max = $((49152 + ${addr##*.} * 16 + 15))
 EOF
+  # QEMU's migration TLS: this host's server certificate (incoming), its host worker's client one (outgoing).
+  mkdir -p "$dir/pki/migrate"
+  ln -sfn ../server/cacert.pem "$dir/pki/migrate/ca-cert.pem"
+  ln -sfn ../server/servercert.pem "$dir/pki/migrate/server-cert.pem"
+  ln -sfn ../server/serverkey.pem "$dir/pki/migrate/server-key.pem"
+  ln -sfn ../client/clientcert.pem "$dir/pki/migrate/client-cert.pem"
+  ln -sfn ../client/clientkey.pem "$dir/pki/migrate/client-key.pem"
 }
 
 # The testbed's PKI, made by the roles' own code (roles/maglica_pki) through ansible-playbook:
