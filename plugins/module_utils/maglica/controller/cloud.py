@@ -45,6 +45,9 @@ from .image_import import import_image
 from .image_lifecycle import create_from_vm
 from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
+from .migration import MigrationResult
+from .migration import migrate as vm_migrate
+from .migration import migrate_to as vm_migrate_to
 from .reach import WAIT_FOR, clone_names, interface_addresses
 from .vm import ensure as ensure_vm
 from .vm import inventory, parse_size, state_word, vm_list
@@ -72,6 +75,9 @@ __all__ = [
     'inventory',
     'job_info',
     'known_hosts_lines',
+    'MigrationResult',
+    'vm_migrate',
+    'vm_migrate_to',
     'load_config',
     'missing_libraries',
     'parse_size',
