@@ -440,6 +440,9 @@ def _migrate_live(config: Config, src: Connect, dst: Connect, dest_host: Host, s
                             'cold (internal snapshots travel then), or delete them first' % (name, ', '.join(snapshots)))
     disks = _plan_disks(src, dst, name, dom, destination, True)
     incremental = all(d.overlay or d.backing is None for d in disks)
+    if not incremental:  # QEMU copies every disk whole then (one flag for all): no overlay is made for any
+        for disk in disks:
+            disk.overlay = False
     for disk in disks:
         ownership.intend_file(disk.path)  # the source's disks, deleted once the VM runs on the destination
     ownership.intend_domain(_dest_key(destination, name), dom.UUIDString())
