@@ -125,6 +125,7 @@ def ssh(key, known_hosts, address, command):
 
 def migrate_maglica(cloud, testbed, name, source, destination):
     result = maglica_cloud.vm_migrate(cloud.config, name, destination, live=True, timeout=TIMEOUT)
+    log('maglica job: %s s in the job, %s s in libvirt\'s migration call' % (result['result'].get('seconds'), result['result'].get('migrate_s')))
     return result['result'].get('downtime_ms')
 
 

@@ -72,6 +72,7 @@ class MigrateResult(_MigrateResult, total=False):
     """A vm.migrate job's result data."""
 
     seconds: float
+    migrate_s: float  # of `seconds`, libvirt's migration call alone (live)
     downtime_ms: int  # QEMU's own figure for the pause (live)
     reconciled: bool  # found finished after a restart
 
@@ -439,8 +440,10 @@ def _migrate_live(config: Config, src: Connect, dst: Connect, dest_host: Host, s
         raise ConflictError('%s has snapshots (%s): a live migration cannot take them along; stop it and migrate it '
                             'cold (internal snapshots travel then), or delete them first' % (name, ', '.join(snapshots)))
     disks = _plan_disks(src, dst, name, dom, destination, True)
-    incremental = all(d.overlay or d.backing is None for d in disks)
-    if not incremental:  # QEMU copies every disk whole then (one flag for all): no overlay is made for any
+    # An incremental copy (only the top of each chain) where an overlay goes alone; else every disk is copied whole,
+    # as `virsh migrate --copy-storage-all` does (one flag for all disks: then no overlay is made for any).
+    incremental = any(d.overlay for d in disks) and all(d.overlay or d.backing is None for d in disks)
+    if not incremental:
         for disk in disks:
             disk.overlay = False
     for disk in disks:
@@ -459,6 +462,7 @@ def _migrate_live(config: Config, src: Connect, dst: Connect, dest_host: Host, s
         }
         # The destination libvirtd, as this host worker reaches it: its address and this worker's client certificate.
         dconnuri = config.uri(dest_host)
+        began = time.monotonic()
         try:
             dom.migrateToURI3(dconnuri, params, flags)
         except lv.libvirtError as e:
@@ -467,12 +471,14 @@ def _migrate_live(config: Config, src: Connect, dst: Connect, dest_host: Host, s
         if there is None or not there.isActive():
             raise HostError('%s does not run on %s after its migration' % (name, destination))
         downtime = _downtime(there)
+        migrate_s = time.monotonic() - began
     except BaseException:
         _rollback(src, dst, name, destination, ownership)
         raise
     ownership.note('migrated')
     _finish_source(src, name, ownership)
     result = _result(name, source, destination, True, disks, [])
+    result['migrate_s'] = round(migrate_s, 3)
     if downtime is not None:
         result['downtime_ms'] = downtime
     return result
