@@ -38,7 +38,7 @@ from ..errors import (
 from ..protocol import messages
 from ..protocol.import_job import Limits as ImportLimits
 from . import placement, reach
-from .client import Client, Job, Progress, Slot
+from .client import Client, Job, Progress, Reservations, Slot
 from .hosts import host_info
 from .image_copy import copy as copy_image
 from .image_import import import_image
@@ -191,7 +191,8 @@ STALE_RETRIES = 8
 
 
 def reservations(config: Config, required: bool = False) -> Tuple[List[Slot], Optional[str]]:
-    """(the slot reservations of every clone in flight, None), or ([], why) when the client worker cannot say:
+    """(the slot reservations of every clone in flight and the hosts in maintenance (a client.Reservations), None),
+    or ([], why) when the client worker cannot say:
     then the plan counts domains only (check mode says so). With `required` (a clone that will be submitted),
     that failure is raised instead: the submission would meet the same silent client worker."""
     try:
@@ -204,8 +205,11 @@ def reservations(config: Config, required: bool = False) -> Tuple[List[Slot], Op
 
 
 def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Sequence[Slot],
-                images: Collection[str]) -> List[placement.HostState]:
-    """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations."""
+                images: Collection[str], maintenance: Optional[Collection[str]] = None) -> List[placement.HostState]:
+    """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations.
+    The hosts in `maintenance` (default: those the client worker named with the reservations) take nothing."""
+    if maintenance is None:
+        maintenance = slots.maintenance if isinstance(slots, Reservations) else ()
     states = []
     configured = {host.name: host.memory_mb for host in config.hosts}
     for order, answer in enumerate(answers):
@@ -214,7 +218,7 @@ def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Seq
         found = answer['result']
         state = placement.HostState(host=answer['host'], weight=answer['weight'], order=order,
                                     memory_total_mb=configured.get(answer['host']) or found['memory_mb'],
-                                    cpus=found['cpus'])
+                                    cpus=found['cpus'], maintenance=answer['host'] in maintenance)
         for domain in found['domains']:
             state.domains[domain['name']] = domain['active']
             if domain['active']:
