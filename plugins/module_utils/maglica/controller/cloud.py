@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..protocol import messages
 from ..protocol.import_job import Limits as ImportLimits
-from . import placement, reach
+from . import maintenance, placement, reach
 from .client import Client, Job, Progress, Reservations, Slot
 from .hosts import host_info
 from .image_copy import copy as copy_image
@@ -45,6 +45,7 @@ from .image_import import import_image
 from .image_lifecycle import create_from_vm
 from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
+from .maintenance import DrainIncomplete, DrainMove, HostResult
 from .reach import WAIT_FOR, clone_names, interface_addresses
 from .vm import ensure as ensure_vm
 from .vm import inventory, parse_size, state_word, vm_list
@@ -64,7 +65,11 @@ __all__ = [
     'copy_image',
     'create_from_vm',
     'ensure_vm',
+    'DrainIncomplete',
+    'DrainMove',
+    'HostResult',
     'host_info',
+    'host_state',
     'host_states',
     'image_list',
     'import_image',
@@ -561,3 +566,11 @@ def job_info(config: Config, job_id: Optional[str] = None, limit: int = 20, host
         if job_id:
             return [client.status(job_id)]
         return client.recent(limit, host)
+
+
+def host_state(config: Config, host: str, state: str, max_parallel: int = maintenance.MAX_PARALLEL,
+               timeout: float = maintenance.DRAIN_TIMEOUT, check_mode: bool = False) -> HostResult:
+    """Put `host` in maintenance and drain it, or bring it back (state 'active'): maintenance.host_state, with
+    placement's view of the hosts as clones get it (host_states) and migration's migrate_to."""
+    return maintenance.host_state(config, host, state, lambda answers, slots, hosts: host_states(config, answers, slots, (), hosts),
+                                  migrate_to=None, max_parallel=max_parallel, timeout=timeout, check_mode=check_mode)
