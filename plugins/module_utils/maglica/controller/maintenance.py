@@ -150,6 +150,16 @@ def run_drain(config: Config, moves: List[DrainMove], migrate_to: MigrateTo, max
     return moves
 
 
+def hosts_in_maintenance(config: Config) -> Tuple[List[str], Optional[str]]:
+    """(the hosts in maintenance, None), or ([], why) when the client worker does not answer."""
+    try:
+        with Client(config, timeout=min(config.jobs['request_timeout'], 5.0)) as client:
+            slots = client.slots()
+    except MaglicaError as e:
+        return [], 'which hosts are in maintenance is unknown: %s' % e
+    return list(slots.maintenance), None
+
+
 def check_parallel(max_parallel: int) -> None:
     if max_parallel < 1:
         raise MaglicaError('max_parallel must be at least 1, not %d' % max_parallel)

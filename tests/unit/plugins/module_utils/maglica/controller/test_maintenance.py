@@ -19,7 +19,10 @@ import uuid
 import pytest
 
 from maglica.cluster import config, virt
-from maglica.controller import cloud, maintenance, placement
+import json
+import re
+
+from maglica.controller import cli, cloud, maintenance, placement
 from maglica.controller.client import Client
 from maglica.errors import DispatchError, JobFailed, MaglicaError
 from unit_helpers import Daemon, free_ports, wait_until, write_yaml
@@ -238,3 +241,29 @@ def test_max_parallel_and_state_are_checked_before_anything_is_asked(tmp_path):
         maintenance.host_state(cfg, 'h0', 'maintenance', lambda *a: [], max_parallel=0)
     with pytest.raises(MaglicaError, match="state must be one of maintenance, active, not 'gone'"):
         maintenance.host_state(cfg, 'h0', 'gone', lambda *a: [])
+
+
+def test_cli_host_drain_dry_run_shows_the_plan_and_activate_brings_the_host_back(spread, capsys):
+    path = str(spread.tmp_path / 'maglica.conf')
+    assert cli.main(['host', 'drain', 'h0', '--dry-run', '--max-parallel', '3', '--config', path]) == cli.EXIT_OK
+    text = capsys.readouterr().out
+    assert text.startswith('h0 would be put in maintenance; the drain would move 4 VM(s); images that stay: debian.original\n')
+    assert re.search(r'^VM +RUNS +FROM +TO +STATUS +WHY$', text, re.M)
+    assert re.search(r'^web1 +live +h0 +h[23] +planned +-$', text, re.M) and re.search(r'^app1 +cold +h0 +h[123] +planned +-$', text, re.M)
+    assert cli.main(['host', 'drain', 'h0', '--dry-run', '--json', '--config', path]) == cli.EXIT_OK
+    plan = json.loads(capsys.readouterr().out)
+    assert sorted(m['name'] for m in plan['vms']) == ['app1', 'db1', 'web1', 'web2'] and plan['maintenance'] is False
+    with Client(spread.config) as client:
+        client.maintenance('h0', 'maintenance')
+    assert cli.main(['vm', 'list', '--config', path]) == cli.EXIT_OK
+    captured = capsys.readouterr()
+    assert 'host in maintenance: h0 (it takes no new VM; maglica host activate h0 brings it back)' in captured.err
+    assert re.search(r'^web1 +h0 \(maintenance\) +running', captured.out, re.M)
+    assert re.search(r'^web3 +h1 +running', captured.out, re.M)
+    assert cli.main(['host', 'list', '--json', '--config', path]) == cli.EXIT_OK
+    assert {h['name']: h['maintenance'] for h in json.loads(capsys.readouterr().out)['hosts']} == {
+        'h0': True, 'h1': False, 'h2': False, 'h3': False}
+    assert cli.main(['host', 'activate', 'h0', '--config', path]) == cli.EXIT_OK
+    assert capsys.readouterr().out == 'h0 is active: placement gives it VMs again\n'
+    assert cli.main(['host', 'activate', 'h0', '--json', '--config', path]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)['changed'] is False
