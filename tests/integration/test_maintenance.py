@@ -1,0 +1,121 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host maintenance (issue 19) on the testbed: maglica_host, `maglica host drain|activate`, the lasting flag.
+
+debian.original is on host0 and host1 (conftest). With both active and equally loaded, placement takes host0 (the
+configuration's order breaks the tie): a clone that goes to host1 while host0 is in maintenance went there because
+of the flag. Clones here are linked, not customised and not started: the flag is what is tested, not the guest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from maglica.controller import cloud as maglica_cloud
+from maglica.controller import placement
+from maglica.controller import vm as maglica_vm
+from maglica.controller.client import Client
+from maglica.errors import ConflictError
+from maglica.protocol import messages
+from maglica_testbed import MODULE_UTILS, PYTHON, run_playbook
+
+PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
+IMAGE = 'debian.original'
+
+
+def playbook(cloud, name, check=False, **variables):
+    variables['maglica_config'] = cloud.path
+    return run_playbook(os.path.join(PLAYBOOKS, '%s.yml' % name), variables, check=check)
+
+
+def maglica(cloud, *args):
+    env = dict(cloud.env, PYTHONPATH=MODULE_UTILS)
+    return subprocess.run([PYTHON, '-m', 'maglica.controller.cli', '--config', cloud.path] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=900, check=False)
+
+
+def flag(cloud, host):
+    with Client(cloud.config) as client:
+        return client.maintenance(host)['maintenance']
+
+
+@pytest.fixture
+def made(cloud, testbed):
+    """Names of VMs a test makes: removed at its end, and every host active again."""
+    names = []
+    yield names
+    for name in names:
+        maglica_vm.ensure(cloud.config, name, state='absent', force=True)
+    with Client(cloud.config) as client:
+        for host in testbed.hosts:
+            client.maintenance(host, 'active')
+
+
+def test_maintenance_lasts_shows_and_steers_clones(cloud, testbed, made):
+    assert maglica_cloud.plan_clone(cloud.config, IMAGE, 'maint-free', clone_mode='linked', start=False)['host'] == 'host0'
+
+    checked = playbook(cloud, 'host', check=True, host_name='host0')
+    assert checked.rc == 0, checked
+    assert checked.last['changed'] is True and checked.last['maintenance'] is False and not flag(cloud, 'host0')
+    assert checked.last['images'] == [IMAGE] and checked.last['vms'] == []
+
+    run = playbook(cloud, 'host', host_name='host0')
+    assert run.rc == 0, run
+    assert run.last['changed'] is True and run.last['maintenance'] is True and run.last['was_maintenance'] is False
+    assert run.last['images'] == [IMAGE], 'the original image stays'
+    again = playbook(cloud, 'host', host_name='host0')
+    assert again.rc == 0 and again.last['changed'] is False, 'in maintenance with nothing to drain: no change'
+
+    # It lasts: the client worker is killed and started again, the host workers too.
+    cloud.kill_client_worker()
+    cloud.start_client_worker()
+    cloud.stop_host_worker('host0')
+    cloud.start_host_worker('host0')
+    assert flag(cloud, 'host0') is True
+
+    # It shows: maglica_host_info, `maglica host list`, `maglica vm list`.
+    info = playbook(cloud, 'host_info')
+    assert info.rc == 0, info
+    assert {h['name']: h['maintenance'] for h in info.last['hosts']} == {'host0': True, 'host1': False, 'host2': False}
+    listed = maglica(cloud, '--json', 'host', 'list')
+    assert {h['name']: h['maintenance'] for h in json.loads(listed.stdout)['hosts']}['host0'] is True
+    table = maglica(cloud, 'host', 'list').stdout
+    assert re.search(r'^host0 .* maintenance$', table, re.M) and re.search(r'^host1 .* active$', table, re.M)
+    vms = maglica(cloud, 'vm', 'list', '--name', IMAGE)
+    assert re.search(r'^debian.original +host0 \(maintenance\) ', vms.stdout, re.M), vms.stdout
+    assert 'host in maintenance: host0' in vms.stderr
+
+    # A clone with no host given avoids host0.
+    made.append('maint-free')
+    result = maglica_cloud.clone(cloud.config, IMAGE, 'maint-free', clone_mode='linked', start=False, customize=False)
+    assert result['host'] == 'host1'
+    assert {f['host']: f['reason'] for f in result['filtered']}['host0'].startswith('host0: in maintenance')
+
+    # A clone pinned to it is refused with a clear message, by placement and by the client worker itself.
+    with pytest.raises(placement.NoHostFits, match=r'^host host0 fits a clone of debian.original as maint-pinned: '
+                                                   r'host0: in maintenance \(maglica host activate host0 brings it back\)$'):
+        maglica_cloud.clone(cloud.config, IMAGE, 'maint-pinned', host='host0', clone_mode='linked', start=False, customize=False)
+    refused = maglica(cloud, 'vm', 'clone', '--image', IMAGE, '--hostname', 'maint-pinned', '--on', 'host0', '--mode', 'linked',
+                      '--start', 'false')
+    assert refused.returncode == 4 and 'host0: in maintenance' in refused.stderr, refused.stderr
+    job = messages.new_job('host0', 'vm.clone', {'image': IMAGE, 'hostname': 'maint-pinned', 'clone_mode': 'linked',
+                                                 'start': False, 'customize': False}, ttl=60)
+    with Client(cloud.config) as client:
+        with pytest.raises(ConflictError, match=r'^host host0 is in maintenance: it takes no new VMs'):
+            client.submit(job)
+    assert 'maint-pinned' not in testbed.domains('host0')
+
+    # `state: active` brings it back: placement sees it again.
+    back = maglica(cloud, 'host', 'activate', 'host0')
+    assert back.returncode == 0 and back.stdout == 'host0 is active: placement gives it VMs again\n', back.stderr
+    assert flag(cloud, 'host0') is False
+    assert maglica_cloud.plan_clone(cloud.config, IMAGE, 'maint-later', clone_mode='linked', start=False)['host'] == 'host0'
+    active = playbook(cloud, 'host', host_name='host0', host_state='active')
+    assert active.rc == 0 and active.last['changed'] is False
