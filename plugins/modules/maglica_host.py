@@ -92,7 +92,7 @@ vms:
   elements: dict
   sample:
     - {name: web1, source: kvm2.example.com, destination: kvm3.example.com, live: true, spread_group: web,
-       status: migrated, reason: null, job: {id: 0f3c...}, candidates: [], filtered: []}
+       status: migrated, reason: null, job_id: 0f3c..., result: {}, candidates: [], filtered: []}
 images:
   description: The original images of the host, which stay there.
   returned: always

@@ -23,8 +23,8 @@ from . import placement
 from .client import Client, Reservations, Slot
 
 # migrate_to(config, name, source, destination, live, timeout) -> a MigrationResult (controller/migration.py):
-# a mapping with at least changed, name, source, destination, live, job. It raises MaglicaError when the migration
-# fails, and then the VM is where it was.
+# a mapping with at least changed, name, source, destination, live, job_id, result. It raises MaglicaError when the
+# migration fails (JobFailed with the job), and then the VM is where it was.
 MigrateTo = Callable[[Config, str, str, str, bool, float], Mapping[str, Any]]
 # cloud.host_states with the configuration given: (survey answers, reservations, hosts in maintenance) -> placement's
 # view of every reachable host. Passed in by the facade (cloud imports this module, never the other way round).
@@ -46,7 +46,8 @@ class DrainMove(TypedDict):
     reason: Optional[str]
     candidates: List[placement.Candidate]
     filtered: List[Dict[str, str]]
-    job: Optional[Dict[str, Any]]
+    job_id: Optional[str]             # the migration's job
+    result: Dict[str, Any]            # what the migration's job reported (MigrationResult's `result`)
 
 
 class HostResult(TypedDict):
@@ -97,7 +98,7 @@ def plan_drain(config: Config, source: str, answers: Sequence[Mapping[str, Any]]
     for domain in vms:
         move: DrainMove = {'name': domain['name'], 'source': source, 'destination': None, 'live': bool(domain['active']),
                            'spread_group': domain.get('spread_group'), 'status': 'planned', 'reason': None,
-                           'candidates': [], 'filtered': [], 'job': None}
+                           'candidates': [], 'filtered': [], 'job_id': None, 'result': {}}
         moves.append(move)
         if domain['name'] in in_flight:
             move['reason'] = ('its clone (job %s) is still under way on %s: drain again when it has ended'
@@ -120,7 +121,7 @@ def plan_drain(config: Config, source: str, answers: Sequence[Mapping[str, Any]]
         if hostname not in named:
             moves.append({'name': hostname, 'source': source, 'destination': None, 'live': False, 'spread_group': None,
                           'status': 'planned', 'reason': 'its clone (job %s) is still under way on %s: drain again when '
-                          'it has ended' % (job_id, source), 'candidates': [], 'filtered': [], 'job': None})
+                          'it has ended' % (job_id, source), 'candidates': [], 'filtered': [], 'job_id': None, 'result': {}})
     return moves, images
 
 
@@ -140,9 +141,9 @@ def run_drain(config: Config, moves: List[DrainMove], migrate_to: MigrateTo, max
         except MaglicaError as e:
             move.update({'status': 'stayed', 'reason': 'its migration to %s failed: %s' % (destination, e)})
             job = getattr(e, 'job', None)
-            move['job'] = job if isinstance(job, dict) else None
+            move['job_id'] = job.get('id') if isinstance(job, dict) else None
             return
-        move.update({'status': 'migrated', 'job': result.get('job')})
+        move.update({'status': 'migrated', 'job_id': result.get('job_id'), 'result': dict(result.get('result') or {})})
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max_parallel) as pool:
         for future in [pool.submit(one, move) for move in moves]:

@@ -109,9 +109,9 @@ class Migrations(object):
         try:
             time.sleep(self.pause)  # a migration's duration, so that parallel ones overlap; not a synchronisation
             if name in self.fail:
-                raise JobFailed('job 0123 (vm.migrate on %s) failed: the pool of %s is full' % (source, destination), None)
+                raise JobFailed('job 0123 (vm.migrate on %s) failed: the pool of %s is full' % (source, destination), {'id': '0123'})
             return {'changed': True, 'name': name, 'source': source, 'destination': destination, 'live': live,
-                    'job': {'id': 'job-%s' % name}}
+                    'job_id': 'job-%s' % name, 'result': {'seconds': 1.0}}
         finally:
             with self.lock:
                 self.running -= 1
@@ -178,7 +178,7 @@ def test_drain_moves_every_vm_at_most_max_parallel_at_once_and_lasts(spread):
     assert sorted(c[0] for c in migrations.calls) == ['app1', 'db1', 'web1', 'web2']
     assert all(c[1] == 'h0' and c[2] == where(result)[c[0]] for c in migrations.calls)
     assert migrations.most == 2, 'max_parallel 2: two at once, never more'
-    assert result['vms'][0]['job'] == {'id': 'job-%s' % result['vms'][0]['name']}
+    assert result['vms'][0]['job_id'] == 'job-%s' % result['vms'][0]['name'] and result['vms'][0]['result'] == {'seconds': 1.0}
     with Client(spread.config) as client:
         assert client.maintenance('h0')['maintenance'] is True
         assert client.slots().maintenance == ['h0']
