@@ -39,7 +39,7 @@ CLAIMED_ON_HOST = ('image.import',)
 SLOT_ACTIONS = ('vm.clone',)
 # Actions that put a VM on a host, and the argument naming that host (None: the job's own host). A host in
 # maintenance refuses them, in the transaction that would reserve their slot (fail closed: placement also leaves it out).
-MAINTENANCE_REFUSED: Dict[str, Optional[str]] = {'vm.clone': None}
+MAINTENANCE_REFUSED: Dict[str, Optional[str]] = {'vm.clone': None, 'vm.migrate': 'destination'}
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
 # Seconds between prunings of the job log (at most; a short retention prunes more often).

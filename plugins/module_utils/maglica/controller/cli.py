@@ -9,6 +9,7 @@
     maglica vm list | clone --image=IMAGE --hostname=NAME [--on=HOST] [--start=false]
                             [--spread-group=G] [--exclude-host=H ...] [--dry-run]
     maglica vm start|stop|destroy|remove|info|console --name=NAME
+    maglica vm migrate NAME [--host=HOST] [--live|--cold] [--dry-run]
     maglica vm attach-iso|set-boot-device|attach-disk|set-vcpus|set-memory --name=NAME ...
     maglica log status --id=JOB | log tail [--limit=N]
     maglica host list | host drain HOST [--max-parallel=N] [--dry-run] | host activate HOST
@@ -334,6 +335,27 @@ def vm_clone_plan(config: Config, args: argparse.Namespace, out: Output) -> None
         out.message('filtered out %s: %s' % (entry['host'], entry['reason']), plan)
 
 
+def vm_migrate(config: Config, args: argparse.Namespace, out: Output) -> None:
+    """Move a VM to --host, or where placement says; --dry-run only shows where it would go."""
+    result = cloud.vm_migrate(config, args.name, args.host, args.live, True, args.timeout, check_mode=args.dry_run)
+    if not result['changed']:
+        out.message('%s is on %s already: nothing to do' % (args.name, result['source']), result)
+        return
+    how = 'live' if result['live'] else 'cold'
+    if args.dry_run:
+        out.message('%s would go %s from %s to %s' % (args.name, how, result['source'], result['destination']), result)
+        return
+    done = result['result']
+    figures = ['%s s' % done['seconds']] if done.get('seconds') is not None else []
+    if done.get('downtime_ms') is not None:
+        figures.append('downtime %d ms' % done['downtime_ms'])
+    copied = ', '.join('%s %s' % (d['target'], d['copy']) for d in done.get('disks') or [])
+    out.message('%s migrated %s from %s to %s (%s)%s' % (args.name, how, result['source'], result['destination'],
+                                                          '; '.join(figures + ([copied] if copied else [])) or 'done',
+                                                          '; snapshots: %s' % ', '.join(done['snapshots']) if done.get('snapshots') else ''),
+                result)
+
+
 def _text_file_arg(text: str) -> str:
     """argparse type: the content of a text file, read at parse time so that a bad path is a usage error."""
     try:
@@ -598,6 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--vcpus', required=True, type=int, help='number of virtual CPUs')
     sub = with_name(command(vms, 'set-memory', vm_set_memory, 'set the memory'))
     sub.add_argument('--size', required=True, type=_size_arg, help='memory with a unit, for example 2G or 512M')
+    sub = command(vms, 'migrate', vm_migrate, 'move a VM to another host: live when it runs, cold when it is stopped')
+    sub.add_argument('name', help='the VM')
+    sub.add_argument('--host', help='the destination (default: the host placement chooses)')
+    how = sub.add_mutually_exclusive_group()
+    how.add_argument('--live', dest='live', action='store_true', default=None, help='it must run: migrate it live')
+    how.add_argument('--cold', dest='live', action='store_false', help='it must be stopped: copy its disks and define it there')
+    sub.add_argument('--dry-run', action='store_true', help='only show where it would go')
+    sub.add_argument('--timeout', type=int, default=1800, help='seconds to wait for the migration (default 1800)')
     with_name(command(vms, 'info', vm_info, 'show a VM: its host, state and VNC port'))
     with_name(command(vms, 'console', vm_console, 'attach to its serial console (virsh console)'))
 

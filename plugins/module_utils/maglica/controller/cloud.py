@@ -46,6 +46,9 @@ from .image_lifecycle import create_from_vm
 from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
 from .maintenance import DrainIncomplete, DrainMove, HostResult
+from .migration import MigrationResult
+from .migration import migrate as vm_migrate
+from .migration import migrate_to as vm_migrate_to
 from .reach import WAIT_FOR, clone_names, interface_addresses
 from .vm import ensure as ensure_vm
 from .vm import inventory, parse_size, state_word, vm_list
@@ -77,6 +80,9 @@ __all__ = [
     'inventory',
     'job_info',
     'known_hosts_lines',
+    'MigrationResult',
+    'vm_migrate',
+    'vm_migrate_to',
     'load_config',
     'missing_libraries',
     'parse_size',
@@ -572,5 +578,5 @@ def host_state(config: Config, host: str, state: str, max_parallel: int = mainte
                timeout: float = maintenance.DRAIN_TIMEOUT, check_mode: bool = False) -> HostResult:
     """Put `host` in maintenance and drain it, or bring it back (state 'active'): maintenance.host_state, with
     placement's view of the hosts as clones get it (host_states) and migration's migrate_to."""
-    return maintenance.host_state(config, host, state, lambda answers, slots, hosts: host_states(config, answers, slots, (), hosts),
-                                  migrate_to=None, max_parallel=max_parallel, timeout=timeout, check_mode=check_mode)
+    return maintenance.host_state(config, host, state, functools.partial(host_states, config), migrate_to=vm_migrate_to,
+                                  max_parallel=max_parallel, timeout=timeout, check_mode=check_mode)

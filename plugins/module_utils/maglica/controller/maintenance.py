@@ -19,16 +19,16 @@ from ..cluster import virt
 from ..cluster.config import Config
 from ..errors import HostError, MaglicaError
 from ..protocol.messages import HOST_STATES
-from . import placement
+from . import migration, placement
 from .client import Client, Reservations, Slot
 
 # migrate_to(config, name, source, destination, live, timeout) -> a MigrationResult (controller/migration.py):
 # a mapping with at least changed, name, source, destination, live, job_id, result. It raises MaglicaError when the
 # migration fails (JobFailed with the job), and then the VM is where it was.
 MigrateTo = Callable[[Config, str, str, str, bool, float], Mapping[str, Any]]
-# cloud.host_states with the configuration given: (survey answers, reservations, hosts in maintenance) -> placement's
-# view of every reachable host. Passed in by the facade (cloud imports this module, never the other way round).
-HostStates = Callable[[Sequence[Mapping[str, Any]], Sequence[Slot], Collection[str]], List[placement.HostState]]
+# cloud.host_states with the configuration given: (survey answers, reservations, images, hosts in maintenance) ->
+# placement's view of every reachable host. Passed in by the facade (cloud imports this module, never the other way).
+HostStates = Callable[[Sequence[Mapping[str, Any]], Sequence[Slot], Collection[str], Collection[str]], List[placement.HostState]]
 
 MAX_PARALLEL = 2
 DRAIN_TIMEOUT = 1800.0
@@ -82,9 +82,11 @@ def plan_drain(config: Config, source: str, answers: Sequence[Mapping[str, Any]]
     """Where each VM of `source` goes, placed by placement's own code as one batch. Returns (moves, images): a move
     whose `destination` is None stays (its `reason` says why); `images` are the original images, which stay.
 
-    Each VM asks of a destination what it needs itself (its memory and vCPUs when it runs); its disks are not
+    Each VM is placed as migrate() places one (migration.vm_request): it asks of a destination what it needs itself
+    (its memory and vCPUs when it runs), and a stopped linked clone only hosts that hold its image. Its disks are not
     counted against the destination's pool (the survey knows the pools of images only): a migration that finds the
-    pool full fails, and the drain reports that VM as stayed."""
+    pool full fails, and the drain reports that VM as stayed. `answers` must have surveyed the images of the host's
+    linked clones (drain_images)."""
     found = next((a for a in answers if a['host'] == source), None)
     if found is None or not found['reachable']:
         raise HostError('cannot drain %s: its libvirtd cannot be reached (%s); it stays in maintenance'
@@ -92,7 +94,7 @@ def plan_drain(config: Config, source: str, answers: Sequence[Mapping[str, Any]]
     domains = sorted(found['result']['domains'], key=_order)
     images = sorted(d['name'] for d in domains if virt.is_image(d))
     vms = [d for d in domains if not virt.is_image(d)]
-    states = host_states(answers, slots, set(maintenance) | {source})
+    states = host_states(answers, slots, drain_images(found), set(maintenance) | {source})
     in_flight = {slot['hostname']: slot['job_id'] for slot in slots if slot['host'] == source}
     moves: List[DrainMove] = []
     for domain in vms:
@@ -104,17 +106,20 @@ def plan_drain(config: Config, source: str, answers: Sequence[Mapping[str, Any]]
             move['reason'] = ('its clone (job %s) is still under way on %s: drain again when it has ended'
                               % (in_flight[domain['name']], source))
             continue
-        for state in states:
-            state.images[domain['name']] = placement.ImageOnHost(domain['memory_mb'], domain['vcpus'])
-        request = placement.Request(image=domain['name'], hostname=domain['name'], start=bool(domain['active']),
-                                    clone_mode='linked', spread_group=domain.get('spread_group'))
+        request = migration.vm_request(domain['name'], domain, source, bool(domain['active']), states)
         try:
             decision = placement.place(states, request, config.placement['policy'], config.placement['memory_overcommit'])
         except placement.NoHostFits as e:
-            move['filtered'] = e.filtered
-            move['reason'] = 'no host fits it: %s' % ('; '.join(f['reason'] for f in e.filtered) or 'no other host')
+            # The source is excluded by the request (its own host), and in maintenance: said once is enough.
+            move['filtered'] = [f for f in e.filtered if f['host'] != source]
+            reasons = '; '.join(f['reason'].replace('image %s' % request.image, 'its image %s' % domain.get('clone_of'))
+                                for f in move['filtered']) or 'no other host'
+            linked = '' if domain['active'] or domain.get('clone_mode') != 'linked' else \
+                ' (a stopped linked clone goes only where its image %s is)' % domain['clone_of']
+            move['reason'] = 'no host fits it%s: %s' % (linked, reasons)
             continue
-        move.update({'destination': decision.host, 'candidates': decision.candidates, 'filtered': decision.filtered})
+        move.update({'destination': decision.host, 'candidates': decision.candidates,
+                     'filtered': [f for f in decision.filtered if f['host'] != source]})
     # Clones still on their way to the host, whose domain is not there yet: they would be left behind.
     named = set(d['name'] for d in domains)
     for hostname, job_id in sorted(in_flight.items()):
@@ -159,6 +164,12 @@ def hosts_in_maintenance(config: Config) -> Tuple[List[str], Optional[str]]:
     except MaglicaError as e:
         return [], 'which hosts are in maintenance is unknown: %s' % e
     return list(slots.maintenance), None
+
+
+def drain_images(answer: Mapping[str, Any]) -> List[str]:
+    """The images of the linked clones of a host's survey answer: a stopped one goes only where its image is."""
+    return sorted(set(d['clone_of'] for d in (answer['result'] or {}).get('domains') or []
+                      if d.get('clone_of') and d.get('clone_mode') == 'linked'))
 
 
 def check_parallel(max_parallel: int) -> None:
@@ -207,6 +218,10 @@ def host_state(config: Config, host: str, state: str, host_states: HostStates, m
         # Read after the flag is set: no new clone is reserved on the host from here on.
         slots = client.slots()
     answers = virt.placement_survey(config)
+    source = next((a for a in answers if a['host'] == host and a['reachable']), None)
+    images = drain_images(source) if source is not None else []
+    if images:  # the storage of the linked clones' images, where they are: a second survey that asks for them
+        answers = virt.placement_survey(config, images)
     result['warnings'] = ['%s cannot be reached, nothing goes there: %s' % (a['host'], a['error'])
                           for a in answers if not a['reachable']]
     maintenance = set(slots.maintenance if isinstance(slots, Reservations) else ()) | {host}

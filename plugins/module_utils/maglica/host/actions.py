@@ -16,7 +16,7 @@ from ..cluster import virt
 from ..cluster.config import Config, Host
 from ..cluster.domains import check_removal, dependants, lookup
 from ..errors import MaglicaError, NotFoundError
-from . import batching, clone
+from . import batching, clone, migration
 from .image_copy import CopyArgs, CopyResult, copy_image
 from .image_fetch import ImportArgs, ImportResult, Progress, run_import
 from .image_from_vm import FromVmArgs, FromVmResult, make_from_vm
@@ -150,6 +150,12 @@ def import_image(context: Context, reconcile: bool) -> ImportResult:
                           context.ownership, context.progress, file_dirs=context.config.host_worker['file_url_dirs'])
 
 
+def vm_migrate(context: Context, reconcile: bool) -> migration.MigrateResult:
+    """Run by the source's host worker: see host/migration.py."""
+    return migration.migrate(context.config, context.host, cast(migration.MigrateArgs, context.args), reconcile,
+                             context.ownership)
+
+
 # An action: (context, reconcile) -> its result data.
 Action = Callable[[Context, bool], Mapping[str, Any]]
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
@@ -158,6 +164,7 @@ ACTIONS: Dict[str, Action] = {
     'vm.remove': vm_remove,
     'vm.attach_disk': vm_attach_disk,
     'vm.console': vm_console,
+    'vm.migrate': vm_migrate,
     'image.copy': image_copy,
     'image.from_vm': image_from_vm,
     'image.import': import_image,

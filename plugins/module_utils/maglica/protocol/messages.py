@@ -274,6 +274,9 @@ ACTIONS = {
     'vm.console': {'name': NAME, 'lines': Field(int, required=False, minimum=1, maximum=200)},
     # A new qcow2 volume of `size` bytes, named `volume`, in the pool of the VM's disks, attached to its persistent config.
     'vm.attach_disk': {'name': NAME, 'volume': Field(str, pattern=VOLUME_RE, max_len=320), 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
+    # Run by the SOURCE's host worker: move the VM `name` to host `destination`, live (it runs) or cold (it is
+    # stopped); see host/migration.py.
+    'vm.migrate': {'name': NAME, 'destination': NAME, 'live': Field(bool)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
     'image.copy': {'image': NAME, 'source': NAME},
     # A new original image `image` copied from the shut-off VM `vm` of the same host, sealed (no machine identity).

@@ -854,6 +854,17 @@ def test_a_host_in_maintenance_refuses_clones_and_says_so_in_slots_and_hosts(pla
             reservations = client.slots()
             assert reservations.maintenance == ['kvm10'] and refused['id'] not in [s['job_id'] for s in reservations]
             assert {h['host']: h['maintenance'] for h in client.hosts()} == {'kvm1': False, 'kvm10': True, 'lonely': False}
+            # A migration to it is refused too; one from it (the drain's) is taken.
+            inbound = messages.new_job('kvm1', 'vm.migrate', {'name': 'maint2', 'destination': 'kvm10', 'live': True}, ttl=1)
+            with pytest.raises(ConflictError, match=r'^host kvm10 is in maintenance'):
+                client.submit(inbound)
+            # (From lonely, which has no host worker to run it, put in maintenance for this.)
+            client.maintenance('lonely', 'maintenance')
+            outbound = messages.new_job('lonely', 'vm.migrate', {'name': 'maint2', 'destination': 'kvm1', 'live': False}, ttl=1)
+            try:
+                assert client.submit(outbound)['id'] == outbound['id']
+            finally:
+                client.maintenance('lonely', 'active')
             # Other work on the host goes on (a drain needs its jobs), and other hosts take clones.
             assert client.wait(client.submit(messages.new_job('kvm10', 'noop', {'marker': 'maint'}))['id'], JOB_TIMEOUT)
             elsewhere = clone_job('lonely', 'maint1', ttl=1)

@@ -19,6 +19,7 @@ import uuid
 import pytest
 
 from maglica.cluster import config, virt
+import functools
 import json
 import re
 
@@ -31,12 +32,12 @@ TEST_NS = "xmlns:test='http://libvirt.org/schemas/domain/test/1.0'"
 GIB_KIB = 1024 * 1024
 
 
-def domain_xml(name, running=False, clone_of='debian.original', group=None, memory_kib=262144):
-    """A domain of the test driver: a Maglica clone (clone_of, its spread group) or, clone_of None, an image."""
+def domain_xml(name, running=False, clone_of='debian.original', group=None, memory_kib=262144, mode='full'):
+    """A domain of the test driver: a Maglica clone (clone_of, its mode and spread group) or, clone_of None, an image."""
     metadata = ''
     if clone_of:
-        metadata = ("<metadata><maglica:clone xmlns:maglica='%s' image='%s' job='%s' complete='yes'%s/></metadata>"
-                    % (virt.METADATA_NS, clone_of, uuid.uuid4().hex, " spread-group='%s'" % group if group else ''))
+        metadata = ("<metadata><maglica:clone xmlns:maglica='%s' image='%s' job='%s' mode='%s' complete='yes'%s/></metadata>"
+                    % (virt.METADATA_NS, clone_of, uuid.uuid4().hex, mode, " spread-group='%s'" % group if group else ''))
     return ("<domain type='test' %s><name>%s</name><memory>%d</memory><vcpu>1</vcpu><os><type>hvm</type></os>%s%s"
             "<devices/></domain>" % (TEST_NS, name, memory_kib, metadata, '' if running else '<test:runstate>5</test:runstate>'))
 
@@ -118,8 +119,7 @@ class Migrations(object):
 
 
 def drain(running, migrations=None, state='maintenance', **kwargs):
-    cfg = running.config
-    return maintenance.host_state(cfg, 'h0', state, lambda answers, slots, hosts: cloud.host_states(cfg, answers, slots, (), hosts),
+    return maintenance.host_state(running.config, 'h0', state, functools.partial(cloud.host_states, running.config),
                                   migrate_to=migrations, **kwargs)
 
 
@@ -154,7 +154,7 @@ def test_the_plan_keeps_the_spread_group_spread_and_leaves_the_image(spread):
     assert sorted([dest['web1'], dest['web2']]) == ['h2', 'h3']
     assert {m['name']: m['live'] for m in plan['vms']} == {'web1': True, 'web2': False, 'db1': True, 'app1': False}
     assert all(m['status'] == 'planned' and m['reason'] is None for m in plan['vms'])
-    assert all(f['reason'].startswith('h0: in maintenance') for m in plan['vms'] for f in m['filtered'])
+    assert all(m['filtered'] == [] for m in plan['vms']), 'the host drained is no candidate, and not repeated as one'
     with Client(spread.config) as client:
         assert client.maintenance('h0')['maintenance'] is False
 
@@ -188,9 +188,11 @@ def test_drain_moves_every_vm_at_most_max_parallel_at_once_and_lasts(spread):
 
 
 def test_a_drain_that_cannot_finish_names_each_vm_that_stayed_and_keeps_the_host_in_maintenance(tmp_path):
-    """db1 needs 6 GiB running: no other host has it (resources policy). web1's migration fails. app1 moves."""
+    """db1 needs 6 GiB running: no other host has it (resources policy). lnk1, a stopped linked clone, goes only where
+    its image is, and h1 has not got it. web1's migration fails. app1 moves."""
     hosts = [
         {'name': 'h0', 'uri': node(tmp_path, 'h0', [
+            domain_xml('debian.original', clone_of=None), domain_xml('lnk1', mode='linked'),
             domain_xml('db1', running=True, memory_kib=6 * GIB_KIB), domain_xml('web1', running=True), domain_xml('app1')])},
         {'name': 'h1', 'uri': node(tmp_path, 'h1', [], memory_kib=4 * GIB_KIB)},
     ]
@@ -200,13 +202,17 @@ def test_a_drain_that_cannot_finish_names_each_vm_that_stayed_and_keeps_the_host
         with pytest.raises(maintenance.DrainIncomplete) as raised:
             drain(running, migrations)
         message = str(raised.value)
-        assert message.startswith('the drain of h0 did not finish; h0 stays in maintenance, and 2 VM(s) stayed on it: ')
-        assert 'db1 (no host fits it: h0: in maintenance' in message and 'h1: 4 GiB uncommitted, clone needs 6 GiB' in message
+        assert message.startswith('the drain of h0 did not finish; h0 stays in maintenance, and 3 VM(s) stayed on it: ')
+        assert 'db1 (no host fits it: h1: 4 GiB uncommitted, clone needs 6 GiB)' in message
+        assert ('lnk1 (no host fits it (a stopped linked clone goes only where its image debian.original is): '
+                'h1: does not hold its image debian.original)') in message
         assert 'web1 (its migration to h1 failed: job 0123 (vm.migrate on h0) failed: the pool of h1 is full)' in message
         assert message.endswith('. Moved: app1 -> h1')
         result = raised.value.result
         assert {m['name']: (m['status'], m['destination']) for m in result['vms']} == {
-            'db1': ('stayed', None), 'web1': ('stayed', 'h1'), 'app1': ('migrated', 'h1')}
+            'db1': ('stayed', None), 'lnk1': ('stayed', None), 'web1': ('stayed', 'h1'), 'app1': ('migrated', 'h1')}
+        assert [m['job_id'] for m in result['vms'] if m['name'] == 'web1'] == ['0123'], 'the failed job is named'
+        assert result['images'] == ['debian.original']
         assert sorted(c[0] for c in migrations.calls) == ['app1', 'web1'], 'db1, which fits nowhere, is not tried'
         with Client(running.config) as client:
             assert client.maintenance('h0')['maintenance'] is True
