@@ -72,9 +72,12 @@ class DrainIncomplete(MaglicaError):
         self.result = result
 
 
-def _order(domain: Mapping[str, Any]) -> Tuple[int, int, str]:
-    """Spread groups placed first (their members take the hosts with fewest members), then running VMs, then names."""
-    return (0 if domain.get('spread_group') else 1, 0 if domain['active'] else 1, domain['name'])
+def _order(domain: Mapping[str, Any]) -> Tuple[int, int, int, str]:
+    """The order VMs are placed in: stopped linked clones first (they go only where their image is: placed later,
+    they could find their one host taken by a member of their group), then spread groups (their members take the
+    hosts with fewest members), then running VMs, then names."""
+    constrained = not domain['active'] and domain.get('clone_mode') == 'linked'
+    return (0 if constrained else 1, 0 if domain.get('spread_group') else 1, 0 if domain['active'] else 1, domain['name'])
 
 
 def plan_drain(config: Config, source: str, answers: Sequence[Mapping[str, Any]], slots: Sequence[Slot],

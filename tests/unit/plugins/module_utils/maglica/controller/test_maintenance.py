@@ -273,3 +273,20 @@ def test_cli_host_drain_dry_run_shows_the_plan_and_activate_brings_the_host_back
     assert capsys.readouterr().out == 'h0 is active: placement gives it VMs again\n'
     assert cli.main(['host', 'activate', 'h0', '--json', '--config', path]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)['changed'] is False
+
+
+def test_a_stopped_linked_clone_is_placed_first_so_that_its_group_stays_spread(tmp_path):
+    """web-b is stopped and linked: only h1 holds its image. Placed after web-a, it would find h1 taken by web-a
+    (both h1 and h2 are empty, h1 comes first) and stack the group there."""
+    hosts = [
+        {'name': 'h0', 'uri': node(tmp_path, 'h0', [
+            domain_xml('debian.original', clone_of=None), domain_xml('web-a', running=True, group='web', mode='linked'),
+            domain_xml('web-b', group='web', mode='linked')])},
+        {'name': 'h1', 'uri': node(tmp_path, 'h1', [domain_xml('debian.original', clone_of=None)])},
+        {'name': 'h2', 'uri': node(tmp_path, 'h2', [])},
+    ]
+    running = Cloud(tmp_path, hosts).start()
+    try:
+        assert where(drain(running, check_mode=True)) == {'web-b': 'h1', 'web-a': 'h2'}
+    finally:
+        running.stop()
