@@ -24,7 +24,6 @@ import pytest
 
 from maglica_testbed import PYTHON, ROOT, TESTBED, ansible_env, run_playbook, wait_until  # pylint: disable=wrong-import-order
 from maglica.controller import cloud as maglica_cloud  # pylint: disable=wrong-import-order
-from maglica.cluster import virt  # pylint: disable=wrong-import-order
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 DOMAIN = 'boot.test'
 BOOT_TIMEOUT = 1500  # four TCG guests booting at once on two shared cores
@@ -67,12 +66,9 @@ class Booted:
         return proc
 
     def leases(self, host):
-        """The DHCP leases of the host's libvirt network `default`: {ip: lease}."""
-        conn = virt.connect(self.testbed.uri(host), readonly=True)
-        try:
-            return {lease['ipaddr']: lease for lease in conn.networkLookupByName('default').DHCPLeases()}
-        finally:
-            conn.close()
+        """The DHCP leases of the guests' network: {ip: lease}. The testbed's hosts share one guest segment, with one
+        DHCP server (testbed.sh), as real hypervisors share a network: every host's guests lease there."""
+        return self.testbed.leases()
 
 
 CLONES = {
