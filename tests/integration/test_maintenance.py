@@ -135,30 +135,33 @@ def on_host(testbed, names):
 
 
 def test_drain_moves_every_vm_elsewhere_keeps_the_group_spread_and_activate_brings_the_host_back(cloud, testbed, made):
-    """host0 holds three linked clones of debian.original: drain-a and drain-b running, in the spread group `dg`, and
-    drain-c stopped. The running ones need not be booted guests: the testbed's small debian.original has no kernel, so
-    they start and sit in the firmware, which is a running QEMU to migrate live, and cheap. drain-c, stopped and
-    linked, can only go where its image is (host1), so drain-a and drain-b go one to host1 and one to host2."""
+    """host2 holds three clones of rhel.original: drain-a and drain-b running (linked), in the spread group `dg`, and
+    drain-c stopped (a full clone: a stopped linked clone could only go where its image is, and rhel.original is on
+    host2 alone). host2 is the host drained because the testbed's libvirtds let host2's worker reach the other two
+    (the migration peers of tests/testbed/testbed.sh). The running VMs need not be booted guests: the testbed's small
+    images have no kernel, so they start and sit in the firmware, which is a running QEMU to migrate live, and cheap."""
+    image = 'rhel.original'
     names = ['drain-a', 'drain-b', 'drain-c']
     made.extend(names)
     for name in names:
-        maglica_cloud.clone(cloud.config, IMAGE, name, host='host0', clone_mode='linked', start=name != 'drain-c',
-                            customize=False, spread_group='dg' if name != 'drain-c' else None)
-    assert on_host(testbed, names) == {'drain-a': ('host0', True), 'drain-b': ('host0', True), 'drain-c': ('host0', False)}
+        maglica_cloud.clone(cloud.config, image, name, host='host2', clone_mode='full' if name == 'drain-c' else 'linked',
+                            start=name != 'drain-c', customize=False, spread_group='dg' if name != 'drain-c' else None)
+    assert on_host(testbed, names) == {'drain-a': ('host2', True), 'drain-b': ('host2', True), 'drain-c': ('host2', False)}
 
-    dry = maglica(cloud, '--json', 'host', 'drain', 'host0', '--dry-run')
+    dry = maglica(cloud, '--json', 'host', 'drain', 'host2', '--dry-run')
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
-    assert plan['maintenance'] is False and not flag(cloud, 'host0'), 'a dry run sets nothing'
+    assert plan['maintenance'] is False and not flag(cloud, 'host2'), 'a dry run sets nothing'
     planned = {m['name']: (m['destination'], m['live'], m['status']) for m in plan['vms']}
-    assert planned['drain-c'] == ('host1', False, 'planned')
-    assert sorted([planned['drain-a'][0], planned['drain-b'][0]]) == ['host1', 'host2']
+    assert set(planned) == set(names) and planned['drain-c'][1:] == (False, 'planned')
+    assert sorted([planned['drain-a'][0], planned['drain-b'][0]]) == ['host0', 'host1'], 'the group spread over the others'
     assert planned['drain-a'][1:] == planned['drain-b'][1:] == (True, 'planned')
+    assert plan['images'] == ['broken.original', image]
 
-    run = playbook(cloud, 'host', host_name='host0', max_parallel=2)
+    run = playbook(cloud, 'host', host_name='host2', max_parallel=2)
     assert run.rc == 0, run
     result = run.last
-    assert result['changed'] is True and result['maintenance'] is True and result['images'] == [IMAGE]
+    assert result['changed'] is True and result['maintenance'] is True
     moved = {m['name']: (m['destination'], m['status']) for m in result['vms']}
     assert moved == {name: (planned[name][0], 'migrated') for name in names}, result['vms']
     assert all(m['job_id'] for m in result['vms'])
@@ -166,12 +169,14 @@ def test_drain_moves_every_vm_elsewhere_keeps_the_group_spread_and_activate_brin
     after = on_host(testbed, names)
     assert after == {name: (planned[name][0], name != 'drain-c') for name in names}, 'each VM where the plan said, as it was'
     assert after['drain-a'][0] != after['drain-b'][0], 'the group is still spread'
-    assert testbed.domains('host0') & set(names) == set() and IMAGE in testbed.domains('host0'), 'the image stays'
-    assert flag(cloud, 'host0') is True
+    assert testbed.domains('host2') & set(names) == set() and image in testbed.domains('host2'), 'the image stays'
+    assert flag(cloud, 'host2') is True
+    with pytest.raises(placement.NoHostFits, match='host2: in maintenance'):
+        maglica_cloud.plan_clone(cloud.config, image, 'drain-later', clone_mode='linked', start=False)
 
-    again = playbook(cloud, 'host', host_name='host0')
+    again = playbook(cloud, 'host', host_name='host2')
     assert again.rc == 0 and again.last['changed'] is False and again.last['vms'] == [], 'drained: nothing left, no change'
 
-    back = playbook(cloud, 'host', host_name='host0', host_state='active')
-    assert back.rc == 0 and back.last['changed'] is True and flag(cloud, 'host0') is False
-    assert maglica_cloud.plan_clone(cloud.config, IMAGE, 'drain-later', clone_mode='linked', start=False)['host'] == 'host0'
+    back = playbook(cloud, 'host', host_name='host2', host_state='active')
+    assert back.rc == 0 and back.last['changed'] is True and flag(cloud, 'host2') is False
+    assert maglica_cloud.plan_clone(cloud.config, image, 'drain-later', clone_mode='linked', start=False)['host'] == 'host2'
