@@ -114,7 +114,7 @@ hosts:
       type: int
     maintenance:
       description:
-        - Whether the host is in maintenance (M(maglica.cloud.maglica_host)): placement gives it no new VM.
+        - Whether the host is in maintenance (M(maglica.cloud.maglica_host)), when placement gives it no new VM.
         - V(null) when the client worker does not answer.
       type: bool
     transport:
