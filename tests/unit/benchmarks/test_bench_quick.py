@@ -35,9 +35,9 @@ print(json.dumps([vars(module.arguments([])), vars(module.arguments(['--quick'])
 '''
 
 
-def test_the_ten_benchmarks_are_all_here():
+def test_the_benchmarks_are_all_here():
     assert [s[:-3].replace('_', '-') for s in SCRIPTS] == sorted(
-        ['list', 'clone', 'batch', 'dispatch', 'faults', 'fuzz', 'module-overhead', 'boot', 'placement', 'image'])
+        ['list', 'clone', 'batch', 'dispatch', 'faults', 'fuzz', 'module-overhead', 'boot', 'placement', 'image', 'migrate'])
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

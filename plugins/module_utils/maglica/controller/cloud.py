@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..protocol import messages
 from ..protocol.import_job import Limits as ImportLimits
-from . import maintenance, placement, reach
+from . import maintenance, migration, placement, reach
 from .client import Client, Job, Progress, Reservations, Slot
 from .hosts import host_info
 from .image_copy import copy as copy_image
@@ -47,7 +47,6 @@ from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
 from .maintenance import DrainIncomplete, DrainMove, HostResult
 from .migration import MigrationResult
-from .migration import migrate as vm_migrate
 from .migration import migrate_to as vm_migrate_to
 from .reach import WAIT_FOR, clone_names, interface_addresses
 from .vm import ensure as ensure_vm
@@ -81,6 +80,7 @@ __all__ = [
     'job_info',
     'known_hosts_lines',
     'MigrationResult',
+    'plan_migration',
     'vm_migrate',
     'vm_migrate_to',
     'load_config',
@@ -251,6 +251,25 @@ def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Seq
         if slot['host'] in by_host:
             by_host[slot['host']].reserve(slot['image'], slot['start'], slot['clone_mode'], slot.get('spread_group'), slot['hostname'])
     return states
+
+
+def _states_counting_reservations(config: Config, answers: Sequence[Mapping[str, Any]],
+                                  images: Collection[str]) -> List[placement.HostState]:
+    """host_states with the clones in flight (when the client worker can say): placement's view, as clones get it."""
+    slots, _why = reservations(config)
+    return host_states(config, answers, slots, images)
+
+
+def vm_migrate(config: Config, name: str, host: Optional[str] = None, live: Optional[bool] = None, wait: bool = True,
+               timeout: float = migration.DEFAULT_TIMEOUT, check_mode: bool = False) -> MigrationResult:
+    """Move the VM `name` to `host`, or where placement (the clones' own) chooses: see controller/migration.py."""
+    return migration.migrate(config, name, _states_counting_reservations, host, live, wait, timeout, check_mode)
+
+
+def plan_migration(config: Config, name: str, host: Optional[str] = None, live: Optional[bool] = None,
+                   exclude_hosts: Sequence[str] = ()) -> MigrationResult:
+    """Where the VM would go (check mode's answer), never `exclude_hosts` nor its own host; changes nothing."""
+    return migration.plan(config, name, _states_counting_reservations, host, live, exclude_hosts)
 
 
 def _check_image(answers: Sequence[Mapping[str, Any]], image: str) -> List[str]:

@@ -9,7 +9,7 @@ migrate() chooses; migrate_to() moves along a plan made elsewhere (a drain plans
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict
 
 from ..cluster import virt
 from ..cluster.config import Config
@@ -19,6 +19,9 @@ from . import placement
 from .client import Client, Job
 
 DEFAULT_TIMEOUT = 1800.0
+# Placement's view of the hosts, (config, placement survey answers, images) -> host states, with the clones in flight
+# counted: the clones' own (cloud.host_states with the reservations; the facade passes it, cloud imports this module).
+HostStates = Callable[[Config, Sequence[Mapping[str, Any]], Collection[str]], List[placement.HostState]]
 
 
 class MigrationResult(TypedDict):
@@ -78,11 +81,9 @@ def vm_request(name: str, domain: Mapping[str, Any], source: str, live: bool,
                              spread_group=domain.get('spread_group'), exclude_hosts=tuple([source] + list(exclude_hosts)))
 
 
-def plan(config: Config, name: str, host: Optional[str] = None, live: Optional[bool] = None,
+def plan(config: Config, name: str, states_of: HostStates, host: Optional[str] = None, live: Optional[bool] = None,
          exclude_hosts: Sequence[str] = ()) -> MigrationResult:
     """Where the VM is and where it would go, changing nothing (check mode); `changed` False when it is on `host`."""
-    # cloud imports this module: its placement helpers (host states, the clones in flight) are read when called.
-    from .cloud import host_states, reservations
     if host is not None:
         config.target_names([host])
     answers = virt.placement_survey(config, ())
@@ -94,8 +95,7 @@ def plan(config: Config, name: str, host: Optional[str] = None, live: Optional[b
         return result
     images = [domain['clone_of']] if domain.get('clone_of') else []
     answers = virt.placement_survey(config, images) if images else answers
-    slots, _why = reservations(config)
-    states = host_states(config, answers, slots, images)
+    states = states_of(config, answers, images)
     request = vm_request(name, domain, source, live, states, exclude_hosts)
     if host is not None:
         request.host = host
@@ -113,11 +113,11 @@ def plan(config: Config, name: str, host: Optional[str] = None, live: Optional[b
     return result
 
 
-def migrate(config: Config, name: str, host: Optional[str] = None, live: Optional[bool] = None, wait: bool = True,
-            timeout: float = DEFAULT_TIMEOUT, check_mode: bool = False) -> MigrationResult:
+def migrate(config: Config, name: str, states_of: HostStates, host: Optional[str] = None, live: Optional[bool] = None,
+            wait: bool = True, timeout: float = DEFAULT_TIMEOUT, check_mode: bool = False) -> MigrationResult:
     """Move the VM `name` to `host`, or to the host placement chooses (spread groups, resources, the clones in
     flight; never its own host). live None: running -> live, stopped -> cold. A VM already on `host`: changed False."""
-    result = plan(config, name, host, live)
+    result = plan(config, name, states_of, host, live)
     if not result['changed'] or check_mode:
         return result
     return _submit(config, result, wait, timeout)
