@@ -5,8 +5,8 @@
 
 A phase benchmarks/migrate.py can import (drain_phase), and a run of its own on a testbed:
 
-    bash tests/testbed/testbed.sh netns env PYTHONPATH=plugins/module_utils .venv/bin/python benchmarks/drain_phase.py
-    ... benchmarks/drain_phase.py --quick      (two VMs each way: proves it works, claims no target)
+    make bench-drain                         (four VMs each way)
+    make bench-drain BENCH_ARGS=--quick      (two VMs each way: proves it works, claims no target)
 
 The source holds 2 x N running VMs (linked clones of one image that every host holds, started, not customised: the
 testbed's small image has no kernel, so each sits in its firmware - a running QEMU to migrate live, and cheap).
