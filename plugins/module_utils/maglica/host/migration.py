@@ -250,7 +250,7 @@ def _remove_destination(dst: Connect, name: str, destination: str, ownership: cl
             if dom.isActive():
                 dom.destroy()
             if dom.isPersistent():
-                dom.undefineFlags(lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0))
+                _undefine(dom)
         except lv.libvirtError as e:
             raise HostError('cannot remove the half-migrated %s from %s: %s' % (name, destination, virt.error_text(e)))
     prefix = destination + ':'
@@ -264,6 +264,19 @@ def _remove_destination(dst: Connect, name: str, destination: str, ownership: cl
             pass  # never made, or gone already
 
 
+def _undefine(dom: Domain) -> None:
+    """Undefine a domain with what it has: its snapshots' metadata, its NVRAM file, its managed save."""
+    lv = virt.libvirt()
+    flags = 0
+    if dom.snapshotNum(0) > 0:
+        flags |= lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    if ET.fromstring(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)).find('./os/nvram') is not None:
+        flags |= getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0)
+    if dom.hasManagedSaveImage(0):
+        flags |= getattr(lv, 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 0)
+    dom.undefineFlags(flags)
+
+
 def _finish_source(src: Connect, name: str, ownership: clone.Ownership) -> List[str]:
     """After a migration: the source's definition (if any is left) and the disks this job recorded go. Returns them."""
     lv = virt.libvirt()
@@ -271,8 +284,7 @@ def _finish_source(src: Connect, name: str, ownership: clone.Ownership) -> List[
     if dom is not None:
         if dom.isActive():
             raise HostError('%s still runs here after its migration' % name)
-        dom.undefineFlags(lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | getattr(lv, 'VIR_DOMAIN_UNDEFINE_NVRAM', 0)
-                          | getattr(lv, 'VIR_DOMAIN_UNDEFINE_MANAGED_SAVE', 0))
+        _undefine(dom)
     files = sorted(ownership.files)
     shared = disk_users(src, files)
     deleted = []
@@ -428,6 +440,9 @@ def _migrate_live(config: Config, src: Connect, dst: Connect, dest_host: Host, s
                             'cold (internal snapshots travel then), or delete them first' % (name, ', '.join(snapshots)))
     disks = _plan_disks(src, dst, name, dom, destination, True)
     incremental = all(d.overlay or d.backing is None for d in disks)
+    if not incremental:  # QEMU copies every disk whole then (one flag for all): no overlay is made for any
+        for disk in disks:
+            disk.overlay = False
     for disk in disks:
         ownership.intend_file(disk.path)  # the source's disks, deleted once the VM runs on the destination
     ownership.intend_domain(_dest_key(destination, name), dom.UUIDString())

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
+from maglica.errors import HostError
 from maglica.host import clone, migration
 from maglica.host.image_copy import _Digest
 
@@ -98,3 +101,81 @@ def test_a_restarted_worker_reads_back_the_migration_intents_and_steps():
     again = clone.Ownership.from_rows(rows)
     assert again.notes == {'migrated'} and again.domains == {'kvm2:v': '1234'} and again.volumes == {'kvm2:default/v.qcow2'}
     assert again.files == {'/var/lib/libvirt/images/v.qcow2'}
+
+
+# -- a restarted worker's reconcile, against two real libvirt test-driver hypervisors (one node file each) ----------
+
+NODE = """<node><pool type='dir'><name>default</name><target><path>/var/lib/libvirt/images</path></target></pool></node>"""
+UUID = '11111111-2222-3333-4444-555555555555'
+OTHER_UUID = '99999999-2222-3333-4444-555555555555'
+
+
+def domain_xml(name, uuid):
+    return ("<domain type='test'><name>%s</name><uuid>%s</uuid><memory>131072</memory><os><type>hvm</type></os><devices>"
+            "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/%s.qcow2'/><target dev='vda'/></disk>"
+            "</devices></domain>" % (name, uuid, name))
+
+
+def hypervisor(tmp_path, name):
+    import libvirt
+    path = tmp_path / ('%s.xml' % name)
+    path.write_text(NODE)
+    conn = libvirt.open('test://%s' % path)
+    return conn
+
+
+def volume(conn, name):
+    return conn.storagePoolLookupByName('default').createXML(
+        "<volume><name>%s</name><capacity>1048576</capacity><target><format type='qcow2'/></target></volume>" % name, 0)
+
+
+def volumes(conn):
+    return sorted(conn.storagePoolLookupByName('default').listVolumes())
+
+
+def test_reconcile_rolls_back_an_unfinished_cold_migration_and_removes_only_what_it_recorded(tmp_path):
+    src, dst = hypervisor(tmp_path, 'src'), hypervisor(tmp_path, 'dst')
+    volume(src, 'v.qcow2')
+    src.defineXML(domain_xml('v', UUID))
+    # What the job had made on the destination before the worker died: the volume, the domain (not yet 'defined').
+    own = clone.Ownership()
+    own.intend_file('/var/lib/libvirt/images/v.qcow2')
+    own.intend_domain(migration._dest_key('dst', 'v'), UUID)
+    own.intend_volume(migration._dest_key('dst', 'default'), 'v.qcow2')
+    volume(dst, 'v.qcow2')
+    dst.defineXML(domain_xml('v', UUID))
+    volume(dst, 'someone-else.qcow2')  # not recorded: stays
+    with pytest.raises(HostError, match='interrupted by a worker restart: rolled back, v stays on src'):
+        migration._reconcile(src, dst, {'name': 'v', 'destination': 'dst', 'live': False}, 'src', own)
+    assert [d.name() for d in dst.listAllDomains(0)] == [] and volumes(dst) == ['someone-else.qcow2']
+    assert [d.name() for d in src.listAllDomains(0)] == ['v'] and volumes(src) == ['v.qcow2'], 'the source is untouched'
+
+
+def test_reconcile_finishes_a_cold_migration_found_complete(tmp_path):
+    src, dst = hypervisor(tmp_path, 'src'), hypervisor(tmp_path, 'dst')
+    volume(src, 'v.qcow2')
+    src.defineXML(domain_xml('v', UUID))
+    volume(dst, 'v.qcow2')
+    dst.defineXML(domain_xml('v', UUID))
+    own = clone.Ownership()
+    own.intend_file('/var/lib/libvirt/images/v.qcow2')
+    own.intend_domain(migration._dest_key('dst', 'v'), UUID)
+    own.intend_volume(migration._dest_key('dst', 'default'), 'v.qcow2')
+    own.note('defined')
+    result = migration._reconcile(src, dst, {'name': 'v', 'destination': 'dst', 'live': False}, 'src', own)
+    assert result['reconciled'] is True and result['destination'] == 'dst', result
+    assert [d.name() for d in src.listAllDomains(0)] == [] and volumes(src) == [], 'the source is finished'
+    assert [d.name() for d in dst.listAllDomains(0)] == ['v'] and volumes(dst) == ['v.qcow2']
+
+
+def test_reconcile_never_removes_a_destination_domain_of_another_uuid(tmp_path):
+    src, dst = hypervisor(tmp_path, 'src'), hypervisor(tmp_path, 'dst')
+    volume(src, 'v.qcow2')
+    src.defineXML(domain_xml('v', UUID))
+    dst.defineXML(domain_xml('v', OTHER_UUID))  # someone else's v, there before the job recorded anything
+    own = clone.Ownership()
+    own.intend_domain(migration._dest_key('dst', 'v'), UUID)
+    with pytest.raises(HostError, match='rolled back'):
+        migration._reconcile(src, dst, {'name': 'v', 'destination': 'dst', 'live': False}, 'src', own)
+    assert [d.UUIDString() for d in dst.listAllDomains(0)] == [OTHER_UUID]
+    assert [d.name() for d in src.listAllDomains(0)] == ['v']
