@@ -66,10 +66,17 @@ def disk_users(conn: Connect, paths: Iterable[str], but: Optional[str] = None) -
     """{path: [names of the domains (other than `but`) whose definitions use it as a disk or a backing file]}."""
     wanted = set(paths)
     users: Dict[str, List[str]] = {}
+    lv = virt.libvirt()
     for dom in conn.listAllDomains(0):
         if dom.name() == but:
             continue
-        for own in domain_disks(virt.describe(dom, with_sizes=False)):
+        try:
+            info = virt.describe(dom, with_sizes=False)
+        except lv.libvirtError as e:
+            if e.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                continue  # undefined since the listing, by a job beside this one (a migration, a removal): it uses no disk
+            raise
+        for own in domain_disks(info):
             for path in [own] + backing_chain(conn, own):
                 if path in wanted:
                     users.setdefault(path, [])

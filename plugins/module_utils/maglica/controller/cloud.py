@@ -37,15 +37,15 @@ from ..errors import (
 )
 from ..protocol import messages
 from ..protocol.import_job import Limits as ImportLimits
-from . import placement, reach
-from .client import Client, Job, Progress, Slot
+from . import maintenance, migration, placement, reach
+from .client import Client, Job, Progress, Reservations, Slot
 from .hosts import host_info
 from .image_copy import copy as copy_image
 from .image_import import import_image
 from .image_lifecycle import create_from_vm
 from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
-from . import migration
+from .maintenance import DrainIncomplete, DrainMove, HostResult
 from .migration import MigrationResult
 from .migration import migrate_to as vm_migrate_to
 from .reach import WAIT_FOR, clone_names, interface_addresses
@@ -67,7 +67,11 @@ __all__ = [
     'copy_image',
     'create_from_vm',
     'ensure_vm',
+    'DrainIncomplete',
+    'DrainMove',
+    'HostResult',
     'host_info',
+    'host_state',
     'host_states',
     'image_list',
     'import_image',
@@ -198,7 +202,8 @@ STALE_RETRIES = 8
 
 
 def reservations(config: Config, required: bool = False) -> Tuple[List[Slot], Optional[str]]:
-    """(the slot reservations of every clone in flight, None), or ([], why) when the client worker cannot say:
+    """(the slot reservations of every clone in flight and the hosts in maintenance (a client.Reservations), None),
+    or ([], why) when the client worker cannot say:
     then the plan counts domains only (check mode says so). With `required` (a clone that will be submitted),
     that failure is raised instead: the submission would meet the same silent client worker."""
     try:
@@ -211,8 +216,11 @@ def reservations(config: Config, required: bool = False) -> Tuple[List[Slot], Op
 
 
 def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Sequence[Slot],
-                images: Collection[str]) -> List[placement.HostState]:
-    """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations."""
+                images: Collection[str], maintenance: Optional[Collection[str]] = None) -> List[placement.HostState]:
+    """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations.
+    The hosts in `maintenance` (default: those the client worker named with the reservations) take nothing."""
+    if maintenance is None:
+        maintenance = slots.maintenance if isinstance(slots, Reservations) else ()
     states = []
     configured = {host.name: host.memory_mb for host in config.hosts}
     for order, answer in enumerate(answers):
@@ -221,7 +229,7 @@ def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Seq
         found = answer['result']
         state = placement.HostState(host=answer['host'], weight=answer['weight'], order=order,
                                     memory_total_mb=configured.get(answer['host']) or found['memory_mb'],
-                                    cpus=found['cpus'])
+                                    cpus=found['cpus'], maintenance=answer['host'] in maintenance)
         for domain in found['domains']:
             state.domains[domain['name']] = domain['active']
             if domain['active']:
@@ -583,3 +591,11 @@ def job_info(config: Config, job_id: Optional[str] = None, limit: int = 20, host
         if job_id:
             return [client.status(job_id)]
         return client.recent(limit, host)
+
+
+def host_state(config: Config, host: str, state: str, max_parallel: int = maintenance.MAX_PARALLEL,
+               timeout: float = maintenance.DRAIN_TIMEOUT, check_mode: bool = False) -> HostResult:
+    """Put `host` in maintenance and drain it, or bring it back (state 'active'): maintenance.host_state, with
+    placement's view of the hosts as clones get it (host_states) and migration's migrate_to."""
+    return maintenance.host_state(config, host, state, functools.partial(host_states, config), migrate_to=vm_migrate_to,
+                                  max_parallel=max_parallel, timeout=timeout, check_mode=check_mode)

@@ -42,6 +42,8 @@ JOB_ID_RE = re.compile(r'[0-9a-f]{32}')
 SPREAD_GROUP_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,62}')
 STATES = ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'expired')
 FINAL_STATES = ('succeeded', 'failed', 'expired')
+# A host's states (maglica_host): in maintenance it takes no new VMs and is drained.
+HOST_STATES = ('maintenance', 'active')
 # Choices of job arguments, named for the library's options (image_import, the modules' argument specs).
 CLONE_MODES = ('full', 'linked')
 NETWORK_MODES = ('dhcp', 'static')
@@ -351,8 +353,10 @@ REQUESTS = {
     # `seen`: the slot reservations on the job's host that the library counted when it chose that host. The
     # client worker refuses the job as stale (code 'stale') when that host has others now; the library re-plans.
     'submit': {'job': Field(dict), 'seen': Field(list, required=False, max_len=4096, items=Field(str, pattern=JOB_ID_RE))},
-    # The slot reservations of every open clone job, for placement.
+    # The slot reservations of every open clone job, and the hosts in maintenance: what placement counts.
     'slots': {},
+    # A host's maintenance flag (maglica_host): set (maintenance), cleared (active), or only read (no state).
+    'maintenance': {'host': NAME, 'state': Field(str, required=False, choices=HOST_STATES)},
     'status': {'id': Field(str, pattern=JOB_ID_RE)},
     # A listing comes in pages that each fit a frame: `after` is the last job id of the page before.
     'list': {'limit': Field(int, required=False, minimum=1, maximum=10000), 'host': OPT_NAME,
@@ -390,14 +394,17 @@ JOB_ROW = {
 SLOT = {'host': NAME, 'job_id': Field(str, pattern=JOB_ID_RE), 'hostname': NAME, 'image': NAME, 'start': Field(bool),
         'clone_mode': Field(str, max_len=16), 'spread_group': Field(str, required=False, pattern=SPREAD_GROUP_RE, max_len=63)}
 HOST_STATUS = {'host': NAME, 'alive': Field(bool), 'last_seen_s': OPT_NUMBER, 'pid': Field(int, required=False),
-               'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE))}
+               'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE)),
+               'maintenance': Field(bool, required=False)}
 # Replies of the client worker, by the request they answer; `ok` false replies are ERROR_REPLY.
 REPLIES = {
     'submit': {'job': Field(dict, fields=JOB_ROW)},
     'status': {'job': Field(dict, fields=JOB_ROW)},
     'list': {'jobs': Field(list, max_len=10000, items=JOB_ROW), 'more': Field(bool, required=False)},
     'hosts': {'hosts': Field(list, max_len=10000, items=HOST_STATUS)},
-    'slots': {'slots': Field(list, max_len=100000, items=SLOT)},
+    'slots': {'slots': Field(list, max_len=100000, items=SLOT),
+              'maintenance': Field(list, required=False, max_len=10000, items=NAME)},
+    'maintenance': {'host': NAME, 'maintenance': Field(bool), 'since': OPT_NUMBER, 'changed': Field(bool)},
     # Each fetched job is checked in full by validate_job before it is recorded.
     'fetch': {'jobs': Field(list, max_len=256, items=Field(dict)), 'gone': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
     'report': {'taken': JOB_IDS, 'refused': JOB_IDS},

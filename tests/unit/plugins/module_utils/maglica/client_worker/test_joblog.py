@@ -241,3 +241,22 @@ def test_job_log_adds_the_late_result_column_to_an_old_database(tmp_path):
         assert upgraded.get('a' * 32)['late_result'] is None
     finally:
         upgraded.close()
+
+
+# -- maintenance (issue 19) -------------------------------------------------------------------
+
+def test_maintenance_flag_is_set_once_cleared_once_and_lasts(tmp_path):
+    path = str(tmp_path / 'jobs.sqlite')
+    first = JobLog(path)
+    assert first.maintenance() == {} and not first.in_maintenance('kvm1')
+    assert first.set_maintenance('kvm1', True, now=T0) is True
+    assert first.set_maintenance('kvm1', True, now=T0 + 5) is False, 'set again: nothing changes, `since` stays'
+    first.close()
+    again = JobLog(path)  # a restarted client worker
+    try:
+        assert again.maintenance() == {'kvm1': T0} and again.in_maintenance('kvm1') and not again.in_maintenance('kvm10')
+        assert again.set_maintenance('kvm1', False) is True
+        assert again.set_maintenance('kvm1', False) is False
+        assert again.maintenance() == {}
+    finally:
+        again.close()
