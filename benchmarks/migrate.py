@@ -160,8 +160,8 @@ def drain(cloud, testbed, count):
     for host in testbed.hosts:
         testbed.define_image(host, DRAIN_IMAGE, testbed.image('debian'))
     names = ['seq-%d' % n for n in range(count)] + ['drain-%d' % n for n in range(count)]
-    maglica_cloud.clone_batch(cloud.config, [{'image': DRAIN_IMAGE, 'hostname': name, 'host': HOSTS[0], 'clone_mode': 'linked',
-                                               'customize': False} for name in names], timeout=600)
+    vms = [{'image': DRAIN_IMAGE, 'hostname': name, 'host': HOSTS[0], 'clone_mode': 'linked', 'customize': False} for name in names]
+    maglica_cloud.clone_batch(cloud.config, vms, timeout=600)
     found = drain_phase(cloud.config, HOSTS[0], names[:count], names[count:], count)
     for name in names:
         maglica_vm.ensure(cloud.config, name, state='absent', force=True)

@@ -23,7 +23,7 @@ description:
     travel inside the files and their metadata is redefined; external snapshots cannot, and the migration is refused,
     naming them. A stopped linked clone goes only where its image is.
   - A live migration of a VM with snapshots is refused, naming them (libvirt 9.0 cannot, and QEMU's disk copy would
-    not carry them): stop it and migrate it cold, or delete them.
+    not carry them); stop it and migrate it cold, or delete them.
   - When the migration fails, the VM stays where it was, running if it ran, and nothing is left on the destination.
   - When O(vm) already is on O(host), nothing changes.
 author: Maglica contributors (@maglica)
@@ -88,7 +88,7 @@ job_id:
 result:
   description:
     - What the job did. C(disks), each C(target), C(path), C(copy) (V(overlay) or V(full)) and C(bytes);
-      C(snapshots) carried; C(seconds); C(downtime_ms) (live: QEMU's own figure for the pause).
+      C(snapshots) carried; C(seconds); C(downtime_ms) (live, QEMU's own figure for the pause); C(migrate_s) (live, libvirt's migration call).
   returned: always
   type: dict
 candidates:

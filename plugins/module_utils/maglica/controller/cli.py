@@ -350,9 +350,9 @@ def vm_migrate(config: Config, args: argparse.Namespace, out: Output) -> None:
     if done.get('downtime_ms') is not None:
         figures.append('downtime %d ms' % done['downtime_ms'])
     copied = ', '.join('%s %s' % (d['target'], d['copy']) for d in done.get('disks') or [])
-    out.message('%s migrated %s from %s to %s (%s)%s' % (args.name, how, result['source'], result['destination'],
-                                                          '; '.join(figures + ([copied] if copied else [])) or 'done',
-                                                          '; snapshots: %s' % ', '.join(done['snapshots']) if done.get('snapshots') else ''),
+    details = '; '.join(figures + ([copied] if copied else [])) or 'done'
+    snapshots = '; snapshots: %s' % ', '.join(done['snapshots']) if done.get('snapshots') else ''
+    out.message('%s migrated %s from %s to %s (%s)%s' % (args.name, how, result['source'], result['destination'], details, snapshots),
                 result)
 
 
