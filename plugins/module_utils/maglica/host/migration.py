@@ -134,8 +134,14 @@ def _disks(conn: Connect, dom: Domain, name: str) -> List[_Disk]:
 
 def _image_of(conn: Connect, path: str) -> Optional[str]:
     """The original image (an inactive, non-clone domain) whose disk is `path` on this host, else None."""
+    lv = virt.libvirt()
     for dom in conn.listAllDomains(0):
-        info = virt.describe(dom, with_sizes=False)
+        try:
+            info = virt.describe(dom, with_sizes=False)
+        except lv.libvirtError as e:
+            if e.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                continue  # undefined since the listing: another migration from this host (a drain runs several at once)
+            raise
         if virt.is_image(info) and any(d['path'] == path for d in info['disks']):
             return str(info['name'])
     return None
