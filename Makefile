@@ -17,7 +17,7 @@ export ANSIBLE_LOCALHOST_WARNING := false
 export ANSIBLE_INVENTORY_UNPARSED_WARNING := false
 
 .PHONY: all deps collection-link images images-hypervisor test sanity units integration rollout lint typecheck imports demo demo-clean testbed-stop \
-        bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image clean
+        bench-list bench-clone bench-batch bench-dispatch bench-faults bench-fuzz bench-module-overhead bench-boot bench-placement bench-image bench-migrate bench-drain clean
 
 all: test
 
@@ -92,14 +92,18 @@ testbed-stop:
 
 # Benchmarks have a testbed of their own (state directory and network namespace), so one started while
 # `make test` runs leaves the tests' hypervisors alone. BENCH_ARGS=--quick: the short mode CI runs.
-BENCHMARKS := list clone batch dispatch faults fuzz module-overhead boot placement image
+BENCHMARKS := list clone batch dispatch faults fuzz module-overhead boot placement image migrate
 BENCH_TESTBED_DIR ?= /var/tmp/maglica-bench
 BENCH_NETNS ?= maglica-bench
 BENCH_ARGS ?=
-bench-boot bench-image: images
+bench-boot bench-image bench-migrate: images
 $(addprefix bench-,$(BENCHMARKS)): deps collection-link
 	MAGLICA_TESTBED_DIR=$(BENCH_TESTBED_DIR) MAGLICA_NETNS=$(BENCH_NETNS) \
 	  $(IN_TESTBED_NETNS) $(PY) benchmarks/$(subst -,_,$(subst bench-,,$@)).py $(BENCH_ARGS)
+# The drain of a host against its migrations one after another (issue 19): bench-migrate's other phase.
+bench-drain: images deps collection-link
+	MAGLICA_TESTBED_DIR=$(BENCH_TESTBED_DIR) MAGLICA_NETNS=$(BENCH_NETNS) \
+	  $(IN_TESTBED_NETNS) $(PY) benchmarks/drain_phase.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -112,6 +112,11 @@ hosts:
     worker_pid:
       description: Process id of its host worker.
       type: int
+    maintenance:
+      description:
+        - Whether the host is in maintenance (M(maglica.cloud.maglica_host)), when placement gives it no new VM.
+        - V(null) when the client worker does not answer.
+      type: bool
     transport:
       description: The libvirt transport of its URI (C(tls), C(ssh), C(tcp), or C(unix) for a local socket).
       type: str
@@ -125,7 +130,8 @@ hosts:
     - {name: kvm1.example.com, weight: 10, uri: "qemu+tls://kvm1.example.com/system?pkipath=/etc/maglica/pki/library",
        reachable: true, error: null, transport: tls, server_cert_days: 341.5, server_cert_error: null,
        hostname: kvm1, active_domains: 3, inactive_domains: 2, cpus: 16, vcpus_in_use: 6, memory_mb: 64000,
-       free_memory_mb: 41000, worker_alive: true, worker_last_seen_s: 1.2, worker_pid: 4242}
+       free_memory_mb: 41000, worker_alive: true, worker_last_seen_s: 1.2, worker_pid: 4242,
+       maintenance: false}
 unreachable_hosts:
   description: Errors of the hosts whose libvirtd could not be asked.
   returned: always

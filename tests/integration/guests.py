@@ -1,15 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Booted clones as tests reach them: SSH as root with strict host key checking, and the DHCP leases of a host.
+"""Booted clones as tests reach them: SSH as root with strict host key checking, and the DHCP leases of the testbed's guest segment.
 Shared by the test modules that boot guests (test_boot.py, test_snapshot.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-
-from maglica.cluster import virt  # pylint: disable=wrong-import-order
 
 
 class Booted:
@@ -42,9 +40,6 @@ class Booted:
         return proc
 
     def leases(self, host):
-        """The DHCP leases of the host's libvirt network `default`: {ip: lease}."""
-        conn = virt.connect(self.testbed.uri(host), readonly=True)
-        try:
-            return {lease['ipaddr']: lease for lease in conn.networkLookupByName('default').DHCPLeases()}
-        finally:
-            conn.close()
+        """The DHCP leases of the guests' network: {ip: lease}. The testbed's hosts share one guest segment, with one
+        DHCP server (testbed.sh), as real hypervisors share a network: every host's guests lease there."""
+        return self.testbed.leases()

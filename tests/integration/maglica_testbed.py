@@ -126,6 +126,20 @@ class Testbed(object):
     def domains(self, host):
         return set(self.virsh(host, 'list', '--all', '--name').split())
 
+    def leases(self):
+        """The DHCP leases of the testbed's guest segment (testbed.sh: one dnsmasq for every host's guests):
+        {ip: {ipaddr, mac, hostname}}, from the lease file of that dnsmasq."""
+        found = {}
+        try:
+            with open(os.path.join(self.dir, 'segment', 'leases')) as handle:
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) >= 4:
+                        found[fields[2]] = {'ipaddr': fields[2], 'mac': fields[1], 'hostname': None if fields[3] == '*' else fields[3]}
+        except FileNotFoundError:
+            pass
+        return found
+
     def outside_path(self, host, path):
         """A host's disk path, as seen from outside its namespace."""
         prefix = '/var/lib/libvirt/'

@@ -48,7 +48,7 @@ def columns(table):
     [], ['image'], ['vm'], ['log'], ['host'], ['image', 'list'], ['image', 'copy'], ['vm', 'list'], ['vm', 'clone'],
     ['vm', 'start'], ['vm', 'stop'], ['vm', 'destroy'], ['vm', 'remove'], ['vm', 'attach-iso'], ['vm', 'set-boot-device'],
     ['vm', 'attach-disk'], ['vm', 'set-vcpus'], ['vm', 'set-memory'], ['vm', 'info'], ['vm', 'console'],
-    ['log', 'status'], ['log', 'tail'], ['host', 'list'],
+    ['log', 'status'], ['log', 'tail'], ['host', 'list'], ['host', 'drain'], ['host', 'activate'],
 ])
 def test_help_at_every_level(cloud, words):
     proc = maglica(cloud, *(words + ['--help']), config=False)

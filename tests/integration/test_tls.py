@@ -411,3 +411,23 @@ def test_a_libvirtd_allows_the_library_its_own_worker_and_the_workers_that_copy_
         'kvm1': ['O=maglica.cloud,CN=host-worker@kvm1', 'O=maglica.cloud,CN=host-worker@hv2', 'O=maglica.cloud,CN=host-worker@kvm3', library],
         'kvm2': ['O=maglica.cloud,CN=host-worker@hv2', 'O=maglica.cloud,CN=host-worker@kvm3', library],
         'kvm3': ['O=maglica.cloud,CN=host-worker@kvm3', library]}, run
+
+
+def test_a_libvirtd_allows_its_migration_peers_both_ways_and_no_one_else(tmp_path):
+    """Issue 19: only migration makes one hypervisor reach another. A libvirtd allows a host worker's certificate when
+    either host names the other in host_worker_migration_peers (a migration's source reaches the destination; a drain
+    goes either way); a host in no pair allows no other host's worker."""
+    inventory = str(tmp_path / 'inventory.yml')
+    with open(inventory, 'w') as handle:
+        yaml.safe_dump({'all': {'hosts': {'localhost': {'ansible_connection': 'local'}}, 'children': {
+            'host_workers': {'hosts': {'kvm1': {'host_worker_migration_peers': ['hv2']}, 'kvm2': {'host_worker_name': 'hv2'},
+                                       'kvm3': {}}},
+            'client_workers': {'hosts': {'maglica.example': {}}}}}}, handle)
+    run = run_playbook(os.path.join(ROOT, 'tests', 'integration', 'playbooks', 'allowed_dns.yml'), inventory=inventory)
+    assert run.rc == 0, run
+    allowed = {r['_host']: r['maglica_pki_libvirtd_allowed_dn_list'] for r in run.results if 'maglica_pki_libvirtd_allowed_dn_list' in r}
+    library = 'O=maglica.cloud,CN=library@maglica.example'
+    assert allowed == {
+        'kvm1': ['O=maglica.cloud,CN=host-worker@kvm1', 'O=maglica.cloud,CN=host-worker@hv2', library],
+        'kvm2': ['O=maglica.cloud,CN=host-worker@hv2', 'O=maglica.cloud,CN=host-worker@kvm1', library],
+        'kvm3': ['O=maglica.cloud,CN=host-worker@kvm3', library]}, run

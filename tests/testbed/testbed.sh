@@ -3,9 +3,10 @@
 # each in its own mount+UTS namespace with its own /etc/libvirt, /var/lib/libvirt,
 # /run/libvirt, /var/log/libvirt and /var/cache/libvirt, listening on its own
 # loopback address over TLS (qemu+tls://ADDR/system?pkipath=$MAGLICA_TESTBED_DIR/pki/library).
-# The whole testbed lives in ONE network namespace (`netns`): each host's libvirt network
-# `default` (bridge mgbrN, 172.30.N.0/24, DHCP by libvirt's dnsmasq) exists only there, so no
-# guest address ever appears in the machine's own network namespace.
+# The whole testbed lives in ONE network namespace (`netns`): its guest segment (bridge mgbrN,
+# 172.30.N.0/24, DHCP by a dnsmasq of the testbed's own; N from the first host's address), onto
+# which each host's libvirt network `default` bridges, exists only there, so no guest address
+# ever appears in the machine's own network namespace.
 #
 #   testbed.sh netns CMD...         run CMD in the testbed's network namespace ($MAGLICA_NETNS)
 #   testbed.sh locked CMD...        run CMD holding the testbed's lock; refuse at once if another holds it
@@ -109,8 +110,9 @@ write_config() {
   [[ -s $dir/pki/server/servercert.pem ]] || certificates "$name" "$addr"
   local tcp=0; [[ ${MAGLICA_TESTBED_LISTEN_TCP:-0} == 1 ]] && tcp=1
   # The certificate is the credential: the testbed's library, the host's own worker, and the one worker that
-  # copies images from this host in the integration tests (host2 from host0 and host1, host1 from host2), as
-  # the host_worker role's host_worker_image_copy_from would allow.
+  # reaches this host's libvirtd in the integration tests, as the host_worker role would allow: host2 copies images
+  # from host0 and host1 (host_worker_image_copy_from), host1 from host2; and host1 and host2 migrate VMs to each
+  # other (host_worker_migration_peers), host2 to host0 as well. host0's libvirtd refuses host1's worker (test_tls).
   cat >"$dir/etc/libvirtd.conf" <<EOF
 listen_tls = 1
 listen_tcp = $tcp
@@ -139,7 +141,20 @@ cgroup_controllers = [ ]
 vnc_listen = "127.0.0.1"
 remote_display_port_min = $vnc_min
 remote_display_port_max = $((vnc_min + 19))
+migrate_tls_x509_cert_dir = "$dir/pki/migrate"
+migrate_tls_x509_verify = 1
+migration_address = "$addr"
+migration_host = "$addr"
+migration_port_min = $((49152 + ${addr##*.} * 16))
+migration_port_max = $((49152 + ${addr##*.} * 16 + 15))
 EOF
+  # QEMU's migration TLS: this host's server certificate (incoming), its host worker's client one (outgoing).
+  mkdir -p "$dir/pki/migrate"
+  ln -sfn ../server/cacert.pem "$dir/pki/migrate/ca-cert.pem"
+  ln -sfn ../server/servercert.pem "$dir/pki/migrate/server-cert.pem"
+  ln -sfn ../server/serverkey.pem "$dir/pki/migrate/server-key.pem"
+  ln -sfn ../client/clientcert.pem "$dir/pki/migrate/client-cert.pem"
+  ln -sfn ../client/clientkey.pem "$dir/pki/migrate/client-key.pem"
 }
 
 # The testbed's PKI, made by the roles' own code (roles/maglica_pki) through ansible-playbook:
@@ -210,31 +225,66 @@ ensure_pool() {
   [[ $("${v[@]}" pool-info default) =~ State:\ *running ]] || "${v[@]}" pool-start default >/dev/null
 }
 
-# Each host's libvirt network `default`: an isolated bridge with DHCP, its own bridge name and
-# subnet (from the address's last octet), since all hosts share the testbed's network namespace.
+# The testbed's guest segment: ONE bridge and ONE DHCP server (a dnsmasq of the testbed's own) that every host's
+# guests join, as real hypervisors share a network, so a guest migrated to another host keeps its address. It is
+# numbered by the first host started (N: the last octet of its address): bridge mgbrN, 172.30.N.1/24, leases
+# .100-.250; two testbeds in one network namespace (xdist workers) have different first hosts and never collide.
+SEGMENT=$MAGLICA_TESTBED_DIR/segment
+segment_number() {
+  [[ -s $SEGMENT/number ]] || { mkdir -p "$SEGMENT" && echo $(($(cut -d. -f4 <"$HOSTS/$1/address") % 256)) >"$SEGMENT/number"; }
+  cat "$SEGMENT/number"
+}
+segment_dnsmasq() {
+  local pid cmd; pid=$(pidof_file "$SEGMENT/dnsmasq.pid")
+  alive "$pid" || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmd == *dnsmasq*"--pid-file=$SEGMENT/dnsmasq.pid"* ]] && echo "$pid"
+}
+ensure_segment() {
+  local n=$1 br=mgbr$1
+  in_own_netns || die "refusing to make guest network 172.30.$n.0/24 in the machine's own network namespace: use 'testbed.sh netns'"
+  if ! ip link show "$br" >/dev/null 2>&1; then
+    ip link add "$br" type bridge stp_state 0 forward_delay 0
+    ip addr add "172.30.$n.1/24" dev "$br"
+  fi
+  ip link set "$br" up
+  segment_dnsmasq >/dev/null && return 0
+  dnsmasq --conf-file=/dev/null --user=root --group=root --port=0 --bind-interfaces --interface="$br" \
+    --except-interface=lo --dhcp-range="172.30.$n.100,172.30.$n.250,255.255.255.0,1h" --dhcp-authoritative \
+    --dhcp-leasefile="$SEGMENT/leases" --pid-file="$SEGMENT/dnsmasq.pid" --log-facility="$SEGMENT/dnsmasq.log"
+  wait_for 10 segment_dnsmasq || die "the segment's dnsmasq did not start (log: $SEGMENT/dnsmasq.log)"
+}
+stop_segment() {
+  local pid n
+  pid=$(segment_dnsmasq || true)
+  if [[ -n $pid ]]; then kill -TERM "$pid" 2>/dev/null || true; wait_for 10 none_alive "$pid" || kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$SEGMENT/dnsmasq.pid"
+  n=$(cat "$SEGMENT/number" 2>/dev/null || true)
+  [[ -n $n ]] && in_own_netns && ip link show "mgbr$n" >/dev/null 2>&1 && ip link del "mgbr$n"
+  return 0
+}
+
+# Each host's libvirt network `default`: a bridge network onto the testbed's segment (no DHCP of its own).
 ensure_network() {
   local v=(virsh -q -c "$(uri "$1")") n xml
-  n=$(($(cut -d. -f4 <"$HOSTS/$1/address") % 256))
-  if ! "${v[@]}" net-info default >/dev/null 2>&1; then
-    in_own_netns || die "refusing to make guest network 172.30.$n.0/24 in the machine's own network namespace: use 'testbed.sh netns'"
+  n=$(segment_number "$1")
+  ensure_segment "$n"
+  if "${v[@]}" net-dumpxml default 2>/dev/null | grep -q "<bridge name='mgbr$n'/>"; then :; else
+    # None yet, or one of an older testbed (an isolated bridge of its own): replaced.
+    "${v[@]}" net-destroy default >/dev/null 2>&1 || true
+    "${v[@]}" net-undefine default >/dev/null 2>&1 || true
     xml=$(mktemp)
     cat >"$xml" <<EOF
 <network>
   <name>default</name>
-  <bridge name='mgbr$n' stp='off' delay='0'/>
-  <ip address='172.30.$n.1' netmask='255.255.255.0'>
-    <dhcp><range start='172.30.$n.100' end='172.30.$n.250'/></dhcp>
-  </ip>
+  <forward mode='bridge'/>
+  <bridge name='mgbr$n'/>
 </network>
 EOF
     "${v[@]}" net-define "$xml" >/dev/null && rm -f "$xml"
   fi
   "${v[@]}" net-autostart default >/dev/null
-  if ! [[ $("${v[@]}" net-info default) =~ Active:\ *yes ]]; then
-    # A bridge left by a libvirtd that was killed (not stopped) blocks the network: it is ours, remove it.
-    ip link show "mgbr$n" >/dev/null 2>&1 && in_own_netns && ip link del "mgbr$n"
-    "${v[@]}" net-start default >/dev/null
-  fi
+  [[ $("${v[@]}" net-info default) =~ Active:\ *yes ]] || "${v[@]}" net-start default >/dev/null
 }
 
 # Pid of every process living in the same mount namespace as $1 (never ours:
@@ -314,8 +364,8 @@ case $cmd in
     n=${1:-3}
     for ((i = 0; i < n; i++)); do start_one "host$i" "127.0.0.$((11 + i))"; done ;;
   start-one) (($# == 2)) || die "usage: start-one NAME ADDRESS"; start_one "$1" "$2" ;;
-  stop) stop_all ;;
-  clean) stop_all && rm -rf "$MAGLICA_TESTBED_DIR" ;;
+  stop) stop_all; stop_segment ;;
+  clean) stop_all && stop_segment && rm -rf "$MAGLICA_TESTBED_DIR" ;;
   status)
     for h in $(host_names); do
       pid=$(holder_pid "$h" || true); state=down

@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 CREATE INDEX IF NOT EXISTS claims_job ON claims (job_id);
 CREATE INDEX IF NOT EXISTS claims_host ON claims (host, kind);
+-- Hosts in maintenance (maglica_host state: maintenance): out of placement, and the client worker refuses a job that
+-- would put a VM on them (MAINTENANCE_REFUSED), in the transaction that would reserve its slot. Lasts until cleared.
+CREATE TABLE IF NOT EXISTS maintenance (
+    host TEXT PRIMARY KEY,
+    since REAL NOT NULL
+);
 """
 FINAL_STATES_SQL = "('succeeded', 'failed', 'expired')"
 COLUMNS = ('id', 'host', 'action', 'args', 'state', 'message', 'data', 'attempts',
@@ -143,6 +149,23 @@ class JobLog(Store):
             self.db.execute('INSERT OR REPLACE INTO claims (kind, key, host, job_id, created) VALUES (?, ?, ?, ?, ?)',
                             (kind, key, host, job_id, now))
         return job_id
+
+    def set_maintenance(self, host: str, on: bool, now: Optional[float] = None) -> bool:
+        """Put `host` in maintenance (on) or bring it back (off). Returns whether that changed anything."""
+        now = now or time.time()
+        with self.transaction():
+            if on:
+                cursor = self.db.execute('INSERT OR IGNORE INTO maintenance (host, since) VALUES (?, ?)', (host, now))
+            else:
+                cursor = self.db.execute('DELETE FROM maintenance WHERE host = ?', (host,))
+        return cursor.rowcount == 1
+
+    def maintenance(self) -> Dict[str, float]:
+        """{host: since} of the hosts in maintenance."""
+        return {r[0]: r[1] for r in self.db.execute('SELECT host, since FROM maintenance ORDER BY host')}
+
+    def in_maintenance(self, host: str) -> bool:
+        return self.db.execute('SELECT 1 FROM maintenance WHERE host = ?', (host,)).fetchone() is not None
 
     def open_slots(self, host: Optional[str] = None) -> List[Dict[str, Any]]:
         """The slot claims of open jobs (of one host), oldest first, with their jobs' arguments:

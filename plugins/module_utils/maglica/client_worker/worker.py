@@ -32,9 +32,9 @@ from .joblog import JobLog, JobRow, name_key
 
 LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
-LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots')
+LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots', 'maintenance')
 # Requests that write the job log: each runs in a transaction (a savepoint of its batch's), the others only read.
-WRITING_REQUESTS = ('submit', 'report')
+WRITING_REQUESTS = ('submit', 'report', 'maintenance')
 # Replies sent without waiting for the fsync of the commits before them: a fetch gives out only jobs whose
 # notices went out, so after their logging was on disk, and an id it says is gone comes back in a notice should
 # the log lose the job's end in a power cut (the job is then as it was on disk, and published again).
@@ -47,6 +47,9 @@ CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image', 'image.import
 CLAIMED_ON_HOST = ('image.import',)
 # Actions that reserve a slot on their host while they are open (placement counts them): claims of kind 'slot'.
 SLOT_ACTIONS = ('vm.clone',)
+# Actions that put a VM on a host, and the argument naming that host (None: the job's own host). A host in
+# maintenance refuses them, in the transaction that would reserve their slot (fail closed: placement also leaves it out).
+MAINTENANCE_REFUSED: Dict[str, Optional[str]] = {'vm.clone': None, 'vm.migrate': 'destination'}
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
 # Seconds between prunings of the job log (at most; a short retention prunes more often).
@@ -178,7 +181,7 @@ class ClientWorker(object):
         handlers: Dict[str, Callable[[Request], Reply]] = {
             'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
             'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
-            'slots': self.request_slots}
+            'slots': self.request_slots, 'maintenance': self.request_maintenance}
         if kind not in WRITING_REQUESTS:
             return handlers[kind](data)
         # In a batch, a savepoint: a failing request undoes only itself. Alone, its own transaction.
@@ -205,6 +208,14 @@ class ClientWorker(object):
                 LOG.info('job %s not queued: %s is being made by job %s', job['id'], name, holder)
                 # name_holder found it by joining the jobs table: the row is there.
                 return {'ok': True, 'job': messages.redact(cast(JobRow, self.log.get(holder)))}
+        if new and job['action'] in MAINTENANCE_REFUSED:
+            argument = MAINTENANCE_REFUSED[job['action']]
+            target = job['host'] if argument is None else job['args'].get(argument)
+            if isinstance(target, str) and self.log.in_maintenance(target):
+                LOG.info('job %s %s refused: %s is in maintenance', job['id'], job['action'], target)
+                return {'ok': False, 'code': 'maintenance',
+                        'error': 'host %s is in maintenance: it takes no new VMs (maglica host activate %s brings it back)'
+                        % (target, target)}
         if new and job['action'] in SLOT_ACTIONS and data.get('seen') is not None:
             counted = set(data['seen'])
             others = [slot['job_id'] for slot in self.log.open_slots(job['host']) if slot['job_id'] not in counted]
@@ -236,7 +247,20 @@ class ClientWorker(object):
             if args.get('spread_group'):
                 entry['spread_group'] = args['spread_group']
             slots.append(entry)
-        return {'ok': True, 'slots': slots}
+        return {'ok': True, 'slots': slots, 'maintenance': sorted(self.log.maintenance())}
+
+    def request_maintenance(self, data: Request) -> Reply:
+        """Set (state maintenance), clear (active) or read a host's maintenance flag; it lasts in the job log."""
+        host = data['host']
+        if host not in self.host_names:
+            return {'ok': False, 'code': 'not_found', 'error': 'host %s is not in the client worker configuration' % host}
+        changed = False
+        if data.get('state') is not None:
+            changed = self.log.set_maintenance(host, data['state'] == 'maintenance')
+            if changed:
+                LOG.warning('host %s is %s', host, 'in maintenance' if data['state'] == 'maintenance' else 'active again')
+        since = self.log.maintenance().get(host)
+        return {'ok': True, 'host': host, 'maintenance': since is not None, 'since': since, 'changed': changed}
 
     def request_status(self, data: Request) -> Reply:
         row = self.log.get(data['id'])
@@ -262,12 +286,13 @@ class ClientWorker(object):
     def request_hosts(self, data: Request) -> Reply:
         now = time.time()
         hosts: List[Dict[str, Any]] = []
+        maintenance = self.log.maintenance()
         for host in self.config.hosts:
             heartbeat = self.heartbeats.get(host.name)
             age = now - heartbeat['time'] if heartbeat else None
             hosts.append({'host': host.name, 'alive': age is not None and age < 3 * self.config.host_worker['heartbeat_interval'],
                           'last_seen_s': age, 'pid': heartbeat['pid'] if heartbeat else None,
-                          'running': heartbeat['running'] if heartbeat else []})
+                          'running': heartbeat['running'] if heartbeat else [], 'maintenance': host.name in maintenance})
         return {'ok': True, 'hosts': hosts}
 
     def request_fetch(self, data: Request) -> Reply:

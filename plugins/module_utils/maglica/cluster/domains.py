@@ -66,10 +66,17 @@ def disk_users(conn: Connect, paths: Iterable[str], but: Optional[str] = None) -
     """{path: [names of the domains (other than `but`) whose definitions use it as a disk or a backing file]}."""
     wanted = set(paths)
     users: Dict[str, List[str]] = {}
+    lv = virt.libvirt()
     for dom in conn.listAllDomains(0):
         if dom.name() == but:
             continue
-        for own in domain_disks(virt.describe(dom, with_sizes=False)):
+        try:
+            info = virt.describe(dom, with_sizes=False)
+        except lv.libvirtError as e:
+            if e.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                continue  # undefined since the listing, by a job beside this one (a migration, a removal): it uses no disk
+            raise
+        for own in domain_disks(info):
             for path in [own] + backing_chain(conn, own):
                 if path in wanted:
                     users.setdefault(path, [])
@@ -89,8 +96,17 @@ def dependants(conn: Connect, name: str) -> List[str]:
         found.update(users)
     # A domain that uses the very same file is not a dependant but a co-owner; backing users are.
     direct: Set[str] = set()
+    lv = virt.libvirt()
     for other in conn.listAllDomains(0):
-        if other.name() != name and set(domain_disks(virt.describe(other, with_sizes=False))) & set(own):
+        if other.name() == name:
+            continue
+        try:
+            info = virt.describe(other, with_sizes=False)
+        except lv.libvirtError as e:
+            if e.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                continue  # undefined since the listing (a migration beside this job): it uses no disk
+            raise
+        if set(domain_disks(info)) & set(own):
             direct.add(other.name())
     return sorted(found - direct)
 

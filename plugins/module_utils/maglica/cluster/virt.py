@@ -218,6 +218,7 @@ def describe(dom: Domain, with_sizes: bool = True) -> DomainInfo:
         info['vnc_port'] = int(port)
     meta = clone_metadata(dom)
     info['clone_of'] = meta.get('image')
+    info['clone_mode'] = meta.get('mode')  # full or linked (a linked clone's disks are overlays of its image's)
     info['ssh_host_keys'] = meta.get('host_keys', [])
     # The spread group a clone was placed in: kept in its metadata, so it outlives every worker.
     info['spread_group'] = meta.get('spread-group')

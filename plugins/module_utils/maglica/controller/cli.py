@@ -9,9 +9,10 @@
     maglica vm list | clone --image=IMAGE --hostname=NAME [--on=HOST] [--start=false]
                             [--spread-group=G] [--exclude-host=H ...] [--dry-run]
     maglica vm start|stop|destroy|remove|info|console --name=NAME
+    maglica vm migrate NAME [--host=HOST] [--live|--cold] [--dry-run]
     maglica vm attach-iso|set-boot-device|attach-disk|set-vcpus|set-memory --name=NAME ...
     maglica log status --id=JOB | log tail [--limit=N]
-    maglica host list
+    maglica host list | host drain HOST [--max-parallel=N] [--dry-run] | host activate HOST
 
 Exit codes: 0 done, 1 the operation failed, 2 usage error, 3 not found, 4 conflict
 (the thing exists already, runs, or is ambiguous).
@@ -41,7 +42,7 @@ from ..cluster import virt
 from ..cluster.config import Config
 from ..errors import ConflictError, MaglicaError, NotFoundError
 from ..protocol import import_job, messages
-from . import cloud, hosts, image_copy, image_import, image_lifecycle, reach, vm
+from . import cloud, hosts, image_copy, image_import, image_lifecycle, maintenance, reach, vm
 from .client import Client, Job
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
@@ -271,9 +272,17 @@ def vm_list(config: Config, args: argparse.Namespace, out: Output) -> None:
     for entry in listing['hosts']:
         if not entry['reachable']:
             _stderr('host not reachable: %s' % entry['error'])
-    out.table(listing['vms'], [('NAME', 'name'), ('HOST', 'host'), ('STATE', 'state'), ('VCPUS', 'vcpus'),
+    in_maintenance, unknown = maintenance.hosts_in_maintenance(config)
+    if unknown:
+        _stderr(unknown)
+    for name in in_maintenance:
+        _stderr('host in maintenance: %s (it takes no new VM; maglica host activate %s brings it back)' % (name, name))
+    out.table(listing['vms'], [('NAME', 'name'),
+                               ('HOST', lambda v: '%s (maintenance)' % v['host'] if v['host'] in in_maintenance else v['host']),
+                               ('STATE', 'state'), ('VCPUS', 'vcpus'),
                                ('MEMORY', lambda v: '%dM' % v['memory_mb']), ('VNC', 'vnc_port'),
-                               ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of']), ('GROUP', 'spread_group')], listing)
+                               ('IMAGE', lambda v: 'yes' if v['image'] else v['clone_of']), ('GROUP', 'spread_group')],
+              dict(listing, maintenance=in_maintenance))
 
 
 def vm_clone(config: Config, args: argparse.Namespace, out: Output) -> None:
@@ -325,6 +334,27 @@ def vm_clone_plan(config: Config, args: argparse.Namespace, out: Output) -> None
                                    ('CHOSEN', lambda c: c['host'] == plan['host'])])
     for entry in plan.get('filtered') or []:
         out.message('filtered out %s: %s' % (entry['host'], entry['reason']), plan)
+
+
+def vm_migrate(config: Config, args: argparse.Namespace, out: Output) -> None:
+    """Move a VM to --host, or where placement says; --dry-run only shows where it would go."""
+    result = cloud.vm_migrate(config, args.name, args.host, args.live, True, args.timeout, check_mode=args.dry_run)
+    if not result['changed']:
+        out.message('%s is on %s already: nothing to do' % (args.name, result['source']), result)
+        return
+    how = 'live' if result['live'] else 'cold'
+    if args.dry_run:
+        out.message('%s would go %s from %s to %s' % (args.name, how, result['source'], result['destination']), result)
+        return
+    done = result['result']
+    figures = ['%s s' % done['seconds']] if done.get('seconds') is not None else []
+    if done.get('downtime_ms') is not None:
+        figures.append('downtime %d ms' % done['downtime_ms'])
+    copied = ', '.join('%s %s' % (d['target'], d['copy']) for d in done.get('disks') or [])
+    details = '; '.join(figures + ([copied] if copied else [])) or 'done'
+    snapshots = '; snapshots: %s' % ', '.join(done['snapshots']) if done.get('snapshots') else ''
+    out.message('%s migrated %s from %s to %s (%s)%s' % (args.name, how, result['source'], result['destination'], details, snapshots),
+                result)
 
 
 def _text_file_arg(text: str) -> str:
@@ -461,7 +491,42 @@ def host_list(config: Config, args: argparse.Namespace, out: Output) -> None:
     out.table(report['hosts'], [('NAME', 'name'), ('WEIGHT', 'weight'), ('LIBVIRT', lambda h: 'up' if h['reachable'] else 'down'),
                                 ('RUNNING', 'active_domains'), ('DEFINED', 'inactive_domains'), ('CPUS', 'cpus'),
                                 ('FREE', lambda h: None if h['free_memory_mb'] is None else '%dM' % h['free_memory_mb']),
-                                ('WORKER', lambda h: {True: 'alive', False: 'dead', None: 'unknown'}[h['worker_alive']])], report)
+                                ('WORKER', lambda h: {True: 'alive', False: 'dead', None: 'unknown'}[h['worker_alive']]),
+                                ('STATE', lambda h: {True: 'maintenance', False: 'active', None: 'unknown'}[h['maintenance']])],
+              report)
+
+
+def _drain_table(result: cloud.HostResult, out: Output, data: Any) -> None:
+    out.table(result['vms'], [('VM', 'name'), ('RUNS', lambda m: 'live' if m['live'] else 'cold'), ('FROM', 'source'),
+                              ('TO', 'destination'), ('STATUS', 'status'), ('WHY', 'reason')], data)
+
+
+def host_drain(config: Config, args: argparse.Namespace, out: Output) -> None:
+    """Put a host in maintenance and move its VMs off it (--dry-run: only the plan)."""
+    try:
+        result = cloud.host_state(config, args.host, 'maintenance', max_parallel=args.max_parallel, timeout=args.timeout,
+                                  check_mode=args.dry_run)
+    except cloud.DrainIncomplete as e:
+        _drain_table(e.result, out, dict(e.result, failed=str(e)))
+        raise
+    for warning in result['warnings']:
+        _stderr(warning)
+    if args.dry_run:
+        head = '%s %s in maintenance; the drain would move %d VM(s)' % (
+            args.host, 'is already' if result['was_maintenance'] else 'would be put', len(result['vms']))
+    else:
+        head = '%s is in maintenance%s; %d VM(s) moved' % (
+            args.host, ' (already)' if result['was_maintenance'] else '', len(result['vms']))
+    if result['images']:
+        head += '; images that stay: %s' % ', '.join(result['images'])
+    if not out.as_json:
+        out.message(head, result)
+    _drain_table(result, out, result)
+
+
+def host_activate(config: Config, args: argparse.Namespace, out: Output) -> None:
+    result = cloud.host_state(config, args.host, 'active')
+    out.message('%s is active%s: placement gives it VMs again' % (args.host, '' if result['changed'] else ' (it was)'), result)
 
 
 # -- the parser ------------------------------------------------------------------------------
@@ -589,6 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--vcpus', required=True, type=int, help='number of virtual CPUs')
     sub = with_name(command(vms, 'set-memory', vm_set_memory, 'set the memory'))
     sub.add_argument('--size', required=True, type=_size_arg, help='memory with a unit, for example 2G or 512M')
+    sub = command(vms, 'migrate', vm_migrate, 'move a VM to another host: live when it runs, cold when it is stopped')
+    sub.add_argument('name', help='the VM')
+    sub.add_argument('--host', help='the destination (default: the host placement chooses)')
+    how = sub.add_mutually_exclusive_group()
+    how.add_argument('--live', dest='live', action='store_true', default=None, help='it must run: migrate it live')
+    how.add_argument('--cold', dest='live', action='store_false', help='it must be stopped: copy its disks and define it there')
+    sub.add_argument('--dry-run', action='store_true', help='only show where it would go')
+    sub.add_argument('--timeout', type=int, default=1800, help='seconds to wait for the migration (default 1800)')
     with_name(command(vms, 'info', vm_info, 'show a VM: its host, state and VNC port'))
     with_name(command(vms, 'console', vm_console, 'attach to its serial console (virsh console)'))
     snapshot_help = 'internal snapshots of a VM (made, reverted and deleted by its host worker)'
@@ -616,7 +689,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--host', help='only jobs for this host')
 
     host = group('host', 'hypervisors')
-    command(host, 'list', host_list, 'show every host, its libvirtd and its worker')
+    command(host, 'list', host_list, 'show every host, its libvirtd, its worker and whether it is in maintenance')
+    sub = command(host, 'drain', host_drain, 'put a host in maintenance (no new VM goes there) and move its VMs to the '
+                  'hosts placement chooses: running ones live, stopped ones cold; images stay')
+    sub.add_argument('host', metavar='HOST', help='the host')
+    sub.add_argument('--max-parallel', type=int, default=maintenance.MAX_PARALLEL,
+                     help='migrations at once (default %d)' % maintenance.MAX_PARALLEL)
+    sub.add_argument('--timeout', type=int, default=int(maintenance.DRAIN_TIMEOUT),
+                     help='seconds to wait for each migration (default %d)' % maintenance.DRAIN_TIMEOUT)
+    sub.add_argument('--dry-run', action='store_true', help='only show where each VM would go; change nothing')
+    sub = command(host, 'activate', host_activate, 'bring a host back from maintenance: placement sees it again')
+    sub.add_argument('host', metavar='HOST', help='the host')
     return parser
 
 

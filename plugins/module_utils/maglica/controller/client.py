@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, List, Optional, TypedDict
 
 from ..cluster.config import Config
-from ..errors import DispatchError, JobFailed, NotFoundError, StalePlacement
+from ..errors import ConflictError, DispatchError, JobFailed, NotFoundError, StalePlacement
 from ..protocol import curve, messages
 from ..protocol.transport import Requester
 from .waiting import Waiter
@@ -33,6 +33,23 @@ class Slot(_Slot, total=False):
     spread_group: str
 
 
+class Reservations(List[Slot]):
+    """The slot reservations of the clones in flight, and (`maintenance`) the hosts in maintenance: what placement
+    counts besides the hosts' domains. A list of the slots, so that code that counts slots only reads it as before."""
+
+    def __init__(self, slots: Iterable[Slot] = (), maintenance: Iterable[str] = ()) -> None:
+        super().__init__(slots)
+        self.maintenance = sorted(maintenance)
+
+
+class MaintenanceFlag(TypedDict):
+    """A host's maintenance flag as the client worker keeps it (messages.REPLIES['maintenance'])."""
+    host: str
+    maintenance: bool
+    since: Optional[float]
+    changed: bool
+
+
 class _HostStatus(TypedDict):
     host: str
     alive: bool
@@ -41,8 +58,9 @@ class _HostStatus(TypedDict):
 
 
 class HostStatus(_HostStatus, total=False):
-    """A host worker as the client worker sees it (messages.HOST_STATUS)."""
+    """A host worker as the client worker sees it (messages.HOST_STATUS), and whether its host is in maintenance."""
     pid: Optional[int]
+    maintenance: bool
 
 
 # Why a job that did not finish in time is still in its state, in words for the user.
@@ -75,6 +93,8 @@ class Client(object):
                 raise NotFoundError(reply.get('error') or 'not found')
             if reply.get('code') == 'stale':
                 raise StalePlacement(reply.get('error') or 'the placement is stale')
+            if reply.get('code') == 'maintenance':
+                raise ConflictError(reply.get('error') or 'the host is in maintenance')
             raise DispatchError('the client worker refused the %s request: %s' % (kind, reply.get('error')))
         return reply
 
@@ -87,9 +107,17 @@ class Client(object):
         fields = {'job': job} if seen is None else {'job': job, 'seen': list(seen)}
         return self.call('submit', timeout=timeout, **fields)['job']
 
-    def slots(self) -> List[Slot]:
-        """The slot reservations of the clones in flight: [{host, job_id, hostname, image, start, clone_mode, spread_group}]."""
-        return self.call('slots')['slots']
+    def slots(self) -> Reservations:
+        """The slot reservations of the clones in flight: [{host, job_id, hostname, image, start, clone_mode, spread_group}],
+        with the hosts in maintenance as their `maintenance`."""
+        reply = self.call('slots')
+        return Reservations(reply['slots'], reply.get('maintenance') or [])
+
+    def maintenance(self, host: str, state: Optional[str] = None) -> MaintenanceFlag:
+        """Set (state 'maintenance'), clear ('active') or only read (None) the maintenance flag of `host`."""
+        reply = self.call('maintenance', host=host, state=state)
+        return {'host': reply['host'], 'maintenance': reply['maintenance'], 'since': reply.get('since'),
+                'changed': reply['changed']}
 
     def status(self, job_id: str) -> Job:
         return self.call('status', id=job_id)['job']

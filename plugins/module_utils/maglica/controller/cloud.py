@@ -37,14 +37,17 @@ from ..errors import (
 )
 from ..protocol import messages
 from ..protocol.import_job import Limits as ImportLimits
-from . import placement, reach
-from .client import Client, Job, Progress, Slot
+from . import maintenance, migration, placement, reach
+from .client import Client, Job, Progress, Reservations, Slot
 from .hosts import host_info
 from .image_copy import copy as copy_image
 from .image_import import import_image
 from .image_lifecycle import create_from_vm
 from .image_lifecycle import remove as remove_image
 from .known_hosts import known_hosts_lines
+from .maintenance import DrainIncomplete, DrainMove, HostResult
+from .migration import MigrationResult
+from .migration import migrate_to as vm_migrate_to
 from .reach import WAIT_FOR, clone_names, interface_addresses
 from .snapshots import SnapshotList, SnapshotResult, add_snapshots, list_snapshots
 from .snapshots import snapshot as vm_snapshot
@@ -66,7 +69,11 @@ __all__ = [
     'copy_image',
     'create_from_vm',
     'ensure_vm',
+    'DrainIncomplete',
+    'DrainMove',
+    'HostResult',
     'host_info',
+    'host_state',
     'host_states',
     'image_list',
     'import_image',
@@ -74,6 +81,10 @@ __all__ = [
     'inventory',
     'job_info',
     'known_hosts_lines',
+    'MigrationResult',
+    'plan_migration',
+    'vm_migrate',
+    'vm_migrate_to',
     'load_config',
     'missing_libraries',
     'parse_size',
@@ -196,7 +207,8 @@ STALE_RETRIES = 8
 
 
 def reservations(config: Config, required: bool = False) -> Tuple[List[Slot], Optional[str]]:
-    """(the slot reservations of every clone in flight, None), or ([], why) when the client worker cannot say:
+    """(the slot reservations of every clone in flight and the hosts in maintenance (a client.Reservations), None),
+    or ([], why) when the client worker cannot say:
     then the plan counts domains only (check mode says so). With `required` (a clone that will be submitted),
     that failure is raised instead: the submission would meet the same silent client worker."""
     try:
@@ -209,8 +221,11 @@ def reservations(config: Config, required: bool = False) -> Tuple[List[Slot], Op
 
 
 def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Sequence[Slot],
-                images: Collection[str]) -> List[placement.HostState]:
-    """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations."""
+                images: Collection[str], maintenance: Optional[Collection[str]] = None) -> List[placement.HostState]:
+    """Placement's view of every reachable host: its domains, the storage of `images`, and the reservations.
+    The hosts in `maintenance` (default: those the client worker named with the reservations) take nothing."""
+    if maintenance is None:
+        maintenance = slots.maintenance if isinstance(slots, Reservations) else ()
     states = []
     configured = {host.name: host.memory_mb for host in config.hosts}
     for order, answer in enumerate(answers):
@@ -219,7 +234,7 @@ def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Seq
         found = answer['result']
         state = placement.HostState(host=answer['host'], weight=answer['weight'], order=order,
                                     memory_total_mb=configured.get(answer['host']) or found['memory_mb'],
-                                    cpus=found['cpus'])
+                                    cpus=found['cpus'], maintenance=answer['host'] in maintenance)
         for domain in found['domains']:
             state.domains[domain['name']] = domain['active']
             if domain['active']:
@@ -241,6 +256,25 @@ def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Seq
         if slot['host'] in by_host:
             by_host[slot['host']].reserve(slot['image'], slot['start'], slot['clone_mode'], slot.get('spread_group'), slot['hostname'])
     return states
+
+
+def _states_counting_reservations(config: Config, answers: Sequence[Mapping[str, Any]],
+                                  images: Collection[str]) -> List[placement.HostState]:
+    """host_states with the clones in flight (when the client worker can say): placement's view, as clones get it."""
+    slots, _why = reservations(config)
+    return host_states(config, answers, slots, images)
+
+
+def vm_migrate(config: Config, name: str, host: Optional[str] = None, live: Optional[bool] = None, wait: bool = True,
+               timeout: float = migration.DEFAULT_TIMEOUT, check_mode: bool = False) -> MigrationResult:
+    """Move the VM `name` to `host`, or where placement (the clones' own) chooses: see controller/migration.py."""
+    return migration.migrate(config, name, _states_counting_reservations, host, live, wait, timeout, check_mode)
+
+
+def plan_migration(config: Config, name: str, host: Optional[str] = None, live: Optional[bool] = None,
+                   exclude_hosts: Sequence[str] = ()) -> MigrationResult:
+    """Where the VM would go (check mode's answer), never `exclude_hosts` nor its own host; changes nothing."""
+    return migration.plan(config, name, _states_counting_reservations, host, live, exclude_hosts)
 
 
 def _check_image(answers: Sequence[Mapping[str, Any]], image: str) -> List[str]:
@@ -579,3 +613,9 @@ def vm_list_with_snapshots(config: Config, patterns: Optional[Sequence[str]] = N
 
 # What vm_snapshot returns (controller.snapshots.snapshot).
 VmSnapshotResult = SnapshotResult
+def host_state(config: Config, host: str, state: str, max_parallel: int = maintenance.MAX_PARALLEL,
+               timeout: float = maintenance.DRAIN_TIMEOUT, check_mode: bool = False) -> HostResult:
+    """Put `host` in maintenance and drain it, or bring it back (state 'active'): maintenance.host_state, with
+    placement's view of the hosts as clones get it (host_states) and migration's migrate_to."""
+    return maintenance.host_state(config, host, state, functools.partial(host_states, config), migrate_to=vm_migrate_to,
+                                  max_parallel=max_parallel, timeout=timeout, check_mode=check_mode)

@@ -45,7 +45,8 @@ class HostFacts(LibvirtFacts):
 
 
 class HostEntry(HostFacts):
-    """One host in host_info: its configuration, libvirtd facts (None when unreachable) and its worker's liveness."""
+    """One host in host_info: its configuration, libvirtd facts (None when unreachable), its worker's liveness and
+    whether it is in maintenance (None when the client worker does not answer)."""
     name: str
     weight: int
     uri: str
@@ -54,6 +55,7 @@ class HostEntry(HostFacts):
     worker_alive: Optional[bool]
     worker_last_seen_s: Optional[float]
     worker_pid: Optional[int]
+    maintenance: Optional[bool]
 
 
 class HostReport(TypedDict):
@@ -151,12 +153,13 @@ def host_info(config: Config, require_workers: bool = False, wait_timeout: float
         found: HostFacts = answer['result'] or _no_facts(answer['uri'])
         entry: HostEntry = {'name': answer['host'], 'weight': answer['weight'], 'uri': answer['uri'],
                             'reachable': answer['reachable'], 'error': answer['error'],
-                            'worker_alive': None, 'worker_last_seen_s': None, 'worker_pid': None, **found}
+                            'worker_alive': None, 'worker_last_seen_s': None, 'worker_pid': None, 'maintenance': None, **found}
         if workers is not None:
             status: Mapping[str, Any] = workers.get(answer['host']) or {}
             entry['worker_alive'] = bool(status.get('alive'))
             entry['worker_last_seen_s'] = status.get('last_seen_s')
             entry['worker_pid'] = status.get('pid')
+            entry['maintenance'] = bool(status.get('maintenance'))
         result.append(entry)
     if require_workers:
         if workers is None:

@@ -11,7 +11,8 @@ Two policies (configuration `placement.policy`):
   its reason; the others are scored by the memory and vCPUs they would have committed, plus their reserved
   clones, divided by their weight (see score_resources and README).
 
-Reservations (clones queued or running at the client worker) count as if their clones ran already. A spread
+Reservations (clones queued or running at the client worker) count as if their clones ran already. A host in
+maintenance takes nothing. A spread
 group sends its members to the hosts with the fewest members first. Batches are planned one VM after the
 other, each decision reserving its host before the next.
 """
@@ -66,6 +67,7 @@ class HostState:
     pool_free_bytes: Dict[str, int] = field(default_factory=dict)   # pool name -> free space less reserved copies
     groups: Dict[str, int] = field(default_factory=dict)            # spread group -> members (domains and reserved)
     domains: Dict[str, bool] = field(default_factory=dict)          # name -> active, of every domain defined
+    maintenance: bool = False       # in maintenance (maglica_host): it takes no new VM
 
     def reserve(self, image: str, start: bool = True, clone_mode: str = 'full', spread_group: Optional[str] = None,
                 hostname: Optional[str] = None) -> None:
@@ -185,6 +187,10 @@ def decide(states: Iterable[HostState], request: Request, policy: str = 'seed', 
             filtered.append({'host': state.host, 'reason': '%s: excluded (exclude_hosts)' % state.host})
             continue
         if request.host is not None and state.host != request.host:
+            continue
+        if state.maintenance:
+            filtered.append({'host': state.host, 'reason': '%s: in maintenance (maglica host activate %s brings it back)'
+                             % (state.host, state.host)})
             continue
         if request.image not in state.images:
             filtered.append({'host': state.host, 'reason': '%s: does not hold image %s' % (state.host, request.image)})

@@ -16,7 +16,7 @@ from ..cluster import virt
 from ..cluster.config import Config, Host
 from ..cluster.domains import check_removal, dependants, lookup
 from ..errors import MaglicaError, NotFoundError
-from . import batching, clone, snapshots
+from . import batching, clone, migration, snapshots
 from .image_copy import CopyArgs, CopyResult, copy_image
 from .image_fetch import ImportArgs, ImportResult, Progress, run_import
 from .image_from_vm import FromVmArgs, FromVmResult, make_from_vm
@@ -161,6 +161,12 @@ def vm_snapshot_list(context: Context, reconcile: bool) -> snapshots.SnapshotLis
         return snapshots.list_snapshots(conn, context.host.name, args['name'])
 
 
+def vm_migrate(context: Context, reconcile: bool) -> migration.MigrateResult:
+    """Run by the source's host worker: see host/migration.py."""
+    return migration.migrate(context.config, context.host, cast(migration.MigrateArgs, context.args), reconcile,
+                             context.ownership)
+
+
 # An action: (context, reconcile) -> its result data.
 Action = Callable[[Context, bool], Mapping[str, Any]]
 # The fixed table; messages.ACTIONS holds each action's arguments. No test action here: see tests/noop_action.py.
@@ -169,6 +175,7 @@ ACTIONS: Dict[str, Action] = {
     'vm.remove': vm_remove,
     'vm.attach_disk': vm_attach_disk,
     'vm.console': vm_console,
+    'vm.migrate': vm_migrate,
     'image.copy': image_copy,
     'image.from_vm': image_from_vm,
     'image.import': import_image,

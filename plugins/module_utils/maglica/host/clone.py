@@ -111,6 +111,8 @@ class Ownership:
     files: Set[str] = field(default_factory=set)
     volumes: Set[str] = field(default_factory=set)
     domains: Dict[str, Optional[str]] = field(default_factory=dict)
+    # Steps a job has recorded as done (`note`): a restarted job reads how far it got (host/migration.py).
+    notes: Set[str] = field(default_factory=set)
     save: Optional[Callable[[str, str, str], None]] = None
 
     def _save(self, kind: str, key: str, detail: str = '') -> None:
@@ -131,6 +133,12 @@ class Ownership:
     def intend_domain(self, name: str, domain_uuid: Optional[str]) -> None:
         self._save('domain', name, domain_uuid or '')
         self.domains[name] = domain_uuid
+
+    def note(self, step: str) -> None:
+        """Record that `step` is done (durably, like an intent)."""
+        if step not in self.notes:
+            self._save('note', step)
+            self.notes.add(step)
 
     def owns_volume(self, pool: str, name: str) -> bool:
         return '%s/%s' % (pool, name) in self.volumes
@@ -158,6 +166,8 @@ class Ownership:
                 owned.volumes.add(key)
             elif kind == 'domain':
                 owned.domains[key] = detail or None
+            elif kind == 'note':
+                owned.notes.add(key)
         return owned
 
 

@@ -9,6 +9,7 @@ through the machine that asked. Holes in the source files are sent as holes (spa
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 import xml.etree.ElementTree as ET
@@ -51,7 +52,7 @@ class CopyResult(_CopyResult, total=False):
 
 # -- the destination host worker's side ---------------------------------------------------
 
-def _pool_for(conn: Connect, directory: str) -> Pool:
+def pool_for(conn: Connect, directory: str) -> Pool:
     """The active pool of `conn` whose target directory is `directory`, else its `default` pool."""
     lv = virt.libvirt()
     for pool in conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
@@ -64,7 +65,71 @@ def _pool_for(conn: Connect, directory: str) -> Pool:
         raise HostError('no storage pool for %s and no pool called default' % directory)
 
 
-def _stream_volume(src_conn: Connect, src_vol: Volume, dst_conn: Connect, dst_vol: Volume) -> int:
+class _Digest(object):
+    """sha256 of a volume's whole content as a sparse stream carries it: holes count as the zeros they read as."""
+
+    ZEROS = b'\0' * CHUNK
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+
+    def data(self, data: bytes) -> None:
+        self.sha.update(data)
+
+    def hole(self, length: int) -> None:
+        while length > 0:
+            piece = min(length, len(self.ZEROS))
+            self.sha.update(self.ZEROS[:piece])
+            length -= piece
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+def volume_sha256(conn: Connect, vol: Volume) -> str:
+    """sha256 (hex) of a volume's content, read through its libvirtd as a sparse stream."""
+    lv = virt.libvirt()
+    stream = conn.newStream(0)
+    digest = _Digest()
+    try:
+        vol.download(stream, 0, 0, lv.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+        while True:
+            data = stream.recvFlags(CHUNK, lv.VIR_STREAM_RECV_STOP_AT_HOLE)
+            if data == -3:
+                digest.hole(stream.recvHole(0))
+                continue
+            if isinstance(data, int):
+                raise HostError('reading the stream of %s failed (%d)' % (vol.name(), data))
+            if not data:
+                break
+            digest.data(data)
+        stream.finish()
+    except BaseException:
+        try:
+            stream.abort()
+        except Exception:  # the stream may be finished or broken already
+            pass
+        raise
+    return digest.hexdigest()
+
+
+def stream_volume(src_conn: Connect, src_vol: Volume, dst_conn: Connect, dst_vol: Volume, verify: bool = False) -> int:
+    """Pump one volume from a source libvirtd to a destination libvirtd, holes as holes. Returns bytes of data sent.
+
+    With `verify`, the sha256 of what was sent is compared with the sha256 of the destination volume read back
+    through its libvirtd; a difference is a HostError."""
+    digest = _Digest()
+    sent = _stream_volume(src_conn, src_vol, dst_conn, dst_vol, digest)
+    if verify:
+        there = volume_sha256(dst_conn, dst_vol)
+        if there != digest.hexdigest():
+            raise HostError('the copy of %s does not match its source: sha256 %s sent, %s written'
+                            % (src_vol.path(), digest.hexdigest(), there))
+    return sent
+
+
+def _stream_volume(src_conn: Connect, src_vol: Volume, dst_conn: Connect, dst_vol: Volume,
+                   digest: Optional[_Digest] = None) -> int:
     """Pump one volume from a source libvirtd to a destination libvirtd, holes as holes. Returns bytes of data sent."""
     lv = virt.libvirt()
     src = src_conn.newStream(0)
@@ -76,13 +141,18 @@ def _stream_volume(src_conn: Connect, src_vol: Volume, dst_conn: Connect, dst_vo
         while True:
             data = src.recvFlags(CHUNK, lv.VIR_STREAM_RECV_STOP_AT_HOLE)
             if data == -3:  # at a hole: pass its length on instead of zeros
-                dst.sendHole(src.recvHole(0), 0)
+                hole = src.recvHole(0)
+                dst.sendHole(hole, 0)
+                if digest is not None:
+                    digest.hole(hole)
                 continue
             if isinstance(data, int):
                 raise HostError('reading the source stream failed (%d)' % data)
             if not data:
                 break
             virt.send_all(dst, data, 'the destination stream')
+            if digest is not None:
+                digest.data(data)
             sent += len(data)
         src.finish()
         dst.finish()
@@ -143,7 +213,7 @@ def copy_image(config: Config, host: Host, args: CopyArgs, reconcile: bool = Fal
                     raise HostError('the disk %s of %s is not in a storage pool on %s' % (path, name, source))
                 if ET.fromstring(src_vol.XMLDesc(0)).find('./backingStore/path') is not None:
                     raise ConflictError('the disk %s of %s has a backing file: only self-contained images are copied' % (path, name))
-                pool = _pool_for(dst_conn, os.path.dirname(path))
+                pool = pool_for(dst_conn, os.path.dirname(path))
                 volume = os.path.basename(path)
                 try:
                     old = pool.storageVolLookupByName(volume)

@@ -47,6 +47,8 @@ FINAL_STATES = ('succeeded', 'failed', 'expired')
 SNAPSHOT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}')
 SNAPSHOT_DESCRIPTION_RE = re.compile(r'[^\x00-\x1f\x7f]{0,1024}')
 SNAPSHOT_STATES = ('present', 'absent', 'reverted')
+# A host's states (maglica_host): in maintenance it takes no new VMs and is drained.
+HOST_STATES = ('maintenance', 'active')
 # Choices of job arguments, named for the library's options (image_import, the modules' argument specs).
 CLONE_MODES = ('full', 'linked')
 NETWORK_MODES = ('dhcp', 'static')
@@ -277,6 +279,9 @@ ACTIONS = {
     'vm.console': {'name': NAME, 'lines': Field(int, required=False, minimum=1, maximum=200)},
     # A new qcow2 volume of `size` bytes, named `volume`, in the pool of the VM's disks, attached to its persistent config.
     'vm.attach_disk': {'name': NAME, 'volume': Field(str, pattern=VOLUME_RE, max_len=320), 'size': Field(int, minimum=1048576, maximum=2 ** 50)},
+    # Run by the SOURCE's host worker: move the VM `name` to host `destination`, live (it runs) or cold (it is
+    # stopped); see host/migration.py.
+    'vm.migrate': {'name': NAME, 'destination': NAME, 'live': Field(bool)},
     # Run by the destination's host worker: copy the image's volumes from host `source` through libvirt streams.
     'image.copy': {'image': NAME, 'source': NAME},
     # A new original image `image` copied from the shut-off VM `vm` of the same host, sealed (no machine identity).
@@ -366,8 +371,10 @@ REQUESTS = {
     # `seen`: the slot reservations on the job's host that the library counted when it chose that host. The
     # client worker refuses the job as stale (code 'stale') when that host has others now; the library re-plans.
     'submit': {'job': Field(dict), 'seen': Field(list, required=False, max_len=4096, items=Field(str, pattern=JOB_ID_RE))},
-    # The slot reservations of every open clone job, for placement.
+    # The slot reservations of every open clone job, and the hosts in maintenance: what placement counts.
     'slots': {},
+    # A host's maintenance flag (maglica_host): set (maintenance), cleared (active), or only read (no state).
+    'maintenance': {'host': NAME, 'state': Field(str, required=False, choices=HOST_STATES)},
     'status': {'id': Field(str, pattern=JOB_ID_RE)},
     # A listing comes in pages that each fit a frame: `after` is the last job id of the page before.
     'list': {'limit': Field(int, required=False, minimum=1, maximum=10000), 'host': OPT_NAME,
@@ -405,14 +412,17 @@ JOB_ROW = {
 SLOT = {'host': NAME, 'job_id': Field(str, pattern=JOB_ID_RE), 'hostname': NAME, 'image': NAME, 'start': Field(bool),
         'clone_mode': Field(str, max_len=16), 'spread_group': Field(str, required=False, pattern=SPREAD_GROUP_RE, max_len=63)}
 HOST_STATUS = {'host': NAME, 'alive': Field(bool), 'last_seen_s': OPT_NUMBER, 'pid': Field(int, required=False),
-               'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE))}
+               'running': Field(list, max_len=1024, items=Field(str, pattern=JOB_ID_RE)),
+               'maintenance': Field(bool, required=False)}
 # Replies of the client worker, by the request they answer; `ok` false replies are ERROR_REPLY.
 REPLIES = {
     'submit': {'job': Field(dict, fields=JOB_ROW)},
     'status': {'job': Field(dict, fields=JOB_ROW)},
     'list': {'jobs': Field(list, max_len=10000, items=JOB_ROW), 'more': Field(bool, required=False)},
     'hosts': {'hosts': Field(list, max_len=10000, items=HOST_STATUS)},
-    'slots': {'slots': Field(list, max_len=100000, items=SLOT)},
+    'slots': {'slots': Field(list, max_len=100000, items=SLOT),
+              'maintenance': Field(list, required=False, max_len=10000, items=NAME)},
+    'maintenance': {'host': NAME, 'maintenance': Field(bool), 'since': OPT_NUMBER, 'changed': Field(bool)},
     # Each fetched job is checked in full by validate_job before it is recorded.
     'fetch': {'jobs': Field(list, max_len=256, items=Field(dict)), 'gone': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
     'report': {'taken': JOB_IDS, 'refused': JOB_IDS},

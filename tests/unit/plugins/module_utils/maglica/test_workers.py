@@ -447,6 +447,19 @@ def test_curve_host_key_cannot_submit(curve_cloud):
             client.status(job['id'])
 
 
+def test_curve_only_the_library_key_may_set_maintenance(curve_cloud):
+    """A host's key cannot take its own host (or another) out of maintenance, nor put it in."""
+    with Client(curve_cloud.config) as client:
+        client.maintenance('kvm1', 'maintenance')
+        try:
+            for sender in ('kvm1', 'kvm10'):
+                reply = host_request(curve_cloud, sender, {'type': 'maintenance', 'host': 'kvm1', 'state': 'active'})
+                assert reply == {'ok': False, 'error': '%s may not make maintenance requests' % sender}
+            assert client.maintenance('kvm1')['maintenance'] is True
+        finally:
+            client.maintenance('kvm1', 'active')
+
+
 def test_curve_host_key_cannot_report_for_another_host(curve_cloud):
     job = messages.new_job('lonely', 'noop', {}, ttl=60)
     with Client(curve_cloud.config) as client:
@@ -822,3 +835,82 @@ def test_import_image_of_a_name_a_clone_holds_is_refused(plain_cloud):
     with pytest.raises(ConflictError, match='imp6 is being made on lonely by job %s \\(vm.clone\\): wait for it' % held['id']):
         image_import.import_image(import_config(plain_cloud), 'imp6', 'http://127.0.0.1:9/imp6.qcow2', 'sha256:' + '0' * 64,
                                   targets=['lonely'], timeout=2)
+
+
+# -- maintenance (issue 19) ------------------------------------------------------------------------
+
+def test_a_host_in_maintenance_refuses_clones_and_says_so_in_slots_and_hosts(plain_cloud):
+    with Client(plain_cloud.config) as client:
+        assert client.maintenance('kvm10') == {'host': 'kvm10', 'maintenance': False, 'since': None, 'changed': False}
+        flag = client.maintenance('kvm10', 'maintenance')
+        try:
+            assert flag['maintenance'] is True and flag['changed'] is True and flag['since'] > 0
+            assert client.maintenance('kvm10', 'maintenance')['changed'] is False, 'set twice: changed once'
+            refused = clone_job('kvm10', 'maint1')
+            with pytest.raises(ConflictError, match=r'^host kvm10 is in maintenance: it takes no new VMs \(maglica host '
+                                                    r'activate kvm10 brings it back\)$'):
+                client.submit(refused, seen=[])
+            assert refused['id'] not in [j['id'] for j in client.recent(100)], 'a refused clone is not logged'
+            reservations = client.slots()
+            assert reservations.maintenance == ['kvm10'] and refused['id'] not in [s['job_id'] for s in reservations]
+            assert {h['host']: h['maintenance'] for h in client.hosts()} == {'kvm1': False, 'kvm10': True, 'lonely': False}
+            # A migration to it is refused too; one from it (the drain's) is taken.
+            inbound = messages.new_job('kvm1', 'vm.migrate', {'name': 'maint2', 'destination': 'kvm10', 'live': True}, ttl=1)
+            with pytest.raises(ConflictError, match=r'^host kvm10 is in maintenance'):
+                client.submit(inbound)
+            # (From lonely, which has no host worker to run it, put in maintenance for this.)
+            client.maintenance('lonely', 'maintenance')
+            outbound = messages.new_job('lonely', 'vm.migrate', {'name': 'maint2', 'destination': 'kvm1', 'live': False}, ttl=1)
+            try:
+                assert client.submit(outbound)['id'] == outbound['id']
+            finally:
+                client.maintenance('lonely', 'active')
+            # Other work on the host goes on (a drain needs its jobs), and other hosts take clones.
+            assert client.wait(client.submit(messages.new_job('kvm10', 'noop', {'marker': 'maint'}))['id'], JOB_TIMEOUT)
+            elsewhere = clone_job('lonely', 'maint1', ttl=1)
+            assert client.submit(elsewhere, seen=open_slots_on(client, 'lonely'))['id'] == elsewhere['id']
+        finally:
+            assert client.maintenance('kvm10', 'active')['changed'] is True
+        assert client.maintenance('kvm10', 'active') == {'host': 'kvm10', 'maintenance': False, 'since': None, 'changed': False}
+        assert client.slots().maintenance == []
+        with pytest.raises(NotFoundError, match='host nowhere is not in the client worker configuration'):
+            client.maintenance('nowhere', 'maintenance')
+
+
+def test_a_clone_racing_a_maintenance_request_is_refused_or_logged_before_it(plain_cloud):
+    """Clones to one host and the request that puts it in maintenance, all at once, several rounds: a clone is either
+    refused or logged before the flag was set - never logged after it (the check and the slot are one transaction)."""
+    outcomes = []
+    for round_ in range(4):
+        barrier = threading.Barrier(7)
+        accepted, refused = [], []
+
+        def submit(n):
+            job = clone_job('lonely', 'race-m%d-%d' % (round_, n), ttl=1)
+            with Client(plain_cloud.config) as own:
+                barrier.wait()
+                try:
+                    accepted.append(own.submit(job)['id'])
+                except ConflictError as e:
+                    assert 'lonely is in maintenance' in str(e)
+                    refused.append(job['id'])
+
+        def maintain():
+            with Client(plain_cloud.config) as own:
+                barrier.wait()
+                own.maintenance('lonely', 'maintenance')
+
+        threads = [threading.Thread(target=submit, args=(n,)) for n in range(6)] + [threading.Thread(target=maintain)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        with Client(plain_cloud.config) as client:
+            since = client.maintenance('lonely')['since']
+            logged = {j['id']: j for j in client.recent(200)}
+            client.maintenance('lonely', 'active')
+        assert len(accepted) + len(refused) == 6
+        assert all(logged[i]['created'] <= since for i in accepted), 'a clone was logged after the host went into maintenance'
+        assert not any(i in logged for i in refused)
+        outcomes.append((len(accepted), len(refused)))
+    assert sum(r for _a, r in outcomes) > 0, outcomes

@@ -287,3 +287,20 @@ def test_only_a_job_with_secrets_or_claims_pays_for_their_cleanup(log):
     assert log.claims() == []
     assert sum(s.startswith('DELETE FROM claims') for s in statements) == 1, 'only the job with claims releases them'
     assert sum('json_replace' in s for s in statements) == 1, 'only the job with a secret is scrubbed again at its end'
+# -- maintenance (issue 19) -------------------------------------------------------------------
+
+def test_maintenance_flag_is_set_once_cleared_once_and_lasts(tmp_path):
+    path = str(tmp_path / 'jobs.sqlite')
+    first = JobLog(path)
+    assert first.maintenance() == {} and not first.in_maintenance('kvm1')
+    assert first.set_maintenance('kvm1', True, now=T0) is True
+    assert first.set_maintenance('kvm1', True, now=T0 + 5) is False, 'set again: nothing changes, `since` stays'
+    first.close()
+    again = JobLog(path)  # a restarted client worker
+    try:
+        assert again.maintenance() == {'kvm1': T0} and again.in_maintenance('kvm1') and not again.in_maintenance('kvm10')
+        assert again.set_maintenance('kvm1', False) is True
+        assert again.set_maintenance('kvm1', False) is False
+        assert again.maintenance() == {}
+    finally:
+        again.close()

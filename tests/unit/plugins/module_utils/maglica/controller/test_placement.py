@@ -225,3 +225,13 @@ def test_spread_group_members_differ_by_at_most_one(host_count, members):
     place_many(states, members, 'resources', spread_group='g')
     counts = [s.groups.get('g', 0) for s in states]
     assert max(counts) - min(counts) <= 1 and sum(counts) == members
+
+
+def test_a_host_in_maintenance_takes_nothing_and_says_why():
+    states = hosts(('a', {}), ('b', {'maintenance': True}), ('c', {'active': 5}))
+    decision = placement.decide(states, placement.Request('img', 'x'), 'seed')
+    assert decision.host == 'a'
+    assert [c['host'] for c in decision.candidates] == ['a', 'c']
+    assert decision.filtered == [{'host': 'b', 'reason': 'b: in maintenance (maglica host activate b brings it back)'}]
+    with pytest.raises(placement.NoHostFits, match=r'host b fits a clone of img as x: b: in maintenance'):
+        placement.decide(states, placement.Request('img', 'x', host='b'), 'resources')
