@@ -197,8 +197,8 @@ class ClientWorker(object):
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
         claims = job['action'] in CLAIMED_NAMES or job['action'] in SLOT_ACTIONS
         # A resent id is answered below, as it was the first time; a job that claims nothing needs no look first
-        # (the log's insert leaves the first submission as it is).
-        new = claims and not self.log.exists(job['id'])
+        # (the log's insert leaves the first submission as it is). A job a host in maintenance refuses is looked at.
+        new = (claims or job['action'] in MAINTENANCE_REFUSED) and not self.log.exists(job['id'])
         if new and job['action'] in CLAIMED_NAMES:
             # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
             # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
