@@ -9,6 +9,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -61,3 +62,13 @@ def test_quick_defaults_give_way_to_options_given():
     assert vars(parse_args(parser(), quick, 'smaller', [])) == {'rounds': 3, 'size': 300, 'quick': False}
     assert vars(parse_args(parser(), quick, 'smaller', ['--quick'])) == {'rounds': 1, 'size': 50, 'quick': True}
     assert vars(parse_args(parser(), quick, 'smaller', ['--size', '70', '--quick'])) == {'rounds': 1, 'size': 70, 'quick': True}
+
+
+def test_ci_runs_every_benchmark_of_the_makefile_in_its_short_mode():
+    """A benchmark CI does not run rots: .ci/run's loop names each of the Makefile's BENCHMARKS."""
+    root = os.path.dirname(BENCHMARKS)
+    with open(os.path.join(root, 'Makefile')) as handle:
+        makefile = re.search(r'^BENCHMARKS := (.*)$', handle.read(), re.M).group(1).split()
+    with open(os.path.join(root, '.ci', 'run')) as handle:
+        ci = re.search(r'^for bench in (.*); do$', handle.read(), re.M).group(1).split()
+    assert ci == makefile
