@@ -13,6 +13,7 @@ effect at its next start, which the result reports as `restart_required`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -123,6 +124,14 @@ def vm_list(config: Config, patterns: Optional[Sequence[str]] = None, hosts: Opt
     return {'vms': vms, 'hosts': report}
 
 
+def _same_domain(conn: Connect, dom: Domain) -> Optional[Domain]:
+    """`dom` (of another connection to the same host) on `conn`, by UUID; None when it is gone since."""
+    try:
+        return conn.lookupByUUIDString(dom.UUIDString())
+    except virt.libvirt().libvirtError:
+        return None
+
+
 def inventory(config: Config, include_images: bool = False) -> VmListing:
     """Every VM of every host, with the guest addresses libvirt knows, for the inventory plugin.
 
@@ -130,12 +139,26 @@ def inventory(config: Config, include_images: bool = False) -> VmListing:
     """
     def query(conn: Connect, host: Host) -> List[Dict[str, Any]]:
         result = []
-        for dom in conn.listAllDomains(0):
-            info = virt.describe(dom, with_sizes=False)
-            # What the guest reported that is no address (dropped) is told to the inventory's user.
-            info['address_warnings'] = []
-            info['addresses'] = reach.guest_addresses(dom, info['address_warnings']) if info['active'] else []
-            result.append(info)
+        domains = conn.listAllDomains(0)
+        with contextlib.ExitStack() as stack:
+            # libvirt answers guest-agent questions on read-write connections only; on this read-only one only the
+            # DHCP leases of libvirt's own networks, which a bridged network (a shared segment) has none of.
+            agent_conn = conn
+            if any(dom.isActive() for dom in domains):
+                try:
+                    agent_conn = stack.enter_context(virt.Connection(config, host))
+                except MaglicaError:
+                    agent_conn = conn  # the leases, then
+            for dom in domains:
+                info = virt.describe(dom, with_sizes=False)
+                # What the guest reported that is no address (dropped) is told to the inventory's user.
+                info['address_warnings'] = []
+                if info['active']:
+                    asked = dom if agent_conn is conn else _same_domain(agent_conn, dom)
+                    info['addresses'] = reach.guest_addresses(asked, info['address_warnings']) if asked is not None else []
+                else:
+                    info['addresses'] = []
+                result.append(info)
         return result
 
     vms: List[VmEntry] = []
