@@ -286,7 +286,6 @@ def _undefine(dom: Domain) -> None:
 
 def _finish_source(src: Connect, name: str, ownership: clone.Ownership) -> List[str]:
     """After a migration: the source's definition (if any is left) and the disks this job recorded go. Returns them."""
-    lv = virt.libvirt()
     dom = lookup(src, name)
     if dom is not None:
         if dom.isActive():
@@ -360,7 +359,6 @@ def _reconcile(src: Connect, dst: Connect, args: MigrateArgs, source: str, owner
 def migrate(config: Config, host: Host, args: MigrateArgs, reconcile: bool = False,
             ownership: Optional[clone.Ownership] = None) -> MigrateResult:
     """Runs in the source's host worker: migrate args['name'] to args['destination'] (see the module docstring)."""
-    lv = virt.libvirt()
     ownership = ownership if ownership is not None else clone.Ownership()
     name, destination, live = args['name'], args['destination'], args['live']
     if destination == host.name:
