@@ -613,6 +613,8 @@ def vm_list_with_snapshots(config: Config, patterns: Optional[Sequence[str]] = N
 
 # What vm_snapshot returns (controller.snapshots.snapshot).
 VmSnapshotResult = SnapshotResult
+
+
 def host_state(config: Config, host: str, state: str, max_parallel: int = maintenance.MAX_PARALLEL,
                timeout: float = maintenance.DRAIN_TIMEOUT, check_mode: bool = False) -> HostResult:
     """Put `host` in maintenance and drain it, or bring it back (state 'active'): maintenance.host_state, with

@@ -150,7 +150,8 @@ def _image_of(conn: Connect, path: str) -> Optional[str]:
 def _same_image_there(src: Connect, dst: Connect, disk: _Disk) -> Optional[str]:
     """Why the destination cannot back this overlay with the same image, or None when it can: the same image
     name holds a disk at the same path there, of the same virtual size (both parsed from each side's libvirt)."""
-    assert disk.backing is not None
+    if disk.backing is None:
+        raise HostError('%s has no backing file: it is not an overlay' % disk.path)
     lv = virt.libvirt()
     image = _image_of(src, disk.backing)
     if image is None:

@@ -287,6 +287,8 @@ def test_only_a_job_with_secrets_or_claims_pays_for_their_cleanup(log):
     assert log.claims() == []
     assert sum(s.startswith('DELETE FROM claims') for s in statements) == 1, 'only the job with claims releases them'
     assert sum('json_replace' in s for s in statements) == 1, 'only the job with a secret is scrubbed again at its end'
+
+
 # -- maintenance (issue 19) -------------------------------------------------------------------
 
 def test_maintenance_flag_is_set_once_cleared_once_and_lasts(tmp_path):
