@@ -279,12 +279,16 @@ def test_bad_input_is_refused_by_name_and_leaves_nothing(case, testbed, cloud, s
 
 
 def test_disk_full_is_refused_and_leaves_nothing(testbed, cloud, served, small_cache_on_host2):
+    """The download goes into the (full) cache: keep_cache. (A copy that keeps no entry fetches into the pool.)"""
     before = everything(testbed, cloud)
-    run = run_import(cloud, image_name='full.image', image_url=served.url('/deb12.qcow2'), image_checksum=served.checksum,
-                     targets=['host2'])
-    assert run.rc != 0 and 'no space left' in run.last['msg'].lower() and 'host2' in run.last['msg'], run
-    after = everything(testbed, cloud)
-    assert after[0] == before[0], (before, after)
+    try:
+        run = run_import(cloud, image_name='full.image', image_url=served.url('/deb12.qcow2'), image_checksum=served.checksum,
+                         targets=['host2'], keep_cache=True)
+        assert run.rc != 0 and 'no space left' in run.last['msg'].lower() and 'host2' in run.last['msg'], run
+        after = everything(testbed, cloud)
+        assert after[0] == before[0], (before, after)
+    finally:  # an import that was not refused must not stay for the tests after this one
+        testbed.virsh('host2', 'undefine', '--remove-all-storage', 'full.image', check=False)
 
 
 def test_a_target_not_in_the_configuration_is_refused_before_anything(testbed, cloud, served):

@@ -192,6 +192,7 @@ def test_from_vm_refuses_a_taken_name_a_running_vm_and_an_unknown_one(cloud, tes
             image_lifecycle.create_from_vm(cloud.config, 'runs.original', 'runs-seal.test')
     finally:
         testbed.virsh('host2', 'destroy', 'runs-seal.test', check=False)
+        testbed.virsh('host2', 'undefine', '--remove-all-storage', 'runs-seal.test', check=False)
     assert 'runs.original' not in testbed.domains('host2')
 
 

@@ -156,7 +156,8 @@ def test_drain_moves_every_vm_elsewhere_keeps_the_group_spread_and_activate_brin
     assert set(planned) == set(names) and planned['drain-c'][1:] == (False, 'planned')
     assert sorted([planned['drain-a'][0], planned['drain-b'][0]]) == ['host0', 'host1'], 'the group spread over the others'
     assert planned['drain-a'][1:] == planned['drain-b'][1:] == (True, 'planned')
-    assert plan['images'] == ['broken.original', image]
+    # The host's images stay (other test files of this testbed may have left more of them there).
+    assert {'broken.original', image} <= set(plan['images']) and not set(names) & set(plan['images'])
 
     run = playbook(cloud, 'host', host_name='host2', max_parallel=2)
     assert run.rc == 0, run.last.get('msg') if run.results else run

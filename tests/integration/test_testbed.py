@@ -65,10 +65,11 @@ def test_stop_ends_the_guests_of_a_host_whose_daemons_were_killed(tmp_path):
             os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not any(alive(pid) for pid in daemons), 30, 'the daemons to die')
         assert alive(qemus[0]), 'the guest outlives its libvirtd'
-        dnsmasq = pid_in(os.path.join(run, 'network', 'default.pid'))
+        # The guests' DHCP server is the testbed's (its shared segment), not the host's libvirt's.
+        dnsmasq = pid_in(os.path.join(env['MAGLICA_TESTBED_DIR'], 'segment', 'dnsmasq.pid'))
         testbed('stop')
         assert not alive(qemus[0]), 'testbed.sh stop left the guest qemu %d running' % qemus[0]
-        assert not alive(dnsmasq), 'testbed.sh stop left the network\'s dnsmasq %d running' % dnsmasq
+        assert not alive(dnsmasq), 'testbed.sh stop left the guest segment\'s dnsmasq %d running' % dnsmasq
         # What the user does next: start the host again (a dnsmasq left behind would hold its network's address).
         testbed('start-one', HOST, address)
     finally:
