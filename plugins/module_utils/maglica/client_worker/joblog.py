@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE INDEX IF NOT EXISTS claims_job ON claims (job_id);
 CREATE INDEX IF NOT EXISTS claims_host ON claims (host, kind);
 -- Hosts in maintenance (maglica_host state: maintenance): out of placement, and the client worker refuses a job that
--- would put a VM on them (MAINTENANCE_REFUSED), in the transaction that would reserve its slot. Lasts until cleared.
+-- would put a VM on them (worker.ADMISSIONS), in the transaction that would reserve its slot. Lasts until cleared.
 CREATE TABLE IF NOT EXISTS maintenance (
     host TEXT PRIMARY KEY,
     since REAL NOT NULL

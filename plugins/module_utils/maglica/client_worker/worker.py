@@ -21,7 +21,8 @@ import importlib
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDict, cast
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict, cast
 
 from ..cluster.config import Config
 from ..daemon import service
@@ -40,16 +41,43 @@ WRITING_REQUESTS = ('submit', 'report', 'maintenance')
 # the log lose the job's end in a power cut (the job is then as it was on disk, and published again).
 UNSYNCED_REPLIES = ('fetch',)
 SWEEP_INTERVAL = 0.25
-# Actions that make a domain, and the argument naming it: the client worker lets one job at a time make a name.
-CLAIMED_NAMES = {'vm.clone': 'hostname', 'image.from_vm': 'image', 'image.import': 'name'}
-# Of those, the actions that claim their name on their own host only: an image is imported on several hosts at once,
-# one job per host. A claim of a name on one host and one on every host exclude each other.
-CLAIMED_ON_HOST = ('image.import',)
-# Actions that reserve a slot on their host while they are open (placement counts them): claims of kind 'slot'.
-SLOT_ACTIONS = ('vm.clone',)
-# Actions that put a VM on a host, and the argument naming that host (None: the job's own host). A host in
-# maintenance refuses them, in the transaction that would reserve their slot (fail closed: placement also leaves it out).
-MAINTENANCE_REFUSED: Dict[str, Optional[str]] = {'vm.clone': None, 'vm.migrate': 'destination'}
+OWN_HOST = ''  # Admission.maintenance: the job's own host
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the client worker looks at when a job of an action is first submitted, in the transaction that logs it.
+    An action not in ADMISSIONS is logged as it comes."""
+    # The argument naming the domain the job makes: one job at a time makes a name, cluster-wide...
+    name: Optional[str] = None
+    # ...or on the job's own host only: an image is imported on several hosts at once, one job per host. A claim of a
+    # name on one host and one on every host exclude each other.
+    name_on_host: bool = False
+    # Reserves a slot on its host while it is open (placement counts it): a claim of kind 'slot'.
+    slot: bool = False
+    # The host it puts a VM on: OWN_HOST, or the argument naming it. A host in maintenance refuses the job (fail
+    # closed: placement also leaves the host out).
+    maintenance: Optional[str] = None
+
+    def claims(self) -> bool:
+        return self.name is not None or self.slot
+
+    def name_host(self, job: Mapping[str, Any]) -> Optional[str]:
+        return job['host'] if self.name_on_host else None
+
+    def target(self, job: Mapping[str, Any]) -> Optional[str]:
+        if self.maintenance is None:
+            return None
+        target = job['host'] if self.maintenance == OWN_HOST else job['args'].get(self.maintenance)
+        return target if isinstance(target, str) else None
+
+
+ADMISSIONS: Dict[str, Admission] = {
+    'vm.clone': Admission(name='hostname', slot=True, maintenance=OWN_HOST),
+    'image.from_vm': Admission(name='image'),
+    'image.import': Admission(name='name', name_on_host=True),
+    'vm.migrate': Admission(maintenance='destination'),
+}
 # Requests answered after one commit of the job log, at most.
 MAX_BATCH = 256
 # Seconds between prunings of the job log (at most; a short retention prunes more often).
@@ -195,47 +223,49 @@ class ClientWorker(object):
         job = data['job']
         if job['host'] not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
-        claims = job['action'] in CLAIMED_NAMES or job['action'] in SLOT_ACTIONS
-        # A resent id is answered below, as it was the first time; a job that claims nothing needs no look first
-        # (the log's insert leaves the first submission as it is). A job a host in maintenance refuses is looked at.
-        new = (claims or job['action'] in MAINTENANCE_REFUSED) and not self.log.exists(job['id'])
-        if new and job['action'] in CLAIMED_NAMES:
+        rules = ADMISSIONS.get(job['action'])
+        # A resent id is answered below, as it was the first time; a job with no admission rules needs no look first
+        # (the log's insert leaves the first submission as it is).
+        if rules is not None and not self.log.exists(job['id']):
+            answered = self._admit(job, rules, data.get('seen'))
+            if answered is not None:
+                return answered
+        # Logged as published: its notice goes out once the transaction is committed.
+        row, created = self.log.add(job, self.config.jobs['ttl'], claims=rules is not None and rules.claims(), published=True)
+        if created:
+            LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
+            self.notices.append(row)
+        return {'ok': True, 'job': messages.redact(row)}
+
+    def _admit(self, job: Dict[str, Any], rules: Admission, seen: Optional[Sequence[str]]) -> Optional[Reply]:
+        """A new job's admission: the reply that answers it instead of queueing it, or None with its claims taken."""
+        if rules.name is not None:
             # One job per VM name cluster-wide, decided in the transaction that logs the job: a second clone of a
             # name whose clone is in flight (a re-run after a wait timeout, two forks at once) gets the first job.
-            name = job['args'][CLAIMED_NAMES[job['action']]]
-            holder = self.log.name_holder(name, job['host'] if job['action'] in CLAIMED_ON_HOST else None)
+            holder = self.log.name_holder(job['args'][rules.name], rules.name_host(job))
             if holder is not None:
-                LOG.info('job %s not queued: %s is being made by job %s', job['id'], name, holder)
+                LOG.info('job %s not queued: %s is being made by job %s', job['id'], job['args'][rules.name], holder)
                 # name_holder found it by joining the jobs table: the row is there.
                 return {'ok': True, 'job': messages.redact(cast(JobRow, self.log.get(holder)))}
-        if new and job['action'] in MAINTENANCE_REFUSED:
-            argument = MAINTENANCE_REFUSED[job['action']]
-            target = job['host'] if argument is None else job['args'].get(argument)
-            if isinstance(target, str) and self.log.in_maintenance(target):
-                LOG.info('job %s %s refused: %s is in maintenance', job['id'], job['action'], target)
-                return {'ok': False, 'code': 'maintenance',
-                        'error': 'host %s is in maintenance: it takes no new VMs (maglica host activate %s brings it back)'
-                        % (target, target)}
-        if new and job['action'] in SLOT_ACTIONS and data.get('seen') is not None:
-            counted = set(data['seen'])
+        target = rules.target(job)
+        if target is not None and self.log.in_maintenance(target):
+            LOG.info('job %s %s refused: %s is in maintenance', job['id'], job['action'], target)
+            return {'ok': False, 'code': 'maintenance',
+                    'error': 'host %s is in maintenance: it takes no new VMs (maglica host activate %s brings it back)'
+                    % (target, target)}
+        if rules.slot and seen is not None:
+            counted = set(seen)
             others = [slot['job_id'] for slot in self.log.open_slots(job['host']) if slot['job_id'] not in counted]
             if others:
                 LOG.info('job %s refused: placement on %s is stale (%d clone(s) reserved there since)', job['id'], job['host'], len(others))
                 return {'ok': False, 'code': 'stale',
                         'error': 'the placement on %s is stale: %d other clone(s) were reserved there since it was planned'
                         % (job['host'], len(others))}
-        if new and job['action'] in CLAIMED_NAMES:
-            self.log.claim('hostname', name_key(job['args'][CLAIMED_NAMES[job['action']]],
-                                                job['host'] if job['action'] in CLAIMED_ON_HOST else None),
-                           job['host'], job['id'])
-        if new and job['action'] in SLOT_ACTIONS:
+        if rules.name is not None:
+            self.log.claim('hostname', name_key(job['args'][rules.name], rules.name_host(job)), job['host'], job['id'])
+        if rules.slot:
             self.log.claim('slot', job['id'], job['host'], job['id'])
-        # Logged as published: its notice goes out once the transaction is committed.
-        row, created = self.log.add(job, self.config.jobs['ttl'], claims=claims, published=True)
-        if created:
-            LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
-            self.notices.append(row)
-        return {'ok': True, 'job': messages.redact(row)}
+        return None
 
     def request_slots(self, data: Request) -> Reply:
         """The slot reservations of the open clone jobs: what placement counts besides the hosts' domains."""
