@@ -11,6 +11,7 @@ and its state from MAGLICA_TESTBED_DIR.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -392,3 +393,12 @@ print(json.dumps(out))
 
 
 __all__ = ['Testbed', 'Cloud', 'run_playbook', 'read_guest_files', 'wait_until', 'virt', 'client']
+
+
+def file_sha256(path):
+    """The sha256 of a file, in hex, read a MiB at a time (disk images are large)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()

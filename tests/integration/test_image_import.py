@@ -6,7 +6,6 @@ each target's host worker; the image boots as a clone; reruns fetch nothing; bad
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import json
 import os
@@ -15,7 +14,7 @@ import threading
 
 import pytest
 
-from maglica_testbed import PYTHON, TESTBED, run_playbook  # pylint: disable=wrong-import-order
+from maglica_testbed import PYTHON, TESTBED, file_sha256, run_playbook  # pylint: disable=wrong-import-order
 from maglica.controller import cloud as maglica_cloud  # pylint: disable=wrong-import-order
 from maglica.host import image_fetch  # pylint: disable=wrong-import-order
 from test_boot import BOOT_TIMEOUT, Booted  # pylint: disable=wrong-import-order
@@ -29,11 +28,7 @@ OTHER_CHECKSUM = 'sha256:' + '0' * 64
 
 
 def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return 'sha256:' + digest.hexdigest()
+    return 'sha256:' + file_sha256(path)
 
 
 class Server:

@@ -6,7 +6,6 @@ real host workers doing the jobs, real libguestfs reading the disks afterwards."
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -16,7 +15,7 @@ from maglica.controller import cloud as cloud_mod  # noqa: E402  (maglica_testbe
 from maglica.controller import image_lifecycle  # noqa: E402  (maglica_testbed puts it on sys.path)
 from maglica.controller import vm as vm_mod  # noqa: E402  (maglica_testbed puts it on sys.path)
 from maglica.errors import ConfigError, ConflictError, NotFoundError  # noqa: E402  (maglica_testbed puts it on sys.path)
-from maglica_testbed import read_guest_files, run_playbook  # noqa: E402  (maglica_testbed puts it on sys.path)
+from maglica_testbed import file_sha256, read_guest_files, run_playbook  # noqa: E402  (maglica_testbed puts it on sys.path)
 from test_cli import CONFLICT, NOT_FOUND, OK, maglica
 
 IMAGES = '/var/lib/libvirt/images/'
@@ -24,14 +23,6 @@ PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks'
 HOST_KEY_GLOB = '__ssh_host_keys__'
 IDENTITY_FILES = ['/etc/machine-id', '/var/lib/dbus/machine-id', '/etc/hostname', '/etc/hosts', '/etc/dhcp/dhclient.conf',
                   '/etc/network/interfaces', '/etc/ssh/ssh_host_ed25519_key.pub']
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def images_named(cloud, name):
@@ -110,7 +101,7 @@ def source_vm(cloud, testbed):
 
 def vm_state(testbed, host, name):
     disk = testbed.outside_path(host, IMAGES + name + '.qcow2')
-    return {'sha256': sha256(disk), 'xml': testbed.virsh(host, 'dumpxml', '--inactive', name),
+    return {'sha256': file_sha256(disk), 'xml': testbed.virsh(host, 'dumpxml', '--inactive', name),
             'files': read_guest_files(testbed, host, IMAGES + name + '.qcow2', IDENTITY_FILES)}
 
 
@@ -165,7 +156,7 @@ def test_from_vm_makes_a_sealed_image_and_leaves_the_vm_as_it_was(cloud, testbed
 def test_from_vm_of_a_rhel_guest_drops_its_hardwired_mac_too(cloud, testbed):
     """rhel.original (any shut-off domain may be the source): hostname `original`, ifcfg-eth0 with HWADDR, keys."""
     source = testbed.outside_path('host2', IMAGES + 'rhel.original.qcow2')
-    digest = sha256(source)
+    digest = file_sha256(source)
     made = image_lifecycle.create_from_vm(cloud.config, 'rhel-sealed.original', 'rhel.original')
     assert made['changed'] and made['host'] == 'host2'
     assert made['result']['seal']['os']['previous_hostname'] == 'original'
@@ -173,7 +164,7 @@ def test_from_vm_of_a_rhel_guest_drops_its_hardwired_mac_too(cloud, testbed):
     files = read_guest_files(testbed, 'host2', IMAGES + 'rhel-sealed.original.qcow2', ['/etc/hostname', '/etc/machine-id', ifcfg])
     assert files['/etc/hostname'] == 'localhost\n' and files['/etc/machine-id'] == '' and files[HOST_KEY_GLOB] == []
     assert 'HWADDR' not in files[ifcfg] and 'BOOTPROTO=dhcp' in files[ifcfg], files[ifcfg]
-    assert sha256(source) == digest, 'the source disk is only read'
+    assert file_sha256(source) == digest, 'the source disk is only read'
     removed = image_lifecycle.remove(cloud.config, 'rhel-sealed.original')
     assert [(h['host'], h['state']) for h in removed['hosts'] if h['state'] != 'absent'] == [('host2', 'removed')]
 

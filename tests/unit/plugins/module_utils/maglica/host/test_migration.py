@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""host/migration.py, the parts that need no second hypervisor (the rest: tests/integration/test_migrate.py): which
+"""host/migration.py, the parts that need no second hypervisor (the rest: tests/integration/test_day_two.py): which
 snapshots cannot travel, the destination XML of a disk copied whole, the order snapshots are redefined in, the sha256
 of a sparse stream, and the intents a restarted worker reads back."""
 
@@ -40,7 +40,7 @@ def test_a_disk_copied_whole_loses_its_backing_chain_in_the_destination_xml():
 
 class FakeSnapshot:
     """Stands in for libvirt's snapshot objects of a domain: the parent-child order is what is tested here (a real
-    tree of internal snapshots is made by tests/integration/test_migrate.py)."""
+    tree of internal snapshots is made by tests/integration/test_day_two.py)."""
 
     def __init__(self, name, parent, snaps):
         self.name, self.parent, self.snaps = name, parent, snaps

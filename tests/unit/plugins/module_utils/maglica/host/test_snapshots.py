@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Snapshots on libvirt's test driver (test:///default implements snapshots, revert and the agent's fsfreeze):
 the host worker's action, the controller's plan (check mode, idempotence), name parsing, refusals, removal.
-The booted proof is tests/integration/test_snapshot.py."""
+The booted proof is tests/integration/test_day_two.py."""
 
 from __future__ import annotations
 
