@@ -38,7 +38,6 @@ import re
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
+from guests import Booted  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, Testbed  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.controller import cloud as maglica_cloud  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 from maglica.controller import vm as maglica_vm  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
@@ -122,14 +122,6 @@ class Pinger:
         return {'gap_ms': round(max(gaps) * 1000, 1) if gaps else None, 'lost': self.sent - len(self.answered)}
 
 
-def ssh(key, known_hosts, address, command):
-    return subprocess.run(['ssh', '-F', '/dev/null', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-                           '-o', 'StrictHostKeyChecking=yes', '-o', 'UserKnownHostsFile=%s' % known_hosts,
-                           '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=20', 'root@%s' % address, command],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=120, check=False)
-
-
 def migrate_maglica(cloud, testbed, name, source, destination):
     result = maglica_cloud.vm_migrate(cloud.config, name, destination, live=True, timeout=TIMEOUT)
     log('maglica job: %s s in the job, %s s in libvirt\'s migration call' % (result['result'].get('seconds'), result['result'].get('migrate_s')))
@@ -183,24 +175,18 @@ def main():
             testbed.define_image(host, IMAGE, disk, memory=MEMORY_MIB)
         cloud = Cloud(testbed, workdir)
         cloud.start()
-        key = os.path.join(workdir, 'id_ed25519')
-        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key], check=True)
-        with open(key + '.pub') as handle:
-            public = handle.read().strip()
+        booted = Booted(testbed, cloud, workdir)  # its key goes into both clones; SSH with strict host key checking
         guests = {}
 
         def make(name):
-            return maglica_cloud.clone(cloud.config, IMAGE, name, host=HOSTS[0], clone_mode='full', ssh_authorized_keys=[public],
-                                       wait_for='ssh', wait_for_timeout=TIMEOUT, timeout=TIMEOUT)
+            return maglica_cloud.clone(cloud.config, IMAGE, name, host=HOSTS[0], clone_mode='full',
+                                       ssh_authorized_keys=[booted.public_key], wait_for='ssh', wait_for_timeout=TIMEOUT,
+                                       timeout=TIMEOUT)
         with ThreadPoolExecutor(max_workers=2) as pool:  # both boot at once
-            made = dict(zip(NAMES, pool.map(make, NAMES.values())))
+            booted.results.update(zip(NAMES.values(), pool.map(make, NAMES.values())))
         for how, name in NAMES.items():
-            result = made[how]
-            known_hosts = os.path.join(workdir, 'known_hosts-%s' % how)
-            with open(known_hosts, 'w') as handle:
-                handle.write(''.join('%s\n' % line for line in result['known_hosts']))
-            boot_id = ssh(key, known_hosts, result['ip'], 'cat /proc/sys/kernel/random/boot_id').stdout.strip()
-            guests[how] = {'name': name, 'ip': result['ip'], 'known_hosts': known_hosts, 'boot_id': boot_id}
+            boot_id = booted.ssh(name, 'cat /proc/sys/kernel/random/boot_id').stdout.strip()
+            guests[how] = {'name': name, 'ip': booted.results[name]['ip'], 'boot_id': boot_id}
         log('both guests answer SSH: %s' % {how: g['ip'] for how, g in guests.items()})
         legs = [(HOSTS[0], HOSTS[1])] + ([(HOSTS[1], HOSTS[0])] if args.both_ways else [])
         for index in range(args.rounds):
@@ -215,7 +201,7 @@ def main():
                     seen = pinger.stop()
                     if how == 'virsh':  # outside the clock: Maglica deletes the source's disk within its own
                         testbed.virsh(source, 'vol-delete', '--pool', 'default', '%s.qcow2' % guest['name'], check=False)
-                    after = ssh(key, guest['known_hosts'], guest['ip'], 'cat /proc/sys/kernel/random/boot_id')
+                    after = booted.ssh(guest['name'], 'cat /proc/sys/kernel/random/boot_id', check=False)
                     if after.returncode != 0 or after.stdout.strip() != guest['boot_id']:
                         broken.append('%s after its migration to %s: %s' % (guest['name'], destination, after.stdout.strip() or after.stderr.strip()))
                     figures[how].append({'total_s': round(total, 2), 'gap_ms': seen['gap_ms'], 'lost': seen['lost'],

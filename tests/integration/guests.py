@@ -2,7 +2,7 @@
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Booted clones as tests reach them: SSH as root with strict host key checking, and the DHCP leases of the testbed's guest segment.
-Shared by the test modules that boot guests (test_boot.py, test_day_two.py)."""
+Shared by the test modules that boot guests (test_boot.py, test_day_two.py) and benchmarks/migrate.py."""
 
 from __future__ import annotations
 
