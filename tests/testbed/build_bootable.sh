@@ -100,9 +100,7 @@ linux /vmlinuz root=LABEL=root ro console=ttyS0,115200 net.ifnames=0
 initrd /initrd.img
 boot
 EOF
-  # The partition starts at 1 MiB, the usual gap for GRUB's core image (part-disk leaves 64 KiB). grub-install
-  # failed once under load with "embedding is not possible, but this is required for cross-disk install"
-  # and passed when run again: it is tried up to three times, each failure's reason printed in the build log.
+  # The partition starts at 1 MiB, the usual gap for GRUB's core image (part-disk leaves 64 KiB).
   # Only the chosen stack starts; the others stay installed but disabled.
   disable=()
   [[ $variant == nm ]] || disable+=(/etc/systemd/system/multi-user.target.wants/NetworkManager.service
@@ -129,8 +127,21 @@ copy-in $work/boot/grub/grub.cfg /boot/grub
 $(for f in "${disable[@]}"; do echo "rm-f $f"; done)
 $([[ $cloud_off == yes ]] && echo "touch /etc/cloud/cloud-init.disabled")
 write /etc/cloud/cloud.cfg.d/90-testbed.cfg "# minbase has no locales package: cloud-init's locale module would fail\nlocale: false\n"
-sh "for try in 1 2 3; do if out=\$(grub-install --target=i386-pc --boot-directory=/boot /dev/sda 2>&1); then exit 0; fi; msg=\"build_bootable: grub-install, try \$try of 3, failed: \$out\"; echo \"\$msg\"; echo \"\$msg\" >&2; sync; done; exit 1"
 EOF
+  # grub-install fails now and then under load: "embedding is not possible, but this is required for
+  # cross-disk install" (GRUB did not take /dev/sda1 for a partition of /dev/sda), and three tries in one
+  # appliance failed alike (CI, 2026-12-05). Each try is a fresh appliance that finds the disk anew; a
+  # failure prints what GRUB saw (to stderr: guestfish reports only that of a failed sh), for the next one to read.
+  grub_try=1
+  until guestfish --rw -a "$raw" <<'EOF'
+run
+mount /dev/sda1 /
+sh "exec 1>&2; grub-install --target=i386-pc --boot-directory=/boot /dev/sda && exit 0; for t in device drive partmap; do echo \"grub-probe --target=$t /boot: $(grub-probe --target=$t /boot 2>&1)\"; done; grep -w sda1 /proc/self/mountinfo; ls -l /dev/sda*; cat /sys/block/sda/sda1/start; exit 1"
+EOF
+  do
+    echo "build_bootable: grub-install failed (try $grub_try of 3): what GRUB saw is above" >&2
+    ((grub_try++ < 3)) || exit 1
+  done
   qemu-img convert -O qcow2 "$raw" "$cached.tmp"
   mv "$cached.tmp" "$cached"
 fi
