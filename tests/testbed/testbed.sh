@@ -143,6 +143,10 @@ remote_display_port_min = $vnc_min
 remote_display_port_max = $((vnc_min + 19))
 migrate_tls_x509_cert_dir = "$dir/pki/migrate"
 migrate_tls_x509_verify = 1
+EOF
+  # libvirtd refuses to start with 127.0.0.1 as migration_address or migration_host ("must not be the address of
+  # the local machine"; the testbed's other 127.0.0.N it takes): the demo's one host, there, has no migration peer.
+  [[ $addr == 127.0.0.1 ]] || cat >>"$dir/etc/qemu.conf" <<EOF
 migration_address = "$addr"
 migration_host = "$addr"
 migration_port_min = $((49152 + ${addr##*.} * 16))
