@@ -64,5 +64,9 @@ from ansible_test._internal.python_requirements import get_venv_packages
 from ansible_test._internal.host_configs import NativePythonConfig
 print(get_venv_packages(NativePythonConfig(version="3.11"))["pip"].replace(".", "_"))')
 mkdir -p ~/.ansible/test/cache
-install -m 0644 "$here/ansible-test-get-pip.py" ~/.ansible/test/cache/"get_pip_${pipver}.py"
+# Written aside and renamed: two `make` runs at once (CI builds the images beside the checks) each install it,
+# and two installs of one name at once fail ("cannot create regular file ...: File exists").
+get_pip=~/.ansible/test/cache/"get_pip_${pipver}.py"
+install -m 0644 "$here/ansible-test-get-pip.py" "$get_pip.$$"
+mv -f "$get_pip.$$" "$get_pip"
 echo "install-deps: ok (venv $VENV, get_pip_${pipver}.py)"
