@@ -6,13 +6,12 @@ the destination's host worker."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 
 import pytest
 
-from maglica_testbed import TESTBED, run_playbook
+from maglica_testbed import TESTBED, file_sha256, run_playbook
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 DISK = '/var/lib/libvirt/images/debian.original.qcow2'
@@ -28,12 +27,9 @@ def raw_sha256(testbed, host, path, scratch):
     raw = os.path.join(str(scratch), '%s.raw' % host)
     subprocess.run(['bash', os.path.join(TESTBED, 'testbed.sh'), 'exec', host, 'qemu-img', 'convert', '-O', 'raw', path, raw],
                    check=True, env=testbed.env)
-    digest = hashlib.sha256()
-    with open(raw, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(block)
+    digest = file_sha256(raw)
     os.unlink(raw)
-    return digest.hexdigest()
+    return digest
 
 
 @pytest.fixture
