@@ -7,11 +7,13 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV=${VENV:-$here/../.venv}  # default: .venv at the repo root
 
+# ifupdown: its ifquery reads back the /etc/network/interfaces we write (unit tests). fdisk, e2fsprogs: the test
+# images' disks are partitioned and their file systems made natively (tests/testbed/build_bootable.sh).
 APT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
   qemu-utils virtinst python3-libvirt python3-guestfs libguestfs-tools supervisor
   linux-image-amd64 python3-yaml python3-venv sqlite3 iproute2 git shellcheck
   mmdebstrap dnsmasq-base iptables openssh-client openssh-server python3-cryptography
-  ifupdown)  # ifupdown: its ifquery reads back the /etc/network/interfaces we write (unit tests)
+  ifupdown fdisk e2fsprogs)
 # `ansible` (12.x goes with ansible-core 2.19) ships community.crypto, which the roles' PKI uses; Galaxy is
 # out of reach here. cryptography: the library's certificate checks. rich: `maglica image import`'s progress bar.
 # import-linter: the library's import contracts (make typecheck). Every version comes from constraints.txt.
