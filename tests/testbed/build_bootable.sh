@@ -127,15 +127,15 @@ EOF
   mkfs.ext4 -q -L root -d "$root" "$work/root.ext4"
   dd if="$work/root.ext4" of="$raw" bs=1M seek=1 conv=sparse,notrunc status=none
   rm -rf "$root" "$work/root.ext4"
-  # grub-install fails now and then under load: "embedding is not possible, but this is required for
-  # cross-disk install" (GRUB did not take /dev/sda1 for a partition of /dev/sda), and three tries in one
-  # appliance failed alike (CI, 2026-12-05). Each try is a fresh appliance that finds the disk anew; a
-  # failure prints what GRUB saw (to stderr: guestfish reports only that of a failed sh), for the next one to read.
+  # GRUB goes onto the disk that holds /boot, found by GRUB itself: the appliance's kernel names its disks in the
+  # order they answer, and under load its own root disk can come first (/dev/sda, ext2: "embedding is not
+  # possible", CI 2026-12-06; libguestfs's API translates device names, a shell inside does not). A failure prints
+  # what GRUB saw (to stderr: guestfish reports only that of a failed sh); each of three tries is a fresh appliance.
   grub_try=1
   until guestfish --rw -a "$raw" <<'EOF'
 run
 mount /dev/sda1 /
-sh "exec 1>&2; grub-install --target=i386-pc --boot-directory=/boot /dev/sda && exit 0; for t in device drive partmap; do echo \"grub-probe --target=$t /boot: $(grub-probe --target=$t /boot 2>&1)\"; done; grep -w sda1 /proc/self/mountinfo; ls -l /dev/sda*; cat /sys/block/sda/sda1/start; exit 1"
+sh "exec 1>&2; part=$(grub-probe --target=device /boot) && disk=${part%%[0-9]*} && grub-install --target=i386-pc --boot-directory=/boot $disk && exit 0; for t in device drive partmap; do echo \"grub-probe --target=$t /boot: $(grub-probe --target=$t /boot 2>&1)\"; done; grep -E sd[a-z]+1 /proc/self/mountinfo; ls -l /dev/sd*; exit 1"
 EOF
   do
     echo "build_bootable: grub-install failed (try $grub_try of 3): what GRUB saw is above" >&2
