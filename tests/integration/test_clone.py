@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from maglica_testbed import read_guest_files, run_playbook, wait_until
+from maglica.controller import vm as maglica_vm
 
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 SSH_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMaglicaTestKeyOnlyForTests maglica@test'
@@ -21,6 +22,16 @@ PASSWORD_HASH = '$6$saltsalt$Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9
 def clone(cloud, check=False, diff=False, **variables):
     variables['maglica_config'] = cloud.path
     return run_playbook(os.path.join(PLAYBOOKS, 'vm_clone.yml'), variables, check=check, diff=diff)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def leaves_no_vms(cloud, testbed):
+    """The clones these tests make, and the `load0` domain, go at the end: the worker's next test files share this
+    testbed, and an inactive domain left there is an image to them."""
+    yield
+    for name in ('web1.test', 'db1.test', 'loose1.test'):
+        maglica_vm.ensure(cloud.config, name, state='absent', force=True)
+    testbed.virsh('host0', 'undefine', 'load0', check=False)  # its disk is the debian image's: only the domain goes
 
 
 def test_image_info_lists_every_host(cloud):

@@ -65,10 +65,11 @@ def test_quick_defaults_give_way_to_options_given():
 
 
 def test_ci_runs_every_benchmark_of_the_makefile_in_its_short_mode():
-    """A benchmark CI does not run rots: .ci/run's loop names each of the Makefile's BENCHMARKS."""
+    """A benchmark CI does not run rots: .ci/run's loops (those that boot no guest beside the demo, then the others)
+    name each of the Makefile's BENCHMARKS once."""
     root = os.path.dirname(BENCHMARKS)
     with open(os.path.join(root, 'Makefile')) as handle:
         makefile = re.search(r'^BENCHMARKS := (.*)$', handle.read(), re.M).group(1).split()
     with open(os.path.join(root, '.ci', 'run')) as handle:
-        ci = re.search(r'^for bench in (.*); do$', handle.read(), re.M).group(1).split()
-    assert ci == makefile
+        ci = [name for loop in re.findall(r'^for bench in (.*); do$', handle.read(), re.M) for name in loop.split()]
+    assert sorted(ci) == sorted(makefile) and len(ci) == len(set(ci))
