@@ -42,7 +42,7 @@ IN_TESTBED_NETNS := bash tests/testbed/testbed.sh locked bash tests/testbed/test
 # Most of a test's time is spent waiting on guests and daemons, so two workers share the two cores well.
 INTEGRATION_WORKERS ?= 2
 integration: deps collection-link images
-	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 \
+	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -n $(INTEGRATION_WORKERS) --dist loadfile --durations=25 \
 	  --ignore=tests/integration/test_rollout.py tests/integration
 
 # The roll-out test: site.yml over SSH onto two booted Debian 12 hypervisor guests (tests/integration/test_rollout.py).

@@ -67,22 +67,6 @@ def cloud(testbed, tmp_path_factory):
         maglica.stop()
 
 
-# make integration hands whole files to its two workers in collection order (--dist loadfile
-# --no-loadscope-reorder): the longest first, so that no long file starts last on one worker while the other
-# idles (xdist's own order, most tests first, put test_spread_batch's 4 minutes last: CI, 2026-12-06). Longest by
-# the summary below; the files not named keep their order after these.
-LONGEST_FIRST = ('test_boot.py', 'test_roles.py', 'test_day_two.py', 'test_image_lifecycle.py', 'test_image_import.py',
-                 'test_guest.py', 'test_spread_batch.py', 'test_clone.py', 'test_maintenance.py', 'test_cli.py',
-                 'test_liveness.py', 'test_guest_labels.py')
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item):
-        name = os.path.basename(str(item.fspath))
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-    items.sort(key=rank)  # stable: a file's tests keep their order
-
-
 # Each test file's time on its pytest-xdist worker, printed at the end: what the workers' balance (make
 # integration's wall time) is made of. Summed on the controller from every test's setup, call and teardown.
 FILE_SECONDS: dict = {}
