@@ -56,6 +56,21 @@ options:
       memory_overcommit:
         description: Memory a host may commit to domains, as a multiple of its total (V(resources)).
         type: float
+  state:
+    description:
+      - Where listings and placement read the hosts' domains, memory and image storage from.
+      - By default from the states the host workers pushed to the client worker (one request for every host), and
+        from a host's own libvirtd only when its pushed state is older than O(state.max_age) or there is none.
+    type: dict
+    suboptions:
+      max_age:
+        description:
+          - The oldest pushed state (seconds) trusted; V(0) asks every host's libvirtd. Default V(15).
+          - A domain made or removed outside Maglica (C(virsh)) is seen within this time.
+        type: float
+      fresh:
+        description: V(true) asks every host's libvirtd, whatever the pushed states say.
+        type: bool
   client:
     description: Where the client worker listens.
     type: dict

@@ -33,6 +33,10 @@ CONNECTION_ARGUMENT_SPEC: Dict[str, Any] = dict(
         policy=dict(type='str', choices=['seed', 'resources']),
         memory_overcommit=dict(type='float'),
     )),
+    state=dict(type='dict', options=dict(
+        max_age=dict(type='float'),
+        fresh=dict(type='bool'),
+    )),
     client=dict(type='dict', options=dict(
         host=dict(type='str'),
         pub_port=dict(type='int'),

@@ -428,6 +428,17 @@ known_hosts:
   type: list
   elements: str
   sample: ["web1.example.com,web1,172.30.11.153 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx..."]
+surveyed:
+  description:
+    - The hosts whose libvirtd placement asked itself, because the client worker held no state of theirs pushed within
+      C(state.max_age) seconds (or O(state.fresh) asked for a survey). The others were placed from their pushed state.
+  returned: with O(hostname)
+  type: list
+  elements: str
+state_age_s:
+  description: The age in seconds of the oldest pushed state placement read; 0 when it read none.
+  returned: with O(hostname)
+  type: float
 unreachable_hosts:
   description: Hosts that could not be asked. The name check and placement only cover the hosts that answered.
   returned: always

@@ -59,6 +59,13 @@ def testbed_env():
     return env
 
 
+# virsh subcommands that change a host's domains. The clouds running on the testbed are told (Cloud.state_changed),
+# as an operator who changes a host by hand tells Maglica (`maglica host refresh`): their listings and placement do
+# not read the host's pushed state from before the change.
+DOMAIN_CHANGING = frozenset(('define', 'undefine', 'create', 'destroy', 'start', 'shutdown', 'reboot', 'reset',
+                             'domrename', 'setmem', 'setvcpus', 'managedsave', 'restore', 'suspend', 'resume'))
+
+
 class Testbed(object):
     """Hypervisors host0..hostN-1, each a libvirtd in its own namespace at its own loopback address, reached over TLS.
 
@@ -71,6 +78,7 @@ class Testbed(object):
         self.dir = self.env['MAGLICA_TESTBED_DIR']
         base = int(os.environ.get('MAGLICA_TEST_ADDRESS_BASE', '11'))
         self.hosts = {'host%d' % i: '127.0.0.%d' % (base + i) for i in range(count)}
+        self.clouds = []  # the Clouds started on it (told of hand-made changes)
 
     def script(self, name, *args, **kwargs):
         return subprocess.run(['bash', os.path.join(TESTBED, name)] + list(args), env=self.env, check=True,
@@ -103,8 +111,17 @@ class Testbed(object):
         return 'qemu+tls://%s/system?pkipath=%s' % (self.hosts[host], self.pki_path)
 
     def virsh(self, host, *args, check=True):
-        return subprocess.run(['virsh', '-q', '-c', self.uri(host)] + list(args), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, universal_newlines=True, check=check).stdout
+        try:
+            return subprocess.run(['virsh', '-q', '-c', self.uri(host)] + list(args), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, universal_newlines=True, check=check).stdout
+        finally:
+            if args and args[0] in DOMAIN_CHANGING:
+                self.changed(host)
+
+    def changed(self, host):
+        """Tell every cloud running on the testbed that `host`'s domains were changed by hand."""
+        for cloud in list(self.clouds):
+            cloud.state_changed(host)
 
     def image(self, family):
         """Path of a built (cached) guest disk of `family`: debian, debian-nm, debian-cloudinit or rhel."""
@@ -122,7 +139,10 @@ class Testbed(object):
         return out
 
     def define_image(self, host, name, image, memory=256):
-        self.script('define_image.sh', host, name, image, str(memory))
+        try:
+            self.script('define_image.sh', host, name, image, str(memory))
+        finally:
+            self.changed(host)
 
     def domains(self, host):
         return set(self.virsh(host, 'list', '--all', '--name').split())
@@ -276,7 +296,16 @@ class Cloud(object):
         with open(path) as handle:
             return handle.read().splitlines()
 
+    def state_changed(self, host):
+        """Client.state_changed, when this cloud's client worker runs and knows `host`."""
+        if host not in self.hosts or self.client_worker is None or self.client_worker.poll() is not None:
+            return
+        with client.Client(self.config, timeout=5) as c:
+            c.state_changed(host)
+
     def start(self, host_workers=True):
+        if self.testbed is not None and self not in self.testbed.clouds:
+            self.testbed.clouds.append(self)
         self.start_client_worker()
         if host_workers:
             for host in self.hosts:
@@ -285,6 +314,8 @@ class Cloud(object):
                 self.wait_alive(host)
 
     def stop(self):
+        if self.testbed is not None and self in self.testbed.clouds:
+            self.testbed.clouds.remove(self)
         for host in list(self.host_workers):
             self.stop_host_worker(host)
         if self.client_worker is not None and self.client_worker.poll() is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, cast
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, cast
 
 from ..daemon.store import Store, drop_secrets_sql
 from ..protocol.messages import SECRET_ARGS
@@ -178,6 +178,17 @@ class JobLog(Store):
             params.append(host)
         return [{'host': r[0], 'job_id': r[1], 'args': json.loads(r[2])}
                 for r in self.db.execute(query + ' ORDER BY c.created, c.key', params)]
+
+    def moving_hosts(self) -> Set[str]:
+        """The hosts of open jobs that move a domain from their host to another (vm.migrate): both ends."""
+        hosts: Set[str] = set()
+        for host, args in self.db.execute("SELECT host, args FROM jobs WHERE state IN ('queued', 'dispatched', 'running') "
+                                          "AND action = 'vm.migrate'"):
+            hosts.add(host)
+            destination = json.loads(args).get('destination')
+            if isinstance(destination, str):
+                hosts.add(destination)
+        return hosts
 
     def claims(self, kind: Optional[str] = None, host: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
         """[(kind, key, host, job_id)] of the claims held, optionally of one kind and one host."""

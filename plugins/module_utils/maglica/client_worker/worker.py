@@ -22,8 +22,9 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypedDict, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, TypedDict, cast
 
+from ..cluster import host_state
 from ..cluster.config import Config
 from ..daemon import service
 from ..daemon.store import WalSync
@@ -33,13 +34,16 @@ from .joblog import JobLog, JobRow, name_key
 
 LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
-LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots', 'maintenance')
+LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots', 'maintenance', 'states', 'state_changed')
+# Requests a host's key makes for its own host only (`host`).
+HOST_REQUESTS = ('report', 'fetch', 'state')
 # Requests that write the job log: each runs in a transaction (a savepoint of its batch's), the others only read.
 WRITING_REQUESTS = ('submit', 'report', 'maintenance')
 # Replies sent without waiting for the fsync of the commits before them: a fetch gives out only jobs whose
 # notices went out, so after their logging was on disk, and an id it says is gone comes back in a notice should
 # the log lose the job's end in a power cut (the job is then as it was on disk, and published again).
-UNSYNCED_REPLIES = ('fetch',)
+# Pushed states are kept in memory only (a restarted client worker asks for them again): their requests wait for no fsync.
+UNSYNCED_REPLIES = ('fetch', 'state', 'states', 'state_changed')
 SWEEP_INTERVAL = 0.25
 OWN_HOST = ''  # Admission.maintenance: the job's own host
 
@@ -101,6 +105,16 @@ class Heartbeat(TypedDict):
     running: List[str]  # ids of the jobs it runs
 
 
+@dataclass
+class Pushed:
+    """A host's state as its host worker last pushed it, and when it was last known to be true."""
+    state: Dict[str, Any]
+    digest: str
+    totals: host_state.Totals
+    # time.time() here when the host worker took it, or took a snapshot of the same digest since (its reports say).
+    taken: float
+
+
 class ClientWorker(object):
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -137,6 +151,13 @@ class ClientWorker(object):
         self.rep.bind(config.bind_endpoint('rep'))
         self.host_names = set(h.name for h in config.hosts)
         self.heartbeats: Dict[str, Heartbeat] = {}
+        self.pushed: Dict[str, Pushed] = {}
+        # {host: time.time() of the library's last state_changed}: states taken before it are not read.
+        self.changed: Dict[str, float] = {}
+        # The hosts at either end of a migration under way (since its submission, until the sweep after its end): while
+        # a domain moves, and until a state taken after its move comes, a host's pushed state may miss it (the other
+        # end pushed first).
+        self.moving: Set[str] = set()
         self.stopping = False
         self.last_sweep = 0.0
         self.last_prune = 0.0
@@ -203,13 +224,14 @@ class ClientWorker(object):
             if kind in LIBRARY_REQUESTS and who != curve.LIBRARY:
                 LOG.warning('refused %s from %s: only the library key may make it', kind, who)
                 return {'ok': False, 'error': '%s may not make %s requests' % (who, kind)}
-            if kind in ('report', 'fetch') and who != data['host']:
+            if kind in HOST_REQUESTS and who != data['host']:
                 LOG.warning('refused a report for %s from the key of %s', data['host'], who)
                 return {'ok': False, 'error': 'the key of %s may not report for %s' % (who, data['host'])}
         handlers: Dict[str, Callable[[Request], Reply]] = {
             'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
             'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
-            'slots': self.request_slots, 'maintenance': self.request_maintenance}
+            'slots': self.request_slots, 'maintenance': self.request_maintenance,
+            'state': self.request_state, 'states': self.request_states, 'state_changed': self.request_state_changed}
         if kind not in WRITING_REQUESTS:
             return handlers[kind](data)
         # In a batch, a savepoint: a failing request undoes only itself. Alone, its own transaction.
@@ -235,6 +257,9 @@ class ClientWorker(object):
         if created:
             LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
             self.notices.append(row)
+            if job['action'] == 'vm.migrate':
+                # Moving from now on, even should it end before the next sweep looks (sweep() then notes its end).
+                self.moving.update(h for h in (job['host'], job['args'].get('destination')) if isinstance(h, str))
         return {'ok': True, 'job': messages.redact(row)}
 
     def _admit(self, job: Dict[str, Any], rules: Admission, seen: Optional[Sequence[str]]) -> Optional[Reply]:
@@ -367,7 +392,54 @@ class ClientWorker(object):
             else:
                 LOG.warning('refused a result from %s for job %s: not a job of that host', host, result['id'])
                 refused.append(result['id'])
-        return {'ok': True, 'taken': taken, 'refused': refused}
+        reply: Reply = {'ok': True, 'taken': taken, 'refused': refused}
+        digest = data.get('state_digest')
+        if digest is not None:
+            pushed = self.pushed.get(host)
+            if pushed is not None and pushed.digest == digest:
+                pushed.taken = max(pushed.taken, time.time() - (data.get('state_age_s') or 0.0))
+            else:
+                reply['state_wanted'] = True
+        return reply
+
+    def request_state(self, data: Request) -> Reply:
+        """Keep a host's pushed state (validated as messages.HOST_STATE with the request)."""
+        host = data['host']
+        if host not in self.host_names:
+            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
+        state = data['state']
+        self.pushed[host] = Pushed(state, data['digest'], host_state.host_totals(state['domains']),
+                                   time.time() - (data.get('age_s') or 0.0))
+        return {'ok': True}
+
+    def request_state_changed(self, data: Request) -> Reply:
+        if data['host'] not in self.host_names:
+            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % data['host']}
+        self.changed[data['host']] = time.time()
+        return {'ok': True}
+
+    def request_states(self, data: Request) -> Reply:
+        """One page of the pushed states, in configuration order from the host after `after`: each host's whole
+        state (view `domains`) or placement's view of it, with its age. Hosts without a pushed state are left out."""
+        wanted = set(data.get('hosts') or self.host_names) - self.moving - self.log.moving_hosts()
+        images, names = data.get('images') or (), data.get('names') or ()
+        order = [host.name for host in self.config.hosts]
+        start = order.index(data['after']) + 1 if data.get('after') in order else 0
+        now = time.time()
+        states: List[Dict[str, Any]] = []
+        used = 0
+        for host in order[start:]:
+            pushed = self.pushed.get(host)
+            if pushed is None or host not in wanted or pushed.taken <= self.changed.get(host, 0.0):
+                continue
+            view = pushed.state if data['view'] == 'domains' else host_state.placement_view(pushed.state, images, names, pushed.totals)
+            entry = {'host': host, 'age_s': round(max(0.0, now - pushed.taken), 3), 'state': view}
+            size = messages.encoded_size(entry) + 1
+            if states and used + size > REPLY_BUDGET:
+                return {'ok': True, 'states': states, 'more': True}
+            states.append(entry)
+            used += size
+        return {'ok': True, 'states': states, 'more': False}
 
     # -- publishing -------------------------------------------------------
 
@@ -413,7 +485,13 @@ class ClientWorker(object):
         self.send_after_sync([])
 
     def sweep(self) -> None:
-        """Expire jobs past their TTL and publish again those no host worker has acknowledged."""
+        """Expire jobs past their TTL and publish again those no host worker has acknowledged; note the hosts whose
+        migrations ended (their pushed states are read again once taken after now)."""
+        moving = self.log.moving_hosts()
+        now = time.time()
+        for host in self.moving - moving:
+            self.changed[host] = now
+        self.moving = moving
         with self.log.transaction():
             expired = self.log.expire()
             due = self.log.due_for_publish(self.config.jobs['republish_interval'])

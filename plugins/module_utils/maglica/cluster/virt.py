@@ -325,17 +325,21 @@ def survey(config: Config, hosts: Optional[Collection[str]] = None, with_sizes: 
 
 
 def collect(config: Config, select: Callable[[DomainInfo, str], Optional[Dict[str, Any]]], count_key: str,
-            hosts: Optional[Collection[str]] = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """Domains of every host (or of those named in `hosts`), asked in parallel: select(domain, host) gives an
-    item or None. Returns (items sorted by name and host, one report per host {host, reachable, error, count_key})."""
+            hosts: Optional[Collection[str]] = None,
+            answers: Optional[List[Answer]] = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Domains of every host (or of those named in `hosts`), asked in parallel - or taken from `answers` (the
+    library's pushed states, with `source` and `age_s` each): select(domain, host) gives an item or None. Returns
+    (items sorted by name and host, one report per host {host, reachable, error, count_key[, source, age_s]})."""
     if hosts:
         config.target_names(hosts)
     items: List[Dict[str, Any]] = []
     report: List[Dict[str, Any]] = []
-    for answer in survey(config, hosts=hosts, with_sizes=True):
+    for answer in survey(config, hosts=hosts, with_sizes=True) if answers is None else answers:
         found = [item for item in (select(domain, answer['host']) for domain in answer['result'] or []) if item is not None]
         items.extend(found)
-        report.append({'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], count_key: len(found)})
+        entry = {'host': answer['host'], 'reachable': answer['reachable'], 'error': answer['error'], count_key: len(found)}
+        entry.update((key, answer[key]) for key in ('source', 'age_s') if key in answer)
+        report.append(entry)
     items.sort(key=lambda item: (item['name'], item['host']))
     return items, report
 
@@ -363,14 +367,19 @@ def image_storage(conn: Connect, domain: DomainInfo) -> Dict[str, Any]:
     return {'disk_bytes': total, 'pool': pool_name, 'pool_free_bytes': pool_free}
 
 
+def memory_and_cpus(conn: Connect) -> Tuple[int, int]:
+    """The host's memory (MiB) and CPUs, as its libvirtd counts them."""
+    try:
+        info = conn.getInfo()
+        return int(info[1]), int(info[2])
+    except libvirt().libvirtError as e:
+        raise HostError('cannot read the host information: %s' % error_text(e))
+
+
 def host_resources(conn: Connect, host: Host, images: Collection[str] = ()) -> Dict[str, Any]:
     """What placement needs of one host: its domains, its memory (MiB) and CPUs, and the storage of `images`."""
     domains = list_domains(conn, with_sizes=False)
-    try:
-        info = conn.getInfo()
-        memory_mb, cpus = int(info[1]), int(info[2])
-    except libvirt().libvirtError as e:
-        raise HostError('cannot read the host information: %s' % error_text(e))
+    memory_mb, cpus = memory_and_cpus(conn)
     storage = {d['name']: image_storage(conn, d) for d in domains if d['name'] in images and is_image(d)}
     return {'domains': domains, 'memory_mb': memory_mb, 'cpus': cpus, 'storage': storage}
 

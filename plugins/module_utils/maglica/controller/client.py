@@ -63,6 +63,13 @@ class HostStatus(_HostStatus, total=False):
     maintenance: bool
 
 
+class PushedState(TypedDict):
+    """A host's state as its host worker pushed it (messages.REPLIES['states']), seconds since it was last known true."""
+    host: str
+    age_s: float
+    state: Dict[str, Any]
+
+
 # Why a job that did not finish in time is still in its state, in words for the user.
 WAITING_REASONS = {
     'queued': 'it was not yet published to the host',
@@ -134,6 +141,24 @@ class Client(object):
 
     def hosts(self) -> List[HostStatus]:
         return self.call('hosts')['hosts']
+
+    def state_changed(self, host: str) -> None:
+        """Tell the client worker that `host`'s domains were changed here: its pushed state is not read until one
+        taken after now comes."""
+        self.call('state_changed', host=host)
+
+    def states(self, view: str, hosts: Optional[Iterable[str]] = None, images: Iterable[str] = (),
+               names: Iterable[str] = ()) -> List[PushedState]:
+        """The states the host workers pushed, in `view` ('domains': whole; 'placement': cut down to `images` and
+        `names`, host_state.placement_view): [{host, age_s, state}], asked for in pages that fit a frame each."""
+        fields: Dict[str, Any] = {'view': view, 'hosts': list(hosts) if hosts else None, 'images': sorted(images) or None,
+                                  'names': sorted(names) or None}
+        states: List[PushedState] = []
+        while True:
+            reply = self.call('states', after=states[-1]['host'] if states else None, **fields)
+            states.extend(reply['states'])
+            if not reply['more'] or not reply['states']:
+                return states
 
     def wait(self, job_id: str, timeout: float, progress: Optional[Progress] = None) -> Job:
         """Poll a job until it ends or `timeout` seconds pass. Returns the finished job.

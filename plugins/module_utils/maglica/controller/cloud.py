@@ -37,7 +37,8 @@ from ..errors import (
 )
 from ..protocol import messages
 from ..protocol.import_job import Limits as ImportLimits
-from . import maintenance, migration, placement, reach
+from ..cluster.host_state import host_totals
+from . import maintenance, migration, placement, pushed, reach
 from .client import Client, Job, Progress, Reservations, Slot
 from .hosts import host_info
 from .image_copy import copy as copy_image
@@ -114,6 +115,10 @@ class _ClonePlan(TypedDict):
     candidates: List[placement.Candidate]
     filtered: List[Dict[str, str]]
     unreachable: List[str]
+    # The hosts whose libvirtd this plan asked itself (no pushed state young enough), and the age of the oldest
+    # pushed state it read (seconds; 0 when it read none).
+    surveyed: List[str]
+    state_age_s: float
     warnings: List[str]
     policy: str
     seen: List[str]
@@ -157,6 +162,8 @@ class _CloneResult(TypedDict):
     filtered: List[Dict[str, str]]
     policy: str
     unreachable: List[str]
+    surveyed: List[str]
+    state_age_s: float
     warnings: List[str]
     job_id: Optional[str]
     job: Optional[Job]
@@ -198,7 +205,7 @@ def image_list(config: Config, patterns: Optional[Sequence[str]] = None, hosts: 
     """
     def select(domain: Mapping[str, Any], host: str) -> Optional[Dict[str, Any]]:
         return dict(domain, host=host) if virt.is_image(domain) and virt.matches(domain['name'], patterns) else None
-    images, report = virt.collect(config, select, 'images', hosts)
+    images, report = virt.collect(config, select, 'images', hosts, pushed.answers(config, 'domains', hosts))
     return {'images': images, 'hosts': report}
 
 
@@ -232,17 +239,15 @@ def host_states(config: Config, answers: Sequence[Mapping[str, Any]], slots: Seq
         if not answer['reachable']:
             continue
         found = answer['result']
+        # Placement's view (pushed.answers) counted every domain already and keeps the domains it names only.
+        totals = found.get('totals') or host_totals(found['domains'])
         state = placement.HostState(host=answer['host'], weight=answer['weight'], order=order,
                                     memory_total_mb=configured.get(answer['host']) or found['memory_mb'],
-                                    cpus=found['cpus'], maintenance=answer['host'] in maintenance)
+                                    cpus=found['cpus'], maintenance=answer['host'] in maintenance,
+                                    active=totals['active'], committed_mb=totals['committed_mb'],
+                                    committed_vcpus=totals['committed_vcpus'], groups=dict(totals['groups']))
         for domain in found['domains']:
             state.domains[domain['name']] = domain['active']
-            if domain['active']:
-                state.active += 1
-                state.committed_mb += domain['memory_mb']
-                state.committed_vcpus += domain['vcpus']
-            if domain.get('spread_group'):
-                state.groups[domain['spread_group']] = state.groups.get(domain['spread_group'], 0) + 1
             if domain['name'] in images and virt.is_image(domain):
                 storage = found['storage'].get(domain['name']) or {}
                 pool = storage.get('pool')
@@ -341,8 +346,15 @@ def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optiona
         if why:
             warnings.append(why)
     images = set(vm['image'] for vm in vms) | set(slot['image'] for slot in slots)
-    answers = virt.placement_survey(config, images)
+    names = set(vm['hostname'] for vm in vms) | set(slot['hostname'] for slot in slots)
+    answers = pushed.answers(config, 'placement', images=images, names=names)
+    held = set(d['name'] for a in answers for d in (a['result'] or {}).get('domains') or [])
+    if not images <= held and any(a['source'] == 'pushed' for a in answers):
+        # An image defined a moment ago (by hand, or by another tool) may be in no pushed state yet: ask the hosts.
+        answers = pushed.answers(config, 'placement', images=images, names=names, fresh=True)
     unreachable = [a['error'] for a in answers if not a['reachable']]
+    surveyed = [a['host'] for a in answers if a['source'] == 'survey']
+    oldest = max((a['age_s'] for a in answers), default=0.0)
     policy = config.placement['policy']
     overcommit = config.placement['memory_overcommit']
     states: Optional[List[placement.HostState]] = None
@@ -353,7 +365,7 @@ def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optiona
         found = _existing(answers, vm['hostname'], allow_unreachable)
         if found is not None:
             plans[index] = {'exists': True, 'host': found[0], 'domain': found[1], 'candidates': [], 'filtered': [],
-                            'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': []}
+                            'unreachable': unreachable, 'surveyed': surveyed, 'state_age_s': oldest, 'warnings': warnings, 'policy': policy, 'seen': []}
             continue
         holders = _check_image(answers, vm['image'])
         in_flight = next((slot for slot in slots if slot['hostname'] == vm['hostname']), None)
@@ -361,7 +373,7 @@ def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optiona
             # Its clone is on its way (an earlier run that did not wait): it is already counted where it goes, and
             # the client worker will answer with that job.
             plans[index] = {'exists': False, 'host': in_flight['host'], 'candidates': [], 'filtered': [],
-                            'unreachable': unreachable, 'warnings': warnings, 'policy': policy,
+                            'unreachable': unreachable, 'surveyed': surveyed, 'state_age_s': oldest, 'warnings': warnings, 'policy': policy,
                             'seen': [slot['job_id'] for slot in slots if slot['host'] == in_flight['host']],
                             'job_id': messages.new_job_id()}
             continue
@@ -375,7 +387,7 @@ def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optiona
         counted = [slot['job_id'] for slot in slots if slot['host'] == decision.host]
         counted.extend(plan['job_id'] for plan in plans.values() if plan.get('job_id') and plan['host'] == decision.host)
         plans[index] = {'exists': False, 'host': decision.host, 'candidates': decision.candidates, 'filtered': decision.filtered,
-                        'unreachable': unreachable, 'warnings': warnings, 'policy': policy, 'seen': counted,
+                        'unreachable': unreachable, 'surveyed': surveyed, 'state_age_s': oldest, 'warnings': warnings, 'policy': policy, 'seen': counted,
                         'job_id': messages.new_job_id()}
     return plans
 
@@ -513,7 +525,7 @@ def clone_batch(config: Config, vms: List[Dict[str, Any]], wait: bool = True, ti
                 result: CloneResult = {
                     'changed': False, 'hostname': vms[index]['hostname'], 'host': plan['host'], 'candidates': plan['candidates'],
                     'filtered': plan['filtered'], 'policy': plan['policy'], 'unreachable': plan['unreachable'],
-                    'warnings': plan['warnings'],
+                    'surveyed': plan['surveyed'], 'state_age_s': plan['state_age_s'], 'warnings': plan['warnings'],
                     'job_id': None, 'job': None, 'result': {}, 'ip': None, 'ssh_host_keys': [], 'known_hosts': []}
                 results[index] = result
                 if plan['exists']:

@@ -41,7 +41,7 @@ from ..cluster.domains import (
 from ..cluster.virt import Connect, Domain
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from ..protocol import messages
-from . import reach
+from . import pushed, reach
 from .client import Client, Job
 from .waiting import Waiter
 
@@ -120,7 +120,7 @@ def vm_list(config: Config, patterns: Optional[Sequence[str]] = None, hosts: Opt
             return None
         vm = summary(domain, host)
         return vm if not states or vm['state'] in states or state_word(vm) in states else None
-    vms, report = virt.collect(config, select, 'vms', hosts)
+    vms, report = virt.collect(config, select, 'vms', hosts, pushed.answers(config, 'domains', hosts))
     return {'vms': vms, 'hosts': report}
 
 
@@ -483,23 +483,28 @@ def ensure(config: Config, name: str, state: Optional[str] = None, vcpus: Option
             result['vm'] = summary(domain, host)
             return result
 
-        if state in ('stopped', 'destroyed') and active:
-            if state == 'destroyed':
-                virt.call('cannot destroy %s on %s' % (name, host), dom.destroy)
-                result['stopped_by'] = 'destroy'
-            else:
-                result['stopped_by'] = stop(dom, name, host, timeout, force)
-        if xml_changed:
-            virt.call('cannot change the definition of %s on %s' % (name, host), conn.defineXML, ET.tostring(root, encoding='unicode'))
-        for volume, size in missing_disks:
-            job = _run_job(config, host, 'vm.attach_disk', {'name': name, 'volume': volume, 'size': size}, timeout)
-            result['jobs'].append(job)
-        if state == 'running' and before_state != 'running':
-            dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
-            if dom.state()[0] == lv.VIR_DOMAIN_PAUSED:
-                virt.call('cannot resume %s on %s' % (name, host), dom.resume)
-            else:
-                virt.call('cannot start %s on %s' % (name, host), dom.create)
+        # Changed here, not by a job: the client worker is told, so that listings do not read the host's pushed
+        # state until one taken after these changes comes.
+        try:
+            if state in ('stopped', 'destroyed') and active:
+                if state == 'destroyed':
+                    virt.call('cannot destroy %s on %s' % (name, host), dom.destroy)
+                    result['stopped_by'] = 'destroy'
+                else:
+                    result['stopped_by'] = stop(dom, name, host, timeout, force)
+            if xml_changed:
+                virt.call('cannot change the definition of %s on %s' % (name, host), conn.defineXML, ET.tostring(root, encoding='unicode'))
+            for volume, size in missing_disks:
+                job = _run_job(config, host, 'vm.attach_disk', {'name': name, 'volume': volume, 'size': size}, timeout)
+                result['jobs'].append(job)
+            if state == 'running' and before_state != 'running':
+                dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
+                if dom.state()[0] == lv.VIR_DOMAIN_PAUSED:
+                    virt.call('cannot resume %s on %s' % (name, host), dom.resume)
+                else:
+                    virt.call('cannot start %s on %s' % (name, host), dom.create)
+        finally:
+            pushed.state_changed(config, host)
         dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
         result['vm'] = entry = summary(virt.describe(dom), host)
         result['state'] = state_word(entry)

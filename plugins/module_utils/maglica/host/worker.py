@@ -42,6 +42,7 @@ from ..daemon.store import Store, drop_secrets_sql, wal_sync
 from ..errors import DispatchError, MessageError
 from ..protocol import messages, transport
 from . import actions, batching, clone
+from .state_push import StateWatcher
 
 LOG = logging.getLogger('maglica.host.worker')
 RECORD_SCHEMA = """
@@ -260,8 +261,16 @@ class HostWorker(object):
         self.stopping = False
         self.last_report = 0.0
         self.backoff_until = 0.0
+        # The host's state, watched and pushed (host_worker.state_poll_interval 0: never).
+        self.watcher: Optional[StateWatcher] = None
+        if config.host_worker['state_poll_interval'] > 0:
+            self.watcher = StateWatcher(config, self.host, self.wake_write)
+        self.pushed_digest: Optional[str] = None  # of the state the client worker holds, as far as we know
+        self.last_push = 0.0
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
         # Let running jobs end and keep their results in the outbox for the next start.
         self.pool.shutdown(wait=True)
         self.collect()
@@ -445,6 +454,10 @@ class HostWorker(object):
                                    'running': sorted(self.running)[:1024], 'pid': os.getpid()}
         if progress:
             message['progress'] = progress
+        current = self.watcher.current() if self.watcher is not None else None
+        if current is not None and current.digest == self.pushed_digest:
+            message['state_digest'] = current.digest  # the client worker's copy is still true
+            message['state_age_s'] = round(time.monotonic() - current.at, 3)
         message['results'] = self.results_that_fit(messages.MAX_FRAME_BYTES - messages.encoded_size(message) - 256)
         try:
             try:
@@ -469,6 +482,39 @@ class HostWorker(object):
         self.progress_sent_in(progress)
         self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
         self.last_report = time.monotonic()
+        if reply.get('state_wanted'):
+            self.pushed_digest = None  # (a restarted client worker holds none): pushed in the next turn
+
+    # -- the host's state -------------------------------------------------
+
+    def push_due(self) -> bool:
+        current = self.watcher.current() if self.watcher is not None else None
+        if current is None or time.monotonic() < self.backoff_until:
+            return False
+        return current.digest != self.pushed_digest or \
+            time.monotonic() - self.last_push >= self.config.host_worker['state_interval']
+
+    def push_state(self) -> None:
+        """Send the host's last snapshot to the client worker. One that cannot be sent is logged and sent again
+        only once it changed or its interval passed: meanwhile the library asks this host's libvirtd itself."""
+        current = self.watcher.current() if self.watcher is not None else None
+        if current is None:
+            return
+        self.last_push = time.monotonic()
+        try:
+            reply = self.requester.request({'type': 'state', 'host': self.name, 'digest': current.digest, 'state': current.state,
+                                            'age_s': round(time.monotonic() - current.at, 3)}, REPORT_TIMEOUT)
+        except DispatchError as e:
+            LOG.warning('state not delivered, sent again later: %s', e)
+            self.backoff_until = time.monotonic() + 1.0
+            return
+        except MessageError as e:  # over a frame (thousands of domains): the library surveys this host instead
+            LOG.error('the state of %s cannot be sent: %s', self.name, e)
+            return
+        if not reply.get('ok'):
+            LOG.error('the client worker refused our state: %s', reply.get('error'))
+            return
+        self.pushed_digest = current.digest
 
     def results_that_fit(self, budget: int) -> List[Dict[str, Any]]:
         """Results of the outbox, oldest first, each bounded (messages.bound_result), together within `budget` bytes."""
@@ -499,6 +545,9 @@ class HostWorker(object):
     def run(self) -> None:
         LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), self.config.endpoint('pub'))
         self.resume()
+        if self.watcher is not None:
+            self.watcher.take()
+            self.watcher.start()
         while not self.stopping:
             events = dict(self.poller.poll(50))
             if self.wake_read in events:
@@ -519,6 +568,12 @@ class HostWorker(object):
                 self.record.sync()
             for job in taken:
                 self.start(job)
+            if collected and self.watcher is not None:
+                # The domains the ended jobs made or removed reach the client worker before their results do: once
+                # a clone's result releases its slot, its name and its load are in the state placement reads.
+                self.watcher.take()
+            if self.push_due():
+                self.push_state()
             if self.report_due():
                 self.report()
         self.record.prune()

@@ -363,6 +363,51 @@ RESULT = {
     'data': Field(dict, required=False, max_len=1024, check=result_data_size),
 }
 
+# A host's state as its host worker pushes it (cluster/host_state.py: snapshot). Names as libvirt allows them (a
+# domain made with virsh need not follow NAME_RE); everything shown, nothing used as a path by the library.
+DOMAIN_NAME_RE = re.compile(r'[^\x00-\x1f\x7f/]{1,253}')
+DIGEST_RE = re.compile(r'[0-9a-f]{64}')
+UUID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')
+DOMAIN_STATES = ('nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended', 'unknown')
+OPT_SHORT = Field(str, required=False, max_len=64)
+OPT_SIZE = Field(int, required=False, minimum=0, maximum=2 ** 62)
+
+
+def _string_map(where: str, value: Dict[Any, Any]) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str) or len(key) > 64 or len(item) > MAX_STRING:
+            raise MessageError('%s must map short names to strings' % where)
+
+
+DOMAIN_DISK = {'device': Field(str, max_len=16), 'target': OPT_SHORT, 'path': Field(str, required=False),
+               'format': OPT_SHORT, 'capacity': OPT_SIZE, 'allocation': OPT_SIZE}
+DOMAIN_INFO = {
+    'name': Field(str, pattern=DOMAIN_NAME_RE, max_len=253), 'uuid': Field(str, pattern=UUID_RE, max_len=36),
+    'active': Field(bool), 'state': Field(str, choices=DOMAIN_STATES), 'vcpus': Field(int, minimum=0, maximum=2 ** 20),
+    'memory_mb': Field(int, minimum=0, maximum=2 ** 40), 'disks': Field(list, max_len=64, items=DOMAIN_DISK),
+    'interfaces': Field(list, max_len=64, items={'type': OPT_SHORT, 'mac': OPT_SHORT}),
+    'vnc_port': Field(int, required=False, minimum=0, maximum=65535), 'clone_of': Field(str, required=False, max_len=253),
+    'clone_mode': OPT_SHORT, 'ssh_host_keys': Field(list, required=False, max_len=16, items=Field(str)),
+    'spread_group': Field(str, required=False, max_len=63), 'image': Field(dict, required=False, max_len=32, check=_string_map),
+}
+IMAGE_STORAGE = {'disk_bytes': OPT_SIZE, 'pool': Field(str, required=False, max_len=253), 'pool_free_bytes': OPT_SIZE}
+
+
+def _storage_map(where: str, value: Dict[Any, Any]) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str) or not DOMAIN_NAME_RE.fullmatch(key):
+            raise MessageError('%s has an image name that is not one' % where)
+        check_fields('%s[%s]' % (where, key[:80]), item, IMAGE_STORAGE)
+
+
+HOST_STATE = {'memory_mb': Field(int, minimum=0, maximum=2 ** 40), 'cpus': Field(int, minimum=0, maximum=2 ** 20),
+              'domains': Field(list, max_len=4096, items=DOMAIN_INFO),
+              'storage': Field(dict, max_len=4096, check=_storage_map)}
+# The views of the pushed states the library asks for (cluster/host_state.py): each host's whole state (listings) or
+# what one placement reads of it.
+STATE_VIEWS = ('domains', 'placement')
+HOST_NAMES = Field(list, required=False, max_len=10000, items=NAME)
+
 PROGRESS = {'done': Field(int, minimum=0, maximum=2 ** 62), 'total': Field(int, minimum=0, maximum=2 ** 62)}
 PROGRESS_ENTRY = dict(PROGRESS, id=Field(str, pattern=JOB_ID_RE))
 
@@ -391,7 +436,24 @@ REQUESTS = {
         'pid': Field(int, required=False),
         # How far running jobs are (bytes done of total; total 0 when unknown), for status and progress bars.
         'progress': Field(list, required=False, max_len=1024, items=PROGRESS_ENTRY),
+        # The digest of the host's state as its host worker last took it (host_state.digest): the client worker
+        # asks for the state (`state_wanted`) when it holds another.
+        'state_digest': Field(str, required=False, pattern=DIGEST_RE),
+        # Seconds since that state was taken.
+        'state_age_s': Field((int, float), required=False, minimum=0, maximum=86400),
     },
+    # A host worker pushes its host's state: on a change, as a whole copy every host_worker.state_interval, and when
+    # the client worker asks.
+    'state': {'host': NAME, 'digest': Field(str, pattern=DIGEST_RE), 'state': Field(dict, fields=HOST_STATE),
+              'age_s': Field((int, float), required=False, minimum=0, maximum=86400)},
+    # The library changed a host's domains itself (maglica_vm: settings, power): the host's pushed state is not read
+    # again until one taken after this request comes.
+    'state_changed': {'host': NAME},
+    # The pushed states, one page (`after`: the last host of the page before) of one view: `images` and `names` say
+    # which domains placement's view keeps.
+    'states': {'view': Field(str, choices=STATE_VIEWS), 'hosts': HOST_NAMES, 'after': OPT_NAME,
+               'images': Field(list, required=False, max_len=1024, items=NAME),
+               'names': Field(list, required=False, max_len=10000, items=NAME)},
 }
 
 JOB_IDS = Field(list, required=False, max_len=1024, items=Field(str, pattern=JOB_ID_RE))
@@ -425,7 +487,12 @@ REPLIES = {
     'maintenance': {'host': NAME, 'maintenance': Field(bool), 'since': OPT_NUMBER, 'changed': Field(bool)},
     # Each fetched job is checked in full by validate_job before it is recorded.
     'fetch': {'jobs': Field(list, max_len=256, items=Field(dict)), 'gone': Field(list, max_len=256, items=Field(str, pattern=JOB_ID_RE))},
-    'report': {'taken': JOB_IDS, 'refused': JOB_IDS},
+    'report': {'taken': JOB_IDS, 'refused': JOB_IDS, 'state_wanted': Field(bool, required=False)},
+    'state': {},
+    'state_changed': {},
+    # Each entry's state is the client worker's (it validated the push): checked here for its shape only.
+    'states': {'states': Field(list, max_len=10000, items={'host': NAME, 'age_s': NUMBER, 'state': Field(dict)}),
+               'more': Field(bool)},
 }
 ERROR_REPLY = {'ok': Field(bool), 'error': Field(str, max_len=MAX_FRAME_BYTES), 'code': Field(str, required=False, max_len=64)}
 

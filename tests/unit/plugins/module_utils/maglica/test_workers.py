@@ -48,6 +48,10 @@ class Cloud(object):
         self.config = None
         self.config_path = None
         self.jobs_settings = {}
+        # Keys every host entry gets (its libvirt `uri`), and host worker settings, over the defaults below.
+        self.host_settings = {}
+        self.host_worker_settings = {}
+        self.extra_settings = {}
         if curve:
             for name in (curve_keys.SERVER, curve_keys.LIBRARY, 'stranger') + HOSTS:
                 curve_keys.create(self.key_dir, name)
@@ -55,14 +59,15 @@ class Cloud(object):
                 curve_keys.allow(self.key_dir, name, curve_keys.public_path(self.key_dir, name))
 
     def write_config(self, pub_port, rep_port):
-        self.config_path = write_yaml(os.path.join(self.base, 'maglica.conf'), {
-            'hosts': list(HOSTS),
+        self.config_path = write_yaml(os.path.join(self.base, 'maglica.conf'), dict({
+            'hosts': [dict(self.host_settings, name=name) for name in HOSTS] if self.host_settings else list(HOSTS),
             'client': {'host': '127.0.0.1', 'bind': '127.0.0.1', 'pub_port': pub_port, 'rep_port': rep_port},
             'security': {'curve': self.curve, 'key_dir': self.key_dir},
             'jobs': dict({'database': os.path.join(self.base, 'jobs.sqlite'), 'ttl': 60, 'republish_interval': 0.2,
                           'request_timeout': 5.0}, **self.jobs_settings),
-            'host_worker': {'state_dir': self.state_dir, 'heartbeat_interval': 0.5, 'concurrency': 2},
-        })
+            'host_worker': dict({'state_dir': self.state_dir, 'heartbeat_interval': 0.5, 'concurrency': 2,
+                                 'state_poll_interval': 0}, **self.host_worker_settings),
+        }, **self.extra_settings))
         self.config = config.load(self.config_path)
 
     def start(self):
