@@ -23,8 +23,17 @@ each, taken in turns), with the connections the library keeps; `tls_vs_tcp_new_c
 the same with new connections for every listing. For this benchmark only the testbed
 listens on both.
 Broken, in any run: a host that cannot be reached, a listing that misses images (the run stops there).
-Prints one JSON line last: {"hosts", "parallel_s", "sequential_s", "speedup", "slowest_host_s", "tls_vs_tcp", ..., "quick"}.
-Targets (full runs): parallel_s within 1.5x of slowest_host_s; speedup >= 10; tls_vs_tcp <= 1.3.
+Pushed states (issue 21), --pushed-hosts (1,000; quick 100) more test-driver hosts (2 images, 8 running VMs each),
+served by the first testbed libvirtd without delay: each host's snapshot (host_state.snapshot, `snapshot_all_s` for
+all of them) is pushed by simulated host workers over real CURVE sockets with real keys (pushers.py) to a real
+client worker, which then gets a heartbeat vouching for each state every 5 s. `pushed_list_s`: maglica_image_info
+run as its own process (`python maglica_image_info.py ARGS`, as Ansible runs it on its target: interpreter,
+imports, configuration, the request, the module's JSON), median of 3; `survey_list_s`: the same process with
+`host_state.fresh`, asking every host's libvirtd; the two listings must be equal. `client_worker_rss_mb` and
+`client_worker_cpu_percent` (over 3 heartbeat periods): the pushed states' cost on the client worker.
+Prints one JSON line last: {"hosts", "parallel_s", "sequential_s", "speedup", "slowest_host_s", "tls_vs_tcp", ...,
+"pushed_list_s", "survey_list_s", ..., "quick"}.
+Targets (full runs): parallel_s within 1.5x of slowest_host_s; speedup >= 10; tls_vs_tcp <= 1.3; pushed_list_s < 0.5.
 """
 
 from __future__ import annotations
@@ -32,9 +41,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import json
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +57,9 @@ from maglica_testbed import Testbed  # noqa: E402  pylint: disable=wrong-import-
 from maglica.controller import cloud  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.cluster import config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.cluster import virt  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.cluster import host_state  # noqa: E402  pylint: disable=wrong-import-position
+from maglica_testbed import PYTHON  # noqa: E402  pylint: disable=wrong-import-position
+from pushers import PushedCloud  # noqa: E402  pylint: disable=wrong-import-position
 DOMAIN_XML = """  <domain type='test'>
     <name>%(name)s</name>
     <memory unit='MiB'>%(memory)d</memory>
@@ -62,7 +76,9 @@ DOMAIN_XML = """  <domain type='test'>
   </domain>
 """
 
-QUICK = {'hosts': 8, 'real': 1, 'rounds': 1}
+QUICK = {'hosts': 8, 'real': 1, 'rounds': 1, 'pushed_hosts': 100}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_INFO_MODULE = os.path.join(REPO, 'plugins', 'modules', 'maglica_image_info.py')
 
 
 def simulated_host_xml(index, images, running):
@@ -152,7 +168,7 @@ def compare_tls_tcp(testbed, rounds):
     """
     def config(transport):
         hosts = [{'name': name, 'address': address} for name, address in testbed.hosts.items()]
-        return maglica_config.load(inline={'hosts': hosts, 'security': {'curve': False}, 'libvirt': {
+        return maglica_config.load(inline={'hosts': hosts, 'security': {'curve': False}, 'host_state': {'max_age': 0}, 'libvirt': {
             'transport': transport, 'pki_path': testbed.pki_path, 'insecure': transport == 'tcp'}})
     configs = {'tls': config('tls'), 'tcp': config('tcp')}
     result = {}
@@ -180,7 +196,74 @@ def arguments(argv=None):
     parser.add_argument('--delay-ms', type=float, default=20.0, help='added one-way delay per host')
     parser.add_argument('--rounds', type=int, default=3, help='parallel listings to take the median of')
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 100)
-    return parse_args(parser, QUICK, '8 hosts of which 1 real, one round', argv)
+    parser.add_argument('--pushed-hosts', type=int, default=1000, help='hosts of the pushed-state phase')
+    return parse_args(parser, QUICK, '8 hosts of which 1 real, one round; 100 hosts pushing', argv)
+
+
+def module_listing(config_path, workdir, fresh=False):
+    """(seconds, images listed) of maglica_image_info run as its own process, as Ansible runs it on the target."""
+    args_path = os.path.join(workdir, 'image_info_args.json')
+    with open(args_path, 'w') as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': {'config': config_path, 'host_state': {'fresh': fresh}}}, handle)
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, 'build', 'collections'))
+    began = time.monotonic()
+    out = subprocess.run([PYTHON, IMAGE_INFO_MODULE, args_path], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, check=False)
+    seconds = time.monotonic() - began
+    try:
+        result = json.loads(out.stdout)
+    except ValueError:
+        raise RuntimeError('maglica_image_info printed no JSON (%d): %s %s' % (out.returncode, out.stdout[-1000:], out.stderr[-1000:]))
+    if result.get('failed'):
+        raise RuntimeError('maglica_image_info failed: %s' % result.get('msg'))
+    return seconds, result
+
+
+def pushed_phase(args, serving, workdir):
+    """Listing N hosts from their pushed states against surveying them, both as the module process does it.
+    The hosts: test-driver node files (2 images, 8 running VMs each) served by `serving`'s libvirtd; their states
+    are snapshots of those very hosts, pushed by simulated host workers (pushers.py)."""
+    hosts = []
+    for index in range(args.pushed_hosts):
+        path = os.path.join(workdir, 'pushed%d.xml' % index)
+        with open(path, 'w') as handle:
+            handle.write(simulated_host_xml(index, images=2, running=8))
+        hosts.append({'name': 'pushed%d' % index, 'uri': 'test+tcp://%s%s' % (serving, path), 'weight': 10})
+    inline = maglica_config.load(inline={'hosts': hosts, 'security': {'curve': False}, 'libvirt': {'insecure': True}})
+    began = time.monotonic()
+    answers = virt.ask_hosts(inline, lambda conn, host: host_state.snapshot(conn))
+    snapshot_s = time.monotonic() - began
+    down = [a['error'] for a in answers if not a['reachable']]
+    if down:
+        raise RuntimeError('hosts not reachable: %s' % '; '.join(down[:3]))
+    virt.forget_connections()
+    pushed = PushedCloud(os.path.join(workdir, 'pushed'), hosts, {a['host']: a['result'] for a in answers}, args.port + 5000)
+    try:
+        pushed.start()
+        rss_mb, _cpu = pushed.usage()
+        expected = 2 * args.pushed_hosts
+        timings = []
+        for _round in range(max(3, args.rounds)):
+            seconds, result = module_listing(pushed.config_path, workdir)
+            if len(result['images']) != expected or any(h['source'] != 'pushed' for h in result['hosts']):
+                raise RuntimeError('the listing from pushed states is not whole: %d images, sources %s'
+                                   % (len(result['images']), sorted(set(h['source'] for h in result['hosts']))))
+            timings.append(seconds)
+        survey_s, surveyed = module_listing(pushed.config_path, workdir, fresh=True)
+        # (The test driver gives a domain defined without a UUID a new one for every connection that loads its file.)
+        pairs = [(dict(a, uuid=None), dict(b, uuid=None)) for a, b in zip(surveyed['images'], result['images'])]
+        if len(surveyed['images']) != len(result['images']) or any(a != b for a, b in pairs):
+            differing = next(((a, b) for a, b in pairs if a != b), (len(surveyed['images']), len(result['images'])))
+            raise RuntimeError('the surveyed listing differs from the pushed one: %r against %r' % differing)
+        cpu_percent = pushed.steady_cpu_percent(3 * pushed.heartbeat_s)
+    finally:
+        pushed.stop()
+        virt.forget_connections()
+    return {'pushed_hosts': args.pushed_hosts, 'pushed_list_s': round(statistics.median(timings), 3),
+            'pushed_list_s_max': round(max(timings), 3), 'survey_list_s': round(survey_s, 2),
+            'pushed_vs_survey': round(survey_s / statistics.median(timings), 1), 'snapshot_all_s': round(snapshot_s, 2),
+            'client_worker_rss_mb': round(rss_mb, 1), 'client_worker_cpu_percent': cpu_percent,
+            'heartbeat_s': pushed.heartbeat_s}
 
 
 def main():
@@ -214,7 +297,9 @@ def main():
                 uri = 'test+tcp://127.0.0.1:%d%s' % (port, path)
             hosts.append({'name': name, 'uri': uri, 'weight': 10})
         # The proxy forwards plain TCP (it delays bytes, it cannot speak TLS to a name the certificate has).
-        config = maglica_config.load(inline={'hosts': hosts, 'security': {'curve': False}, 'libvirt': {'insecure': True}})
+        # No client worker here: these phases survey the hosts, and wait for no pushed states (host_state.max_age 0).
+        config = maglica_config.load(inline={'hosts': hosts, 'security': {'curve': False}, 'libvirt': {'insecure': True},
+                                             'host_state': {'max_age': 0}})
         proxy = start_proxy(routes, args.delay_ms / 1000.0)
 
         # Warm up (libvirtd's first connection of each kind, Python imports) outside the figures.
@@ -247,6 +332,7 @@ def main():
             assert len(listing['images']) == expected and all(h['reachable'] for h in listing['hosts'])
         parallel = statistics.median(rounds)
         tls_vs_tcp = compare_tls_tcp(testbed, args.rounds * 3)
+        pushed = pushed_phase(args, serving, workdir)
     finally:
         if proxy is not None:
             proxy.terminate()
@@ -256,7 +342,10 @@ def main():
               'parallel_s': round(parallel, 3), 'sequential_s': round(sequential, 2), 'speedup': round(sequential / parallel, 1),
               'slowest_host_s': round(slowest, 3), 'parallel_vs_slowest': round(parallel / slowest, 2)}
     result.update(tls_vs_tcp)
+    result.update(pushed)
     missed = []
+    if pushed['pushed_list_s'] >= 0.5:
+        missed.append('pushed_list_s %s >= 0.5' % pushed['pushed_list_s'])
     if parallel > 1.5 * slowest:
         missed.append('parallel_s %.3f > 1.5 x slowest_host_s %.3f' % (parallel, slowest))
     if sequential / parallel < 10:

@@ -69,7 +69,9 @@ def main():
         with open(path, 'w') as handle:
             # The testbed's libvirtds take TLS with the library's certificate (the default transport).
             yaml.safe_dump({'hosts': [{'name': n, 'address': a} for n, a in testbed.hosts.items()],
-                            'libvirt': {'pki_path': testbed.pki_path}, 'security': {'curve': False}}, handle)
+                            'libvirt': {'pki_path': testbed.pki_path}, 'security': {'curve': False},
+                            # No client worker runs here: the listing surveys the hosts, waiting for no pushed states.
+                            'host_state': {'max_age': 0}}, handle)
         config = maglica_config.load(path)
         env = ansible_env()
         module_command = [ANSIBLE, 'localhost', '-c', 'local', '-m', 'maglica.cloud.maglica_image_info', '-a', 'config=%s' % path]

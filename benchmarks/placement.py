@@ -20,8 +20,16 @@ does), and its host reserved before the next. Measured, under the `resources` po
   policy's own load: its score); target <= 1.1. The hosts that got no clone were already above that level.
 - `imbalance_all_hosts`: the same over every host (the Zipf head of existing VMs dominates it; placement of 5 %
   more VMs cannot move it), and `memory_overcommitted_hosts`: hosts that placement took past their memory.
-Broken, in any run: a host not reachable, a host that the `resources` policy took past its memory.
-Targets (full runs, `resources`): decision_ms_p99 < 5; imbalance <= 1.1 (`seed` is there to compare).
+Pushed states (issue 21): the surveyed hosts' states are pushed by simulated host workers over real CURVE sockets
+with real keys (pushers.py) to a real client worker, which gets a heartbeat vouching for each every 5 s. Then
+--plans (200; quick 20) clones are placed end to end as maglica_vm_clone places one (cloud.plan_clone: reservations
+and states from the client worker, then the decision): `pushed_plan_ms_p99` (target < 50 ms, against `survey_s`
+for the same hosts surveyed), `state_fetch_ms_p99` (the states request alone), and the client worker's
+`client_worker_rss_mb` and `client_worker_cpu_percent` (over 3 heartbeat periods).
+Broken, in any run: a host not reachable, a host that the `resources` policy took past its memory, a placement from
+pushed states that surveyed a host or chose another host than the survey's decision.
+Targets (full runs, `resources`): decision_ms_p99 < 5; imbalance <= 1.1 (`seed` is there to compare);
+pushed_plan_ms_p99 < 50.
 Prints one JSON line last.
 """
 
@@ -43,10 +51,12 @@ from maglica.controller import cloud  # noqa: E402  pylint: disable=wrong-import
 from maglica.cluster import config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.controller import placement  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.cluster import virt  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.controller.client import Client  # noqa: E402  pylint: disable=wrong-import-position
+from pushers import PushedCloud  # noqa: E402  pylint: disable=wrong-import-position
 IMAGE = 'bench.original'
 IMAGE_MB = 1024
 VM_SIZES_MB = (512, 1024, 2048, 4096)
-QUICK = {'hosts': 100, 'vms': 2000, 'clones': 100}
+QUICK = {'hosts': 100, 'vms': 2000, 'clones': 100, 'plans': 20}
 DOMAIN_XML = ("  <domain type='test'><name>%(name)s</name><memory unit='MiB'>%(memory)d</memory><vcpu>%(vcpus)d</vcpu>"
               "<os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>"
               "<source file='/var/lib/libvirt/images/%(name)s.qcow2'/><target dev='vda' bus='virtio'/></disk></devices>"
@@ -132,7 +142,41 @@ def arguments(argv=None):
     parser.add_argument('--vms', type=int, default=20000)
     parser.add_argument('--clones', type=int, default=1000)
     parser.add_argument('--seed', type=int, default=13)
-    return parse_args(parser, QUICK, '100 hosts, 2,000 VMs, 100 clones', argv)
+    parser.add_argument('--plans', type=int, default=200, help='clones placed end to end from pushed states')
+    parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 60)
+    return parse_args(parser, QUICK, '100 hosts, 2,000 VMs, 100 clones, 20 placements from pushed states', argv)
+
+
+def pushed_phase(args, hosts, answers, template, workdir):
+    """One clone's placement end to end from pushed states (cloud.plan_clone: the reservations and the states
+    in one request each, then the decision), --plans times; the surveyed answers are the states the simulated
+    host workers push. The testbed is gone by now: a plan that fell back to a survey would fail."""
+    states = {a['host']: a['result'] for a in answers}
+    pushed = PushedCloud(os.path.join(workdir, 'pushed'), hosts, states, args.port, sections={'placement': {'policy': 'resources'}})
+    try:
+        pushed.start()
+        first = placement.decide(template, placement.Request(IMAGE, 'plan0'), 'resources').host
+        plan_ms, fetch_ms = [], []
+        for n in range(args.plans):
+            began = time.perf_counter()
+            plan = cloud.plan_clone(pushed.config, IMAGE, 'plan%d' % n)
+            plan_ms.append((time.perf_counter() - began) * 1000)
+            if plan['surveyed']:
+                raise RuntimeError('placement surveyed %d host(s) instead of reading their pushed states' % len(plan['surveyed']))
+            if n == 0 and plan['host'] != first:
+                raise RuntimeError('placement from pushed states chose %s, from the survey %s' % (plan['host'], first))
+            began = time.perf_counter()
+            with Client(pushed.config) as client:
+                client.states('placement', images=[IMAGE], names=['plan%d' % n])
+            fetch_ms.append((time.perf_counter() - began) * 1000)
+        rss_mb, _cpu = pushed.usage()
+        cpu_percent = pushed.steady_cpu_percent(3 * pushed.heartbeat_s)
+    finally:
+        pushed.stop()
+    return {'plans': args.plans, 'pushed_plan_ms_p50': round(statistics.median(plan_ms), 2), 'pushed_plan_ms_p99': p99(plan_ms),
+            'state_fetch_ms_p50': round(statistics.median(fetch_ms), 2), 'state_fetch_ms_p99': p99(fetch_ms),
+            'client_worker_rss_mb': round(rss_mb, 1), 'client_worker_cpu_percent': cpu_percent,
+            'heartbeat_s': pushed.heartbeat_s}
 
 
 def main():
@@ -162,12 +206,15 @@ def main():
             virt.forget_connections()
     finally:
         testbed.stop()
+    with tempfile.TemporaryDirectory(prefix='maglica-bench-pushed-') as tmp:
+        pushed = pushed_phase(args, hosts, answers, template, tmp)
     result = {'hosts': args.hosts, 'existing_vms': sum(len(s) for _w, _m, s in layout), 'clones': args.clones,
               'survey_s': round(survey_s, 2)}
     for policy in ('resources', 'seed'):
         times, cpu_times, states = run(template, policy, args.clones)
         for key, value in figures(times, cpu_times, states, template, policy).items():
             result[key if policy == 'resources' else 'seed_%s' % key] = value
+    result.update(pushed)
     broken = []
     if result['memory_overcommitted_hosts']:
         broken.append('the resources policy took %d host(s) past their memory' % result['memory_overcommitted_hosts'])
@@ -176,6 +223,8 @@ def main():
         missed.append('decision_ms_p99 %s >= 5' % result['decision_ms_p99'])
     if result['imbalance'] > 1.1:
         missed.append('imbalance %s > 1.1' % result['imbalance'])
+    if result['pushed_plan_ms_p99'] >= 50:
+        missed.append('pushed_plan_ms_p99 %s >= 50' % result['pushed_plan_ms_p99'])
     return conclude(result, args.quick, broken, missed)
 
 

@@ -56,11 +56,11 @@ options:
       memory_overcommit:
         description: Memory a host may commit to domains, as a multiple of its total (V(resources)).
         type: float
-  state:
+  host_state:
     description:
       - Where listings and placement read the hosts' domains, memory and image storage from.
       - By default from the states the host workers pushed to the client worker (one request for every host), and
-        from a host's own libvirtd only when its pushed state is older than O(state.max_age) or there is none.
+        from a host's own libvirtd only when its pushed state is older than O(host_state.max_age) or there is none.
     type: dict
     suboptions:
       max_age:

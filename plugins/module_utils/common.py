@@ -33,7 +33,7 @@ CONNECTION_ARGUMENT_SPEC: Dict[str, Any] = dict(
         policy=dict(type='str', choices=['seed', 'resources']),
         memory_overcommit=dict(type='float'),
     )),
-    state=dict(type='dict', options=dict(
+    host_state=dict(type='dict', options=dict(
         max_age=dict(type='float'),
         fresh=dict(type='bool'),
     )),

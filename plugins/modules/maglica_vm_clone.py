@@ -431,7 +431,7 @@ known_hosts:
 surveyed:
   description:
     - The hosts whose libvirtd placement asked itself, because the client worker held no state of theirs pushed within
-      C(state.max_age) seconds (or O(state.fresh) asked for a survey). The others were placed from their pushed state.
+      C(host_state.max_age) seconds (or O(host_state.fresh) asked for a survey). The others were placed from their pushed state.
   returned: with O(hostname)
   type: list
   elements: str

@@ -4,7 +4,7 @@
 """Pushed host state on the testbed (issue 21): the host workers push their libvirtd's domains to the client
 worker; listings and placement read them in one request and survey a libvirtd only where no state is young enough.
 
-What a user does next is what is checked: a domain made or removed by hand shows within state.max_age; a clone is
+What a user does next is what is checked: a domain made or removed by hand shows within host_state.max_age; a clone is
 listed the moment its job ends; a change maglica_vm makes is listed at once; an image defined a moment ago is
 placed on."""
 
@@ -54,7 +54,7 @@ def hand_made(testbed):
 
 
 def test_a_domain_made_and_removed_by_hand_is_seen_from_the_pushed_state_within_max_age(cloud, testbed, hand_made):
-    max_age = cloud.config.state['max_age']
+    max_age = cloud.config.host_state['max_age']
     # (An earlier test's change of host2 through Testbed.virsh has it surveyed until its next snapshot.)
     wait_until(lambda: listed(cloud.config, hand_made, 'host2') == (False, 'pushed'), max_age, 'a pushed state of host2')
     virsh_by_hand(testbed, 'host2', 'define', hand_made_xml(testbed, hand_made))
@@ -77,7 +77,7 @@ def image(testbed):
 
 
 def test_what_jobs_and_maglica_vm_change_is_listed_at_once(cloud, image):
-    wait_until(lambda: listed(cloud.config, image, 'host1') == (True, 'pushed'), cloud.config.state['max_age'],
+    wait_until(lambda: listed(cloud.config, image, 'host1') == (True, 'pushed'), cloud.config.host_state['max_age'],
                'the image in the pushed state of host1')
     clone = maglica_cloud.clone(cloud.config, image, CLONE, start=False, customize=False, timeout=300)
     assert clone['host'] == 'host1' and clone['surveyed'] == []

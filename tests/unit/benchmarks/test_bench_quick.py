@@ -22,7 +22,7 @@ from bench_output import parse_args  # noqa: E402  pylint: disable=wrong-import-
 
 # The benchmarks `make bench-NAME` runs (one script each); helpers are not benchmarks.
 # drain_phase.py: a phase of bench-migrate (issue 19), which also runs alone.
-HELPERS = {'bench_output.py', 'bench_workers.py', 'drain_phase.py', 'hostile.py', 'ownership_host_worker.py'}
+HELPERS = {'bench_output.py', 'bench_workers.py', 'drain_phase.py', 'hostile.py', 'ownership_host_worker.py', 'pushers.py'}
 SCRIPTS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(BENCHMARKS, '*.py')) if os.path.basename(p) not in HELPERS)
 
 # Imports the script as a module (its main() does not run) and prints its arguments, full and quick.

@@ -92,7 +92,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
         'state_poll_interval': (2.0, float),
         'state_interval': (60.0, float),
     },
-    'state': {
+    'host_state': {
         # Listings and placement read the states the host workers pushed when they are at most this old (seconds);
         # an older one, or none, is surveyed from the host's libvirtd as before. 0 surveys every host.
         'max_age': (15.0, float),
@@ -232,7 +232,7 @@ class Config(object):
         self.jobs: Dict[str, Any] = data['jobs']
         self.host_worker: Dict[str, Any] = data['host_worker']
         self.placement: Dict[str, Any] = data['placement']
-        self.state: Dict[str, Any] = data['state']
+        self.host_state: Dict[str, Any] = data['host_state']
         # The host whose libvirtd is reached over its local socket: a host worker's own (see use_local_socket).
         self.local_host: Optional[str] = None
 
@@ -333,7 +333,7 @@ def validate(data: Any, source: Optional[str] = None) -> Config:
     if result['placement']['memory_overcommit'] <= 0:
         raise ConfigError('%s: placement.memory_overcommit must be positive (1.0: commit no more memory than a host has), got %g'
                           % (where, result['placement']['memory_overcommit']))
-    for section, key in (('host_worker', 'state_poll_interval'), ('host_worker', 'state_interval'), ('state', 'max_age')):
+    for section, key in (('host_worker', 'state_poll_interval'), ('host_worker', 'state_interval'), ('host_state', 'max_age')):
         if result[section][key] < 0:
             raise ConfigError('%s: %s.%s must be 0 or more seconds, got %g' % (where, section, key, result[section][key]))
     dirs = result['host_worker']['file_url_dirs']

@@ -536,13 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument('--config', default=argparse.SUPPRESS, help='configuration file (default /etc/maglica.conf or $MAGLICA_CONFIG)')
     common.add_argument('--json', action='store_true', default=argparse.SUPPRESS, help='print JSON for scripts')
     common.add_argument('--fresh', action='store_true', default=argparse.SUPPRESS,
-                        help="ask every host's libvirtd, not the states the host workers pushed (state.fresh)")
+                        help="ask every host's libvirtd, not the states the host workers pushed (host_state.fresh)")
     parser = argparse.ArgumentParser(prog='maglica', description='Maglica: a small cloud on libvirt.',
                                      epilog='Exit codes: 0 done, 1 failed, 2 usage error, 3 not found, 4 conflict.')
     parser.add_argument('--config', default=None, help='configuration file (default /etc/maglica.conf or $MAGLICA_CONFIG)')
     parser.add_argument('--json', action='store_true', default=False, help='print JSON for scripts')
     parser.add_argument('--fresh', action='store_true', default=False,
-                        help="ask every host's libvirtd, not the states the host workers pushed (state.fresh)")
+                        help="ask every host's libvirtd, not the states the host workers pushed (host_state.fresh)")
     groups = parser.add_subparsers(dest='group', metavar='{image,vm,log,host}')
     groups.required = True
 
@@ -714,7 +714,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = config_mod.load(args.config)
         if args.fresh:
-            config.state['fresh'] = True
+            config.host_state['fresh'] = True
         args.function(config, args, out)
     except NotFoundError as e:
         _stderr(str(e))

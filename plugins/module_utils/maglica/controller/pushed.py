@@ -5,7 +5,7 @@
 client worker, in one request, and a survey of each host's libvirtd only where no pushed state is young enough.
 
 Each answer is virt.ask_hosts's (host, weight, uri, reachable, error, result) with where it came from (`source`:
-'pushed' or 'survey') and how old it is (`age_s`). A state older than state.max_age is not trusted for anything:
+'pushed' or 'survey') and how old it is (`age_s`). A state older than host_state.max_age is not trusted for anything:
 its host is surveyed, and a host that does not answer then counts as unreachable (the name check stays closed)."""
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ from ..errors import MaglicaError
 from .client import Client, PushedState
 
 LOG = logging.getLogger('maglica.pushed')
-# A client worker that does not answer this fast is surveyed around: a listing never waits long for a cache.
-STATES_TIMEOUT = 5.0
+# A client worker that does not answer this fast is surveyed around: a listing waits no longer for a cache (with
+# no client worker at all, every listing pays this once; host_state.max_age 0 spares it).
+STATES_TIMEOUT = 2.0
 
 
 def _pushed(config: Config, view: str, hosts: Optional[Sequence[str]], images: Collection[str],
             names: Collection[str], fresh: bool) -> Dict[str, PushedState]:
     """{host: pushed state} of the states young enough to use; {} when asked for fresh data or when the client
     worker cannot say (then every host is surveyed, as before pushed states)."""
-    max_age = config.state['max_age']
-    if fresh or config.state['fresh'] or max_age <= 0:
+    max_age = config.host_state['max_age']
+    if fresh or config.host_state['fresh'] or max_age <= 0:
         return {}
     try:
         with Client(config, timeout=min(config.jobs['request_timeout'], STATES_TIMEOUT)) as client:
@@ -44,7 +45,7 @@ def answers(config: Config, view: str, hosts: Optional[Sequence[str]] = None, im
             names: Collection[str] = (), fresh: bool = False) -> List[Answer]:
     """Every host's answer (or those in `hosts`), in configuration order. View 'domains': `result` is the host's
     domains with disk sizes, as virt.survey gives them; view 'placement': host_state.placement_view of `images` and
-    `names`. `fresh` (as state.fresh): survey every host."""
+    `names`. `fresh` (as host_state.fresh): survey every host."""
     selected = set(config.target_names(hosts))
     pushed = _pushed(config, view, hosts, images, names, fresh)
 

@@ -36,9 +36,9 @@ SPEC_TYPES = {str: ('str', 'path'), int: ('int',), float: ('float',), bool: ('bo
 CONFIG_CHOICES = {('placement', 'policy'): config.PLACEMENT_POLICIES, ('libvirt', 'transport'): config.TRANSPORTS}
 
 # What the modules (and the inventory plugin) take of the configuration, and what they leave out on purpose.
-MODULE_SECTIONS = ('client', 'libvirt', 'security', 'placement', 'state')
+MODULE_SECTIONS = ('client', 'libvirt', 'security', 'placement', 'host_state')
 # The modules' sections the inventory plugin does not take, and why.
-NOT_FOR_THE_INVENTORY = {'state': "its listing asks each host's libvirtd for the guests' addresses, which no pushed state holds"}
+NOT_FOR_THE_INVENTORY = {'host_state': "its listing asks each host's libvirtd for the guests' addresses, which no pushed state holds"}
 NOT_FOR_MODULES = {
     'jobs': "the client worker's own settings",
     'host_worker': "the host worker's own settings",

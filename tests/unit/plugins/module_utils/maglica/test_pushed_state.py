@@ -28,7 +28,7 @@ def cloud(tmp_path_factory):
     cloud = Cloud(str(tmp_path_factory.mktemp('pushing')), curve=True)
     cloud.host_settings = {'uri': 'test:///default'}
     cloud.host_worker_settings = {'state_poll_interval': 0.2, 'state_interval': 600}
-    cloud.extra_settings = {'state': {'max_age': MAX_AGE}}
+    cloud.extra_settings = {'host_state': {'max_age': MAX_AGE}}
     try:
         cloud.start()
         yield cloud
@@ -64,11 +64,11 @@ def test_listings_read_the_pushed_states_and_survey_the_rest(cloud):
     # (This process's test:///default, which lonely is surveyed on, may hold domains other tests defined in it.)
     assert sorted(vm['name'] for vm in listing['vms'] if vm['host'] in WORKER_HOSTS) == ['test', 'test']
     assert 'test' in [vm['name'] for vm in listing['vms'] if vm['host'] == 'lonely']
-    cloud.config.state['fresh'] = True
+    cloud.config.host_state['fresh'] = True
     try:
         fresh = vm_listing.vm_list(cloud.config)
     finally:
-        cloud.config.state['fresh'] = False
+        cloud.config.host_state['fresh'] = False
     assert {h['source'] for h in fresh['hosts']} == {'survey'}
     # Each host surveyed here, in this process's test:///default: `test` on every one.
     assert sorted(vm['host'] for vm in fresh['vms'] if vm['name'] == 'test') == sorted(HOSTS)
@@ -96,7 +96,7 @@ def test_a_state_its_host_worker_stops_vouching_for_ages_into_a_survey(cloud):
     stopped = cloud.host_workers['kvm10'].proc
     stopped.send_signal(signal.SIGSTOP)
     try:
-        wait_until(lambda: pushed(cloud)['kvm10']['age_s'] > MAX_AGE, PUSH_TIMEOUT, "kvm10's state to grow older than state.max_age")
+        wait_until(lambda: pushed(cloud)['kvm10']['age_s'] > MAX_AGE, PUSH_TIMEOUT, "kvm10's state to grow older than host_state.max_age")
         sources = {h['host']: h['source'] for h in vm_listing.vm_list(cloud.config)['hosts']}
         assert sources == {'kvm1': 'pushed', 'kvm10': 'survey', 'lonely': 'survey'}
     finally:

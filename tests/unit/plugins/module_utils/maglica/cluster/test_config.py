@@ -94,7 +94,7 @@ def test_config_from_environment_variable(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('data, message', [
     ([], r'the configuration must be a mapping, got list'),
-    ({'hosts': ['a'], 'clients': {}}, r"unknown section\(s\) clients; known: hosts, client, host_worker, jobs, libvirt, placement, security"),
+    ({'hosts': ['a'], 'clients': {}}, r"unknown section\(s\) clients; known: hosts, client, host_state, host_worker, jobs, libvirt, placement, security"),
     ({'hosts': ['a'], 'client': {'hots': 'x'}}, r"unknown key\(s\) hots in section 'client'; known: bind, host, pub_port, rep_port"),
     ({'hosts': ['a'], 'client': ['x']}, r"section 'client' must be a mapping"),
     ({'hosts': ['a'], 'client': {'pub_port': '5555'}}, r"client\.pub_port must be of type int, got '5555'"),
