@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, TypedDict, cast
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypedDict, cast
 
 from ..cluster import host_state
 from ..cluster.config import Config
@@ -113,6 +113,20 @@ class Pushed:
     totals: host_state.Totals
     # time.time() here when the host worker took it, or took a snapshot of the same digest since (its reports say).
     taken: float
+
+
+def one_page(key: str, entries: Iterable[Dict[str, Any]]) -> Reply:
+    """A reply with as many `entries` as fit one frame (at least one) under `key`; `more` when some were left
+    (the requester asks again after the last one it got). `entries` is read no further than the page."""
+    page: List[Dict[str, Any]] = []
+    used = 0
+    for entry in entries:
+        size = messages.encoded_size(entry) + 1
+        if page and used + size > REPLY_BUDGET:
+            return {'ok': True, key: page, 'more': True}
+        page.append(entry)
+        used += size
+    return {'ok': True, key: page, 'more': False}
 
 
 class ClientWorker(object):
@@ -327,16 +341,8 @@ class ClientWorker(object):
         """One page of the newest jobs, diffs left out, as many as fit one frame; `more` when the limit
         was not reached (the library asks again `after` the last one)."""
         limit = data.get('limit') or 20
-        jobs: List[JobRow] = []
-        used = 0
-        for row in self.log.recent(limit, data.get('host'), data.get('after')):
-            job = messages.fit_job(messages.without_diffs(messages.redact(row)), REPLY_BUDGET)
-            size = messages.encoded_size(job) + 1
-            if jobs and used + size > REPLY_BUDGET:
-                return {'ok': True, 'jobs': jobs, 'more': True}
-            jobs.append(job)
-            used += size
-        return {'ok': True, 'jobs': jobs, 'more': False}
+        return one_page('jobs', (messages.fit_job(messages.without_diffs(messages.redact(row)), REPLY_BUDGET)
+                                 for row in self.log.recent(limit, data.get('host'), data.get('after'))))
 
     def request_hosts(self, data: Request) -> Reply:
         now = time.time()
@@ -426,20 +432,15 @@ class ClientWorker(object):
         order = [host.name for host in self.config.hosts]
         start = order.index(data['after']) + 1 if data.get('after') in order else 0
         now = time.time()
-        states: List[Dict[str, Any]] = []
-        used = 0
-        for host in order[start:]:
-            pushed = self.pushed.get(host)
-            if pushed is None or host not in wanted or pushed.taken <= self.changed.get(host, 0.0):
-                continue
-            view = pushed.state if data['view'] == 'domains' else host_state.placement_view(pushed.state, images, names, pushed.totals)
-            entry = {'host': host, 'age_s': round(max(0.0, now - pushed.taken), 3), 'state': view}
-            size = messages.encoded_size(entry) + 1
-            if states and used + size > REPLY_BUDGET:
-                return {'ok': True, 'states': states, 'more': True}
-            states.append(entry)
-            used += size
-        return {'ok': True, 'states': states, 'more': False}
+
+        def entries() -> Iterator[Dict[str, Any]]:
+            for host in order[start:]:
+                pushed = self.pushed.get(host)
+                if pushed is None or host not in wanted or pushed.taken <= self.changed.get(host, 0.0):
+                    continue
+                view = pushed.state if data['view'] == 'domains' else host_state.placement_view(pushed.state, images, names, pushed.totals)
+                yield {'host': host, 'age_s': round(max(0.0, now - pushed.taken), 3), 'state': view}
+        return one_page('states', entries())
 
     # -- publishing -------------------------------------------------------
 

@@ -529,6 +529,12 @@ def host_activate(config: Config, args: argparse.Namespace, out: Output) -> None
     out.message('%s is active%s: placement gives it VMs again' % (args.host, '' if result['changed'] else ' (it was)'), result)
 
 
+def host_refresh(config: Config, args: argparse.Namespace, out: Output) -> None:
+    cloud.host_refresh(config, args.host)
+    out.message('%s: listings and placement ask its libvirtd until its host worker pushes a newer state' % args.host,
+                {'host': args.host, 'refreshed': True})
+
+
 # -- the parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -703,6 +709,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help='seconds to wait for each migration (default %d)' % maintenance.DRAIN_TIMEOUT)
     sub.add_argument('--dry-run', action='store_true', help='only show where each VM would go; change nothing')
     sub = command(host, 'activate', host_activate, 'bring a host back from maintenance: placement sees it again')
+    sub.add_argument('host', metavar='HOST', help='the host')
+    sub = command(host, 'refresh', host_refresh, "after changing a host by hand (virsh): ask its libvirtd, not its "
+                  'pushed state, until its host worker pushes a newer one')
     sub.add_argument('host', metavar='HOST', help='the host')
     return parser
 

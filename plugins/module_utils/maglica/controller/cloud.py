@@ -74,6 +74,7 @@ __all__ = [
     'DrainMove',
     'HostResult',
     'host_info',
+    'host_refresh',
     'host_state',
     'host_states',
     'image_list',
@@ -633,3 +634,12 @@ def host_state(config: Config, host: str, state: str, max_parallel: int = mainte
     placement's view of the hosts as clones get it (host_states) and migration's migrate_to."""
     return maintenance.host_state(config, host, state, functools.partial(host_states, config), migrate_to=vm_migrate_to,
                                   max_parallel=max_parallel, timeout=timeout, check_mode=check_mode)
+
+
+def host_refresh(config: Config, host: str) -> None:
+    """Tell the client worker that `host`'s domains were changed by hand (virsh): listings and placement ask its
+    libvirtd until its host worker pushes a state taken after now. Raises DispatchError when the client worker
+    does not answer (then use `fresh` until the next snapshot, host_worker.state_poll_interval)."""
+    config.host(host)
+    with Client(config) as client:
+        client.state_changed(host)

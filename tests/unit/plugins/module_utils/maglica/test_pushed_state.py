@@ -7,11 +7,13 @@ libvirtd only where no pushed state is young enough. Real daemons over CURVE, ea
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 
 import pytest
 
+from maglica.controller import cli
 from maglica.controller import pushed as pushed_states
 from maglica.controller import vm as vm_listing
 from maglica.controller.client import Client
@@ -104,6 +106,24 @@ def test_a_state_its_host_worker_stops_vouching_for_ages_into_a_survey(cloud):
     wait_until(lambda: young_states_of(cloud, WORKER_HOSTS), PUSH_TIMEOUT, "kvm10's host worker to vouch for its state again")
 
 
+def test_maglica_host_refresh_keeps_a_hosts_older_states_unread(cloud):
+    """After a change by hand, `maglica host refresh HOST`: no state of HOST taken before it is read again. kvm1's
+    host worker is stopped, so that no newer one can come until it is continued."""
+    wait_until(lambda: young_states_of(cloud, WORKER_HOSTS), PUSH_TIMEOUT, 'both host workers to push')
+    stopped = cloud.host_workers['kvm1'].proc
+    stopped.send_signal(signal.SIGSTOP)
+    try:
+        assert 'kvm1' in pushed(cloud)
+        assert cli.main(['--config', cloud.config_path, 'host', 'refresh', 'kvm1']) == 0
+        assert set(pushed(cloud)) == {'kvm10'}
+        sources = {h['host']: h['source'] for h in vm_listing.vm_list(cloud.config)['hosts']}
+        assert sources == {'kvm1': 'survey', 'kvm10': 'pushed', 'lonely': 'survey'}
+        assert cli.main(['--config', cloud.config_path, 'host', 'refresh', 'nosuch']) == cli.EXIT_FAILED
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+    wait_until(lambda: young_states_of(cloud, WORKER_HOSTS), PUSH_TIMEOUT, "kvm1's newer state")
+
+
 def test_a_restarted_client_worker_is_sent_every_state_again(cloud):
     """It keeps pushed states in memory only: each host worker's next report is told to push (state_interval is
     600 s here, so nothing else would send them within the deadline)."""
@@ -145,10 +165,24 @@ def test_a_pushed_state_that_does_not_validate_is_refused_whole(cloud, domain, e
     assert 'lonely' not in pushed(cloud)
 
 
-def test_a_valid_push_of_a_host_without_a_worker_is_kept_and_read(cloud):
-    """(Last here: it leaves a state for lonely.) The same message as above, valid, is taken from lonely's own key."""
-    reply = host_request(cloud, 'lonely', {'type': 'state', 'host': 'lonely', 'digest': 'c' * 64, 'state': GOOD_STATE})
+def test_a_valid_push_of_a_host_without_a_worker_is_kept_and_read_in_pages(cloud):
+    """(Last here: it leaves a state for lonely.) A valid state, taken from lonely's own key: as big as a push may be
+    (domains with SSH host keys, up to a frame), so that the states of the three hosts take two replies."""
+    wait_until(lambda: young_states_of(cloud, WORKER_HOSTS), PUSH_TIMEOUT, 'both host workers to push')
+    key = 'ssh-ed25519 ' + 'A' * 1500
+    big = dict(GOOD_STATE, domains=[])
+    while True:
+        domain = dict(GOOD_STATE['domains'][0], name='web%d' % len(big['domains']), ssh_host_keys=[key])
+        grown = dict(big, domains=big['domains'] + [domain])
+        if messages.encoded_size({'type': 'state', 'host': 'lonely', 'digest': 'c' * 64, 'state': grown}) > messages.MAX_FRAME_BYTES - 64:
+            break
+        big = grown
+    reply = host_request(cloud, 'lonely', {'type': 'state', 'host': 'lonely', 'digest': 'c' * 64, 'state': big})
     assert reply == {'ok': True}
-    entry = pushed(cloud)['lonely']
-    assert entry['state'] == messages.check_fields('state', dict(GOOD_STATE), messages.HOST_STATE)
+    with Client(cloud.config) as client:
+        first = client.call('states', view='domains')
+        assert first['more'] is True and len(first['states']) < 3
+        entry = pushed(cloud)['lonely']
+    assert set(pushed(cloud)) == {'kvm1', 'kvm10', 'lonely'}
+    assert entry['state'] == messages.check_fields('state', copy.deepcopy(big), messages.HOST_STATE)
     assert entry['age_s'] <= MAX_AGE
