@@ -27,7 +27,7 @@ from typing import (
 )
 
 from .. import deps
-from ..errors import ConflictError, HostError, NotFoundError
+from ..errors import HostError
 from . import tls
 from .config import Config, Host, uri_problems
 
@@ -411,14 +411,3 @@ def send_all(stream: Stream, data: bytes, what: str) -> None:
 def locate(answers: Iterable[Answer], name: str) -> List[Tuple[str, DomainInfo]]:
     """[(host, domain info)] of every domain called `name` in a survey."""
     return [(a['host'], d) for a in answers for d in a['result'] or [] if d['name'] == name]
-
-
-def find_vm(config: Config, name: str) -> Tuple[str, DomainInfo]:
-    """(host, domain info) of the VM called `name`, or NotFoundError / ConflictError."""
-    answers = survey(config)
-    found = locate(answers, name)
-    if not found:
-        raise NotFoundError('no VM named %s on any reachable host' % name)
-    if len(found) > 1:
-        raise ConflictError('%s is defined on several hosts: %s' % (name, ', '.join(where for where, _domain in found)))
-    return found[0]

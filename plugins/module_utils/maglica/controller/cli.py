@@ -38,11 +38,10 @@ from typing import (
 )
 
 from ..cluster import config as config_mod
-from ..cluster import virt
 from ..cluster.config import Config
 from ..errors import ConflictError, MaglicaError, NotFoundError
 from ..protocol import import_job, messages
-from . import cloud, hosts, image_copy, image_import, image_lifecycle, maintenance, reach, vm
+from . import cloud, hosts, image_copy, image_import, image_lifecycle, maintenance, pushed, reach, vm
 from .client import Client, Job
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
@@ -380,7 +379,7 @@ def _ensure(config: Config, args: argparse.Namespace, out: Output, done: str, **
 def vm_state(state: str) -> Command:
     def command(config: Config, args: argparse.Namespace, out: Output) -> None:
         if state == 'absent':
-            virt.find_vm(config, args.name)  # removing what is not there is "not found" for a command
+            pushed.find_vm(config, args.name)  # removing what is not there is "not found" for a command
         _ensure(config, args, out, 'already %s' % {'running': 'running', 'stopped': 'stopped', 'destroyed': 'stopped'}.get(state, state),
                 state=state, force=getattr(args, 'force', False), timeout=getattr(args, 'timeout', 120),
                 force_dependants=getattr(args, 'force_dependants', False))

@@ -11,12 +11,12 @@ its host is surveyed, and a host that does not answer then counts as unreachable
 from __future__ import annotations
 
 import logging
-from typing import Any, Collection, Dict, List, Optional, Sequence
+from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from ..cluster import host_state, virt
 from ..cluster.config import Config, Host
-from ..cluster.virt import Answer, Connect
-from ..errors import MaglicaError
+from ..cluster.virt import Answer, Connect, DomainInfo
+from ..errors import ConflictError, MaglicaError, NotFoundError
 from .client import Client, PushedState
 
 LOG = logging.getLogger('maglica.pushed')
@@ -77,3 +77,20 @@ def state_changed(config: Config, host: str) -> None:
             client.state_changed(host)
     except MaglicaError as e:
         LOG.warning('cannot tell the client worker that %s changed (listings may show it as it was for a few seconds): %s', host, e)
+
+
+def find_vm(config: Config, name: str) -> Tuple[str, DomainInfo]:
+    """(host, domain) of the VM called `name`, as virt.find_vm but from the pushed states: one request, not a
+    survey of every host. A name no pushed state holds is looked for on every host before it is not found (a VM
+    made by hand a moment ago). NotFoundError / ConflictError as virt.find_vm."""
+    found: List[Tuple[str, DomainInfo]] = []
+    for fresh in (False, True):
+        found = [(a['host'], d) for a in answers(config, 'placement', names=[name], fresh=fresh)
+                 for d in (a['result'] or {}).get('domains') or [] if d['name'] == name]
+        if found or fresh or config.host_state['fresh'] or config.host_state['max_age'] <= 0:
+            break
+    if not found:
+        raise NotFoundError('no VM named %s on any reachable host' % name)
+    if len(found) > 1:
+        raise ConflictError('%s is defined on several hosts: %s' % (name, ', '.join(where for where, _domain in found)))
+    return found[0]

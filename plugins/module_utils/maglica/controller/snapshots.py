@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, TypedDict
 from ..cluster import snapshots, virt
 from ..cluster.config import Config
 from ..errors import ConflictError, MaglicaError, NotFoundError
+from . import pushed
 from .client import Job
 from .vm import _run_job, VmEntry
 
@@ -71,7 +72,7 @@ def snapshot(config: Config, vm: str, name: str, state: str = 'present', memory:
         snapshots.check_description(description)
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise MaglicaError('keep must be a number of snapshots, 1 or more; got %r' % (keep,))
-    host, domain = virt.find_vm(config, vm)
+    host, domain = pushed.find_vm(config, vm)
     with virt.Connection(config, config.host(host), readonly=True) as conn:
         dom = virt.call('cannot look up %s on %s' % (vm, host), conn.lookupByName, vm)
         found = snapshots.domain_snapshots(dom)
@@ -123,7 +124,7 @@ def snapshot(config: Config, vm: str, name: str, state: str = 'present', memory:
 def list_snapshots(config: Config, vm: str, timeout: float = 120, host: Optional[str] = None) -> SnapshotList:
     """The snapshots of VM `vm`, with the memory each holds, read by its host worker (a read-only job)."""
     if host is None:
-        host, _domain = virt.find_vm(config, vm)
+        host, _domain = pushed.find_vm(config, vm)
     job = _run_job(config, host, 'vm.snapshot_list', {'name': vm}, timeout)
     data = job['data']
     return {'vm': vm, 'host': host, 'snapshots': list(data.get('snapshots') or []),

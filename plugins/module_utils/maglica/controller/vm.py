@@ -193,7 +193,7 @@ def cdrom_source(info: Mapping[str, Any]) -> Optional[str]:
 
 def vm_info(config: Config, name: str) -> Tuple[str, VmEntry]:
     """(host, VM entry) of the VM called `name`, wherever it is."""
-    host, domain = virt.find_vm(config, name)
+    host, domain = pushed.find_vm(config, name)
     return host, summary(domain, host)
 
 
@@ -307,7 +307,7 @@ def normalize_disks(vm_name: str, disks: Optional[Sequence[Any]]) -> List[Tuple[
 
 def next_disk_name(config: Config, name: str) -> str:
     """The first free data disk name (data1, data2...) of a VM, from its persistent definition."""
-    host, _domain = virt.find_vm(config, name)
+    host, _domain = pushed.find_vm(config, name)
     with virt.Connection(config, config.host(host), readonly=True) as conn:
         dom = virt.call('cannot look up %s on %s' % (name, host), conn.lookupByName, name)
         present = read_settings(ET.fromstring(dom.XMLDesc(virt.libvirt().VIR_DOMAIN_XML_INACTIVE)))['disks']
@@ -406,7 +406,7 @@ def ensure(config: Config, name: str, state: Optional[str] = None, vcpus: Option
     result: EnsureResult = {'changed': False, 'name': name, 'host': None, 'state': None, 'restart_required': False,
                             'changes': [], 'jobs': [], 'before': {}, 'after': {}, 'vm': None}
     try:
-        host, domain = virt.find_vm(config, name)
+        host, domain = pushed.find_vm(config, name)
     except NotFoundError:
         if state == 'absent':
             result['state'] = 'absent'

@@ -17,6 +17,7 @@ from maglica.controller import cli
 from maglica.controller import pushed as pushed_states
 from maglica.controller import vm as vm_listing
 from maglica.controller.client import Client
+from maglica.errors import ConflictError
 from maglica.protocol import messages
 from test_workers import HOSTS, WORKER_HOSTS, Cloud, host_request
 from unit_helpers import Daemon, wait_until
@@ -89,6 +90,9 @@ def test_placement_reads_the_same_view_pushed_or_surveyed(cloud):
     assert view['totals'] == {'active': 1, 'committed_mb': view['domains'][0]['memory_mb'], 'committed_vcpus': view['domains'][0]['vcpus'],
                               'groups': {}}
     assert [d['name'] for d in view['domains']] == ['test']
+    # Found in one request: `test` on every host (kvm1 and kvm10 pushed, lonely surveyed).
+    with pytest.raises(ConflictError, match='test is defined on several hosts: kvm1, kvm10, lonely'):
+        pushed_states.find_vm(cloud.config, 'test')
     # Domains named neither as images nor as names are counted in the totals, not sent.
     assert pushed(cloud, 'placement', images=['other'], names=['web1'])['kvm1']['state']['domains'] == []
 

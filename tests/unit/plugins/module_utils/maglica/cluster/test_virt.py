@@ -17,7 +17,7 @@ import libvirt  # a missing libvirt fails the suite, never skips it
 import pytest
 import yaml
 
-from maglica.controller import cloud
+from maglica.controller import cloud, pushed
 from maglica.host import clone
 from maglica.cluster import config
 from maglica.cluster import virt
@@ -283,13 +283,13 @@ def test_plan_clone_image_must_be_an_inactive_original(cloud_config):
         cloud.plan_clone(cloud_config, 'web-old', 'web1', allow_unreachable=True)
 
 
-def test_find_vm(cloud_config):
-    host, domain = virt.find_vm(cloud_config, 'vm3')
+def test_find_vm_surveys_the_hosts_when_no_client_worker_holds_their_states(cloud_config):
+    host, domain = pushed.find_vm(cloud_config, 'vm3')
     assert host == 'b' and domain['active']
     with pytest.raises(NotFoundError, match='no VM named ghost on any reachable host'):
-        virt.find_vm(cloud_config, 'ghost')
+        pushed.find_vm(cloud_config, 'ghost')
     with pytest.raises(ConflictError, match='shared is defined on several hosts: a, b'):
-        virt.find_vm(cloud_config, 'shared')
+        pushed.find_vm(cloud_config, 'shared')
 
 
 def test_clone_check_mode_submits_nothing(cloud_config):
