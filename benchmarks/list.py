@@ -86,7 +86,7 @@ def simulated_host_xml(index, images, running):
     domains = []
     for n in range(images + running):
         name = 'sim%d-%s%d' % (index, 'image' if n < images else 'vm', n)
-        mac = '%02x:%02x:%02x' % (index, n, 1)
+        mac = '%02x:%02x:%02x' % (index // 256, index % 256, n)
         domains.append(DOMAIN_XML % {'name': name, 'memory': 256, 'mac': mac, 'runstate': 5 if n < images else 1})
     return "<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n%s</node>\n" % ''.join(domains)
 

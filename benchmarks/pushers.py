@@ -4,9 +4,10 @@
 """A real client worker (CURVE on, its production entry point) for N hosts, and N host workers' pushes simulated
 in one process over real CURVE sockets with real keys: no 1,000 daemons. Used by bench-list and bench-placement.
 
-The simulated host workers push their states once (all sockets at once, as N host workers would), then report a
-heartbeat that vouches for them (`state_digest`) every `heartbeat_s` seconds, all at once again: the steady load a
-client worker of N hosts carries, measured on its process (`usage`)."""
+The simulated host workers push their states once (all sockets at once, as N host workers started together would),
+then each reports a heartbeat that vouches for its state (`state_digest`) every `heartbeat_s` seconds, spread over
+the period as host workers on their own clocks send them: the steady load a client worker of N hosts carries,
+measured on its process (`usage`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from maglica.protocol import curve, messages, transport
 from polling import wait_until
 
 REPLY_TIMEOUT_S = 60.0
+HEARTBEAT_SLICES = 50
 
 
 def _send_all(sockets, make):
@@ -65,9 +67,14 @@ def _pusher(config_path, states_path, heartbeat_s, pushed, stop):
     if refused:
         raise RuntimeError('states refused: %s' % list(refused.items())[:3])
     pushed.set()
-    while not stop.wait(heartbeat_s):
-        _send_all(sockets, lambda host: {'type': 'report', 'host': host, 'pid': os.getpid(),
-                                         'state_digest': digests[host], 'state_age_s': 0.0})
+    # Each host worker reports on its own clock: the heartbeats of a period come spread over it, a slice at a time.
+    hosts = list(sockets)
+    slices = [hosts[n::HEARTBEAT_SLICES] for n in range(HEARTBEAT_SLICES)]
+    turn = 0
+    while not stop.wait(heartbeat_s / HEARTBEAT_SLICES):
+        _send_all({host: sockets[host] for host in slices[turn % HEARTBEAT_SLICES]},
+                  lambda host: {'type': 'report', 'host': host, 'pid': os.getpid(), 'state_digest': digests[host], 'state_age_s': 0.0})
+        turn += 1
     for sock in sockets.values():
         sock.close()
     context.term()

@@ -21,10 +21,10 @@ import importlib
 import logging
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypedDict, cast
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, TypedDict, TypeVar, Union, cast
 
-from ..cluster import host_state
+from ..cluster import host_state, virt
 from ..cluster.config import Config
 from ..daemon import service
 from ..daemon.store import WalSync
@@ -88,6 +88,9 @@ MAX_BATCH = 256
 PRUNE_INTERVAL = 600.0
 # Bytes of jobs in one reply, leaving room in the frame for the rest of the reply.
 REPLY_BUDGET = messages.MAX_FRAME_BYTES - 4096
+# Placement views (by the images asked for) each pushed state keeps encoded.
+VIEWS_KEPT = 8
+T = TypeVar('T')
 
 # pyzmq is loaded on first use (transport.zmq, deps.load): to mypy its module and objects are Any.
 ZmqModule = Any  # the zmq module
@@ -95,6 +98,8 @@ Frame = Any  # zmq.Frame: a request's frame, with the sender's identity under CU
 # A request's data (messages.decode_request) and the reply to it (messages.REPLIES, ERROR_REPLY).
 Request = Dict[str, Any]
 Reply = Dict[str, Any]
+# What a request handler returns: a reply, or its frame already encoded (request_states).
+Answered = Union[Reply, bytes]
 
 
 class Heartbeat(TypedDict):
@@ -113,20 +118,44 @@ class Pushed:
     totals: host_state.Totals
     # time.time() here when the host worker took it, or took a snapshot of the same digest since (its reports say).
     taken: float
+    names: FrozenSet[str] = frozenset()  # of its domains
+    # Encodings kept for the next request (messages.encoded_text): the whole state, its images, and placement's
+    # view of it for the images last asked for, where the host holds none of the names asked for.
+    whole_text: Optional[str] = None
+    images_text: Optional[str] = None
+    view_texts: Dict[Tuple[str, ...], str] = field(default_factory=dict)
+
+    def text(self, view: str, images: Set[str], names: Set[str]) -> str:
+        if view == 'domains':
+            if self.whole_text is None:
+                self.whole_text = messages.encoded_text(self.state)
+            return self.whole_text
+        if view == 'images':
+            if self.images_text is None:
+                self.images_text = messages.encoded_text(dict(self.state, domains=[d for d in self.state['domains'] if virt.is_image(d)]))
+            return self.images_text
+        if names & self.names:
+            return messages.encoded_text(host_state.placement_view(self.state, images, names, self.totals))
+        key = tuple(sorted(images))
+        if key not in self.view_texts:
+            if len(self.view_texts) >= VIEWS_KEPT:
+                self.view_texts.clear()
+            self.view_texts[key] = messages.encoded_text(host_state.placement_view(self.state, images, (), self.totals))
+        return self.view_texts[key]
 
 
-def one_page(key: str, entries: Iterable[Dict[str, Any]]) -> Reply:
-    """A reply with as many `entries` as fit one frame (at least one) under `key`; `more` when some were left
-    (the requester asks again after the last one it got). `entries` is read no further than the page."""
-    page: List[Dict[str, Any]] = []
+def one_page(entries: Iterable[T], size: Callable[[T], int]) -> Tuple[List[T], bool]:
+    """As many `entries` as fit one reply (at least one), and whether some were left (the requester asks again
+    after the last one it got). `entries` is read no further than the page."""
+    page: List[T] = []
     used = 0
     for entry in entries:
-        size = messages.encoded_size(entry) + 1
-        if page and used + size > REPLY_BUDGET:
-            return {'ok': True, key: page, 'more': True}
+        length = size(entry) + 1
+        if page and used + length > REPLY_BUDGET:
+            return page, True
         page.append(entry)
-        used += size
-    return {'ok': True, key: page, 'more': False}
+        used += length
+    return page, False
 
 
 class ClientWorker(object):
@@ -220,7 +249,7 @@ class ClientWorker(object):
         user = frame.get('User-Id')
         return self.allowed.get(user.encode('ascii')) if user else None
 
-    def handle(self, frame: Frame) -> Reply:
+    def handle(self, frame: Frame) -> Answered:
         """Answer one request frame. Never raises on bad input: the error goes back as the reply."""
         self.kind = None
         try:
@@ -241,7 +270,7 @@ class ClientWorker(object):
             if kind in HOST_REQUESTS and who != data['host']:
                 LOG.warning('refused a report for %s from the key of %s', data['host'], who)
                 return {'ok': False, 'error': 'the key of %s may not report for %s' % (who, data['host'])}
-        handlers: Dict[str, Callable[[Request], Reply]] = {
+        handlers: Dict[str, Callable[[Request], Answered]] = {
             'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
             'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
             'slots': self.request_slots, 'maintenance': self.request_maintenance,
@@ -341,8 +370,9 @@ class ClientWorker(object):
         """One page of the newest jobs, diffs left out, as many as fit one frame; `more` when the limit
         was not reached (the library asks again `after` the last one)."""
         limit = data.get('limit') or 20
-        return one_page('jobs', (messages.fit_job(messages.without_diffs(messages.redact(row)), REPLY_BUDGET)
-                                 for row in self.log.recent(limit, data.get('host'), data.get('after'))))
+        jobs, more = one_page((messages.fit_job(messages.without_diffs(messages.redact(row)), REPLY_BUDGET)
+                               for row in self.log.recent(limit, data.get('host'), data.get('after'))), messages.encoded_size)
+        return {'ok': True, 'jobs': jobs, 'more': more}
 
     def request_hosts(self, data: Request) -> Reply:
         now = time.time()
@@ -414,8 +444,14 @@ class ClientWorker(object):
         if host not in self.host_names:
             return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
         state = data['state']
+        for domain in state['domains']:  # every key a listing reads, as virt.describe gives them (None: not set)
+            for key in messages.DOMAIN_INFO:
+                domain.setdefault(key, None)
+        whole = messages.encoded_text(state)
+        if len(whole) > REPLY_BUDGET - 256:  # it could not be sent on in a reply
+            return {'ok': False, 'error': 'the state of %s is %d bytes: over the %d a reply can carry' % (host, len(whole), REPLY_BUDGET - 256)}
         self.pushed[host] = Pushed(state, data['digest'], host_state.host_totals(state['domains']),
-                                   time.time() - (data.get('age_s') or 0.0))
+                                   time.time() - (data.get('age_s') or 0.0), frozenset(d['name'] for d in state['domains']), whole)
         return {'ok': True}
 
     def request_state_changed(self, data: Request) -> Reply:
@@ -424,23 +460,26 @@ class ClientWorker(object):
         self.changed[data['host']] = time.time()
         return {'ok': True}
 
-    def request_states(self, data: Request) -> Reply:
+    def request_states(self, data: Request) -> bytes:
         """One page of the pushed states, in configuration order from the host after `after`: each host's whole
-        state (view `domains`) or placement's view of it, with its age. Hosts without a pushed state are left out."""
+        state (view `domains`) or placement's view of it, with its age. Hosts without a pushed state are left out.
+        Encoded here (a frame): each host's view is encoded once and kept for the requests after (Pushed.text)."""
         wanted = set(data.get('hosts') or self.host_names) - self.moving - self.log.moving_hosts()
-        images, names = data.get('images') or (), data.get('names') or ()
+        images, names = set(data.get('images') or ()), set(data.get('names') or ())
         order = [host.name for host in self.config.hosts]
         start = order.index(data['after']) + 1 if data.get('after') in order else 0
         now = time.time()
 
-        def entries() -> Iterator[Dict[str, Any]]:
+        def entries() -> Iterator[str]:
             for host in order[start:]:
                 pushed = self.pushed.get(host)
                 if pushed is None or host not in wanted or pushed.taken <= self.changed.get(host, 0.0):
                     continue
-                view = pushed.state if data['view'] == 'domains' else host_state.placement_view(pushed.state, images, names, pushed.totals)
-                yield {'host': host, 'age_s': round(max(0.0, now - pushed.taken), 3), 'state': view}
-        return one_page('states', entries())
+                age = messages.encoded_text(round(max(0.0, now - pushed.taken), 3))
+                # The keys in encode()'s order: age_s, host, state.
+                yield '{"age_s":%s,"host":%s,"state":%s}' % (age, messages.encoded_text(host), pushed.text(data['view'], images, names))
+        page, more = one_page(entries(), len)
+        return messages.encode_list_reply('states', page, more)
 
     # -- publishing -------------------------------------------------------
 
@@ -528,7 +567,7 @@ class ClientWorker(object):
             requests.append((envelope, body[0] if len(body) == 1 else None))
         return requests
 
-    def answer(self, frame: Optional[Frame]) -> Reply:
+    def answer(self, frame: Optional[Frame]) -> Answered:
         """The reply to one request. Its writes (and notices) are undone when it fails; never raises."""
         if frame is None:
             return {'ok': False, 'error': 'a request must be one frame'}
@@ -544,7 +583,7 @@ class ClientWorker(object):
         """Answer every waiting request after one commit of the job log: one fsync for all of them. A request
         alone is its own transaction (when it writes at all)."""
         requests = self.receive(zmq)
-        replies: List[Reply] = []
+        replies: List[Answered] = []
         at_once: List[bool] = []
         try:
             with self.log.transaction() if len(requests) > 1 else contextlib.nullcontext():
@@ -561,7 +600,7 @@ class ClientWorker(object):
         messages_out: List[List[bytes]] = []
         for (envelope, _frame), reply, now in zip(requests, replies, at_once):
             try:
-                data = messages.encode(reply)
+                data = reply if isinstance(reply, bytes) else messages.encode(reply)
             except MessageError as e:  # e.g. a listing too long for one frame
                 data = messages.encode({'ok': False, 'error': 'the reply cannot be sent: %s' % e})
             if now:

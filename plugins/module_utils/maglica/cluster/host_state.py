@@ -17,6 +17,11 @@ from . import virt
 from .virt import Connect, DomainInfo
 
 
+# What placement reads of an image's domain (the image checks, ImageOnHost): images are named on every host that
+# holds them, so they travel without their disks.
+IMAGE_KEYS = ('name', 'active', 'state', 'vcpus', 'memory_mb', 'clone_of', 'spread_group', 'image')
+
+
 class Totals(TypedDict):
     """What placement counts of every domain of a host (placement.HostState's counters)."""
     active: int
@@ -66,11 +71,15 @@ def host_totals(domains: Collection[Mapping[str, Any]]) -> Totals:
 def placement_view(state: Mapping[str, Any], images: Collection[str] = (), names: Collection[str] = (),
                    totals: Optional[Totals] = None) -> Dict[str, Any]:
     """What one placement needs of a host (virt.host_resources's shape, cut down): the host's memory and CPUs, the
-    totals of all its domains (`totals`, when they were counted already), the domains named in `images` or `names`
-    only, whole (the image checks, the name check - whose domain a re-run returns, its SSH host keys with it - and
-    the reservations of clones in flight read them), and the storage of those images."""
-    wanted = set(images) | set(names)
-    domains: List[DomainInfo] = [d for d in state['domains'] if d['name'] in wanted]
+    totals of all its domains (`totals`, when they were counted already), the domains named in `names`, whole (the
+    name check returns the domain a re-run finds, its SSH host keys with it; reservations of clones in flight look
+    for theirs), those named in `images` with IMAGE_KEYS only (the image checks), and the storage of those images."""
+    domains: List[DomainInfo] = []
+    for domain in state['domains']:
+        if domain['name'] in names:
+            domains.append(domain)
+        elif domain['name'] in images:
+            domains.append({key: domain.get(key) for key in IMAGE_KEYS})
     storage = {name: s for name, s in (state.get('storage') or {}).items() if name in images}
     return {'memory_mb': state['memory_mb'], 'cpus': state['cpus'], 'totals': totals or host_totals(state['domains']),
             'domains': domains, 'storage': storage}

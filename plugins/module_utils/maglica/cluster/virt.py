@@ -262,7 +262,7 @@ def set_image_metadata(dom: Domain, attributes: Dict[str, str]) -> None:
 
 def is_image(info: Mapping[str, Any]) -> bool:
     """An original image: an inactive domain that is not a Maglica clone."""
-    return not info['active'] and not info['clone_of']
+    return not info['active'] and not info.get('clone_of')
 
 
 def list_domains(conn: Connect, with_sizes: bool = False) -> List[DomainInfo]:

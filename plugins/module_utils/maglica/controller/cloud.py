@@ -206,7 +206,7 @@ def image_list(config: Config, patterns: Optional[Sequence[str]] = None, hosts: 
     """
     def select(domain: Mapping[str, Any], host: str) -> Optional[Dict[str, Any]]:
         return dict(domain, host=host) if virt.is_image(domain) and virt.matches(domain['name'], patterns) else None
-    images, report = virt.collect(config, select, 'images', hosts, pushed.answers(config, 'domains', hosts))
+    images, report = virt.collect(config, select, 'images', hosts, pushed.answers(config, 'images', hosts))
     return {'images': images, 'hosts': report}
 
 

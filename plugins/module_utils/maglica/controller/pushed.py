@@ -44,13 +44,14 @@ def _pushed(config: Config, view: str, hosts: Optional[Sequence[str]], images: C
 def answers(config: Config, view: str, hosts: Optional[Sequence[str]] = None, images: Collection[str] = (),
             names: Collection[str] = (), fresh: bool = False) -> List[Answer]:
     """Every host's answer (or those in `hosts`), in configuration order. View 'domains': `result` is the host's
-    domains with disk sizes, as virt.survey gives them; view 'placement': host_state.placement_view of `images` and
-    `names`. `fresh` (as host_state.fresh): survey every host."""
+    domains with disk sizes, as virt.survey gives them; 'images': those of them that are original images (a
+    surveyed host gives all); 'placement': host_state.placement_view of `images` and `names`. `fresh` (as
+    host_state.fresh): survey every host."""
     selected = set(config.target_names(hosts))
     pushed = _pushed(config, view, hosts, images, names, fresh)
 
     def survey(conn: Connect, host: Host) -> Any:
-        if view == 'domains':
+        if view in ('domains', 'images'):
             return virt.list_domains(conn, with_sizes=True)
         return host_state.placement_view(virt.host_resources(conn, host, images), images, names)
 
@@ -62,7 +63,7 @@ def answers(config: Config, view: str, hosts: Optional[Sequence[str]] = None, im
             entry = pushed[host.name]
             state = entry['state']
             result.append({'host': host.name, 'weight': host.weight, 'uri': config.uri(host), 'reachable': True,
-                           'error': None, 'result': state['domains'] if view == 'domains' else state,
+                           'error': None, 'result': state if view == 'placement' else state['domains'],
                            'source': 'pushed', 'age_s': entry['age_s']})
         elif host.name in surveyed:
             result.append(dict(surveyed[host.name], source='survey', age_s=0.0))

@@ -266,6 +266,7 @@ class HostWorker(object):
         if config.host_worker['state_poll_interval'] > 0:
             self.watcher = StateWatcher(config, self.host, self.wake_write)
         self.pushed_digest: Optional[str] = None  # of the state the client worker holds, as far as we know
+        self.unsent_digest: Optional[str] = None  # of a state that cannot be sent (too big, refused)
         self.last_push = 0.0
 
     def close(self) -> None:
@@ -491,8 +492,8 @@ class HostWorker(object):
         current = self.watcher.current() if self.watcher is not None else None
         if current is None or time.monotonic() < self.backoff_until:
             return False
-        return current.digest != self.pushed_digest or \
-            time.monotonic() - self.last_push >= self.config.host_worker['state_interval']
+        since = time.monotonic() - self.last_push
+        return current.digest not in (self.pushed_digest, self.unsent_digest) or since >= self.config.host_worker['state_interval']
 
     def push_state(self) -> None:
         """Send the host's last snapshot to the client worker. One that cannot be sent is logged and sent again
@@ -510,9 +511,11 @@ class HostWorker(object):
             return
         except MessageError as e:  # over a frame (thousands of domains): the library surveys this host instead
             LOG.error('the state of %s cannot be sent: %s', self.name, e)
+            self.unsent_digest = current.digest
             return
         if not reply.get('ok'):
             LOG.error('the client worker refused our state: %s', reply.get('error'))
+            self.unsent_digest = current.digest
             return
         self.pushed_digest = current.digest
 

@@ -16,6 +16,7 @@ import pytest
 from maglica.controller import cli
 from maglica.controller import pushed as pushed_states
 from maglica.controller import vm as vm_listing
+from maglica.client_worker.worker import REPLY_BUDGET
 from maglica.controller.client import Client
 from maglica.errors import ConflictError
 from maglica.protocol import messages
@@ -142,7 +143,8 @@ def test_a_restarted_client_worker_is_sent_every_state_again(cloud):
 
 GOOD_STATE = {'memory_mb': 1024, 'cpus': 2, 'storage': {}, 'domains': [
     {'name': 'web1', 'uuid': '6695eb01-f6a4-8304-79aa-97f2502e193f', 'active': True, 'state': 'running', 'vcpus': 1,
-     'memory_mb': 512, 'disks': [], 'interfaces': [], 'ssh_host_keys': []}]}
+     'memory_mb': 512, 'disks': [], 'interfaces': [], 'ssh_host_keys': [], 'vnc_port': None, 'clone_of': None,
+     'clone_mode': None, 'spread_group': None, 'image': None}]}
 
 
 def test_curve_a_host_key_pushes_its_own_host_only_and_reads_no_states(cloud):
@@ -170,17 +172,28 @@ def test_a_pushed_state_that_does_not_validate_is_refused_whole(cloud, domain, e
 
 
 def test_a_valid_push_of_a_host_without_a_worker_is_kept_and_read_in_pages(cloud):
-    """(Last here: it leaves a state for lonely.) A valid state, taken from lonely's own key: as big as a push may be
-    (domains with SSH host keys, up to a frame), so that the states of the three hosts take two replies."""
+    """(Last here: it leaves a state for lonely.) A valid state, taken from lonely's own key: as big as the client
+    worker takes (one more domain and it could not go on in a reply), so that the three hosts' states take two
+    replies."""
     wait_until(lambda: young_states_of(cloud, WORKER_HOSTS), PUSH_TIMEOUT, 'both host workers to push')
+    # The images view keeps the original images only (inactive, no clone metadata).
+    image = dict(GOOD_STATE['domains'][0], name='debian.original', active=False, state='shutoff')
+    clone = dict(image, name='web2', clone_of='debian.original', clone_mode='full')
+    small = dict(GOOD_STATE, domains=GOOD_STATE['domains'] + [image, clone])
+    assert host_request(cloud, 'lonely', {'type': 'state', 'host': 'lonely', 'digest': 'd' * 64, 'state': small}) == {'ok': True}
+    assert [d['name'] for d in pushed(cloud, 'images')['lonely']['state']['domains']] == ['debian.original']
+    assert [d['name'] for d in pushed(cloud, 'domains')['lonely']['state']['domains']] == ['web1', 'debian.original', 'web2']
     key = 'ssh-ed25519 ' + 'A' * 1500
     big = dict(GOOD_STATE, domains=[])
     while True:
         domain = dict(GOOD_STATE['domains'][0], name='web%d' % len(big['domains']), ssh_host_keys=[key])
         grown = dict(big, domains=big['domains'] + [domain])
-        if messages.encoded_size({'type': 'state', 'host': 'lonely', 'digest': 'c' * 64, 'state': grown}) > messages.MAX_FRAME_BYTES - 64:
+        if messages.encoded_size(grown) > REPLY_BUDGET - 256:
             break
         big = grown
+    too_big = dict(big, domains=big['domains'] + [dict(big['domains'][0], name='one-more')])
+    reply = host_request(cloud, 'lonely', {'type': 'state', 'host': 'lonely', 'digest': 'c' * 64, 'state': too_big})
+    assert reply['ok'] is False and 'over the %d a reply can carry' % (REPLY_BUDGET - 256) in reply['error']
     reply = host_request(cloud, 'lonely', {'type': 'state', 'host': 'lonely', 'digest': 'c' * 64, 'state': big})
     assert reply == {'ok': True}
     with Client(cloud.config) as client:

@@ -9,6 +9,7 @@ import json
 import re
 
 import pytest
+from hypothesis import given, strategies as st
 
 from maglica.protocol import messages
 from maglica.errors import MessageError
@@ -286,3 +287,15 @@ def test_fit_job_always_fits():
     fitted = messages.fit_job(job, 100 * 1024)
     assert fitted['args']['hostname'] == 'web1' and 'left out of this reply' in fitted['args']['ssh_authorized_keys']
     assert messages.encoded_size(fitted) < 100 * 1024
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+                           lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+                           max_leaves=20)
+
+
+@given(items=st.lists(json_values, max_size=8), more=st.booleans())
+def test_a_list_reply_of_encoded_items_is_the_frame_encode_makes(items, more):
+    """The client worker's pages of pushed states are put together from items encoded once (encode_list_reply)."""
+    frame = messages.encode_list_reply('states', [messages.encoded_text(item) for item in items], more)
+    assert frame == messages.encode({'ok': True, 'more': more, 'states': items})
