@@ -348,11 +348,8 @@ def _plan_batch(config: Config, vms: Sequence[Mapping[str, Any]], slots: Optiona
             warnings.append(why)
     images = set(vm['image'] for vm in vms) | set(slot['image'] for slot in slots)
     names = set(vm['hostname'] for vm in vms) | set(slot['hostname'] for slot in slots)
-    answers = pushed.answers(config, 'placement', images=images, names=names)
-    held = set(d['name'] for a in answers for d in (a['result'] or {}).get('domains') or [])
-    if not images <= held and any(a['source'] == 'pushed' for a in answers):
-        # An image defined a moment ago (by hand, or by another tool) may be in no pushed state yet: ask the hosts.
-        answers = pushed.answers(config, 'placement', images=images, names=names, fresh=True)
+    # An image defined a moment ago may be in no pushed state yet: then every host is asked.
+    answers = pushed.placement_answers(config, images=images, names=names, held=images)
     unreachable = [a['error'] for a in answers if not a['reachable']]
     surveyed = [a['host'] for a in answers if a['source'] == 'survey']
     oldest = max((a['age_s'] for a in answers), default=0.0)

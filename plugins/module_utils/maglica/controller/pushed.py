@@ -80,16 +80,24 @@ def state_changed(config: Config, host: str) -> None:
         LOG.warning('cannot tell the client worker that %s changed (listings may show it as it was for a few seconds): %s', host, e)
 
 
+def placement_answers(config: Config, images: Collection[str] = (), names: Collection[str] = (),
+                      held: Collection[str] = ()) -> List[Answer]:
+    """answers(config, 'placement', ...), asked again of every host when a name of `held` is in none of them and
+    some came from pushed states: a domain made a moment ago (by hand, or by another tool) may be in no pushed state
+    yet, and is looked for on the hosts before it is taken for absent."""
+    found = answers(config, 'placement', images=images, names=names)
+    present = set(d['name'] for a in found for d in (a['result'] or {}).get('domains') or [])
+    if not set(held) <= present and any(a['source'] == 'pushed' for a in found):
+        found = answers(config, 'placement', images=images, names=names, fresh=True)
+    return found
+
+
 def find_vm(config: Config, name: str) -> Tuple[str, DomainInfo]:
     """(host, domain) of the VM called `name`, as virt.find_vm but from the pushed states: one request, not a
-    survey of every host. A name no pushed state holds is looked for on every host before it is not found (a VM
-    made by hand a moment ago). NotFoundError / ConflictError as virt.find_vm."""
-    found: List[Tuple[str, DomainInfo]] = []
-    for fresh in (False, True):
-        found = [(a['host'], d) for a in answers(config, 'placement', names=[name], fresh=fresh)
-                 for d in (a['result'] or {}).get('domains') or [] if d['name'] == name]
-        if found or fresh or config.host_state['fresh'] or config.host_state['max_age'] <= 0:
-            break
+    survey of every host (placement_answers: every host is asked for a name no pushed state holds).
+    NotFoundError / ConflictError as virt.find_vm."""
+    found = [(a['host'], d) for a in placement_answers(config, names=[name], held=[name])
+             for d in (a['result'] or {}).get('domains') or [] if d['name'] == name]
     if not found:
         raise NotFoundError('no VM named %s on any reachable host' % name)
     if len(found) > 1:
