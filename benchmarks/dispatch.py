@@ -16,8 +16,12 @@ when a job was due to be sent to its `finished` time in the client worker's job 
 latencies (in `flat_out`) measure the queue, not the dispatch.
 Broken, in any run: a job that does not succeed within 120 s of the last submission (the run stops with a clear
 message at once when a host worker refuses jobs).
-Prints one JSON line last: {"jobs", "jobs_per_s", "p50_ms", "p99_ms", "paced", "flat_out", ..., "quick"}.
-Target (full runs): jobs_per_s >= 1000 and, at 1000 jobs/s offered, p99_ms < 50, on this 2-core machine.
+Both runs are made on each job log store in turn (--stores): SQLite, then PostgreSQL (a server of the run's own,
+tests/postgres_server.py, durable commits on).
+Prints one JSON line last: {"jobs", "jobs_per_s", "p50_ms", "p99_ms", "paced", "flat_out" (SQLite's),
+"postgresql": {the same}, ..., "quick"}.
+Targets (full runs): SQLite jobs_per_s >= 1000 and, at 1000 jobs/s offered, p99_ms < 50, on this 2-core machine;
+PostgreSQL jobs_per_s >= 500.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
 
 import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, wait_until  # noqa: E402  pylint: disable=wrong-import-position
+from postgres_server import PostgresServer  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.controller import client  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.cluster import config as maglica_config  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.protocol import messages  # noqa: E402  pylint: disable=wrong-import-position
@@ -80,7 +86,7 @@ def run_load(cloud, jobs, submitters, rate):
         proc.join()
     # Read the job log itself (a reader does not block the WAL writer): its `finished` times are the figures.
     # A job a host worker refused never ends: bench_workers.check stops the wait at once, saying which and why.
-    by_id = wait_until(lambda: bench_workers.check(cloud.workdir) or finished_jobs(cloud.config.jobs['database'], sent), 120,
+    by_id = wait_until(lambda: bench_workers.check(cloud.workdir) or finished_jobs(cloud, sent), 120,
                        'every job to succeed', interval=0.2)
     latencies = [(by_id[i]['finished'] - at) * 1000 for i, at in sent.items()]
     elapsed = max(j['finished'] for j in by_id.values()) - min(sent.values())
@@ -99,40 +105,70 @@ def arguments(argv=None):
     parser.add_argument('--submitters', type=int, default=4)
     parser.add_argument('--rate', type=float, default=1000.0, help='offered jobs/s of the paced run')
     parser.add_argument('--port', type=int, default=int(os.environ.get('MAGLICA_TEST_PORT_BASE', '15555')) + 60)
+    parser.add_argument('--stores', type=lambda text: text.split(','), default=['sqlite', 'postgresql'],
+                        help='job log stores, each run in turn (comma-separated: sqlite,postgresql)')
     return parse_args(parser, QUICK, '1000 jobs per run', argv)
+
+
+def run_store(args, store, postgres):
+    """Both runs (flat out, paced) through a client worker whose job log is `store`: {'flat_out', 'paced'}."""
+    cloud = Cloud(None, tempfile.mkdtemp(prefix='maglica-dispatch-%s-' % store), hosts=HOSTS,
+                  port=args.port + (5 if store == 'postgresql' else 0))
+    if store == 'postgresql':
+        cloud.reconfigure(joblog={'backend': 'postgresql', 'dsn': postgres.create_database('dispatch')})
+    cloud.start()
+    try:
+        return {'flat_out': run_load(cloud, args.jobs, args.submitters, 0), 'paced': run_load(cloud, args.jobs, args.submitters, args.rate)}
+    finally:
+        cloud.stop()
 
 
 def main():
     args = arguments()
-    cloud = Cloud(None, tempfile.mkdtemp(prefix='maglica-dispatch-'), hosts=HOSTS, port=args.port)
-    cloud.start()
-    try:
-        flat_out = run_load(cloud, args.jobs, args.submitters, 0)
-        paced = run_load(cloud, args.jobs, args.submitters, args.rate)
-    except bench_workers.WorkersRefused as e:
-        refused = bench_workers.count(bench_workers.refusals(cloud.workdir))
-        return conclude({'jobs': args.jobs, 'refused_by_workers': refused}, args.quick, [str(e)], [])
-    finally:
-        cloud.stop()
-    result = {'jobs': flat_out['jobs'], 'submitters': args.submitters, 'hosts': len(HOSTS), 'jobs_per_s': flat_out['jobs_per_s'],
-              'p50_ms': paced['p50_ms'], 'p99_ms': paced['p99_ms'], 'rate': args.rate, 'paced': paced, 'flat_out': flat_out}
+    runs = {}
+    # PostgreSQL as a production server runs it: durable commits (fsync, synchronous_commit on), its own disk files.
+    with PostgresServer() as postgres:
+        for store in args.stores:
+            try:
+                runs[store] = run_store(args, store, postgres)
+            except bench_workers.WorkersRefused as e:
+                return conclude({'jobs': args.jobs, 'store': store, 'refused': str(e)}, args.quick, [str(e)], [])
     missed = []
-    if result['jobs_per_s'] < 1000:
-        missed.append('jobs_per_s %d < 1000' % result['jobs_per_s'])
-    if paced['jobs_per_s'] < 0.95 * args.rate:
-        missed.append('paced jobs_per_s %d < 0.95 x %g offered' % (paced['jobs_per_s'], args.rate))
-    if result['p99_ms'] >= 50:
-        missed.append('p99_ms %s >= 50' % result['p99_ms'])
+    result = {'jobs': args.jobs, 'submitters': args.submitters, 'hosts': len(HOSTS), 'rate': args.rate}
+    for store, target in (('sqlite', 1000), ('postgresql', 500)):
+        if store not in runs:
+            continue
+        flat_out, paced = runs[store]['flat_out'], runs[store]['paced']
+        figures = {'jobs_per_s': flat_out['jobs_per_s'], 'p50_ms': paced['p50_ms'], 'p99_ms': paced['p99_ms'], 'paced': paced,
+                   'flat_out': flat_out}
+        if store == 'sqlite':  # the headline figures, as before PostgreSQL
+            result.update(figures)
+        else:
+            result[store] = figures
+        if flat_out['jobs_per_s'] < target:
+            missed.append('%s jobs_per_s %d < %d' % (store, flat_out['jobs_per_s'], target))
+        if store == 'sqlite':
+            if paced['jobs_per_s'] < 0.95 * args.rate:
+                missed.append('paced jobs_per_s %d < 0.95 x %g offered' % (paced['jobs_per_s'], args.rate))
+            if paced['p99_ms'] >= 50:
+                missed.append('p99_ms %s >= 50' % paced['p99_ms'])
     # Every job succeeded, or run_load would have raised: nothing broken to report.
     return conclude(result, args.quick, [], missed)
 
 
-def finished_jobs(database, sent):
-    db = sqlite3.connect('file:%s?mode=ro' % database, uri=True)
-    try:
-        rows = db.execute("SELECT id, finished FROM jobs WHERE state = 'succeeded'").fetchall()
-    finally:
-        db.close()
+def finished_jobs(cloud, sent):
+    """{id: {finished}} of the jobs `sent` once all have succeeded, read from the job log itself, else None."""
+    query = "SELECT id, finished FROM jobs WHERE state = 'succeeded'"
+    if cloud.config.joblog['backend'] == 'postgresql':
+        import psycopg  # pylint: disable=import-outside-toplevel
+        with psycopg.connect(cloud.config.joblog['dsn']) as db:
+            rows = db.execute(query).fetchall()
+    else:
+        db = sqlite3.connect('file:%s?mode=ro' % cloud.config.jobs['database'], uri=True)
+        try:
+            rows = db.execute(query).fetchall()
+        finally:
+            db.close()
     jobs = {i: {'finished': finished} for i, finished in rows if i in sent}
     return jobs if len(jobs) == len(sent) else None
 

@@ -13,6 +13,7 @@ APT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-
   qemu-utils virtinst python3-libvirt python3-guestfs libguestfs-tools supervisor
   linux-image-amd64 python3-yaml python3-venv sqlite3 iproute2 git shellcheck
   mmdebstrap dnsmasq-base iptables openssh-client openssh-server python3-cryptography
+  postgresql python3-psycopg
   ifupdown fdisk e2fsprogs)
 # `ansible` (12.x goes with ansible-core 2.19) ships community.crypto, which the roles' PKI uses; Galaxy is
 # out of reach here. cryptography: the library's certificate checks. rich: `maglica image import`'s progress bar.

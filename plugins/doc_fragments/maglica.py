@@ -84,6 +84,28 @@ options:
       rep_port:
         description: Port of its REP socket.
         type: int
+      workers:
+        description:
+          - Several client workers sharing a PostgreSQL job log, one active at a time; requests go to each in turn
+            until the active one takes them (a standby answers that it is standby).
+          - Unset, the one client worker at O(client.host).
+        type: list
+        elements: dict
+        suboptions:
+          name:
+            description: The client worker's name (its C(--name)).
+            type: str
+            required: true
+          host:
+            description: Host name or address of the client worker.
+            type: str
+            required: true
+          pub_port:
+            description: Port of its PUB socket (default O(client.pub_port)).
+            type: int
+          rep_port:
+            description: Port of its REP socket (default O(client.rep_port)).
+            type: int
   libvirt:
     description:
       - How the hosts' libvirt URIs are built (C(DRIVER+TRANSPORT://HOST[:PORT]/PATH), with C(?pkipath=PKI_PATH) over C(tls)).

@@ -41,6 +41,12 @@ CONNECTION_ARGUMENT_SPEC: Dict[str, Any] = dict(
         host=dict(type='str'),
         pub_port=dict(type='int'),
         rep_port=dict(type='int'),
+        workers=dict(type='list', elements='dict', options=dict(
+            name=dict(type='str', required=True),
+            host=dict(type='str', required=True),
+            pub_port=dict(type='int'),
+            rep_port=dict(type='int'),
+        )),
     )),
     libvirt=dict(type='dict', options=dict(
         driver=dict(type='str'),

@@ -22,3 +22,31 @@ import noop_action  # noqa: E402  pylint: disable=wrong-import-position
 
 # Jobs of the test action `noop` validate in this process (workers get it from tests/noop_action.py).
 noop_action.register()
+
+
+import hashlib  # noqa: E402  pylint: disable=wrong-import-position
+
+import pytest  # noqa: E402  pylint: disable=wrong-import-position
+
+from postgres_server import PostgresServer  # noqa: E402  pylint: disable=wrong-import-position
+
+# The job log's stores: every test that takes the `joblog_backend` fixture runs on each.
+JOBLOG_BACKENDS = ('sqlite', 'postgresql')
+
+
+@pytest.fixture(scope='session')
+def postgres():
+    """A PostgreSQL server of this test session's own (tests/postgres_server.py)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres, request):
+    """The DSN of a new, empty database for this test."""
+    return postgres.create_database('t_' + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20])
+
+
+@pytest.fixture(params=JOBLOG_BACKENDS)
+def joblog_backend(request):
+    return request.param

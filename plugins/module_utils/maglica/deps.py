@@ -22,6 +22,7 @@ PACKAGES = {
     'guestfs': 'guestfs (Debian: python3-guestfs)',
     'yaml': 'PyYAML',
     'cryptography': 'cryptography (Debian: python3-cryptography)',
+    'psycopg': 'psycopg 3 (Debian: python3-psycopg), for a PostgreSQL job log',
 }
 
 # An imported library: libvirt and guestfs have no type stubs, and every library here is imported by name at

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The client worker's durable job log: SQLite in WAL mode.
+"""The client worker's durable job log: SQLite in WAL mode (or PostgreSQL: joblog_postgres.py, the same statements).
 
 A job is written here before its submitter is told its id. States move
 queued -> dispatched -> running -> succeeded | failed | expired.
@@ -87,6 +87,9 @@ JobRow = Dict[str, Any]
 
 
 class JobLog(Store):
+    # The column that orders rows logged in the same second: SQLite's rowid (PostgreSQL's log has a sequence).
+    ROWID = 'rowid'
+
     def __init__(self, path: str, synced_by_caller: bool = False) -> None:
         super(JobLog, self).__init__(path, SCHEMA, synced_by_caller)
         present = set(row[1] for row in self.db.execute('PRAGMA table_info(jobs)'))
@@ -106,8 +109,8 @@ class JobLog(Store):
         state, attempts = ('dispatched', 1) if published else ('queued', 0)
         with self.writing():
             cursor = self.db.execute(
-                'INSERT OR IGNORE INTO jobs (id, host, action, args, state, attempts, created, updated, expires, published, '
-                'secrets, claims) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                'INSERT INTO jobs (id, host, action, args, state, attempts, created, updated, expires, published, '
+                'secrets, claims) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
                 (job['id'], job['host'], job['action'], args, state, attempts, now, now, now + ttl,
                  now if published else None, int(secrets), int(claims)))
         if cursor.rowcount != 1:
@@ -116,6 +119,10 @@ class JobLog(Store):
         row = dict(zip(COLUMNS, (job['id'], job['host'], job['action'], json.loads(args), state, '', {}, attempts, now, now,
                                  now + ttl, now if published else None, None, None, None, None)))
         return row, True
+
+    def scrub(self, job_ids: Iterable[str]) -> None:
+        """Replace the secret arguments of these jobs by '(secret)' (those that still hold any)."""
+        self.drop_secrets(DROP_SECRETS, job_ids)
 
     def exists(self, job_id: str) -> bool:
         return self.db.execute('SELECT 1 FROM jobs WHERE id = ?', (job_id,)).fetchone() is not None
@@ -130,7 +137,7 @@ class JobLog(Store):
     def name_holder(self, name: str, host: Optional[str] = None) -> Optional[str]:
         """The id of an open job that holds the domain name `name`: its claim for every host ('hostname', name), or
         one for a single host ('hostname', name@host) - of `host`, or of any host when `host` is None."""
-        keys = ' OR substr(c.key, 1, ?) = ?' if host is None else ' OR c.key = ?'
+        keys = ' OR substr(c.key, 1, CAST(? AS INTEGER)) = ?' if host is None else ' OR c.key = ?'
         params: List[Any] = [name] + ([len(name) + 1, name + NAME_HOST_SEPARATOR] if host is None
                                       else [name_key(name, host)])
         held = self.db.execute(
@@ -146,7 +153,8 @@ class JobLog(Store):
             held = self.holder(kind, key)
             if held is not None:
                 return held
-            self.db.execute('INSERT OR REPLACE INTO claims (kind, key, host, job_id, created) VALUES (?, ?, ?, ?, ?)',
+            self.db.execute('INSERT INTO claims (kind, key, host, job_id, created) VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, key) '
+                            'DO UPDATE SET host = excluded.host, job_id = excluded.job_id, created = excluded.created',
                             (kind, key, host, job_id, now))
         return job_id
 
@@ -155,7 +163,7 @@ class JobLog(Store):
         now = now or time.time()
         with self.transaction():
             if on:
-                cursor = self.db.execute('INSERT OR IGNORE INTO maintenance (host, since) VALUES (?, ?)', (host, now))
+                cursor = self.db.execute('INSERT INTO maintenance (host, since) VALUES (?, ?) ON CONFLICT DO NOTHING', (host, now))
             else:
                 cursor = self.db.execute('DELETE FROM maintenance WHERE host = ?', (host,))
         return cursor.rowcount == 1
@@ -219,14 +227,14 @@ class JobLog(Store):
             conditions.append('host = ?')
             params.append(host)
         if after:
-            position = self.db.execute('SELECT created, rowid FROM jobs WHERE id = ?', (after,)).fetchone()
+            position = self.db.execute('SELECT created, %s FROM jobs WHERE id = ?' % self.ROWID, (after,)).fetchone()
             if position is None:
                 return []
-            conditions.append('(created < ? OR created = ? AND rowid < ?)')
+            conditions.append('(created < ? OR created = ? AND %s < ?)' % self.ROWID)
             params.extend([position[0], position[0], position[1]])
         if conditions:
             query += ' WHERE ' + ' AND '.join(conditions)
-        query += ' ORDER BY created DESC, rowid DESC LIMIT ?'
+        query += ' ORDER BY created DESC, %s DESC LIMIT ?' % self.ROWID
         params.append(limit)
         return [_job(r) for r in self.db.execute(query, params)]
 
@@ -260,7 +268,7 @@ class JobLog(Store):
                     "WHERE id = ? AND host = ? AND state IN ('queued', 'dispatched') RETURNING secrets",
                     (now, now, job_id, host)).fetchone()
                 if acked is not None and acked[0]:
-                    self.drop_secrets(DROP_SECRETS, [job_id])
+                    self.scrub([job_id])
 
     def set_progress(self, host: str, entries: List[Dict[str, Any]], now: Optional[float] = None) -> None:
         """Record how far running jobs of `host` are ({id, done, total}); other hosts' jobs and ended ones are left alone."""
@@ -298,7 +306,7 @@ class JobLog(Store):
                 ended = row[1:]
             # Secrets and claims go with the job's end: only a job that had them pays for it.
             if ended[0]:
-                self.drop_secrets(DROP_SECRETS, [result['id']])
+                self.scrub([result['id']])
             if ended[1]:
                 self.db.execute('DELETE FROM claims WHERE job_id = ?', (result['id'],))
         return True
@@ -315,7 +323,7 @@ class JobLog(Store):
                 "WHERE state IN ('queued', 'dispatched') AND expires <= ?", (now, now, now))
             if cursor.rowcount:
                 self.release_ended()
-            self.drop_secrets(DROP_SECRETS, ids)  # never fetched now
+            self.scrub(ids)  # never fetched now
         return cursor.rowcount
 
     def prune(self, older_than: float, now: Optional[float] = None) -> int:

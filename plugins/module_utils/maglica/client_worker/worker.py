@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The client worker: takes requests on REP, publishes job notices on PUB, keeps the durable job log.
 
-    python3 -m maglica.client_worker.worker --config /etc/maglica.conf
+    python3 -m maglica.client_worker.worker --config /etc/maglica.conf [--name CW1]
 
 A job is written to the log, and the log is on disk, before its submitter is answered: every reply and notice
 waits for the fsync of the WAL that follows the commits it may depend on (store.WalSync, a thread of its own),
@@ -12,6 +12,11 @@ A notice of the job (id, host, action: never its arguments) is published to its 
 published again until that host's worker acknowledges it or its TTL runs out
 (PUB drops messages for absent subscribers). The host worker fetches the job
 itself over REP, where its key is checked against the job's host.
+
+With a PostgreSQL job log (joblog_postgres.py), several client workers may run (client.workers, each started with
+--name): the one holding the lease is active, the others answer every request `standby` (naming the active one)
+and take the lease over when it runs out. Pushed states and heartbeats are kept in memory: a worker that becomes
+active asks every host worker for its state again (state_wanted), on their next report.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ..daemon.store import WalSync
 from ..errors import MessageError
 from ..protocol import curve, messages, transport
 from .joblog import JobLog, JobRow, name_key
+from .joblog_postgres import LeaseLost, PostgresJobLog, PostgresSync
 
 LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
@@ -45,6 +51,8 @@ WRITING_REQUESTS = ('submit', 'report', 'maintenance')
 # Pushed states are kept in memory only (a restarted client worker asks for them again): their requests wait for no fsync.
 UNSYNCED_REPLIES = ('fetch', 'state', 'states', 'state_changed')
 SWEEP_INTERVAL = 0.25
+# Seconds between a standby's attempts to take the lease (a fraction of joblog.lease_s at most).
+LEASE_POLL = 0.5
 OWN_HOST = ''  # Admission.maintenance: the job's own host
 
 
@@ -158,9 +166,17 @@ def one_page(entries: Iterable[T], size: Callable[[T], int]) -> Tuple[List[T], b
     return page, False
 
 
+def open_job_log(config: Config, name: str) -> JobLog:
+    """The job log the configuration names: SQLite, synced by the worker's WalSync, or PostgreSQL (lease holder `name`)."""
+    if config.joblog['backend'] == 'postgresql':
+        return PostgresJobLog(config.joblog['dsn'], name, config.joblog['lease_s'], synced_by_caller=True)
+    return JobLog(config.jobs['database'], synced_by_caller=True)
+
+
 class ClientWorker(object):
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, name: Optional[str] = None) -> None:
         self.config = config
+        self.me = config.client_worker(name)
         # Under CURVE: {public key: identity} of the keys allowed in, and the ZAP authenticator thread.
         self.allowed: Optional[Dict[bytes, str]] = None
         self.auth: Any = None
@@ -179,19 +195,25 @@ class ClientWorker(object):
         else:
             LOG.warning('CURVE is off (security.curve: false): anyone who reaches ports %d and %d can submit jobs',
                         config.client['pub_port'], config.client['rep_port'])
-        # Commits are made durable by self.syncer before anything that depends on them leaves the worker.
-        self.log = JobLog(config.jobs['database'], synced_by_caller=True)
+        self.log = open_job_log(config, self.me.name)
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
-        self.syncer = WalSync(config.jobs['database'], self.wake_write)
-        # Commits that wrote something, counted; total_changes of the log when last counted.
+        # The log's commits are made durable by self.syncer (a thread) before anything that depends on them leaves the worker.
+        self.syncer = (PostgresSync(self.log, self.wake_write) if isinstance(self.log, PostgresJobLog)
+                       else WalSync(config.jobs['database'], self.wake_write))
+        # Commits that wrote something, counted; changes() of the log when last counted.
         self.commits = 0
-        self.changes = self.log.db.total_changes
+        self.changes = self.log.changes()
         # Replies (ROUTER messages) and notices waiting for the fsync of commit number N: [(N, replies, notices)].
         self.outgoing: List[Tuple[int, List[List[bytes]], List[JobRow]]] = []
-        self.pub.bind(config.bind_endpoint('pub'))
-        self.rep.bind(config.bind_endpoint('rep'))
+        self.pub.bind(self.me.bind_endpoint('pub'))
+        self.rep.bind(self.me.bind_endpoint('rep'))
+        # PostgreSQL: whether this worker holds the lease (an SQLite log's worker is the only one, always active),
+        # who does when another one does, and when this one last tried to take it.
+        self.active = not isinstance(self.log, PostgresJobLog)
+        self.active_name: Optional[str] = None
+        self.last_lease_try = 0.0
         self.host_names = set(h.name for h in config.hosts)
         self.heartbeats: Dict[str, Heartbeat] = {}
         self.pushed: Dict[str, Pushed] = {}
@@ -231,6 +253,9 @@ class ClientWorker(object):
             self.syncer.sync()
             self.syncer.synced = self.commits
             self.release()
+        self.syncer.close()
+        if isinstance(self.log, PostgresJobLog):
+            self.log.release_lease()  # a standby takes over at once
         self.log.close()
         os.close(self.wake_read)
         os.close(self.wake_write)
@@ -490,7 +515,7 @@ class ClientWorker(object):
 
     def committed(self) -> int:
         """The number of the last commit that wrote to the log, after asking for its fsync if it is a new one."""
-        changes = self.log.db.total_changes
+        changes = self.log.changes()
         if changes != self.changes:
             self.changes = changes
             self.commits += 1
@@ -574,23 +599,81 @@ class ClientWorker(object):
         notices = len(self.notices)
         try:
             return self.handle(frame)
+        except LeaseLost:
+            raise  # the whole batch is answered standby
         except Exception as e:  # a bug must not take the worker down
             del self.notices[notices:]
             LOG.exception('request failed')
             return {'ok': False, 'error': 'internal error: %s' % e}
 
+    # -- the lease (PostgreSQL) -------------------------------------------
+
+    def standby_reply(self) -> Reply:
+        who = ': the active one is %s' % self.active_name if self.active_name else '; none is active yet'
+        reply: Reply = {'ok': False, 'code': 'standby', 'error': 'client worker %s is standby%s' % (self.me.name, who)}
+        if self.active_name:
+            reply['active'] = self.active_name
+        return reply
+
+    def holds_lease(self) -> bool:
+        """Whether this worker is active now: renews the lease first when it might have run out (after a pause)."""
+        if not isinstance(self.log, PostgresJobLog):
+            return True
+        if self.active and time.monotonic() >= self.log.held_until - self.config.joblog['lease_s'] / 2:
+            try:
+                with self.log.transaction():
+                    pass  # began() renews
+            except LeaseLost as e:
+                self.became_standby(e)
+        return self.active
+
+    def became_standby(self, why: Exception) -> None:
+        LOG.warning('client worker %s is standby now: %s', self.me.name, why)
+        self.active = False
+        self.notices = []
+        if isinstance(self.log, PostgresJobLog):
+            self.active_name = self.log.holder_name()
+
+    def try_lease(self) -> None:
+        """A standby's turn: take the lease when it is free, and start as the active client worker."""
+        assert isinstance(self.log, PostgresJobLog)
+        try:
+            holder = self.log.take_lease()
+        except self.log.pg.errors as e:  # the holder's transaction holds the lease row longer than lock_timeout
+            if self.log.pg.broken:
+                raise  # the database went away: the worker stops, and its supervisor starts it again
+            LOG.info('client worker %s could not take the lease yet: %s', self.me.name, str(e).strip())
+            return
+        if holder is not None:
+            self.active_name = holder
+            return
+        LOG.warning('client worker %s is active (lease epoch %s)', self.me.name, self.log.epoch)
+        self.active, self.active_name = True, self.me.name
+        # What a worker kept in memory while it was active before is as old as its pause: every host worker
+        # reports and pushes its state again.
+        self.heartbeats, self.pushed, self.changed, self.moving = {}, {}, {}, set()
+        self.last_sweep = 0.0
+
     def serve_waiting(self, zmq: ZmqModule) -> None:
         """Answer every waiting request after one commit of the job log: one fsync for all of them. A request
-        alone is its own transaction (when it writes at all)."""
+        alone is its own transaction (when it writes at all). A standby answers each one `standby`."""
         requests = self.receive(zmq)
         replies: List[Answered] = []
         at_once: List[bool] = []
+        if not self.holds_lease():
+            for envelope, _frame in requests:
+                self.rep.send_multipart(envelope + [messages.encode(self.standby_reply())])
+            return
         try:
             with self.log.transaction() if len(requests) > 1 else contextlib.nullcontext():
                 for _envelope, frame in requests:
                     self.kind = None
                     replies.append(self.answer(frame))
                     at_once.append(self.kind in UNSYNCED_REPLIES)
+        except LeaseLost as e:  # another worker holds the lease: this batch wrote nothing
+            self.became_standby(e)
+            replies = [self.standby_reply()] * len(requests)
+            at_once = [True] * len(requests)
         except Exception as e:  # the commit failed (a full disk): nothing of this batch is logged
             LOG.exception('cannot commit the job log')
             replies = [{'ok': False, 'error': 'internal error: the job log cannot be written: %s' % e}] * len(requests)
@@ -611,7 +694,8 @@ class ClientWorker(object):
 
     def run(self) -> None:
         zmq = transport.zmq()
-        LOG.info('client worker pid %d: PUB %s, REP %s', os.getpid(), self.config.bind_endpoint('pub'), self.config.bind_endpoint('rep'))
+        LOG.info('client worker %s pid %d: PUB %s, REP %s, job log %s', self.me.name, os.getpid(), self.me.bind_endpoint('pub'),
+                 self.me.bind_endpoint('rep'), self.config.joblog['backend'])
         poller = zmq.Poller()
         poller.register(self.rep, zmq.POLLIN)
         poller.register(self.wake_read, zmq.POLLIN)
@@ -626,14 +710,22 @@ class ClientWorker(object):
             if self.rep in events:
                 self.serve_waiting(zmq)
             now = time.monotonic()
-            if now - self.last_sweep >= SWEEP_INTERVAL:
+            if not self.active:
+                if now - self.last_lease_try >= min(LEASE_POLL, self.config.joblog['lease_s'] / 4):
+                    self.last_lease_try = now
+                    self.try_lease()
+            elif now - self.last_sweep >= SWEEP_INTERVAL:
                 self.last_sweep = now
-                self.sweep()
+                try:
+                    self.sweep()
+                except LeaseLost as e:
+                    self.became_standby(e)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     return service.serve('python3 -m maglica.client_worker.worker', 'Maglica client worker.',
-                         lambda config, args: ClientWorker(config), argv)
+                         lambda config, args: ClientWorker(config, args.name), argv,
+                         [(('--name',), {'default': None, 'help': 'which of client.workers this is (when there are several)'})])
 
 
 if __name__ == '__main__':

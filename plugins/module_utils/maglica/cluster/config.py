@@ -19,6 +19,16 @@
       policy: seed                         # or resources
       memory_overcommit: 1.0
 
+Two client workers (one active, one standby) share a job log in PostgreSQL:
+
+    client:
+      workers:
+        - {name: cw1, host: cw1.example.com}
+        - {name: cw2, host: cw2.example.com}
+    joblog:
+      backend: postgresql
+      dsn: host=db1.example.com,db2.example.com dbname=maglica user=maglica target_session_attrs=read-write
+
 `transport: tcp` (no encryption, no authentication), and a host `uri` that is tcp in any case
 (`qemu+TCP://`) or turns off the check of the host's identity (`no_verify=1`,
 `known_hosts_verify=ignore|auto`), are refused unless `insecure: true` is set in the libvirt
@@ -31,6 +41,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
@@ -49,6 +60,18 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
         'pub_port': (5555, int),
         'rep_port': (5556, int),
         'bind': ('*', str),
+        # Client workers sharing a PostgreSQL job log, one active at a time: [{name, host, pub_port, rep_port, bind}],
+        # the ports and bind address defaulting to the ones above. None: the one client worker at `host`.
+        'workers': ([], list),
+    },
+    'joblog': {
+        # sqlite: the file jobs.database, one client worker. postgresql: the database `dsn` (libpq's connection
+        # string: a multi-host one with target_session_attrs=read-write follows the primary), one client worker or more.
+        'backend': ('sqlite', str),
+        'dsn': ('', str),
+        # Seconds the active client worker's lease lasts when it stops renewing it (dead, stopped, cut off): then a
+        # standby takes over.
+        'lease_s': (5.0, float),
     },
     'libvirt': {
         'driver': ('qemu', str),
@@ -100,6 +123,26 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
         'fresh': (False, bool),
     },
 }
+JOBLOG_BACKENDS = ('sqlite', 'postgresql')
+CLIENT_WORKER_KEYS: Dict[str, type] = {'name': str, 'host': str, 'pub_port': int, 'rep_port': int, 'bind': str}
+
+
+@dataclass(frozen=True)
+class ClientWorkerEntry:
+    """One client worker: its name (the lease holder's, in logs and standby replies) and its sockets."""
+    name: str
+    host: str
+    pub_port: int
+    rep_port: int
+    bind: str
+
+    def endpoint(self, which: str) -> str:
+        return 'tcp://%s:%d' % (self.host, self.pub_port if which == 'pub' else self.rep_port)
+
+    def bind_endpoint(self, which: str) -> str:
+        return 'tcp://%s:%d' % (self.bind, self.pub_port if which == 'pub' else self.rep_port)
+
+
 # memory_mb: the host's memory for placement, instead of what its libvirtd reports.
 HOST_KEYS: Dict[str, type] = {'name': str, 'weight': int, 'address': str, 'uri': str, 'memory_mb': int}
 # What a host has when its entry does not say (address: its name).
@@ -233,6 +276,8 @@ class Config(object):
         self.host_worker: Dict[str, Any] = data['host_worker']
         self.placement: Dict[str, Any] = data['placement']
         self.host_state: Dict[str, Any] = data['host_state']
+        self.joblog: Dict[str, Any] = data['joblog']
+        self.client_workers = [ClientWorkerEntry(**entry) for entry in data['client_workers']]
         # The host whose libvirtd is reached over its local socket: a host worker's own (see use_local_socket).
         self.local_host: Optional[str] = None
 
@@ -275,12 +320,29 @@ class Config(object):
         """{host name: URI} of the hosts reached over plain TCP or without a check of the host's identity."""
         return {h.name: self.uri(h) for h in self.hosts if is_insecure_uri(self.uri(h))}
 
-    def endpoint(self, which: str) -> str:
-        """tcp:// address of the client worker's PUB (`pub`) or REP (`rep`) socket, for connecting."""
-        return 'tcp://%s:%d' % (self.client['host'], self.client['%s_port' % which])
+    def endpoints(self, which: str) -> List[str]:
+        """tcp:// addresses of the client workers' PUB (`pub`) or REP (`rep`) sockets, for connecting, in order."""
+        return [worker.endpoint(which) for worker in self.client_workers]
 
-    def bind_endpoint(self, which: str) -> str:
-        return 'tcp://%s:%d' % (self.client['bind'], self.client['%s_port' % which])
+    def endpoint(self, which: str) -> str:
+        """The first client worker's address of `which` socket."""
+        return self.endpoints(which)[0]
+
+    def client_worker(self, name: Optional[str] = None) -> ClientWorkerEntry:
+        """The client worker called `name`; without a name, the only one (ConfigError when there are several)."""
+        if name is None:
+            if len(self.client_workers) > 1:
+                raise ConfigError('%s names %d client workers (%s): say which one this is (--name)'
+                                  % (self.source, len(self.client_workers), ', '.join(w.name for w in self.client_workers)))
+            return self.client_workers[0]
+        for worker in self.client_workers:
+            if worker.name == name:
+                return worker
+        raise ConfigError('client worker %r is not in the configuration (%s); client.workers: %s'
+                          % (name, self.source, ', '.join(w.name for w in self.client_workers)))
+
+    def bind_endpoint(self, which: str, name: Optional[str] = None) -> str:
+        return self.client_worker(name).bind_endpoint(which)
 
 
 def _check_type(where: str, value: Any, kind: type) -> Any:
@@ -321,6 +383,17 @@ def validate(data: Any, source: Optional[str] = None) -> Config:
             raise ConfigError('%s: %s.%s must be a TCP port (1-65535), got %d' % (where, section, key, value))
     if result['client']['pub_port'] == result['client']['rep_port']:
         raise ConfigError('%s: client.pub_port and client.rep_port must differ' % where)
+    result['client_workers'] = _validate_client_workers(result['client'], where)
+    joblog = result['joblog']
+    if joblog['backend'] not in JOBLOG_BACKENDS:
+        raise ConfigError('%s: joblog.backend must be one of %s, got %r' % (where, ', '.join(JOBLOG_BACKENDS), joblog['backend']))
+    if joblog['backend'] == 'postgresql' and not joblog['dsn'].strip():
+        raise ConfigError('%s: joblog.backend postgresql needs joblog.dsn (a libpq connection string or URI)' % where)
+    if joblog['backend'] == 'sqlite' and len(result['client_workers']) > 1:
+        raise ConfigError('%s: %d client workers share one job log: set joblog.backend postgresql and its dsn '
+                          '(an SQLite job log serves one client worker)' % (where, len(result['client_workers'])))
+    if joblog['lease_s'] <= 0:
+        raise ConfigError('%s: joblog.lease_s must be positive seconds, got %g' % (where, joblog['lease_s']))
     if result['libvirt']['transport'] not in TRANSPORTS:
         raise ConfigError('%s: libvirt.transport must be one of %s' % (where, ', '.join(t or "''" for t in TRANSPORTS)))
     if result['jobs']['ttl'] <= 0:
@@ -354,6 +427,36 @@ def validate(data: Any, source: Optional[str] = None) -> Config:
                           % (where, '; '.join('%s (%s): %s' % (name, uri, '; '.join(uri_problems(uri)))
                                               for name, uri in insecure.items())))
     return config
+
+
+def _validate_client_workers(client: Dict[str, Any], where: str) -> List[Dict[str, Any]]:
+    """client.workers as entries with every key, or the one client worker of client.host when none are listed."""
+    defaults = {'host': client['host'], 'pub_port': client['pub_port'], 'rep_port': client['rep_port'], 'bind': client['bind']}
+    if not client['workers']:
+        return [dict(defaults, name=client['host'])]
+    result: List[Dict[str, Any]] = []
+    for index, entry in enumerate(client['workers']):
+        if not isinstance(entry, dict) or not entry.get('name') or not entry.get('host'):
+            raise ConfigError('%s: client.workers[%d] needs a name and a host' % (where, index))
+        bad = set(entry) - set(CLIENT_WORKER_KEYS)
+        if bad:
+            raise ConfigError('%s: client.workers[%d] has unknown key(s) %s; known: %s'
+                              % (where, index, ', '.join(sorted(bad)), ', '.join(sorted(CLIENT_WORKER_KEYS))))
+        worker = dict(defaults)
+        for key, kind in CLIENT_WORKER_KEYS.items():
+            if entry.get(key) is not None:
+                worker[key] = _check_type('%s: client.workers[%d].%s' % (where, index, key), entry[key], kind)
+        if not HOST_NAME_RE.fullmatch(worker['name']):
+            raise ConfigError('%s: client worker name %r may only hold letters, digits and _.+-' % (where, worker['name']))
+        if worker['name'] in (w['name'] for w in result):
+            raise ConfigError('%s: client worker %s is listed twice' % (where, worker['name']))
+        for key in ('pub_port', 'rep_port'):
+            if not 0 < worker[key] < 65536:
+                raise ConfigError('%s: client.workers[%d].%s must be a TCP port (1-65535), got %d' % (where, index, key, worker[key]))
+        if worker['pub_port'] == worker['rep_port']:
+            raise ConfigError('%s: client worker %s: pub_port and rep_port must differ' % (where, worker['name']))
+        result.append(worker)
+    return result
 
 
 def _validate_hosts(hosts: Any, where: str) -> List[Dict[str, Any]]:

@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The SQLite store both worker daemons keep their state in: WAL mode, 0600, secrets dropped from what is kept."""
+"""The SQLite store both worker daemons keep their state in: WAL mode, 0600, secrets dropped from what is kept.
+Runs in the client worker and as root on a hypervisor (the host worker's record); the client worker's job log may
+be in PostgreSQL instead (postgres.py, the same transactions)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
-from typing import Iterable, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional, Protocol
 
 from .. import private
 from ..protocol.messages import SECRET_ARGS
@@ -122,16 +124,48 @@ class WalSync(object):
             self.cond.notify()
         self.thread.join()
 
+    def close(self) -> None:
+        """Release what sync() uses, after stop() and a last sync()."""
+
+
+class Connection(Protocol):
+    """What the stores call on a database connection: sqlite3.Connection, or postgres.PostgresConnection."""
+
+    def execute(self, __sql: str, __params: Any = ...) -> Any: ...
+
+    def executemany(self, __sql: str, __rows: Any) -> Any: ...
+
+    def executescript(self, __script: str) -> Any: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def close(self) -> None: ...
+
 
 class Store(object):
     """An SQLite database from open_database, with `schema` applied, whose writes can share one commit."""
 
+    # What opens a transaction: IMMEDIATE takes SQLite's write lock at once, so what a transaction reads before it
+    # writes no other writer changes meanwhile.
+    begin = 'BEGIN IMMEDIATE'
+    # Whether a COMMIT is on disk when it returns (else WalSync makes it so: synced_by_caller).
+    durable_at_commit = True
+
     def __init__(self, path: str, schema: str, synced_by_caller: bool = False) -> None:
-        self.db = open_database(path, synced_by_caller)
+        self.db: Connection = open_database(path, synced_by_caller)
         self.db.executescript(schema)
+        self.durable_at_commit = not synced_by_caller
         self.depth = 0
         # Secrets dropped since the last checkpoint: their old pages may still be in the WAL.
         self.dropped = 0
+
+    def changes(self) -> int:
+        """Rows changed since the database was opened: grows with each write."""
+        return int(getattr(self.db, 'total_changes'))
+
+    def began(self) -> None:
+        """Called first in each outermost transaction; what it raises rolls the transaction back."""
 
     def close(self) -> None:
         self.db.close()
@@ -167,9 +201,11 @@ class Store(object):
         """Everything inside is committed at once when the outermost block ends. A nested block is a
         savepoint: when it raises, only its own writes are undone and the error goes on."""
         savepoint = 's%d' % self.depth
-        self.db.execute('BEGIN IMMEDIATE' if self.depth == 0 else 'SAVEPOINT %s' % savepoint)
+        self.db.execute(self.begin if self.depth == 0 else 'SAVEPOINT %s' % savepoint)
         self.depth += 1
         try:
+            if self.depth == 1:
+                self.began()
             yield
         except BaseException:
             self.depth -= 1

@@ -229,7 +229,8 @@ class HostWorker(object):
         self.sub.linger = 0
         transport.secure_client(self.sub, config, self.name)
         self.sub.setsockopt(zmq.SUBSCRIBE, messages.topic(self.name))
-        self.sub.connect(config.endpoint('pub'))
+        for endpoint in config.endpoints('pub'):  # every client worker's: the active one publishes
+            self.sub.connect(endpoint)
         self.requester = transport.Requester(config, self.name, context=self.context)
         window = config.host_worker['batch_window']
         # batch_window 0: one launch and one inspection per clone.
@@ -546,7 +547,7 @@ class HostWorker(object):
             bool(self.record.outbox(1)) or now - self.last_report >= PROGRESS_INTERVAL and bool(self.progress_due())
 
     def run(self) -> None:
-        LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), self.config.endpoint('pub'))
+        LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), ', '.join(self.config.endpoints('pub')))
         self.resume()
         if self.watcher is not None:
             self.watcher.take()

@@ -510,7 +510,9 @@ REPLIES = {
     'states': {'states': Field(list, max_len=10000, items={'host': NAME, 'age_s': NUMBER, 'state': Field(dict)}),
                'more': Field(bool)},
 }
-ERROR_REPLY = {'ok': Field(bool), 'error': Field(str, max_len=MAX_FRAME_BYTES), 'code': Field(str, required=False, max_len=64)}
+# code 'standby': a standby client worker's answer to every request; `active` names the active one when it knows it.
+ERROR_REPLY = {'ok': Field(bool), 'error': Field(str, max_len=MAX_FRAME_BYTES), 'code': Field(str, required=False, max_len=64),
+               'active': Field(str, required=False, max_len=255)}
 
 
 def validate_reply(kind: str, reply: Dict[str, Any]) -> Dict[str, Any]:

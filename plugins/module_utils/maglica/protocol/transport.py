@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Protocol
+import time
+from typing import Any, Dict, List, Optional, Protocol
 
 from .. import deps
 from ..errors import DispatchError, MessageError
@@ -25,8 +26,8 @@ class Config(Protocol):
     """What the sockets take of the configuration (cluster.config.Config, a package above this one)."""
     security: Dict[str, Any]
 
-    def endpoint(self, which: str) -> str:
-        """The client worker's address for `which` socket."""
+    def endpoints(self, which: str) -> List[str]:
+        """The client workers' addresses for `which` socket, in the order they are tried."""
 
 
 def zmq() -> deps.Library:
@@ -64,14 +65,26 @@ class AllowList(object):
 
 
 class Requester(object):
-    """A REQ socket that times out instead of wedging: after a timeout it is closed and reopened."""
+    """A REQ socket that times out instead of wedging: after a timeout it is closed and reopened.
+
+    With several client workers (one active, the others standby), a request goes to the one that answered last;
+    when it does not answer, or answers that it is standby, the request goes to the next one in turn, until one
+    takes it or `timeout` has passed. Every request may be sent twice: job ids make a resent submit harmless."""
+
+    # Seconds between rounds when every client worker said it is standby: one is taking over.
+    STANDBY_PAUSE = 0.2
 
     def __init__(self, config: Config, name: str, endpoint: Optional[str] = None, context: Optional[Context] = None) -> None:
         self.config = config
         self.name = name
-        self.endpoint = endpoint or config.endpoint('rep')
+        self.endpoints = [endpoint] if endpoint else config.endpoints('rep')
+        self.current = 0
         self.context = context or zmq().Context.instance()
         self.sock: Optional[Socket] = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self.current]
 
     def _open(self) -> Socket:
         z = zmq()
@@ -89,6 +102,35 @@ class Requester(object):
 
     def request(self, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
         """Send one request and return its reply, decoded and validated, or raise DispatchError after `timeout` seconds."""
+        if len(self.endpoints) == 1:
+            return self._request_one(message, timeout)
+        deadline = time.monotonic() + timeout
+        # A client worker that answered nothing gets a share of the time; the next one is tried after it.
+        share = max(1.0, timeout / len(self.endpoints))
+        standby: Dict[str, str] = {}
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                reply = self._request_one(message, min(share, max(0.1, remaining)))
+            except DispatchError as e:
+                if remaining <= share:
+                    raise DispatchError('no client worker answered within %gs (%s); last: %s'
+                                        % (timeout, ', '.join(self.endpoints), e))
+                self.current = (self.current + 1) % len(self.endpoints)
+                continue
+            if reply.get('ok') or reply.get('code') != 'standby':
+                return reply
+            standby[self.endpoint] = reply.get('error') or 'standby'
+            self.close()
+            self.current = (self.current + 1) % len(self.endpoints)
+            if len(standby) == len(self.endpoints):
+                if time.monotonic() + self.STANDBY_PAUSE >= deadline:
+                    raise DispatchError('no client worker is active (each one answered standby within %gs): %s'
+                                        % (timeout, '; '.join(standby.values())))
+                standby = {}
+                time.sleep(self.STANDBY_PAUSE)  # a back-off between rounds, not synchronisation
+
+    def _request_one(self, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
         sock = self.sock if self.sock is not None else self._open()
         sock.send(messages.encode(message))
         if not sock.poll(int(timeout * 1000)):

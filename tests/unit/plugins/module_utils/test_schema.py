@@ -42,6 +42,7 @@ NOT_FOR_THE_INVENTORY = {'host_state': "its listing asks each host's libvirtd fo
 NOT_FOR_MODULES = {
     'jobs': "the client worker's own settings",
     'host_worker': "the host worker's own settings",
+    'joblog': "the client worker's own settings",
     ('client', 'bind'): 'where the client worker binds its sockets; modules connect to client.host',
 }
 

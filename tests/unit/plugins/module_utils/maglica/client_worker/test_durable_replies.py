@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The client worker tells nobody of a commit before the WAL's fsync after it has ended (store.WalSync).
+"""The client worker tells nobody of a commit before the WAL's fsync after it has ended (store.WalSync; on
+PostgreSQL, joblog_postgres.PostgresSync's durable commit).
 
 The job log is written with synchronous=NORMAL and fsynced by a thread of the worker, so that the loop takes
 requests while the disk works; the guarantee of synchronous=FULL must stay whole: a submitter gets its job's id
@@ -13,10 +14,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+import psycopg
 import pytest
 import zmq
 
 from maglica.client_worker import worker as client_worker
+from maglica.client_worker.joblog_postgres import PostgresSync
 from maglica.daemon.store import WalSync
 from maglica.host.worker import HostWorker, Record
 from maglica.protocol import messages
@@ -148,3 +151,53 @@ def test_a_fetch_is_answered_without_waiting_for_the_fsync_of_others_commits(hel
         assert messages.decode(library.recv())['job']['id'] == second['id']
     finally:
         host.close()
+
+
+# -- PostgreSQL (issue 21): the same guarantee, the durable commit made by PostgresSync ---------------------------
+
+class HeldPostgresSync(PostgresSync):
+    """A PostgresSync whose durable commit waits until the test lets it go (as HeldWalSync)."""
+
+    def __init__(self, log, wake_fd):
+        self.gate = threading.Event()
+        super().__init__(log, wake_fd)
+
+    def sync(self):
+        self.gate.wait(30)
+        super().sync()
+
+
+def test_a_submitter_gets_its_job_id_only_once_the_postgresql_commit_is_durable(tmp_path, postgres_dsn):
+    cfg = plain_worker_config(str(tmp_path))
+    cfg.joblog.update(backend='postgresql', dsn=postgres_dsn)
+    worker = client_worker.ClientWorker(cfg)
+    context = zmq.Context()
+    library = context.socket(zmq.REQ)
+    library.linger = 0
+    try:
+        worker.try_lease()
+        assert worker.active
+        worker.syncer.stop()
+        worker.syncer.close()
+        worker.syncer = HeldPostgresSync(worker.log, worker.wake_write)
+        # The loop's commits do not wait for the disk; the sync thread's do.
+        assert worker.log.db.execute('SHOW synchronous_commit').fetchone()[0] == 'off'
+        assert worker.syncer.connection.execute('SHOW synchronous_commit').fetchone()[0] == 'on'
+        library.connect(cfg.endpoint('rep'))
+        job = submit(worker, library)
+        with psycopg.connect(postgres_dsn) as other:
+            assert other.execute('SELECT 1 FROM jobs WHERE id = %s', (job['id'],)).fetchone(), 'committed'
+        worker.release()
+        assert library.poll(300) == 0, 'no reply while the durable commit after it has not returned'
+        worker.syncer.gate.set()
+
+        def answered():
+            worker.release()
+            return library.poll(0)
+        wait_until(answered, 10, 'the reply once the durable commit has returned')
+        assert messages.decode(library.recv())['job']['id'] == job['id']
+    finally:
+        worker.syncer.gate.set()
+        library.close()
+        context.term()
+        worker.close()

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""joblog.py: the client worker's durable SQLite job log and its state machine."""
+"""joblog.py and joblog_postgres.py: the client worker's durable job log and its state machine, on both stores
+(the `log` fixture); tests of what only one store has open their own."""
 
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ import pytest
 
 from maglica.protocol import messages
 from maglica.client_worker.joblog import JobLog
+from maglica.client_worker.joblog_postgres import PostgresJobLog
 
 T0 = 1700000000.0
 
 
 @pytest.fixture
-def log(tmp_path):
+def log(tmp_path, joblog_backend, request):
+    if joblog_backend == 'postgresql':
+        job_log = PostgresJobLog(request.getfixturevalue('postgres_dsn'), 'cw1', 60.0)
+        assert job_log.take_lease() is None
+    else:
+        job_log = JobLog(str(tmp_path / 'sub' / 'jobs.sqlite'))
+    yield job_log
+    job_log.close()
+
+
+@pytest.fixture
+def sqlite_log(tmp_path):
     job_log = JobLog(str(tmp_path / 'sub' / 'jobs.sqlite'))
     yield job_log
     job_log.close()
@@ -152,7 +165,8 @@ def test_a_second_log_on_the_same_file_sees_the_jobs(tmp_path):
         reopened.close()
 
 
-def test_wal_mode_is_on(tmp_path, log):
+def test_wal_mode_is_on(tmp_path, sqlite_log):
+    log = sqlite_log
     assert log.db.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
     assert log.db.execute('PRAGMA synchronous').fetchone()[0] == 2, 'FULL'
     path = str(tmp_path / 'jobs.sqlite')
@@ -267,7 +281,8 @@ def test_a_job_logged_before_the_cleanup_columns_is_scrubbed_and_released_at_its
         upgraded.close()
 
 
-def test_only_a_job_with_secrets_or_claims_pays_for_their_cleanup(log):
+def test_only_a_job_with_secrets_or_claims_pays_for_their_cleanup(sqlite_log):
+    log = sqlite_log
     # The cleanup is known from the job at submission (its args, its action's claims): a job with a secret
     # is scrubbed when acknowledged, one with claims releases them when it ends, whatever else it is.
     secret = messages.new_job('kvm1', 'noop', {'marker': 'm'})

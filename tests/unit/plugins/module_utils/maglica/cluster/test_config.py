@@ -94,7 +94,8 @@ def test_config_from_environment_variable(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('data, message', [
     ([], r'the configuration must be a mapping, got list'),
-    ({'hosts': ['a'], 'clients': {}}, r"unknown section\(s\) clients; known: hosts, client, host_state, host_worker, jobs, libvirt, placement, security"),
+    ({'hosts': ['a'], 'clients': {}},
+     r"unknown section\(s\) clients; known: hosts, client, host_state, host_worker, joblog, jobs, libvirt, placement, security"),
     ({'hosts': ['a'], 'client': {'hots': 'x'}}, r"unknown key\(s\) hots in section 'client'; known: bind, host, pub_port, rep_port"),
     ({'hosts': ['a'], 'client': ['x']}, r"section 'client' must be a mapping"),
     ({'hosts': ['a'], 'client': {'pub_port': '5555'}}, r"client\.pub_port must be of type int, got '5555'"),
@@ -193,6 +194,40 @@ def test_endpoints():
     assert cfg.endpoint('rep') == 'tcp://cw.example:6002'
     assert cfg.bind_endpoint('pub') == 'tcp://127.0.0.1:6001'
     assert config.validate({'hosts': ['a']}).bind_endpoint('rep') == 'tcp://*:5556'
+
+
+def test_two_client_workers_on_postgresql():
+    cfg = config.validate({'hosts': ['a'], 'client': {'pub_port': 6001, 'rep_port': 6002, 'workers': [
+        {'name': 'cw1', 'host': 'h1'}, {'name': 'cw2', 'host': 'h2', 'rep_port': 7002, 'bind': '10.0.0.2'}]},
+        'joblog': {'backend': 'postgresql', 'dsn': 'host=db1,db2 dbname=maglica target_session_attrs=read-write'}})
+    assert cfg.endpoints('rep') == ['tcp://h1:6002', 'tcp://h2:7002']
+    assert cfg.endpoints('pub') == ['tcp://h1:6001', 'tcp://h2:6001']
+    assert cfg.bind_endpoint('rep', 'cw2') == 'tcp://10.0.0.2:7002'
+    with pytest.raises(ConfigError, match=r'names 2 client workers \(cw1, cw2\): say which one this is'):
+        cfg.client_worker()
+    with pytest.raises(ConfigError, match=r"client worker 'cw3' is not in the configuration"):
+        cfg.client_worker('cw3')
+    # One client worker, as before: named by its host.
+    assert config.validate({'hosts': ['a'], 'client': {'host': 'cw'}}).client_worker().name == 'cw'
+
+
+@pytest.mark.parametrize('data, message', [
+    ({'client': {'workers': [{'name': 'cw1', 'host': 'h1'}, {'name': 'cw2', 'host': 'h2'}]}},
+     r'2 client workers share one job log: set joblog.backend postgresql'),
+    ({'joblog': {'backend': 'postgresql'}}, r'joblog.backend postgresql needs joblog.dsn'),
+    ({'joblog': {'backend': 'mysql'}}, r"joblog.backend must be one of sqlite, postgresql, got 'mysql'"),
+    ({'joblog': {'lease_s': 0}}, r'joblog.lease_s must be positive'),
+    ({'client': {'workers': [{'name': 'cw1'}]}}, r'client.workers\[0\] needs a name and a host'),
+    ({'client': {'workers': [{'name': 'cw1', 'host': 'h', 'port': 1}]}}, r'client.workers\[0\] has unknown key\(s\) port'),
+    ({'client': {'workers': [{'name': 'c w', 'host': 'h'}]}}, r"client worker name 'c w' may only hold"),
+    ({'client': {'workers': [{'name': 'a', 'host': 'h', 'rep_port': 70000}]}}, r'client.workers\[0\].rep_port must be a TCP port'),
+    ({'client': {'workers': [{'name': 'a', 'host': 'h', 'rep_port': 5555}]}}, r'client worker a: pub_port and rep_port must differ'),
+    ({'client': {'workers': [{'name': 'a', 'host': 'h'}, {'name': 'a', 'host': 'i'}]},
+      'joblog': {'backend': 'postgresql', 'dsn': 'dbname=x'}}, r'client worker a is listed twice'),
+])
+def test_client_worker_and_joblog_errors(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config.validate(dict(data, hosts=['a']))
 
 
 def test_merge_does_not_change_its_inputs():
