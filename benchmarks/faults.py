@@ -4,8 +4,9 @@
 """Jobs through a client worker and 5 host workers while workers are killed, restarted and frozen; then clones
 on two real libvirtds while host workers are killed with jobs queued, and one hostname submitted at once.
 
-    make bench-faults        (python benchmarks/faults.py --jobs 300 --kills 20 --clones 8)
-    make bench-faults BENCH_ARGS=--quick   (--jobs 100 --kills 8 --clones 4 --clone-kills 3 --deadline 60)
+    make bench-faults        (python benchmarks/faults.py --jobs 300 --kills 20 --clones 8 --failover-jobs 300 --failovers 5)
+    make bench-faults BENCH_ARGS=--quick   (--jobs 100 --kills 8 --clones 4 --clone-kills 3 --deadline 60
+                                            --failover-jobs 100 --failovers 2)
 
 Phase 1: every job is a noop with a marker, one line per run in its host's effects file.
 Phase 2 (ownership): clone jobs whose names or disks collide with other domains' and images' disks, clones that
@@ -13,8 +14,13 @@ collide with nothing, and concurrent submissions of one hostname (to either host
 (concurrency 1, so jobs sit queued) are killed and restarted. Counted afterwards on the hosts themselves.
 Prints one JSON line last: {"jobs", "kills", "lost", "duplicated_effects", "unfinished", "foreign_deleted",
 "same_name_clones", "missing_clones", "refused_collisions", "clones_of_colliding_names", "clones_reconciled",
-"clone_jobs", "clone_kills", "refused_by_workers", "seconds", "quick"}.
-Goal: lost = duplicated_effects = unfinished = foreign_deleted = same_name_clones = missing_clones = 0. Any of
+"clone_jobs", "clone_kills", "failover_jobs", "failovers", "failover_s_p50", "failover_s_p99", "failover_s_max",
+"failover_lost", "failover_duplicated", "failover_unfinished", "refused_by_workers", "seconds", "quick"}.
+Phase 3 (failover, issue 21): two client workers on a PostgreSQL job log (a server of the run's own), noop jobs
+submitted without a pause while the active client worker is killed (kill -9) --failovers times; `failover_s` is
+from the kill until the standby takes requests (joblog.lease_s is the default 5 s). Target: failover_s_p99 < 10.
+Goal: lost = duplicated_effects = unfinished = foreign_deleted = same_name_clones = missing_clones = 0, and
+failover_lost = failover_duplicated = failover_unfinished = 0. Any of
 them not 0 is broken behaviour and fails the run, quick or not; so do jobs the workers refuse (bench_workers),
 and an ownership phase whose kills never caught a clone job queued or running (clones_reconciled 0: it proved
 nothing).
@@ -34,16 +40,19 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests', 'integration'))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
 
 import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 from bench_output import conclude, parse_args  # noqa: E402  pylint: disable=wrong-import-position
-from maglica_testbed import MODULE_UTILS, PYTHON, Cloud, Testbed, exit_on_sigterm  # noqa: E402  pylint: disable=wrong-import-position
+from maglica_testbed import MODULE_UTILS, NOOP_WORKER, PYTHON, Cloud, Testbed, exit_on_sigterm, wait_until  # noqa: E402  pylint: disable=wrong-import-position
+from postgres_server import PostgresServer  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.controller import client  # noqa: E402  pylint: disable=wrong-import-position
-from maglica.protocol import messages  # noqa: E402  pylint: disable=wrong-import-position
+from maglica.protocol import messages, transport  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.errors import DispatchError  # noqa: E402  pylint: disable=wrong-import-position
 
 GOALS = ('lost', 'duplicated_effects', 'unfinished', 'foreign_deleted', 'same_name_clones', 'missing_clones')
-QUICK = {'jobs': 100, 'kills': 8, 'clones': 4, 'clone_kills': 3, 'deadline': 60.0}
+FAILOVER_GOALS = ('failover_lost', 'failover_duplicated', 'failover_unfinished')
+QUICK = {'jobs': 100, 'kills': 8, 'clones': 4, 'clone_kills': 3, 'deadline': 60.0, 'failover_jobs': 100, 'failovers': 2}
 
 
 HOSTS = {'hw%d' % i: '127.0.0.1' for i in range(5)}
@@ -223,6 +232,112 @@ def ownership_phase(args, rng):
     }
 
 
+class FailoverCloud(Cloud):
+    """A cloud of noop hosts with two client workers, cw1 and cw2, on one PostgreSQL job log (issue 21)."""
+
+    NAMES = ('cw1', 'cw2')
+
+    def __init__(self, workdir, port, dsn):
+        super().__init__(None, workdir, hosts=HOSTS, port=port)
+        self.ports = {name: (port + 2 * n, port + 2 * n + 1) for n, name in enumerate(self.NAMES)}
+        self.reconfigure(client={'workers': [{'name': name, 'host': '127.0.0.1', 'pub_port': pub, 'rep_port': rep}
+                                             for name, (pub, rep) in self.ports.items()]},
+                         joblog={'backend': 'postgresql', 'dsn': dsn})
+        self.client_workers = {}
+
+    def start_client_worker(self, name=None):
+        names = [name] if name else list(self.NAMES)
+        for one in names:
+            self.client_workers[one] = subprocess.Popen(
+                [PYTHON, NOOP_WORKER, 'maglica.client_worker.worker',
+                 '--config', self.path, '--name', one], env=self.env, stdout=self.log('client_worker-%s' % one),
+                stderr=subprocess.STDOUT)
+        self.client_worker = self.client_workers[names[0]]
+        if name is None:
+            wait_until(lambda: self.active() is not None, 30, 'a client worker to be active')
+
+    def answers(self, name, timeout=0.2):
+        """Whether client worker `name` takes requests now (it is the active one)."""
+        context = transport.zmq().Context.instance()
+        sock = context.socket(transport.zmq().REQ)
+        sock.linger = 0
+        transport.secure_client(sock, self.config, 'library')
+        try:
+            sock.connect('tcp://127.0.0.1:%d' % self.ports[name][1])
+            sock.send(messages.encode({'type': 'hosts'}))
+            return bool(sock.poll(int(timeout * 1000)) and messages.decode(sock.recv()).get('ok'))
+        finally:
+            sock.close()
+
+    def active(self):
+        found = [name for name, proc in self.client_workers.items() if proc.poll() is None and self.answers(name)]
+        return found[0] if len(found) == 1 else None
+
+    def stop(self):
+        super().stop()
+        for proc in self.client_workers.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def failover_phase(args, postgres):
+    """Noop jobs submitted without a pause while the active client worker is killed (kill -9) `args.failovers` times;
+    each time the time until the standby takes requests is `failover_s`, and the killed one is started again."""
+    cloud = FailoverCloud(tempfile.mkdtemp(prefix='maglica-failover-'), args.port + 2, postgres.create_database('failover'))
+    cloud.start()
+    started = time.monotonic()
+    jobs = [messages.new_job('hw%d' % (i % len(HOSTS)), 'noop', {'marker': 'o%d' % i, 'delay': 0.02}, ttl=3600)
+            for i in range(args.failover_jobs)]
+    accepted, stop, errors = [], threading.Event(), []
+    submitter = threading.Thread(target=guarded(submit_all, errors, stop), args=(cloud, jobs, accepted, stop))
+    submitter.start()
+    failovers = []
+    final = {}
+    try:
+        for number in range(args.failovers):
+            # Spread over the submissions: the next kill once a share of the jobs is in.
+            wait_until(lambda: len(accepted) >= (number + 1) * len(jobs) // (args.failovers + 1) or errors, args.deadline,
+                       'jobs accepted before failover %d' % (number + 1), interval=0.05)
+            victim = cloud.active()
+            if victim is None or errors:
+                break
+            cloud.client_workers[victim].kill()
+            killed = time.monotonic()
+            cloud.client_workers[victim].wait(timeout=30)
+            taker = [name for name in cloud.NAMES if name != victim][0]
+            wait_until(lambda: cloud.answers(taker), 60, 'client worker %s to take over' % taker, interval=0.05)
+            failovers.append(time.monotonic() - killed)
+            cloud.start_client_worker(victim)  # back as the standby
+        submitter.join(timeout=args.deadline)
+        ids = [j['id'] for j in jobs]
+        while time.monotonic() - started < args.deadline + 60 and not errors and not bench_workers.refusals(cloud.workdir):
+            final = states(cloud, ids) or final
+            if final and all(final.get(i) == 'succeeded' for i in accepted) and len(accepted) == len(jobs):
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        submitter.join()
+        cloud.stop()
+    effects = collections.Counter()
+    for host in HOSTS:
+        effects.update(line.split()[0] for line in cloud.effects(host))
+    ordered = sorted(failovers)
+    return {
+        'failover_jobs': len(jobs),
+        'failovers': len(failovers),
+        'failover_s_p50': round(ordered[len(ordered) // 2], 2) if ordered else None,
+        'failover_s_p99': round(ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))], 2) if ordered else None,
+        'failover_s_max': round(max(ordered), 2) if ordered else None,
+        'failover_lost': sum(1 for i in accepted if i not in final or (final[i] == 'succeeded' and effects[i] == 0)),
+        'failover_duplicated': sum(n - 1 for i, n in effects.items() if n > 1 and i in set(ids)),
+        'failover_unfinished': sum(1 for j in jobs if final.get(j['id']) != 'succeeded'),
+        'failover_refused': errors + ([bench_workers.describe(bench_workers.refusals(cloud.workdir))]
+                                      if bench_workers.refusals(cloud.workdir) else []),
+    }
+
+
 def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument('--jobs', type=int, default=300)
@@ -232,6 +347,8 @@ def arguments(argv=None):
     parser.add_argument('--seed', type=int, default=7)
     parser.add_argument('--clones', type=int, default=8, help='ownership phase: clones per kind (0: no such phase)')
     parser.add_argument('--clone-kills', type=int, default=6, help='ownership phase: host worker kills')
+    parser.add_argument('--failover-jobs', type=int, default=300, help='failover phase: jobs (0: no such phase)')
+    parser.add_argument('--failovers', type=int, default=5, help='failover phase: kills of the active client worker')
     return parse_args(parser, QUICK, 'fewer jobs, kills and clones', argv)
 
 
@@ -299,14 +416,24 @@ def main():
         refused.update(phase.pop('refused'))
         errors += phase.pop('refused_at_submission')
         result.update(phase)
+    if args.failover_jobs and not errors and not refused:
+        with PostgresServer() as postgres:
+            phase = failover_phase(args, postgres)
+        errors += phase.pop('failover_refused')
+        result.update(phase)
     result['refused_by_workers'] = bench_workers.count(refused) + len(errors)
     result['seconds'] = round(time.monotonic() - started, 1)
-    broken = ['%s: %d' % (key, result[key]) for key in GOALS if result.get(key, 0)]
+    broken = ['%s: %d' % (key, result[key]) for key in GOALS + FAILOVER_GOALS if result.get(key, 0)]
     broken += errors + ([bench_workers.describe(refused)] if refused else [])
+    if args.failover_jobs and not errors and result.get('failovers', 0) < args.failovers:
+        broken.append('failovers: %d of %d: the active client worker could not be found to kill' % (result.get('failovers', 0), args.failovers))
+    missed = []
+    if result.get('failover_s_p99') is not None and result['failover_s_p99'] >= 10:
+        missed.append('failover_s_p99 %s >= 10' % result['failover_s_p99'])
     if result.get('clone_kills') and not result.get('clones_reconciled'):
         broken.append('clones_reconciled: 0: no host worker was killed with a clone job queued or running, so the '
                       'ownership phase proved nothing')
-    return conclude(result, args.quick, broken, [])
+    return conclude(result, args.quick, broken, missed)
 
 
 if __name__ == '__main__':

@@ -63,6 +63,7 @@ class LeaseLost(MaglicaError):
 class PostgresJobLog(JobLog):
     begin = 'BEGIN'
     ROWID = 'seq'
+    cheap_savepoints = False  # each is a round trip to the server
 
     def __init__(self, dsn: str, holder: str, lease_s: float, synced_by_caller: bool = False) -> None:  # pylint: disable=super-init-not-called
         # Not JobLog's: that opens an SQLite file.
@@ -93,6 +94,12 @@ class PostgresJobLog(JobLog):
 
     def changes(self) -> int:
         return self.begun
+
+    def commit(self) -> None:
+        # PostgreSQL answers COMMIT of a transaction a failed statement spoilt with ROLLBACK, and no error.
+        status = self.db.execute('COMMIT').statusmessage
+        if status != 'COMMIT':
+            raise RuntimeError('the job log rolled the transaction back (%s): a statement in it had failed' % status)
 
     def checkpoint(self) -> None:
         self.dropped = 0

@@ -166,6 +166,10 @@ def one_page(entries: Iterable[T], size: Callable[[T], int]) -> Tuple[List[T], b
     return page, False
 
 
+class BatchFailed(Exception):
+    """A request failed inside a batch's transaction where it had no savepoint of its own (PostgreSQL)."""
+
+
 def open_job_log(config: Config, name: str) -> JobLog:
     """The job log the configuration names: SQLite, synced by the worker's WalSync, or PostgreSQL (lease holder `name`)."""
     if config.joblog['backend'] == 'postgresql':
@@ -302,8 +306,10 @@ class ClientWorker(object):
             'state': self.request_state, 'states': self.request_states, 'state_changed': self.request_state_changed}
         if kind not in WRITING_REQUESTS:
             return handlers[kind](data)
-        # In a batch, a savepoint: a failing request undoes only itself. Alone, its own transaction.
-        with self.log.transaction():
+        # Alone, its own transaction. In a batch, a savepoint, so that a failing request undoes only itself - where
+        # savepoints cost no round trip (SQLite); else the batch's transaction, and a failure answers the batch
+        # again one request at a time (BatchFailed).
+        with self.log.transaction() if self.log.depth == 0 or self.log.cheap_savepoints else contextlib.nullcontext():
             return handlers[kind](data)
 
     def request_submit(self, data: Request) -> Reply:
@@ -440,13 +446,18 @@ class ClientWorker(object):
         for problem in data.pop('problems', None) or []:  # items messages.check_report dropped or made failures
             LOG.warning('a report of %s had a bad item, refused alone: %s', host, problem)
         self.heartbeats[host] = {'time': time.time(), 'pid': data.get('pid'), 'running': data.get('running') or []}
-        if data.get('acks'):
-            self.log.acknowledge(host, data['acks'])
+        # A job whose result comes in the same report is not acknowledged first: its end does all an acknowledgement
+        # does (running, acked, secrets dropped).
+        results = data.get('results') or []
+        ended = set(result['id'] for result in results)
+        acks = [job_id for job_id in data.get('acks') or () if job_id not in ended]
+        if acks:
+            self.log.acknowledge(host, acks)
         if data.get('progress'):
             self.log.set_progress(host, data['progress'])
         taken: List[str] = []
         refused: List[str] = []
-        for result in data.get('results') or []:
+        for result in results:
             if self.log.finish(host, result):
                 LOG.info('job %s on %s %s', result['id'], host, result['status'])
                 taken.append(result['id'])
@@ -602,6 +613,8 @@ class ClientWorker(object):
         except LeaseLost:
             raise  # the whole batch is answered standby
         except Exception as e:  # a bug must not take the worker down
+            if self.log.depth and not self.log.cheap_savepoints:
+                raise BatchFailed() from e  # the batch's transaction is spoilt: undone, and answered again one by one
             del self.notices[notices:]
             LOG.exception('request failed')
             return {'ok': False, 'error': 'internal error: %s' % e}
@@ -665,7 +678,15 @@ class ClientWorker(object):
                 self.rep.send_multipart(envelope + [messages.encode(self.standby_reply())])
             return
         try:
-            with self.log.transaction() if len(requests) > 1 else contextlib.nullcontext():
+            try:
+                with self.log.transaction() if len(requests) > 1 else contextlib.nullcontext():
+                    for _envelope, frame in requests:
+                        self.kind = None
+                        replies.append(self.answer(frame))
+                        at_once.append(self.kind in UNSYNCED_REPLIES)
+            except BatchFailed:
+                LOG.warning('a request failed in a batch of %d: each is answered alone', len(requests))
+                replies, at_once, self.notices = [], [], []
                 for _envelope, frame in requests:
                     self.kind = None
                     replies.append(self.answer(frame))

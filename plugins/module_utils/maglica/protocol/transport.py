@@ -113,10 +113,10 @@ class Requester(object):
             try:
                 reply = self._request_one(message, min(share, max(0.1, remaining)))
             except DispatchError as e:
+                self.current = (self.current + 1) % len(self.endpoints)  # the next request starts with the next one
                 if remaining <= share:
                     raise DispatchError('no client worker answered within %gs (%s); last: %s'
                                         % (timeout, ', '.join(self.endpoints), e))
-                self.current = (self.current + 1) % len(self.endpoints)
                 continue
             if reply.get('ok') or reply.get('code') != 'standby':
                 return reply
