@@ -329,7 +329,11 @@ class Config(object):
         return self.endpoints(which)[0]
 
     def client_worker(self, name: Optional[str] = None) -> ClientWorkerEntry:
-        """The client worker called `name`; without a name, the only one (ConfigError when there are several)."""
+        """The client worker called `name`; without a name, the only one (ConfigError when there are several). Its
+        job log must be PostgreSQL's when there are several (the library and the host workers need not say so)."""
+        if len(self.client_workers) > 1 and self.joblog['backend'] != 'postgresql':
+            raise ConfigError('%s: %d client workers share one job log: set joblog.backend postgresql and its dsn '
+                              '(an SQLite job log serves one client worker)' % (self.source, len(self.client_workers)))
         if name is None:
             if len(self.client_workers) > 1:
                 raise ConfigError('%s names %d client workers (%s): say which one this is (--name)'
@@ -389,9 +393,6 @@ def validate(data: Any, source: Optional[str] = None) -> Config:
         raise ConfigError('%s: joblog.backend must be one of %s, got %r' % (where, ', '.join(JOBLOG_BACKENDS), joblog['backend']))
     if joblog['backend'] == 'postgresql' and not joblog['dsn'].strip():
         raise ConfigError('%s: joblog.backend postgresql needs joblog.dsn (a libpq connection string or URI)' % where)
-    if joblog['backend'] == 'sqlite' and len(result['client_workers']) > 1:
-        raise ConfigError('%s: %d client workers share one job log: set joblog.backend postgresql and its dsn '
-                          '(an SQLite job log serves one client worker)' % (where, len(result['client_workers'])))
     if joblog['lease_s'] <= 0:
         raise ConfigError('%s: joblog.lease_s must be positive seconds, got %g' % (where, joblog['lease_s']))
     if result['libvirt']['transport'] not in TRANSPORTS:

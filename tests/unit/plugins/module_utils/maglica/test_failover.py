@@ -21,6 +21,7 @@ import zmq
 
 from maglica.controller.client import Client
 from maglica.protocol import messages
+from postgres_server import PostgresServer
 from test_workers import JOB_TIMEOUT, START_TIMEOUT, WORKER_HOSTS, Cloud
 from unit_helpers import Daemon, free_ports, wait_until
 
@@ -199,3 +200,21 @@ def test_a_stopped_active_one_is_replaced_and_finds_itself_standby_when_continue
         library.submit(after)
     finished_exactly_once(pair, [before['id'], during['id'], after['id']])
     assert 'is standby now' in pair.client_workers[first].output()
+
+
+def test_a_client_worker_whose_database_goes_away_stops_for_its_supervisor_to_restart(tmp_path):
+    """Its connection lost (the primary failed over, the server stopped), a client worker stops rather than answer
+    with errors; its supervisor starts it again on the DSN (a multi-host one connects to the new primary)."""
+    server = PostgresServer().start()
+    try:
+        cloud = Cloud(str(tmp_path), curve=False, postgres_dsn=server.create_database('gone'))
+        cloud.start()
+        try:
+            assert cloud.run_noop('kvm1', 'before')['state'] == 'succeeded'
+            server.stop()
+            wait_until(lambda: not cloud.client_worker.alive(), START_TIMEOUT, 'the client worker to stop')
+            assert cloud.client_worker.proc.returncode != 0
+        finally:
+            cloud.stop()
+    finally:
+        server.stop()

@@ -211,9 +211,15 @@ def test_two_client_workers_on_postgresql():
     assert config.validate({'hosts': ['a'], 'client': {'host': 'cw'}}).client_worker().name == 'cw'
 
 
+def test_several_client_workers_need_postgresql_in_the_client_worker_only():
+    # The library and the host workers only connect: their configuration names the client workers, not the job log.
+    cfg = config.validate({'hosts': ['a'], 'client': {'workers': [{'name': 'cw1', 'host': 'h1'}, {'name': 'cw2', 'host': 'h2'}]}})
+    assert cfg.endpoints('rep') == ['tcp://h1:5556', 'tcp://h2:5556']
+    with pytest.raises(ConfigError, match=r'2 client workers share one job log: set joblog.backend postgresql'):
+        cfg.client_worker('cw1')
+
+
 @pytest.mark.parametrize('data, message', [
-    ({'client': {'workers': [{'name': 'cw1', 'host': 'h1'}, {'name': 'cw2', 'host': 'h2'}]}},
-     r'2 client workers share one job log: set joblog.backend postgresql'),
     ({'joblog': {'backend': 'postgresql'}}, r'joblog.backend postgresql needs joblog.dsn'),
     ({'joblog': {'backend': 'mysql'}}, r"joblog.backend must be one of sqlite, postgresql, got 'mysql'"),
     ({'joblog': {'lease_s': 0}}, r'joblog.lease_s must be positive'),
