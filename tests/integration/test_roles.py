@@ -63,7 +63,8 @@ def test_argument_specs_cover_every_default():
 class Deployment(object):
     """A scratch inventory of the testbed's hosts and a client host, and what the roles put there."""
 
-    def __init__(self, testbed, workdir):
+    def __init__(self, testbed, workdir, clients=('client',), port=PORT, client_vars=None):
+        self.clients = tuple(clients)
         self.testbed = testbed
         self.dir = workdir
         self.inventory_path = os.path.join(workdir, 'inventory.yml')
@@ -89,8 +90,26 @@ class Deployment(object):
         library = os.path.join(workdir, 'library')
         shutil.copytree(os.path.join(ROOT, 'plugins', 'module_utils', 'maglica'), library,
                         ignore=shutil.ignore_patterns('__pycache__'))
-        client_prefix = os.path.join(workdir, 'client')
-        self.client_conf = os.path.join(client_prefix, 'etc', 'maglica.conf')
+        client_hosts = {}
+        for index, name in enumerate(self.clients):
+            client_prefix = os.path.join(workdir, name)
+            client_hosts[name] = dict({
+                'client_worker_install_packages': False,
+                'client_worker_python': PYTHON,
+                'client_worker_prefix': client_prefix,
+                'client_worker_config_path': os.path.join(client_prefix, 'etc', 'maglica.conf'),
+                'client_worker_key_dir': os.path.join(client_prefix, 'keys'),
+                'client_worker_jobs_database': os.path.join(client_prefix, 'state', 'jobs.sqlite'),
+                'client_worker_jobs_republish_interval': 0.5,
+                'client_worker_log_dir': os.path.join(client_prefix, 'log'),
+                'client_worker_libvirt_pki_path': os.path.join(client_prefix, 'pki'),
+                'client_worker_host': '127.0.0.1',
+                'client_worker_bind': '127.0.0.1',
+                'client_worker_pub_port': port + 2 * index,
+                'client_worker_rep_port': port + 2 * index + 1,
+                'client_worker_verify_timeout': 60,
+            }, **(client_vars or {}))
+        self.client_conf = client_hosts[self.clients[0]]['client_worker_config_path']
         self.inventory = {'all': {
             'vars': {
                 'ansible_connection': 'local',
@@ -109,22 +128,7 @@ class Deployment(object):
                     'vars': {'host_worker_install_packages': False, 'host_worker_python': PYTHON,
                              'host_worker_environment': environment},
                 },
-                'client_workers': {'hosts': {'client': {
-                    'client_worker_install_packages': False,
-                    'client_worker_python': PYTHON,
-                    'client_worker_prefix': client_prefix,
-                    'client_worker_config_path': self.client_conf,
-                    'client_worker_key_dir': os.path.join(client_prefix, 'keys'),
-                    'client_worker_jobs_database': os.path.join(client_prefix, 'state', 'jobs.sqlite'),
-                    'client_worker_jobs_republish_interval': 0.5,
-                    'client_worker_log_dir': os.path.join(client_prefix, 'log'),
-                    'client_worker_libvirt_pki_path': os.path.join(client_prefix, 'pki'),
-                    'client_worker_host': '127.0.0.1',
-                    'client_worker_bind': '127.0.0.1',
-                    'client_worker_pub_port': PORT,
-                    'client_worker_rep_port': PORT + 1,
-                    'client_worker_verify_timeout': 60,
-                }}},
+                'client_workers': {'hosts': client_hosts},
             },
         }}
         self.write_inventory()
@@ -134,16 +138,16 @@ class Deployment(object):
             yaml.safe_dump(inventory or self.inventory, handle)
 
     def host_vars(self, host):
-        if host == 'client':
-            return self.inventory['all']['children']['client_workers']['hosts']['client']
+        if host in self.clients:
+            return self.inventory['all']['children']['client_workers']['hosts'][host]
         return self.inventory['all']['children']['host_workers']['hosts'][host]
 
     def supervisord_conf(self, host):
-        prefix = self.host_vars(host)['client_worker_prefix' if host == 'client' else 'host_worker_prefix']
+        prefix = self.host_vars(host)['client_worker_prefix' if host in self.clients else 'host_worker_prefix']
         return os.path.join(prefix, 'supervisor', 'supervisord.conf')
 
     def program(self, host):
-        return 'maglica-client-worker' if host == 'client' else 'maglica-host-worker'
+        return 'maglica-client-worker' if host in self.clients else 'maglica-host-worker'
 
     def supervisorctl(self, host, *args):
         return subprocess.run(['supervisorctl', '-c', self.supervisord_conf(host)] + list(args), stdout=subprocess.PIPE,
@@ -155,7 +159,7 @@ class Deployment(object):
         return int(out) if out.isdigit() else 0
 
     def pids(self):
-        return {host: self.pid(host) for host in HOSTS + ('client',)}
+        return {host: self.pid(host) for host in HOSTS + self.clients}
 
     def site(self, inventory=None, playbook=SITE, args=()):
         """Run playbook (site.yml) on the inventory; run.recap is the PLAY RECAP {host: {ok, changed, ...}}."""
@@ -177,7 +181,7 @@ class Deployment(object):
     def stop(self):
         """Shut every supervisord the roles started down, with its workers."""
         daemons = []
-        for host in HOSTS + ('client',):
+        for host in HOSTS + self.clients:
             pid_file = os.path.join(os.path.dirname(self.supervisord_conf(host)), 'supervisord.pid')
             if os.path.exists(pid_file):
                 with open(pid_file) as handle:
