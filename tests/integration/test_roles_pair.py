@@ -89,3 +89,11 @@ def test_a_stopped_active_client_worker_is_replaced_and_the_host_workers_follow(
     pair.supervisorctl(first, 'start', pair.program(first))
     wait_until(lambda: pair.pid(first), 30, '%s to run again' % first)
     assert wait_until(lambda: active(pair), 30, 'one active client worker') == second, 'the one started again is standby'
+
+
+def test_a_second_run_changes_nothing_and_keeps_both_client_workers(pair):
+    before = pair.pids()
+    run = pair.site()
+    assert run.rc == 0, run
+    assert {host: r['changed'] for host, r in run.recap.items()} == {host: 0 for host in HOSTS + CLIENTS}, run.recap
+    assert pair.pids() == before

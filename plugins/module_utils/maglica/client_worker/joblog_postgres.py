@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 from ..daemon.postgres import PostgresConnection
 from ..daemon.store import WalSync
@@ -76,6 +76,7 @@ class PostgresJobLog(JobLog):
         self.durable_at_commit = not synced_by_caller
         # Transactions begun: each one writes (it renews the lease).
         self.begun = 0
+        self.renewal_text: Optional[Tuple[int, str]] = None
         self.depth = 0
         self.dropped = 0
         self.name = holder
@@ -137,23 +138,31 @@ class PostgresJobLog(JobLog):
         holder = self.db.execute('SELECT holder FROM lease WHERE name = ?', (LEASE,)).fetchone()
         return str(holder[0]) if holder is not None else None
 
-    def renew(self) -> None:
-        """Renew the lease, in the current transaction (its row stays locked until it ends). LeaseLost when this
-        worker does not hold it, or it ran out: another worker may have taken it."""
+    def start(self) -> None:
+        """BEGIN and renew the lease, in one round trip: its row stays locked until the transaction ends. LeaseLost
+        (and no transaction) when this worker does not hold the lease, or it ran out: another may have taken it."""
         if self.epoch is None:
             raise LeaseLost('%s does not hold the lease' % self.name)
         asked = time.monotonic()
-        row = self.db.execute('UPDATE lease SET expires = %s + ? WHERE name = ? AND holder = ? AND epoch = ? '
-                              'AND expires >= %s RETURNING epoch' % (NOW, NOW),
-                              (self.lease_s, LEASE, self.name, self.epoch)).fetchone()
+        self.begun += 1
+        cursor = self.pg.execute_statements(self.renewal(self.epoch))
+        cursor.nextset()
+        row = cursor.fetchone()
         if row is None:
+            self.db.execute('ROLLBACK')
             self.epoch = None
             raise LeaseLost('the lease of %s ran out' % self.name)
         self.held_until = asked + self.lease_s
 
-    def began(self) -> None:
-        self.begun += 1
-        self.renew()
+    def renewal(self, epoch: int) -> str:
+        """BEGIN and the renewal of lease `epoch`, as one text (no parameters in a query of two statements): the
+        values are this worker's own, quoted by psycopg."""
+        if self.renewal_text is None or self.renewal_text[0] != epoch:
+            literal = self.pg.literal
+            self.renewal_text = (epoch, 'BEGIN; UPDATE lease SET expires = %s + %s WHERE name = %s AND holder = %s AND epoch = %d '
+                                        'AND expires >= %s RETURNING epoch'
+                                 % (NOW, literal(self.lease_s), literal(LEASE), literal(self.name), epoch, NOW))
+        return self.renewal_text[1]
 
     def release_lease(self) -> None:
         """Give the lease up (a clean stop): a standby takes over at once."""

@@ -635,7 +635,7 @@ class ClientWorker(object):
         if self.active and time.monotonic() >= self.log.held_until - self.config.joblog['lease_s'] / 2:
             try:
                 with self.log.transaction():
-                    pass  # began() renews
+                    pass  # start() renews the lease
             except LeaseLost as e:
                 self.became_standby(e)
         return self.active

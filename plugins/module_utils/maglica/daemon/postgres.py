@@ -49,6 +49,11 @@ class PostgresConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(self._sql(sql), params or None)
 
+    def execute_statements(self, sql: str) -> Any:
+        """Several statements without parameters in one round trip (the simple query protocol: never prepared).
+        The cursor is at the first one's result; nextset() goes to the next."""
+        return self.conn.execute(sql, prepare=False)
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
         cursor = self.conn.cursor()
         cursor.executemany(self._sql(sql), list(rows))
@@ -59,6 +64,10 @@ class PostgresConnection:
             lines = [line for line in statement.splitlines() if line.strip() and not line.strip().startswith('--')]
             if lines:
                 self.conn.execute('\n'.join(lines))
+
+    def literal(self, value: Any) -> str:
+        """`value` as an SQL literal, quoted by psycopg for this connection."""
+        return str(psycopg().sql.Literal(value).as_string(self.conn))
 
     @property
     def broken(self) -> bool:

@@ -166,8 +166,9 @@ class Store(object):
         """Rows changed since the database was opened: grows with each write."""
         return int(getattr(self.db, 'total_changes'))
 
-    def began(self) -> None:
-        """Called first in each outermost transaction; what it raises rolls the transaction back."""
+    def start(self) -> None:
+        """Open the outermost transaction (a store may do more first: what it raises leaves no transaction open)."""
+        self.db.execute(self.begin)
 
     def close(self) -> None:
         self.db.close()
@@ -206,11 +207,12 @@ class Store(object):
         """Everything inside is committed at once when the outermost block ends. A nested block is a
         savepoint: when it raises, only its own writes are undone and the error goes on."""
         savepoint = 's%d' % self.depth
-        self.db.execute(self.begin if self.depth == 0 else 'SAVEPOINT %s' % savepoint)
+        if self.depth == 0:
+            self.start()
+        else:
+            self.db.execute('SAVEPOINT %s' % savepoint)
         self.depth += 1
         try:
-            if self.depth == 1:
-                self.began()
             yield
         except BaseException:
             self.depth -= 1

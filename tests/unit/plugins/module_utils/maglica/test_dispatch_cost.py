@@ -30,8 +30,8 @@ JOBS = 20
 MAX_CLIENT_WORKER_STATEMENTS = 10
 MAX_HOST_WORKER_STATEMENTS = 10
 # On PostgreSQL each statement is a round trip: a job's three writing requests, alone in their batches, are each
-# BEGIN, the lease's renewal, the statement and COMMIT; its fetch is one SELECT.
-MAX_CLIENT_WORKER_STATEMENTS_POSTGRESQL = 13
+# BEGIN with the lease's renewal (one round trip), the statement and COMMIT; its fetch is one SELECT.
+MAX_CLIENT_WORKER_STATEMENTS_POSTGRESQL = 10
 
 
 class Counter(object):
@@ -47,18 +47,22 @@ class Counter(object):
                 db.set_trace_callback(self.trace)
 
     def wrap(self, db):
-        execute, executemany = db.execute, db.executemany
+        execute, executemany, execute_statements = db.execute, db.executemany, db.execute_statements
 
         def counted_execute(sql, params=()):
             self.trace(sql)
             return execute(sql, params)
+
+        def counted_statements(sql):
+            self.trace(sql)  # several statements, one round trip
+            return execute_statements(sql)
 
         def counted_executemany(sql, rows):
             rows = list(rows)
             for _row in rows:
                 self.trace(sql)
             return executemany(sql, rows)
-        db.execute, db.executemany = counted_execute, counted_executemany
+        db.execute, db.executemany, db.execute_statements = counted_execute, counted_executemany, counted_statements
 
     def trace(self, statement):
         if self.counting:
