@@ -63,14 +63,15 @@ def test_argument_specs_cover_every_default():
 class Deployment(object):
     """A scratch inventory of the testbed's hosts and a client host, and what the roles put there."""
 
-    def __init__(self, testbed, workdir, clients=('client',), port=PORT, client_vars=None):
+    def __init__(self, testbed, workdir, clients=('client',), port=PORT, client_vars=None, host_names=HOSTS):
         self.clients = tuple(clients)
+        self.host_names = tuple(host_names)
         self.testbed = testbed
         self.dir = workdir
         self.inventory_path = os.path.join(workdir, 'inventory.yml')
         self.runs = 0
         hosts = {}
-        for index, name in enumerate(HOSTS):
+        for index, name in enumerate(self.host_names):
             prefix = os.path.join(workdir, name)
             hosts[name] = {
                 'maglica_libvirt_address': testbed.hosts[name],
@@ -159,7 +160,7 @@ class Deployment(object):
         return int(out) if out.isdigit() else 0
 
     def pids(self):
-        return {host: self.pid(host) for host in HOSTS + self.clients}
+        return {host: self.pid(host) for host in self.host_names + self.clients}
 
     def site(self, inventory=None, playbook=SITE, args=()):
         """Run playbook (site.yml) on the inventory; run.recap is the PLAY RECAP {host: {ok, changed, ...}}."""
@@ -181,7 +182,7 @@ class Deployment(object):
     def stop(self):
         """Shut every supervisord the roles started down, with its workers."""
         daemons = []
-        for host in HOSTS + self.clients:
+        for host in self.host_names + self.clients:
             pid_file = os.path.join(os.path.dirname(self.supervisord_conf(host)), 'supervisord.pid')
             if os.path.exists(pid_file):
                 with open(pid_file) as handle:
