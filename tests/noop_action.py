@@ -57,6 +57,7 @@ def register() -> None:
     """Make `noop` a known action in this process (both tables, so workers validate and run it)."""
     messages.ACTIONS['noop'] = NOOP_ARGS
     actions.ACTIONS['noop'] = noop
+    actions.CHANGE_NO_DOMAIN.add('noop')
 
 
 def main(argv: list[str]) -> int:

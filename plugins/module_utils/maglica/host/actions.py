@@ -10,7 +10,7 @@ running after a restart: the action first checks what an earlier run left
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, TypedDict, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, TypedDict, cast
 
 from ..cluster import virt
 from ..cluster.config import Config, Host
@@ -182,6 +182,10 @@ ACTIONS: Dict[str, Action] = {
     'vm.snapshot': vm_snapshot,
     'vm.snapshot_list': vm_snapshot_list,
 }
+
+# Actions that define, undefine, start or move no domain: their ends need no new snapshot of the host's state
+# (state_push) before their results are reported.
+CHANGE_NO_DOMAIN: Set[str] = {'vm.console', 'vm.snapshot_list'}
 
 
 def run(context: Context, reconcile: bool = False) -> Result:

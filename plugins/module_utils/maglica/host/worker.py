@@ -253,6 +253,8 @@ class HostWorker(object):
         self.acks: Set[str] = set()
         self.to_fetch: Set[str] = set()
         self.running: Set[str] = set()
+        # Running jobs whose actions may change the host's domains (not actions.CHANGE_NO_DOMAIN).
+        self.changing: Set[str] = set()
         # Running jobs whose arguments hold secrets: their end drops them from the record.
         self.secret_jobs: Set[str] = set()
         # {job id: (done, total)} reported by running jobs' threads, sent with the next report (under progress_lock).
@@ -356,6 +358,8 @@ class HostWorker(object):
     def start(self, job: actions.Job, reconcile: bool = False) -> None:
         LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
         self.running.add(job['id'])
+        if job['action'] not in actions.CHANGE_NO_DOMAIN:
+            self.changing.add(job['id'])
         if any(key in job['args'] for key in messages.SECRET_ARGS):
             self.secret_jobs.add(job['id'])
         self.pool.submit(self.execute, job, reconcile)
@@ -412,9 +416,9 @@ class HostWorker(object):
                     del self.progress[job_id]
                     del self.progress_sent[job_id]
 
-    def collect(self, sync: bool = True) -> bool:
+    def collect(self, sync: bool = True) -> List[str]:
         """Record every finished job's result, in one commit, on disk before they are reported - `sync` False: the
-        caller syncs the record before it reports. Whether any was recorded."""
+        caller syncs the record before it reports. The ids of the jobs whose results were recorded."""
         results: List[actions.Result] = []
         while True:
             try:
@@ -422,7 +426,7 @@ class HostWorker(object):
             except queue.Empty:
                 break
         if not results:
-            return False
+            return []
         with self.record.transaction():
             for result in results:
                 self.record.finish(result['id'], messages.bound_result(dict(result)), secrets=result['id'] in self.secret_jobs,
@@ -434,7 +438,7 @@ class HostWorker(object):
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
-        return True
+        return [result['id'] for result in results]
 
     def resume(self) -> None:
         """After a restart: jobs recorded as running are reconciled against what exists."""
@@ -572,10 +576,11 @@ class HostWorker(object):
                 self.record.sync()
             for job in taken:
                 self.start(job)
-            if collected and self.watcher is not None:
+            if self.watcher is not None and self.changing.intersection(collected):
                 # The domains the ended jobs made or removed reach the client worker before their results do: once
                 # a clone's result releases its slot, its name and its load are in the state placement reads.
                 self.watcher.take()
+            self.changing.difference_update(collected)
             if self.push_due():
                 self.push_state()
             if self.report_due():
