@@ -215,6 +215,16 @@ class JobLog(Store):
         with self.transaction():
             self.db.execute('DELETE FROM claims WHERE job_id NOT IN (SELECT id FROM jobs WHERE state NOT IN %s)' % FINAL_STATES_SQL)
 
+    def to_run(self, job_id: str, host: str) -> Optional[Dict[str, Any]]:
+        """The job `job_id` as a host worker fetches it ({id, host, action, args, ttl}) while it is `host`'s, still
+        to run and not acknowledged; else None. Only the columns that takes."""
+        row = self.db.execute(
+            "SELECT action, args, expires - created FROM jobs WHERE id = ? AND host = ? AND acked IS NULL "
+            "AND state NOT IN %s" % FINAL_STATES_SQL, (job_id, host)).fetchone()
+        if row is None:
+            return None
+        return {'id': job_id, 'host': host, 'action': row[0], 'args': json.loads(row[1]), 'ttl': max(1, int(row[2]))}
+
     def get(self, job_id: str) -> Optional[JobRow]:
         return _row(self.db.execute('SELECT %s FROM jobs WHERE id = ?' % ', '.join(COLUMNS), (job_id,)).fetchone())
 

@@ -424,14 +424,12 @@ class ClientWorker(object):
         gone: List[str] = []
         used = 0
         for job_id in data['ids']:
-            row = self.log.get(job_id)
             # An acknowledged job is in its host worker's record, and its secrets are gone from here.
-            if row is None or row['host'] != data['host'] or row['state'] in messages.FINAL_STATES or row['acked'] is not None:
+            job = self.log.to_run(job_id, data['host'])
+            if job is None:
                 gone.append(job_id)
                 used += len(job_id) + 3
                 continue
-            job = {'id': row['id'], 'host': row['host'], 'action': row['action'], 'args': row['args'],
-                   'ttl': max(1, int(row['expires'] - row['created']))}
             size = messages.encoded_size(job) + 1
             if jobs and used + size > REPLY_BUDGET:
                 continue  # not in this reply: the host worker fetches it next

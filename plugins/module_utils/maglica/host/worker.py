@@ -255,6 +255,10 @@ class HostWorker(object):
         self.running: Set[str] = set()
         # Running jobs whose actions may change the host's domains (not actions.CHANGE_NO_DOMAIN).
         self.changing: Set[str] = set()
+        # Whether the record's outbox may hold results to report: known here, so that each turn of the loop need not
+        # ask the record (set when results are recorded, and from what is left after each report).
+        self.outbox_waiting = True
+        self.outbox_more = False
         # Running jobs whose arguments hold secrets: their end drops them from the record.
         self.secret_jobs: Set[str] = set()
         # {job id: (done, total)} reported by running jobs' threads, sent with the next report (under progress_lock).
@@ -306,6 +310,7 @@ class HostWorker(object):
         if known[0] == 'done':
             # Delivered again: the client worker has not stored our result yet. Send it again, never re-run.
             self.record.report_again(notice['id'])
+            self.outbox_waiting = True
 
     def fetch(self, start: bool = True) -> List[actions.Job]:
         """Get the jobs we have notices of; record each before it is acknowledged, and start it once the record is on
@@ -438,6 +443,7 @@ class HostWorker(object):
         for result in results:
             self.running.discard(result['id'])
             LOG.info('job %s %s: %s', result['id'], result['status'], result.get('message', ''))
+        self.outbox_waiting = True
         return [result['id'] for result in results]
 
     def resume(self) -> None:
@@ -486,7 +492,11 @@ class HostWorker(object):
             return
         self.acks.difference_update(acks)
         self.progress_sent_in(progress)
-        self.record.mark_reported((reply.get('taken') or []) + (reply.get('refused') or []))
+        answered = (reply.get('taken') or []) + (reply.get('refused') or [])
+        self.record.mark_reported(answered)
+        # Left in the outbox: what this report had no room for, and what the client worker did not answer for. (No
+        # result is recorded meanwhile: collect() runs in this thread.)
+        self.outbox_waiting = self.outbox_more or not set(r['id'] for r in message['results']) <= set(answered)
         self.last_report = time.monotonic()
         if reply.get('state_wanted'):
             self.pushed_digest = None  # (a restarted client worker holds none): pushed in the next turn
@@ -528,7 +538,9 @@ class HostWorker(object):
         """Results of the outbox, oldest first, each bounded (messages.bound_result), together within `budget` bytes."""
         results: List[Dict[str, Any]] = []
         used = 0
-        for result in self.record.outbox(REPORT_BATCH):
+        waiting = self.record.outbox(REPORT_BATCH)
+        self.outbox_more = len(waiting) == REPORT_BATCH  # (and below: one that did not fit)
+        for result in waiting:
             size = messages.encoded_size(result) + 1
             # Bounded when it was recorded (collect); a small result is within every bound, one recorded by an older
             # version may not be.
@@ -538,6 +550,7 @@ class HostWorker(object):
             if used + size > budget:
                 if not results:
                     results.append(unsendable(result, 'it is %d bytes' % size))
+                self.outbox_more = True
                 break
             results.append(result)
             used += size
@@ -548,7 +561,7 @@ class HostWorker(object):
         if now < self.backoff_until:
             return False
         return bool(self.acks) or now - self.last_report >= self.config.host_worker['heartbeat_interval'] or \
-            bool(self.record.outbox(1)) or now - self.last_report >= PROGRESS_INTERVAL and bool(self.progress_due())
+            self.outbox_waiting or now - self.last_report >= PROGRESS_INTERVAL and bool(self.progress_due())
 
     def run(self) -> None:
         LOG.info('host worker %s pid %d, subscribed at %s', self.name, os.getpid(), ', '.join(self.config.endpoints('pub')))
