@@ -99,6 +99,27 @@ def states(cloud, ids):
         return None
 
 
+def final_states(cloud, jobs, accepted, errors, deadline):
+    """{id: state} of the jobs once every accepted one succeeded and all were accepted, or as they are at
+    `deadline` (time.monotonic()). A job a host worker dropped never ends: the wait stops at the first refusal."""
+    ids = [j['id'] for j in jobs]
+    final = {}
+    while time.monotonic() < deadline and not errors and not bench_workers.refusals(cloud.workdir):
+        final = states(cloud, ids) or final
+        if final and all(final.get(i) == 'succeeded' for i in accepted) and len(accepted) == len(jobs):
+            break
+        time.sleep(0.2)  # polling the job log, with the deadline above
+    return final
+
+
+def runs_of(cloud):
+    """{job id: how many times a host worker ran it}, from the noop effect lines."""
+    effects = collections.Counter()
+    for host in HOSTS:
+        effects.update(line.split()[0] for line in cloud.effects(host))
+    return effects
+
+
 def fingerprint(testbed, host, path):
     try:
         st = os.stat(testbed.outside_path(host, path))
@@ -310,19 +331,13 @@ def failover_phase(args, postgres):
             failovers.append(time.monotonic() - killed)
             cloud.start_client_worker(victim)  # back as the standby
         submitter.join(timeout=args.deadline)
-        ids = [j['id'] for j in jobs]
-        while time.monotonic() - started < args.deadline + 60 and not errors and not bench_workers.refusals(cloud.workdir):
-            final = states(cloud, ids) or final
-            if final and all(final.get(i) == 'succeeded' for i in accepted) and len(accepted) == len(jobs):
-                break
-            time.sleep(0.2)
+        final = final_states(cloud, jobs, accepted, errors, started + args.deadline + 60)
     finally:
         stop.set()
         submitter.join()
         cloud.stop()
-    effects = collections.Counter()
-    for host in HOSTS:
-        effects.update(line.split()[0] for line in cloud.effects(host))
+    effects = runs_of(cloud)
+    ids = [j['id'] for j in jobs]
     ordered = sorted(failovers)
     return {
         'failover_jobs': len(jobs),
@@ -385,21 +400,12 @@ def main():
                 frozen.send_signal(signal.SIGCONT)
             time.sleep(rng.uniform(0.5, 1.5))  # spacing between faults, not synchronisation
         submitter.join(timeout=args.deadline)
-        ids = [j['id'] for j in jobs]
-        final = {}
-        # A job a host worker dropped never ends: stop waiting at the first refusal (reported below).
-        while time.monotonic() - started < args.deadline and not errors and not bench_workers.refusals(workdir):
-            final = states(cloud, ids) or final
-            if final and all(final.get(i) == 'succeeded' for i in accepted) and len(accepted) == len(jobs):
-                break
-            time.sleep(0.2)
+        final = final_states(cloud, jobs, accepted, errors, started + args.deadline)
     finally:
         stop.set()
         submitter.join()
         cloud.stop()
-    effects = collections.Counter()
-    for host in HOSTS:
-        effects.update(line.split()[0] for line in cloud.effects(host))
+    effects = runs_of(cloud)
     lost = sum(1 for i in accepted if i not in final or (final[i] == 'succeeded' and effects[i] == 0))
     refused = bench_workers.refusals(workdir)
     result = {

@@ -201,16 +201,21 @@ def alive(pid):
         return False
 
 
+def deployed(deployment):
+    """For a fixture: run the site on `deployment` (its `first_run`) and yield it; then stop its supervisords, and
+    check that none of its workers outlived them."""
+    try:
+        deployment.first_run = deployment.site()
+        yield deployment
+    finally:
+        pids = [pid for pid in deployment.pids().values() if pid]
+        deployment.stop()
+        assert not [pid for pid in pids if alive(pid)], 'workers survived their supervisord'
+
+
 @pytest.fixture(scope='module')
 def deployment(testbed, tmp_path_factory):
-    deployed = Deployment(testbed, str(tmp_path_factory.mktemp('roles')))
-    try:
-        deployed.first_run = deployed.site()
-        yield deployed
-    finally:
-        pids = [pid for pid in deployed.pids().values() if pid]
-        deployed.stop()
-        assert not [pid for pid in pids if alive(pid)], 'workers survived their supervisord'
+    yield from deployed(Deployment(testbed, str(tmp_path_factory.mktemp('roles'))))
 
 
 def test_site_deploys_the_cloud(deployment):

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The roles deploy two client workers on a PostgreSQL job log (issue 21): playbooks/site.yml on one of the
 testbed's hosts and two client hosts (as test_roles.py, whose Deployment this uses; test_roles.py deploys three
-host workers and runs the site twice), the database a PostgreSQL server of this module's own. One client worker is active, the other standby with the same keys; a stopped
-active one is replaced, and the host workers report to the new one.
+host workers and runs the site twice), the database a PostgreSQL server of this module's own. One client worker
+is active, the other standby with the same keys; a stopped active one is replaced, and the host workers report
+to the new one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from maglica_testbed import maglica_config, wait_until
 from maglica.errors import DispatchError
 from maglica.protocol.transport import Requester
 from postgres_server import PostgresServer
-from test_roles import PORT, Deployment, alive
+from test_roles import PORT, Deployment, deployed
 
 CLIENTS = ('client', 'client2')
 HOSTS = ('host0',)
@@ -29,15 +30,8 @@ def pair(testbed, tmp_path_factory):
     with PostgresServer() as postgres:
         joblog = {'client_worker_joblog_backend': 'postgresql', 'client_worker_joblog_dsn': postgres.create_database('roles'),
                   'client_worker_joblog_lease_s': 3.0}
-        deployed = Deployment(testbed, str(tmp_path_factory.mktemp('roles-pair')), clients=CLIENTS, port=PORT + 6, host_names=HOSTS,
-                              client_vars=joblog)
-        try:
-            deployed.first_run = deployed.site()
-            yield deployed
-        finally:
-            pids = [pid for pid in deployed.pids().values() if pid]
-            deployed.stop()
-            assert not [pid for pid in pids if alive(pid)], 'workers survived their supervisord'
+        yield from deployed(Deployment(testbed, str(tmp_path_factory.mktemp('roles-pair')), clients=CLIENTS, port=PORT + 6,
+                                       host_names=HOSTS, client_vars=joblog))
 
 
 def answers(deployment, name):
@@ -91,4 +85,3 @@ def test_a_stopped_active_client_worker_is_replaced_and_the_host_workers_follow(
     pair.supervisorctl(first, 'start', pair.program(first))
     wait_until(lambda: pair.pid(first), 30, '%s to run again' % first)
     assert wait_until(lambda: active(pair), 30, 'one active client worker') == second, 'the one started again is standby'
-

@@ -100,6 +100,19 @@ class Daemon(object):
 __all__ = ['Daemon', 'files_holding', 'free_ports', 'wait_until', 'worker_env', 'write_yaml']
 
 
+def client_worker_in_process(cfg, postgres_dsn=None):
+    """A ClientWorker built in this process on `cfg`: its job log SQLite's, or the PostgreSQL database at
+    `postgres_dsn`, and then active (it holds the lease)."""
+    from maglica.client_worker import worker  # pylint: disable=import-outside-toplevel
+    if postgres_dsn:
+        cfg.joblog.update(backend='postgresql', dsn=postgres_dsn)
+    running = worker.ClientWorker(cfg)
+    if postgres_dsn:
+        running.try_lease()
+        assert running.active, 'the client worker did not take the lease'
+    return running
+
+
 def plain_worker_config(base, hosts=('kvm1',)):
     """The configuration (loaded) of workers without CURVE on free ports, state under `base`: for a client worker
     and host workers built in the test's own process."""

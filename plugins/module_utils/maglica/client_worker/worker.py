@@ -647,7 +647,8 @@ class ClientWorker(object):
 
     def try_lease(self) -> None:
         """A standby's turn: take the lease when it is free, and start as the active client worker."""
-        assert isinstance(self.log, PostgresJobLog)
+        if not isinstance(self.log, PostgresJobLog):
+            return  # an SQLite log's worker is always active
         try:
             holder = self.log.take_lease()
         except self.log.pg.errors as e:  # the holder's transaction holds the lease row longer than lock_timeout

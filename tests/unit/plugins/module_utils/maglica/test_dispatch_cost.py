@@ -22,7 +22,7 @@ from maglica.daemon.postgres import PostgresConnection
 from maglica.controller.client import Client
 from maglica.host import worker as host_worker
 from maglica.protocol import messages
-from unit_helpers import plain_worker_config, wait_until
+from unit_helpers import client_worker_in_process, plain_worker_config, wait_until
 
 JOBS = 20
 # Statements per no-op job, each request in its own batch. Before issue 21's fix: 28.5 (client worker) and
@@ -87,11 +87,7 @@ def request(sock, worker, message):
 
 def test_a_noop_job_costs_the_client_worker_few_statements(tmp_path, joblog_backend, request_fixture):
     cfg = plain_worker_config(str(tmp_path))
-    if joblog_backend == 'postgresql':
-        cfg.joblog.update(backend='postgresql', dsn=request_fixture.getfixturevalue('postgres_dsn'))
-    worker = client_worker.ClientWorker(cfg)
-    if joblog_backend == 'postgresql':
-        worker.try_lease()
+    worker = client_worker_in_process(cfg, request_fixture.getfixturevalue('postgres_dsn') if joblog_backend == 'postgresql' else None)
     most = MAX_CLIENT_WORKER_STATEMENTS_POSTGRESQL if joblog_backend == 'postgresql' else MAX_CLIENT_WORKER_STATEMENTS
     context = zmq.Context()
     library, host = context.socket(zmq.REQ), context.socket(zmq.REQ)

@@ -10,20 +10,14 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from maglica.client_worker import worker as client_worker
 from maglica.protocol import messages
-from unit_helpers import plain_worker_config, wait_until
+from unit_helpers import client_worker_in_process, plain_worker_config, wait_until
 
 
 @pytest.fixture
 def worker(tmp_path, joblog_backend, request):
     cfg = plain_worker_config(str(tmp_path))
-    if joblog_backend == 'postgresql':
-        cfg.joblog.update(backend='postgresql', dsn=request.getfixturevalue('postgres_dsn'))
-    running = client_worker.ClientWorker(cfg)
-    if joblog_backend == 'postgresql':
-        running.try_lease()
-        assert running.active
+    running = client_worker_in_process(cfg, request.getfixturevalue('postgres_dsn') if joblog_backend == 'postgresql' else None)
     yield cfg, running
     running.close()
 

@@ -23,7 +23,7 @@ from maglica.client_worker.joblog_postgres import PostgresSync
 from maglica.daemon.store import WalSync
 from maglica.host.worker import HostWorker, Record
 from maglica.protocol import messages
-from unit_helpers import plain_worker_config, wait_until
+from unit_helpers import client_worker_in_process, plain_worker_config, wait_until
 
 
 class HeldWalSync(WalSync):
@@ -169,14 +169,11 @@ class HeldPostgresSync(PostgresSync):
 
 def test_a_submitter_gets_its_job_id_only_once_the_postgresql_commit_is_durable(tmp_path, postgres_dsn):
     cfg = plain_worker_config(str(tmp_path))
-    cfg.joblog.update(backend='postgresql', dsn=postgres_dsn)
-    worker = client_worker.ClientWorker(cfg)
+    worker = client_worker_in_process(cfg, postgres_dsn)
     context = zmq.Context()
     library = context.socket(zmq.REQ)
     library.linger = 0
     try:
-        worker.try_lease()
-        assert worker.active
         worker.syncer.stop()
         worker.syncer.close()
         worker.syncer = HeldPostgresSync(worker.log, worker.wake_write)
