@@ -30,8 +30,9 @@ collection-link:
 
 test: deps collection-link sanity lint typecheck imports units integration rollout
 
+# Two pytest workers (pytest-xdist), each with its own PostgreSQL server for the job log's tests: CI's minutes.
 units: deps collection-link
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
 # The testbed (libvirtds, their guest networks, workers, booted guests) and the tests live in one network
 # namespace of their own: no guest address ever appears in the machine's own network namespace.
