@@ -91,6 +91,15 @@ def guarded(target, errors, stop):
     return run
 
 
+def start_submitter(cloud, jobs):
+    """A thread submitting `jobs` (submit_all), started: (thread, ids accepted so far, the event that stops it, the
+    refusals that stopped it)."""
+    accepted, stop, errors = [], threading.Event(), []
+    submitter = threading.Thread(target=guarded(submit_all, errors, stop), args=(cloud, jobs, accepted, stop))
+    submitter.start()
+    return submitter, accepted, stop, errors
+
+
 def states(cloud, ids):
     try:
         with client.Client(cloud.config, timeout=2) as library:
@@ -310,9 +319,7 @@ def failover_phase(args, postgres):
     started = time.monotonic()
     jobs = [messages.new_job('hw%d' % (i % len(HOSTS)), 'noop', {'marker': 'o%d' % i, 'delay': 0.02}, ttl=3600)
             for i in range(args.failover_jobs)]
-    accepted, stop, errors = [], threading.Event(), []
-    submitter = threading.Thread(target=guarded(submit_all, errors, stop), args=(cloud, jobs, accepted, stop))
-    submitter.start()
+    submitter, accepted, stop, errors = start_submitter(cloud, jobs)
     failovers = []
     final = {}
     try:
@@ -377,9 +384,7 @@ def main():
     started = time.monotonic()
     jobs = [messages.new_job('hw%d' % (i % len(HOSTS)), 'noop', {'marker': 'f%d' % i, 'delay': 0.02}, ttl=3600)
             for i in range(args.jobs)]
-    accepted, stop, errors = [], threading.Event(), []
-    submitter = threading.Thread(target=guarded(submit_all, errors, stop), args=(cloud, jobs, accepted, stop))
-    submitter.start()
+    submitter, accepted, stop, errors = start_submitter(cloud, jobs)
     kills = 0
     victims = ['client'] + list(HOSTS)
     try:

@@ -107,9 +107,8 @@ def client_worker_in_process(cfg, postgres_dsn=None):
     if postgres_dsn:
         cfg.joblog.update(backend='postgresql', dsn=postgres_dsn)
     running = worker.ClientWorker(cfg)
-    if postgres_dsn:
-        running.try_lease()
-        assert running.active, 'the client worker did not take the lease'
+    running.try_lease()  # a PostgreSQL log's worker starts standby; an SQLite log's is active already
+    assert running.active, 'the client worker did not take the lease'
     return running
 
 

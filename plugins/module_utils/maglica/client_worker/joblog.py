@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, cast
 
-from ..daemon.store import Store, drop_secrets_sql
+from ..daemon.store import Store, WalSync, drop_secrets_sql
 from ..protocol.messages import SECRET_ARGS
 
 SCHEMA = """
@@ -92,10 +92,37 @@ class JobLog(Store):
 
     def __init__(self, path: str, synced_by_caller: bool = False) -> None:
         super(JobLog, self).__init__(path, SCHEMA, synced_by_caller)
+        self.path = path
+        # The lease (its methods below): an SQLite log's worker holds it from the start and for ever - no epoch, no expiry.
+        self.epoch: Optional[int] = None
+        self.held_until = float('inf')
         present = set(row[1] for row in self.db.execute('PRAGMA table_info(jobs)'))
         for column, kind in ADDED_COLUMNS:
             if column not in present:
                 self.db.execute('ALTER TABLE jobs ADD COLUMN %s %s' % (column, kind))
+
+    def make_syncer(self, wake_fd: int) -> WalSync:
+        """The thread that makes the commits of a log opened with synced_by_caller durable, waking `wake_fd` each time."""
+        return WalSync(self.path, wake_fd)
+
+    # -- the lease: which client worker writes the log (PostgresJobLog's, where several share it). An SQLite log is
+    # its one worker's: these are what the worker calls on either store.
+
+    @property
+    def active(self) -> bool:
+        """Whether this worker holds the lease (may write the log)."""
+        return True
+
+    def take_lease(self) -> bool:
+        """Take the lease when it is free; whether this worker holds it now."""
+        return True
+
+    def release_lease(self) -> None:
+        """Give the lease up (a clean stop), so that a standby takes over at once."""
+
+    def lease_holder(self) -> Optional[str]:
+        """The name of the client worker that holds the lease, None when none does (or on SQLite: its one worker needs no name)."""
+        return None
 
     def add(self, job: Dict[str, Any], default_ttl: float, now: Optional[float] = None, claims: bool = True,
             published: bool = False) -> Tuple[JobRow, bool]:

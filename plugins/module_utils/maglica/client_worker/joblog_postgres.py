@@ -24,6 +24,7 @@ The statements are JobLog's: the same transactions, claims and unique keys as on
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Iterable, Optional, Tuple
 
@@ -33,6 +34,7 @@ from ..errors import MaglicaError
 from ..protocol.messages import SECRET_ARGS
 from .joblog import SCHEMA, JobLog
 
+LOG = logging.getLogger('maglica.client_worker.joblog_postgres')
 # The database's clock, in seconds since the epoch: leases are decided by one clock, whatever the workers' are.
 NOW = 'EXTRACT(EPOCH FROM clock_timestamp())'
 LEASE = 'client_worker'
@@ -66,19 +68,16 @@ class PostgresJobLog(JobLog):
     cheap_savepoints = False  # each is a round trip to the server
 
     def __init__(self, dsn: str, holder: str, lease_s: float, synced_by_caller: bool = False) -> None:  # pylint: disable=super-init-not-called
-        # Not JobLog's: that opens an SQLite file.
+        # Not JobLog's: that opens an SQLite file. Store's initialise() takes this connection instead.
         milliseconds = str(max(1000, int(lease_s * 1000)))
         self.dsn = dsn
         self.pg = PostgresConnection(dsn, 'maglica client worker %s' % holder,
                                      {'idle_in_transaction_session_timeout': milliseconds, 'lock_timeout': milliseconds,
                                       'synchronous_commit': 'off' if synced_by_caller else 'on'})
-        self.db = self.pg
-        self.durable_at_commit = not synced_by_caller
+        self.initialise(self.pg)
         # Transactions begun: each one writes (it renews the lease).
         self.begun = 0
         self.renewal_text: Optional[Tuple[int, str]] = None
-        self.depth = 0
-        self.dropped = 0
         self.name = holder
         self.lease_s = lease_s
         # The lease's epoch while this worker holds it, and until when (time.monotonic()) it surely does.
@@ -103,7 +102,8 @@ class PostgresJobLog(JobLog):
             raise RuntimeError('the job log rolled the transaction back (%s): a statement in it had failed' % status)
 
     def checkpoint(self) -> None:
-        self.dropped = 0
+        """Nothing to do: SQLite's copy of its WAL has no counterpart here (a dropped secret's old row version is
+        VACUUM's to reuse: the module's docstring). So scrub() counts no `dropped`, and checkpoint_if_dropped() never calls this."""
 
     def scrub(self, job_ids: Iterable[str]) -> None:
         for job_id in job_ids:
@@ -114,7 +114,9 @@ class PostgresJobLog(JobLog):
             if any(args.get(key) not in (None, '(secret)') for key in SECRET_ARGS):
                 args.update((key, '(secret)') for key in SECRET_ARGS if key in args)
                 self.db.execute('UPDATE jobs SET args = ? WHERE id = ?', (json.dumps(args, sort_keys=True), job_id))
-                self.dropped += 1
+
+    def make_syncer(self, wake_fd: int) -> WalSync:
+        return PostgresSync(self, wake_fd)
 
     # -- the lease ------------------------------------------------------------
 
@@ -122,21 +124,27 @@ class PostgresJobLog(JobLog):
     def active(self) -> bool:
         return self.epoch is not None
 
-    def take_lease(self) -> Optional[str]:
-        """Take the lease when it is free (expired, never taken, or this worker's own from before a restart).
-        Returns None when this worker holds it now, else the name of its holder."""
+    def take_lease(self) -> bool:
+        """Take the lease when it is free (expired, never taken, or this worker's own from before a restart); whether
+        this worker holds it now. Not yet (False) when the holder's transaction holds the lease row longer than
+        lock_timeout; a lost connection raises (the worker stops, and its supervisor starts it again)."""
         asked = time.monotonic()
-        row = self.db.execute(
-            'INSERT INTO lease (name, holder, epoch, expires) VALUES (?, ?, 1, %s + ?) ON CONFLICT (name) DO UPDATE '
-            'SET holder = excluded.holder, epoch = lease.epoch + 1, expires = excluded.expires '
-            'WHERE lease.expires < %s OR lease.holder = excluded.holder RETURNING epoch' % (NOW, NOW),
-            (LEASE, self.name, self.lease_s)).fetchone()
-        if row is not None:
-            self.epoch, self.held_until = int(row[0]), asked + self.lease_s
-            return None
-        self.epoch = None
-        holder = self.db.execute('SELECT holder FROM lease WHERE name = ?', (LEASE,)).fetchone()
-        return str(holder[0]) if holder is not None else None
+        try:
+            row = self.db.execute(
+                'INSERT INTO lease (name, holder, epoch, expires) VALUES (?, ?, 1, %s + ?) ON CONFLICT (name) DO UPDATE '
+                'SET holder = excluded.holder, epoch = lease.epoch + 1, expires = excluded.expires '
+                'WHERE lease.expires < %s OR lease.holder = excluded.holder RETURNING epoch' % (NOW, NOW),
+                (LEASE, self.name, self.lease_s)).fetchone()
+        except self.pg.errors as e:
+            if self.pg.broken:
+                raise
+            LOG.info('client worker %s could not take the lease yet: %s', self.name, str(e).strip())
+            return False
+        if row is None:
+            self.epoch = None
+            return False
+        self.epoch, self.held_until = int(row[0]), asked + self.lease_s
+        return True
 
     def start(self) -> None:
         """BEGIN and renew the lease, in one round trip: its row stays locked until the transaction ends. LeaseLost
@@ -171,7 +179,7 @@ class PostgresJobLog(JobLog):
                             (LEASE, self.name, self.epoch))
             self.epoch = None
 
-    def holder_name(self) -> Optional[str]:
+    def lease_holder(self) -> Optional[str]:
         row = self.db.execute('SELECT holder FROM lease WHERE name = ? AND expires >= %s' % NOW, (LEASE,)).fetchone()
         return str(row[0]) if row is not None else None
 

@@ -32,11 +32,10 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Map
 from ..cluster import host_state, virt
 from ..cluster.config import Config
 from ..daemon import service
-from ..daemon.store import WalSync
 from ..errors import MessageError
 from ..protocol import curve, messages, transport
 from .joblog import JobLog, JobRow, name_key
-from .joblog_postgres import LeaseLost, PostgresJobLog, PostgresSync
+from .joblog_postgres import LeaseLost, PostgresJobLog
 
 LOG = logging.getLogger('maglica.client_worker.worker')
 # Requests only the library's key may make; a host's key may only report on its own jobs.
@@ -204,8 +203,7 @@ class ClientWorker(object):
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
         # The log's commits are made durable by self.syncer (a thread) before anything that depends on them leaves the worker.
-        self.syncer = (PostgresSync(self.log, self.wake_write) if isinstance(self.log, PostgresJobLog)
-                       else WalSync(config.jobs['database'], self.wake_write))
+        self.syncer = self.log.make_syncer(self.wake_write)
         # Commits that wrote something, counted; changes() of the log when last counted.
         self.commits = 0
         self.changes = self.log.changes()
@@ -213,9 +211,9 @@ class ClientWorker(object):
         self.outgoing: List[Tuple[int, List[List[bytes]], List[JobRow]]] = []
         self.pub.bind(self.me.bind_endpoint('pub'))
         self.rep.bind(self.me.bind_endpoint('rep'))
-        # PostgreSQL: whether this worker holds the lease (an SQLite log's worker is the only one, always active),
-        # who does when another one does, and when this one last tried to take it.
-        self.active = not isinstance(self.log, PostgresJobLog)
+        # Whether this worker holds the lease (an SQLite log's worker is the only one, always active), who does when
+        # another one does, and when this one last tried to take it.
+        self.active = self.log.active
         self.active_name: Optional[str] = None
         self.last_lease_try = 0.0
         self.host_names = set(h.name for h in config.hosts)
@@ -258,8 +256,7 @@ class ClientWorker(object):
             self.syncer.synced = self.commits
             self.release()
         self.syncer.close()
-        if isinstance(self.log, PostgresJobLog):
-            self.log.release_lease()  # a standby takes over at once
+        self.log.release_lease()  # a standby takes over at once
         self.log.close()
         os.close(self.wake_read)
         os.close(self.wake_write)
@@ -628,8 +625,6 @@ class ClientWorker(object):
 
     def holds_lease(self) -> bool:
         """Whether this worker is active now: renews the lease first when it might have run out (after a pause)."""
-        if not isinstance(self.log, PostgresJobLog):
-            return True
         if self.active and time.monotonic() >= self.log.held_until - self.config.joblog['lease_s'] / 2:
             try:
                 with self.log.transaction():
@@ -642,22 +637,14 @@ class ClientWorker(object):
         LOG.warning('client worker %s is standby now: %s', self.me.name, why)
         self.active = False
         self.notices = []
-        if isinstance(self.log, PostgresJobLog):
-            self.active_name = self.log.holder_name()
+        self.active_name = self.log.lease_holder()
 
     def try_lease(self) -> None:
         """A standby's turn: take the lease when it is free, and start as the active client worker."""
-        if not isinstance(self.log, PostgresJobLog):
-            return  # an SQLite log's worker is always active
-        try:
-            holder = self.log.take_lease()
-        except self.log.pg.errors as e:  # the holder's transaction holds the lease row longer than lock_timeout
-            if self.log.pg.broken:
-                raise  # the database went away: the worker stops, and its supervisor starts it again
-            LOG.info('client worker %s could not take the lease yet: %s', self.me.name, str(e).strip())
-            return
-        if holder is not None:
-            self.active_name = holder
+        if self.active:
+            return  # an SQLite log's worker always is
+        if not self.log.take_lease():
+            self.active_name = self.log.lease_holder()
             return
         LOG.warning('client worker %s is active (lease epoch %s)', self.me.name, self.log.epoch)
         self.active, self.active_name = True, self.me.name

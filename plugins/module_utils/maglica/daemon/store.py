@@ -144,20 +144,23 @@ class Connection(Protocol):
 
 
 class Store(object):
-    """An SQLite database from open_database, with `schema` applied, whose writes can share one commit."""
+    """A database whose writes can share one commit: an SQLite file from open_database with `schema` applied, or a
+    connection a subclass opens itself (the client worker's PostgreSQL job log)."""
 
     # What opens a transaction: IMMEDIATE takes SQLite's write lock at once, so what a transaction reads before it
     # writes no other writer changes meanwhile.
     begin = 'BEGIN IMMEDIATE'
-    # Whether a COMMIT is on disk when it returns (else WalSync makes it so: synced_by_caller).
-    durable_at_commit = True
     # Whether a savepoint costs next to nothing (SQLite: no round trip to a server).
     cheap_savepoints = True
 
     def __init__(self, path: str, schema: str, synced_by_caller: bool = False) -> None:
-        self.db: Connection = open_database(path, synced_by_caller)
+        self.initialise(open_database(path, synced_by_caller))
         self.db.executescript(schema)
-        self.durable_at_commit = not synced_by_caller
+
+    def initialise(self, db: Connection) -> None:
+        """Start the store on its opened connection: __init__ calls this with the SQLite file it opens, a store in
+        another database with the connection it opened."""
+        self.db: Connection = db
         self.depth = 0
         # Secrets dropped since the last checkpoint: their old pages may still be in the WAL.
         self.dropped = 0

@@ -76,21 +76,30 @@ def logged(cfg, job_id):
         db.close()
 
 
-def test_a_submitter_gets_its_job_id_only_once_the_log_is_on_disk(held_worker):
-    cfg, worker, library = held_worker
-    job = submit(worker, library)
-    assert logged(cfg, job['id']), 'committed'
+def answered(worker, sock):
+    """Whether `sock` has its reply, once the worker has sent what waited for a sync that ended (what its loop does
+    when the sync thread wakes it)."""
     worker.release()
-    assert library.poll(300) == 0, 'no reply while the fsync after the commit has not ended'
-    worker.syncer.gate.set()
+    return sock.poll(0)
 
-    def answered():
-        worker.release()
-        return library.poll(0)
-    wait_until(answered, 10, 'the reply once the fsync has ended')
+
+def replied_only_after_the_sync(worker, library, committed, sync):
+    """A job submitted over `library` is committed at once (`committed(job id)`: another connection sees it), but
+    its submitter gets its id only once the worker's held `sync` (the syncer's, after the commit) has ended."""
+    job = submit(worker, library)
+    assert committed(job['id']), 'committed'
+    worker.release()
+    assert library.poll(300) == 0, 'no reply while %s has not ended' % sync
+    worker.syncer.gate.set()
+    wait_until(lambda: answered(worker, library), 10, 'the reply once %s has ended' % sync)
     reply = messages.decode(library.recv())
     assert reply['ok'] and reply['job']['id'] == job['id']
     assert worker.syncer.synced >= 1
+
+
+def test_a_submitter_gets_its_job_id_only_once_the_log_is_on_disk(held_worker):
+    cfg, worker, library = held_worker
+    replied_only_after_the_sync(worker, library, lambda job_id: logged(cfg, job_id), 'the fsync after the commit')
 
 
 @pytest.mark.parametrize('held_worker', [True], indirect=True)
@@ -126,13 +135,9 @@ def test_a_fetch_is_answered_without_waiting_for_the_fsync_of_others_commits(hel
     # A host worker fetches only jobs whose notices it got - sent once their logging was on disk - so its fetch
     # need not wait behind the fsync of a submission that came meanwhile.
     cfg, worker, library = held_worker
-
-    def answered(sock):
-        worker.release()
-        return sock.poll(0)
     worker.syncer.gate.set()
     first = submit(worker, library)
-    wait_until(lambda: answered(library), 10, 'the first job logged')
+    wait_until(lambda: answered(worker, library), 10, 'the first job logged')
     library.recv()
     worker.syncer.gate.clear()
     second = submit(worker, library)  # its fsync is held
@@ -147,7 +152,7 @@ def test_a_fetch_is_answered_without_waiting_for_the_fsync_of_others_commits(hel
         assert [j['id'] for j in messages.decode(host.recv())['jobs']] == [first['id']]
         assert library.poll(0) == 0, 'the second submission is still waiting for its fsync'
         worker.syncer.gate.set()
-        wait_until(lambda: answered(library), 10, 'the second job logged')
+        wait_until(lambda: answered(worker, library), 10, 'the second job logged')
         assert messages.decode(library.recv())['job']['id'] == second['id']
     finally:
         host.close()
@@ -167,6 +172,12 @@ class HeldPostgresSync(PostgresSync):
         super().sync()
 
 
+def logged_in_postgresql(dsn, job_id):
+    """As logged(), in the PostgreSQL job log at `dsn`."""
+    with psycopg.connect(dsn) as other:
+        return other.execute('SELECT 1 FROM jobs WHERE id = %s', (job_id,)).fetchone() is not None
+
+
 def test_a_submitter_gets_its_job_id_only_once_the_postgresql_commit_is_durable(tmp_path, postgres_dsn):
     cfg = plain_worker_config(str(tmp_path))
     worker = client_worker_in_process(cfg, postgres_dsn)
@@ -181,18 +192,8 @@ def test_a_submitter_gets_its_job_id_only_once_the_postgresql_commit_is_durable(
         assert worker.log.db.execute('SHOW synchronous_commit').fetchone()[0] == 'off'
         assert worker.syncer.connection.execute('SHOW synchronous_commit').fetchone()[0] == 'on'
         library.connect(cfg.endpoint('rep'))
-        job = submit(worker, library)
-        with psycopg.connect(postgres_dsn) as other:
-            assert other.execute('SELECT 1 FROM jobs WHERE id = %s', (job['id'],)).fetchone(), 'committed'
-        worker.release()
-        assert library.poll(300) == 0, 'no reply while the durable commit after it has not returned'
-        worker.syncer.gate.set()
-
-        def answered():
-            worker.release()
-            return library.poll(0)
-        wait_until(answered, 10, 'the reply once the durable commit has returned')
-        assert messages.decode(library.recv())['job']['id'] == job['id']
+        replied_only_after_the_sync(worker, library, lambda job_id: logged_in_postgresql(postgres_dsn, job_id),
+                                    'the durable commit after it')
     finally:
         worker.syncer.gate.set()
         library.close()

@@ -21,7 +21,7 @@ T0 = 1700000000.0
 def log(tmp_path, joblog_backend, request):
     if joblog_backend == 'postgresql':
         job_log = PostgresJobLog(request.getfixturevalue('postgres_dsn'), 'cw1', 60.0)
-        assert job_log.take_lease() is None
+        assert job_log.take_lease()
     else:
         job_log = JobLog(str(tmp_path / 'sub' / 'jobs.sqlite'))
     yield job_log
