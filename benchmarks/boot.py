@@ -11,7 +11,8 @@ One testbed host (in the testbed's network namespace) with the bootable Debian 1
 an original image, and a plain domain on a fresh copy of the same disk. Each round, interleaved:
   cold   the image's layout not yet known to the host worker (its disk file touched: a new layout key), so the
          customisation launches libguestfs AND inspects; cloud.clone(wait_for='ssh') timed from the call;
-  warm   the same, the layout known from the cold clone: launch without inspection;
+  warm   the same, the layout known from the cold clone; and with the host worker's spares on (--spare-images 1,
+         the default as deployed), the spare the cold clone left: no copy, no launch, no inspection;
   plain  the plain domain started, timed until its sshd proves it holds the image's own host key
          (reach.ssh_answers: the same strict check as the clone's).
 Each clone is removed, and the plain domain's disk copied afresh, between measurements (outside the clock).
@@ -40,6 +41,7 @@ import bench_workers  # noqa: E402  pylint: disable=wrong-import-position
 from maglica_testbed import Cloud, Testbed, read_guest_files  # noqa: E402  pylint: disable=wrong-import-position
 from maglica.controller import cloud as maglica_cloud  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 from maglica.controller import reach  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
+from maglica.host.spares import SPARED_NOTE  # noqa: E402  pylint: disable=wrong-import-position,wrong-import-order
 HOST = 'host0'
 IMAGE = 'bench-boot.original'
 PLAIN = 'bench-boot-plain'
@@ -77,8 +79,9 @@ def clone_to_ssh(cloud, testbed, name):
     total = time.monotonic() - began
     job = result['job']
     job_s = job['finished'] - job['created'] if job.get('finished') and job.get('created') else None
+    spared = SPARED_NOTE in ((result.get('result') or {}).get('customization') or {}).get('notes', [])
     remove(testbed, name)
-    return total, job_s, result.get('ssh_host_keys') or []
+    return total, job_s, result.get('ssh_host_keys') or [], spared
 
 
 def plain_to_ssh(cloud, testbed, public_keys):
@@ -93,6 +96,7 @@ def arguments(argv=None):
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--warm', action=argparse.BooleanOptionalAction, default=True, help='a warm clone each round')
     parser.add_argument('--plain', action=argparse.BooleanOptionalAction, default=True, help='a plain boot each round')
+    parser.add_argument('--spare-images', type=int, default=1, help="the host worker's spare_images (0: no spares)")
     return parse_args(parser, QUICK, 'one round, one cold clone to SSH; no warm clone, no plain boot, no ratio', argv)
 
 
@@ -123,23 +127,26 @@ def main():
         # The image's own keys, read with libguestfs (outside the clock): the plain boot must show them, the clones not.
         keys = image_host_keys(testbed, image_disk) if args.plain else []
         cloud = Cloud(testbed, workdir)
+        # The host worker as deployed (the testbed turns spares off for the tests): the cold clone of each round
+        # leaves a spare of the image, which the warm clone takes.
+        cloud.reconfigure(host_worker={'spare_images': args.spare_images})
         cloud.start()
         warm, cold, plain, phases, broken = [], [], [], [], []
         for index in range(args.rounds):
             # A new mtime is a new layout key: this clone's customisation must inspect the image again.
             os.utime(testbed.outside_path(HOST, image_disk))
             name = 'bench-cold-%d' % index
-            total, job_s, reported = clone_to_ssh(cloud, testbed, name)
+            total, job_s, reported, _spared = clone_to_ssh(cloud, testbed, name)
             broken += key_problems(name, reported, keys)
             cold.append(total)
             log('round %d: cold clone to SSH %.1fs (job %.1fs)' % (index, total, job_s or 0))
             if args.warm:
                 name = 'bench-warm-%d' % index
-                total, job_s, reported = clone_to_ssh(cloud, testbed, name)
+                total, job_s, reported, spared = clone_to_ssh(cloud, testbed, name)
                 broken += key_problems(name, reported, keys)
                 warm.append(total)
-                phases.append({'job_s': round(job_s or 0, 1), 'boot_s': round(total - (job_s or 0), 1)})
-                log('round %d: warm clone to SSH %.1fs (job %.1fs)' % (index, total, job_s or 0))
+                phases.append({'job_s': round(job_s or 0, 1), 'boot_s': round(total - (job_s or 0), 1), 'spare': spared})
+                log('round %d: warm clone to SSH %.1fs (job %.1fs%s)' % (index, total, job_s or 0, ', from a spare' if spared else ''))
             if args.plain:
                 fresh_plain(testbed, disk)
                 total = plain_to_ssh(cloud, testbed, keys)
@@ -153,7 +160,7 @@ def main():
     refused = bench_workers.refusals(workdir)
     if refused:
         broken.append(bench_workers.describe(refused))
-    result = {'cold_clone_to_ssh_s': round(statistics.median(cold), 1), 'rounds': args.rounds}
+    result = {'cold_clone_to_ssh_s': round(statistics.median(cold), 1), 'rounds': args.rounds, 'spare_images': args.spare_images}
     if warm:
         result.update(clone_to_ssh_s=round(statistics.median(warm), 1), warm_phases=phases)
     if plain:

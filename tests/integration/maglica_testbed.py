@@ -193,7 +193,8 @@ class Cloud(object):
             'client': {'host': '127.0.0.1', 'pub_port': port, 'rep_port': port + 1, 'bind': '127.0.0.1'},
             'security': {'curve': curve, 'key_dir': self.key_dir},
             'jobs': {'database': os.path.join(workdir, 'jobs.sqlite'), 'republish_interval': 0.5, 'request_timeout': 5},
-            'host_worker': {'state_dir': os.path.join(workdir, 'state'), 'heartbeat_interval': 1},
+            # No spare clones (host/spares.py) unless a test asks: each would launch an appliance beside the tests.
+            'host_worker': {'state_dir': os.path.join(workdir, 'state'), 'heartbeat_interval': 1, 'spare_images': 0},
         }
         self.path = self.write_config('maglica.conf', self.data)
         self.config = maglica_config.load(self.path)
@@ -237,12 +238,16 @@ class Cloud(object):
         with open(os.path.join(self.workdir, '%s.log' % name)) as handle:
             raise AssertionError('%s exited:\n%s' % (name, handle.read()[-3000:]))
 
-    def start_host_worker(self, host, wait=True):
+    def start_host_worker(self, host, wait=True, settings=None):
+        """Start `host`'s worker; `settings` are its own host_worker settings over the cloud's (spare_images...)."""
         command = [PYTHON, NOOP_WORKER, 'maglica.host.worker', '--config', self.path, '--name', host]
+        data = dict(self.data, host_worker=dict(self.data['host_worker'], **(settings or {})))
         if self.testbed:
             # Its own client certificate, for the libvirtd of the hosts it copies images from (an image copy's source).
-            data = dict(self.data, libvirt=dict(self.data['libvirt'], pki_path=self.testbed.host_pki_path(host)))
+            data['libvirt'] = dict(self.data['libvirt'], pki_path=self.testbed.host_pki_path(host))
+        if self.testbed or settings:
             command[4] = self.write_config('host_worker-%s.conf' % host, data)
+        if self.testbed:
             self.host_workers[host] = self.testbed.popen_in(host, ['env', 'PYTHONPATH=%s' % MODULE_UTILS] + command,
                                                             self.log('host_worker-%s' % host))
         else:

@@ -7,7 +7,8 @@ checking and by Ansible.
 
 One set of booted clones (started at once, module scope) serves every assertion:
   web-a  Debian 12 + ifupdown on host0, cloned through the module with wait_for: ssh
-  web-b  the same image on host1, cloned through the library with wait_for: ssh
+  web-b  the same image on host1, cloned through the library with wait_for: ssh, from a spare (host/spares.py:
+         host1's worker keeps one, made after a first clone, spare-seed, that is never started)
   nm-c   Debian 12 + NetworkManager on host2
   ci-d   Debian 12 + cloud-init on host2, with the user's own cloud-init user-data
 """
@@ -25,6 +26,7 @@ import pytest
 from guests import Booted  # pylint: disable=wrong-import-order
 from maglica_testbed import PYTHON, ROOT, TESTBED, ansible_env, run_playbook, wait_until  # pylint: disable=wrong-import-order
 from maglica.controller import cloud as maglica_cloud  # pylint: disable=wrong-import-order
+from maglica.host.spares import SPARED_NOTE  # pylint: disable=wrong-import-order
 PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks')
 DOMAIN = 'boot.test'
 BOOT_TIMEOUT = 1500  # four TCG guests booting at once on two shared cores
@@ -37,6 +39,7 @@ def image_machine_id():
         return re.search(r'^IMAGE_MACHINE_ID=(\w+)$', handle.read(), re.M).group(1)
 
 
+SPARE_SEED = 'spare-seed'
 CLONES = {
     # name: (image, host, how it is cloned)
     'web-a': ('deb12.original', 'host0', 'module'),
@@ -61,6 +64,8 @@ def fqdn(name):
 def booted(testbed, cloud, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('boot'))
     boot = Booted(testbed, cloud, work)
+    cloud.stop_host_worker('host1')
+    cloud.start_host_worker('host1', settings={'spare_images': 1})
     try:
         for image, (variant, hosts) in IMAGES.items():
             disk = testbed.bootable_image(variant)
@@ -76,6 +81,9 @@ def booted(testbed, cloud, tmp_path_factory):
                 assert run.rc == 0, run
                 return run.last
             extra = {'cloud_init_user_data': USER_DATA} if name == 'ci-d' else {}
+            if name == 'web-b':
+                maglica_cloud.clone(cloud.config, image, fqdn(SPARE_SEED), host=host, start=False, timeout=BOOT_TIMEOUT)
+                wait_until(lambda: spare_ready(cloud, host), BOOT_TIMEOUT, 'a spare of %s on %s' % (image, host))
             return maglica_cloud.clone(cloud.config, image, fqdn(name), host=host, ssh_authorized_keys=[boot.public_key],
                                        wait_for='ssh', wait_for_timeout=BOOT_TIMEOUT, **extra)
 
@@ -88,9 +96,17 @@ def booted(testbed, cloud, tmp_path_factory):
         for name, (_image, host, _how) in CLONES.items():
             testbed.virsh(host, 'destroy', fqdn(name), check=False)
             testbed.virsh(host, 'undefine', '--remove-all-storage', fqdn(name), check=False)
+        testbed.virsh('host1', 'undefine', '--remove-all-storage', fqdn(SPARE_SEED), check=False)
         for image, (_variant, hosts) in IMAGES.items():
             for host in hosts:
                 testbed.virsh(host, 'undefine', '--remove-all-storage', image, check=False)
+        cloud.stop_host_worker('host1')  # its spare goes with it
+        cloud.start_host_worker('host1')
+
+
+def spare_ready(cloud, host):
+    with open(os.path.join(cloud.data['host_worker']['state_dir'], '%s.spares.json' % host)) as handle:
+        return json.load(handle)['ready']
 
 
 @pytest.mark.parametrize('name', list(CLONES))
@@ -117,6 +133,12 @@ def test_clone_presents_the_host_keys_it_was_given(booted, name):
     wrong = [' '.join([line.split()[0].split(',')[0] + ',' + result['ip']] + line.split()[1:]) for line in other]
     refused = booted.ssh(name, 'true', known_hosts=wrong, check=False)
     assert refused.returncode != 0 and 'Host key verification failed' in refused.stderr
+
+
+def test_web_b_was_made_from_a_spare(booted):
+    """The clone that boots and answers in the tests above and below skipped its copy and appliance launch."""
+    assert SPARED_NOTE in booted.results['web-b']['result']['customization']['notes'], booted.results['web-b']['result']['customization']
+    assert SPARED_NOTE not in booted.results['web-a']['result']['customization']['notes']
 
 
 def test_every_clone_has_its_own_machine_id(booted):

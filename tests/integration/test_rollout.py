@@ -146,6 +146,8 @@ class Rollout:
                                            '-o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes' % self.known_hosts,
                 'maglica_libvirt_address': self.ip(name),
                 'host_worker_environment': {'LIBGUESTFS_BACKEND': 'direct'},
+                # A spare's appliance would launch under nested emulation beside the clone this test boots there.
+                'host_worker_spare_images': 0,
             }
         # The one feature that opens a libvirtd to another host's worker: hv-b copies images from hv-a, so hv-a's
         # libvirtd allows hv-b's host worker certificate (step 6 takes that away by removing hv-b).

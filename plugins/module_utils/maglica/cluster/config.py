@@ -108,6 +108,11 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, type]]] = {
         # Independent jobs run at once; clone customisations within batch_window seconds share one appliance.
         'concurrency': (2, int),
         'batch_window': (1.0, float),
+        # Spare clones (host/spares.py): for this many of the images cloned last, a disk copy with a libguestfs
+        # appliance launched on it waits for the next clone (disk space of one copy, 512 MiB of memory each);
+        # removed after spare_idle_s seconds untaken. 0: none, every clone copies and launches.
+        'spare_images': (1, int),
+        'spare_idle_s': (600.0, float),
         # Directories whose regular files image imports may name as file:// URLs; none by default (image_import).
         'file_url_dirs': ([], list),
         # The host's state is taken from its libvirtd this often (seconds; 0: never, the library surveys the host)

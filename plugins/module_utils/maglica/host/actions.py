@@ -16,7 +16,7 @@ from ..cluster import virt
 from ..cluster.config import Config, Host
 from ..cluster.domains import check_removal, dependants, lookup
 from ..errors import MaglicaError, NotFoundError
-from . import batching, clone, migration, snapshots
+from . import batching, clone, migration, snapshots, spares
 from .image_copy import CopyArgs, CopyResult, copy_image
 from .image_fetch import ImportArgs, ImportResult, Progress, run_import
 from .image_from_vm import FromVmArgs, FromVmResult, make_from_vm
@@ -81,13 +81,16 @@ class RemoveResult(_RemoveResult, total=False):
 
 class Context(object):
     def __init__(self, config: Config, host: Host, job: Job, customizer: batching.Customizer = batching.customize_alone,
-                 ownership: Optional[clone.Ownership] = None, progress: Optional[Progress] = None) -> None:
+                 ownership: Optional[clone.Ownership] = None, progress: Optional[Progress] = None,
+                 spare_clones: Optional[spares.SpareClones] = None) -> None:
         self.config = config
         # progress(done, total): how far a long job is, reported with the host worker's next report.
         self.progress = progress
         # What this job makes, recorded before it is made (the host worker's record); see clone.Ownership.
         self.ownership = ownership if ownership is not None else clone.Ownership()
         self.customizer = customizer
+        # The host worker's spare clones (spares.py), taken by clone jobs; None: every clone copies and launches.
+        self.spare_clones = spare_clones
         self.host = host
         self.job = job
         self.args = job['args']
@@ -100,7 +103,7 @@ class Context(object):
 def vm_clone(context: Context, reconcile: bool) -> clone.CloneResult:
     with virt.Connection(context.config, context.host) as conn:
         return clone.make_clone(conn, context.uri, context.job['id'], cast(clone.CloneArgs, context.args), reconcile,
-                                context.customizer, context.ownership)
+                                context.customizer, context.ownership, context.spare_clones)
 
 
 def vm_remove(context: Context, reconcile: bool) -> RemoveResult:

@@ -69,7 +69,8 @@ def image_key(image_name: str, disk_paths: Sequence[str]) -> Optional[str]:
             info = os.stat(path)
         except OSError:
             return None
-        stats.append([path, info.st_size, int(info.st_mtime)])
+        # Nanoseconds: a spare (spares.py) copied from an image written within the same second is not its copy.
+        stats.append([path, info.st_size, info.st_mtime_ns])
     return json.dumps([image_name, stats])
 
 

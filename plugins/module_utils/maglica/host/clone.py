@@ -37,7 +37,7 @@ from ..cluster import virt
 from ..cluster.domains import clone_disk_paths, disk_users, in_pool, lookup
 from ..cluster.virt import Connect, Domain, Pool, Volume
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
-from . import batching
+from . import batching, spares
 from .customize import Customization
 from .guest import GuestSettings, Network
 
@@ -274,16 +274,34 @@ def copy_file(base_vol: Volume, source: str, target: str, pool: Pool) -> bool:
     """Copy a volume that has no backing file as a plain file, where this process can see it (the host worker
     runs beside its disks): a reflink where the filesystem can, else only the allocated data - as fast as the
     disk. Returns False when it cannot, for libvirt's own volume copy (qemu-img convert) to do it."""
-    if not os.path.isfile(source) or ET.fromstring(base_vol.XMLDesc(0)).find('backingStore/path') is not None:
+    if not copyable(base_vol, source):
         return False
-    proc = subprocess.run(['cp', '--reflink=auto', '--sparse=always', source, target], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        if os.path.lexists(target):
-            os.unlink(target)
-        raise HostError('copying %s to %s failed: %s' % (source, target, proc.stdout.decode('utf-8', 'replace').strip()))
+    spares.copy_sparse(source, target)
     pool.refresh(0)
     return True
+
+
+def copyable(base_vol: Volume, source: str) -> bool:
+    """Whether an image's volume is a file this process sees, with no backing file: a copy of the file is a clone."""
+    return os.path.isfile(source) and ET.fromstring(base_vol.XMLDesc(0)).find('backingStore/path') is None
+
+
+def place_spare(conn: Connect, image_dom: Domain, hostname: str, volumes: Sequence[PoolVolume],
+                spare_clones: spares.SpareClones, spare: spares.Spare, domain_uuid: Optional[str]) -> None:
+    """Make the spare's files the clone's disks (hard links to the paths checked absent, so nothing is overwritten;
+    then the spare's names go) and define the clone on them."""
+    new_disks: Dict[str, Tuple[str, str]] = {}
+    for (disk, path, _volume, _pool), (spare_path, fmt) in zip(volumes, spare.disks):
+        try:
+            os.link(spare_path, path)
+        except OSError as e:
+            raise HostError('cannot make the spare %s the clone disk %s: %s' % (spare_path, path, e))
+        os.unlink(spare_path)
+        new_disks[disk['path']] = (path, fmt)
+    spare_clones.placed(spare)
+    for pool in {id(pool): pool for _disk, _path, _volume, pool in volumes}.values():
+        pool.refresh(0)
+    define_clone(conn, image_dom, hostname, new_disks, domain_uuid)
 
 
 def define_clone(conn: Connect, image_dom: Domain, hostname: str, new_disks: Dict[str, Tuple[str, str]],
@@ -373,14 +391,17 @@ def _check_absent(conn: Connect, hostname: str, targets: Sequence[Target]) -> No
 
 
 def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile: bool = False,
-               customizer: batching.Customizer = batching.customize_alone, ownership: Optional[Ownership] = None) -> CloneResult:
+               customizer: batching.Customizer = batching.customize_alone, ownership: Optional[Ownership] = None,
+               spare_clones: Optional[spares.SpareClones] = None) -> CloneResult:
     """Clone args['image'] to args['hostname'] on this host, customise it, start it. Returns result data.
 
     Everything the clone makes is first recorded in `ownership` (an Ownership; the host worker's is durable).
     With `reconcile`, a clone left by an earlier run of the same job is either recognised as complete, or what
     that run recorded and made is removed before the job runs again. Anything else in the way - a domain or a
     file this job did not make - fails the job and is left alone. `customizer(image key, disks, settings)`
-    does the guest customisation (batching.CustomizeBatcher in the host worker).
+    does the guest customisation (batching.CustomizeBatcher in the host worker). With `spare_clones` (the host
+    worker's), a full, customised clone of an image whose disks are plain files in pools takes the image's spare if
+    one is ready - no copy, no launch - and a new spare of the image is made behind it.
     """
     lv = virt.libvirt()
     ownership = ownership if ownership is not None else Ownership()
@@ -402,8 +423,12 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
                     'domain': virt.describe(existing, with_sizes=False)}
     if reconcile:
         remove_owned(conn, hostname, ownership)  # what an earlier run of this job made, and only that
+    key = batching.image_key(image_name, [d['path'] for d, _path in targets])
+    spare: Optional[spares.Spare] = None
     try:
         volumes = pool_volumes(conn, targets)
+        spared = spare_clones is not None and volumes is not None and args['clone_mode'] == 'full' and \
+            args.get('customize', True) and all(copyable(volume, disk['path']) for disk, _path, volume, _pool in volumes)
         with VOLUME_LOCK:
             # Checked under the lock that every clone's copy takes: nothing appears between the check and the copy.
             _check_absent(conn, hostname, targets)
@@ -411,12 +436,19 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
             ownership.intend_domain(hostname, domain_uuid)
             for _disk, path in targets:
                 ownership.intend_file(path)
-            if volumes is not None:
+            if spared and spare_clones is not None and volumes is not None:
+                spare = spare_clones.take(key, [disk['path'] for disk, _path, _volume, _pool in volumes])
+            if spare is not None and spare_clones is not None and volumes is not None:
+                place_spare(conn, image, hostname, volumes, spare_clones, spare, domain_uuid)
+            elif volumes is not None:
                 clone_volumes(conn, image, hostname, volumes, args['clone_mode'] == 'linked', domain_uuid)
             elif args['clone_mode'] == 'linked':
                 raise HostError('a linked clone needs the disks of image %s in a libvirt storage pool' % image_name)
             else:
                 full_clone(uri, image_name, hostname, targets)  # disks outside any pool: virt-clone copies the files
+        if spared and spare_clones is not None and volumes is not None:
+            # The next clone's copy and launch, made while this one is customised and boots.
+            spare_clones.replenish(key, [(disk['path'], disk['format'] or 'raw') for disk, _path, _volume, _pool in volumes])
         dom = lookup(conn, hostname)
         if dom is None:
             raise HostError('the clone %s was not defined' % hostname)
@@ -429,11 +461,14 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
                  if d['device'] == 'disk' and d['path']]
         settings = GuestSettings(hostname, args.get('network'), args.get('root_password_hash'),
                                  args.get('ssh_authorized_keys'), args.get('cloud_init_user_data'))
-        key = batching.image_key(image_name, [d['path'] for d, _path in targets])
         customization: Union[Customization, NotCustomized] = {'customized': False}
         host_keys: List[str] = []
         if args.get('customize', True):
-            changes = customizer(key, disks, settings)
+            if spare is not None and spare_clones is not None:
+                taken, spare = spare, None
+                changes = spare_clones.customize(taken, settings)
+            else:
+                changes = customizer(key, disks, settings)
             host_keys = changes.pop('ssh_host_keys', [])  # public halves only, for known_hosts
             customization = changes
         set_metadata(dom, host_keys=host_keys or None, image=image_name, job=job_id, mode=args['clone_mode'],
@@ -446,6 +481,8 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
         return {'hostname': hostname, 'image': image_name, 'clone_mode': args['clone_mode'],
                 'ssh_host_keys': host_keys, 'customization': customization, 'domain': virt.describe(dom, with_sizes=False)}
     except BaseException as failure:
+        if spare is not None and spare_clones is not None:  # taken, not customised: its appliance goes
+            spare_clones.discard(spare, 'its clone failed')
         try:
             remove_owned(conn, hostname, ownership)
         except Exception as e:  # report the rollback failure with the original one

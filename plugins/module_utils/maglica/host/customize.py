@@ -304,7 +304,12 @@ def customize(disks: Disks, settings: GuestSettings, layout: Optional[Layout] = 
     With a `layout` from an earlier inspection of the same image, inspection is skipped.
     The result carries the layout (`layout` key) for reuse.
     """
-    g = launch(disks)
+    return customize_launched(launch(disks), settings, layout)
+
+
+def customize_launched(g: GuestFS, settings: GuestSettings, layout: Optional[Layout] = None) -> Customization:
+    """customize() in an appliance already launched on the guest's disks (and closed here): customize's own, or a
+    spare's (spares.py)."""
     try:
         if layout is None or not layout['batchable']:
             # A layout whose devices are not named by drive (LVM) cannot skip inspection: absolute() cannot name them.

@@ -172,11 +172,14 @@ def drop_keys(text: str, keys: Sequence[str]) -> str:
 DEVICE_RE = re.compile(r'(/dev/[sv]d[a-z]+)(\d*)')
 
 
-def launch(drives: Sequence[Tuple[str, Optional[str]]]) -> GuestFS:
-    """One appliance with every drive [(path, format)] attached, read-write."""
+def launch(drives: Sequence[Tuple[str, Optional[str]]], memsize_mib: Optional[int] = None) -> GuestFS:
+    """One appliance with every drive [(path, format)] attached, read-write (with `memsize_mib` of memory, else
+    libguestfs' default)."""
     guestfs = deps.load('guestfs')
     g = guestfs.GuestFS(python_return_dict=True)
     try:
+        if memsize_mib:
+            g.set_memsize(memsize_mib)
         for path, fmt in drives:
             g.add_drive_opts(path, format=fmt or 'raw', readonly=False)
         g.launch()

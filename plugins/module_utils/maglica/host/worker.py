@@ -41,7 +41,7 @@ from ..daemon import service
 from ..daemon.store import Store, drop_secrets_sql, wal_sync
 from ..errors import DispatchError, MessageError
 from ..protocol import messages, transport
-from . import actions, batching, clone
+from . import actions, batching, clone, spares
 from .state_push import StateWatcher
 
 LOG = logging.getLogger('maglica.host.worker')
@@ -71,6 +71,8 @@ REPORT_BATCH = 64
 REPORT_TIMEOUT = 2.0
 # A running job's progress goes to the client worker at most this often.
 PROGRESS_INTERVAL = 0.5
+# A spare still being made when the worker stops: its launch may end and remove its files within this (seconds).
+SPARE_CLOSE_WAIT = 15.0
 # Keep finished jobs this long so a late re-delivery is still answered from the record.
 RECORD_KEEP_S = 7 * 86400
 
@@ -237,6 +239,12 @@ class HostWorker(object):
         self.batcher: Optional[batching.CustomizeBatcher] = None
         if window > 0:
             self.batcher = batching.CustomizeBatcher(window=window, cache_path=os.path.join(state_dir, '%s.layouts.json' % self.name))
+        self.spare_clones: Optional[spares.SpareClones] = None
+        if config.host_worker['spare_images'] > 0:
+            self.spare_clones = spares.SpareClones(
+                os.path.join(state_dir, '%s.spares.json' % self.name),
+                self.batcher.layouts if self.batcher else batching.LayoutCache(), config.host_worker['spare_images'],
+                config.host_worker['spare_idle_s'])
         # At most `concurrency` jobs work at once (each holds a Slot); clones waiting in the shared appliance hold
         # none, so the pool has threads for them too: the members of a batch all reach it, whatever the concurrency.
         concurrency = max(1, config.host_worker['concurrency'])
@@ -282,6 +290,8 @@ class HostWorker(object):
         # Let running jobs end and keep their results in the outbox for the next start.
         self.pool.shutdown(wait=True)
         self.collect()
+        if self.spare_clones is not None:
+            self.spare_clones.close(wait=SPARE_CLOSE_WAIT)
         self.requester.close()
         self.intents.close()
         self.sub.close()
@@ -383,7 +393,7 @@ class HostWorker(object):
             else:
                 around.append(self.batcher.expecting())  # once it runs, as any clone job
         context = actions.Context(self.config, self.host, job, customizer, self.intents.ownership(job['id'], reconcile),
-                                  lambda done, total: self.set_progress(job['id'], done, total))
+                                  lambda done, total: self.set_progress(job['id'], done, total), self.spare_clones)
         result: actions.Result
         try:
             with contextlib.ExitStack() as stack:
@@ -594,6 +604,8 @@ class HostWorker(object):
                 # a clone's result releases its slot, its name and its load are in the state placement reads.
                 self.watcher.take()
             self.changing.difference_update(collected)
+            if self.spare_clones is not None:
+                self.spare_clones.expire()
             if self.push_due():
                 self.push_state()
             if self.report_due():

@@ -1,0 +1,264 @@
+# -*- coding: utf-8 -*-
+# Copyright: Maglica contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Spare clones, run as root on a hypervisor by its host worker: a clone's disk copy and libguestfs appliance,
+made before the clone is asked for.
+
+Under software emulation a clone job's time is mostly one appliance launch (about 11 s on the testbed) and
+inspection; writing the clone's files takes 3-4 s. libguestfs 1.48 cannot add a drive to a launched appliance
+(hotplug was removed), so an appliance cannot wait for a disk that does not exist yet. A spare therefore is both:
+a copy of an image's disks under hidden names beside them, and an appliance already launched on that copy. The
+next clone of the image takes it (`take`): the files are linked to the clone's own disk paths, the clone is
+customised in the running appliance, and a new spare is made behind it (`replenish`).
+
+- A spare is keyed by batching.image_key (each disk's path, size and mtime): a changed image is never served by an
+  old copy, and a spare of another key is removed when the images it keeps (host_worker.spare_images) are full.
+- Every spare file is listed in the worker's record (STATE_DIR/HOST.spares.json) from before it is made until it is
+  removed or has become a clone's disk (which the clone job's own record then owns). A worker that was killed
+  removes them when it starts again. Only names that begin with SPARE_PREFIX are removed, whatever the
+  record says.
+- A spare that nobody took for `idle_s` seconds is closed and its files removed: an idle appliance holds memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .. import private
+from ..errors import HostError
+from .batching import LayoutCache
+from .customize import Customization, Disks, customize_launched
+from .guest import GuestFS, GuestSettings, launch
+
+LOG = logging.getLogger('maglica.spares')
+
+SPARE_PREFIX = '.maglica-spare-'
+# The appliance's memory: enough for customisation, and held while the spare waits (libguestfs' default is 1280).
+APPLIANCE_MIB = 512
+SPARED_NOTE = 'customised in a spare: its disk copy and appliance were made before the job'
+
+
+def copy_sparse(source: str, target: str) -> None:
+    """Copy a disk file that has no backing file: a reflink where the filesystem can, else only its allocated data.
+    A failed copy leaves no target."""
+    proc = subprocess.run(['cp', '--reflink=auto', '--sparse=always', source, target], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        if os.path.lexists(target):
+            os.unlink(target)
+        raise HostError('copying %s to %s failed: %s' % (source, target, proc.stdout.decode('utf-8', 'replace').strip()))
+
+
+def spare_path(path: str, token: str) -> str:
+    """Where a spare's copy of the image disk `path` is made: beside it (so that a link makes it the clone's disk),
+    hidden, named by the spare."""
+    return os.path.join(os.path.dirname(path), '%s%s-%s' % (SPARE_PREFIX, token, os.path.basename(path)))
+
+
+def remove_files(paths: Sequence[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class Spare:
+    """One spare: its files [(path, format)] in the order of the image's disks, and the appliance launched on them."""
+
+    key: str
+    disks: List[Tuple[str, str]]
+    token: str  # names its files and its log lines
+    handle: Optional[GuestFS] = None
+    ready_at: float = 0.0
+
+    @property
+    def paths(self) -> List[str]:
+        return [path for path, _format in self.disks]
+
+
+class SpareClones:
+    """The spares of the images a host worker cloned last. Thread-safe: clone jobs take and replenish at once."""
+
+    def __init__(self, record_path: str, layouts: LayoutCache, images: int = 1, idle_s: float = 600.0,
+                 launcher: Callable[[Disks, int], GuestFS] = launch) -> None:
+        self.record_path = record_path
+        self.layouts = layouts
+        self.images = max(1, images)
+        self.idle_s = idle_s
+        self.launcher = launcher
+        self.lock = threading.Lock()
+        self.ready: Dict[str, Spare] = {}
+        self.making: Dict[str, Spare] = {}
+        # Taken by a clone job, by token, until its files are the clone's (placed) or removed (discard).
+        self.taken: Dict[str, Spare] = {}
+        self.threads: List[threading.Thread] = []
+        self.closed = False
+        self.remove_leftovers()
+
+    # -- the record -----------------------------------------------------------
+
+    def remove_leftovers(self) -> None:
+        """Remove the spare files an earlier run of the worker listed and left (it was killed)."""
+        try:
+            with open(self.record_path) as handle:
+                record = json.load(handle)
+        except FileNotFoundError:
+            record = {}
+        except (OSError, ValueError) as e:
+            LOG.warning('ignoring the spare record %s: %s', self.record_path, e)
+            record = {}
+        listed = [path for part in ('ready', 'making', 'taken') for paths in dict(record.get(part) or {}).values()
+                  for path in paths] if isinstance(record, dict) else []
+        paths = [path for path in listed if isinstance(path, str) and os.path.isabs(path)
+                 and os.path.basename(path).startswith(SPARE_PREFIX)]
+        remove_files(paths)
+        if paths:
+            LOG.info('removed %d spare file(s) left by an earlier run: %s', len(paths), ', '.join(paths))
+        private.make_dir(os.path.dirname(os.path.abspath(self.record_path)))
+        self._save()
+
+    def _save(self) -> None:
+        """Write the record (under self.lock, or before any thread runs): the spares ready and being made, by image
+        key, with their files."""
+        private.write_json(self.record_path, self._state())
+
+    def _state(self) -> Dict[str, Dict[str, List[str]]]:
+        return {'ready': {key: spare.paths for key, spare in self.ready.items()},
+                'making': {key: spare.paths for key, spare in self.making.items()},
+                'taken': {token: spare.paths for token, spare in self.taken.items()}}
+
+    # -- taking and making ----------------------------------------------------
+
+    def take(self, key: Optional[str], sources: Sequence[str]) -> Optional[Spare]:
+        """The ready spare of the image whose disks are `sources` (its image_key `key`), now the caller's; or None."""
+        if not key:
+            return None
+        with self.lock:
+            spare = self.ready.get(key)
+            if spare is None or len(spare.disks) != len(sources):
+                return None
+            del self.ready[key]
+            self.taken[spare.token] = spare
+            self._save()
+        LOG.info('spare %s taken for a clone of %s', spare.token, ', '.join(sources))
+        return spare
+
+    def replenish(self, key: Optional[str], sources: Sequence[Tuple[str, str]]) -> None:
+        """Start making a spare of the image whose disks are `sources` [(path, format)], unless one is ready or being
+        made. The oldest spares of other images go when more than `images` images would have one."""
+        if not key:
+            return
+        with self.lock:
+            if self.closed or key in self.ready or key in self.making:
+                return
+            token = uuid.uuid4().hex[:12]
+            spare = Spare(key, [(spare_path(path, token), fmt) for path, fmt in sources], token)
+            evicted = []
+            while self.ready and len(self.ready) + len(self.making) >= self.images:
+                oldest = min(self.ready.values(), key=lambda s: s.ready_at)
+                evicted.append(self.ready.pop(oldest.key))
+            if len(self.making) >= self.images:  # every place is being made already
+                self._save()
+                pending = None
+            else:
+                self.making[key] = spare
+                self._save()  # listed before its files exist
+                pending = threading.Thread(target=self._make, args=(spare, [path for path, _format in sources]),
+                                           name='spare-%s' % spare.token, daemon=True)
+                self.threads = [t for t in self.threads if t.is_alive()] + [pending]
+        for old in evicted:
+            self.discard(old, 'another image was cloned')
+        if pending is not None:
+            pending.start()
+
+    def _make(self, spare: Spare, sources: Sequence[str]) -> None:
+        began = time.monotonic()
+        try:
+            for source, (path, _format) in zip(sources, spare.disks):
+                copy_sparse(source, path)
+            handle = self.launcher(spare.disks, APPLIANCE_MIB)
+        except Exception as e:  # a spare is an optimisation: its failure is logged, and clones copy and launch as before
+            LOG.warning('making a spare of %s failed: %s', ', '.join(sources), e)
+            remove_files(spare.paths)
+            with self.lock:
+                self.making.pop(spare.key, None)
+                self._save()
+            return
+        with self.lock:
+            wanted = not self.closed and self.making.get(spare.key) is spare
+            if wanted:
+                spare.handle = handle
+                spare.ready_at = time.monotonic()
+                del self.making[spare.key]
+                self.ready[spare.key] = spare
+                self._save()
+        if not wanted:
+            spare.handle = handle
+            self.discard(spare, 'the worker is stopping')
+            return
+        LOG.info('spare %s ready in %.1fs: %s', spare.token, time.monotonic() - began, ', '.join(spare.paths))
+
+    def placed(self, spare: Spare) -> None:
+        """A taken spare's files are the clone's disks now (its job owns them): the record lists them no more."""
+        with self.lock:
+            self.taken.pop(spare.token, None)
+            self._save()
+
+    def customize(self, spare: Spare, settings: GuestSettings) -> Customization:
+        """Customise the clone whose disks the spare's files now are, in the spare's appliance (closed after)."""
+        handle, spare.handle = spare.handle, None
+        result = customize_launched(handle, settings, self.layouts.get(spare.key))
+        self.layouts.put(spare.key, result.pop('layout'))
+        result['notes'].append(SPARED_NOTE)
+        return result
+
+    def discard(self, spare: Spare, why: str) -> None:
+        """Close a spare's appliance and remove its files (those still under the spare's names)."""
+        if spare.handle is not None:
+            handle, spare.handle = spare.handle, None
+            try:
+                handle.close()
+            except Exception as e:  # the appliance is gone either way
+                LOG.warning('closing the appliance of spare %s: %s', spare.token, e)
+        remove_files(spare.paths)
+        with self.lock:
+            self.taken.pop(spare.token, None)
+            self._save()
+        LOG.info('spare %s removed (%s)', spare.token, why)
+
+    def expire(self) -> None:
+        """Remove the spares nobody took for idle_s seconds."""
+        now = time.monotonic()
+        with self.lock:
+            idle = [spare for spare in self.ready.values() if now - spare.ready_at >= self.idle_s]
+            for spare in idle:
+                del self.ready[spare.key]
+        for spare in idle:
+            self.discard(spare, 'idle for %ds' % self.idle_s)
+
+    def state(self) -> Dict[str, Dict[str, List[str]]]:
+        """The spares ready and being made, by image key, with their files: what the record says."""
+        with self.lock:
+            return self._state()
+
+    def close(self, wait: float = 0.0) -> None:
+        """Remove every ready spare; one still being made removes itself when its launch ends (within `wait`)."""
+        with self.lock:
+            self.closed = True
+            ready, self.ready = list(self.ready.values()), {}
+            threads = list(self.threads)
+        for spare in ready:
+            self.discard(spare, 'the worker is stopping')
+        deadline = time.monotonic() + wait
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
