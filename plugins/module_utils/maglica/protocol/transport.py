@@ -132,8 +132,16 @@ class Requester(object):
 
     def _request_one(self, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
         sock = self.sock if self.sock is not None else self._open()
-        sock.send(messages.encode(message))
-        if not sock.poll(int(timeout * 1000)):
+        # A send waits for a connection at most the timeout too: a REQ socket whose CURVE handshake was refused (an
+        # unknown key) has none, and its send would block for ever.
+        sock.sndtimeo = int(timeout * 1000)
+        began = time.monotonic()
+        try:
+            sock.send(messages.encode(message))
+            answered = sock.poll(max(0, int((timeout - (time.monotonic() - began)) * 1000)))
+        except zmq().Again:
+            answered = False
+        if not answered:
             self.close()
             hint = ' and accepts the key %r' % self.name if curve_enabled(self.config) else ''
             raise DispatchError('no answer from the client worker at %s within %gs: check that it is running%s'

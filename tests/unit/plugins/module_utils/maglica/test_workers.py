@@ -447,6 +447,31 @@ def test_curve_unknown_key_gets_no_answer(curve_cloud):
     assert 'refused CURVE key' in curve_cloud.client_worker.output()
 
 
+def test_curve_unknown_key_whose_handshake_was_refused_before_the_send_gets_no_answer(curve_cloud):
+    """The refusal came first: the REQ socket has no connection left to send on, and its send must not wait for ever."""
+    refusals = curve_cloud.client_worker.output().count('refused CURVE key')
+    requester = transport.Requester(curve_cloud.config, 'stranger')
+    outcome = {}
+
+    def ask():
+        try:
+            requester.request({'type': 'hosts'}, 1.0)
+        except DispatchError as e:
+            outcome['error'] = str(e)
+    try:
+        requester._open()  # pylint: disable=protected-access  # connected, not sent: the handshake runs now
+        wait_until(lambda: curve_cloud.client_worker.output().count('refused CURVE key') > refusals, 10, 'the refusal')
+        asking = threading.Thread(target=ask, daemon=True)  # a daemon: a send that blocks must not hang the suite
+        asking.start()
+        asking.join(10)
+        assert not asking.is_alive(), 'the request still waits, 9 s after its 1 s timeout'
+        assert 'no answer from the client worker' in outcome['error']
+    finally:
+        if not outcome:
+            requester.sock = None  # its socket is blocked in send: left to the process's end
+        requester.close()
+
+
 def test_curve_plain_client_gets_no_answer(curve_cloud):
     with pytest.raises(AssertionError, match='did not answer'):
         raw_request(curve_cloud, [messages.encode({'type': 'hosts'})], timeout=1.0)
