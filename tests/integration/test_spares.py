@@ -121,6 +121,25 @@ def test_a_changed_image_is_not_served_by_its_old_spare(spared, testbed):
     assert len(appliances(spared)) == 1
 
 
+def test_an_image_changed_gets_a_new_inspected_spare_before_it_is_cloned(spared, testbed):
+    """An image update some time before the next clone: the spare is made again (copy, launch and inspection) without
+    waiting for a clone, and that clone takes it."""
+    key, old = ready_spare(spared, testbed)
+    old_appliance = appliances(spared)
+    os.utime(testbed.outside_path(HOST, IMAGE_DISK))
+    new_key, _new = ready_spare(spared, testbed, other_than=[old])
+    assert new_key != key and not os.path.exists(testbed.outside_path(HOST, old[0]))
+    assert wait_until(lambda: gone(old_appliance), 30, 'the stale spare\'s appliance to end')
+    assert new_key in layouts(spared), 'the new spare was not inspected: its clone would inspect again'
+    fourth = clone(spared, CLONES[3])
+    assert SPARED_NOTE in fourth['result']['customization']['notes']
+
+
+def layouts(cloud):
+    with open(os.path.join(cloud.data['host_worker']['state_dir'], '%s.layouts.json' % HOST)) as handle:
+        return json.load(handle)
+
+
 def test_a_killed_worker_s_spare_is_removed_when_it_starts_again(spared, testbed):
     _key, paths = ready_spare(spared, testbed)
     spare_appliance = appliances(spared)
@@ -134,7 +153,7 @@ def test_a_killed_worker_s_spare_is_removed_when_it_starts_again(spared, testbed
 
 
 def test_an_idle_spare_goes(spared, testbed):
-    clone(spared, CLONES[3])  # its worker was started with spare_idle_s IDLE_S
+    clone(spared, CLONES[4])  # its worker was started with spare_idle_s IDLE_S
     ready_spare(spared, testbed)
     spare_appliance = appliances(spared)
     # Its files go first, then the record that lists them: a stop between leaves a record naming no file.

@@ -448,7 +448,7 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
                 full_clone(uri, image_name, hostname, targets)  # disks outside any pool: virt-clone copies the files
         if spared and spare_clones is not None and volumes is not None:
             # The next clone's copy and launch, made while this one is customised and boots.
-            spare_clones.replenish(key, [(disk['path'], disk['format'] or 'raw') for disk, _path, _volume, _pool in volumes])
+            spare_clones.replenish(image_name, [(disk['path'], disk['format'] or 'raw') for disk, _path, _volume, _pool in volumes])
         dom = lookup(conn, hostname)
         if dom is None:
             raise HostError('the clone %s was not defined' % hostname)

@@ -12,7 +12,10 @@ next clone of the image takes it (`take`): the files are linked to the clone's o
 customised in the running appliance, and a new spare is made behind it (`replenish`).
 
 - A spare is keyed by batching.image_key (each disk's path, size and mtime): a changed image is never served by an
-  old copy, and a spare of another key is removed when the images it keeps (host_worker.spare_images) are full.
+  old copy. A ready spare whose image changed is replaced at once (and one whose image went is removed), and a new
+  spare is inspected in its appliance when the image's layout is not known yet: a clone some time after an image
+  update finds its spare ready. A spare of another key is removed when the images it keeps
+  (host_worker.spare_images) are full.
 - Every spare file is listed in the worker's record (STATE_DIR/HOST.spares.json) from before it is made until it is
   removed or has become a clone's disk (which the clone job's own record then owns). A worker that was killed
   removes them when it starts again. Only names that begin with SPARE_PREFIX are removed, whatever the
@@ -34,15 +37,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import private
 from ..errors import HostError
-from .batching import LayoutCache
+from .batching import LayoutCache, image_key
 from .customize import Customization, Disks, customize_launched
-from .guest import GuestFS, GuestSettings, launch
+from .guest import GuestFS, GuestSettings, inspect, launch
 
 LOG = logging.getLogger('maglica.spares')
 
 SPARE_PREFIX = '.maglica-spare-'
 # The appliance's memory: enough for customisation, and held while the spare waits (libguestfs' default is 1280).
 APPLIANCE_MIB = 512
+STALE_CHECK_S = 1.0  # how often ready spares' images are looked at for a change (one stat per disk)
 SPARED_NOTE = 'customised in a spare: its disk copy and appliance were made before the job'
 
 
@@ -76,6 +80,8 @@ class Spare:
     """One spare: its files [(path, format)] in the order of the image's disks, and the appliance launched on them."""
 
     key: str
+    image: str
+    sources: List[Tuple[str, str]]  # the image's disks it copies [(path, format)]
     disks: List[Tuple[str, str]]
     token: str  # names its files and its log lines
     handle: Optional[GuestFS] = None
@@ -103,6 +109,7 @@ class SpareClones:
         self.taken: Dict[str, Spare] = {}
         self.threads: List[threading.Thread] = []
         self.closed = False
+        self.checked_at = 0.0  # when expire() last compared the ready spares' images with their keys
         self.remove_leftovers()
 
     # -- the record -----------------------------------------------------------
@@ -153,16 +160,17 @@ class SpareClones:
         LOG.info('spare %s taken for a clone of %s', spare.token, ', '.join(sources))
         return spare
 
-    def replenish(self, key: Optional[str], sources: Sequence[Tuple[str, str]]) -> None:
-        """Start making a spare of the image whose disks are `sources` [(path, format)], unless one is ready or being
+    def replenish(self, image: str, sources: Sequence[Tuple[str, str]]) -> None:
+        """Start making a spare of `image`, whose disks are `sources` [(path, format)], unless one is ready or being
         made. The oldest spares of other images go when more than `images` images would have one."""
+        key = image_key(image, [path for path, _format in sources])
         if not key:
             return
         with self.lock:
             if self.closed or key in self.ready or key in self.making:
                 return
             token = uuid.uuid4().hex[:12]
-            spare = Spare(key, [(spare_path(path, token), fmt) for path, fmt in sources], token)
+            spare = Spare(key, image, list(sources), [(spare_path(path, token), fmt) for path, fmt in sources], token)
             evicted = []
             while self.ready and len(self.ready) + len(self.making) >= self.images:
                 oldest = min(self.ready.values(), key=lambda s: s.ready_at)
@@ -173,22 +181,26 @@ class SpareClones:
             else:
                 self.making[key] = spare
                 self._save()  # listed before its files exist
-                pending = threading.Thread(target=self._make, args=(spare, [path for path, _format in sources]),
-                                           name='spare-%s' % spare.token, daemon=True)
+                pending = threading.Thread(target=self._make, args=(spare,), name='spare-%s' % spare.token, daemon=True)
                 self.threads = [t for t in self.threads if t.is_alive()] + [pending]
         for old in evicted:
             self.discard(old, 'another image was cloned')
         if pending is not None:
             pending.start()
 
-    def _make(self, spare: Spare, sources: Sequence[str]) -> None:
+    def _make(self, spare: Spare) -> None:
         began = time.monotonic()
+        handle: Optional[GuestFS] = None
         try:
-            for source, (path, _format) in zip(sources, spare.disks):
+            for (source, _format), (path, _spare_format) in zip(spare.sources, spare.disks):
                 copy_sparse(source, path)
             handle = self.launcher(spare.disks, APPLIANCE_MIB)
+            if self.layouts.get(spare.key) is None:  # inspected here, so that the clone that takes it need not
+                self.layouts.put(spare.key, inspect(handle)[0])
         except Exception as e:  # a spare is an optimisation: its failure is logged, and clones copy and launch as before
-            LOG.warning('making a spare of %s failed: %s', ', '.join(sources), e)
+            LOG.warning('making a spare of %s failed: %s', spare.image, e)
+            if handle is not None:
+                handle.close()
             remove_files(spare.paths)
             with self.lock:
                 self.making.pop(spare.key, None)
@@ -237,14 +249,23 @@ class SpareClones:
         LOG.info('spare %s removed (%s)', spare.token, why)
 
     def expire(self) -> None:
-        """Remove the spares nobody took for idle_s seconds."""
+        """Remove the spares nobody took for idle_s seconds, and (once a second) those whose image changed or went:
+        a changed image gets a new spare at once, so a clone some time after an update finds it ready."""
         now = time.monotonic()
+        check = now - self.checked_at >= STALE_CHECK_S
         with self.lock:
             idle = [spare for spare in self.ready.values() if now - spare.ready_at >= self.idle_s]
-            for spare in idle:
+            stale = [spare for spare in self.ready.values() if check and spare not in idle
+                     and image_key(spare.image, [path for path, _format in spare.sources]) != spare.key]
+            for spare in idle + stale:
                 del self.ready[spare.key]
+        if check:
+            self.checked_at = now
         for spare in idle:
             self.discard(spare, 'idle for %ds' % self.idle_s)
+        for spare in stale:
+            self.discard(spare, 'its image changed')
+            self.replenish(spare.image, spare.sources)
 
     def state(self) -> Dict[str, Dict[str, List[str]]]:
         """The spares ready and being made, by image key, with their files: what the record says."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from maglica.host.batching import LayoutCache
+from maglica.host.batching import LayoutCache, image_key
 from maglica.host.spares import SPARE_PREFIX, SpareClones
 from polling import wait_until
 
@@ -51,22 +51,26 @@ def test_a_garbled_record_is_ignored(tmp_path):
 
 
 def test_a_spare_that_cannot_be_made_leaves_no_file_and_nothing_to_take(tmp_path):
-    """The image's disk cannot be copied (here: it is gone): the clone that asked copies as before."""
+    """The image's disk cannot be copied (here: it is a directory, which cp refuses): the clone that asked copies as
+    before."""
     record = tmp_path / 'kvm1.spares.json'
     spares = SpareClones(str(record), LayoutCache())
     source = str(tmp_path / 'image.qcow2')
-    spares.replenish(KEY, [(source, 'qcow2')])
-    spares.replenish(KEY, [(source, 'qcow2')])  # one being made already: not a second
+    os.mkdir(source)
+    spares.replenish('image', [(source, 'qcow2')])
+    spares.replenish('image', [(source, 'qcow2')])  # one being made already: not a second
     assert len(spares.state()['making']) == 1
     wait_until(lambda: spares.state() == NO_SPARES, 30, 'the failed spare to be dropped')
     assert [name for name in os.listdir(tmp_path) if name.startswith(SPARE_PREFIX)] == []
+    assert os.listdir(source) == []
     assert record_of(str(record)) == NO_SPARES
-    assert spares.take(KEY, [source]) is None
+    assert spares.take(image_key('image', [source]), [source]) is None
     spares.close()
 
 
 def test_nothing_is_made_after_close(tmp_path):
     spares = SpareClones(str(tmp_path / 'kvm1.spares.json'), LayoutCache())
     spares.close()
-    spares.replenish(KEY, [(str(tmp_path / 'image.qcow2'), 'qcow2')])
+    (tmp_path / 'image.qcow2').write_bytes(b'disk')
+    spares.replenish('image', [(str(tmp_path / 'image.qcow2'), 'qcow2')])
     assert spares.state() == NO_SPARES
