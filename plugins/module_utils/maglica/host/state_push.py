@@ -23,7 +23,7 @@ LOG = logging.getLogger('maglica.host.state')
 
 @dataclass(frozen=True)
 class Taken:
-    """One snapshot of the host: the state, its digest, and time.monotonic() when it was taken."""
+    """One snapshot of the host: the state, its digest, and time.monotonic() when its reading began."""
     state: Dict[str, Any]
     digest: str
     at: float
@@ -54,6 +54,9 @@ class StateWatcher:
         the last snapshot, which then grows old: the host worker stops vouching for it (current) and the library
         asks the libvirtd itself."""
         with self.lock:
+            # Counted from before the first read: a snapshot begun before a change the library made here (and told
+            # the client worker of, state_changed) must not pass for one taken after it.
+            began = time.monotonic()
             try:
                 with virt.Connection(self.config, self.host, readonly=True) as conn:
                     state = host_state.snapshot(conn)
@@ -67,7 +70,7 @@ class StateWatcher:
                 LOG.info('the state of %s can be taken again', self.host.name)
                 self.last_error = None
             before = self.latest
-            self.latest = Taken(state, host_state.digest(state), time.monotonic())
+            self.latest = Taken(state, host_state.digest(state), began)
             return before is None or before.digest != self.latest.digest
 
     def current(self) -> Optional[Taken]:
