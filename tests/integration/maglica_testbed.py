@@ -301,6 +301,11 @@ class Cloud(object):
         with open(path) as handle:
             return handle.read().splitlines()
 
+    def state_file(self, host, suffix):
+        """A host worker's JSON state file (STATE_DIR/HOST.SUFFIX: spares.json, layouts.json), read."""
+        with open(os.path.join(self.data['host_worker']['state_dir'], '%s.%s' % (host, suffix))) as handle:
+            return json.load(handle)
+
     def state_changed(self, host):
         """Client.state_changed, when this cloud's client worker runs and knows `host`."""
         if host not in self.hosts or self.client_worker is None or self.client_worker.poll() is not None:

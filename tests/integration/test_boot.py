@@ -83,7 +83,7 @@ def booted(testbed, cloud, tmp_path_factory):
             extra = {'cloud_init_user_data': USER_DATA} if name == 'ci-d' else {}
             if name == 'web-b':
                 maglica_cloud.clone(cloud.config, image, fqdn(SPARE_SEED), host=host, start=False, timeout=BOOT_TIMEOUT)
-                wait_until(lambda: spare_ready(cloud, host), BOOT_TIMEOUT, 'a spare of %s on %s' % (image, host))
+                wait_until(lambda: cloud.state_file(host, 'spares.json')['ready'], BOOT_TIMEOUT, 'a spare of %s on %s' % (image, host))
             return maglica_cloud.clone(cloud.config, image, fqdn(name), host=host, ssh_authorized_keys=[boot.public_key],
                                        wait_for='ssh', wait_for_timeout=BOOT_TIMEOUT, **extra)
 
@@ -102,11 +102,6 @@ def booted(testbed, cloud, tmp_path_factory):
                 testbed.virsh(host, 'undefine', '--remove-all-storage', image, check=False)
         cloud.stop_host_worker('host1')  # its spare goes with it
         cloud.start_host_worker('host1')
-
-
-def spare_ready(cloud, host):
-    with open(os.path.join(cloud.data['host_worker']['state_dir'], '%s.spares.json' % host)) as handle:
-        return json.load(handle)['ready']
 
 
 @pytest.mark.parametrize('name', list(CLONES))

@@ -9,7 +9,6 @@ worker. (test_boot.py boots a clone made from a spare and logs in.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -47,8 +46,7 @@ def spared(cloud, testbed):
 
 
 def record(cloud):
-    with open(os.path.join(cloud.data['host_worker']['state_dir'], '%s.spares.json' % HOST)) as handle:
-        return json.load(handle)
+    return cloud.state_file(HOST, 'spares.json')
 
 
 def spare_files(testbed):
@@ -130,14 +128,9 @@ def test_an_image_changed_gets_a_new_inspected_spare_before_it_is_cloned(spared,
     new_key, _new = ready_spare(spared, testbed, other_than=[old])
     assert new_key != key and not os.path.exists(testbed.outside_path(HOST, old[0]))
     assert wait_until(lambda: gone(old_appliance), 30, 'the stale spare\'s appliance to end')
-    assert new_key in layouts(spared), 'the new spare was not inspected: its clone would inspect again'
+    assert new_key in spared.state_file(HOST, 'layouts.json'), 'the new spare was not inspected: its clone would inspect again'
     fourth = clone(spared, CLONES[3])
     assert SPARED_NOTE in fourth['result']['customization']['notes']
-
-
-def layouts(cloud):
-    with open(os.path.join(cloud.data['host_worker']['state_dir'], '%s.layouts.json' % HOST)) as handle:
-        return json.load(handle)
 
 
 def test_a_killed_worker_s_spare_is_removed_when_it_starts_again(spared, testbed):

@@ -39,6 +39,7 @@ from ..cluster.virt import Connect, Domain, Pool, Volume
 from ..errors import ConflictError, HostError, MaglicaError, NotFoundError
 from . import batching, spares
 from .customize import Customization
+from .disk_files import copy_sparse
 from .guest import GuestSettings, Network
 
 VIRT_CLONE = os.environ.get('MAGLICA_VIRT_CLONE', 'virt-clone')
@@ -276,7 +277,7 @@ def copy_file(base_vol: Volume, source: str, target: str, pool: Pool) -> bool:
     disk. Returns False when it cannot, for libvirt's own volume copy (qemu-img convert) to do it."""
     if not copyable(base_vol, source):
         return False
-    spares.copy_sparse(source, target)
+    copy_sparse(source, target)
     pool.refresh(0)
     return True
 
@@ -286,22 +287,23 @@ def copyable(base_vol: Volume, source: str) -> bool:
     return os.path.isfile(source) and ET.fromstring(base_vol.XMLDesc(0)).find('backingStore/path') is None
 
 
+def spare_sources(volumes: Optional[Sequence[PoolVolume]], args: CloneArgs) -> List[Tuple[str, str]]:
+    """The image's disks [(path, format)] as a spare copies them, for a full, customised clone of an image whose disks
+    are plain files in pools (what a spare is: a copy of those files and an appliance on it); else []."""
+    if volumes is None or args['clone_mode'] != 'full' or not args.get('customize', True) or \
+            not all(copyable(volume, disk['path']) for disk, _path, volume, _pool in volumes):
+        return []
+    return [(disk['path'], disk['format'] or 'raw') for disk, _path, _volume, _pool in volumes]
+
+
 def place_spare(conn: Connect, image_dom: Domain, hostname: str, volumes: Sequence[PoolVolume],
                 spare_clones: spares.SpareClones, spare: spares.Spare, domain_uuid: Optional[str]) -> None:
-    """Make the spare's files the clone's disks (hard links to the paths checked absent, so nothing is overwritten;
-    then the spare's names go) and define the clone on them."""
-    new_disks: Dict[str, Tuple[str, str]] = {}
-    for (disk, path, _volume, _pool), (spare_path, fmt) in zip(volumes, spare.disks):
-        try:
-            os.link(spare_path, path)
-        except OSError as e:
-            raise HostError('cannot make the spare %s the clone disk %s: %s' % (spare_path, path, e))
-        os.unlink(spare_path)
-        new_disks[disk['path']] = (path, fmt)
-    spare_clones.placed(spare)
+    """Make the spare's files the clone's disks and define the clone on them."""
+    spare_clones.place(spare, [path for _disk, path, _volume, _pool in volumes])
     for pool in {id(pool): pool for _disk, _path, _volume, pool in volumes}.values():
         pool.refresh(0)
-    define_clone(conn, image_dom, hostname, new_disks, domain_uuid)
+    define_clone(conn, image_dom, hostname, {disk['path']: (path, fmt) for (disk, path, _volume, _pool), (_spare_path, fmt)
+                                             in zip(volumes, spare.disks)}, domain_uuid)
 
 
 def define_clone(conn: Connect, image_dom: Domain, hostname: str, new_disks: Dict[str, Tuple[str, str]],
@@ -427,8 +429,8 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
     spare: Optional[spares.Spare] = None
     try:
         volumes = pool_volumes(conn, targets)
-        spared = spare_clones is not None and volumes is not None and args['clone_mode'] == 'full' and \
-            args.get('customize', True) and all(copyable(volume, disk['path']) for disk, _path, volume, _pool in volumes)
+        # The image's disks as a spare copies them, when this clone may take one and make the next; else none.
+        sources = spare_sources(volumes, args) if spare_clones is not None else []
         with VOLUME_LOCK:
             # Checked under the lock that every clone's copy takes: nothing appears between the check and the copy.
             _check_absent(conn, hostname, targets)
@@ -436,8 +438,8 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
             ownership.intend_domain(hostname, domain_uuid)
             for _disk, path in targets:
                 ownership.intend_file(path)
-            if spared and spare_clones is not None and volumes is not None:
-                spare = spare_clones.take(key, [disk['path'] for disk, _path, _volume, _pool in volumes])
+            if sources and spare_clones is not None:
+                spare = spare_clones.take(key, [path for path, _format in sources])
             if spare is not None and spare_clones is not None and volumes is not None:
                 place_spare(conn, image, hostname, volumes, spare_clones, spare, domain_uuid)
             elif volumes is not None:
@@ -446,9 +448,8 @@ def make_clone(conn: Connect, uri: str, job_id: str, args: CloneArgs, reconcile:
                 raise HostError('a linked clone needs the disks of image %s in a libvirt storage pool' % image_name)
             else:
                 full_clone(uri, image_name, hostname, targets)  # disks outside any pool: virt-clone copies the files
-        if spared and spare_clones is not None and volumes is not None:
-            # The next clone's copy and launch, made while this one is customised and boots.
-            spare_clones.replenish(image_name, [(disk['path'], disk['format'] or 'raw') for disk, _path, _volume, _pool in volumes])
+        if sources and spare_clones is not None:
+            spare_clones.replenish(image_name, sources)  # the next clone's copy and launch, while this one goes on
         dom = lookup(conn, hostname)
         if dom is None:
             raise HostError('the clone %s was not defined' % hostname)

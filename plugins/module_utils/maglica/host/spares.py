@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -38,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from .. import private
 from ..errors import HostError
 from .batching import LayoutCache, image_key
+from .disk_files import copy_sparse
 from .customize import Customization, Disks, customize_launched
 from .guest import GuestFS, GuestSettings, inspect, launch
 
@@ -48,17 +48,6 @@ SPARE_PREFIX = '.maglica-spare-'
 APPLIANCE_MIB = 512
 STALE_CHECK_S = 1.0  # how often ready spares' images are looked at for a change (one stat per disk)
 SPARED_NOTE = 'customised in a spare: its disk copy and appliance were made before the job'
-
-
-def copy_sparse(source: str, target: str) -> None:
-    """Copy a disk file that has no backing file: a reflink where the filesystem can, else only its allocated data.
-    A failed copy leaves no target."""
-    proc = subprocess.run(['cp', '--reflink=auto', '--sparse=always', source, target], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        if os.path.lexists(target):
-            os.unlink(target)
-        raise HostError('copying %s to %s failed: %s' % (source, target, proc.stdout.decode('utf-8', 'replace').strip()))
 
 
 def spare_path(path: str, token: str) -> str:
@@ -220,8 +209,16 @@ class SpareClones:
             return
         LOG.info('spare %s ready in %.1fs: %s', spare.token, time.monotonic() - began, ', '.join(spare.paths))
 
-    def placed(self, spare: Spare) -> None:
-        """A taken spare's files are the clone's disks now (its job owns them): the record lists them no more."""
+    def place(self, spare: Spare, targets: Sequence[str]) -> None:
+        """Make a taken spare's files the clone's disks `targets` (in the image's disk order): hard links, so that
+        nothing at a target is overwritten, then the spare's names go. The clone job's own record owns the targets
+        (it listed them first): this record lists the files no more."""
+        for (path, _format), target in zip(spare.disks, targets):
+            try:
+                os.link(path, target)
+            except OSError as e:
+                raise HostError('cannot make the spare %s the clone disk %s: %s' % (path, target, e))
+            os.unlink(path)
         with self.lock:
             self.taken.pop(spare.token, None)
             self._save()
