@@ -36,6 +36,12 @@ Argument = Tuple[Sequence[str], Dict[str, Any]]
 
 
 def setup_logging(verbose: bool = False) -> None:
+    # The format names none of these: a daemon logs a line per job, and need not find each call's source file, thread
+    # and process (the logging HOWTO's "Optimization").
+    logging._srcfile = None  # pylint: disable=protected-access
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format='%(asctime)s %(name)s %(levelname)s %(message)s')
 

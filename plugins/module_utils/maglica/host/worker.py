@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -69,6 +70,9 @@ CREATE TABLE IF NOT EXISTS owned (
 DROP_SECRETS = drop_secrets_sql('jobs', 'job', '.args')
 REPORT_BATCH = 64
 REPORT_TIMEOUT = 2.0
+# A job's acknowledgement waits at most this long (seconds) for the job's result: a job that ends at once is then
+# acknowledged in the report of its result, one round trip instead of two for both workers.
+ACK_WAIT_S = 0.02
 # A running job's progress goes to the client worker at most this often.
 PROGRESS_INTERVAL = 0.5
 # A spare still being made when the worker stops: its launch may end and remove its files within this (seconds).
@@ -259,6 +263,7 @@ class HostWorker(object):
         self.poller.register(self.sub, zmq.POLLIN)
         self.poller.register(self.wake_read, zmq.POLLIN)
         self.acks: Set[str] = set()
+        self.acks_since = 0.0  # when the oldest acknowledgement not yet sent was made (time.monotonic())
         self.to_fetch: Set[str] = set()
         self.running: Set[str] = set()
         # Running jobs whose actions may change the host's domains (not actions.CHANGE_NO_DOMAIN).
@@ -316,7 +321,7 @@ class HostWorker(object):
         if known is None:
             self.to_fetch.add(notice['id'])
             return
-        self.acks.add(notice['id'])
+        self.acknowledge(notice['id'])
         if known[0] == 'done':
             # Delivered again: the client worker has not stored our result yet. Send it again, never re-run.
             self.record.report_again(notice['id'])
@@ -367,8 +372,20 @@ class HostWorker(object):
             LOG.warning('dropped a fetched job: %s', e)
             return []
         new = self.record.take(job)
-        self.acks.add(job['id'])
+        self.acknowledge(job['id'])
         return [job] if new else []
+
+    def acknowledge(self, job_id: str) -> None:
+        """Acknowledge a job (recorded) in a report soon: within ACK_WAIT_S, or with its result if it ends sooner."""
+        if not self.acks:
+            self.acks_since = time.monotonic()
+        self.acks.add(job_id)
+
+    def acks_wait(self, now: float) -> float:
+        """Seconds the acknowledgements not yet sent may still wait for their jobs' results (0: due now)."""
+        if not self.acks or len(self.acks) >= REPORT_BATCH:
+            return 0.0
+        return max(0.0, self.acks_since + ACK_WAIT_S - now)
 
     def start(self, job: actions.Job, reconcile: bool = False) -> None:
         LOG.info('job %s %s %s', job['id'], job['action'], 'reconciling' if reconcile else 'starting')
@@ -459,7 +476,7 @@ class HostWorker(object):
     def resume(self) -> None:
         """After a restart: jobs recorded as running are reconciled against what exists."""
         for job in self.record.running():
-            self.acks.add(job['id'])
+            self.acknowledge(job['id'])
             self.start(job, reconcile=True)
 
     # -- reporting --------------------------------------------------------
@@ -570,7 +587,7 @@ class HostWorker(object):
         now = time.monotonic()
         if now < self.backoff_until:
             return False
-        return bool(self.acks) or now - self.last_report >= self.config.host_worker['heartbeat_interval'] or \
+        return bool(self.acks) and not self.acks_wait(now) or now - self.last_report >= self.config.host_worker['heartbeat_interval'] or \
             self.outbox_waiting or now - self.last_report >= PROGRESS_INTERVAL and bool(self.progress_due())
 
     def run(self) -> None:
@@ -580,7 +597,9 @@ class HostWorker(object):
             self.watcher.take()
             self.watcher.start()
         while not self.stopping:
-            events = dict(self.poller.poll(50))
+            # (woken sooner when acknowledgements wait for results: they are sent once their wait ends)
+            wait = self.acks_wait(time.monotonic()) or 0.05
+            events = dict(self.poller.poll(math.ceil(1000 * min(0.05, wait))))
             if self.wake_read in events:
                 try:
                     os.read(self.wake_read, 4096)

@@ -81,6 +81,7 @@ class Requester(object):
         self.current = 0
         self.context = context or zmq().Context.instance()
         self.sock: Optional[Socket] = None
+        self.send_timeout_ms = -1  # the open socket's sndtimeo
 
     @property
     def endpoint(self) -> str:
@@ -93,6 +94,7 @@ class Requester(object):
         secure_client(sock, self.config, self.name)
         sock.connect(self.endpoint)
         self.sock = sock
+        self.send_timeout_ms = -1
         return sock
 
     def close(self) -> None:
@@ -134,7 +136,8 @@ class Requester(object):
         sock = self.sock if self.sock is not None else self._open()
         # A send waits for a connection at most the timeout too: a REQ socket whose CURVE handshake was refused (an
         # unknown key) has none, and its send would block for ever.
-        sock.sndtimeo = int(timeout * 1000)
+        if self.send_timeout_ms != int(timeout * 1000):  # (a socket option set per request costs more than the send)
+            self.send_timeout_ms = sock.sndtimeo = int(timeout * 1000)
         began = time.monotonic()
         try:
             sock.send(messages.encode(message))

@@ -158,3 +158,33 @@ def test_a_noop_job_costs_the_host_worker_few_statements(serving_client_worker):
             'a no-op job ran %.1f statements in the host worker:\n%s' % (counter.per_job(), '\n'.join(counter.statements[:40]))
     finally:
         hw.close()
+
+
+def test_a_quick_job_is_acknowledged_in_the_report_of_its_result(serving_client_worker):
+    """A job that ends at once costs one report, not two: its acknowledgement waits a moment (host_worker.ACK_WAIT_S)
+    and goes with its result. Each report is a round trip that both workers pay for (issue 21: dispatch regressed)."""
+    cfg, cw = serving_client_worker
+    reports = []
+    answer = cw.request_report
+
+    def counted(data):  # (runs in the client worker's thread)
+        reports.append(([job_id for job_id in data.get('acks') or []], [result['id'] for result in data.get('results') or []]))
+        return answer(data)
+    cw.request_report = counted
+    hw = host_worker.HostWorker(cfg, 'kvm1')
+    thread = threading.Thread(target=hw.run, daemon=True)
+    thread.start()
+    try:
+        with Client(cfg) as library:
+            for _i in range(JOBS):  # one at a time: no job can share a report with another's
+                job = messages.new_job('kvm1', 'noop', {})
+                library.submit(job)
+                wait_until(lambda: cw.log.get(job['id'])['state'] == 'succeeded', 10, 'the job to succeed')
+        acknowledged_alone = [acks for acks, results in reports if set(acks) - set(results)]
+        # (a loaded machine may delay a job's thread past the wait: a few reports of acknowledgements alone are allowed)
+        assert len(acknowledged_alone) <= JOBS // 4, \
+            '%d of %d no-op jobs were acknowledged in a report of their own: %r' % (len(acknowledged_alone), JOBS, reports)
+    finally:
+        hw.stopping = True
+        thread.join(10)
+        hw.close()
