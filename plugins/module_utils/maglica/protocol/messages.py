@@ -346,9 +346,14 @@ MAX_RESULT_DATA_BYTES = 64 * 1024
 MAX_RESULT_TEXT = 8 * 1024
 
 
+# The frames' JSON: compact, keys sorted, non-ASCII escaped. One encoder for every message (json.dumps with options
+# builds a new one per call).
+FRAME_JSON = json.JSONEncoder(separators=(',', ':'), sort_keys=True)
+
+
 def encoded_text(value: Any) -> str:
     """`value` as encode() writes it in a frame (ASCII: non-ASCII characters escaped)."""
-    return json.dumps(value, separators=(',', ':'), sort_keys=True)
+    return FRAME_JSON.encode(value)
 
 
 def encoded_size(value: Any) -> int:
@@ -649,7 +654,7 @@ def check_network(where: str, network: Any) -> None:
 def encode(message: Mapping[str, Any]) -> bytes:
     """Serialise a message (adds the version) to one frame of bytes."""
     data = dict(message, version=VERSION)
-    frame = json.dumps(data, separators=(',', ':'), sort_keys=True).encode('utf-8')
+    frame = FRAME_JSON.encode(data).encode('utf-8')
     if len(frame) > MAX_FRAME_BYTES:
         raise MessageError('message of %d bytes is over the limit of %d' % (len(frame), MAX_FRAME_BYTES))
     return frame
