@@ -42,6 +42,10 @@ LOG = logging.getLogger('maglica.client_worker.worker')
 LIBRARY_REQUESTS = ('submit', 'status', 'list', 'hosts', 'slots', 'maintenance', 'states', 'state_changed')
 # Requests a host's key makes for its own host only (`host`).
 HOST_REQUESTS = ('report', 'fetch', 'state')
+# Requests that name a host (where): refused alike when it is not in the configuration, before they do anything.
+NAMED_HOST: Dict[str, Callable[[Request], str]] = {
+    'submit': lambda data: data['job']['host'], 'maintenance': lambda data: data['host'], 'fetch': lambda data: data['host'],
+    'report': lambda data: data['host'], 'state': lambda data: data['host'], 'state_changed': lambda data: data['host']}
 # Requests that write the job log: each runs in a transaction (a savepoint of its batch's), the others only read.
 WRITING_REQUESTS = ('submit', 'report', 'maintenance')
 # Replies sent without waiting for the fsync of the commits before them: a fetch gives out only jobs whose
@@ -296,6 +300,8 @@ class ClientWorker(object):
             if kind in HOST_REQUESTS and who != data['host']:
                 LOG.warning('refused a report for %s from the key of %s', data['host'], who)
                 return {'ok': False, 'error': 'the key of %s may not report for %s' % (who, data['host'])}
+        if kind in NAMED_HOST and NAMED_HOST[kind](data) not in self.host_names:
+            return {'ok': False, 'code': 'not_found', 'error': 'host %s is not in the client worker configuration' % NAMED_HOST[kind](data)}
         handlers: Dict[str, Callable[[Request], Answered]] = {
             'submit': self.request_submit, 'status': self.request_status, 'list': self.request_list,
             'hosts': self.request_hosts, 'report': self.request_report, 'fetch': self.request_fetch,
@@ -314,8 +320,6 @@ class ClientWorker(object):
         reservations it counted on the chosen host (`seen`); when that host has any other open one now, the
         placement is stale and refused, and the library plans again with the reservations as they are."""
         job = data['job']
-        if job['host'] not in self.host_names:
-            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % job['host']}
         rules = ADMISSIONS.get(job['action'])
         # A resent id is answered below, as it was the first time; a job with no admission rules needs no look first
         # (the log's insert leaves the first submission as it is).
@@ -378,8 +382,6 @@ class ClientWorker(object):
     def request_maintenance(self, data: Request) -> Reply:
         """Set (state maintenance), clear (active) or read a host's maintenance flag; it lasts in the job log."""
         host = data['host']
-        if host not in self.host_names:
-            return {'ok': False, 'code': 'not_found', 'error': 'host %s is not in the client worker configuration' % host}
         changed = False
         if data.get('state') is not None:
             changed = self.log.set_maintenance(host, data['state'] == 'maintenance')
@@ -436,8 +438,6 @@ class ClientWorker(object):
 
     def request_report(self, data: Request) -> Reply:
         host = data['host']
-        if host not in self.host_names:
-            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
         for problem in data.pop('problems', None) or []:  # items messages.check_report dropped or made failures
             LOG.warning('a report of %s had a bad item, refused alone: %s', host, problem)
         self.heartbeats[host] = {'time': time.time(), 'pid': data.get('pid'), 'running': data.get('running') or []}
@@ -472,8 +472,6 @@ class ClientWorker(object):
     def request_state(self, data: Request) -> Reply:
         """Keep a host's pushed state (validated as messages.HOST_STATE with the request)."""
         host = data['host']
-        if host not in self.host_names:
-            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % host}
         state = data['state']
         for domain in state['domains']:  # every key a listing reads, as virt.describe gives them (None: not set)
             for key in messages.DOMAIN_INFO:
@@ -486,8 +484,6 @@ class ClientWorker(object):
         return {'ok': True}
 
     def request_state_changed(self, data: Request) -> Reply:
-        if data['host'] not in self.host_names:
-            return {'ok': False, 'error': 'host %s is not in the client worker configuration' % data['host']}
         self.changed[data['host']] = time.time()
         return {'ok': True}
 
