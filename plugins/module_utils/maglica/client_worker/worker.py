@@ -99,8 +99,9 @@ MAX_BATCH = 256
 PRUNE_INTERVAL = 600.0
 # Bytes of jobs in one reply, leaving room in the frame for the rest of the reply.
 REPLY_BUDGET = messages.MAX_FRAME_BYTES - 4096
-# Placement views (by the images asked for) each pushed state keeps encoded.
-VIEWS_KEPT = 8
+# Views each pushed state keeps encoded (Pushed.texts): its whole state, its images, and 8 placement views (by the
+# images asked for).
+VIEWS_KEPT = 10
 T = TypeVar('T')
 
 # pyzmq is loaded on first use (transport.zmq, deps.load): to mypy its module and objects are Any.
@@ -130,29 +131,27 @@ class Pushed:
     # time.time() here when the host worker took it, or took a snapshot of the same digest since (its reports say).
     taken: float
     names: FrozenSet[str] = frozenset()  # of its domains
-    # Encodings kept for the next request (messages.encoded_text): the whole state, its images, and placement's
-    # view of it for the images last asked for, where the host holds none of the names asked for.
-    whole_text: Optional[str] = None
-    images_text: Optional[str] = None
-    view_texts: Dict[Tuple[str, ...], str] = field(default_factory=dict)
+    # Views encoded for the requests after (messages.encoded_text), at most VIEWS_KEPT: the whole state ('domains',),
+    # its images ('images',), and placement's view for the images asked for ('placement', image...).
+    texts: Dict[Tuple[str, ...], str] = field(default_factory=dict)
 
     def text(self, view: str, images: Set[str], names: Set[str]) -> str:
-        if view == 'domains':
-            if self.whole_text is None:
-                self.whole_text = messages.encoded_text(self.state)
-            return self.whole_text
-        if view == 'images':
-            if self.images_text is None:
-                self.images_text = messages.encoded_text(dict(self.state, domains=[d for d in self.state['domains'] if virt.is_image(d)]))
-            return self.images_text
-        if names & self.names:
+        if view not in ('domains', 'images') and names & self.names:
+            # Not kept: placement's view of a host that holds a name asked for depends on those names.
             return messages.encoded_text(host_state.placement_view(self.state, images, names, self.totals))
-        key = tuple(sorted(images))
-        if key not in self.view_texts:
-            if len(self.view_texts) >= VIEWS_KEPT:
-                self.view_texts.clear()
-            self.view_texts[key] = messages.encoded_text(host_state.placement_view(self.state, images, (), self.totals))
-        return self.view_texts[key]
+        key = (view,) if view in ('domains', 'images') else ('placement',) + tuple(sorted(images))
+        text = self.texts.get(key)
+        if text is None:
+            if len(self.texts) >= VIEWS_KEPT:
+                self.texts.clear()
+            if view == 'domains':
+                value: Dict[str, Any] = self.state
+            elif view == 'images':
+                value = dict(self.state, domains=[d for d in self.state['domains'] if virt.is_image(d)])
+            else:
+                value = host_state.placement_view(self.state, images, (), self.totals)
+            text = self.texts[key] = messages.encoded_text(value)
+        return text
 
 
 def one_page(entries: Iterable[T], size: Callable[[T], int]) -> Tuple[List[T], bool]:
@@ -480,7 +479,8 @@ class ClientWorker(object):
         if len(whole) > REPLY_BUDGET - 256:  # it could not be sent on in a reply
             return {'ok': False, 'error': 'the state of %s is %d bytes: over the %d a reply can carry' % (host, len(whole), REPLY_BUDGET - 256)}
         self.pushed[host] = Pushed(state, data['digest'], host_state.host_totals(state['domains']),
-                                   time.time() - (data.get('age_s') or 0.0), frozenset(d['name'] for d in state['domains']), whole)
+                                   time.time() - (data.get('age_s') or 0.0), frozenset(d['name'] for d in state['domains']),
+                                   {('domains',): whole})
         return {'ok': True}
 
     def request_state_changed(self, data: Request) -> Reply:
