@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import tempfile
 
@@ -42,9 +43,22 @@ def print_last(result: dict, name: str | None = None) -> str:
     return path
 
 
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP (kill, timeout, a cancelled CI job) end this process as an exception does: its `finally`
+    and `with` blocks stop the daemons and servers it started. A second signal while it stops ends it at once."""
+    def stop(signum: int, _frame: object) -> None:
+        for each in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(each, signal.SIG_DFL)
+        raise SystemExit(128 + signum)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
 def parse_args(parser: argparse.ArgumentParser, quick: dict, what: str, argv: list[str] | None = None) -> argparse.Namespace:
     """Add `--quick` to `parser` and parse: with it, the options in `quick` get those defaults (options given on
-    the command line still win). `what` says, for --help, what the quick run leaves out or makes smaller."""
+    the command line still win). `what` says, for --help, what the quick run leaves out or makes smaller. From here
+    on, a SIGTERM stops the benchmark cleanly (stop_on_signals)."""
+    stop_on_signals()
     parser.add_argument('--quick', action='store_true',
                         help='short run for CI (%s): proves the benchmark works; claims no target' % what)
     first, _rest = parser.parse_known_args(argv)
