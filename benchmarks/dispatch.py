@@ -18,6 +18,9 @@ Broken, in any run: a job that does not succeed within 120 s of the last submiss
 message at once when a host worker refuses jobs).
 Both runs are made on each job log store in turn (--stores): SQLite, then PostgreSQL (a server of the run's own,
 tests/postgres_server.py, durable commits on).
+Each run also says what a job cost in CPU (`cpu_ms_per_job`: user and system time of the client worker, the host
+workers, the submitters and the PostgreSQL server with its backends, from /proc and getrusage, over the run, divided
+by its jobs): on this 2-core machine, 1000 jobs/s needs well under 2 ms.
 Prints one JSON line last: {"jobs", "jobs_per_s", "p50_ms", "p99_ms", "paced", "flat_out" (SQLite's),
 "postgresql": {the same}, ..., "quick"}.
 Targets (full runs): SQLite jobs_per_s >= 1000 and, at 1000 jobs/s offered, p99_ms < 50, on this 2-core machine;
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -59,6 +63,7 @@ def submitter(config_path, index, count, every, start, out):
     with client.Client(config, timeout=10) as library:
         library.hosts()  # the CURVE handshake happens before the clock starts
         start.wait()
+        cpu_before = own_cpu_s()
         began = time.time() + index * every / max(1, count)
         for number, job in enumerate(jobs):
             at = time.time()
@@ -69,29 +74,76 @@ def submitter(config_path, index, count, every, start, out):
                 at = due
             library.submit(job)
             sent.append((job['id'], at))
-    out.put(sent)
+    out.put((sent, own_cpu_s() - cpu_before))
 
 
-def run_load(cloud, jobs, submitters, rate):
-    """Submit `jobs` from `submitters` processes (at `rate` jobs/s in all, 0: flat out); {job id: sent_at}."""
+def own_cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_s(pid):
+    """User and system CPU seconds of process `pid` so far (0 when it is gone)."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def children(pid):
+    """The processes whose parent is `pid` (a PostgreSQL server's backends and helpers)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as handle:
+                    if int(handle.read().rsplit(')', 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found
+
+
+def worker_cpu(cloud, postgres):
+    """{role: CPU seconds so far} of the run's daemons."""
+    cpu = {'client_worker': cpu_s(cloud.client_worker.pid), 'host_workers': sum(cpu_s(proc.pid) for proc in cloud.host_workers.values())}
+    if postgres is not None:
+        cpu['postgresql'] = cpu_s(postgres.proc.pid) + sum(cpu_s(pid) for pid in children(postgres.proc.pid))
+    return cpu
+
+
+def run_load(cloud, jobs, submitters, rate, postgres=None):
+    """Submit `jobs` from `submitters` processes (at `rate` jobs/s in all, 0: flat out), until every job succeeded:
+    its figures, and what each job cost in CPU (`postgres`: the PostgreSQL server the job log is in, counted too)."""
     start, out = multiprocessing.Event(), multiprocessing.Queue()
     shares = [jobs // submitters + (1 if i < jobs % submitters else 0) for i in range(submitters)]
     every = submitters / float(rate) if rate else 0
     procs = [multiprocessing.Process(target=submitter, args=(cloud.path, i, n, every, start, out)) for i, n in enumerate(shares)]
     for proc in procs:
         proc.start()
+    before = worker_cpu(cloud, postgres)
     start.set()
-    sent = dict(item for _proc in procs for item in out.get(timeout=600))
+    sent, submitters_cpu = {}, 0.0
+    for _proc in procs:
+        shares_sent, cpu = out.get(timeout=600)
+        sent.update(shares_sent)
+        submitters_cpu += cpu
     for proc in procs:
         proc.join()
     # Read the job log itself (a reader does not block the WAL writer): its `finished` times are the figures.
     # A job a host worker refused never ends: bench_workers.check stops the wait at once, saying which and why.
     by_id = wait_until(lambda: bench_workers.check(cloud.workdir) or finished_jobs(cloud, sent), 120,
                        'every job to succeed', interval=0.2)
+    after = worker_cpu(cloud, postgres)
+    cpu = dict({role: after[role] - before[role] for role in after}, submitters=submitters_cpu)
+    cpu_ms = {role: round(1000 * seconds / len(sent), 3) for role, seconds in sorted(cpu.items())}
+    cpu_ms['total'] = round(1000 * sum(cpu.values()) / len(sent), 3)
     latencies = [(by_id[i]['finished'] - at) * 1000 for i, at in sent.items()]
     elapsed = max(j['finished'] for j in by_id.values()) - min(sent.values())
     return {'jobs': len(sent), 'jobs_per_s': round(len(sent) / elapsed), 'p50_ms': round(percentile(latencies, 0.5), 1),
-            'p99_ms': round(percentile(latencies, 0.99), 1), 'max_ms': round(max(latencies), 1)}
+            'p99_ms': round(percentile(latencies, 0.99), 1), 'max_ms': round(max(latencies), 1), 'cpu_ms_per_job': cpu_ms}
 
 
 def percentile(values, fraction):
@@ -120,7 +172,9 @@ def run_store(args, store, postgres):
         cloud.reconfigure(joblog={'backend': 'postgresql', 'dsn': postgres.create_database('dispatch')})
     cloud.start()
     try:
-        return {'flat_out': run_load(cloud, args.jobs, args.submitters, 0), 'paced': run_load(cloud, args.jobs, args.submitters, args.rate)}
+        server = postgres if store == 'postgresql' else None
+        return {'flat_out': run_load(cloud, args.jobs, args.submitters, 0, server),
+                'paced': run_load(cloud, args.jobs, args.submitters, args.rate, server)}
     finally:
         cloud.stop()
 
