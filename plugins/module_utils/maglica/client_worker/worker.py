@@ -329,7 +329,7 @@ class ClientWorker(object):
         # Logged as published: its notice goes out once the transaction is committed.
         row, created = self.log.add(job, self.config.jobs['ttl'], claims=rules is not None and rules.claims(), published=True)
         if created:
-            LOG.info('job %s %s on %s queued', job['id'], job['action'], job['host'])
+            LOG.debug('job %s %s on %s queued', job['id'], job['action'], job['host'])  # (its end is logged at INFO)
             self.notices.append(row)
             if job['action'] == 'vm.migrate':
                 # Moving from now on, even should it end before the next sweep looks (sweep() then notes its end).
