@@ -171,7 +171,7 @@ def test_a_quick_job_is_acknowledged_in_the_report_of_its_result(serving_client_
     answer = cw.request_report
 
     def counted(data):  # (runs in the client worker's thread)
-        reports.append(([job_id for job_id in data.get('acks') or []], [result['id'] for result in data.get('results') or []]))
+        reports.append((list(data.get('acks') or []), [result['id'] for result in data.get('results') or []]))
         return answer(data)
     cw.request_report = counted
     hw = host_worker.HostWorker(cfg, 'kvm1')
