@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Maglica contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Waiting in tests: on a condition, with a deadline - never a bare sleep as synchronisation."""
+"""Waiting in tests: on a condition, with a deadline - never a bare sleep as synchronisation; and the condition that a
+process runs."""
 
 from __future__ import annotations
 
@@ -18,3 +19,12 @@ def wait_until(condition, timeout, what, interval=0.02):
         if time.monotonic() > deadline:
             raise AssertionError('timed out after %gs waiting for %s' % (timeout, what))
         time.sleep(interval)
+
+
+def alive(pid):
+    """Whether process `pid` runs (a zombie, dead but not reaped, does not)."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False

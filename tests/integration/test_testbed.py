@@ -12,6 +12,7 @@ import subprocess
 
 import maglica_testbed
 from maglica_testbed import TESTBED, wait_until
+from polling import alive
 
 HOST = 'leaky'
 GUEST = 'leaky-guest'
@@ -22,15 +23,6 @@ GUEST_XML = """<domain type='qemu'>
   <os><type arch='x86_64'>hvm</type></os>
   <devices><graphics type='vnc' autoport='yes' listen='127.0.0.1'/></devices>
 </domain>""" % GUEST
-
-
-def alive(pid):
-    """Whether `pid` runs (a zombie, already dead but not reaped, does not)."""
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return handle.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except FileNotFoundError:
-        return False
 
 
 def pid_in(path):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 
+from polling import alive
 from unit_helpers import worker_env
 
 TESTS = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
@@ -53,14 +54,6 @@ def port_pair():
             return port
 
 
-def running(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return handle.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except FileNotFoundError:
-        return False
-
-
 def test_a_benchmark_stopped_by_sigterm_stops_its_daemons_and_database(tmp_path):
     bench = subprocess.Popen([sys.executable, '-c', BENCHMARK, str(port_pair()), BENCHMARKS, TESTS, os.path.join(TESTS, 'integration')],
                              stdout=subprocess.PIPE, stderr=open(str(tmp_path / 'bench.log'), 'wb'), env=worker_env(), text=True)
@@ -69,15 +62,15 @@ def test_a_benchmark_stopped_by_sigterm_stops_its_daemons_and_database(tmp_path)
         line = bench.stdout.readline()  # (the benchmark prints it once everything runs; it fails the test if it exits)
         assert line, 'the benchmark did not start:\n%s' % (tmp_path / 'bench.log').read_text()[-3000:]
         started = json.loads(line)
-        assert all(running(pid) for pid in started['pids'])
+        assert all(alive(pid) for pid in started['pids'])
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(60) != 0
-        left = [pid for pid in started['pids'] if running(pid)]  # (the benchmark's end waited for each)
+        left = [pid for pid in started['pids'] if alive(pid)]  # (the benchmark's end waited for each)
         assert not left, 'still running after the benchmark was stopped: %s' % left
         assert not os.path.exists(started['postgres']), 'the PostgreSQL server files are left'
     finally:
         for pid in started.get('pids', []):  # a failed test leaves nothing either
-            if running(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if bench.poll() is None:
             bench.kill()
