@@ -654,7 +654,7 @@ def check_network(where: str, network: Any) -> None:
 def encode(message: Mapping[str, Any]) -> bytes:
     """Serialise a message (adds the version) to one frame of bytes."""
     data = dict(message, version=VERSION)
-    frame = FRAME_JSON.encode(data).encode('utf-8')
+    frame = encoded_text(data).encode('utf-8')
     if len(frame) > MAX_FRAME_BYTES:
         raise MessageError('message of %d bytes is over the limit of %d' % (len(frame), MAX_FRAME_BYTES))
     return frame
