@@ -71,3 +71,27 @@ def submit(library, job: dict, stop: threading.Event | None = None) -> dict | No
             if str(e).startswith(REFUSED_REQUEST):
                 raise WorkersRefused('job %s (%s) refused at submission: %s' % (job['id'], job['action'], e)) from e
     return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid` so far (0 when it is gone)."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a PostgreSQL server's backends and helpers)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as handle:
+                    if int(handle.read().rsplit(')', 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return found

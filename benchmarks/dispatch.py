@@ -82,35 +82,12 @@ def own_cpu_s():
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_s(pid):
-    """User and system CPU seconds of process `pid` so far (0 when it is gone)."""
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            fields = handle.read().rsplit(')', 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
-def children(pid):
-    """The processes whose parent is `pid` (a PostgreSQL server's backends and helpers)."""
-    found = []
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open('/proc/%s/stat' % entry) as handle:
-                    if int(handle.read().rsplit(')', 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-    return found
-
-
 def worker_cpu(cloud, postgres):
     """{role: CPU seconds so far} of the run's daemons."""
-    cpu = {'client_worker': cpu_s(cloud.client_worker.pid), 'host_workers': sum(cpu_s(proc.pid) for proc in cloud.host_workers.values())}
+    seconds = bench_workers.cpu_seconds
+    cpu = {'client_worker': seconds(cloud.client_worker.pid), 'host_workers': sum(seconds(proc.pid) for proc in cloud.host_workers.values())}
     if postgres is not None:
-        cpu['postgresql'] = cpu_s(postgres.proc.pid) + sum(cpu_s(pid) for pid in children(postgres.proc.pid))
+        cpu['postgresql'] = seconds(postgres.proc.pid) + sum(seconds(pid) for pid in bench_workers.children(postgres.proc.pid))
     return cpu
 
 

@@ -20,6 +20,7 @@ import time
 
 import zmq
 
+import bench_workers  # pylint: disable=wrong-import-position
 from maglica_testbed import MODULE_UTILS, PYTHON  # pylint: disable=wrong-import-position
 from maglica.cluster import config as maglica_config
 from maglica.cluster import host_state
@@ -139,10 +140,7 @@ class PushedCloud:
         """(resident memory in MiB, CPU seconds so far) of the client worker process."""
         with open('/proc/%d/status' % self.client_worker.pid) as handle:
             rss_kib = next(int(line.split()[1]) for line in handle if line.startswith('VmRSS:'))
-        with open('/proc/%d/stat' % self.client_worker.pid) as handle:
-            fields = handle.read().rsplit(')', 1)[1].split()
-        ticks = os.sysconf('SC_CLK_TCK')
-        return rss_kib / 1024.0, (int(fields[11]) + int(fields[12])) / ticks
+        return rss_kib / 1024.0, bench_workers.cpu_seconds(self.client_worker.pid)
 
     def steady_cpu_percent(self, seconds):
         """The client worker's CPU share over `seconds` of heartbeats from every host."""
