@@ -199,7 +199,22 @@ def run(module: Module, operation: Callable[[Config], T], *libraries: str) -> T:
         fail(module, msg=str(e))
 
 
+def exit_json(module: Module, **result: Any) -> NoReturn:
+    """module.exit_json, which exits; the result's warnings become module warnings."""
+    warn_all(module, result)
+    module.exit_json(**result)
+    raise AssertionError('exit_json returned')  # pragma: no cover
+
+
 def fail(module: Module, **result: Any) -> NoReturn:
-    """module.fail_json, which exits."""
+    """module.fail_json, which exits; the result's warnings become module warnings."""
+    warn_all(module, result)
     module.fail_json(**result)
     raise AssertionError('fail_json returned')  # pragma: no cover
+
+
+def warn_all(module: Module, result: Dict[str, Any]) -> None:
+    """Takes a library result's `warnings` out of it into module.warn(): ansible-core deprecates passing them to
+    exit_json and fail_json (to be removed in 2.23)."""
+    for warning in result.pop('warnings', None) or []:
+        module.warn(warning)

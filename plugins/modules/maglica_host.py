@@ -125,7 +125,7 @@ def main() -> None:
             common.fail(module, msg=str(e), **e.result)
 
     outcome = common.run(module, operation, 'libvirt', 'zmq')
-    module.exit_json(**outcome)
+    common.exit_json(module, **outcome)
 
 
 if __name__ == '__main__':

@@ -236,7 +236,7 @@ def main() -> None:
         return dict(cloud.import_image(config, p['name'], p['url'], p['checksum'], p['targets'], settings,
                                        p['timeout'], module.check_mode, path=p['path']))
 
-    module.exit_json(**common.run(module, operation, 'libvirt', 'zmq'))
+    common.exit_json(module, **common.run(module, operation, 'libvirt', 'zmq'))
 
 
 if __name__ == '__main__':

@@ -94,7 +94,7 @@ def main() -> None:
     p = module.params
     outcome = common.run(module, lambda config: cloud.copy_image(config, p['name'], p['dest'], p['source'], p['timeout'], module.check_mode),
                          'libvirt', 'zmq')
-    module.exit_json(**outcome)
+    common.exit_json(module, **outcome)
 
 
 if __name__ == '__main__':

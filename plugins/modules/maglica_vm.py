@@ -221,7 +221,7 @@ def main() -> None:
         outcome['diff'] = {'before_header': where, 'after_header': where, 'before': render(before), 'after': render(after)}
     if outcome.get('message'):
         module.warn(outcome['message'])
-    module.exit_json(**outcome)
+    common.exit_json(module, **outcome)
 
 
 if __name__ == '__main__':

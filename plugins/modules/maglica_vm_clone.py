@@ -489,7 +489,7 @@ def main() -> None:
     diff = take_diff(outcome)
     if module._diff and outcome['changed']:
         outcome['diff'] = diff_of(p, outcome, diff)
-    module.exit_json(**outcome)
+    common.exit_json(module, **outcome)
 
 
 def take_diff(outcome: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
@@ -531,7 +531,7 @@ def batch(module: common.Module) -> None:
         module.warn(warning)
     if module._diff and outcome['changed']:
         outcome['diff'] = diffs
-    module.exit_json(**outcome)
+    common.exit_json(module, **outcome)
 
 
 if __name__ == '__main__':

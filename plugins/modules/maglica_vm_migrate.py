@@ -122,7 +122,7 @@ def main() -> None:
     p = module.params
     outcome = common.run(module, lambda config: cloud.vm_migrate(config, p['vm'], p['host'], p['live'], True, p['timeout'],
                                                                  module.check_mode), 'libvirt', 'zmq')
-    module.exit_json(**outcome)
+    common.exit_json(module, **outcome)
 
 
 if __name__ == '__main__':

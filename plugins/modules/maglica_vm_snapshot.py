@@ -173,9 +173,7 @@ def main() -> None:
         outcome['diff'] = {'before_header': where, 'after_header': where,
                            'before': ''.join('%s\n' % n for n in before['snapshots']),
                            'after': ''.join('%s\n' % n for n in after['snapshots'])}
-    for warning in outcome.pop('warnings', None) or []:  # what the host worker noted: no agent, memory kept by libvirt
-        module.warn(warning)
-    module.exit_json(**outcome)
+    common.exit_json(module, **outcome)
 
 
 if __name__ == '__main__':

@@ -265,8 +265,7 @@ class HostWorker(object):
         self.acks: Set[str] = set()
         self.acks_since = 0.0  # when the oldest acknowledgement not yet sent was made (time.monotonic())
         self.to_fetch: Set[str] = set()
-        self.running: Set[str] = set()
-        self.started: Dict[str, Tuple[str, float]] = {}  # running job id: (action, time.monotonic() at its start)
+        self.running: Dict[str, Tuple[str, float]] = {}  # running job id: (action, time.monotonic() at its start)
         # Running jobs whose actions may change the host's domains (not actions.CHANGE_NO_DOMAIN).
         self.changing: Set[str] = set()
         # Whether the record's outbox may hold results to report: known here, so that each turn of the loop need not
@@ -394,8 +393,7 @@ class HostWorker(object):
             LOG.info('job %s %s reconciling', job['id'], job['action'])
         else:
             LOG.debug('job %s %s starting', job['id'], job['action'])
-        self.started[job['id']] = (job['action'], time.monotonic())
-        self.running.add(job['id'])
+        self.running[job['id']] = (job['action'], time.monotonic())
         if job['action'] not in actions.CHANGE_NO_DOMAIN:
             self.changing.add(job['id'])
         if any(key in job['args'] for key in messages.SECRET_ARGS):
@@ -475,8 +473,7 @@ class HostWorker(object):
         self.record.checkpoint_if_dropped()  # (its checkpoint syncs the WAL first)
         now = time.monotonic()
         for result in results:
-            self.running.discard(result['id'])
-            action, began = self.started.pop(result['id'], ('', now))
+            action, began = self.running.pop(result['id'], ('', now))
             message = result.get('message') or ''
             LOG.info('job %s %s %s in %.1fs%s', result['id'], action, result['status'], now - began, ': ' + message if message else '')
         self.outbox_waiting = True

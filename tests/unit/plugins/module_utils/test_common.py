@@ -145,3 +145,27 @@ def test_image_settings_converts_sizes_and_refuses_bad_ones():
                                              'max_download_time': 600, 'redirect_schemes': ['http', 'https']}
     with pytest.raises(collection_errors.MaglicaError, match='bad size'):
         common.image_settings(dict(params, memory='lots'))
+
+
+def warning_texts(result):
+    """A module result's warnings as text: ansible-core 2.19 prints each as a structured summary of its event."""
+    return [w['event']['msg'] if isinstance(w, dict) else w for w in result.get('warnings') or []]
+
+
+def test_exit_turns_the_results_warnings_into_module_warnings(capsys):
+    # ansible-core deprecates `warnings` passed to exit_json and fail_json (to go in 2.23): they go through warn().
+    with module_with({'hosts': [{'name': 'kvm1'}]}) as module, pytest.raises(SystemExit) as caught:
+        common.exit_json(module, changed=True, host='kvm1', warnings=['kvm2 cannot be reached'])
+    assert caught.value.code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert warning_texts(result) == ['kvm2 cannot be reached'] and result['host'] == 'kvm1'
+    assert not result.get('deprecations'), result['deprecations']
+
+
+def test_fail_turns_the_results_warnings_into_module_warnings(capsys):
+    with module_with({'hosts': [{'name': 'kvm1'}]}) as module, pytest.raises(SystemExit) as caught:
+        common.fail(module, msg='drain incomplete', vms=[], warnings=['kvm2 cannot be reached'])
+    assert caught.value.code == 1
+    result = json.loads(capsys.readouterr().out)
+    assert warning_texts(result) == ['kvm2 cannot be reached'] and result['msg'] == 'drain incomplete'
+    assert not result.get('deprecations'), result['deprecations']
