@@ -52,9 +52,12 @@ integration: deps collection-link images
 rollout: deps collection-link images-hypervisor
 	$(IN_TESTBED_NETNS) $(PY) -m pytest -q -p no:cacheprovider -rA tests/integration/test_rollout.py
 
-# The bootable guest images, built from Debian's packages in the machine's own network namespace: the
-# testbed's has no route to the mirror. Cached in MAGLICA_IMAGE_CACHE (tests/testbed/env.sh).
+# The tests' guest images, cached in MAGLICA_IMAGE_CACHE (tests/testbed/env.sh): the small bootless ones
+# (build_image.sh, one appliance each; first, so that a run that builds beside the tests has them when the first
+# test asks), then the bootable ones, built from Debian's packages in the machine's own network namespace: the
+# testbed's has no route to the mirror.
 images: deps
+	bash tests/testbed/build_image.sh --cache debian rhel debian-nm debian-cloudinit
 	bash tests/testbed/build_bootable.sh --cache ifupdown nm cloudinit
 
 # The roll-out test's hypervisor guests (make rollout), built like `make images` outside the testbed's namespace.

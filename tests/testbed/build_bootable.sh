@@ -80,6 +80,7 @@ if [[ ! -s $cached ]]; then
     echo "build_bootable: mmdebstrap bookworm -> $base" >&2
     mmdebstrap --quiet --format=tar --variant=minbase --include="$PACKAGES" bookworm "$base.tmp"
     mv "$base.tmp" "$base"
+    echo "build_bootable: $base made in ${SECONDS}s ($(date +%T))" >&2
   fi
   # The file system is made here, natively: the base unpacked into a directory, the variant's files written
   # into it, and `mkfs.ext4 -d` turning that directory into the root partition's image. Unpacking into the
@@ -145,5 +146,7 @@ EOF
   done
   qemu-img convert -O qcow2 "$raw" "$cached.tmp"
   mv "$cached.tmp" "$cached"
+  # When each image was ready: CI's tests that boot a variant wait for it (MAGLICA_IMAGE_BUILDER_PID above).
+  echo "build_bootable: $cached made in ${SECONDS}s ($(date +%T))" >&2
 fi
 [[ $out == /dev/null ]] || cp --sparse=always "$cached" "$out"

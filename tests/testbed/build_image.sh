@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # build_image.sh FAMILY OUT.qcow2   (FAMILY: debian | debian-nm | debian-cloudinit | rhel)
+# build_image.sh --cache FAMILY...   (into the cache only)
 # A small bootless guest disk that libguestfs inspection takes for Debian 12 /
 # RHEL 9 with hostname "original": nothing is downloaded, the tree is made here.
 # It carries the per-machine state a clone must not keep (host keys, leases,
@@ -10,7 +11,14 @@ set -euo pipefail
 
 self=$(readlink -f "${BASH_SOURCE[0]}")
 . "$(dirname "$self")/env.sh"
-(($# == 2)) || { echo "usage: $0 debian|debian-nm|debian-cloudinit|rhel OUT.qcow2" >&2; exit 2; }
+usage() { echo "usage: $0 debian|debian-nm|debian-cloudinit|rhel OUT.qcow2 | $0 --cache FAMILY..." >&2; exit 2; }
+if [[ ${1:-} == --cache ]]; then  # only into the cache (make images: built before the tests ask)
+  shift
+  (($#)) || usage
+  for family; do bash "$self" "$family" /dev/null; done
+  exit 0
+fi
+(($# == 2)) || usage
 variant=$1 out=$2
 [[ $variant =~ ^(debian|debian-nm|debian-cloudinit|rhel)$ ]] || { echo "unknown family: $variant" >&2; exit 2; }
 family=${variant%%-*}
@@ -137,4 +145,4 @@ EOF
   fi
   mv "$cached.tmp" "$cached"
 fi
-cp --sparse=always "$cached" "$out"
+[[ $out == /dev/null ]] || cp --sparse=always "$cached" "$out"
